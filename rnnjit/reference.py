@@ -1,0 +1,124 @@
+"""The exact numpy reference engine: PyTorch's recurrent semantics, step by step.
+
+Slow and obviously correct. It is the oracle for the compiled kernels and the
+fallback where numba cannot be imported (``engine="numpy"``). It imports numpy
+only.
+
+Engine contract (shared with `rnnjit.kernels`):
+
+``prepare(spec, weights) -> prepared`` once per model and dtype, then
+``run(prepared, x, lengths, h0, c0, select, threads) -> (y, hn, cn)`` where
+
+- ``x``: (B, T, I) C-contiguous, the weights' dtype; ``lengths``: int64 (B,)
+  with ``1 <= lengths[b] <= T``; ``h0``: (L*D, B, H_out) or None (zeros);
+  ``c0``: (L*D, B, H) or None (zeros, LSTM only).
+- ``select == "all"``: y is (B, T, D*H_out), zero past each length;
+  ``"last"``: y is (B, D*H_out), the per-step output at ``lengths[b]-1``;
+  ``"final"``: y is (B, D*H_out), the last layer's final h, directions
+  concatenated.
+- hn: (L*D, B, H_out); cn: (L*D, B, H) for LSTM, else None.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from rnnjit.spec import RNNSpec
+
+
+def sigmoid(v: np.ndarray) -> np.ndarray:
+    """Logistic function without overflow: 1/(1+exp(-v)) == (1+tanh(v/2))/2."""
+    return 0.5 * (1.0 + np.tanh(0.5 * v))
+
+
+def prepare(spec: RNNSpec, weights: Mapping[str, np.ndarray]):
+    return spec, dict(weights)
+
+
+def _step(spec: RNNSpec, w: dict, x_t, h, c):
+    """One time step for the whole batch. Returns (h', c')."""
+    gi = x_t @ w["ih"].T
+    gh = h @ w["hh"].T
+    if "b_ih" in w:
+        gi = gi + w["b_ih"]
+        gh = gh + w["b_hh"]
+    H = spec.hidden_size
+    if spec.cell == "lstm":
+        g = gi + gh
+        i = sigmoid(g[:, 0:H])
+        f = sigmoid(g[:, H : 2 * H])
+        cand = np.tanh(g[:, 2 * H : 3 * H])
+        o = sigmoid(g[:, 3 * H : 4 * H])
+        c_new = f * c + i * cand
+        h_new = o * np.tanh(c_new)
+        if "hr" in w:
+            h_new = h_new @ w["hr"].T
+        return h_new, c_new
+    if spec.cell == "gru":
+        r = sigmoid(gi[:, 0:H] + gh[:, 0:H])
+        z = sigmoid(gi[:, H : 2 * H] + gh[:, H : 2 * H])
+        n = np.tanh(gi[:, 2 * H :] + r * gh[:, 2 * H :])
+        return (1.0 - z) * n + z * h, None
+    pre = gi + gh
+    if spec.cell == "rnn_tanh":
+        return np.tanh(pre), None
+    return np.maximum(pre, 0.0), None
+
+
+def _direction_weights(spec: RNNSpec, weights: Mapping[str, np.ndarray], sfx: str) -> dict:
+    p = spec.prefix
+    w = {"ih": weights[f"{p}weight_ih{sfx}"], "hh": weights[f"{p}weight_hh{sfx}"]}
+    if spec.bias:
+        w["b_ih"] = weights[f"{p}bias_ih{sfx}"]
+        w["b_hh"] = weights[f"{p}bias_hh{sfx}"]
+    if spec.proj_size > 0:
+        w["hr"] = weights[f"{p}weight_hr{sfx}"]
+    return w
+
+
+def run(prepared, x, lengths, h0=None, c0=None, select="all", threads=None):
+    """Run the recurrent stack; see the module docstring for the contract."""
+    spec, weights = prepared
+    dtype = x.dtype
+    B, T, _ = x.shape
+    D = spec.num_directions
+    h_shape, c_shape = spec.state_shapes(B)
+    hn = np.zeros(h_shape, dtype)
+    cn = np.zeros(c_shape, dtype) if c_shape else None
+    lengths = np.asarray(lengths, dtype=np.int64)
+    layer_in = x
+    for layer in range(spec.num_layers):
+        out = np.zeros((B, T, D * spec.h_out), dtype)
+        for d in range(D):
+            sfx = f"_l{layer}" + ("_reverse" if d else "")
+            w = _direction_weights(spec, weights, sfx)
+            k = layer * D + d
+            h = np.zeros((B, spec.h_out), dtype) if h0 is None else h0[k].astype(dtype, copy=True)
+            c = None
+            if spec.has_cell_state:
+                c = np.zeros((B, spec.hidden_size), dtype) if c0 is None else c0[k].astype(dtype, copy=True)
+            steps = range(T - 1, -1, -1) if d else range(T)
+            for t in steps:
+                active = (t < lengths)[:, None]
+                h_new, c_new = _step(spec, w, layer_in[:, t, :], h, c)
+                h = np.where(active, h_new, h)
+                if c is not None:
+                    c = np.where(active, c_new, c)
+                out[:, t, d * spec.h_out : (d + 1) * spec.h_out] = np.where(active, h, 0.0)
+            hn[k] = h
+            if c is not None:
+                cn[k] = c
+        layer_in = out
+    if select == "all":
+        y = layer_in
+    elif select == "last":
+        idx = np.maximum(lengths - 1, 0)
+        y = layer_in[np.arange(B), idx] if T > 0 else np.zeros((B, D * spec.h_out), dtype)
+    elif select == "final":
+        last = spec.num_layers - 1
+        y = np.concatenate([hn[last * D + d] for d in range(D)], axis=1)
+    else:
+        raise ValueError(f"select must be 'all', 'last' or 'final', got {select!r}")
+    return np.ascontiguousarray(y, dtype=dtype), hn, cn
