@@ -42,7 +42,7 @@ def load(path, *, dtype=None) -> Model:
 
 
 def convert(src, out, **kwargs):
-    """Convert a PyTorch weight file to a bundle; see `rnnjit.convert_.convert`."""
-    from rnnjit.convert_ import convert as _convert
+    """Convert a PyTorch weight file to a bundle; see `rnnjit.converter.convert`."""
+    from rnnjit.converter import convert as _convert
 
     return _convert(src, out, **kwargs)
