@@ -1,0 +1,183 @@
+"""The bundle: one ``.npz`` with every weight under its PyTorch key, plus ``__rnnjit__``.
+
+``__rnnjit__`` is a JSON document (format, format_version, rnn, head, output,
+dtype, feature_names, reference, provenance). The file loads with
+``np.load(path, allow_pickle=False)``; `load` validates everything before any
+kernel can see it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rnnjit.errors import BundleError
+from rnnjit.infer import check_rnn_weights
+from rnnjit.model import Model
+from rnnjit.spec import ACTIVATIONS, CELLS, OUTPUT_MODES, HeadStep, RNNSpec
+
+CONFIG_KEY = "__rnnjit__"
+FORMAT = "rnnjit-bundle"
+FORMAT_VERSION = 1
+DTYPES = ("float32", "float64")
+
+
+def write(path: str | os.PathLike, weights: Mapping[str, np.ndarray], config: Mapping[str, Any]) -> None:
+    """Write a bundle atomically: a temporary file in the same folder, renamed when complete."""
+    path = Path(path)
+    arrays = {k: np.ascontiguousarray(v) for k, v in weights.items()}
+    arrays[CONFIG_KEY] = np.array(json.dumps(config, sort_keys=True))
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise BundleError(f"cannot write {path}: folder {folder} does not exist; create it first")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def read_config(path: str | os.PathLike) -> dict[str, Any]:
+    """The bundle's JSON document, without loading or checking the weights."""
+    config, _ = _read(path, weights=False)
+    return config
+
+
+def load(path: str | os.PathLike, *, dtype: str | None = None) -> Model:
+    """Load and validate a bundle.
+
+    Parameters
+    ----------
+    path : the ``.npz`` written by `rnnjit.convert`.
+    dtype : "float32" or "float64", optional
+        Compute dtype; default is the bundle's own (float32 unless the model
+        was float64 in PyTorch).
+
+    Raises
+    ------
+    BundleError
+        For anything wrong with the file, naming the key and both shapes.
+    """
+    config, weights = _read(path, weights=True)
+    spec, head, output, bundle_dtype = _check_config(config, path)
+    _check_weights(spec, head, weights, path)
+    if dtype is not None and str(dtype) not in DTYPES:
+        raise BundleError(f"dtype {dtype!r} is not supported; expected one of {', '.join(DTYPES)}")
+    return Model(spec, head, weights, output=output, dtype=str(dtype or bundle_dtype), config=config)
+
+
+def _read(path, *, weights: bool):
+    path = Path(path)
+    if not path.is_file():
+        raise BundleError(f"bundle {path} does not exist; create one with `rnnjit convert model.pth --out {path}`")
+    try:
+        npz = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise BundleError(f"{path} is not a readable .npz bundle ({exc}); re-create it with `rnnjit convert`") from exc
+    if not isinstance(npz, np.lib.npyio.NpzFile):
+        raise BundleError(f"{path} holds a single array, not a bundle; re-create it with `rnnjit convert`")
+    with npz:
+        if CONFIG_KEY not in npz.files:
+            raise BundleError(
+                f"{path} has no {CONFIG_KEY!r} key, so it is not an rnnjit bundle; convert weights with `rnnjit convert`"
+            )
+        try:
+            raw = npz[CONFIG_KEY]
+            config = json.loads(str(raw[()]))
+        except Exception as exc:  # corrupt member, wrong dtype, bad JSON
+            raise BundleError(f"{path}: {CONFIG_KEY!r} is not a JSON document ({exc}); re-create the bundle") from exc
+        if not isinstance(config, dict):
+            raise BundleError(f"{path}: {CONFIG_KEY!r} is not a JSON object; re-create the bundle")
+        arrays = {}
+        if weights:
+            for key in npz.files:
+                if key == CONFIG_KEY:
+                    continue
+                try:
+                    arrays[key] = npz[key]
+                except ValueError as exc:  # object arrays need pickle: refused
+                    raise BundleError(
+                        f"{path}: key {key!r} is an object array ({exc}); a bundle holds plain numeric arrays only"
+                    ) from exc
+                except Exception as exc:
+                    raise BundleError(f"{path}: key {key!r} cannot be read ({exc}); the file is corrupt") from exc
+    return config, arrays
+
+
+def _check_config(config: dict, path):
+    def bad(msg):
+        return BundleError(f"{path}: {msg}")
+
+    if config.get("format") != FORMAT:
+        raise bad(f"format is {config.get('format')!r}; expected {FORMAT!r}; re-create it with `rnnjit convert`")
+    version = config.get("format_version")
+    if not isinstance(version, int) or version < 1 or version > FORMAT_VERSION:
+        raise bad(
+            f"format_version {version!r} is not supported by rnnjit (knows 1..{FORMAT_VERSION}); "
+            "upgrade rnnjit or re-convert the model"
+        )
+    try:
+        spec = RNNSpec.from_dict(config["rnn"])
+        head = tuple(HeadStep.from_dict(s) for s in config.get("head", []))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise bad(f"the 'rnn' or 'head' section is malformed ({exc!r}); re-create the bundle") from exc
+    if spec.cell not in CELLS:
+        raise bad(f"cell {spec.cell!r} is not known; expected one of {', '.join(CELLS)}")
+    for name in ("input_size", "hidden_size", "num_layers"):
+        if getattr(spec, name) < 1:
+            raise bad(f"rnn.{name} is {getattr(spec, name)}; expected a positive integer")
+    if spec.proj_size < 0 or (spec.proj_size and spec.cell != "lstm"):
+        raise bad(f"rnn.proj_size is {spec.proj_size}; expected 0, or a positive size for an lstm")
+    for step in head:
+        if step.kind == "activation" and step.name not in ACTIVATIONS:
+            raise bad(f"head activation {step.name!r} is not known; expected one of {', '.join(ACTIVATIONS)}")
+        if step.kind not in ("activation", "linear"):
+            raise bad(f"head step kind {step.kind!r} is not known; expected 'linear' or 'activation'")
+    output = config.get("output", "last")
+    if output not in OUTPUT_MODES:
+        raise bad(f"output mode {output!r} is not known; expected one of {', '.join(OUTPUT_MODES)}")
+    dtype = config.get("dtype", "float32")
+    if dtype not in DTYPES:
+        raise bad(f"dtype {dtype!r} is not supported; expected one of {', '.join(DTYPES)}")
+    return spec, head, output, dtype
+
+
+def _check_weights(spec: RNNSpec, head, weights: dict, path) -> None:
+    def error(msg):
+        return BundleError(f"{path}: {msg}")
+
+    check_rnn_weights(spec, weights, error=error)
+    width = spec.output_size
+    for step in head:
+        if step.kind != "linear":
+            continue
+        wkey, bkey = f"{step.name}.weight", f"{step.name}.bias"
+        if wkey not in weights:
+            raise error(f"missing key {wkey!r} (head layer, expected shape ({step.out_features}, {width}))")
+        w = weights[wkey]
+        ok = w.shape[:2] == (step.out_features, width) and (w.ndim == 2 or (w.ndim == 3 and w.shape[2] == 1))
+        if not ok or step.in_features != width:
+            raise error(f"key {wkey!r} has shape {w.shape}; expected ({step.out_features}, {width})")
+        if step.bias:
+            if bkey not in weights:
+                raise error(f"missing key {bkey!r} (expected shape ({step.out_features},))")
+            if weights[bkey].shape != (step.out_features,):
+                raise error(f"key {bkey!r} has shape {weights[bkey].shape}; expected ({step.out_features},)")
+        width = step.out_features
+    for key, arr in weights.items():
+        if not np.issubdtype(arr.dtype, np.floating):
+            raise error(f"key {key!r} has dtype {arr.dtype}; expected floating-point weights")
+        if not np.all(np.isfinite(arr)):
+            n = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
+            raise error(f"key {key!r} has {n} non-finite values (NaN or inf); the model's weights are broken")
