@@ -1,0 +1,76 @@
+"""Shared fixtures: the engines to test, and a session cache of converted models."""
+
+from __future__ import annotations
+
+import importlib
+import os
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, settings
+
+from rnnjit.engines import numba_available
+
+# Two shared cores: torch's intra-op threads only add contention at these sizes.
+torch.set_num_threads(1)
+
+settings.register_profile(
+    "rnnjit",
+    deadline=None,
+    max_examples=int(os.environ.get("RNNJIT_HYPOTHESIS_EXAMPLES", "25")),
+    suppress_health_check=[HealthCheck.too_slow],
+    print_blob=True,
+)
+settings.load_profile("rnnjit")
+
+
+def available_engines() -> list[str]:
+    """``numpy`` always; ``numba`` once `rnnjit.kernels` provides the engine and numba loads."""
+    engines = ["numpy"]
+    try:
+        kernels = importlib.import_module("rnnjit.kernels")
+    except ImportError:
+        return engines
+    if hasattr(kernels, "run") and hasattr(kernels, "prepare") and numba_available():
+        engines.append("numba")
+    return engines
+
+
+ENGINES = available_engines()
+
+
+@pytest.fixture(params=ENGINES, ids=lambda e: f"engine={e!r}")
+def engine(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(20261123)
+
+
+@pytest.fixture(scope="session")
+def model_cache(tmp_path_factory):
+    """``get(key, build, dtype)``: build, save, convert and load a torch module once per session.
+
+    ``build()`` returns ``(torch_module, convert_kwargs)``; ``get`` returns
+    ``(torch_module, rnnjit_model)`` with the bundle loaded in ``dtype``.
+    """
+    from torch_models import convert_and_load
+
+    root = tmp_path_factory.mktemp("models")
+    modules: dict = {}
+    models: dict = {}
+
+    def get(key, build, dtype="float32"):
+        if key not in modules:
+            modules[key] = build()
+        module, kwargs = modules[key]
+        if (key, dtype) not in models:
+            d = root / f"m{len(models)}"
+            d.mkdir()
+            models[key, dtype], _ = convert_and_load(module, d, dtype=dtype, **kwargs)
+        return module, models[key, dtype]
+
+    return get

@@ -1,0 +1,144 @@
+"""Parity with PyTorch through the user's path: torch.save -> convert -> load -> predict.
+
+The architecture grid is the full product cell x layers x bidirectional x bias
+(LSTM with and without proj_size), crossed with dtype, output mode, equal or
+variable lengths (``pack_padded_sequence`` in torch) and given or default
+initial states. Head chains are crossed with cell and output mode separately.
+Weights are scaled so gates saturate (see `torch_models.SCALE`).
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from torch_models import TOL, Arch, Net, as_dtype, make_batch, make_state, max_abs, torch_forward
+
+CELLS = [("rnn_tanh", 0), ("rnn_relu", 0), ("gru", 0), ("lstm", 0), ("lstm", 2)]
+
+
+def arch_id(a: Arch) -> str:
+    cell, proj, layers, bidir, bias = a.cell, a.proj_size, a.num_layers, a.bidirectional, a.bias
+    s = f"{cell=}-{layers=}-{bidir=}-{bias=}"
+    return s + (f"-{proj=}" if proj else "")
+
+
+ARCHS = [
+    Arch(cell, proj_size=proj, num_layers=layers, bidirectional=bidir, bias=bias, hidden_size=4 if proj else 5)
+    for (cell, proj), layers, bidir, bias in itertools.product(CELLS, (1, 2, 3), (False, True), (True, False))
+]
+
+
+def check_against_torch(net, model, engine, dtype, x, lengths, h0, c0, output):
+    """predict() with return_state against torch; y, hn (and cn) within TOL[dtype]."""
+    ref = as_dtype(net, dtype) if dtype != "float32" else net
+    y_t, hn_t, cn_t = torch_forward(ref, x, lengths, h0, c0, output=output)
+    y, state = model.predict(x, lengths=lengths, h0=h0, c0=c0, output=output, return_state=True, engine=engine)
+    hn, cn = state if net.arch.cell == "lstm" else (state, None)
+    assert y.dtype == np.dtype(dtype)
+    tol = TOL[dtype]
+    err = max_abs(y, y_t)
+    assert err <= tol, f"output {output!r}: max abs error {err:.3g} > {tol:g}"
+    err = max_abs(hn, hn_t)
+    assert err <= tol, f"hn: max abs error {err:.3g} > {tol:g}"
+    if cn_t is not None:
+        err = max_abs(cn, cn_t)
+        assert err <= tol, f"cn: max abs error {err:.3g} > {tol:g}"
+    else:
+        assert cn is None
+    return y
+
+
+@pytest.mark.parametrize("state", ["zeros", "given"], ids=lambda s: f"h0={s}")
+@pytest.mark.parametrize("lengths", ["equal", "variable"], ids=lambda s: f"lengths={s}")
+@pytest.mark.parametrize("output", ["last", "final", "all"], ids=lambda s: f"{s=}".replace("s=", "output="))
+@pytest.mark.parametrize("dtype", ["float32", "float64"], ids=lambda s: f"dtype={s}")
+@pytest.mark.parametrize("arch", ARCHS, ids=arch_id)
+def test_rnn_matches_torch(arch, dtype, output, lengths, state, engine, model_cache):
+    net, model = model_cache(arch, lambda: (Net(arch, ("linear:2",), seed=hash(arch) % 2**31), {}), dtype)
+    rng = np.random.default_rng(abs(hash((arch, output, lengths, state))) % 2**32)
+    x, lens = make_batch(rng, arch, B=4, T=6, variable=lengths == "variable", dtype=dtype)
+    h0, c0 = make_state(rng, arch, 4, dtype) if state == "given" else (None, None)
+    check_against_torch(net, model, engine, dtype, x, lens, h0, c0, output)
+
+
+HEADS = [
+    (),
+    ("linear:1",),
+    ("linear:1", "sigmoid"),
+    ("linear:4", "relu", "linear:3", "softmax"),
+    ("linear:4", "tanh", "linear_nobias:3", "log_softmax"),
+    ("linear_nobias:2", "identity"),
+    ("relu", "linear:2", "sigmoid"),
+]
+
+
+@pytest.mark.parametrize("output", ["last", "final", "all"], ids=lambda s: f"output={s}")
+@pytest.mark.parametrize("head", HEADS, ids=lambda h: "head=" + ("+".join(h) or "none"))
+@pytest.mark.parametrize("cell", CELLS, ids=lambda c: f"cell={c[0]}" + (f"-proj={c[1]}" if c[1] else ""))
+def test_head_chain_matches_torch(cell, head, output, engine, model_cache):
+    arch = Arch(cell[0], proj_size=cell[1], num_layers=2, bidirectional=True)
+    net, model = model_cache((arch, head), lambda: (Net(arch, head, seed=len(head)), {}))
+    rng = np.random.default_rng(len(head))
+    x, lens = make_batch(rng, arch, B=5, T=7, variable=True)
+    h0, c0 = make_state(rng, arch, 5)
+    y = check_against_torch(net, model, engine, "float32", x, lens, h0, c0, output)
+    if head and head[-1] in ("softmax",):
+        sums = y.sum(axis=-1)
+        if output == "all":
+            sums = sums[np.arange(7)[None, :] < lens[:, None]]
+        np.testing.assert_allclose(sums, 1.0, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"], ids=lambda s: f"dtype={s}")
+@pytest.mark.parametrize("cell", CELLS, ids=lambda c: f"cell={c[0]}" + (f"-proj={c[1]}" if c[1] else ""))
+def test_long_sequences_T1000_match_torch(cell, dtype, engine, model_cache):
+    """T=1000 with saturated gates: errors must not accumulate over the sequence."""
+    arch = Arch(cell[0], proj_size=cell[1], num_layers=2, bidirectional=True)
+    net, model = model_cache(("T1000", arch), lambda: (Net(arch, ("linear:2", "sigmoid"), seed=7), {}), dtype)
+    rng = np.random.default_rng(1000)
+    x, _ = make_batch(rng, arch, B=3, T=1000, variable=False, dtype=dtype)
+    lens = np.array([1000, 617, 3])
+    x[1, 617:] = 7.0
+    x[2, 3:] = 7.0
+    h0, c0 = make_state(rng, arch, 3, dtype)
+    for output in ("all", "final"):
+        check_against_torch(net, model, engine, dtype, x, lens, h0, c0, output)
+
+
+@pytest.mark.parametrize("layers", [1, 2], ids=lambda n: f"layers={n}")
+@pytest.mark.parametrize("cell", CELLS, ids=lambda c: f"cell={c[0]}" + (f"-proj={c[1]}" if c[1] else ""))
+def test_chunked_scoring_with_carried_state_equals_whole(cell, layers, engine, model_cache):
+    """Score steps [0,5), [5,9), [9,T) passing hn->h0 (cn->c0): same as one call."""
+    arch = Arch(cell[0], proj_size=cell[1], num_layers=layers)
+    net, model = model_cache(("chunks", arch), lambda: (Net(arch, ("linear:2",), seed=3), {}))
+    rng = np.random.default_rng(5)
+    B, T = 4, 12
+    x, _ = make_batch(rng, arch, B=B, T=T, variable=False)
+    lens = np.array([12, 10, 11, 10])  # every sequence reaches the last chunk
+    for b, n in enumerate(lens):
+        x[b, n:] = 7.0
+    h0, c0 = make_state(rng, arch, B)
+    whole_all, whole_state = model.predict(x, lens, h0=h0, c0=c0, output="all", return_state=True, engine=engine)
+    whole_last = model.predict(x, lens, h0=h0, c0=c0, output="last", engine=engine)
+
+    pieces, h, c = [], h0, c0
+    for start, stop in [(0, 5), (5, 9), (9, T)]:
+        chunk_x, chunk_lens = x[:, start:stop], np.minimum(lens, stop) - start
+        if stop == T:  # the final chunk's "last" is the whole sequence's "last"
+            chunk_last = model.predict(chunk_x, chunk_lens, h0=h, c0=c, output="last", engine=engine)
+        y, state = model.predict(chunk_x, chunk_lens, h0=h, c0=c, output="all", return_state=True, engine=engine)
+        h, c = state if arch.cell == "lstm" else (state, None)
+        pieces.append(y)
+    np.testing.assert_allclose(chunk_last, whole_last, atol=1e-6, rtol=0)
+    np.testing.assert_allclose(np.concatenate(pieces, axis=1), whole_all, atol=1e-6, rtol=0)
+    if arch.cell == "lstm":
+        np.testing.assert_allclose(h, whole_state[0], atol=1e-6, rtol=0)
+        np.testing.assert_allclose(c, whole_state[1], atol=1e-6, rtol=0)
+    else:
+        np.testing.assert_allclose(h, whole_state, atol=1e-6, rtol=0)
+    # torch agrees with the whole-sequence run, so chunked scoring agrees with torch
+    y_t, _, _ = torch_forward(net, x, lens, h0, c0, output="last")
+    assert max_abs(whole_last, y_t) <= TOL["float32"]
