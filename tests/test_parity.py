@@ -142,3 +142,93 @@ def test_chunked_scoring_with_carried_state_equals_whole(cell, layers, engine, m
     # torch agrees with the whole-sequence run, so chunked scoring agrees with torch
     y_t, _, _ = torch_forward(net, x, lens, h0, c0, output="last")
     assert max_abs(whole_last, y_t) <= TOL["float32"]
+
+
+# ------------------------------------------------------------- corner cases
+CORNER_CELLS = pytest.mark.parametrize(
+    "cell", CELLS, ids=lambda c: f"cell={c[0]}" + (f"-proj={c[1]}" if c[1] else "")
+)
+
+
+def corner_model(cell, model_cache):
+    arch = Arch(cell[0], proj_size=cell[1], num_layers=2, bidirectional=True)
+    return model_cache(("corner", arch), lambda: (Net(arch, ("linear:2", "tanh"), seed=11), {}))
+
+
+@CORNER_CELLS
+@pytest.mark.parametrize("output", ["last", "final", "all"], ids=lambda s: f"output={s}")
+def test_sequences_of_length_one(cell, output, engine, model_cache):
+    net, model = corner_model(cell, model_cache)
+    rng = np.random.default_rng(1)
+    x, _ = make_batch(rng, net.arch, B=3, T=1, variable=False)
+    check_against_torch(net, model, engine, "float32", x, None, None, None, output)
+    # length-1 sequences inside a longer padded batch
+    x, _ = make_batch(rng, net.arch, B=3, T=5, variable=False)
+    lens = np.array([1, 5, 1])
+    x[lens[:, None] <= np.arange(5)[None, :]] = 7.0
+    check_against_torch(net, model, engine, "float32", x, lens, None, None, output)
+
+
+@CORNER_CELLS
+@pytest.mark.parametrize("output", ["last", "final", "all"], ids=lambda s: f"output={s}")
+def test_batch_of_one(cell, output, engine, model_cache):
+    net, model = corner_model(cell, model_cache)
+    rng = np.random.default_rng(2)
+    x, _ = make_batch(rng, net.arch, B=1, T=6, variable=False)
+    h0, c0 = make_state(rng, net.arch, 1)
+    y = check_against_torch(net, model, engine, "float32", x, None, h0, c0, output)
+    assert y.shape[0] == 1
+
+
+@CORNER_CELLS
+@pytest.mark.parametrize("output", ["last", "final", "all"], ids=lambda s: f"output={s}")
+def test_all_sequences_of_different_lengths(cell, output, engine, model_cache):
+    net, model = corner_model(cell, model_cache)
+    rng = np.random.default_rng(3)
+    T = 6
+    lens = rng.permutation(np.arange(1, T + 1))
+    x, _ = make_batch(rng, net.arch, B=T, T=T, variable=False)
+    x[lens[:, None] <= np.arange(T)[None, :]] = 7.0
+    h0, c0 = make_state(rng, net.arch, T)
+    y = check_against_torch(net, model, engine, "float32", x, lens, h0, c0, output)
+    if output == "all":
+        assert np.all(y[lens[:, None] <= np.arange(T)[None, :]] == 0), "padded steps must be exactly zero"
+
+
+@CORNER_CELLS
+@pytest.mark.parametrize("output", ["last", "final", "all"], ids=lambda s: f"output={s}")
+def test_empty_batch_gives_empty_outputs_and_states(cell, output, engine, model_cache):
+    net, model = corner_model(cell, model_cache)
+    arch = net.arch
+    x = np.zeros((0, 4, arch.input_size), np.float32)
+    y, state = model.predict(x, output=output, return_state=True, engine=engine)
+    O = model.output_dim
+    assert y.shape == ((0, 4, O) if output == "all" else (0, O))
+    assert y.dtype == np.float32
+    hn, cn = state if arch.cell == "lstm" else (state, None)
+    assert hn.shape == (arch.num_layers * arch.D, 0, arch.h_out)
+    if arch.cell == "lstm":
+        assert cn.shape == (arch.num_layers * arch.D, 0, arch.hidden_size)
+    # with explicit (empty) lengths, and as an empty list
+    y = model.predict(x, lengths=np.zeros(0, np.int64), output=output, engine=engine)
+    assert y.shape[0] == 0
+    y = model.predict([], output=output, engine=engine)
+    assert y.shape[0] == 0 and y.shape[-1] == O
+
+
+@CORNER_CELLS
+@pytest.mark.parametrize("output", ["last", "final", "all"], ids=lambda s: f"output={s}")
+def test_list_input_equals_padded_input_and_torch(cell, output, engine, model_cache):
+    net, model = corner_model(cell, model_cache)
+    rng = np.random.default_rng(4)
+    lens = np.array([3, 7, 1, 5])
+    seqs = [rng.standard_normal((n, net.arch.input_size)).astype(np.float32) for n in lens]
+    padded = np.full((4, 7, net.arch.input_size), 7.0, np.float32)
+    for b, s in enumerate(seqs):
+        padded[b, : len(s)] = s
+    y_list = model.predict(seqs, output=output, engine=engine)
+    y_pad = check_against_torch(net, model, engine, "float32", padded, lens, None, None, output)
+    np.testing.assert_allclose(y_list, y_pad, rtol=0, atol=1e-6)
+    # float64 sequences given to a float32 model are converted at the edge
+    y64 = model.predict([s.astype(np.float64) for s in seqs], output=output, engine=engine)
+    np.testing.assert_allclose(y64, y_pad, rtol=0, atol=1e-6)
