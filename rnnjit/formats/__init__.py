@@ -1,0 +1,135 @@
+"""Read PyTorch weights without torch: ``.pth``/``.pt`` (zip and legacy), safetensors, ``.npz``.
+
+>>> from rnnjit.formats import read_state_dict
+>>> sd, info = read_state_dict("model.pth")          # doctest: +SKIP
+>>> info["format"], info["unwrapped"], info["stripped_prefix"]  # doctest: +SKIP
+('pth-zip', 'model', 'module.')
+
+The format is told from the content, not the file name. Pickles are read with a
+restricted unpickler (`rnnjit.formats.torch_pickle`): nothing in a weight file
+is ever executed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rnnjit.errors import WeightFileError
+from rnnjit.formats import checkpoint, npz, safetensors, torch_legacy, torch_zip
+from rnnjit.formats.guard import guarded
+from rnnjit.formats.torch_pickle import LazyTensor
+
+__all__ = ["FORMATS", "read_state_dict"]
+
+FORMATS = ("pth-zip", "pth-legacy", "safetensors", "npz")
+SUPPORTED = (
+    "a PyTorch .pth/.pt written by torch.save (zip or legacy), "
+    "a .safetensors file, or a .npz of arrays"
+)
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise WeightFileError(f"{path}: no such file; expected {SUPPORTED}") from None
+    except IsADirectoryError:
+        raise WeightFileError(f"{path} is a directory; expected {SUPPORTED}") from None
+    except OSError as exc:
+        raise WeightFileError(f"{path}: cannot read the file ({exc.strerror or exc}); check its permissions") from None
+
+
+def _unknown(data: bytes, source: str) -> WeightFileError:
+    if not data:
+        return WeightFileError(f"{source} is empty (0 bytes); expected {SUPPORTED} - save or copy it again")
+    if data[257:262] == b"ustar":
+        what = "a tar archive (the PyTorch < 0.4 torch.save format?)"
+        fix = "load it with an old PyTorch and save the state_dict again"
+    elif data[:6] == b"\x93NUMPY":
+        what = "a single .npy array"
+        fix = "save the named weights with np.savez(path, **state_dict)"
+    else:
+        what = f"an unrecognised file (starts with {data[:8].hex(' ')})"
+        fix = "check the path"
+    return WeightFileError(f"{source} is {what}; expected {SUPPORTED}; {fix}")
+
+
+def _load(data: bytes, source: str) -> tuple[str, Any, Any, list[str]]:
+    """Return ``(format, object, build, skipped)``; ``build`` makes arrays of `LazyTensor`s."""
+    if data[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
+        zf = guarded("the zip archive", source, lambda: zipfile.ZipFile(io.BytesIO(data)))
+        if torch_zip.is_torch_zip(zf):
+            obj, build = torch_zip.read(zf, source)
+            return "pth-zip", obj, build, []
+        if npz.is_npz(zf):
+            arrays, skipped = npz.read(data, source)
+            return "npz", arrays, None, skipped
+        names = ", ".join(zf.namelist()[:4]) or "nothing"
+        raise WeightFileError(
+            f"{source} is a zip archive holding {names}; expected */data.pkl (torch.save) or .npy members (np.savez)"
+        )
+    if torch_legacy.is_legacy_pickle(data):
+        obj, build = torch_legacy.read(data, source)
+        return "pth-legacy", obj, build, []
+    if safetensors.looks_like_safetensors(data):
+        return "safetensors", safetensors.read(data, source), None, []
+    raise _unknown(data, source)
+
+
+def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Read a flat state_dict of numpy arrays from a weight file, without torch.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A ``torch.save`` file (zip archive or legacy stream, ``.pth``/``.pt``),
+        a ``.safetensors`` file or a ``.npz`` of arrays. The format is detected
+        from the content. A checkpoint that wraps the state_dict
+        (``{"model": sd, "optimizer": ...}``) is unwrapped.
+
+    Returns
+    -------
+    state_dict : dict[str, numpy.ndarray]
+        PyTorch keys in file order, without a ``module.``/``model.`` prefix
+        shared by every key. float64/float32/float16 and integer/bool arrays
+        keep their dtype; bfloat16 becomes float32. Arrays are C-contiguous copies.
+    info : dict
+        ``format`` (one of `FORMATS`), ``unwrapped`` (key path of the wrapper
+        such as ``"model"``, or None), ``stripped_prefix`` (``"module."``,
+        ``"model."`` or None), ``sha256`` (hex digest of the file), ``source``
+        (file name) and ``skipped`` (keys dropped because they hold no arrays,
+        e.g. ``"optimizer"``, ``"epoch"``).
+
+    Raises
+    ------
+    UnsafePickleError
+        A pickle asks for a global outside the allow-list (the message names it).
+    WeightFileError
+        The file is missing, empty, truncated, corrupt, of an unknown format,
+        or holds no tensors.
+    """
+    path = Path(path)
+    source = path.name
+    data = _read_bytes(path)
+    fmt, obj, build, skipped = _load(data, source)
+    flat, unwrapped, dropped = checkpoint.unwrap(obj, source)
+    sd: dict[str, np.ndarray] = {}
+    for key, value in flat.items():
+        sd[key] = build(value, key) if isinstance(value, LazyTensor) else value
+    sd, prefix = checkpoint.strip_prefix(sd)
+    info = {
+        "format": fmt,
+        "unwrapped": unwrapped,
+        "stripped_prefix": prefix,
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "source": source,
+        "skipped": skipped + dropped,
+    }
+    return sd, info
