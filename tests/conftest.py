@@ -74,3 +74,9 @@ def model_cache(tmp_path_factory):
         return module, models[key, dtype]
 
     return get
+
+
+def pytest_configure(config):
+    # hypothesis' failure reporting imports mypy_extensions, which warns on import;
+    # with warnings as errors that would hide the falsifying example.
+    config.addinivalue_line("filterwarnings", "ignore:mypy_extensions.TypedDict is deprecated:DeprecationWarning")
