@@ -218,32 +218,8 @@ def convert_and_load(
         if module.arch.cell.startswith("rnn_"):
             convert_kwargs.setdefault("nonlinearity", module.arch.cell[4:])
     bundle = tmp_dir / f"{name}.npz"
-    try:  # TEMPORARY until rnnjit.converter/bundle land
-        from rnnjit.bundle import load  # noqa: F401
-        from rnnjit.converter import convert  # noqa: F401
-        from rnnjit.formats import read_state_dict  # noqa: F401
-    except ImportError:
-        return _direct_model(module, dtype or "float32", **convert_kwargs), pth
     rnnjit.convert(pth, bundle, **convert_kwargs)
     return rnnjit.load(bundle, dtype=dtype), bundle
-
-
-def _direct_model(module, dtype, head=None, nonlinearity=None, output="last", **_):  # TEMPORARY
-    arch = module.arch
-    cell = arch.cell
-    spec = rnnjit.RNNSpec(cell, arch.input_size, arch.hidden_size, arch.num_layers, arch.bidirectional,
-                          arch.bias, arch.proj_size, prefix="rnn.")
-    sd = {k: v.numpy() for k, v in module.state_dict().items()}
-    steps = []
-    for tok in (head or "").split(","):
-        if not tok:
-            continue
-        if tok in ACTIVATION_MODULES:
-            steps.append(rnnjit.HeadStep("activation", tok))
-        else:
-            w = sd[tok + ".weight"]
-            steps.append(rnnjit.HeadStep("linear", tok, w.shape[1], w.shape[0], tok + ".bias" in sd))
-    return rnnjit.Model(spec, steps, sd, output=output, dtype=dtype)
 
 
 # --------------------------------------------------------------------- data
