@@ -6,7 +6,8 @@ rules, in order, at each level of dicts:
 
 1. tensors directly in the dict: this is the state_dict (other values are skipped);
 2. a conventional key (`CONVENTIONAL_KEYS`) holding tensors: descend into it;
-3. exactly one value that is a dict of tensors only: descend into it;
+3. exactly one value that is a dict of tensors only, or else exactly one dict
+   holding tensors somewhere (optimizer/scheduler state aside): descend into it;
 4. otherwise flatten every nested dict of tensors with dotted keys, leaving out
    optimizer/scheduler state.
 
@@ -92,10 +93,18 @@ def unwrap(obj: Any, source: str) -> tuple[dict[str, Any], str | None, list[str]
             None,
         )
         if child is None:
-            candidates = [k for k, v in node.items() if isinstance(k, str) and _is_state_dict(v)]
-            if len(candidates) != 1:
+            holders = [
+                k
+                for k, v in node.items()
+                if isinstance(k, str) and isinstance(v, Mapping) and not _is_training_state(k) and _holds_tensors(v)
+            ]
+            state_dicts = [k for k in holders if _is_state_dict(node[k])]
+            if len(state_dicts) == 1:
+                child = state_dicts[0]
+            elif len(holders) == 1:
+                child = holders[0]
+            else:
                 break
-            child = candidates[0]
         prefix = ".".join(path + [""])
         skipped += [f"{prefix}{k}" for k in node if k != child]
         path.append(child)

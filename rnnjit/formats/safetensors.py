@@ -36,7 +36,10 @@ def _bad(source: str, what: str) -> WeightFileError:
 
 
 def read(data: bytes, source: str) -> dict[str, np.ndarray]:
-    """Return the tensors in data order, BF16 widened to float32."""
+    """Return the tensors in header order (as ``safetensors.safe_open().keys()``), BF16 widened to float32.
+
+    safetensors does not keep the state_dict's order: its writer sorts the header by name.
+    """
     n = int.from_bytes(data[:8], "little")
     if 8 + n > len(data):
         raise _bad(source, f"header claims {n} bytes but the file has {len(data) - 8} after the length")
@@ -74,7 +77,7 @@ def read(data: bytes, source: str) -> dict[str, np.ndarray]:
         entries.append((begin, name, dtype, tuple(shape), end))
 
     out: dict[str, np.ndarray] = {}
-    for begin, name, dtype, shape, end in sorted(entries, key=lambda e: e[0]):
+    for begin, name, dtype, shape, end in entries:
         raw = np.frombuffer(body[begin:end], dtype=DTYPES[dtype]).reshape(shape)
         arr = np.array(raw, dtype=raw.dtype.newbyteorder("="), order="C")
         if dtype == "BF16":

@@ -14,6 +14,7 @@ storage so a hostile file cannot read out of range.
 
 from __future__ import annotations
 
+import _compat_pickle
 import io
 import math
 import pickle
@@ -59,6 +60,13 @@ MAX_EXPANDED_ELEMENTS = 1 << 28
 SAVE_HINT = "rnnjit only loads state_dicts; save with torch.save(model.state_dict(), path)"
 
 
+def _no_state(obj: Any) -> WeightFileError:
+    # pickle's BUILD opcode would otherwise set attributes after validation.
+    return WeightFileError(
+        f"the pickle tries to set the state of a {type(obj).__name__}; torch.save never does that (corrupt file?)"
+    )
+
+
 class StorageType:
     """Stand-in for ``torch.FloatStorage`` and friends: just the element type."""
 
@@ -67,6 +75,9 @@ class StorageType:
     def __init__(self, name: str, code: str) -> None:
         self.name = name
         self.code = code
+
+    def __setstate__(self, state: Any) -> None:
+        raise _no_state(self)
 
     def __repr__(self) -> str:
         return f"torch.{self.name}"
@@ -80,6 +91,9 @@ class TorchDType:
     def __init__(self, name: str, code: str) -> None:
         self.name = name
         self.code = code
+
+    def __setstate__(self, state: Any) -> None:
+        raise _no_state(self)
 
     def __repr__(self) -> str:
         return f"torch.{self.name}"
@@ -101,6 +115,9 @@ class StorageRef:
         self.numel = numel
         self.elem_offset = elem_offset
 
+    def __setstate__(self, state: Any) -> None:
+        raise _no_state(self)
+
     @property
     def nbytes(self) -> int:
         return self.numel * ITEMSIZE[self.code]
@@ -108,13 +125,13 @@ class StorageRef:
 
 def _check_int(value: Any, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise WeightFileError(f"tensor {what} is {value!r}; expected a non-negative integer (corrupt file?)")
+        raise WeightFileError(f"tensor {what} is {value!r:.40}; expected a non-negative integer (corrupt file?)")
     return value
 
 
 def _check_dims(value: Any, what: str) -> tuple[int, ...]:
     if not isinstance(value, (tuple, list)) or len(value) > 32:
-        raise WeightFileError(f"tensor {what} is {value!r}; expected a tuple of at most 32 integers (corrupt file?)")
+        raise WeightFileError(f"tensor {what} is {value!r:.80}; expected a tuple of at most 32 integers (corrupt file?)")
     return tuple(_check_int(v, what) for v in value)
 
 
@@ -139,6 +156,9 @@ class LazyTensor:
         self.code = code or storage.code
         self.neg = False
         self.conj = False
+
+    def __setstate__(self, state: Any) -> None:
+        raise _no_state(self)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -260,6 +280,13 @@ ALLOWED_GLOBALS: dict[str, Any] = {
 }
 
 
+def _py3_name(module: str, name: str) -> tuple[str, str]:
+    """The global Python 3 would load: protocol-2 pickles may say ``__builtin__``/``commands``."""
+    if (module, name) in _compat_pickle.NAME_MAPPING:
+        return _compat_pickle.NAME_MAPPING[(module, name)]
+    return _compat_pickle.IMPORT_MAPPING.get(module, module), name
+
+
 def _refusal(module: str, name: str, source: str) -> UnsafePickleError:
     what = f"{module}.{name}"
     if module.startswith(("torch.nn.", "__main__", "torch.jit", "__torch__")):
@@ -282,6 +309,7 @@ class TorchUnpickler(pickle.Unpickler):
         self.storages: dict[str, StorageRef] = {}
 
     def find_class(self, module: str, name: str) -> Any:
+        module, name = _py3_name(module, name)
         key = f"{module}.{name}"
         if key in ALLOWED_GLOBALS:
             return ALLOWED_GLOBALS[key]
@@ -337,7 +365,7 @@ class _NoGlobals(pickle.Unpickler):
         self.source = source
 
     def find_class(self, module: str, name: str) -> Any:
-        raise _refusal(module, name, self.source)
+        raise _refusal(*_py3_name(module, name), self.source)
 
     def persistent_load(self, pid: Any) -> Any:
         raise WeightFileError(f"{self.source}: unexpected persistent id in a header pickle (corrupt file?)")
