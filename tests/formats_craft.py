@@ -22,8 +22,9 @@ LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 class Storage:
     """A storage reference, pickled as torch.save's persistent id."""
 
-    def __init__(self, key: str, numel: int, storage_type=torch.FloatStorage) -> None:
+    def __init__(self, key: str, numel: int, storage_type=torch.FloatStorage, view=None) -> None:
         self.key, self.numel, self.storage_type = key, numel, storage_type
+        self.view = view  # legacy (view_key, offset, size), as PyTorch < 1.0 wrote storage views
 
 
 class Tensor:
@@ -57,7 +58,7 @@ class _Pickler(pickle.Pickler):
     def persistent_id(self, obj):
         if isinstance(obj, Storage):
             pid = ("storage", obj.storage_type, obj.key, "cpu", obj.numel)
-            return pid + (None,) if self.legacy else pid
+            return pid + (obj.view,) if self.legacy else pid
         return None
 
 

@@ -6,6 +6,8 @@ import builtins
 import collections
 import os
 import subprocess
+import tarfile
+import zipfile
 
 import numpy as np
 import pytest
@@ -132,6 +134,28 @@ def test_big_endian_archive_and_missing_byteorder_record(tmp_path):
     # Archives from before the byteorder record existed are little-endian.
     sd, _ = read_state_dict(write_zip(tmp_path / "old.pth", obj, {"0": values.tobytes()}, byteorder=None))
     np.testing.assert_array_equal(sd["w"], expected)
+
+
+def test_legacy_storage_views(tmp_path):
+    values = np.arange(10, dtype=np.float64)
+    whole = Storage("7", 10, torch.DoubleStorage)
+    view = Storage("7", 10, torch.DoubleStorage, view=("7v", 4, 5))  # elements 4..8
+    obj = {"whole": Tensor(whole, 0, (10,), (1,)), "view": Tensor(view, 1, (2, 2), (1, 2))}
+    sd, info = read_state_dict(write_legacy(tmp_path / "v.pth", obj, {"7": (10, values.tobytes())}))
+    np.testing.assert_array_equal(sd["whole"], values)
+    np.testing.assert_array_equal(sd["view"], [[5.0, 7.0], [6.0, 8.0]])
+    assert info["format"] == "pth-legacy"
+
+    bad = {"view": Tensor(Storage("7", 10, torch.DoubleStorage, view=("7v", 8, 5)), 0, (1,), (1,))}
+    _assert_one_line_error(write_legacy(tmp_path / "b.pth", bad, {"7": (10, values.tobytes())}), "exceeds storage")
+
+
+def test_bytes_and_plain_values_in_a_checkpoint_are_skipped(tmp_path):
+    ref = {"w": torch.ones(2)}
+    ckpt = {"model": ref, "blob": b"\x00\xffabc", "tags": {"a", "b"}, "size": torch.Size([2, 3]), "z": 1j}
+    sd, info = read_state_dict(_save(ckpt, tmp_path / "c.pth", "zip"))
+    _assert_same(sd, ref)
+    assert info["skipped"] == ["blob", "tags", "size", "z"]
 
 
 def test_format_is_told_by_content_not_extension(tmp_path):
@@ -281,6 +305,19 @@ def test_random_bytes_empty_file_and_missing_file(tmp_path):
     _assert_one_line_error(tmp_path / "empty.pth", r"is empty \(0 bytes\)")
     _assert_one_line_error(tmp_path / "nope.pth", "no such file")
     _assert_one_line_error(tmp_path, "is a directory")
+
+
+def test_other_archives_are_named(tmp_path):
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 1)), tmp_path / "ts.pt")
+    _assert_one_line_error(tmp_path / "ts.pt", "TorchScript archive")
+    with zipfile.ZipFile(tmp_path / "other.zip", "w") as zf:
+        zf.writestr("readme.txt", "hello")
+    _assert_one_line_error(tmp_path / "other.zip", r"zip archive holding readme\.txt; expected \*/data\.pkl")
+    with tarfile.open(tmp_path / "old.tar", "w") as tf:
+        tf.add(tmp_path / "other.zip", arcname="pickle")
+    _assert_one_line_error(tmp_path / "old.tar", r"tar archive \(the PyTorch < 0\.4")
+    np.save(tmp_path / "one.npy", np.ones(3))
+    _assert_one_line_error(tmp_path / "one.npy", "a single .npy array")
 
 
 def test_plain_pickle_is_not_a_torch_file(tmp_path):

@@ -122,7 +122,9 @@ def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dic
     flat, unwrapped, dropped = checkpoint.unwrap(obj, source)
     sd: dict[str, np.ndarray] = {}
     for key, value in flat.items():
-        sd[key] = build(value, key) if isinstance(value, LazyTensor) else value
+        if isinstance(value, LazyTensor):
+            value = guarded(f"tensor {key!r}", source, lambda: build(value, key))  # noqa: B023 - called at once
+        sd[key] = value
     sd, prefix = checkpoint.strip_prefix(sd)
     info = {
         "format": fmt,

@@ -160,10 +160,6 @@ class LazyTensor:
     def __setstate__(self, state: Any) -> None:
         raise _no_state(self)
 
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return self.size
-
     def to_numpy(self, buf: bytes | memoryview, byteorder: str, name: str) -> np.ndarray:
         """Build the array from the storage bytes ``buf``, bounds-checked.
 
@@ -289,8 +285,8 @@ def _py3_name(module: str, name: str) -> tuple[str, str]:
 
 def _refusal(module: str, name: str, source: str) -> UnsafePickleError:
     what = f"{module}.{name}"
-    if module.startswith(("torch.nn.", "__main__", "torch.jit", "__torch__")):
-        why = "the file holds a pickled model or object, not a state_dict"
+    if module.startswith(("torch.nn.", "__main__", "torch.jit", "__torch__", "copyreg", "argparse", "numpy")):
+        why = "the file holds a pickled model or object, not only tensors and plain values"
     else:
         why = "nothing from a weight file is executed"
     return UnsafePickleError(f"refused pickle global {what!r} in {source}: {why}; {SAVE_HINT}")
