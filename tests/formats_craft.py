@@ -69,15 +69,21 @@ def dumps(obj, *, legacy: bool = False) -> bytes:
 
 
 def write_zip(path: Path, obj, storages: dict[str, bytes], *, byteorder: str | None = "little") -> Path:
-    """A torch.save-style zip archive holding ``obj`` and the raw ``storages``."""
+    """A torch.save-style zip archive holding ``obj`` (bytes: the pickle itself) and the raw ``storages``."""
     with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
-        zf.writestr("archive/data.pkl", dumps(obj))
+        zf.writestr("archive/data.pkl", obj if isinstance(obj, bytes) else dumps(obj))
         if byteorder is not None:
             zf.writestr("archive/byteorder", byteorder)
         for key, raw in storages.items():
             zf.writestr(f"archive/data/{key}", raw)
         zf.writestr("archive/version", "3\n")
     return path
+
+
+def deep_dict_pickle(depth: int) -> bytes:
+    """``{"level": {"level": ... {} ...}}`` nested ``depth`` times, which pickle.dumps cannot write."""
+    key = b"X" + len(b"level").to_bytes(4, "little") + b"level"
+    return b"\x80\x02" + (b"}(" + key) * depth + b"}" + b"u" * depth + b"."
 
 
 def write_legacy(path: Path, obj, storages: dict[str, tuple[int, bytes]]) -> Path:

@@ -12,7 +12,7 @@ import zipfile
 import numpy as np
 import pytest
 import torch
-from formats_craft import Call, Storage, Tensor, write_legacy, write_zip
+from formats_craft import Call, Storage, Tensor, deep_dict_pickle, write_legacy, write_zip
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -385,6 +385,13 @@ def test_pickle_cannot_overwrite_a_validated_tensor(tmp_path):
     # BUILD after the rebuild call would set slots (offset, stride) past the checks.
     obj = {"w": Tensor(Storage("0", 4), 0, (4,), (1,), state=(None, {"offset": -(1 << 20)}))}
     _assert_one_line_error(write_zip(tmp_path / "m.pth", obj, {"0": b"\0" * 16}), "set the state of a LazyTensor")
+
+
+def test_looping_or_deeply_nested_checkpoint(tmp_path):
+    loop = {"x": {}}
+    loop["x"]["y"] = loop
+    _assert_one_line_error(write_zip(tmp_path / "loop.pth", loop, {}), "RecursionError")
+    _assert_one_line_error(write_zip(tmp_path / "deep.pth", deep_dict_pickle(100_000), {}), "RecursionError")
 
 
 def test_storage_shorter_than_declared(tmp_path):

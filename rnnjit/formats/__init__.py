@@ -119,7 +119,8 @@ def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dic
     source = path.name
     data = _read_bytes(path)
     fmt, obj, build, skipped = _load(data, source)
-    flat, unwrapped, dropped = checkpoint.unwrap(obj, source)
+    # guarded: a hostile pickle can nest or loop containers past the recursion limit
+    flat, unwrapped, dropped = guarded("the checkpoint's structure", source, lambda: checkpoint.unwrap(obj, source))
     sd: dict[str, np.ndarray] = {}
     for key, value in flat.items():
         if isinstance(value, LazyTensor):
