@@ -81,13 +81,20 @@ def _read(path, *, weights: bool):
     path = Path(path)
     if not path.is_file():
         raise BundleError(f"bundle {path} does not exist; create one with `rnnjit convert model.pth --out {path}`")
+    # Open the file here: np.load(path) leaks its handle when a zip's central
+    # directory is damaged (it hands the handle to NpzFile, which then raises).
+    fh = None
     try:
-        npz = np.load(path, allow_pickle=False)
+        fh = open(path, "rb")
+        npz = np.load(fh, allow_pickle=False)
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        if fh is not None:
+            fh.close()
         raise BundleError(f"{path} is not a readable .npz bundle ({exc}); re-create it with `rnnjit convert`") from exc
     if not isinstance(npz, np.lib.npyio.NpzFile):
+        fh.close()
         raise BundleError(f"{path} holds a single array, not a bundle; re-create it with `rnnjit convert`")
-    with npz:
+    with fh, npz:
         if CONFIG_KEY not in npz.files:
             raise BundleError(
                 f"{path} has no {CONFIG_KEY!r} key, so it is not an rnnjit bundle; convert weights with `rnnjit convert`"
