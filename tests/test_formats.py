@@ -392,6 +392,10 @@ def test_looping_or_deeply_nested_checkpoint(tmp_path):
     loop["x"]["y"] = loop
     _assert_one_line_error(write_zip(tmp_path / "loop.pth", loop, {}), "RecursionError")
     _assert_one_line_error(write_zip(tmp_path / "deep.pth", deep_dict_pickle(100_000), {}), "RecursionError")
+    inner = {"x": {"w": Tensor(Storage("0", 1), 0, (1,), (1,))}}
+    outer = {"model": inner}
+    inner["model"] = outer
+    _assert_one_line_error(write_zip(tmp_path / "l2.pth", outer, {"0": b"\0" * 4}), "loop back at 'model.model'")
 
 
 def test_storage_shorter_than_declared(tmp_path):

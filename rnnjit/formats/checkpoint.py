@@ -87,6 +87,7 @@ def unwrap(obj: Any, source: str) -> tuple[dict[str, Any], str | None, list[str]
     path: list[str] = []
     skipped: list[str] = []
     node: Mapping = obj
+    seen = {id(obj)}
     while not any(is_tensor(v) for v in node.values()):
         child = next(
             (k for k in CONVENTIONAL_KEYS if isinstance(node.get(k), Mapping) and _holds_tensors(node[k])),
@@ -109,6 +110,9 @@ def unwrap(obj: Any, source: str) -> tuple[dict[str, Any], str | None, list[str]
         skipped += [f"{prefix}{k}" for k in node if k != child]
         path.append(child)
         node = node[child]
+        if id(node) in seen:
+            raise WeightFileError(f"{source}: the checkpoint's dicts loop back at {'.'.join(path)!r} (corrupt file?)")
+        seen.add(id(node))
 
     flat: dict[str, Any] = {}
     _flatten(node, "", flat, skipped, source)
