@@ -1,0 +1,276 @@
+"""Score one Arrow batch: the single scoring function the CLI and Spark call.
+
+``score_batch(model, batch, options)`` takes a list-layout RecordBatch (or
+Table) and returns a RecordBatch with the pass-through columns, then ``score``
+(and ``hn``/``cn`` with ``emit_state``). It is stateless, so it can run inside
+``DataFrame.mapInArrow``::
+
+    def score_partition(batches):
+        model = rnnjit.load("bundle.npz")
+        for b in batches:
+            yield score_batch(model, b, ScoreOptions(pass_through=("id",)))
+
+Row outcomes:
+
+- a sequence with at least one step and finite values gets a score;
+- a zero-length sequence gets a null score (counted as ``empty``, never an error);
+- a null row, a null step or value, NaN or inf is an error naming the row, or
+  with ``on_invalid="skip"`` a null score (counted as ``invalid``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+
+from rnnjit.arrow_io import (
+    decode_features,
+    decode_state,
+    encode_scores,
+    encode_state,
+    rows_to_state,
+    score_type,
+    state_to_rows,
+    state_type,
+)
+from rnnjit.errors import InputError
+from rnnjit.spec import OUTPUT_MODES
+
+ON_INVALID = ("error", "skip")
+OUTPUT_COLUMNS = ("score", "hn", "cn")
+
+
+@dataclass(frozen=True)
+class ScoreOptions:
+    """How to read a batch and what to write.
+
+    Attributes
+    ----------
+    features_column : list-layout column with the sequences.
+    pass_through : columns copied to the output, in order; None copies every
+        column except the features and state columns.
+    id_columns : columns that name a row in error messages (default: the
+        pass-through columns called ``id``, if any).
+    output_mode : "last" | "final" | "all"; None uses the bundle's mode.
+    emit_state : also write ``hn`` (and ``cn`` for LSTM) per row.
+    on_invalid : "error" (default) or "skip" (null score, counted).
+    h0_column, c0_column : optional initial-state columns, used when present.
+    engine, threads : passed to `Model.predict`.
+    row_label : what messages call a row ("row", or "sequence" for grouped long input).
+    """
+
+    features_column: str = "features"
+    pass_through: tuple[str, ...] | None = None
+    id_columns: tuple[str, ...] = ()
+    output_mode: str | None = None
+    emit_state: bool = False
+    on_invalid: str = "error"
+    h0_column: str = "h0"
+    c0_column: str = "c0"
+    engine: str | None = None
+    threads: int | None = None
+    row_label: str = "row"
+
+    def __post_init__(self):
+        if self.on_invalid not in ON_INVALID:
+            raise InputError(f"on_invalid={self.on_invalid!r} is not known; expected one of {', '.join(ON_INVALID)}")
+        if self.output_mode is not None and self.output_mode not in OUTPUT_MODES:
+            raise InputError(
+                f"output mode {self.output_mode!r} is not known; expected one of {', '.join(OUTPUT_MODES)}"
+            )
+
+
+@dataclass
+class ScoreStats:
+    """Counters accumulated over batches (rows = sequences)."""
+
+    rows: int = 0
+    scored: int = 0
+    empty: int = 0
+    invalid: int = 0
+    first_invalid: list[str] = field(default_factory=list)
+
+    def add(self, other: ScoreStats) -> None:
+        self.rows += other.rows
+        self.scored += other.scored
+        self.empty += other.empty
+        self.invalid += other.invalid
+        if not self.first_invalid:
+            self.first_invalid = list(other.first_invalid)
+
+
+def _names(schema: pa.Schema) -> list[str]:
+    return list(schema.names)
+
+
+def pass_through_columns(schema: pa.Schema, options: ScoreOptions) -> list[str]:
+    """The input columns copied to the output, validated against ``schema``."""
+    names = _names(schema)
+    if options.pass_through is None:
+        skip = {options.features_column, options.h0_column, options.c0_column}
+        cols = [n for n in names if n not in skip]
+    else:
+        cols = list(options.pass_through)
+        for c in cols:
+            if c not in names:
+                raise InputError(
+                    f"column {c!r} was asked for but the input has columns {', '.join(names)}; "
+                    "check --id-column"
+                )
+    clash = [c for c in cols if c in OUTPUT_COLUMNS]
+    if clash:
+        raise InputError(
+            f"input column {clash[0]!r} would be overwritten by the output column of the same name; "
+            "rename it, or list the columns to keep with --id-column"
+        )
+    return cols
+
+
+def output_schema(model, schema: pa.Schema, options: ScoreOptions) -> pa.Schema:
+    """Schema of every batch `score_batch` returns for input ``schema``."""
+    mode = options.output_mode or model.output
+    fields = [schema.field(c) for c in pass_through_columns(schema, options)]
+    fields.append(pa.field("score", score_type(model.output_dim, mode)))
+    if options.emit_state:
+        fields.append(pa.field("hn", state_type()))
+        if model.spec.has_cell_state:
+            fields.append(pa.field("cn", state_type()))
+    return pa.schema(fields)
+
+
+def _row_namer(batch, id_columns, row_offset, row_label="row"):
+    def name(i: int) -> str:
+        label = f"{row_label} {row_offset + i}"
+        if id_columns:
+            ids = ", ".join(f"{c}={batch.column(c)[i].as_py()!r}" for c in id_columns)
+            label += f" ({ids})"
+        return label
+
+    return name
+
+
+def _check_columns(batch, options: ScoreOptions) -> None:
+    names = _names(batch.schema)
+    if options.features_column not in names:
+        raise InputError(
+            f"column {options.features_column!r} not found; the input has columns {', '.join(names)}; "
+            "name the sequence column with --features-column, or use --layout long for one row per step"
+        )
+
+
+def score_batch(model, batch, options: ScoreOptions | None = None, *, stats: ScoreStats | None = None,
+                row_offset: int = 0) -> pa.RecordBatch:
+    """Score a list-layout Arrow batch.
+
+    Parameters
+    ----------
+    model : rnnjit.Model
+    batch : pa.RecordBatch or pa.Table
+        One row per sequence; ``options.features_column`` holds (T_i, I) steps.
+        Optional ``h0``/``c0`` columns hold each row's initial state, flattened
+        row-major from PyTorch's (L*D, H_out) / (L*D, H); a null state is zeros.
+    options : ScoreOptions, optional
+    stats : ScoreStats, optional
+        Counters to add this batch's row outcomes to.
+    row_offset : int
+        Number of rows before this batch, so messages give the input row.
+
+    Returns
+    -------
+    pa.RecordBatch
+        Pass-through columns, ``score`` (float32, fixed_size_list<float32>[O], or
+        a list per step for "all"), and ``hn``/``cn`` (list<float32>) with emit_state.
+    """
+    options = options or ScoreOptions()
+    if isinstance(batch, pa.Table):
+        batch = batch.combine_chunks()
+        batch = batch.to_batches()[0] if batch.num_rows else pa.RecordBatch.from_pylist([], schema=batch.schema)
+    _check_columns(batch, options)
+    names = _names(batch.schema)
+    keep = pass_through_columns(batch.schema, options)
+    id_cols = tuple(options.id_columns) or tuple(c for c in keep if c == "id")
+    row_name = _row_namer(batch, id_cols, row_offset, options.row_label)
+    mode = options.output_mode or model.output
+    spec = model.spec
+    B = batch.num_rows
+
+    dec = decode_features(
+        batch.column(options.features_column), spec.input_size, model.dtype, options.features_column, row_name
+    )
+    ld = spec.num_layers * spec.num_directions
+    h_w, c_w = ld * spec.h_out, ld * spec.hidden_size
+    h0 = h0_null = c0 = c0_null = None
+    if options.h0_column in names:
+        h0, h0_null = decode_state(
+            batch.column(options.h0_column), h_w, model.dtype, options.h0_column, row_name,
+            f"= num_layers*num_directions ({ld}) * h_out ({spec.h_out}), flattened row-major from PyTorch's (L*D, H_out)",
+        )
+    if options.c0_column in names:
+        if not spec.has_cell_state:
+            raise InputError(
+                f"the input has a {options.c0_column!r} column but a {spec.cell} model has no cell state; drop it"
+            )
+        c0, c0_null = decode_state(
+            batch.column(options.c0_column), c_w, model.dtype, options.c0_column, row_name,
+            f"= num_layers*num_directions ({ld}) * hidden_size ({spec.hidden_size}), flattened row-major",
+        )
+
+    if dec.reasons and options.on_invalid == "error":
+        first = next(iter(dec.reasons.values()))
+        raise InputError(f"{first}; fix or drop that row, or pass --on-invalid skip to write a null score for it")
+
+    rows = dec.rows
+    if rows.size:
+        pred = model.predict(
+            dec.x,
+            lengths=dec.lengths,
+            h0=rows_to_state(h0[rows], ld) if h0 is not None else None,
+            c0=rows_to_state(c0[rows], ld) if c0 is not None else None,
+            output=mode,
+            return_state=options.emit_state,
+            engine=options.engine,
+            threads=options.threads,
+        )
+    else:
+        O = model.output_dim
+        empty_y = np.zeros((0, 0, O) if mode == "all" else (0, O), np.float32)
+        pred = empty_y
+        if options.emit_state:
+            zh = np.zeros((ld, 0, spec.h_out), np.float32)
+            zc = np.zeros((ld, 0, spec.hidden_size), np.float32)
+            pred = (empty_y, (zh, zc)) if spec.has_cell_state else (empty_y, zh)
+    y = pred[0] if options.emit_state else pred
+
+    columns = [batch.column(c) for c in keep]
+    fields = [batch.schema.field(c) for c in keep]
+    columns.append(encode_scores(y, rows, dec.lengths, B, mode))
+    fields.append(pa.field("score", score_type(model.output_dim, mode)))
+    if options.emit_state:
+        if spec.has_cell_state:
+            hn, cn = pred[1]
+            states = [("hn", hn, h0, h0_null, h_w), ("cn", cn, c0, c0_null, c_w)]
+        else:
+            states = [("hn", pred[1], h0, h0_null, h_w)]
+        for name, s, s0, s0_null, width in states:
+            # an empty sequence keeps its initial state (so a day without data carries over);
+            # invalid rows and empty rows without a given state get a null state
+            full = np.zeros((B, width), np.float32)
+            valid = np.zeros(B, dtype=bool)
+            if s0 is not None:
+                full[dec.empty] = s0[dec.empty]
+                valid[dec.empty] = ~s0_null[dec.empty]
+            full[rows] = state_to_rows(s)
+            valid[rows] = True
+            columns.append(encode_state(full, valid))
+            fields.append(pa.field(name, state_type()))
+
+    if stats is not None:
+        stats.rows += B
+        stats.scored += int(rows.size)
+        stats.empty += int(dec.empty.sum())
+        stats.invalid += int(dec.invalid.sum())
+        if dec.reasons and not stats.first_invalid:
+            stats.first_invalid.append(next(iter(dec.reasons.values())))
+    return pa.RecordBatch.from_arrays(columns, schema=pa.schema(fields))
