@@ -1,0 +1,108 @@
+"""The ``rnnjit`` command: convert, score, inspect, verify (and bench when installed).
+
+Every user mistake ends the same way: one line ``error: ...`` on stderr (what
+was found, what was expected, how to fix it) and exit code 2, no traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Any, Optional
+
+import click
+import typer
+from typer.core import TyperGroup
+
+from rnnjit._version import __version__
+from rnnjit.cli._common import EXIT_INTERRUPTED, EXIT_USAGE, err
+from rnnjit.errors import RnnjitError
+
+
+class _OneLineErrors(TyperGroup):
+    """Turn usage errors and `RnnjitError` into one ``error:`` line and exit code 2."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra: Any):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.NoArgsIsHelpError as exc:
+            typer.echo(exc.ctx.get_help() if exc.ctx else str(exc), err=True)
+            sys.exit(EXIT_USAGE)
+        except click.UsageError as exc:
+            cmd = exc.ctx.command_path if exc.ctx else "rnnjit"
+            err(f"error: {exc.format_message()} (see '{cmd} --help')")
+            sys.exit(EXIT_USAGE)
+        except click.ClickException as exc:
+            err(f"error: {exc.format_message()}")
+            sys.exit(exc.exit_code)
+        except RnnjitError as exc:
+            err(f"error: {exc}")
+            sys.exit(EXIT_USAGE)
+        except click.exceptions.Abort:
+            err("error: interrupted; no output was written")
+            sys.exit(EXIT_INTERRUPTED)
+        except KeyboardInterrupt:
+            err("error: interrupted; no output was written")
+            sys.exit(EXIT_INTERRUPTED)
+        except OSError as exc:  # permission denied, disk full, ...: the user's environment
+            where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+            err(f"error: {exc.strerror or exc}{where}; check the path, its permissions and free space")
+            sys.exit(EXIT_USAGE)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+app = typer.Typer(
+    name="rnnjit",
+    cls=_OneLineErrors,
+    help="Score PyTorch-trained RNN/LSTM/GRU models on Parquet, without PyTorch.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"rnnjit {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        Optional[bool],
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    ] = None,
+) -> None:
+    """Score PyTorch-trained RNN/LSTM/GRU models on Parquet, without PyTorch."""
+
+
+from rnnjit.cli.convert_cmd import convert_command  # noqa: E402
+from rnnjit.cli.inspect_cmd import inspect_command  # noqa: E402
+from rnnjit.cli.score_cmd import score_command  # noqa: E402
+from rnnjit.cli.verify_cmd import verify_command  # noqa: E402
+
+app.command("convert")(convert_command)
+app.command("score")(score_command)
+app.command("inspect")(inspect_command)
+app.command("verify")(verify_command)
+
+try:  # the bench command ships with the kernels work; register it when present
+    from rnnjit.cli.bench_cmd import bench_command  # noqa: E402
+except ModuleNotFoundError as _exc:  # pragma: no cover - depends on the checkout
+    if _exc.name != "rnnjit.cli.bench_cmd":
+        raise
+    bench_command = None
+if bench_command is not None:
+    app.command("bench")(bench_command)
+
+
+def main() -> None:
+    """Console entry point (``rnnjit``)."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,84 @@
+"""``rnnjit verify``: does the bundle still compute what it computed at convert time?"""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from rnnjit.cli._common import EXIT_FAILED, fail
+
+
+class Engine(str, Enum):
+    numba = "numba"
+    numpy = "numpy"
+
+
+def verify_command(
+    bundle: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True, help="A bundle (.npz).")],
+    against: Annotated[
+        Optional[Path],
+        typer.Option(exists=True, dir_okay=False, readable=True,
+                     help="The original weight file: compare weights (torch-free), and outputs with torch if installed."),
+    ] = None,
+    engine: Annotated[Optional[Engine], typer.Option(help="numba (default when available) or numpy.")] = None,
+) -> None:
+    """Recompute the reference input stored in the bundle and compare with the stored outputs.
+
+    With --against, also re-read the weight file without torch and compare every
+    weight; when torch is importable, run torch on the reference input and compare
+    outputs. Exit code 0 when everything matches, 1 when a check fails.
+    """
+    import rnnjit
+    from rnnjit.verify import compare_weights, verify_reference
+
+    model = rnnjit.load(bundle)
+    eng = engine.value if engine else None
+    failures = []
+    has_ref = bool(model.config.get("reference"))
+    if has_ref:
+        r = verify_reference(model, engine=eng)
+        status = "ok" if r["ok"] else "MISMATCH"
+        typer.echo(
+            f"reference: {status}, max abs error {r['max_abs_error']:.2e} (tolerance {r['tolerance']:.1e}) "
+            f"on {r['n_sequences']} sequences, engine {r['engine']}"
+        )
+        if not r["ok"]:
+            failures.append("reference outputs differ")
+    elif against is None:
+        raise rnnjit.BundleError(
+            "this bundle stores no reference input (converted with --no-reference); "
+            "re-convert it, or pass --against model.pth"
+        )
+    else:
+        typer.echo("reference: none stored in this bundle, skipped")
+    if against is not None:
+        w = compare_weights(model, against)
+        if w["ok"]:
+            typer.echo(f"weights: ok, {w['n_keys']} tensors identical to {against.name}")
+        else:
+            problems = []
+            for key in ("missing", "mismatched", "different"):
+                if w[key]:
+                    problems.append(f"{key}: {', '.join(w[key][:5])}{' ...' if len(w[key]) > 5 else ''}")
+            typer.echo(f"weights: MISMATCH ({'; '.join(problems)}), max abs error {w['max_abs_error']:.2e}")
+            failures.append(f"weights differ from {against.name}")
+        from rnnjit.cli._torch_check import torch_compare
+
+        t = torch_compare(model, against, engine=eng)
+        if t is None:
+            typer.echo("torch: not installed, skipped")
+        elif t.get("skipped"):
+            typer.echo(f"torch: skipped ({t['skipped']})")
+        else:
+            status = "ok" if t["ok"] else "MISMATCH"
+            typer.echo(
+                f"torch: {status}, max abs error {t['max_abs_error']:.2e} (tolerance {t['tolerance']:.1e}) "
+                f"on {t['n_sequences']} sequences, torch {t['torch_version']}"
+            )
+            if not t["ok"]:
+                failures.append("outputs differ from torch")
+    if failures:
+        raise fail(f"verification failed: {'; '.join(failures)}", EXIT_FAILED)
