@@ -6,6 +6,7 @@ import builtins
 import collections
 import os
 import subprocess
+import sys
 import tarfile
 import zipfile
 
@@ -58,7 +59,9 @@ RNNS = {
     "lstmp": lambda: torch.nn.LSTM(3, 6, proj_size=2),
     "gru": lambda: torch.nn.GRU(4, 3, bias=False),
     "rnn": lambda: torch.nn.RNN(2, 3, nonlinearity="relu"),
+    "gru64": lambda: torch.nn.GRU(2, 3, num_layers=2).double(),
 }
+FMTS = ["zip", "legacy", "safetensors"]
 
 
 class Net(torch.nn.Module):
@@ -72,8 +75,8 @@ class Net(torch.nn.Module):
 # ----------------------------------------------------------------- torch writes
 
 
-@pytest.mark.parametrize("fmt", ["zip", "legacy", "safetensors"])
-@pytest.mark.parametrize("cell", list(RNNS))
+@pytest.mark.parametrize("fmt", FMTS, ids=lambda f: f"fmt={f}")
+@pytest.mark.parametrize("cell", list(RNNS), ids=lambda c: f"cell={c}")
 def test_rnn_state_dict_is_read_exactly(tmp_path, cell, fmt):
     ref = Net(cell).state_dict()
     sd, info = read_state_dict(_save(ref, tmp_path / "m.pth", fmt))
@@ -85,11 +88,11 @@ def test_rnn_state_dict_is_read_exactly(tmp_path, cell, fmt):
     assert len(info["sha256"]) == 64
 
 
-@pytest.mark.parametrize("fmt", ["zip", "legacy", "safetensors"])
+@pytest.mark.parametrize("fmt", FMTS, ids=lambda f: f"fmt={f}")
 @pytest.mark.parametrize(
     "dtype",
     [torch.float64, torch.float16, torch.bfloat16, torch.int64, torch.int32, torch.int8, torch.uint8, torch.bool],
-    ids=str,
+    ids=lambda d: f"dtype={str(d)[6:]}",
 )
 def test_dtypes_are_kept_and_bfloat16_widens_exactly(tmp_path, fmt, dtype):
     torch.manual_seed(1)
@@ -156,6 +159,22 @@ def test_bytes_and_plain_values_in_a_checkpoint_are_skipped(tmp_path):
     sd, info = read_state_dict(_save(ckpt, tmp_path / "c.pth", "zip"))
     _assert_same(sd, ref)
     assert info["skipped"] == ["blob", "tags", "size", "z"]
+
+
+def test_reading_never_imports_torch(tmp_path):
+    path = _save({"model": Net("lstm").state_dict()}, tmp_path / "m.pth", "zip")
+    code = (
+        "import sys; sys.modules['torch'] = sys.modules['safetensors'] = None\n"
+        "from rnnjit.formats import read_state_dict\n"
+        f"sd, info = read_state_dict({str(path)!r})\n"
+        "assert 'torch' not in [m.split('.')[0] for m in sys.modules if sys.modules[m] is not None]\n"
+        "print(len(sd), info['format'])"
+    )
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [str(len(Net("lstm").state_dict())), "pth-zip"]
 
 
 def test_format_is_told_by_content_not_extension(tmp_path):
@@ -255,8 +274,8 @@ def _attacks(marker):
     }
 
 
-@pytest.mark.parametrize("layout", ["zip", "legacy"])
-@pytest.mark.parametrize("name", ["posix.system", "builtins.eval", "subprocess.Popen"])
+@pytest.mark.parametrize("layout", ["zip", "legacy"], ids=lambda f: f"layout={f}")
+@pytest.mark.parametrize("name", ["posix.system", "builtins.eval", "subprocess.Popen"], ids=lambda g: f"global={g}")
 def test_malicious_pickle_global_is_refused_and_never_runs(tmp_path, layout, name):
     marker = tmp_path / "pwned"
     obj = {"weight": Tensor(Storage("0", 1), 0, (1,), (1,)), "bias": _attacks(marker)[name]}
