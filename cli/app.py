@@ -9,13 +9,21 @@ from __future__ import annotations
 import sys
 from typing import Annotated, Any, Optional
 
-import click
 import typer
 from typer.core import TyperGroup
+
+try:  # typer >= 0.2x vendors click as typer._click; older typer uses click itself
+    from typer._click import exceptions as _cx
+except ImportError:  # pragma: no cover - depends on the installed typer
+    from click import exceptions as _cx
 
 from rnnjit._version import __version__
 from rnnjit.cli._common import EXIT_INTERRUPTED, EXIT_USAGE, err
 from rnnjit.errors import RnnjitError
+
+
+_NoArgsIsHelp = getattr(_cx, "NoArgsIsHelpError", ())  # `rnnjit` alone: show the help
+_Abort = getattr(_cx, "Abort", typer.Abort)
 
 
 class _OneLineErrors(TyperGroup):
@@ -26,20 +34,20 @@ class _OneLineErrors(TyperGroup):
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         try:
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-        except click.exceptions.NoArgsIsHelpError as exc:
+        except _NoArgsIsHelp as exc:
             typer.echo(exc.ctx.get_help() if exc.ctx else str(exc), err=True)
             sys.exit(EXIT_USAGE)
-        except click.UsageError as exc:
+        except _cx.UsageError as exc:
             cmd = exc.ctx.command_path if exc.ctx else "rnnjit"
             err(f"error: {exc.format_message()} (see '{cmd} --help')")
             sys.exit(EXIT_USAGE)
-        except click.ClickException as exc:
+        except _cx.ClickException as exc:
             err(f"error: {exc.format_message()}")
             sys.exit(exc.exit_code)
         except RnnjitError as exc:
             err(f"error: {exc}")
             sys.exit(EXIT_USAGE)
-        except click.exceptions.Abort:
+        except _Abort:
             err("error: interrupted; no output was written")
             sys.exit(EXIT_INTERRUPTED)
         except KeyboardInterrupt:
@@ -101,7 +109,7 @@ if bench_command is not None:
 
 def main() -> None:
     """Console entry point (``rnnjit``)."""
-    app()
+    app(prog_name="rnnjit")
 
 
 if __name__ == "__main__":

@@ -331,13 +331,14 @@ def encode_state(state: np.ndarray, valid: np.ndarray) -> pa.Array:
 
 def state_to_rows(s: np.ndarray) -> np.ndarray:
     """PyTorch (L*D, B, H) -> per-row flattened (B, L*D*H), row-major per row."""
-    return np.ascontiguousarray(np.transpose(s, (1, 0, 2)).reshape(s.shape[1], -1))
+    ld, B, H = s.shape
+    return np.ascontiguousarray(np.transpose(s, (1, 0, 2)).reshape(B, ld * H))
 
 
 def rows_to_state(rows: np.ndarray, ld: int) -> np.ndarray:
     """Per-row flattened (B, L*D*H) -> PyTorch (L*D, B, H)."""
-    B = rows.shape[0]
-    return np.ascontiguousarray(rows.reshape(B, ld, -1).transpose(1, 0, 2))
+    B, n = rows.shape
+    return np.ascontiguousarray(rows.reshape(B, ld, n // ld).transpose(1, 0, 2))
 
 
 # --------------------------------------------------------------------------- long layout

@@ -1,0 +1,226 @@
+"""Streaming: datasets, long layout with carry-over, atomic output, formats."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from cli_helpers import list_table, long_table, make_bundle, random_sequences, scores, write
+
+import rnnjit
+from rnnjit import InputError
+from rnnjit.scoring import ScoreOptions
+from rnnjit import stream
+from rnnjit.stream import score_dataset
+
+NP = ScoreOptions(engine="numpy")
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    d = tmp_path_factory.mktemp("bundle")
+    return rnnjit.load(make_bundle(d, feature_names=["a", "b", "c"]))
+
+
+@pytest.fixture(scope="module")
+def seqs():
+    return random_sequences(23, 3, seed=5, min_len=1, max_len=9)
+
+
+def _expected(model, seqs):
+    return model.predict(seqs, engine="numpy")[:, 0]
+
+
+def _leftovers(d):
+    return [p.name for p in d.iterdir() if "rnnjit-tmp" in p.name]
+
+
+@pytest.mark.parametrize("batch_rows", [1, 4, 1000])
+def test_list_layout_in_small_batches(model, seqs, tmp_path, batch_rows):
+    src = write(list_table(seqs), tmp_path / "in.parquet", row_group_size=5)
+    s = score_dataset(model, src, tmp_path / "out.parquet", options=NP, batch_rows=batch_rows)
+    np.testing.assert_allclose(scores(tmp_path / "out.parquet"), _expected(model, seqs), atol=1e-6)
+    assert (s.rows, s.scored, s.input_rows) == (23, 23, 23)
+    assert "scored 23 rows (0 invalid, 0 empty)" in s.line()
+
+
+@pytest.mark.parametrize("batch_rows", [1, 3, 7, 10_000])
+def test_long_layout_carries_groups_across_batches(model, seqs, tmp_path, batch_rows):
+    ids = [f"k{i:02d}" for i in range(len(seqs))]
+    src = write(long_table(seqs, ids=ids), tmp_path / "long.parquet", row_group_size=6)
+    opts = ScoreOptions(engine="numpy", id_columns=("id",))
+    s = score_dataset(model, src, tmp_path / "out.parquet", options=opts, layout="long", order_column="t",
+                      feature_columns=["f0", "f1", "f2"], batch_rows=batch_rows)
+    out = pq.read_table(tmp_path / "out.parquet")
+    assert out.column_names == ["id", "score"]
+    assert out.column("id").to_pylist() == ids
+    np.testing.assert_allclose(out.column("score").to_numpy(), _expected(model, seqs), atol=1e-6)
+    assert s.rows == 23 and s.input_rows == sum(len(x) for x in seqs)
+    assert "23 sequences" in s.line()
+
+
+def test_long_layout_defaults_to_bundle_feature_names(model, seqs, tmp_path):
+    t = long_table(seqs, names=["a", "b", "c"]).append_column("noise", pa.array(np.zeros(sum(map(len, seqs)))))
+    t = t.select(["id", "t", "noise", "c", "a", "b"])  # stored in another order; the bundle's names put it right
+    src = write(t, tmp_path / "long.parquet")
+    score_dataset(model, src, tmp_path / "o.parquet", options=ScoreOptions(engine="numpy", id_columns=("id",)),
+                  layout="long", order_column="t", batch_rows=5)
+    np.testing.assert_allclose(scores(tmp_path / "o.parquet"), _expected(model, seqs), atol=1e-6)
+
+
+def test_long_layout_feature_count_mismatch(tmp_path, seqs):
+    m = rnnjit.load(make_bundle(tmp_path))  # no feature names
+    src = write(long_table(seqs).append_column("x", pa.array(np.zeros(sum(map(len, seqs))))), tmp_path / "l.parquet")
+    with pytest.raises(InputError, match=r"found 4 feature columns \(f0, f1, f2, x\) but the model expects input_size=3"):
+        score_dataset(m, src, tmp_path / "o.parquet", options=ScoreOptions(id_columns=("id",)), layout="long",
+                      order_column="t")
+
+
+@pytest.mark.parametrize("batch_rows", [2, 100])
+def test_long_layout_unsorted_ids_are_refused(model, tmp_path, batch_rows):
+    seqs = random_sequences(4, 3, seed=1, min_len=2, max_len=3)
+    src = write(long_table(seqs, ids=[1, 2, 1, 3]), tmp_path / "l.parquet")
+    with pytest.raises(InputError, match=r"not sorted: row \d+ \(id=1\) comes after \(id=2\); sort it by \(id, t\)"):
+        score_dataset(model, src, tmp_path / "o.parquet", options=ScoreOptions(id_columns=("id",)), layout="long",
+                      order_column="t", feature_columns=["f0", "f1", "f2"], batch_rows=batch_rows)
+    assert not (tmp_path / "o.parquet").exists() and not _leftovers(tmp_path)
+
+
+def test_long_layout_order_must_increase(model, tmp_path):
+    t = long_table(random_sequences(2, 3, min_len=3, max_len=3))
+    t = t.set_column(1, "t", pa.array([0, 2, 1, 0, 1, 2], pa.int64()))
+    src = write(t, tmp_path / "l.parquet")
+    with pytest.raises(InputError, match=r"row 2 \(id=0\) has t=1 after 2 in the same sequence"):
+        score_dataset(model, src, tmp_path / "o.parquet", options=ScoreOptions(id_columns=("id",)), layout="long",
+                      order_column="t", feature_columns=["f0", "f1", "f2"])
+
+
+def test_long_layout_needs_id_and_order(model, seqs, tmp_path):
+    src = write(long_table(seqs), tmp_path / "l.parquet")
+    with pytest.raises(InputError, match="needs --id-column"):
+        score_dataset(model, src, tmp_path / "o.parquet", layout="long", order_column="t")
+    with pytest.raises(InputError, match="needs --order-column"):
+        score_dataset(model, src, tmp_path / "o.parquet", options=ScoreOptions(id_columns=("id",)), layout="long")
+    with pytest.raises(InputError, match=r"column 'when' not found; the input has columns id, t, f0, f1, f2"):
+        score_dataset(model, src, tmp_path / "o.parquet", options=ScoreOptions(id_columns=("id",)), layout="long",
+                      order_column="when")
+
+
+def test_directory_and_glob_inputs(model, seqs, tmp_path):
+    d = tmp_path / "parts"
+    d.mkdir()
+    for k, lo in enumerate(range(0, 23, 8)):
+        write(list_table(seqs[lo : lo + 8], ids=list(range(lo, min(lo + 8, 23)))), d / f"part-{k}.parquet")
+    for i, src in enumerate([d, str(d / "part-*.parquet")]):
+        score_dataset(model, src, tmp_path / f"o{i}.parquet", options=NP, batch_rows=3)
+        out = pq.read_table(tmp_path / f"o{i}.parquet")
+        assert out.column("id").to_pylist() == list(range(23))
+        np.testing.assert_allclose(out.column("score").to_numpy(), _expected(model, seqs), atol=1e-6)
+    with pytest.raises(InputError, match="no file matches the input glob"):
+        score_dataset(model, str(d / "nope-*.parquet"), tmp_path / "o.parquet")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="holds no Parquet files"):
+        score_dataset(model, tmp_path / "empty", tmp_path / "o.parquet")
+
+
+def test_output_exists_and_overwrite(model, seqs, tmp_path):
+    src = write(list_table(seqs), tmp_path / "in.parquet")
+    out = tmp_path / "o.parquet"
+    out.write_text("yesterday")
+    with pytest.raises(InputError, match="already exists; pass --overwrite"):
+        score_dataset(model, src, out, options=NP)
+    assert out.read_text() == "yesterday"
+    score_dataset(model, src, out, options=NP, overwrite=True)
+    assert pq.read_table(out).num_rows == 23
+
+
+def test_error_midway_leaves_nothing(model, seqs, tmp_path):
+    bad = list(seqs)
+    bad[20] = np.full((2, 3), np.nan, np.float32)
+    src = write(list_table(bad), tmp_path / "in.parquet")
+    with pytest.raises(InputError, match=r"row 20 \(id=20\): step 0 .*NaN"):
+        score_dataset(model, src, tmp_path / "o.parquet", options=NP, batch_rows=4)
+    assert not (tmp_path / "o.parquet").exists() and not _leftovers(tmp_path)
+    s = score_dataset(model, src, tmp_path / "o.parquet", options=ScoreOptions(engine="numpy", on_invalid="skip"))
+    assert s.invalid == 1 and scores(tmp_path / "o.parquet")[20] is None
+
+
+def test_keyboard_interrupt_removes_temp_file(model, seqs, tmp_path, monkeypatch):
+    src = write(list_table(seqs), tmp_path / "in.parquet")
+    calls = []
+    real = stream.score_batch
+
+    def interrupted(*a, **kw):
+        calls.append(1)
+        if len(calls) == 2:
+            assert _leftovers(tmp_path)  # the temp file is being written
+            raise KeyboardInterrupt
+        return real(*a, **kw)
+
+    monkeypatch.setattr(stream, "score_batch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        score_dataset(model, src, tmp_path / "o.parquet", options=NP, batch_rows=5)
+    assert not (tmp_path / "o.parquet").exists() and not _leftovers(tmp_path)
+
+
+def test_corrupt_and_truncated_parquet(model, seqs, tmp_path):
+    good = write(list_table(seqs), tmp_path / "good.parquet")
+    (tmp_path / "garbage.parquet").write_bytes(b"not parquet at all" * 10)
+    data = good.read_bytes()
+    (tmp_path / "trunc.parquet").write_bytes(data[: len(data) // 2])
+    for name in ("garbage.parquet", "trunc.parquet"):
+        with pytest.raises(InputError, match=rf"cannot read Parquet input .*{name}.*check that it is a complete Parquet file"):
+            score_dataset(model, tmp_path / name, tmp_path / "o.parquet", options=NP)
+        assert not (tmp_path / "o.parquet").exists() and not _leftovers(tmp_path)
+
+
+def test_corrupt_data_pages(model, tmp_path):
+    seqs = random_sequences(300, 3, seed=2, min_len=5, max_len=9)
+    good = write(list_table(seqs), tmp_path / "good.parquet", compression="none", row_group_size=50)
+    data = bytearray(good.read_bytes())
+    mid = len(data) // 2
+    data[mid : mid + 2000] = os.urandom(2000)  # footer intact, pages garbled
+    (tmp_path / "bad.parquet").write_bytes(bytes(data))
+    try:
+        score_dataset(model, tmp_path / "bad.parquet", tmp_path / "o.parquet", options=NP, batch_rows=16)
+    except InputError:
+        pass  # either refused with a one-line error ...
+    assert not _leftovers(tmp_path)  # ... or (random bytes happened to decode) written: never a temp file
+
+
+def test_empty_input_writes_schema_only(model, tmp_path):
+    src = write(list_table([np.zeros((1, 3), np.float32)]).slice(0, 0), tmp_path / "in.parquet")
+    s = score_dataset(model, src, tmp_path / "o.parquet", options=NP)
+    out = pq.read_table(tmp_path / "o.parquet")
+    assert out.num_rows == 0 and out.column_names == ["id", "score"] and s.rows == 0
+
+
+def test_csv_and_jsonl(tmp_path, seqs):
+    m3 = rnnjit.load(make_bundle(tmp_path, out_features=3, head="fc,softmax", name="b3.npz"))
+    data = list(seqs[:4]) + [np.zeros((0, 3), np.float32)]
+    src = write(list_table(data), tmp_path / "in.parquet")
+    exp = m3.predict(data[:4], engine="numpy")
+    score_dataset(m3, src, tmp_path / "o.csv", options=NP)
+    lines = (tmp_path / "o.csv").read_text().splitlines()
+    assert lines[0] == '"id","score_0","score_1","score_2"'
+    first = [float(v) for v in lines[1].split(",")]
+    np.testing.assert_allclose(first[1:], exp[0], atol=1e-6)
+    assert lines[5] == "4,,,"
+    score_dataset(m3, src, tmp_path / "o.jsonl", options=ScoreOptions(engine="numpy", emit_state=True))
+    rows = [json.loads(x) for x in (tmp_path / "o.jsonl").read_text().splitlines()]
+    assert rows[0]["id"] == 0 and len(rows[0]["score"]) == 3 and len(rows[0]["hn"]) == 5
+    np.testing.assert_allclose(rows[1]["score"], exp[1], atol=1e-6)
+    assert rows[4] == {"id": 4, "score": None, "hn": None, "cn": None}
+    score_dataset(m3, src, tmp_path / "all.csv", options=ScoreOptions(engine="numpy", output_mode="all"))
+    row = (tmp_path / "all.csv").read_text().splitlines()[1]
+    assert row.startswith('0,"[[') and len(json.loads(row.split(",", 1)[1].strip('"').replace('""', '"'))) == len(data[0])
+
+
+def test_empty_csv_has_header(model, tmp_path):
+    src = write(list_table([np.zeros((1, 3), np.float32)]).slice(0, 0), tmp_path / "in.parquet")
+    score_dataset(model, src, tmp_path / "o.csv", options=NP)
+    assert (tmp_path / "o.csv").read_text() == "id,score\n"
