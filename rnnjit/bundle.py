@@ -41,11 +41,18 @@ def write(path: str | os.PathLike, weights: Mapping[str, np.ndarray], config: Ma
     try:
         with os.fdopen(fd, "wb") as fh:
             np.savez(fh, **arrays)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a bundle is an ordinary file
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def read_config(path: str | os.PathLike) -> dict[str, Any]:
