@@ -1,0 +1,186 @@
+"""The numba engine: compiled, batch-parallel recurrent kernels.
+
+Implements the engine contract of `rnnjit.reference` (``prepare`` once per
+model, ``run`` per batch) with the same numbers: max abs difference to the
+reference engine within 1e-5 for float32 and 1e-10 for float64.
+
+Modules: `config` (compile flags, the only place they are set), `_simd`
+(register-blocked matmul micro-kernels as numba intrinsics), `activations`
+(vectorizable tanh/sigmoid), `pack` (weight packing, numpy), `layer` (the
+kernel), and this wrapper, which checks and converts inputs once, sorts
+sequences into tiles by length, balances tiles over threads and shapes results.
+
+Threads: the worker kernel is compiled ``nogil`` and this wrapper runs one
+worker per thread from a small thread pool, instead of a ``parallel=True``
+``prange`` launcher. Measured on the reference machine: a prange launcher
+around the worker costs 7-12 s of extra first-call compile (numba links the
+worker into the parallel region and LLVM optimizes it a second time), which
+broke the 15 s budget; the pool costs nothing to compile and ~20 us per
+launch. The thread count is ``threads=`` or else numba's current setting
+(``NUMBA_NUM_THREADS``, `numba.set_num_threads`), which is never changed.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+
+from rnnjit.kernels._simd import NV, lanes
+from rnnjit.kernels.layer import OUT_ALL, OUT_LAST, OUT_NONE, run_worker
+from rnnjit.kernels.pack import CELL_CODES, PackedLayer, pack_layer, padded_hidden
+from rnnjit.spec import RNNSpec
+
+__all__ = ["prepare", "run", "Prepared", "SMALL_BATCH"]
+
+SMALL_BATCH = 12
+"""Batches smaller than this run one sequence per tile (matrix-vector kernel)."""
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A model's weights packed for the kernels, for one dtype."""
+
+    spec: RNNSpec
+    dtype: np.dtype
+    layers: tuple[PackedLayer, ...]  # index layer * D + direction
+
+
+def prepare(spec: RNNSpec, weights: Mapping[str, np.ndarray]) -> Prepared:
+    """Pack ``weights`` (PyTorch state_dict names, prefix ``spec.prefix``) for `run`.
+
+    The dtype is the weights' dtype: float64 stays float64, anything else
+    becomes float32 (PyTorch's default).
+    """
+    p = spec.prefix
+    first = weights[f"{p}weight_ih_l0"]
+    dtype = np.dtype(np.float64 if np.asarray(first).dtype == np.float64 else np.float32)
+    layers = []
+    for _, _, sfx in spec.suffixes():
+        w = {"ih": weights[f"{p}weight_ih{sfx}"], "hh": weights[f"{p}weight_hh{sfx}"]}
+        if spec.bias:
+            w["b_ih"] = weights[f"{p}bias_ih{sfx}"]
+            w["b_hh"] = weights[f"{p}bias_hh{sfx}"]
+        if spec.proj_size > 0:
+            w["hr"] = weights[f"{p}weight_hr{sfx}"]
+        layers.append(pack_layer(spec.cell, w, spec.hidden_size, spec.h_out, dtype))
+    return Prepared(spec, dtype, tuple(layers))
+
+
+def _tiles(lengths: np.ndarray, bt: int, workers: int):
+    """Sort by length (longest first), cut into tiles of ``bt``, deal tiles to workers.
+
+    Returns (order, tile_ptr, work_ptr, work_tiles): tile k holds
+    ``order[tile_ptr[k]:tile_ptr[k+1]]``; worker w runs tiles
+    ``work_tiles[work_ptr[w]:work_ptr[w+1]]``. Tiles go to the least loaded
+    worker, longest first (cost = the tile's longest sequence).
+    """
+    B = lengths.shape[0]
+    order = np.argsort(-lengths, kind="stable").astype(np.int64)
+    tile_ptr = np.arange(0, B + bt, bt, dtype=np.int64)
+    tile_ptr[-1] = B
+    tile_ptr = np.unique(tile_ptr)
+    n_tiles = tile_ptr.size - 1
+    workers = max(1, min(workers, n_tiles))
+    cost = lengths[order[tile_ptr[:-1]]]
+    load = np.zeros(workers, np.int64)
+    assign: list[list[int]] = [[] for _ in range(workers)]
+    for k in range(n_tiles):  # tiles are already longest first
+        w = int(np.argmin(load))
+        assign[w].append(k)
+        load[w] += cost[k]
+    work_ptr = np.zeros(workers + 1, np.int64)
+    work_ptr[1:] = np.cumsum([len(a) for a in assign])
+    work_tiles = np.array([k for a in assign for k in a], dtype=np.int64)
+    return order, tile_ptr, work_ptr, work_tiles
+
+
+def run(prepared: Prepared, x, lengths, h0=None, c0=None, select="all", threads=None):
+    """Run the recurrent stack; the contract is in `rnnjit.reference`.
+
+    ``threads`` sets numba's thread count for this call only (restored after).
+    """
+    if select not in ("all", "last", "final"):
+        raise ValueError(f"select must be 'all', 'last' or 'final', got {select!r}")
+    spec, dtype = prepared.spec, prepared.dtype
+    x = np.ascontiguousarray(x, dtype=dtype)
+    if x.ndim != 3 or x.shape[2] != spec.input_size:
+        raise ValueError(f"x has shape {x.shape}; expected (batch, time, {spec.input_size})")
+    B, T, _ = x.shape
+    lengths = np.ascontiguousarray(lengths, dtype=np.int64)
+    D, L, Ho, H = spec.num_directions, spec.num_layers, spec.h_out, spec.hidden_size
+    h_shape, c_shape = spec.state_shapes(B)
+    hn = np.zeros(h_shape, dtype)
+    cn = np.zeros((L * D, B, H), dtype)
+    h0 = np.zeros(h_shape, dtype) if h0 is None else np.ascontiguousarray(h0, dtype=dtype)
+    c0 = cn.copy() if (c0 is None or c_shape is None) else np.ascontiguousarray(c0, dtype=dtype)
+    y_all = np.zeros((B, T, D * Ho), dtype) if select == "all" else None
+    y_last = np.zeros((B, 1, D * Ho), dtype)
+    if B > 0 and T > 0:
+        n = numba.get_num_threads() if threads is None else int(threads)
+        if n < 1:
+            raise ValueError(f"threads must be a positive integer, got {threads!r}")
+        _run_layers(prepared, x, lengths, h0, c0, hn, cn, select, y_all, y_last, n)
+    if select == "all":
+        y = y_all
+    elif select == "last":
+        y = y_last[:, 0, :]
+    else:
+        y = np.concatenate([hn[(L - 1) * D + d] for d in range(D)], axis=1)
+    return np.ascontiguousarray(y), hn, (cn if c_shape else None)
+
+
+def _run_layers(prepared, x, lengths, h0, c0, hn, cn, select, y_all, y_last, threads):
+    spec, dtype = prepared.spec, prepared.dtype
+    B, T, _ = x.shape
+    D, L, Ho, H = spec.num_directions, spec.num_layers, spec.h_out, spec.hidden_size
+    bt = 1 if B < SMALL_BATCH else NV * lanes(dtype)
+    order, tile_ptr, work_ptr, work_tiles = _tiles(lengths, bt, threads)
+    cell = CELL_CODES[spec.cell]
+    hp = padded_hidden(H)
+    layer_in = x
+    for layer in range(L):
+        top = layer == L - 1
+        if not top:
+            out, mode = np.zeros((B, T, D * Ho), dtype), OUT_ALL
+        elif select == "all":
+            out, mode = y_all, OUT_ALL
+        elif select == "last":
+            out, mode = y_last, OUT_LAST
+        else:
+            out, mode = y_last, OUT_NONE
+        for d in range(D):
+            k = layer * D + d
+            pk = prepared.layers[k]
+            args = (
+                cell, layer_in, lengths, order, tile_ptr, work_ptr, work_tiles,
+                pk.w, pk.kstart, pk.klen, pk.bias, pk.wr,
+                h0[k], c0[k], out, d * Ho, mode, d == 1, hn[k], cn[k],
+                H, hp, Ho, spec.proj_size, bt,
+            )  # fmt: skip
+            _parallel(work_ptr.size - 1, args)
+        layer_in = out
+
+
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _parallel(workers: int, args: tuple) -> None:
+    """Run ``run_worker(w, *args)`` for every worker, the last one in this thread."""
+    global _pool
+    if workers == 1:
+        run_worker(0, *args)
+        return
+    with _pool_lock:
+        if _pool is None or _pool._max_workers < workers - 1:
+            _pool = ThreadPoolExecutor(max_workers=max(workers - 1, 1), thread_name_prefix="rnnjit")
+        pool = _pool
+    futures = [pool.submit(run_worker, w, *args) for w in range(workers - 1)]
+    run_worker(workers - 1, *args)
+    for f in futures:
+        f.result()
