@@ -15,7 +15,7 @@ Both kernels read a weight matrix packed in panels of ``MR`` rows:
 from __future__ import annotations
 
 from llvmlite import ir
-from numba import types
+from numba import config, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
@@ -165,3 +165,22 @@ def mk_rows(typingctx, a, aoff, pstride, b, boff, c, coff, n):
         return context.get_dummy_value()
 
     return sig, codegen
+
+
+if config.DISABLE_JIT:  # pragma: no cover - exercised by the NUMBA_DISABLE_JIT=1 test run
+    # Plain-Python equivalents, so the kernel logic runs (and is covered) without numba.
+    import numpy as _np
+
+    def mk_lanes(a, aoff, b, boff, ldb, c, coff, ldc, n):  # noqa: F811
+        width = ldb  # the kernels always pass whole tiles (ldb == NV * lanes)
+        A = a[aoff : aoff + n * MR].reshape(n, MR) if n > 0 else _np.zeros((0, MR), a.dtype)
+        rows = _np.stack([b[boff + k * ldb : boff + k * ldb + width] for k in range(n)]) if n > 0 else None
+        out = A.T @ rows if n > 0 else _np.zeros((MR, width), a.dtype)
+        for q in range(MR):
+            c[coff + q * ldc : coff + q * ldc + width] = out[q]
+
+    def mk_rows(a, aoff, pstride, b, boff, c, coff, n):  # noqa: F811
+        for p in range(P_ROWS):
+            base = aoff + p * pstride
+            A = a[base : base + n * MR].reshape(n, MR)
+            c[coff + p * MR : coff + (p + 1) * MR] = A.T @ b[boff : boff + n]
