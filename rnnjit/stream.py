@@ -65,8 +65,15 @@ def open_dataset(path) -> ds.Dataset:
         source = p
     else:
         raise InputError(f"input {p!r} does not exist; give a Parquet file, a directory or a glob")
+    # Stream column chunks through a small buffer instead of loading each whole
+    # chunk: peak memory then follows the batch and row-group size, not the file.
+    fmt = ds.ParquetFileFormat(
+        default_fragment_scan_options=ds.ParquetFragmentScanOptions(
+            use_buffered_stream=True, buffer_size=1 << 20, pre_buffer=False
+        )
+    )
     try:
-        dataset = ds.dataset(source, format="parquet")
+        dataset = ds.dataset(source, format=fmt)
     except (pa.ArrowException, OSError) as exc:
         raise _read_error(p, exc) from exc
     if isinstance(source, str) and os.path.isdir(source) and not dataset.files:
@@ -86,7 +93,7 @@ def iter_batches(dataset: ds.Dataset, columns: Sequence[str], batch_rows: int) -
     """Batches of at most ``batch_rows`` rows, in file order; read errors become `InputError`."""
     try:
         scanner = dataset.scanner(
-            columns=list(columns), batch_size=batch_rows, batch_readahead=2, fragment_readahead=1, use_threads=True
+            columns=list(columns), batch_size=batch_rows, batch_readahead=1, fragment_readahead=1, use_threads=True
         )
         it = scanner.to_batches()
         while True:
