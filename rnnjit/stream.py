@@ -436,14 +436,23 @@ class _Progress:
         if not enabled:
             return
         from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            ProgressColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+        from rich.text import Text
 
-        class _Rate(TextColumn):
+        class _Rate(ProgressColumn):
             def render(self, task):  # rows per second, from rich's moving average
                 speed = task.finished_speed or task.speed
-                return self.text_type(f"{speed:,.0f} rows/s" if speed else "", style="progress.data.speed")
+                return Text(f"{speed:,.0f} rows/s" if speed else "", style="progress.data.speed")
 
-        cols = [TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), _Rate(""), TimeElapsedColumn()]
+        cols = [TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TextColumn("rows"), _Rate(), TimeElapsedColumn()]
         if total:
             cols.append(TimeRemainingColumn())
         self._p = Progress(*cols, console=Console(stderr=True), transient=True)
