@@ -13,7 +13,9 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
+import naive
 from conftest import ENGINES
+from rnnjit.bundle import read_config
 from torch_models import TOL, Arch, Net, as_dtype, convert_and_load, max_abs, torch_forward
 
 
@@ -107,3 +109,35 @@ def test_each_sequence_is_scored_independently_of_the_batch(data, arch, output, 
         alone = model.predict(x[b : b + 1, : lengths[b]], output=output, engine=engine)
         expect = y[b : b + 1, : lengths[b]] if output == "all" else y[b : b + 1]
         np.testing.assert_allclose(alone, expect, rtol=0, atol=TOL["float32"])  # BLAS paths differ by B
+
+
+@given(
+    arch=architectures(),
+    head=HEADS,
+    data=st.data(),
+    output=st.sampled_from(["last", "final", "all"]),
+    with_state=st.booleans(),
+    engine=st.sampled_from(ENGINES),
+)
+def test_random_models_match_the_scalar_loop_reference(arch, head, data, output, with_state, engine):
+    """float64 against tests/naive.py: DESIGN §2 as scalar loops, one sequence at a time."""
+    B, T, lengths, seed = data.draw(batches(arch))
+    lengths = np.full(B, T) if lengths is None else lengths
+    net = Net(arch, head, seed=seed % 1000)
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((B, T, arch.input_size))
+    h0 = c0 = None
+    if with_state:
+        ld = arch.num_layers * arch.D
+        h0 = rng.standard_normal((ld, B, arch.h_out))
+        c0 = rng.standard_normal((ld, B, arch.hidden_size)) if arch.cell == "lstm" else None
+    with tempfile.TemporaryDirectory() as tmp:
+        model, bundle = convert_and_load(net, tmp, dtype="float64")
+        config = read_config(bundle)
+        with np.load(bundle, allow_pickle=False) as npz:
+            weights = {k: npz[k].astype(np.float64) for k in npz.files if not k.startswith("__")}
+    y = model.predict(x, lengths, h0=h0, c0=c0, output=output, engine=engine)
+    expect = naive.predict(config, weights, [x[b, : lengths[b]] for b in range(B)], output, h0, c0)
+    for b in range(B):
+        got = y[b, : lengths[b]] if output == "all" else y[b]
+        np.testing.assert_allclose(got, np.array(expect[b]), rtol=0, atol=TOL["float64"])
