@@ -19,6 +19,7 @@ import glob as _glob
 import json
 import os
 import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -500,6 +501,13 @@ class Summary:
         )
 
 
+def _warm_up(model, options: ScoreOptions) -> None:
+    try:
+        model.predict(np.zeros((1, 1, model.spec.input_size), model.dtype), engine=options.engine)
+    except Exception:  # noqa: BLE001 - the real call reports any problem
+        pass
+
+
 def score_dataset(
     model,
     input,
@@ -536,6 +544,10 @@ def score_dataset(
     Summary
     """
     options = options or ScoreOptions()
+    # Loading the compiled kernels takes a moment (numba import, cache): do it
+    # while the dataset is opened and the first batch is read.
+    warm = threading.Thread(target=_warm_up, args=(model, options), daemon=True)
+    warm.start()
     if layout not in LAYOUTS:
         raise InputError(f"layout {layout!r} is not known; expected one of {', '.join(LAYOUTS)}")
     if not isinstance(batch_rows, (int, np.integer)) or batch_rows < 1:
@@ -588,6 +600,7 @@ def score_dataset(
         else:
             stream = ((b, b.num_rows) for b in batches)
         for batch, consumed in stream:
+            warm.join()
             result = score_batch(model, batch, options, stats=stats, row_offset=stats.rows)
             sink.write(result)
             summary.input_rows += consumed

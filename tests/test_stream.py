@@ -224,3 +224,10 @@ def test_empty_csv_has_header(model, tmp_path):
     src = write(list_table([np.zeros((1, 3), np.float32)]).slice(0, 0), tmp_path / "in.parquet")
     score_dataset(model, src, tmp_path / "o.csv", options=NP)
     assert (tmp_path / "o.csv").read_text() == "id,score\n"
+
+
+def test_progress_bar_runs(model, seqs, tmp_path, capsys):
+    src = write(list_table(seqs), tmp_path / "in.parquet", row_group_size=5)
+    s = score_dataset(model, src, tmp_path / "o.parquet", options=NP, batch_rows=5, progress=True)
+    assert s.rows == 23
+    assert capsys.readouterr().out == ""  # the bar goes to stderr, never stdout
