@@ -5,10 +5,13 @@ Table) and returns a RecordBatch with the pass-through columns, then ``score``
 (and ``hn``/``cn`` with ``emit_state``). It is stateless, so it can run inside
 ``DataFrame.mapInArrow``::
 
+    options = ScoreOptions(pass_through=("id",))
+
     def score_partition(batches):
         model = rnnjit.load("bundle.npz")
-        for b in batches:
-            yield score_batch(model, b, ScoreOptions(pass_through=("id",)))
+        yield from score_batches(model, batches, options)
+
+    schema = output_schema(model, pa.schema(df.schema ...), options)  # the result schema
 
 Row outcomes:
 
@@ -138,6 +141,17 @@ def output_schema(model, schema: pa.Schema, options: ScoreOptions) -> pa.Schema:
         if model.spec.has_cell_state:
             fields.append(pa.field("cn", state_type()))
     return pa.schema(fields)
+
+
+def score_batches(model, batches, options: ScoreOptions | None = None, *, stats: ScoreStats | None = None):
+    """Score an iterable of list-layout batches lazily (the shape ``mapInArrow`` wants).
+
+    Rows are numbered across batches in messages.
+    """
+    seen = 0
+    for batch in batches:
+        yield score_batch(model, batch, options, stats=stats, row_offset=seen)
+        seen += batch.num_rows
 
 
 def _row_namer(batch, id_columns, row_offset, row_label="row"):

@@ -90,7 +90,7 @@ def count_rows(dataset: ds.Dataset) -> int | None:
         return None
 
 
-def iter_batches(dataset: ds.Dataset, columns: Sequence[str], batch_rows: int) -> Iterator[pa.RecordBatch]:
+def iter_batches(dataset: ds.Dataset, columns: Sequence[str], batch_rows: int, name=None) -> Iterator[pa.RecordBatch]:
     """Batches of at most ``batch_rows`` rows, in file order; read errors become `InputError`."""
     try:
         scanner = dataset.scanner(
@@ -107,7 +107,7 @@ def iter_batches(dataset: ds.Dataset, columns: Sequence[str], batch_rows: int) -
     except (pa.ArrowException, OSError) as exc:
         if isinstance(exc, RnnjitError):
             raise
-        raise _read_error(dataset.files[0] if len(dataset.files) == 1 else "dataset", exc) from exc
+        raise _read_error(name or (dataset.files[0] if len(dataset.files) == 1 else "dataset"), exc) from exc
 
 
 # --------------------------------------------------------------------------- long layout
@@ -554,6 +554,11 @@ def score_dataset(
         raise InputError(f"batch_rows must be a positive integer, got {batch_rows!r}")
     fmt = infer_format(output, fmt)
     out_path = check_output(output, overwrite)
+    if os.path.isdir(str(input)) and Path(input).resolve() in out_path.resolve().parents:
+        raise InputError(
+            f"output {str(output)!r} is inside the input directory {str(input)!r}, so the next run would "
+            "read it as input; write it somewhere else"
+        )
     t0 = time.perf_counter()
     dataset = open_dataset(input)
     schema = dataset.schema
@@ -594,7 +599,7 @@ def score_dataset(
     summary = Summary(output=str(out_path), layout=layout)
     sink = _Sink(out_path, out_schema, fmt)
     try:
-        batches = iter_batches(dataset, columns, batch_rows)
+        batches = iter_batches(dataset, columns, batch_rows, name=str(input))
         if layout == "long":
             stream = group_long(batches, lay, model.dtype)
         else:

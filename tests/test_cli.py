@@ -311,3 +311,13 @@ def test_installed_entry_point(files, tmp_path):
                         "--output", str(out), "--engine", "numpy"], capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr
     assert pq.read_table(out).num_rows == 9
+
+
+def test_interrupt_is_one_line_and_leaves_nothing(files, out, monkeypatch):
+    from rnnjit import stream
+
+    def interrupted(*a, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(stream, "score_batch", interrupted)
+    one_error_line(run(*score_args(files, out)), "interrupted; no output was written", code=130)

@@ -144,3 +144,16 @@ def test_options_are_checked():
         ScoreOptions(on_invalid="drop")
     with pytest.raises(InputError, match="output mode 'first' is not known"):
         ScoreOptions(output_mode="first")
+
+
+def test_score_batches_numbers_rows_across_batches():
+    from rnnjit.scoring import score_batches
+
+    model = _model()
+    good = list_table(random_sequences(3, 3), ids=[1, 2, 3]).to_batches()[0]
+    bad = list_table([np.full((1, 3), np.nan, np.float32)], ids=[4]).to_batches()[0]
+    stats = ScoreStats()
+    outs = list(score_batches(model, [good, good], ScoreOptions(engine="numpy"), stats=stats))
+    assert [o.num_rows for o in outs] == [3, 3] and stats.rows == 6
+    with pytest.raises(InputError, match=r"row 3 \(id=4\)"):
+        list(score_batches(model, [good, bad], ScoreOptions(engine="numpy")))

@@ -231,3 +231,21 @@ def test_progress_bar_runs(model, seqs, tmp_path, capsys):
     s = score_dataset(model, src, tmp_path / "o.parquet", options=NP, batch_rows=5, progress=True)
     assert s.rows == 23
     assert capsys.readouterr().out == ""  # the bar goes to stderr, never stdout
+
+
+def test_output_inside_input_directory_is_refused(model, seqs, tmp_path):
+    d = tmp_path / "in"
+    d.mkdir()
+    write(list_table(seqs), d / "part-0.parquet")
+    with pytest.raises(InputError, match="is inside the input directory"):
+        score_dataset(model, d, d / "scores.parquet", options=NP)
+
+
+def test_schema_clash_between_files_is_one_error(model, seqs, tmp_path):
+    d = tmp_path / "in"
+    d.mkdir()
+    write(list_table(seqs[:3]), d / "part-0.parquet")
+    write(pa.table({"id": ["x"], "features": pa.array([["not", "numbers"]])}), d / "part-1.parquet")
+    with pytest.raises(InputError, match=rf"cannot read Parquet input '{d}'"):
+        score_dataset(model, d, tmp_path / "o.parquet", options=NP)
+    assert not _leftovers(tmp_path)
