@@ -255,3 +255,33 @@ def test_default_engine_and_thread_counts_agree(cell, model_cache):
         for threads in (1, 2):
             y_n = model.predict(x, lens, output="all", engine=engine, threads=threads)
             np.testing.assert_allclose(y_n, y, rtol=0, atol=TOL["float32"])
+
+
+@pytest.mark.parametrize("given", ["h0", "c0"], ids=lambda g: f"only={g}")
+@pytest.mark.parametrize("proj", [0, 2], ids=lambda p: f"{p=}".replace("p=", "proj="))
+def test_lstm_with_only_one_initial_state(proj, given, engine, model_cache):
+    """h0 without c0 (or c0 without h0): the missing one is zeros, as in PyTorch."""
+    arch = Arch("lstm", proj_size=proj, hidden_size=4 if proj else 5, num_layers=2, bidirectional=True)
+    net, model = model_cache(("partial", arch), lambda: (Net(arch, ("linear:2",), seed=12), {}))
+    rng = np.random.default_rng(12)
+    x, lens = make_batch(rng, arch, B=4, T=6, variable=True)
+    h0, c0 = make_state(rng, arch, 4)
+    h0, c0 = (h0, None) if given == "h0" else (None, c0)
+    for output in ("last", "final", "all"):
+        check_against_torch(net, model, engine, "float32", x, lens, h0, c0, output)
+
+
+@pytest.mark.parametrize(
+    "as_type",
+    [list, tuple, lambda v: np.asarray(v, np.int32), lambda v: np.asarray(v, np.uint8), lambda v: np.asarray(v, float)],
+    ids=["list", "tuple", "int32", "uint8", "whole-valued-float"],
+)
+def test_lengths_in_any_integer_form(as_type, engine, model_cache):
+    arch = Arch("gru", bidirectional=True)
+    net, model = model_cache(("lengths", arch), lambda: (Net(arch, ("linear:2",), seed=13), {}))
+    rng = np.random.default_rng(13)
+    x, _ = make_batch(rng, arch, B=3, T=5, variable=False)
+    lens = [5, 2, 4]
+    y = model.predict(x, as_type(lens), output="all", engine=engine)
+    y_t, _, _ = torch_forward(net, x, np.array(lens), output="all")
+    assert max_abs(y, y_t) <= TOL["float32"]
