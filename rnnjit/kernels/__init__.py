@@ -158,7 +158,7 @@ def _run_layers(prepared, x, lengths, h0, c0, hn, cn, select, y_all, y_last, thr
             pk = prepared.layers[k]
             args = (
                 cell, layer_in, lengths, order, tile_ptr, work_ptr, work_tiles,
-                pk.w, pk.kstart, pk.klen, pk.bias, pk.wr,
+                pk.w, pk.kstart, pk.klen, pk.wr,
                 h0[k], c0[k], out, d * Ho, mode, d == 1, hn[k], cn[k],
                 H, hp, Ho, spec.proj_size, bt,
             )  # fmt: skip

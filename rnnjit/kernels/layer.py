@@ -4,14 +4,18 @@ Layout ("sequences in lanes"): a tile holds up to ``BT`` sequences (32 for
 float32, 16 for float64), and every per-tile buffer is (rows, BT) with the
 sequences along the contiguous axis. Per step a thread
 
-1. gathers ``x_t`` of each sequence into ``z[:in_size]`` (``z = [x_t; h]``,
-   h stays in ``z[in_size:]`` between steps),
-2. computes all gate pre-activations ``g = [W_ih | W_hh] @ z`` with the
+1. gathers ``x_t`` of each sequence into ``z = [1; x_t; h; 1]`` (h stays in
+   z between steps; the two constant rows carry the biases),
+2. computes all gate pre-activations, biases included, ``g = W @ z`` with the
    register-blocked micro-kernel (`rnnjit.kernels._simd`),
-3. applies bias, activations and the state update in one pass per hidden
-   unit, vectorized over the sequences of the tile (masked: a sequence past
-   its length keeps its state),
-4. writes the step's output for the sequences still running.
+3. applies the activations and the state update in one flat pass over
+   (hidden unit, sequence), which LLVM vectorizes (AVX-512: 16 float32 per op),
+4. writes the step's output for the sequences still running, and the final
+   state of each sequence at its own last step.
+
+No masks in the vectorized pass: a lane whose sequence has ended keeps
+computing on garbage that nobody reads (lanes never mix: every product is per
+column of z), until the tile is done.
 
 Tiles come from sequences sorted by length, so a tile stops at its longest
 member and steps past every sequence's length are (nearly) never computed.
@@ -37,151 +41,128 @@ OUT_NONE, OUT_LAST, OUT_ALL = 0, 1, 2
 @njit(**JIT)
 def run_worker(
     worker, cell, x, lens, order, tile_ptr, work_ptr, work_tiles,
-    w, kstart, klen, bias, wr,
+    w, kstart, klen, wr,
     h0, c0, y, ycol, out_mode, reverse, hn, cn,
     hidden, hp, h_out, proj, bt,
 ):  # fmt: skip
     """One thread's share: its tiles, through every step, with scratch allocated once."""
     B, T, I = x.shape
-    K = I + h_out
-    n_rows = w.shape[0] * MR
-    n_rows_r = wr.shape[0] * MR
+    K = I + h_out + 2
+    HB = h_out * bt  # h rows of z, flat
+    H = hidden
+    NB = H * bt  # one gate block (real rows only), flat
+    GB = hp * bt  # distance between gate blocks in g, flat
     Ty = y.shape[1]
     Y = y.shape[2]
     xf = x.reshape(B * T * I)
     yf = y.reshape(B * Ty * Y)
     wf = w.reshape(w.size)
     wrf = wr.reshape(wr.size)
-    H = hidden
-    zero = np.zeros(1, x.dtype)[0]
-    zf = np.zeros(K * bt, x.dtype)
-    gf = np.zeros(n_rows * bt, x.dtype)
-    mf = np.zeros(max(H, 1) * bt, x.dtype)
-    pf = np.zeros(n_rows_r * bt, x.dtype)
-    z = zf.reshape((K, bt))
-    g = gf.reshape((n_rows, bt))
-    m = mf.reshape((max(H, 1), bt))
-    pr = pf.reshape((n_rows_r, bt))
-    c = np.zeros((max(H, 1), bt), x.dtype)
-    act = np.zeros(bt, np.bool_)
+    n_pan = w.shape[0]
+    n_pan_r = wr.shape[0]
+    z = np.zeros(K * bt, x.dtype)
+    g = np.zeros(n_pan * MR * bt, x.dtype)
+    pr = np.zeros(n_pan_r * MR * bt, x.dtype)
+    c = np.zeros(max(H, 1) * bt, x.dtype)
+    m = np.zeros(max(H, 1) * bt, x.dtype)
     seq = np.zeros(bt, np.int64)
     slen = np.zeros(bt, np.int64)
     tl = np.zeros(bt, np.int64)
     xoff = np.zeros(bt, np.int64)
+    h_at = (I + 1) * bt  # first h row of z
     for wi in range(work_ptr[worker], work_ptr[worker + 1]):
         tile = work_tiles[wi]
         s0 = tile_ptr[tile]
         nb = tile_ptr[tile + 1] - s0
-        # -- load the tile: states in, unused lanes length 0
-        zf[:] = 0
-        c[:, :] = 0
+        # -- load the tile: constant rows, states in; unused lanes get length 0
+        z[:] = 0
+        c[:] = 0
+        for l in range(bt):
+            z[l] = 1
+            z[(K - 1) * bt + l] = 1
         maxlen = 0
         for l in range(bt):
+            seq[l] = 0
+            slen[l] = 0
             if l < nb:
                 b = order[s0 + l]
                 seq[l] = b
                 slen[l] = lens[b]
                 maxlen = max(maxlen, lens[b])
                 for j in range(h_out):
-                    z[I + j, l] = h0[b, j]
+                    z[h_at + j * bt + l] = h0[b, j]
                 if cell == LSTM:
                     for u in range(H):
-                        c[u, l] = c0[b, u]
-            else:
-                seq[l] = 0
-                slen[l] = 0
+                        c[u * bt + l] = c0[b, u]
         for s in range(maxlen):
             # -- gather x_t per sequence (reverse: from its own last step)
             for l in range(bt):
-                a = s < slen[l]
-                act[l] = a
                 t = slen[l] - 1 - s if reverse else s
-                t = t if a else 0
+                t = t if s < slen[l] else 0
                 tl[l] = t
                 xoff[l] = (seq[l] * T + t) * I
             for i in range(I):
                 for l in range(bt):
-                    zf[i * bt + l] = xf[xoff[l] + i]
-            # -- gate pre-activations, all gates at once
+                    z[(i + 1) * bt + l] = xf[xoff[l] + i]
+            # -- gate pre-activations with biases, all gates at once
             if bt == 1:
-                for p in range(0, w.shape[0], P_ROWS):
-                    mk_rows(wf, p * K * MR, K * MR, zf, 0, gf, p * MR, K)
+                for p in range(0, n_pan, P_ROWS):
+                    mk_rows(wf, p * K * MR, K * MR, z, 0, g, p * MR, K)
             else:
-                for p in range(w.shape[0]):
+                for p in range(n_pan):
                     ks = kstart[p]
-                    mk_lanes(wf, (p * K + ks) * MR, zf, ks * bt, bt, gf, p * MR * bt, bt, klen[p])
-            # -- activations and state update, vectorized over the tile
+                    mk_lanes(wf, (p * K + ks) * MR, z, ks * bt, bt, g, p * MR * bt, bt, klen[p])
+            # -- activations and state update: flat, vectorized loops
+            # (Each loop writes arrays it does not read at another offset: LLVM
+            # cannot prove such in-place updates safe and would not vectorize.)
             if cell == LSTM:
-                for u in range(H):
-                    bi = bias[u]
-                    bf = bias[hp + u]
-                    bg = bias[2 * hp + u]
-                    bo = bias[3 * hp + u]
-                    for l in range(bt):
-                        ig = sigmoid(g[u, l] + bi)
-                        fg = sigmoid(g[hp + u, l] + bf)
-                        gg = tanh(g[2 * hp + u, l] + bg)
-                        og = sigmoid(g[3 * hp + u, l] + bo)
-                        cc = fg * c[u, l] + ig * gg
-                        m[u, l] = og * tanh(cc)
-                        c[u, l] = cc if act[l] else c[u, l]
+                for q in range(NB):
+                    ig = sigmoid(g[q])
+                    fg = sigmoid(g[GB + q])
+                    gg = tanh(g[2 * GB + q])
+                    og = sigmoid(g[3 * GB + q])
+                    cc = fg * c[q] + ig * gg
+                    c[q] = cc
+                    m[q] = og * tanh(cc)
                 if proj > 0:
                     if bt == 1:
-                        for p in range(0, wr.shape[0], P_ROWS):
-                            mk_rows(wrf, p * H * MR, H * MR, mf, 0, pf, p * MR, H)
+                        for p in range(0, n_pan_r, P_ROWS):
+                            mk_rows(wrf, p * H * MR, H * MR, m, 0, pr, p * MR, H)
                     else:
-                        for p in range(wr.shape[0]):
-                            mk_lanes(wrf, p * H * MR, mf, 0, bt, pf, p * MR * bt, bt, H)
-                    for j in range(h_out):
-                        for l in range(bt):
-                            z[I + j, l] = pr[j, l] if act[l] else z[I + j, l]
+                        for p in range(n_pan_r):
+                            mk_lanes(wrf, p * H * MR, m, 0, bt, pr, p * MR * bt, bt, H)
+                    for q in range(HB):
+                        z[h_at + q] = pr[q]
                 else:
-                    for u in range(H):
-                        for l in range(bt):
-                            z[I + u, l] = m[u, l] if act[l] else z[I + u, l]
+                    for q in range(HB):
+                        z[h_at + q] = m[q]
             elif cell == GRU:
-                for u in range(H):
-                    br = bias[u]
-                    bz = bias[hp + u]
-                    bn = bias[2 * hp + u]
-                    bhn = bias[3 * hp + u]
-                    for l in range(bt):
-                        r = sigmoid(g[u, l] + br)
-                        zg = sigmoid(g[hp + u, l] + bz)
-                        n = tanh(g[2 * hp + u, l] + bn + r * (g[3 * hp + u, l] + bhn))
-                        hold = z[I + u, l]
-                        hnew = n + zg * (hold - n)
-                        z[I + u, l] = hnew if act[l] else hold
+                for q in range(NB):
+                    r = sigmoid(g[q])
+                    zg = sigmoid(g[GB + q])
+                    n = tanh(g[2 * GB + q] + r * g[3 * GB + q])
+                    m[q] = n + zg * (z[h_at + q] - n)
+                for q in range(HB):
+                    z[h_at + q] = m[q]
             elif cell == RNN_TANH:
-                for u in range(H):
-                    bu = bias[u]
-                    for l in range(bt):
-                        v = tanh(g[u, l] + bu)
-                        z[I + u, l] = v if act[l] else z[I + u, l]
+                for q in range(NB):
+                    z[h_at + q] = tanh(g[q])
             else:
-                for u in range(H):
-                    bu = bias[u]
-                    for l in range(bt):
-                        v = max(g[u, l] + bu, zero)
-                        z[I + u, l] = v if act[l] else z[I + u, l]
-            # -- outputs of the sequences that ran this step
-            if out_mode == OUT_ALL:
-                for l in range(nb):
-                    if act[l]:
-                        base = (seq[l] * Ty + tl[l]) * Y + ycol
-                        for j in range(h_out):
-                            yf[base + j] = zf[(I + j) * bt + l]
-            elif out_mode == OUT_LAST:
-                for l in range(nb):
-                    if act[l] and tl[l] == slen[l] - 1:
-                        base = seq[l] * Ty * Y + ycol
-                        for j in range(h_out):
-                            yf[base + j] = zf[(I + j) * bt + l]
-        # -- final states
-        for l in range(nb):
-            b = seq[l]
-            for j in range(h_out):
-                hn[b, j] = z[I + j, l]
-            if cell == LSTM:
-                for u in range(H):
-                    cn[b, u] = c[u, l]
+                zero = z[0] - z[0]
+                for q in range(NB):
+                    z[h_at + q] = max(g[q], zero)
+            # -- outputs and final states of the sequences that ran this step
+            for l in range(nb):
+                if s >= slen[l]:
+                    continue
+                b = seq[l]
+                if out_mode == OUT_ALL or (out_mode == OUT_LAST and tl[l] == slen[l] - 1):
+                    base = (b * Ty + (tl[l] if out_mode == OUT_ALL else 0)) * Y + ycol
+                    for j in range(h_out):
+                        yf[base + j] = z[h_at + j * bt + l]
+                if s == slen[l] - 1:
+                    for j in range(h_out):
+                        hn[b, j] = z[h_at + j * bt + l]
+                    if cell == LSTM:
+                        for u in range(H):
+                            cn[b, u] = c[u * bt + l]

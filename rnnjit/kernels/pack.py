@@ -1,15 +1,17 @@
 """Weight packing for the micro-kernels (numpy only, runs once in `prepare`).
 
-Each (layer, direction) becomes one `PackedLayer`: the input and recurrent
-weights side by side, ``[W_ih | W_hh]`` of shape (rows, I + H_out), so one
-product per step computes all gate pre-activations from ``z = [x_t; h]``.
+Each (layer, direction) becomes one `PackedLayer`: biases, input and recurrent
+weights side by side, ``[b_a | W_ih | W_hh | b_b]`` of shape (rows, I + H_out + 2),
+so one product per step computes all gate pre-activations, biases included,
+from ``z = [1; x_t; h; 1]``.
 Rows are grouped by gate, each gate padded to ``Hp`` (a multiple of the panel
 height ``MR``) so no panel straddles two gates, then stored in panels of MR
 rows, k-major: ``w[p, k, r] = W[p*MR + r, k]``.
 
 GRU keeps PyTorch's linear-before-reset form with four gate blocks
-``[r, z, n_x, n_h]``: ``n_x`` rows hold ``W_in`` (h columns zero) and ``n_h``
-rows hold ``W_hn`` (x columns zero); per-panel k ranges skip the zeros.
+``[r, z, n_x, n_h]``: ``n_x`` rows hold ``b_in | W_in`` (h columns zero) and
+``n_h`` rows hold ``W_hn | b_hn`` (x columns zero); per-panel k ranges skip
+the zeros.
 """
 
 from __future__ import annotations
@@ -26,10 +28,9 @@ CELL_CODES = {"lstm": 0, "gru": 1, "rnn_tanh": 2, "rnn_relu": 3}
 
 @dataclass(frozen=True)
 class PackedLayer:
-    w: np.ndarray  # (panels, K, MR) gate weights, K = in_size + h_out
+    w: np.ndarray  # (panels, K, MR) gates, K = in_size + h_out + 2 (two bias columns)
     kstart: np.ndarray  # int64 (panels,) first k each panel reads
     klen: np.ndarray  # int64 (panels,) how many k each panel reads
-    bias: np.ndarray  # (panels*MR,) combined biases per packed row
     wr: np.ndarray  # (panels_r, H, MR) projection, or a (P_ROWS, 1, MR) dummy
     in_size: int
 
@@ -57,41 +58,36 @@ def pack_layer(cell: str, w: Mapping[str, np.ndarray], hidden: int, h_out: int, 
     ih = np.asarray(w["ih"], dtype)
     hh = np.asarray(w["hh"], dtype)
     in_size = ih.shape[1]
-    K = in_size + h_out
+    K = in_size + h_out + 2
+    x0, h0 = 1, 1 + in_size  # first x column, first h column
     H, Hp = hidden, padded_hidden(hidden)
     gates = {"lstm": 4, "gru": 3}.get(cell, 1)
     b_ih = np.asarray(w["b_ih"], dtype) if "b_ih" in w else np.zeros(gates * H, dtype)
     b_hh = np.asarray(w["b_hh"], dtype) if "b_hh" in w else np.zeros(gates * H, dtype)
     blocks = 4 if cell == "gru" else gates
     full = np.zeros((blocks * Hp, K), dtype)
-    bias = np.zeros(blocks * Hp, dtype)
     ranges = []
     for q in range(gates):
         rows = slice(q * Hp, q * Hp + H)
         src = slice(q * H, (q + 1) * H)
+        full[rows, 0] = b_ih[src]
+        full[rows, x0:h0] = ih[src]
         if cell == "gru" and q == 2:
-            full[rows, :in_size] = ih[src]
-            bias[rows] = b_ih[src]
-            ranges.append((0, in_size))
-            rows_h = slice(3 * Hp, 3 * Hp + H)
-            full[rows_h, in_size:] = hh[src]
-            bias[rows_h] = b_hh[src]
-            ranges.append((in_size, h_out))
+            ranges.append((0, h0))
+            rows = slice(3 * Hp, 3 * Hp + H)
+            ranges.append((h0, K - h0))
         else:
-            full[rows, :in_size] = ih[src]
-            full[rows, in_size:] = hh[src]
-            bias[rows] = b_ih[src] + b_hh[src]
             ranges.append((0, K))
+        full[rows, h0 : K - 1] = hh[src]
+        full[rows, K - 1] = b_hh[src]
     packed = panels(full)
     n_pan = packed.shape[0]
     kstart = np.zeros(n_pan, np.int64)
     klen = np.zeros(n_pan, np.int64)  # padding panels read nothing and store zeros
     for p in range(min(n_pan, blocks * Hp // MR)):
         kstart[p], klen[p] = ranges[p * MR // Hp]
-    bias_full = np.zeros(n_pan * MR, dtype)
-    bias_full[: bias.size] = bias
     if "hr" in w:
         wr = panels(np.asarray(w["hr"], dtype))
     else:
         wr = np.zeros((P_ROWS, 1, MR), dtype)
-    return PackedLayer(packed, kstart, klen, bias_full, wr, in_size)
+    return PackedLayer(packed, kstart, klen, wr, in_size)
