@@ -18,6 +18,7 @@ from __future__ import annotations
 import glob as _glob
 import json
 import os
+import queue
 import sys
 import threading
 import time
@@ -66,15 +67,8 @@ def open_dataset(path) -> ds.Dataset:
         source = p
     else:
         raise InputError(f"input {p!r} does not exist; give a Parquet file, a directory or a glob")
-    # Stream column chunks through a small buffer instead of loading each whole
-    # chunk: peak memory then follows the batch and row-group size, not the file.
-    fmt = ds.ParquetFileFormat(
-        default_fragment_scan_options=ds.ParquetFragmentScanOptions(
-            use_buffered_stream=True, buffer_size=1 << 20, pre_buffer=False
-        )
-    )
-    try:
-        dataset = ds.dataset(source, format=fmt)
+    try:  # used to list the files and read the first file's schema; `iter_batches` reads
+        dataset = ds.dataset(source, format="parquet")
     except (pa.ArrowException, OSError) as exc:
         raise _read_error(p, exc) from exc
     if isinstance(source, str) and os.path.isdir(source) and not dataset.files:
@@ -90,24 +84,96 @@ def count_rows(dataset: ds.Dataset) -> int | None:
         return None
 
 
-def iter_batches(dataset: ds.Dataset, columns: Sequence[str], batch_rows: int, name=None) -> Iterator[pa.RecordBatch]:
-    """Batches of at most ``batch_rows`` rows, in file order; read errors become `InputError`."""
-    try:
-        scanner = dataset.scanner(
-            columns=list(columns), batch_size=batch_rows, batch_readahead=1, fragment_readahead=1, use_threads=True
-        )
-        it = scanner.to_batches()
-        while True:
-            try:
-                batch = next(it)
-            except StopIteration:
-                return
-            if batch.num_rows:
+def _file_batches(files: Sequence[str], schema: pa.Schema, batch_rows: int) -> Iterator[pa.RecordBatch]:
+    """Batches of the ``schema`` columns from each file in turn.
+
+    Column chunks are streamed through a 1 MiB buffer (no pre-buffering), so
+    memory follows ``batch_rows`` and the row-group size, not the file size. A
+    file whose columns differ in type from ``schema`` (the first file's) is cast
+    to it, or refused by name.
+    """
+    import pyarrow.parquet as pq
+
+    for f in files:
+        try:
+            pf = pq.ParquetFile(f, buffer_size=1 << 20, pre_buffer=False)
+            have = pf.schema_arrow
+            missing = [c for c in schema.names if c not in have.names]
+            if missing:
+                raise InputError(
+                    f"file {f!r} has no column {missing[0]!r} (it has {', '.join(have.names)}); "
+                    "every file of the input must have the same columns"
+                )
+            target = pa.schema([schema.field(c) for c in schema.names])
+            same = all(have.field(c).type == schema.field(c).type for c in schema.names)
+            for batch in pf.iter_batches(batch_size=batch_rows, columns=list(schema.names), use_threads=False):
+                if not batch.num_rows:
+                    continue
+                if not same:
+                    try:
+                        batch = batch.cast(target)
+                    except (pa.ArrowException, ValueError) as exc:
+                        bad = next(c for c in schema.names if have.field(c).type != schema.field(c).type)
+                        raise InputError(
+                            f"file {f!r}: column {bad!r} has type {have.field(bad).type} but the first file has "
+                            f"{schema.field(bad).type}; every file of the input must have the same schema"
+                        ) from exc
                 yield batch
-    except (pa.ArrowException, OSError) as exc:
-        if isinstance(exc, RnnjitError):
-            raise
-        raise _read_error(name or (dataset.files[0] if len(dataset.files) == 1 else "dataset"), exc) from exc
+        except (pa.ArrowException, OSError) as exc:
+            raise _read_error(f, exc) from exc
+
+
+_DONE = object()
+
+
+def iter_batches(dataset: ds.Dataset, columns: Sequence[str], batch_rows: int,
+                 prefetch: bool = True) -> Iterator[pa.RecordBatch]:
+    """Batches of at most ``batch_rows`` rows, in file order; read errors become `InputError`.
+
+    With ``prefetch`` a background thread reads the next batch while the caller
+    scores the current one (pyarrow releases the GIL while it decodes, and the
+    numba kernels release it while they run): at most one batch waits in memory.
+    """
+    files = list(dataset.files)
+    schema = pa.schema([dataset.schema.field(c) for c in columns])
+    if not prefetch:
+        yield from _file_batches(files, schema, batch_rows)
+        return
+    q: queue.Queue = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def produce():
+        try:
+            for batch in _file_batches(files, schema, batch_rows):
+                while not stop.is_set():
+                    try:
+                        q.put(batch, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(_DONE)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            q.put(exc)
+
+    reader = threading.Thread(target=produce, name="rnnjit-reader", daemon=True)
+    reader.start()
+    try:
+        while True:
+            item = q.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        try:  # unblock a producer waiting on a full queue
+            q.get_nowait()
+        except queue.Empty:
+            pass
+        reader.join(timeout=5)
 
 
 # --------------------------------------------------------------------------- long layout
@@ -599,7 +665,7 @@ def score_dataset(
     summary = Summary(output=str(out_path), layout=layout)
     sink = _Sink(out_path, out_schema, fmt)
     try:
-        batches = iter_batches(dataset, columns, batch_rows, name=str(input))
+        batches = iter_batches(dataset, columns, batch_rows)
         if layout == "long":
             stream = group_long(batches, lay, model.dtype)
         else:

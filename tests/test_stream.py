@@ -245,7 +245,21 @@ def test_schema_clash_between_files_is_one_error(model, seqs, tmp_path):
     d = tmp_path / "in"
     d.mkdir()
     write(list_table(seqs[:3]), d / "part-0.parquet")
-    write(pa.table({"id": ["x"], "features": pa.array([["not", "numbers"]])}), d / "part-1.parquet")
-    with pytest.raises(InputError, match=rf"cannot read Parquet input '{d}'"):
+    write(pa.table({"id": ["x"], "features": list_table(seqs[:1]).column("features")}), d / "part-1.parquet")
+    with pytest.raises(InputError, match=r"part-1.parquet': column 'id' has type string but the first file has int64"):
         score_dataset(model, d, tmp_path / "o.parquet", options=NP)
     assert not _leftovers(tmp_path)
+    (d / "part-1.parquet").unlink()
+    write(pa.table({"id": [9]}), d / "part-1.parquet")
+    with pytest.raises(InputError, match=r"part-1.parquet' has no column 'features' \(it has id\)"):
+        score_dataset(model, d, tmp_path / "o.parquet", options=NP)
+
+
+def test_compatible_types_across_files_are_cast(model, seqs, tmp_path):
+    d = tmp_path / "in"
+    d.mkdir()
+    write(list_table(seqs[:3]), d / "part-0.parquet")
+    feats = pa.array([s.tolist() for s in seqs[3:5]], pa.large_list(pa.list_(pa.float64(), 3)))
+    write(pa.table({"id": pa.array([3, 4], pa.int32()), "features": feats}), d / "part-1.parquet")
+    score_dataset(model, d, tmp_path / "o.parquet", options=NP)
+    np.testing.assert_allclose(scores(tmp_path / "o.parquet"), _expected(model, seqs[:5]), atol=1e-6)
