@@ -118,7 +118,11 @@ def test_long_sequences_T1000_match_torch(cell, dtype, engine, model_cache):
 @pytest.mark.parametrize("layers", [1, 2], ids=lambda n: f"layers={n}")
 @pytest.mark.parametrize("cell", CELLS, ids=lambda c: f"cell={c[0]}" + (f"-proj={c[1]}" if c[1] else ""))
 def test_chunked_scoring_with_carried_state_equals_whole(cell, layers, engine, model_cache):
-    """Score steps [0,5), [5,9), [9,T) passing hn->h0 (cn->c0): same as one call."""
+    """Score steps [0,5), [5,9), [9,T) passing hn->h0 (cn->c0): same as one call.
+
+    Within the float32 tolerance, not bit for bit: an engine may batch the
+    input projection over all steps, and BLAS may sum differently per shape.
+    """
     arch = Arch(cell[0], proj_size=cell[1], num_layers=layers)
     net, model = model_cache(("chunks", arch), lambda: (Net(arch, ("linear:2",), seed=3), {}))
     rng = np.random.default_rng(5)
@@ -139,13 +143,13 @@ def test_chunked_scoring_with_carried_state_equals_whole(cell, layers, engine, m
         y, state = model.predict(chunk_x, chunk_lens, h0=h, c0=c, output="all", return_state=True, engine=engine)
         h, c = state if arch.cell == "lstm" else (state, None)
         pieces.append(y)
-    np.testing.assert_allclose(chunk_last, whole_last, atol=1e-6, rtol=0)
-    np.testing.assert_allclose(np.concatenate(pieces, axis=1), whole_all, atol=1e-6, rtol=0)
+    np.testing.assert_allclose(chunk_last, whole_last, atol=TOL["float32"], rtol=0)
+    np.testing.assert_allclose(np.concatenate(pieces, axis=1), whole_all, atol=TOL["float32"], rtol=0)
     if arch.cell == "lstm":
-        np.testing.assert_allclose(h, whole_state[0], atol=1e-6, rtol=0)
-        np.testing.assert_allclose(c, whole_state[1], atol=1e-6, rtol=0)
+        np.testing.assert_allclose(h, whole_state[0], atol=TOL["float32"], rtol=0)
+        np.testing.assert_allclose(c, whole_state[1], atol=TOL["float32"], rtol=0)
     else:
-        np.testing.assert_allclose(h, whole_state, atol=1e-6, rtol=0)
+        np.testing.assert_allclose(h, whole_state, atol=TOL["float32"], rtol=0)
     # torch agrees with the whole-sequence run, so chunked scoring agrees with torch
     y_t, _, _ = torch_forward(net, x, lens, h0, c0, output="last")
     assert max_abs(whole_last, y_t) <= TOL["float32"]
