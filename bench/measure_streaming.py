@@ -1,7 +1,7 @@
 """Measure streaming scoring: peak RSS vs input size, and end-to-end vs kernel-only throughput.
 
     python bench/measure_streaming.py --size-mb 100 --size-mb 2000 [--batch-rows 4096]
-        [--engine numba] [--workdir /tmp/rnnjit-streaming] [--repeat 2]
+        [--engine numba] [--workdir /tmp/rnnjit-streaming] [--repeat 2] [--throughput-mb 500]
 
 Model: LSTM input_size=32, hidden_size=128, 1 layer, head fc,sigmoid (random
 weights, converted torch-free). Data: list layout, T=100 steps, 32 float32
@@ -10,7 +10,7 @@ features, 4096-row row groups, uncompressed (bench/gen_sequences.py).
 - end to end: ``python -m rnnjit.cli score ... --quiet`` in a fresh process
   under ``/usr/bin/time -v`` (peak RSS, wall time); rows/s from wall time,
   which includes interpreter start, imports and loading compiled kernels.
-- throughput, in one warm process on the first (smallest) input, alternating
+- throughput, in one warm process on a ``--throughput-mb`` input, alternating
   runs: ``score_dataset`` Parquet -> Parquet vs ``Model.predict`` on the same
   rows already decoded in memory in batches of ``--batch-rows`` (kernel only).
 
@@ -125,6 +125,7 @@ def main() -> None:
     ap.add_argument("--engine", default=None)
     ap.add_argument("--workdir", default="/tmp/rnnjit-streaming")
     ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--throughput-mb", type=int, default=500, help="input size for the warm throughput runs")
     ap.add_argument("--_throughput", nargs=2, metavar=("BUNDLE", "SRC"), help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a._throughput:
@@ -147,10 +148,13 @@ def main() -> None:
         results.append((size, rows, best))
         print(f"| {src.name} | {rows:,} | {mb:,.0f} | {best['rss_mb']:,.0f} | {best['wall']:.1f} | "
               f"{rows / best['wall']:,.0f} | `{best['summary']}` |", flush=True)
-    src = work / f"seq_{sizes[0]}mb.parquet"
+    src, _ = make_input(work, a.throughput_mb)
     cmd = [sys.executable, __file__, "--_throughput", str(bundle), str(src), "--batch-rows", str(a.batch_rows),
            "--repeat", str(max(a.repeat, 3))] + (["--engine", a.engine] if a.engine else [])
-    tp = ast.literal_eval(subprocess.run(cmd, capture_output=True, text=True, check=True, env=_env()).stdout.strip())
+    p = subprocess.run(cmd, capture_output=True, text=True, env=_env())
+    if p.returncode != 0:
+        raise SystemExit(p.stderr)
+    tp = ast.literal_eval(p.stdout.strip().splitlines()[-1])
     print()
     print(f"warm, one process, {src.name} ({tp['rows']:,} rows), best of {max(a.repeat, 3)}:")
     print(f"  kernel only (Model.predict on decoded batches of {a.batch_rows}): {tp['kernel']:,.0f} rows/s")
