@@ -32,8 +32,8 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
 from rnnjit.arrow_io import as_array, is_numeric_type, sequences_from_steps
-from rnnjit.errors import InputError, RnnjitError
-from rnnjit.scoring import ScoreOptions, ScoreStats, output_schema, score_batch
+from rnnjit.errors import InputError
+from rnnjit.scoring import ScoreOptions, ScoreStats, output_schema, pass_through_columns, score_batch
 
 FORMATS = ("parquet", "csv", "jsonl")
 LAYOUTS = ("list", "long")
@@ -412,7 +412,7 @@ class _Sink:
             pcsv.write_csv(csv_table(batch), self._fh, pcsv.WriteOptions(include_header=self._csv_header))
             self._csv_header = False
         else:
-            tbl = csv_table_jsonl(batch)
+            tbl = jsonl_rows(batch)
             lines = [json.dumps(r, allow_nan=False) for r in tbl]
             if lines:
                 self._fh.write("\n".join(lines) + "\n")
@@ -452,7 +452,7 @@ def _csv_header_names(schema: pa.Schema) -> list[str]:
     return names
 
 
-def csv_table_jsonl(batch: pa.RecordBatch) -> list[dict]:
+def jsonl_rows(batch: pa.RecordBatch) -> list[dict]:
     """Rows as dicts for JSON lines; float32 values printed with their shortest repr."""
     cols = {}
     for name, col in zip(batch.schema.names, batch.columns):
@@ -647,9 +647,6 @@ def score_dataset(
                 f"column {options.features_column!r} not found; the input has columns {', '.join(names)}; "
                 "name the sequence column with --features-column, or use --layout long for one row per step"
             )
-        list_schema = schema
-        from rnnjit.scoring import pass_through_columns
-
         keep = pass_through_columns(schema, options)
         columns = [*keep, options.features_column]
         columns += [c for c in (options.h0_column, options.c0_column) if c in names]
