@@ -423,7 +423,7 @@ class _Sink:
             self._writer = None
         if self._fh is not None:
             if self.fmt == "csv" and self._csv_header:
-                self._fh.write((",".join(_csv_header_names(self.schema)) + "\n").encode())
+                self._fh.write((",".join(f'"{n}"' for n in _csv_header_names(self.schema)) + "\n").encode())
             self._fh.close()
             self._fh = None
 
