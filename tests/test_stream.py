@@ -263,3 +263,25 @@ def test_compatible_types_across_files_are_cast(model, seqs, tmp_path):
     write(pa.table({"id": pa.array([3, 4], pa.int32()), "features": feats}), d / "part-1.parquet")
     score_dataset(model, d, tmp_path / "o.parquet", options=NP)
     np.testing.assert_allclose(scores(tmp_path / "o.parquet"), _expected(model, seqs[:5]), atol=1e-6)
+
+
+@pytest.mark.parametrize("layout", ["list", "long"])
+def test_batches_never_exceed_batch_rows(model, seqs, tmp_path, monkeypatch, layout):
+    """Memory is bounded by batch_rows: no batch handed to score_batch is larger."""
+    seen = []
+    real = stream.score_batch
+
+    def spy(m, batch, *a, **kw):
+        seen.append(batch.num_rows)
+        return real(m, batch, *a, **kw)
+
+    monkeypatch.setattr(stream, "score_batch", spy)
+    if layout == "list":
+        src = write(list_table(seqs), tmp_path / "in.parquet", row_group_size=100)
+        score_dataset(model, src, tmp_path / "o.parquet", options=NP, batch_rows=4)
+        assert max(seen) <= 4 and sum(seen) == 23
+    else:
+        src = write(long_table(seqs), tmp_path / "in.parquet", row_group_size=1000)
+        score_dataset(model, src, tmp_path / "o.parquet", options=ScoreOptions(engine="numpy", id_columns=("id",)),
+                      layout="long", order_column="t", feature_columns=["f0", "f1", "f2"], batch_rows=10)
+        assert max(seen) <= 10 and sum(seen) == 23  # whole sequences from at most 10 input rows (plus carry)
