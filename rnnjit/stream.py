@@ -661,8 +661,8 @@ def score_dataset(
     stats = ScoreStats()
     summary = Summary(output=str(out_path), layout=layout)
     sink = _Sink(out_path, out_schema, fmt)
+    batches = iter_batches(dataset, columns, batch_rows)
     try:
-        batches = iter_batches(dataset, columns, batch_rows)
         if layout == "long":
             stream = group_long(batches, lay, model.dtype)
         else:
@@ -678,6 +678,7 @@ def score_dataset(
         sink.abort()
         raise
     finally:
+        batches.close()  # stops the reader thread now, not when the generator is collected
         bar.close()
     summary.rows, summary.scored, summary.empty, summary.invalid = stats.rows, stats.scored, stats.empty, stats.invalid
     summary.seconds = time.perf_counter() - t0

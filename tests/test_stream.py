@@ -285,3 +285,28 @@ def test_batches_never_exceed_batch_rows(model, seqs, tmp_path, monkeypatch, lay
         score_dataset(model, src, tmp_path / "o.parquet", options=ScoreOptions(engine="numpy", id_columns=("id",)),
                       layout="long", order_column="t", feature_columns=["f0", "f1", "f2"], batch_rows=10)
         assert max(seen) <= 10 and sum(seen) == 23  # whole sequences from at most 10 input rows (plus carry)
+
+
+def test_reader_thread_stops_after_an_error(model, seqs, tmp_path):
+    import threading
+
+    bad = list(seqs) * 4
+    bad[3] = np.full((2, 3), np.nan, np.float32)
+    src = write(list_table(bad), tmp_path / "in.parquet", row_group_size=4)
+    with pytest.raises(InputError):
+        score_dataset(model, src, tmp_path / "o.parquet", options=NP, batch_rows=2)
+    assert not [t for t in threading.enumerate() if t.name == "rnnjit-reader"]
+
+
+def test_long_layout_takes_state_from_the_first_step(model, seqs, tmp_path, rng):
+    h0 = rng.normal(size=(len(seqs), 5)).astype(np.float32)
+    c0 = rng.normal(size=(len(seqs), 5)).astype(np.float32)
+    t = long_table(seqs)
+    rows_of = np.repeat(np.arange(len(seqs)), [len(s) for s in seqs])
+    t = t.append_column("h0", pa.array(list(h0[rows_of]), pa.list_(pa.float32())))
+    t = t.append_column("c0", pa.array(list(c0[rows_of]), pa.list_(pa.float32())))
+    src = write(t, tmp_path / "l.parquet")
+    score_dataset(model, src, tmp_path / "o.parquet", options=ScoreOptions(engine="numpy", id_columns=("id",)),
+                  layout="long", order_column="t", batch_rows=6)
+    exp = model.predict(seqs, h0=h0[None], c0=c0[None], engine="numpy")[:, 0]
+    np.testing.assert_allclose(scores(tmp_path / "o.parquet"), exp, atol=1e-6)
