@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import os
 
 import numpy as np
@@ -10,7 +9,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, settings
 
-from rnnjit.engines import numba_available
+from torch_models import ENGINES
 
 # Two shared cores: torch's intra-op threads only add contention at these sizes.
 torch.set_num_threads(1)
@@ -25,19 +24,6 @@ settings.register_profile(
 settings.load_profile("rnnjit")
 
 
-def available_engines() -> list[str]:
-    """``numpy`` always; ``numba`` once `rnnjit.kernels` provides the engine and numba loads."""
-    engines = ["numpy"]
-    try:
-        kernels = importlib.import_module("rnnjit.kernels")
-    except ImportError:
-        return engines
-    if hasattr(kernels, "run") and hasattr(kernels, "prepare") and numba_available():
-        engines.append("numba")
-    return engines
-
-
-ENGINES = available_engines()
 
 
 @pytest.fixture(params=ENGINES, ids=lambda e: f"engine={e!r}")

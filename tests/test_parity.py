@@ -15,8 +15,7 @@ import zlib
 import numpy as np
 import pytest
 
-from conftest import ENGINES
-from torch_models import TOL, Arch, Net, as_dtype, make_batch, make_state, max_abs, torch_forward
+from torch_models import ENGINES, TOL, Arch, Net, as_dtype, make_batch, make_state, max_abs, max_scaled, torch_forward
 
 CELLS = [("rnn_tanh", 0), ("rnn_relu", 0), ("gru", 0), ("lstm", 0), ("lstm", 2)]
 
@@ -51,8 +50,8 @@ def check_against_torch(net, model, engine, dtype, x, lengths, h0, c0, output):
     err = max_abs(hn, hn_t)
     assert err <= tol, f"hn: max abs error {err:.3g} > {tol:g}"
     if cn_t is not None:
-        err = max_abs(cn, cn_t)
-        assert err <= tol, f"cn: max abs error {err:.3g} > {tol:g}"
+        err = max_scaled(cn, cn_t)  # c is unbounded: relative where |c| > 1
+        assert err <= tol, f"cn: max error {err:.3g} (relative where |c| > 1) > {tol:g}"
     else:
         assert cn is None
     return y
@@ -147,7 +146,7 @@ def test_chunked_scoring_with_carried_state_equals_whole(cell, layers, engine, m
     np.testing.assert_allclose(np.concatenate(pieces, axis=1), whole_all, atol=TOL["float32"], rtol=0)
     if arch.cell == "lstm":
         np.testing.assert_allclose(h, whole_state[0], atol=TOL["float32"], rtol=0)
-        np.testing.assert_allclose(c, whole_state[1], atol=TOL["float32"], rtol=0)
+        np.testing.assert_allclose(c, whole_state[1], atol=TOL["float32"], rtol=TOL["float32"])
     else:
         np.testing.assert_allclose(h, whole_state, atol=TOL["float32"], rtol=0)
     # torch agrees with the whole-sequence run, so chunked scoring agrees with torch

@@ -14,9 +14,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import naive
-from conftest import ENGINES
 from rnnjit.bundle import read_config
-from torch_models import TOL, Arch, Net, as_dtype, convert_and_load, max_abs, torch_forward
+from torch_models import ENGINES, TOL, Arch, Net, as_dtype, convert_and_load, max_abs, max_scaled, torch_forward
 
 
 @st.composite
@@ -85,7 +84,7 @@ def test_random_models_match_torch(arch, head, data, output, dtype, with_state, 
     hn, cn = state if arch.cell == "lstm" else (state, None)
     assert max_abs(hn, hn_t) <= TOL[dtype]
     if arch.cell == "lstm":
-        assert max_abs(cn, cn_t) <= TOL[dtype]
+        assert max_scaled(cn, cn_t) <= TOL[dtype]  # c is unbounded: relative where |c| > 1
 
 
 @given(data=st.data(), arch=architectures(), output=st.sampled_from(["last", "final", "all"]),
