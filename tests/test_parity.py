@@ -288,3 +288,48 @@ def test_lengths_in_any_integer_form(as_type, engine, model_cache):
     y = model.predict(x, as_type(lens), output="all", engine=engine)
     y_t, _, _ = torch_forward(net, x, np.array(lens), output="all")
     assert max_abs(y, y_t) <= TOL["float32"]
+
+
+@CORNER_CELLS
+@pytest.mark.parametrize("output", ["last", "final", "all"], ids=lambda s: f"output={s}")
+def test_padding_past_the_longest_sequence(cell, output, engine, model_cache):
+    """max(lengths) < T: the padded tail is all padding for every sequence."""
+    net, model = corner_model(cell, model_cache)
+    rng = np.random.default_rng(7)
+    x, _ = make_batch(rng, net.arch, B=3, T=9, variable=False)
+    lens = np.array([4, 2, 5])
+    x[lens[:, None] <= np.arange(9)[None, :]] = 7.0
+    y = check_against_torch(net, model, engine, "float32", x, lens, None, None, output)
+    if output == "all":
+        assert y.shape[1] == 9 and np.all(y[:, 5:] == 0)
+
+
+@CORNER_CELLS
+def test_nan_in_padding_is_never_read(cell, engine, model_cache):
+    """Padded steps may hold anything, NaN included (Parquet nulls often become NaN)."""
+    net, model = corner_model(cell, model_cache)
+    rng = np.random.default_rng(8)
+    x, lens = make_batch(rng, net.arch, B=4, T=6, variable=True)
+    x_nan = x.copy()
+    x_nan[lens[:, None] <= np.arange(6)[None, :]] = np.nan
+    for output in ("last", "final", "all"):
+        y, state = model.predict(x_nan, lens, output=output, return_state=True, engine=engine)
+        y_ok = model.predict(x, lens, output=output, engine=engine)
+        assert np.all(np.isfinite(y)) and np.all(np.isfinite(state[0] if net.arch.cell == "lstm" else state))
+        np.testing.assert_allclose(y, y_ok, rtol=0, atol=TOL["float32"])
+
+
+@CORNER_CELLS
+def test_inputs_are_not_modified_and_outputs_have_the_model_dtype(cell, engine, model_cache):
+    net, model = corner_model(cell, model_cache)
+    rng = np.random.default_rng(9)
+    x, lens = make_batch(rng, net.arch, B=3, T=5, variable=True)
+    h0, c0 = make_state(rng, net.arch, 3)
+    copies = [a.copy() for a in (x, lens, h0) + ((c0,) if c0 is not None else ())]
+    for x_in in (x, x.astype(np.float64), np.asfortranarray(x), x[:, ::1, :]):
+        y, state = model.predict(x_in, lens, h0=h0, c0=c0, output="all", return_state=True, engine=engine)
+        hn, cn = state if net.arch.cell == "lstm" else (state, None)
+        assert y.dtype == hn.dtype == np.float32 and (cn is None or cn.dtype == np.float32)
+        assert y.flags.c_contiguous
+    for before, after in zip(copies, (x, lens, h0, c0)):
+        np.testing.assert_array_equal(before, after)
