@@ -274,3 +274,29 @@ def test_corrupt_member(good_bundle, tmp_path):
                 data = b"\x93NUMPY garbage" + data[14:]
             zout.writestr(item, data)
     assert "rnn.weight_ih_l0" in load_error(dst)
+
+
+def test_extra_layer_weights_are_refused(good_bundle, tmp_path):
+    """Keys of a third layer next to a config that says two: the file and config disagree."""
+    with np.load(good_bundle) as npz:
+        extra = {k.replace("_l1", "_l2"): npz[k] for k in npz.files if "_l1" in k}
+    msg = load_error(rewrite(good_bundle, tmp_path / "b.npz", replace=extra))
+    assert "_l2" in msg
+
+
+def test_config_that_says_unidirectional_next_to_reverse_weights(good_bundle, tmp_path):
+    def edit(doc):
+        doc["rnn"]["bidirectional"] = False
+
+    msg = load_error(rewrite(good_bundle, tmp_path / "b.npz", config=edit))
+    assert "reverse" in msg or "(20, 10)" in msg
+
+
+def test_float64_bundle_round_trips_into_a_double_module(tmp_path):
+    net = as_dtype(Net(Arch("lstm", bidirectional=True, proj_size=2), ("linear:1", "sigmoid"), seed=4), "float64")
+    convert_and_load(net, tmp_path)
+    npz = np.load(tmp_path / "model.npz", allow_pickle=False)
+    fresh = as_dtype(Net(Arch("lstm", bidirectional=True, proj_size=2), ("linear:1", "sigmoid"), seed=5), "float64")
+    fresh.load_state_dict({k: torch.from_numpy(v) for k, v in npz.items() if not k.startswith("__")})
+    for k, v in net.state_dict().items():
+        assert torch.equal(fresh.state_dict()[k], v)
