@@ -333,3 +333,18 @@ def test_inputs_are_not_modified_and_outputs_have_the_model_dtype(cell, engine, 
         assert y.flags.c_contiguous
     for before, after in zip(copies, (x, lens, h0, c0)):
         np.testing.assert_array_equal(before, after)
+
+
+@pytest.mark.parametrize("B", [31, 67, 130], ids=lambda b: f"batch={b}")
+@CORNER_CELLS
+def test_batches_spanning_several_tiles_and_threads(cell, B, engine, model_cache):
+    """Odd batch sizes past any tile width, mixed lengths, two threads: tile edges are seams."""
+    net, model = corner_model(cell, model_cache)
+    rng = np.random.default_rng(B)
+    x, lens = make_batch(rng, net.arch, B=B, T=9, variable=True)
+    h0, c0 = make_state(rng, net.arch, B)
+    y_t, hn_t, _ = torch_forward(net, x, lens, h0, c0, output="all")
+    y, state = model.predict(x, lens, h0=h0, c0=c0, output="all", return_state=True, engine=engine, threads=2)
+    hn = state[0] if net.arch.cell == "lstm" else state
+    assert max_abs(y, y_t) <= TOL["float32"]
+    assert max_abs(hn, hn_t) <= TOL["float32"]
