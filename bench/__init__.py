@@ -1,0 +1,1 @@
+"""Benchmarks: pytest-benchmark suites (``test_bench_*.py``) and the report generator (``report.py``)."""

@@ -1,0 +1,160 @@
+"""Session fixtures for the benchmarks: models and data built once, engines set to the same threads.
+
+Run: ``python -m pytest bench --benchmark-enable`` (pyproject's addopts
+disable benchmarks for the unit tests; ``--benchmark-enable`` turns them on).
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+import pytest
+
+from bench.cases import CASES, THREADS, Case
+
+
+def pytest_configure(config):
+    # Exporters and torch warn about their own internals (TorchScript-based
+    # export deprecation, batch_first RNN export); none concerns the numbers.
+    for line in (
+        "ignore::DeprecationWarning",
+        "ignore::UserWarning",
+        "ignore::FutureWarning",
+    ):
+        config.addinivalue_line("filterwarnings", line)
+
+
+@pytest.fixture(scope="session")
+def threads() -> int:
+    return THREADS
+
+
+@pytest.fixture(scope="session")
+def torch_mod(threads):
+    torch = pytest.importorskip("torch")
+    torch.set_num_threads(threads)
+    return torch
+
+
+class Bench:
+    """Everything one case needs, built lazily and kept for the session."""
+
+    def __init__(self, case: Case, torch):
+        self.case = case
+        rng = np.random.default_rng(0)
+        torch.manual_seed(0)
+        kw = dict(num_layers=case.layers, bidirectional=case.bidir, batch_first=True)
+        if case.cell == "lstm":
+            self.module = torch.nn.LSTM(case.I, case.H, proj_size=case.proj, **kw)
+        elif case.cell == "gru":
+            self.module = torch.nn.GRU(case.I, case.H, **kw)
+        else:
+            self.module = torch.nn.RNN(case.I, case.H, nonlinearity=case.cell[4:], **kw)
+        self.module.eval()
+        self.weights = {k: v.detach().numpy().copy() for k, v in self.module.state_dict().items()}
+        self.x = rng.standard_normal((case.B, case.T, case.I), dtype=np.float32)
+        if case.varlen:
+            lo, hi = case.varlen
+            self.lengths = rng.integers(lo, hi + 1, case.B).astype(np.int64)
+        else:
+            self.lengths = np.full(case.B, case.T, np.int64)
+        self.xt = torch.from_numpy(self.x)
+        self.steps = int(self.lengths.sum())
+        self._prepared = None
+        self._ort = None
+
+    @property
+    def prepared(self):
+        if self._prepared is None:
+            from rnnjit import kernels
+            from rnnjit.spec import RNNSpec
+
+            c = self.case
+            spec = RNNSpec(c.cell, c.I, c.H, c.layers, c.bidir, True, c.proj)
+            self._prepared = kernels.prepare(spec, self.weights)
+        return self._prepared
+
+    def onnx_session(self, threads: int):
+        """An onnxruntime session for the exported module, or a string saying why there is none."""
+        if self._ort is None:
+            self._ort = _export_onnx(self, threads)
+        return self._ort
+
+
+def _export_onnx(b: Bench, threads: int):
+    if b.case.proj:
+        return "torch.onnx cannot export LSTM with proj_size (no ONNX LSTM projection)"
+    try:
+        import onnxruntime as ort
+        import torch
+    except ImportError as exc:
+        return f"not installed: {exc.name}"
+
+    class Outputs(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, x):
+            return self.m(x)[0]
+
+    buf = io.BytesIO()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                Outputs(b.module), (b.xt[:2, :3],), buf, input_names=["x"], output_names=["y"],
+                dynamic_axes={"x": {0: "batch", 1: "time"}, "y": {0: "batch", 1: "time"}}, dynamo=False,
+            )  # fmt: skip
+    except Exception as exc:  # pragma: no cover - depends on the torch version
+        return f"torch.onnx.export failed: {type(exc).__name__}: {exc}"
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    return ort.InferenceSession(buf.getvalue(), so, providers=["CPUExecutionProvider"])
+
+
+@pytest.fixture(scope="session")
+def benches(torch_mod):
+    return {c.name: Bench(c, torch_mod) for c in CASES}
+
+
+def runner(b: Bench, engine: str, threads: int):
+    """A zero-argument callable timing ``engine`` on ``b``, or a string saying why it cannot run."""
+    import torch
+
+    c = b.case
+    if engine in ("rnnjit", "rnnjit_all"):
+        from rnnjit import kernels
+
+        select = "last" if engine == "rnnjit" else "all"
+        prepared, x, lengths = b.prepared, b.x, b.lengths
+        return lambda: kernels.run(prepared, x, lengths, None, None, select, threads)
+    if engine == "torch":
+
+        def run_torch():
+            with torch.inference_mode():
+                return b.module(b.xt)
+
+        return run_torch
+    if engine == "torch_packed":
+        if not c.varlen:
+            return "packed input only differs from padded with variable lengths"
+        from torch.nn.utils.rnn import pack_padded_sequence
+
+        lengths = torch.from_numpy(b.lengths)
+
+        def run_packed():
+            with torch.inference_mode():
+                return b.module(pack_padded_sequence(b.xt, lengths, batch_first=True, enforce_sorted=False))
+
+        return run_packed
+    if engine == "onnxruntime":
+        sess = b.onnx_session(threads)
+        if isinstance(sess, str):
+            return sess
+        feed = {"x": b.x}
+        return lambda: sess.run(None, feed)
+    raise ValueError(engine)

@@ -1,0 +1,308 @@
+"""Write bench/REPORT.md and bench/report.png: rnnjit vs torch vs onnxruntime on this machine.
+
+    python -m bench.report [--quick] [--threads 2] [--out bench/REPORT.md]
+
+Runs the pytest-benchmark suite twice in fresh processes, once with
+OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE removed from the environment (a user's
+machine) and once with OPENBLAS_CORETYPE=Haswell (what CI sets: numpy's and
+torch's OpenBLAS then run AVX2 kernels), plus cold/warm start measurements,
+and writes the tables, the goals and the exact commands into the report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+BLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+
+COLD_SCRIPT = """
+import time
+t0 = time.perf_counter()
+import numpy as np
+from rnnjit import kernels
+from rnnjit.spec import RNNSpec
+t1 = time.perf_counter()
+rng = np.random.default_rng(0)
+w = {"weight_ih_l0": rng.standard_normal((128, 8), dtype=np.float32),
+     "weight_hh_l0": rng.standard_normal((128, 32), dtype=np.float32),
+     "bias_ih_l0": np.zeros(128, np.float32), "bias_hh_l0": np.zeros(128, np.float32)}
+p = kernels.prepare(RNNSpec("lstm", 8, 32), w)
+x = rng.standard_normal((40, 10, 8), dtype=np.float32)
+kernels.run(p, x, np.full(40, 10), None, None, "last", None)
+t2 = time.perf_counter()
+print(f"{t1 - t0:.3f} {t2 - t1:.3f}")
+"""
+
+
+def environments(l2: str | None):
+    """(label, env changes) for the two BLAS settings."""
+    user = {k: None for k in BLAS_VARS}
+    ci = {"OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE", "Haswell")}
+    ci["OPENBLAS_L2_SIZE"] = os.environ.get("OPENBLAS_L2_SIZE", l2)
+    return [("OPENBLAS vars unset (a user's machine)", user), ("OPENBLAS_CORETYPE=Haswell (as on CI)", ci)]
+
+
+def make_env(changes, extra=None):
+    env = dict(os.environ)
+    for k, v in changes.items():
+        if v is None:
+            env.pop(k, None)
+        else:
+            env[k] = v
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env.update(extra or {})
+    return env
+
+
+def shell_prefix(changes, extra=None) -> str:
+    unset = [f"-u {k}" for k, v in changes.items() if v is None]
+    sets = [f"{k}={v}" for k, v in {**changes, **(extra or {})}.items() if v is not None]
+    return " ".join(["env", *unset, *sets, "PYTHONPATH=."])
+
+
+def run_suite(changes, extra, json_path: Path):
+    cmd = [sys.executable, "-m", "pytest", "bench", "--benchmark-enable", "-q", "-p", "no:cacheprovider",
+           f"--benchmark-json={json_path}"]  # fmt: skip
+    shown = shell_prefix(changes, extra) + " python -m pytest bench --benchmark-enable -q -p no:cacheprovider " + (
+        f"--benchmark-json={json_path.name}"
+    )
+    print("+", shown, flush=True)
+    subprocess.run(cmd, cwd=ROOT, env=make_env(changes, extra), check=True)
+    return json.loads(json_path.read_text()), shown
+
+
+def start_times(changes, extra):
+    """(import s, first-call compile s) cold with an empty cache, then (import s, first call s) warm."""
+    with tempfile.TemporaryDirectory() as cache:
+        env = make_env(changes, {**(extra or {}), "NUMBA_CACHE_DIR": cache})
+        out = []
+        for _ in range(2):
+            r = subprocess.run([sys.executable, "-c", COLD_SCRIPT], cwd=ROOT, env=env, check=True,
+                               capture_output=True, text=True)  # fmt: skip
+            out.append(tuple(float(v) for v in r.stdout.split()))
+        demo = None
+        bundle, seqs = ROOT / "data" / "demo_bundle.npz", ROOT / "data" / "demo_sequences.parquet"
+        if bundle.is_file() and seqs.is_file():
+            outp = Path(cache) / "scores.parquet"
+            cmd = [sys.executable, "-m", "rnnjit.cli", "score", "--model", str(bundle), "--input", str(seqs),
+                   "--output", str(outp), "--quiet", "--overwrite"]  # fmt: skip
+            subprocess.run(cmd, cwd=ROOT, env=env, check=True, capture_output=True)  # compiles if needed
+            t = time.perf_counter()
+            subprocess.run(cmd, cwd=ROOT, env=env, check=True, capture_output=True)
+            demo = time.perf_counter() - t
+    return out[0], out[1], demo
+
+
+def rows_by_case(data):
+    res = {}
+    for bm in data["benchmarks"]:
+        info = bm["extra_info"]
+        res.setdefault(info["case"], {})[info["engine"]] = (bm["stats"]["min"], info)
+    return res
+
+
+def machine_info():
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import llvmlite
+    import numba
+    import numpy
+
+    vers = {"python": platform.python_version(), "numpy": numpy.__version__, "numba": numba.__version__,
+            "llvmlite": llvmlite.__version__}  # fmt: skip
+    for mod in ("torch", "onnxruntime"):
+        try:
+            vers[mod] = __import__(mod).__version__
+        except ImportError:
+            vers[mod] = "not installed"
+    return cpu, os.cpu_count(), vers
+
+
+def fmt_rate(x):
+    return f"{x:,.0f}" if x >= 100 else f"{x:,.1f}"
+
+
+GOALS = [  # (case, versus engine, minimum ratio rnnjit/versus, label)
+    ("lstm_h32", "torch", 2.5, "LSTM H=32 >= 2.5x torch"),
+    ("lstm_h128", "torch", 1.5, "LSTM H=128 >= 1.5x torch"),
+    ("lstm_h512", "torch", 1.0, "LSTM H=512 >= 1.0x torch"),
+    ("gru_h128", "torch", 2.0, "GRU >= 2x torch"),
+    ("rnn_tanh_h128", "torch", 2.0, "RNN >= 2x torch"),
+    ("lstm_bidir", "torch", 1.5, "bidirectional >= 1.5x torch"),
+    ("lstm_varlen", "torch", 3.0, "variable lengths >= 3x torch padded"),
+    ("lstm_varlen", "torch_packed", 1.5, "variable lengths >= 1.5x torch packed"),
+]
+
+
+def section(label, data, shown):
+    res = rows_by_case(data)
+    peak = None
+    if "sgemm" in res:
+        t, info = res["sgemm"]["numpy"]
+        peak = info["gflop"] / t
+    blas = res.get("sgemm", {}).get("numpy", (0, {}))[1].get("blas", [])
+    lines = [f"### {label}", "", f"Command: `{shown}`", ""]
+    if blas:
+        libs = "; ".join(
+            f"{b.get('internal_api')} {b.get('version')} kernel `{b.get('architecture')}` ({b.get('num_threads')} threads)"
+            for b in blas
+        )
+        lines.append(f"BLAS libraries loaded (threadpoolctl): {libs}. "
+                     + (f"Measured numpy sgemm peak: **{peak:.0f} GFLOP/s**." if peak else ""))  # fmt: skip
+        lines.append("")
+    lines += [
+        "| case | shape | rnnjit seq/s | torch seq/s | torch packed seq/s | onnxruntime seq/s | rnnjit/torch "
+        "| rnnjit/packed | rnnjit/ort | rnnjit GFLOP/s | % sgemm peak | rnnjit all-steps seq/s |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    ratios = {}
+    for name, engines in res.items():
+        if name == "sgemm" or "rnnjit" not in engines:
+            continue
+        rate = {e: info["sequences"] / t for e, (t, info) in engines.items()}
+        t_r, info = engines["rnnjit"]
+        gfs = info["gflop"] / t_r
+        shape = info["shape"]
+
+        def ratio(e):
+            if e not in rate:
+                return "n/a"
+            ratios[name, e] = rate["rnnjit"] / rate[e]
+            return f"{ratios[name, e]:.2f}x"
+
+        cell = lambda e: fmt_rate(rate[e]) if e in rate else "n/a"  # noqa: E731
+        lines.append(
+            f"| {name} | {shape} | {cell('rnnjit')} | {cell('torch')} | {cell('torch_packed')} | {cell('onnxruntime')} "
+            f"| {ratio('torch')} | {ratio('torch_packed')} | {ratio('onnxruntime')} | {gfs:.0f} "
+            f"| {100 * gfs / peak:.0f}% | {cell('rnnjit_all')} |"
+            if peak
+            else f"| {name} | {shape} | {cell('rnnjit')} | {cell('torch')} | {cell('torch_packed')} | "
+            f"{cell('onnxruntime')} | {ratio('torch')} | {ratio('torch_packed')} | {ratio('onnxruntime')} | {gfs:.0f} | "
+            f"n/a | {cell('rnnjit_all')} |"
+        )
+    lines.append("")
+    return lines, ratios, res
+
+
+def chart(results, path: Path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    engines = ["rnnjit", "torch", "torch_packed", "onnxruntime"]
+    fig, axes = plt.subplots(len(results), 1, figsize=(12, 4.5 * len(results)), squeeze=False)
+    for ax, (label, res) in zip(axes[:, 0], results):
+        names = [n for n in res if n != "sgemm"]
+        width = 0.8 / len(engines)
+        for i, e in enumerate(engines):
+            vals = []
+            for n in names:
+                t = res[n].get(e)
+                vals.append(res[n][e][1]["sequences"] / t[0] if t else 0)
+            ax.bar([k + i * width for k in range(len(names))], vals, width, label=e)
+        ax.set_xticks([k + 0.4 - width / 2 for k in range(len(names))])
+        ax.set_xticklabels(names, rotation=25, ha="right")
+        ax.set_yscale("log")
+        ax.set_ylabel("sequences / s (log)")
+        ax.set_title(label)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="reduced grid (RNNJIT_BENCH_QUICK=1)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--l2", default=None, help="OPENBLAS_L2_SIZE for the CI-like run (default: leave unset)")
+    ap.add_argument("--out", default=str(BENCH / "REPORT.md"))
+    args = ap.parse_args(argv)
+    extra = {"RNNJIT_BENCH_THREADS": str(args.threads)}
+    if args.quick:
+        extra["RNNJIT_BENCH_QUICK"] = "1"
+    out = Path(args.out)
+    cpu, ncpu, vers = machine_info()
+    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    doc = [
+        "# rnnjit benchmark report",
+        "",
+        f"Generated {started} by `python -m bench.report{' --quick' if args.quick else ''} --threads {args.threads}` "
+        f"(run from the repository root). Machine: {cpu}, {ncpu} CPUs visible. "
+        + ", ".join(f"{k} {v}" for k, v in vers.items())
+        + ".",
+        "",
+        f"Every engine runs with {args.threads} threads (rnnjit `threads=`, `torch.set_num_threads`, onnxruntime "
+        "`intra_op_num_threads`), on the same arrays, in the same process, best of 3-5 rounds after a warm-up call. "
+        "rnnjit returns the output at each sequence's last step (`last`, what scoring uses); torch and onnxruntime "
+        "compute every step's output; the last column is rnnjit returning every step too (`all`). GFLOP/s counts "
+        "the recurrent stack's multiply-adds on valid steps only. The machine is shared (other jobs were running), "
+        "so absolute numbers are noisy; ratios come from the same run.",
+        "",
+    ]
+    results, all_ratios, starts = [], [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for k, (label, changes) in enumerate(environments(args.l2)):
+            data, shown = run_suite(changes, extra, Path(tmp) / f"bench{k}.json")
+            lines, ratios, res = section(label, data, shown)
+            doc += lines
+            results.append((label, res))
+            all_ratios.append(ratios)
+            starts.append((label, shell_prefix(changes, extra), start_times(changes, extra)))
+    doc += ["## Start-up: compile and warm start", ""]
+    for label, prefix, ((imp_c, first_c), (imp_w, first_w), demo) in starts:
+        doc.append(
+            f"- {label}: cold (empty `NUMBA_CACHE_DIR`): import {imp_c:.2f} s, first call incl. compile of the "
+            f"default (float32) kernel **{first_c:.1f} s**; second process (warm cache): import {imp_w:.2f} s, "
+            f"first call {first_w:.2f} s"
+            + (f"; `rnnjit score` on the demo bundle and Parquet file, whole process: **{demo:.2f} s**." if demo else ".")
+        )
+    doc += ["", "Measured with `" + "python -c <COLD_SCRIPT in bench/report.py>` and "
+            "`python -m rnnjit.cli score --model data/demo_bundle.npz --input data/demo_sequences.parquet "
+            "--output scores.parquet --quiet --overwrite`, each in a fresh process.", ""]  # fmt: skip
+    doc += ["## Goals (ratios rnnjit/other, same run)", "", "| goal | " + " | ".join(r[0] for r in results) + " |",
+            "|---|" + "---|" * len(results)]  # fmt: skip
+    for case, vs, need, label in GOALS:
+        cells = []
+        for ratios in all_ratios:
+            r = ratios.get((case, vs))
+            cells.append("n/a" if r is None else f"{r:.2f}x {'met' if r >= need else 'NOT met'}")
+        doc.append(f"| {label} | " + " | ".join(cells) + " |")
+    for ratios in all_ratios[:1]:
+        ort = [(c, r) for (c, e), r in ratios.items() if e == "onnxruntime"]
+        if ort:
+            worst = min(ort, key=lambda t: t[1])
+            doc.append(f"| >= 1.2x onnxruntime on every shape it runs (worst: {worst[0]}) | "
+                       + " | ".join(f"{min(r for (c, e), r in rr.items() if e == 'onnxruntime'):.2f}x" for rr in all_ratios)
+                       + " |")  # fmt: skip
+    doc += ["| with OPENBLAS vars set, no shape below 1.0x torch (worst) | "
+            + " | ".join(f"{min(r for (c, e), r in rr.items() if e == 'torch'):.2f}x" for rr in all_ratios) + " |", ""]
+    png = out.with_suffix(".png")
+    try:
+        chart(results, png)
+        doc += [f"![sequences per second]({png.name})", ""]
+    except ImportError:
+        doc += ["(matplotlib not installed: `pip install matplotlib` for the chart)", ""]
+    out.write_text("\n".join(doc) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
