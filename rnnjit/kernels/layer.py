@@ -33,9 +33,30 @@ from numba import njit
 from rnnjit.kernels._simd import MR, P_ROWS, mk_lanes, mk_rows
 from rnnjit.kernels.activations import sigmoid, tanh
 from rnnjit.kernels.config import JIT
+from rnnjit.kernels.fpenv import flush_denormals, restore_fpenv
 
 LSTM, GRU, RNN_TANH, RNN_RELU = 0, 1, 2, 3
 OUT_NONE, OUT_LAST, OUT_ALL = 0, 1, 2
+
+
+PAGE = 4096
+
+
+@njit(**JIT)
+def _skewed_zeros(n, like, skew):
+    """Zeros of ``like``'s dtype starting ``skew`` bytes (a multiple of 64) into a 4 KiB page.
+
+    The update loops read the gate blocks (16 KiB apart, same page offset) and
+    store c, h at the same index. A load whose address matches an older
+    in-flight store in its low 12 bits waits for it ("4K aliasing"); with
+    allocator-chosen addresses that hit the LSTM worker 2.3x in some threads.
+    Stores placed at a lower page offset than the loads never match an older
+    store, and cache-line alignment keeps vector accesses in one line.
+    """
+    extra = PAGE // like.itemsize
+    buf = np.zeros(n + extra, like.dtype)
+    off = ((skew - buf.ctypes.data % PAGE) % PAGE) // like.itemsize
+    return buf[off : off + n]
 
 
 @njit(**JIT)
@@ -46,6 +67,23 @@ def run_worker(
     hidden, hp, h_out, proj, bt,
 ):  # fmt: skip
     """One thread's share: its tiles, through every step, with scratch allocated once."""
+    fpenv = flush_denormals()
+    _work(
+        worker, cell, x, lens, order, tile_ptr, work_ptr, work_tiles,
+        w, kstart, klen, wr,
+        h0, c0, y, ycol, out_mode, reverse, hn, cn,
+        hidden, hp, h_out, proj, bt,
+    )  # fmt: skip
+    restore_fpenv(fpenv)
+
+
+@njit(**JIT)
+def _work(
+    worker, cell, x, lens, order, tile_ptr, work_ptr, work_tiles,
+    w, kstart, klen, wr,
+    h0, c0, y, ycol, out_mode, reverse, hn, cn,
+    hidden, hp, h_out, proj, bt,
+):  # fmt: skip
     B, T, I = x.shape
     K = I + h_out + 2
     HB = h_out * bt  # h rows of z, flat
@@ -60,11 +98,11 @@ def run_worker(
     wrf = wr.reshape(wr.size)
     n_pan = w.shape[0]
     n_pan_r = wr.shape[0]
-    z = np.zeros(K * bt, x.dtype)
-    g = np.zeros(n_pan * MR * bt, x.dtype)
-    pr = np.zeros(n_pan_r * MR * bt, x.dtype)
-    c = np.zeros(max(H, 1) * bt, x.dtype)
-    m = np.zeros(max(H, 1) * bt, x.dtype)
+    g = _skewed_zeros(n_pan * MR * bt, x, 2048)  # loaded in the update loops
+    c = _skewed_zeros(max(H, 1) * bt, x, 1536)  # stored below g's page offset ...
+    m = _skewed_zeros(max(H, 1) * bt, x, 1024)
+    z = _skewed_zeros(K * bt, x, 0)  # ... and z below m (the h copy reads m, stores z)
+    pr = _skewed_zeros(n_pan_r * MR * bt, x, 3072)
     seq = np.zeros(bt, np.int64)
     slen = np.zeros(bt, np.int64)
     tl = np.zeros(bt, np.int64)
@@ -116,14 +154,16 @@ def run_worker(
             # (Each loop writes arrays it does not read at another offset: LLVM
             # cannot prove such in-place updates safe and would not vectorize.)
             if cell == LSTM:
+                # Three short loops rather than one: with five activations in
+                # one body LLVM spills vector registers to the stack, and in a
+                # worker thread (not in the main thread) those spills ran 2.3x
+                # slower, presumably as store-to-load aliasing with the scratch.
                 for q in range(NB):
-                    ig = sigmoid(g[q])
-                    fg = sigmoid(g[GB + q])
-                    gg = tanh(g[2 * GB + q])
-                    og = sigmoid(g[3 * GB + q])
-                    cc = fg * c[q] + ig * gg
-                    c[q] = cc
-                    m[q] = og * tanh(cc)
+                    m[q] = sigmoid(g[q]) * tanh(g[2 * GB + q])  # i * g
+                for q in range(NB):
+                    c[q] = sigmoid(g[GB + q]) * c[q] + m[q]  # c' = f * c + i * g
+                for q in range(NB):
+                    m[q] = sigmoid(g[3 * GB + q]) * tanh(c[q])  # h = o * tanh(c')
                 if proj > 0:
                     if bt == 1:
                         for p in range(0, n_pan_r, P_ROWS):

@@ -45,7 +45,18 @@ def panels(w: np.ndarray) -> np.ndarray:
     rows = max(_round_up(n, MR * P_ROWS), MR * P_ROWS)
     full = np.zeros((rows, k), w.dtype)
     full[:n] = w
-    return np.ascontiguousarray(full.reshape(rows // MR, MR, k).transpose(0, 2, 1))
+    out = aligned_empty((rows // MR, k, MR), w.dtype)
+    out[...] = full.reshape(rows // MR, MR, k).transpose(0, 2, 1)
+    return out
+
+
+def aligned_empty(shape, dtype, align: int = 64) -> np.ndarray:
+    """An uninitialized C-contiguous array whose data starts on a cache line."""
+    dtype = np.dtype(dtype)
+    n = int(np.prod(shape))
+    buf = np.empty(n * dtype.itemsize + align, np.uint8)
+    off = (-buf.ctypes.data) % align
+    return buf[off : off + n * dtype.itemsize].view(dtype).reshape(shape)
 
 
 def padded_hidden(hidden: int) -> int:
