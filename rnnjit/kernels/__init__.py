@@ -71,32 +71,19 @@ def prepare(spec: RNNSpec, weights: Mapping[str, np.ndarray]) -> Prepared:
     return Prepared(spec, dtype, tuple(layers))
 
 
-def _tiles(lengths: np.ndarray, bt: int, workers: int):
-    """Sort by length (longest first), cut into tiles of ``bt``, deal tiles to workers.
+def _tiles(lengths: np.ndarray, bt: int):
+    """Sort by length (longest first) and cut into tiles of ``bt``.
 
-    Returns (order, tile_ptr, work_ptr, work_tiles): tile k holds
-    ``order[tile_ptr[k]:tile_ptr[k+1]]``; worker w runs tiles
-    ``work_tiles[work_ptr[w]:work_ptr[w+1]]``. Tiles go to the least loaded
-    worker, longest first (cost = the tile's longest sequence).
+    Returns (order, tile_ptr): tile k holds ``order[tile_ptr[k]:tile_ptr[k+1]]``;
+    tile 0 has the longest sequences, so workers taking tiles in order balance
+    like longest-processing-time-first.
     """
     B = lengths.shape[0]
     order = np.argsort(-lengths, kind="stable").astype(np.int64)
     tile_ptr = np.arange(0, B + bt, bt, dtype=np.int64)
     tile_ptr[-1] = B
     tile_ptr = np.unique(tile_ptr)
-    n_tiles = tile_ptr.size - 1
-    workers = max(1, min(workers, n_tiles))
-    cost = lengths[order[tile_ptr[:-1]]]
-    load = np.zeros(workers, np.int64)
-    assign: list[list[int]] = [[] for _ in range(workers)]
-    for k in range(n_tiles):  # tiles are already longest first
-        w = int(np.argmin(load))
-        assign[w].append(k)
-        load[w] += cost[k]
-    work_ptr = np.zeros(workers + 1, np.int64)
-    work_ptr[1:] = np.cumsum([len(a) for a in assign])
-    work_tiles = np.array([k for a in assign for k in a], dtype=np.int64)
-    return order, tile_ptr, work_ptr, work_tiles
+    return order, tile_ptr
 
 
 def run(prepared: Prepared, x, lengths, h0=None, c0=None, select="all", threads=None):
@@ -139,7 +126,8 @@ def _run_layers(prepared, x, lengths, h0, c0, hn, cn, select, y_all, y_last, thr
     B, T, _ = x.shape
     D, L, Ho, H = spec.num_directions, spec.num_layers, spec.h_out, spec.hidden_size
     bt = 1 if B < SMALL_BATCH else NV * lanes(dtype)
-    order, tile_ptr, work_ptr, work_tiles = _tiles(lengths, bt, threads)
+    order, tile_ptr = _tiles(lengths, bt)
+    workers = max(1, min(threads, tile_ptr.size - 1))
     cell = CELL_CODES[spec.cell]
     hp = padded_hidden(H)
     layer_in = x
@@ -157,12 +145,12 @@ def _run_layers(prepared, x, lengths, h0, c0, hn, cn, select, y_all, y_last, thr
             k = layer * D + d
             pk = prepared.layers[k]
             args = (
-                cell, layer_in, lengths, order, tile_ptr, work_ptr, work_tiles,
+                cell, layer_in, lengths, order, tile_ptr, np.zeros(1, np.int64),
                 pk.w, pk.kstart, pk.klen, pk.wr,
                 h0[k], c0[k], out, d * Ho, mode, d == 1, hn[k], cn[k],
                 H, hp, Ho, spec.proj_size, bt,
             )  # fmt: skip
-            _parallel(work_ptr.size - 1, args)
+            _parallel(workers, args)
         layer_in = out
 
 
@@ -171,16 +159,16 @@ _pool_lock = threading.Lock()
 
 
 def _parallel(workers: int, args: tuple) -> None:
-    """Run ``run_worker(w, *args)`` for every worker, the last one in this thread."""
+    """Run ``run_worker(*args)`` in ``workers`` threads (this one included) until the tiles run out."""
     global _pool
     if workers == 1:
-        run_worker(0, *args)
+        run_worker(*args)
         return
     with _pool_lock:
         if _pool is None or _pool._max_workers < workers - 1:
             _pool = ThreadPoolExecutor(max_workers=max(workers - 1, 1), thread_name_prefix="rnnjit")
         pool = _pool
-    futures = [pool.submit(run_worker, w, *args) for w in range(workers - 1)]
-    run_worker(workers - 1, *args)
+    futures = [pool.submit(run_worker, *args) for _ in range(workers - 1)]
+    run_worker(*args)
     for f in futures:
         f.result()

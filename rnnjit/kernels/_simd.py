@@ -167,6 +167,21 @@ def mk_rows(typingctx, a, aoff, pstride, b, boff, c, coff, n):
     return sig, codegen
 
 
+@intrinsic
+def fetch_add(typingctx, arr, idx, val):
+    """Atomically ``old = arr[idx]; arr[idx] += val; return old`` (int64 array), for work sharing."""
+    if not (isinstance(arr, types.Array) and arr.dtype == types.int64):
+        return None
+    sig = types.int64(arr, types.intp, types.int64)
+
+    def codegen(context, builder, signature, args):
+        arr_, idx_, val_ = args
+        ptr = _ptr(context, builder, signature.args[0], arr_, idx_)
+        return builder.atomic_rmw("add", ptr, val_, "seq_cst")
+
+    return sig, codegen
+
+
 if config.DISABLE_JIT:  # pragma: no cover - exercised by the NUMBA_DISABLE_JIT=1 test run
     # Plain-Python equivalents, so the kernel logic runs (and is covered) without numba.
     import numpy as _np
@@ -179,8 +194,14 @@ if config.DISABLE_JIT:  # pragma: no cover - exercised by the NUMBA_DISABLE_JIT=
         for q in range(MR):
             c[coff + q * ldc : coff + q * ldc + width] = out[q]
 
+    def fetch_add(arr, idx, val):  # noqa: F811
+        old = int(arr[idx])
+        arr[idx] += val
+        return old
+
     def mk_rows(a, aoff, pstride, b, boff, c, coff, n):  # noqa: F811
         for p in range(P_ROWS):
             base = aoff + p * pstride
             A = a[base : base + n * MR].reshape(n, MR)
             c[coff + p * MR : coff + (p + 1) * MR] = A.T @ b[boff : boff + n]
+

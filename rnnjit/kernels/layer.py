@@ -19,8 +19,9 @@ column of z), until the tile is done.
 
 Tiles come from sequences sorted by length, so a tile stops at its longest
 member and steps past every sequence's length are (nearly) never computed.
-`run_worker` is one thread's share: its list of tiles, with scratch allocated
-once. It releases the GIL (``nogil``); `rnnjit.kernels` runs one per thread.
+`run_worker` is one thread's share: it takes the next tile from a shared
+atomic counter until none is left (a thread slowed down by another process
+takes fewer tiles), with its scratch allocated once. It releases the GIL (``nogil``); `rnnjit.kernels` runs one per thread.
 ``BT == 1`` is the small-batch path: one sequence per tile, gates by the
 matrix-vector micro-kernel.
 """
@@ -30,10 +31,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from rnnjit.kernels._simd import MR, P_ROWS, mk_lanes, mk_rows
+from rnnjit.kernels._simd import MR, P_ROWS, fetch_add, mk_lanes, mk_rows
 from rnnjit.kernels.activations import sigmoid, tanh
 from rnnjit.kernels.config import JIT
-from rnnjit.kernels.fpenv import flush_denormals, restore_fpenv
 
 LSTM, GRU, RNN_TANH, RNN_RELU = 0, 1, 2, 3
 OUT_NONE, OUT_LAST, OUT_ALL = 0, 1, 2
@@ -46,12 +46,13 @@ PAGE = 4096
 def _skewed_zeros(n, like, skew):
     """Zeros of ``like``'s dtype starting ``skew`` bytes (a multiple of 64) into a 4 KiB page.
 
-    The update loops read the gate blocks (16 KiB apart, same page offset) and
-    store c, h at the same index. A load whose address matches an older
-    in-flight store in its low 12 bits waits for it ("4K aliasing"); with
-    allocator-chosen addresses that hit the LSTM worker 2.3x in some threads.
-    Stores placed at a lower page offset than the loads never match an older
-    store, and cache-line alignment keeps vector accesses in one line.
+    The update loops read the gate blocks (16 KiB apart, so at one page
+    offset) while storing c and h at the same index; a load whose low 12
+    address bits match an older in-flight store waits for it ("4K aliasing").
+    Giving each buffer its own page offset, stores below loads, keeps the
+    streams apart whatever the allocator returns; cache-line alignment keeps
+    every vector access within one line. (A precaution: it did not change the
+    timings measured on the reference machine by more than their noise.)
     """
     extra = PAGE // like.itemsize
     buf = np.zeros(n + extra, like.dtype)
@@ -61,29 +62,12 @@ def _skewed_zeros(n, like, skew):
 
 @njit(**JIT)
 def run_worker(
-    worker, cell, x, lens, order, tile_ptr, work_ptr, work_tiles,
+    cell, x, lens, order, tile_ptr, next_tile,
     w, kstart, klen, wr,
     h0, c0, y, ycol, out_mode, reverse, hn, cn,
     hidden, hp, h_out, proj, bt,
 ):  # fmt: skip
-    """One thread's share: its tiles, through every step, with scratch allocated once."""
-    fpenv = flush_denormals()
-    _work(
-        worker, cell, x, lens, order, tile_ptr, work_ptr, work_tiles,
-        w, kstart, klen, wr,
-        h0, c0, y, ycol, out_mode, reverse, hn, cn,
-        hidden, hp, h_out, proj, bt,
-    )  # fmt: skip
-    restore_fpenv(fpenv)
-
-
-@njit(**JIT)
-def _work(
-    worker, cell, x, lens, order, tile_ptr, work_ptr, work_tiles,
-    w, kstart, klen, wr,
-    h0, c0, y, ycol, out_mode, reverse, hn, cn,
-    hidden, hp, h_out, proj, bt,
-):  # fmt: skip
+    """One thread's share: tiles from the shared counter, through every step, scratch allocated once."""
     B, T, I = x.shape
     K = I + h_out + 2
     HB = h_out * bt  # h rows of z, flat
@@ -108,8 +92,11 @@ def _work(
     tl = np.zeros(bt, np.int64)
     xoff = np.zeros(bt, np.int64)
     h_at = (I + 1) * bt  # first h row of z
-    for wi in range(work_ptr[worker], work_ptr[worker + 1]):
-        tile = work_tiles[wi]
+    n_tiles = tile_ptr.shape[0] - 1
+    while True:
+        tile = fetch_add(next_tile, 0, 1)  # tiles are longest first: dynamic LPT
+        if tile >= n_tiles:
+            break
         s0 = tile_ptr[tile]
         nb = tile_ptr[tile + 1] - s0
         # -- load the tile: constant rows, states in; unused lanes get length 0
@@ -154,10 +141,11 @@ def _work(
             # (Each loop writes arrays it does not read at another offset: LLVM
             # cannot prove such in-place updates safe and would not vectorize.)
             if cell == LSTM:
-                # Three short loops rather than one: with five activations in
-                # one body LLVM spills vector registers to the stack, and in a
-                # worker thread (not in the main thread) those spills ran 2.3x
-                # slower, presumably as store-to-load aliasing with the scratch.
+                # Three short loops rather than one fused loop: measured on the
+                # reference machine, the fused loop (five activations, many
+                # live vector registers) ran 2.3x slower in a worker thread
+                # than in the main thread; split, 1.2-1.4x. Cause not pinned
+                # down (likely stack spills aliasing with the scratch).
                 for q in range(NB):
                     m[q] = sigmoid(g[q]) * tanh(g[2 * GB + q])  # i * g
                 for q in range(NB):
