@@ -1,7 +1,7 @@
 """The recurrent kernel: one launch runs one layer in one direction for the whole batch.
 
-Layout ("sequences in lanes"): a tile holds up to ``BT`` sequences (32 for
-float32, 16 for float64), and every per-tile buffer is (rows, BT) with the
+Layout ("sequences in lanes"): a tile holds up to ``BT`` sequences (48 for
+float32, 24 for float64: three SIMD vectors), and every per-tile buffer is (rows, BT) with the
 sequences along the contiguous axis. Per step a thread
 
 1. gathers ``x_t`` of each sequence into ``z = [1; x_t; h; 1]`` (h stays in
