@@ -251,3 +251,17 @@ def test_kernel_modules_import_numpy_and_numba_only():
     for p in KERNEL_DIR.glob("*.py"):
         for m in re.findall(r"^\s*(?:from|import)\s+([A-Za-z_]\w*)", p.read_text(), re.M):
             assert m in allowed, f"{p.name} imports {m}"
+
+
+def test_read_only_inputs_reuse_the_compiled_kernel():
+    _, spec, weights = build("lstm", 4, 5, 1, False, True, np.float32)
+    prepared = kernels.prepare(spec, weights)
+    x = np.random.default_rng(8).standard_normal((3, 4, 4)).astype(np.float32)
+    lengths = np.full(3, 4, np.int64)
+    want = kernels.run(prepared, x, lengths, None, None, "last", None)[0]
+    n_sigs = len(getattr(kernels.run_worker, "signatures", []))
+    x.flags.writeable = False
+    lengths.flags.writeable = False
+    got = kernels.run(prepared, x, lengths, None, None, "last", None)[0]
+    np.testing.assert_array_equal(got, want)
+    assert len(getattr(kernels.run_worker, "signatures", [])) == n_sigs

@@ -86,6 +86,11 @@ def _tiles(lengths: np.ndarray, bt: int):
     return order, tile_ptr
 
 
+def _writable(a: np.ndarray) -> np.ndarray:
+    """A read-only array (Arrow zero-copy, np.load mmap) would make numba compile a second kernel: copy it."""
+    return a if a.flags.writeable else a.copy()
+
+
 def run(prepared: Prepared, x, lengths, h0=None, c0=None, select="all", threads=None):
     """Run the recurrent stack; the contract is in `rnnjit.reference`.
 
@@ -94,17 +99,17 @@ def run(prepared: Prepared, x, lengths, h0=None, c0=None, select="all", threads=
     if select not in ("all", "last", "final"):
         raise ValueError(f"select must be 'all', 'last' or 'final', got {select!r}")
     spec, dtype = prepared.spec, prepared.dtype
-    x = np.ascontiguousarray(x, dtype=dtype)
+    x = _writable(np.ascontiguousarray(x, dtype=dtype))
     if x.ndim != 3 or x.shape[2] != spec.input_size:
         raise ValueError(f"x has shape {x.shape}; expected (batch, time, {spec.input_size})")
     B, T, _ = x.shape
-    lengths = np.ascontiguousarray(lengths, dtype=np.int64)
+    lengths = _writable(np.ascontiguousarray(lengths, dtype=np.int64))
     D, L, Ho, H = spec.num_directions, spec.num_layers, spec.h_out, spec.hidden_size
     h_shape, c_shape = spec.state_shapes(B)
     hn = np.zeros(h_shape, dtype)
     cn = np.zeros((L * D, B, H), dtype)
-    h0 = np.zeros(h_shape, dtype) if h0 is None else np.ascontiguousarray(h0, dtype=dtype)
-    c0 = cn.copy() if (c0 is None or c_shape is None) else np.ascontiguousarray(c0, dtype=dtype)
+    h0 = np.zeros(h_shape, dtype) if h0 is None else _writable(np.ascontiguousarray(h0, dtype=dtype))
+    c0 = cn.copy() if (c0 is None or c_shape is None) else _writable(np.ascontiguousarray(c0, dtype=dtype))
     y_all = np.zeros((B, T, D * Ho), dtype) if select == "all" else None
     y_last = np.zeros((B, 1, D * Ho), dtype)
     if B > 0 and T > 0:
@@ -155,18 +160,20 @@ def _run_layers(prepared, x, lengths, h0, c0, hn, cn, select, y_all, y_last, thr
 
 
 _pool: ThreadPoolExecutor | None = None
+_pool_size = 0
 _pool_lock = threading.Lock()
 
 
 def _parallel(workers: int, args: tuple) -> None:
     """Run ``run_worker(*args)`` in ``workers`` threads (this one included) until the tiles run out."""
-    global _pool
+    global _pool, _pool_size
     if workers == 1:
         run_worker(*args)
         return
     with _pool_lock:
-        if _pool is None or _pool._max_workers < workers - 1:
-            _pool = ThreadPoolExecutor(max_workers=max(workers - 1, 1), thread_name_prefix="rnnjit")
+        if _pool is None or _pool_size < workers - 1:
+            _pool_size = workers - 1
+            _pool = ThreadPoolExecutor(max_workers=_pool_size, thread_name_prefix="rnnjit")
         pool = _pool
     futures = [pool.submit(run_worker, *args) for _ in range(workers - 1)]
     run_worker(*args)
