@@ -84,6 +84,7 @@ def run_worker(
     n_pan_r = wr.shape[0]
     g = _skewed_zeros(n_pan * MR * bt, x, 2048)  # loaded in the update loops
     c = _skewed_zeros(max(H, 1) * bt, x, 1536)  # stored below g's page offset ...
+    c2 = _skewed_zeros(max(H, 1) * bt, x, 2560)
     m = _skewed_zeros(max(H, 1) * bt, x, 1024)
     z = _skewed_zeros(K * bt, x, 0)  # ... and z below m (the h copy reads m, stores z)
     pr = _skewed_zeros(n_pan_r * MR * bt, x, 3072)
@@ -141,17 +142,20 @@ def run_worker(
             # (Each loop writes arrays it does not read at another offset: LLVM
             # cannot prove such in-place updates safe and would not vectorize.)
             if cell == LSTM:
-                # Three short loops rather than one fused loop: measured on the
-                # reference machine, the fused loop (five activations, many
-                # live vector registers) ran 2.3x slower in a worker thread
-                # than in the main thread; split, 1.2-1.4x. Cause not pinned
-                # down (likely stack spills aliasing with the scratch).
+                # Three short loops, and c' written to a second buffer (the
+                # two swap every step) instead of updating c in place.
+                # Measured: with the in-place update (one fused loop or not)
+                # the same worker ran 1.2-2.3x slower in a pool thread than in
+                # the main thread; with the ping-pong buffers both run alike.
+                # (Presumably the CPU's store-to-load prediction on the
+                # read-modify-write stream, at thread-specific addresses.)
                 for q in range(NB):
                     m[q] = sigmoid(g[q]) * tanh(g[2 * GB + q])  # i * g
                 for q in range(NB):
-                    c[q] = sigmoid(g[GB + q]) * c[q] + m[q]  # c' = f * c + i * g
+                    c2[q] = sigmoid(g[GB + q]) * c[q] + m[q]  # c' = f * c + i * g
                 for q in range(NB):
-                    m[q] = sigmoid(g[3 * GB + q]) * tanh(c[q])  # h = o * tanh(c')
+                    m[q] = sigmoid(g[3 * GB + q]) * tanh(c2[q])  # h = o * tanh(c')
+                c, c2 = c2, c
                 if proj > 0:
                     if bt == 1:
                         for p in range(0, n_pan_r, P_ROWS):
