@@ -300,6 +300,9 @@ def main(argv=None):
         doc += [f"![sequences per second]({png.name})", ""]
     except ImportError:
         doc += ["(matplotlib not installed: `pip install matplotlib` for the chart)", ""]
+    notes = BENCH / "report_notes.md"
+    if notes.is_file():
+        doc += [notes.read_text()]
     out.write_text("\n".join(doc) + "\n")
     print(f"wrote {out}")
 
