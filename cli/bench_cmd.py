@@ -46,7 +46,7 @@ def _weights(cell, I, H, P, rng):
     }
     if P:
         w["weight_hr_l0"] = rng.standard_normal((P, H), dtype=np.float32) / np.sqrt(H)
-    return w
+    return {k: v.astype(np.float32) for k, v in w.items()}  # (dividing by np.sqrt gave float64)
 
 
 def _torch_runner(torch, cell, I, H, P, w, x, threads):
