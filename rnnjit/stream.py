@@ -142,20 +142,24 @@ def iter_batches(dataset: ds.Dataset, columns: Sequence[str], batch_rows: int,
     q: queue.Queue = queue.Queue(maxsize=1)
     stop = threading.Event()
 
+    def offer(item) -> bool:
+        """Hand ``item`` to the consumer; False once the consumer has stopped."""
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def produce():
         try:
             for batch in _file_batches(files, schema, batch_rows):
-                while not stop.is_set():
-                    try:
-                        q.put(batch, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not offer(batch):
                     return
-            q.put(_DONE)
+            offer(_DONE)
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer
-            q.put(exc)
+            offer(exc)
 
     reader = threading.Thread(target=produce, name="rnnjit-reader", daemon=True)
     reader.start()
