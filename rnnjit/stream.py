@@ -562,7 +562,7 @@ class Summary:
     def line(self) -> str:
         """The one-line summary the CLI prints on stderr."""
         if self.layout == "long":
-            what = f"{self.rows:,} sequences ({self.input_rows:,} input rows)"
+            what = f"{self.rows:,} sequences from {self.input_rows:,} input rows"
         else:
             what = f"{self.rows:,} rows"
         return (

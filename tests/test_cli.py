@@ -105,7 +105,7 @@ def test_score_long_layout(files, tmp_path):
     r = run(*score_args(files, out, "--layout", "long", "--id-column", "id", "--order-column", "t",
                         "--batch-rows", "4", src=src))
     assert r.exit_code == 0, r.stderr
-    assert "scored 9 sequences (" in r.stderr
+    assert "scored 9 sequences from " in r.stderr
     np.testing.assert_allclose(scores(out), files["model"].predict(files["seqs"], engine="numpy")[:, 0], atol=1e-6)
 
 
