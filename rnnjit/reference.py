@@ -67,17 +67,6 @@ def _step(spec: RNNSpec, w: dict, x_t, h, c):
     return np.maximum(pre, 0.0), None
 
 
-def _direction_weights(spec: RNNSpec, weights: Mapping[str, np.ndarray], sfx: str) -> dict:
-    p = spec.prefix
-    w = {"ih": weights[f"{p}weight_ih{sfx}"], "hh": weights[f"{p}weight_hh{sfx}"]}
-    if spec.bias:
-        w["b_ih"] = weights[f"{p}bias_ih{sfx}"]
-        w["b_hh"] = weights[f"{p}bias_hh{sfx}"]
-    if spec.proj_size > 0:
-        w["hr"] = weights[f"{p}weight_hr{sfx}"]
-    return w
-
-
 def run(prepared, x, lengths, h0=None, c0=None, select="all", threads=None):
     """Run the recurrent stack; see the module docstring for the contract."""
     spec, weights = prepared
@@ -93,7 +82,7 @@ def run(prepared, x, lengths, h0=None, c0=None, select="all", threads=None):
         out = np.zeros((B, T, D * spec.h_out), dtype)
         for d in range(D):
             sfx = f"_l{layer}" + ("_reverse" if d else "")
-            w = _direction_weights(spec, weights, sfx)
+            w = spec.direction_weights(weights, sfx)
             k = layer * D + d
             h = np.zeros((B, spec.h_out), dtype) if h0 is None else h0[k].astype(dtype, copy=True)
             c = None

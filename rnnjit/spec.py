@@ -63,6 +63,17 @@ class RNNSpec:
             for d in range(self.num_directions):
                 yield layer, d, f"_l{layer}" + ("_reverse" if d else "")
 
+    def direction_weights(self, weights, sfx: str) -> dict:
+        """One layer-direction's weights by role: ih, hh, and b_ih, b_hh, hr when present."""
+        p = self.prefix
+        w = {"ih": weights[f"{p}weight_ih{sfx}"], "hh": weights[f"{p}weight_hh{sfx}"]}
+        if self.bias:
+            w["b_ih"] = weights[f"{p}bias_ih{sfx}"]
+            w["b_hh"] = weights[f"{p}bias_hh{sfx}"]
+        if self.proj_size > 0:
+            w["hr"] = weights[f"{p}weight_hr{sfx}"]
+        return w
+
     def expected_shapes(self) -> dict[str, tuple[int, ...]]:
         """Every state_dict key of the module (with prefix) and its PyTorch shape."""
         g, h, p = self.gates, self.hidden_size, self.proj_size

@@ -67,36 +67,32 @@ def _no_state(obj: Any) -> WeightFileError:
     )
 
 
-class StorageType:
+class _TorchName:
+    """A named torch global reduced to its element type code."""
+
+    __slots__ = ("name", "code")
+
+    def __init__(self, name: str, code: str) -> None:
+        self.name = name
+        self.code = code
+
+    def __setstate__(self, state: Any) -> None:
+        raise _no_state(self)
+
+    def __repr__(self) -> str:
+        return f"torch.{self.name}"
+
+
+class StorageType(_TorchName):
     """Stand-in for ``torch.FloatStorage`` and friends: just the element type."""
 
-    __slots__ = ("name", "code")
-
-    def __init__(self, name: str, code: str) -> None:
-        self.name = name
-        self.code = code
-
-    def __setstate__(self, state: Any) -> None:
-        raise _no_state(self)
-
-    def __repr__(self) -> str:
-        return f"torch.{self.name}"
+    __slots__ = ()
 
 
-class TorchDType:
-    """Stand-in for a ``torch.float32``-style dtype global."""
+class TorchDType(_TorchName):
+    """Stand-in for a ``torch.float32``-style dtype global (not accepted where a storage type is)."""
 
-    __slots__ = ("name", "code")
-
-    def __init__(self, name: str, code: str) -> None:
-        self.name = name
-        self.code = code
-
-    def __setstate__(self, state: Any) -> None:
-        raise _no_state(self)
-
-    def __repr__(self) -> str:
-        return f"torch.{self.name}"
+    __slots__ = ()
 
 
 class StorageRef:

@@ -56,17 +56,11 @@ def prepare(spec: RNNSpec, weights: Mapping[str, np.ndarray]) -> Prepared:
     The dtype is the weights' dtype: float64 stays float64, anything else
     becomes float32 (PyTorch's default).
     """
-    p = spec.prefix
-    first = weights[f"{p}weight_ih_l0"]
+    first = weights[f"{spec.prefix}weight_ih_l0"]
     dtype = np.dtype(np.float64 if np.asarray(first).dtype == np.float64 else np.float32)
     layers = []
     for _, _, sfx in spec.suffixes():
-        w = {"ih": weights[f"{p}weight_ih{sfx}"], "hh": weights[f"{p}weight_hh{sfx}"]}
-        if spec.bias:
-            w["b_ih"] = weights[f"{p}bias_ih{sfx}"]
-            w["b_hh"] = weights[f"{p}bias_hh{sfx}"]
-        if spec.proj_size > 0:
-            w["hr"] = weights[f"{p}weight_hr{sfx}"]
+        w = spec.direction_weights(weights, sfx)
         layers.append(pack_layer(spec.cell, w, spec.hidden_size, spec.h_out, dtype))
     return Prepared(spec, dtype, tuple(layers))
 
