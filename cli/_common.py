@@ -3,12 +3,25 @@
 from __future__ import annotations
 
 import sys
+from enum import Enum
 
 import typer
+
+from rnnjit.engines import ENGINES
+from rnnjit.spec import OUTPUT_MODES
 
 EXIT_USAGE = 2  # bad input or a user mistake
 EXIT_FAILED = 1  # the command ran but the check it performs failed (verify)
 EXIT_INTERRUPTED = 130
+
+
+def choices(name: str, values) -> type[Enum]:
+    """A typer choice type whose members are the library's own tuple of allowed values."""
+    return Enum(name, {v: v for v in values}, type=str)
+
+
+Engine = choices("Engine", ENGINES)
+OutputMode = choices("OutputMode", OUTPUT_MODES)
 
 
 def err(message: str) -> None:

@@ -8,18 +8,12 @@ from typing import Annotated, Optional
 
 import typer
 
-from rnnjit.cli._common import err, stderr_is_tty
+from rnnjit.cli._common import Engine, OutputMode, err, stderr_is_tty
 
 
 class Layout(str, Enum):
     list = "list"
     long = "long"
-
-
-class OutputMode(str, Enum):
-    last = "last"
-    final = "final"
-    all = "all"
 
 
 class Format(str, Enum):
@@ -31,11 +25,6 @@ class Format(str, Enum):
 class OnInvalid(str, Enum):
     error = "error"
     skip = "skip"
-
-
-class Engine(str, Enum):
-    numba = "numba"
-    numpy = "numpy"
 
 
 def _split(values: Optional[list[str]]) -> tuple[str, ...]:

@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from rnnjit.cli._common import EXIT_FAILED, fail
-
-
-class Engine(str, Enum):
-    numba = "numba"
-    numpy = "numpy"
+from rnnjit.cli._common import EXIT_FAILED, Engine, fail
 
 
 def verify_command(
