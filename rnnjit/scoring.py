@@ -95,14 +95,6 @@ class ScoreStats:
     invalid: int = 0
     first_invalid: list[str] = field(default_factory=list)
 
-    def add(self, other: ScoreStats) -> None:
-        self.rows += other.rows
-        self.scored += other.scored
-        self.empty += other.empty
-        self.invalid += other.invalid
-        if not self.first_invalid:
-            self.first_invalid = list(other.first_invalid)
-
 
 def _names(schema: pa.Schema) -> list[str]:
     return list(schema.names)

@@ -542,13 +542,9 @@ class _Progress:
 
 # --------------------------------------------------------------------------- driver
 @dataclass
-class Summary:
-    """What a scoring run did."""
+class Summary(ScoreStats):
+    """What a scoring run did: the scoring counters, plus input rows, time and output."""
 
-    rows: int = 0
-    scored: int = 0
-    empty: int = 0
-    invalid: int = 0
     input_rows: int = 0
     seconds: float = 0.0
     output: str = ""
@@ -662,7 +658,6 @@ def score_dataset(
     if progress is None:
         progress = sys.stderr.isatty()
     bar = _Progress(total, progress)
-    stats = ScoreStats()
     summary = Summary(output=str(out_path), layout=layout)
     sink = _Sink(out_path, out_schema, fmt)
     batches = iter_batches(dataset, columns, batch_rows)
@@ -673,7 +668,7 @@ def score_dataset(
             stream = ((b, b.num_rows) for b in batches)
         for batch, consumed in stream:
             warm.join()
-            result = score_batch(model, batch, options, stats=stats, row_offset=stats.rows)
+            result = score_batch(model, batch, options, stats=summary, row_offset=summary.rows)
             sink.write(result)
             summary.input_rows += consumed
             bar.advance(consumed)
@@ -684,6 +679,5 @@ def score_dataset(
     finally:
         batches.close()  # stops the reader thread now, not when the generator is collected
         bar.close()
-    summary.rows, summary.scored, summary.empty, summary.invalid = stats.rows, stats.scored, stats.empty, stats.invalid
     summary.seconds = time.perf_counter() - t0
     return summary
