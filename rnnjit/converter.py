@@ -103,7 +103,7 @@ def convert(
             "source_format": info.get("format"),
             "unwrapped": info.get("unwrapped"),
             "stripped_prefix": info.get("stripped_prefix"),
-            "dropped_keys": [k for k in sd if k not in set(used)],
+            "dropped_keys": [k for k in sd if k not in weights],
             "rnnjit_version": __version__,
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         },
