@@ -93,9 +93,9 @@ def throughput(bundle: Path, src: Path, batch_rows: int, engine: str | None, rep
     import pyarrow.parquet as pq
 
     import rnnjit
-    from rnnjit.arrow_io import decode_features
+    from rnnjit.io.arrow import decode_features
     from rnnjit.scoring import ScoreOptions
-    from rnnjit.stream import score_dataset
+    from rnnjit.local import score_dataset
 
     model = rnnjit.load(bundle)
     batches, n = [], 0

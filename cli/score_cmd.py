@@ -81,7 +81,8 @@ def score_command(
     """
     import rnnjit
     from rnnjit.scoring import ScoreOptions
-    from rnnjit.stream import check_output, score_dataset
+    from rnnjit.io.sinks import check_output
+    from rnnjit.local import score_dataset
 
     check_output(output, overwrite)  # fail before loading anything
     ids = _split(id_column)

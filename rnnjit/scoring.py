@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from rnnjit.arrow_io import (
+from rnnjit.io.arrow import (
     decode_features,
     decode_state,
     encode_scores,

@@ -314,10 +314,10 @@ def test_installed_entry_point(files, tmp_path):
 
 
 def test_interrupt_is_one_line_and_leaves_nothing(files, out, monkeypatch):
-    from rnnjit import stream
+    from rnnjit import local
 
     def interrupted(*a, **kw):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(stream, "score_batch", interrupted)
+    monkeypatch.setattr(local, "score_batch", interrupted)
     one_error_line(run(*score_args(files, out)), "interrupted; no output was written", code=130)

@@ -8,7 +8,7 @@ import pytest
 from cli_helpers import list_table, make_weights, random_sequences
 
 from rnnjit import HeadStep, InputError, Model, RNNSpec
-from rnnjit.arrow_io import state_to_rows
+from rnnjit.io.arrow import state_to_rows
 from rnnjit.scoring import ScoreOptions, ScoreStats, output_schema, score_batch
 
 

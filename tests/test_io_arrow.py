@@ -1,4 +1,4 @@
-"""Arrow <-> numpy decoding and encoding (rnnjit.arrow_io)."""
+"""Arrow <-> numpy decoding and encoding (rnnjit.io.arrow)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from rnnjit.arrow_io import (
+from rnnjit.io.arrow import (
     decode_features,
     decode_state,
     encode_scores,

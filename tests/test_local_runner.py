@@ -14,8 +14,8 @@ from cli_helpers import list_table, long_table, make_bundle, random_sequences, s
 import rnnjit
 from rnnjit import InputError
 from rnnjit.scoring import ScoreOptions
-from rnnjit import stream
-from rnnjit.stream import score_dataset
+from rnnjit import local
+from rnnjit.local import score_dataset
 
 NP = ScoreOptions(engine="numpy")
 
@@ -152,7 +152,7 @@ def test_error_midway_leaves_nothing(model, seqs, tmp_path):
 def test_keyboard_interrupt_removes_temp_file(model, seqs, tmp_path, monkeypatch):
     src = write(list_table(seqs), tmp_path / "in.parquet")
     calls = []
-    real = stream.score_batch
+    real = local.score_batch
 
     def interrupted(*a, **kw):
         calls.append(1)
@@ -161,7 +161,7 @@ def test_keyboard_interrupt_removes_temp_file(model, seqs, tmp_path, monkeypatch
             raise KeyboardInterrupt
         return real(*a, **kw)
 
-    monkeypatch.setattr(stream, "score_batch", interrupted)
+    monkeypatch.setattr(local, "score_batch", interrupted)
     with pytest.raises(KeyboardInterrupt):
         score_dataset(model, src, tmp_path / "o.parquet", options=NP, batch_rows=5)
     assert not (tmp_path / "o.parquet").exists() and not _leftovers(tmp_path)
@@ -269,13 +269,13 @@ def test_compatible_types_across_files_are_cast(model, seqs, tmp_path):
 def test_batches_never_exceed_batch_rows(model, seqs, tmp_path, monkeypatch, layout):
     """Memory is bounded by batch_rows: no batch handed to score_batch is larger."""
     seen = []
-    real = stream.score_batch
+    real = local.score_batch
 
     def spy(m, batch, *a, **kw):
         seen.append(batch.num_rows)
         return real(m, batch, *a, **kw)
 
-    monkeypatch.setattr(stream, "score_batch", spy)
+    monkeypatch.setattr(local, "score_batch", spy)
     if layout == "list":
         src = write(list_table(seqs), tmp_path / "in.parquet", row_group_size=100)
         score_dataset(model, src, tmp_path / "o.parquet", options=NP, batch_rows=4)

@@ -1,0 +1,94 @@
+"""What to read and what comes out: the column plan every runner shares.
+
+`plan_scoring` checks the input schema against the model and the options once,
+before any row is read, and says which columns to read, what the batches handed
+to `rnnjit.scoring.score_batch` look like, and the output schema. The local
+runner (`rnnjit.local`) and the Spark runner use the same plan, so the same
+options give the same rows on one machine and on a cluster.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, replace
+
+import pyarrow as pa
+
+from rnnjit.errors import InputError
+from rnnjit.io.long_layout import LongLayout, group_long, resolve_long_layout
+from rnnjit.scoring import ScoreOptions, output_schema, pass_through_columns
+
+LAYOUTS = ("list", "long")
+
+
+@dataclass(frozen=True)
+class ScorePlan:
+    """The columns to read, the options `score_batch` runs with, and the output schema.
+
+    Attributes
+    ----------
+    layout : "list" or "long".
+    columns : input columns to read, in order.
+    options : the options as `score_batch` must see them (long layout: the
+        grouped ``features`` column, the id columns passed through).
+    list_schema : schema of the list-layout batches `score_batch` receives.
+    output_schema : schema of every batch `score_batch` returns.
+    long : the long-layout column roles, or None for the list layout.
+    """
+
+    layout: str
+    columns: tuple[str, ...]
+    options: ScoreOptions
+    list_schema: pa.Schema
+    output_schema: pa.Schema
+    long: LongLayout | None = None
+
+    def sequences(self, batches: Iterable[pa.RecordBatch], dtype) -> Iterator[tuple[pa.RecordBatch, int]]:
+        """``(list-layout batch, input rows consumed)`` from batches of `columns`."""
+        if self.long is not None:
+            yield from group_long(iter(batches), self.long, dtype)
+        else:
+            for b in batches:
+                yield b, b.num_rows
+
+
+def plan_scoring(
+    model,
+    schema: pa.Schema,
+    options: ScoreOptions,
+    *,
+    layout: str = "list",
+    order_column: str | None = None,
+    feature_columns: Sequence[str] | None = None,
+) -> ScorePlan:
+    """Check ``schema`` against the model and options; see `ScorePlan`.
+
+    Raises `InputError` naming the missing or mistyped column and the fix.
+    """
+    if layout not in LAYOUTS:
+        raise InputError(f"layout {layout!r} is not known; expected one of {', '.join(LAYOUTS)}")
+    names = list(schema.names)
+    if layout == "long":
+        lay = resolve_long_layout(schema, model, options.id_columns, order_column, feature_columns, options)
+        options = replace(
+            options, features_column="features", pass_through=tuple(lay.id_columns), row_label="sequence"
+        )
+        list_schema = pa.schema(
+            [schema.field(c) for c in lay.id_columns]
+            + [pa.field("features", pa.list_(pa.list_(pa.float32(), len(lay.feature_columns))))]
+            + [schema.field(c) for c in (lay.h0_column, lay.c0_column) if c]
+        )
+        columns = tuple(lay.columns)
+    else:
+        lay = None
+        if options.features_column not in names:
+            raise InputError(
+                f"column {options.features_column!r} not found; the input has columns {', '.join(names)}; "
+                "name the sequence column with --features-column, or use --layout long for one row per step"
+            )
+        keep = pass_through_columns(schema, options)
+        cols = [*keep, options.features_column]
+        cols += [c for c in (options.h0_column, options.c0_column) if c in names]
+        columns = tuple(dict.fromkeys(cols))
+        list_schema = pa.schema([schema.field(c) for c in columns])
+    return ScorePlan(layout, columns, options, list_schema, output_schema(model, list_schema, options), lay)
