@@ -171,7 +171,9 @@ def parse_head(head: str | Sequence[str] | None) -> list[str] | None:
     return [t.strip() for t in tokens if t and t.strip()]
 
 
-def infer_head(sd: Mapping[str, np.ndarray], spec: RNNSpec, head=None) -> tuple[HeadStep, ...]:
+def infer_head(
+    sd: Mapping[str, np.ndarray], spec: RNNSpec, head=None, *, exclude: Sequence[str] = ()
+) -> tuple[HeadStep, ...]:
     """Build the head chain, from ``head`` tokens or, when None, from the weights.
 
     Without ``head``, a single linear layer that takes the RNN's output is used
@@ -179,7 +181,7 @@ def infer_head(sd: Mapping[str, np.ndarray], spec: RNNSpec, head=None) -> tuple[
     layers need an explicit ``head`` because activations between them cannot be
     read from weights.
     """
-    layers = linear_layers(sd, exclude_prefix=spec.prefix)
+    layers = {n: v for n, v in linear_layers(sd, exclude_prefix=spec.prefix).items() if n not in exclude}
     tokens = parse_head(head)
     width = spec.output_size
     if tokens is None:
@@ -205,6 +207,9 @@ def infer_head(sd: Mapping[str, np.ndarray], spec: RNNSpec, head=None) -> tuple[
         low = tok.lower()
         if low in ACTIVATIONS:
             steps.append(HeadStep("activation", low))
+            continue
+        if low == "dropout":
+            steps.append(HeadStep("dropout", "dropout"))
             continue
         name = tok[: -len(".weight")] if tok.endswith(".weight") else tok.rstrip(".")
         if name not in layers:
