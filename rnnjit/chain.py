@@ -270,6 +270,28 @@ def _guess(sd, name: str, keys: list[str], chain: Sequence[Step]) -> str:
     return "an unsupported module"
 
 
+def check_supported(sd: Mapping[str, np.ndarray], ignore: Sequence[str] = (), *, source: str = "the file") -> None:
+    """Refuse modules rnnjit cannot run (attention, convolutions wider than one step) unless ignored."""
+    ignored = set(ignored_keys(sd, ignore))
+    found: dict[str, str] = {}
+    for key, w in sd.items():
+        if key in ignored:
+            continue
+        if key.endswith("in_proj_weight"):
+            found.setdefault(module_of(key), "attention (nn.MultiheadAttention or a transformer layer)")
+        elif key.endswith(".weight") and getattr(w, "ndim", 0) >= 3 and not (w.ndim == 3 and w.shape[2] == 1):
+            k = "x".join(str(n) for n in w.shape[2:])
+            found.setdefault(module_of(key), f"a convolution with kernel size {k}")
+    if found:
+        name, what = next(iter(found.items()))
+        more = f" (and {', '.join(list(found)[1:])})" if len(found) > 1 else ""
+        raise ArchitectureError(
+            f"{source}: module {name!r} is {what}{more}, which rnnjit does not run: it scores embeddings, "
+            "RNN/LSTM/GRU, pooling, LayerNorm/BatchNorm1d, linear layers and kernel-1 Conv1d; if the model's "
+            f"forward() does not use it, drop it with --ignore {name}"
+        )
+
+
 def unused_keys(sd: Mapping[str, np.ndarray], chain: Sequence[Step], ignored_keys=()) -> tuple[list[str], list[str]]:
     """``(unused, non_weight)``: tensors no step uses and that are not ignored; entries that are no weights."""
     used = set(used_keys(chain))

@@ -13,7 +13,7 @@ import numpy as np
 from rnnjit import bundle
 from rnnjit._version import __version__
 from rnnjit.errors import ArchitectureError
-from rnnjit.chain import account, build_chain, infer_chain, parse_chain, used_keys
+from rnnjit.chain import account, build_chain, check_supported, infer_chain, parse_chain, used_keys
 from rnnjit.model import Model
 from rnnjit.spec import OUTPUT_MODES, recurrent_specs
 
@@ -80,6 +80,10 @@ def convert(
         feature_names=feature_names,
     )
     sd, info = read_state_dict(src)
+    ignore_list = opts.get("ignore") or []
+    if isinstance(ignore_list, str):
+        ignore_list = [n.strip() for n in ignore_list.split(",") if n.strip()]
+    check_supported(sd, ignore_list, source=Path(src).name)
     tokens = parse_chain(opts.get("chain"))
     if tokens:
         for clash in ("head", "rnn_prefix"):
@@ -100,9 +104,6 @@ def convert(
             f"the chain pools over time ({pooled}), which needs every step of the last recurrent module; "
             f"output mode {mode!r} does not apply: drop --output-mode, or use pool:last instead of {pooled}"
         )
-    ignore_list = opts.get("ignore") or []
-    if isinstance(ignore_list, str):
-        ignore_list = [n.strip() for n in ignore_list.split(",") if n.strip()]
     ignored, non_weight = account(sd, steps, ignore_list, source=Path(src).name)
     input_size = 1 if steps[0].kind == "embedding" else (
         steps[0].rnn.input_size if steps[0].kind == "rnn" else steps[0].in_features)

@@ -121,6 +121,13 @@ class Model:
         return ",".join(s.label() for s in self.chain)
 
     def __repr__(self) -> str:
+        if self.chain[0].kind == "rnn" and len(self._rnn_index) == 1:  # one module and a head, as before chains
+            s = self.spec
+            return (
+                f"Model(cell={s.cell!r}, input_size={s.input_size}, hidden_size={s.hidden_size}, "
+                f"proj_size={s.proj_size}, num_layers={s.num_layers}, bidirectional={s.bidirectional}, "
+                f"output={self.output!r}, output_dim={self.output_dim}, dtype={self.dtype.name!r})"
+            )
         return (
             f"Model(chain={self.describe()!r}, input_size={self.input_size}, output={self.output!r}, "
             f"output_dim={self.output_dim}, dtype={self.dtype.name!r})"
