@@ -211,9 +211,3 @@ def _check_weights(chain, weights: dict, path) -> None:
         if not np.all(np.isfinite(arr)):
             n = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
             raise error(f"key {key!r} has {n} non-finite values (NaN or inf); the model's weights are broken")
-    for key, arr in weights.items():
-        if not np.issubdtype(arr.dtype, np.floating):
-            raise error(f"key {key!r} has dtype {arr.dtype}; expected floating-point weights")
-        if not np.all(np.isfinite(arr)):
-            n = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
-            raise error(f"key {key!r} has {n} non-finite values (NaN or inf); the model's weights are broken")

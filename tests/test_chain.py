@@ -157,3 +157,27 @@ def test_pooled_model_refuses_another_output_mode(tmp_path):
     assert model.output == "all"
     with pytest.raises(rnnjit.InputError, match="pools over time .*'last'"):
         model.predict(np.zeros((1, 2, 3), np.float32), output="last")
+
+
+VERIFY = {
+    "emb-bilstm-mean-ln-fc-sigmoid": lambda: ChainNet(
+        [("emb", nn.Embedding(20, 4)), ("lstm", nn.LSTM(4, 3, batch_first=True, bidirectional=True)), "pool:mean",
+         ("ln", nn.LayerNorm(6)), ("fc", nn.Linear(6, 1)), "sigmoid"], output="all", seed=8),
+    "lstm-gru-bn-gelu-conv-all": lambda: ChainNet(
+        [("lstm", nn.LSTM(3, 4, batch_first=True)), ("gru", nn.GRU(4, 4, batch_first=True)),
+         ("bn", nn.BatchNorm1d(4)), "gelu", ("conv", nn.Conv1d(4, 2, 1))], output="all", seed=9),
+    "lstmp-max-elu-fc": lambda: ChainNet(
+        [("lstm", nn.LSTM(3, 5, proj_size=2, batch_first=True)), "pool:max", "elu", ("fc", nn.Linear(2, 2))],
+        output="all", seed=10),
+}
+
+
+@pytest.mark.parametrize("make", list(VERIFY.values()), ids=list(VERIFY))
+def test_verify_against_runs_torch_over_the_whole_chain(tmp_path, make):
+    from cli_helpers import run
+
+    net = make()
+    convert(net, tmp_path, "float32")
+    r = run("verify", tmp_path / "m.npz", "--against", tmp_path / "m.pth", "--engine", "numpy")
+    assert r.exit_code == 0, r.stdout + r.stderr
+    assert "weights: ok" in r.stdout and "torch: ok" in r.stdout
