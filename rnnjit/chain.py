@@ -66,7 +66,8 @@ def build_chain(sd: Mapping[str, np.ndarray], tokens: Sequence[str], *, nonlinea
             else:
                 raise ArchitectureError(
                     f"chain step {tok!r} is neither a module in the weights ({', '.join(_module_names(sd)) or 'none'}) "
-                    f"nor an operation ({', '.join(ACTIVATIONS)}, pool:{'|'.join(POOLS)}, dropout, layernorm)"
+                    f"nor an operation ({', '.join(ACTIVATIONS)}, pool:{'|'.join(POOLS)}, dropout, layernorm); "
+                    "a module without weights (nn.Dropout, nn.ReLU, ...) is written as its operation"
                 )
             continue
         if name in rnns:

@@ -13,6 +13,7 @@ import numpy as np
 from rnnjit import bundle
 from rnnjit._version import __version__
 from rnnjit.errors import ArchitectureError
+from rnnjit.infer import infer_dtype
 from rnnjit.chain import account, build_chain, check_supported, infer_chain, parse_chain, used_keys
 from rnnjit.model import Model
 from rnnjit.spec import OUTPUT_MODES, recurrent_specs
@@ -116,8 +117,7 @@ def convert(
             f"{'token id' if steps[0].kind == 'embedding' else 'features'} per step"
         )
 
-    rnn_keys = [k for spec in recurrent_specs(steps) for k in spec.expected_shapes()]
-    dtype = "float64" if all(sd[k].dtype == np.float64 for k in rnn_keys) else "float32"
+    dtype = infer_dtype(recurrent_specs(steps), sd)
     weights = {k: np.asarray(sd[k], dtype=dtype) for k in used_keys(steps)}
     cfg: dict[str, Any] = {
         "format": bundle.FORMAT,

@@ -230,7 +230,8 @@ def infer_head(
     return tuple(steps)
 
 
-def infer_dtype(spec: RNNSpec, sd: Mapping[str, np.ndarray]) -> str:
+def infer_dtype(specs: RNNSpec | Sequence[RNNSpec], sd: Mapping[str, np.ndarray]) -> str:
     """float64 when every recurrent weight is float64 (a .double() model), else float32."""
-    keys = spec.expected_shapes()
+    specs = [specs] if isinstance(specs, RNNSpec) else list(specs)
+    keys = [k for spec in specs for k in spec.expected_shapes()]
     return "float64" if all(sd[k].dtype == np.float64 for k in keys) else "float32"

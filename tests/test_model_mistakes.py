@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch import nn
 
-from cli_helpers import run
+from cli_helpers import flag, run
 
 
 def modules(**named) -> nn.Module:
@@ -60,7 +60,7 @@ CASES = [
     ("chain-and-head-together", lambda: modules(lstm=LSTM(), fc=nn.Linear(4, 1)), ["--chain", "lstm,fc", "--head", "fc"],
      r"--head and --chain were both given"),
     ("pooling-with-last-output", lambda: modules(lstm=LSTM(), fc=nn.Linear(4, 1)),
-     ["--chain", "lstm,pool:mean,fc", "--output", "last"], r"pools over time \(pool:mean\).*'last' does not apply"),
+     ["--chain", "lstm,pool:mean,fc", flag("convert", "--output-mode", "--output"), "last"], r"pools over time \(pool:mean\).*'last' does not apply"),
     ("square-embedding-or-linear", lambda: modules(emb=nn.Linear(3, 3, bias=False), lstm=LSTM()),
      ["--chain", "emb,lstm"], r"could be an nn\.Embedding or a bias-free nn\.Linear.*'embedding:emb"),
 ]

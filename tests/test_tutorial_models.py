@@ -18,10 +18,13 @@ import torch
 from torch import nn
 
 import rnnjit
-from cli_helpers import run
+from cli_helpers import flag, run
 from torch_models import TOL, max_abs
 
 VOCAB, EMB, HID, PAD = 50, 8, 6, 1
+
+MODE = flag("convert", "--output-mode", "--output")
+SEQ = flag("score", "--sequence-column", "--features-column")
 
 
 class SentimentLSTM(nn.Module):
@@ -66,13 +69,13 @@ def tutorial(tmp_path_factory):
 
 def test_sentiment_tutorial_converts_with_one_flag_and_scores_token_parquet(tutorial, engine):
     d, reviews, expect = tutorial
-    r = run("convert", d / "tut1-model.pt", "-o", d / "sentiment.npz", "--output", "final")
+    r = run("convert", d / "tut1-model.pt", "-o", d / "sentiment.npz", MODE, "final")
     assert r.exit_code == 0, r.stderr
     assert "embedding" in r.stdout and "rnn: lstm" in r.stdout
     model = rnnjit.load(d / "sentiment.npz")
     assert model.describe() == "embedding,rnn,fc" and model.takes_tokens
     r = run("score", "-m", d / "sentiment.npz", "-i", d / "reviews.parquet", "-o", d / f"scores-{engine}.parquet",
-            "--features-column", "tokens", "--engine", engine, "--quiet")
+            SEQ, "tokens", "--engine", engine, "--quiet")
     assert r.exit_code == 0, r.stderr
     out = pq.read_table(d / f"scores-{engine}.parquet")
     assert out.column("review_id").to_pylist() == list(range(len(reviews)))
@@ -85,7 +88,7 @@ def test_sentiment_tutorial_converts_with_one_flag_and_scores_token_parquet(tuto
 
 def test_sentiment_tutorial_long_layout_integer_column(tutorial, engine):
     d, reviews, expect = tutorial
-    assert run("convert", d / "tut1-model.pt", "-o", d / "s.npz", "--output", "final").exit_code == 0
+    assert run("convert", d / "tut1-model.pt", "-o", d / "s.npz", MODE, "final").exit_code == 0
     rows = [(b, t, tok) for b, r in enumerate(reviews) for t, tok in enumerate(r)]
     long = pa.table({"review_id": [r[0] for r in rows], "pos": [r[1] for r in rows],
                      "token": pa.array([r[2] for r in rows], pa.int32())})
@@ -100,17 +103,17 @@ def test_sentiment_tutorial_long_layout_integer_column(tutorial, engine):
 
 def test_token_id_out_of_range_names_the_row(tutorial, tmp_path):
     d, reviews, _ = tutorial
-    assert run("convert", d / "tut1-model.pt", "-o", tmp_path / "s.npz", "--output", "final").exit_code == 0
+    assert run("convert", d / "tut1-model.pt", "-o", tmp_path / "s.npz", MODE, "final").exit_code == 0
     bad = [r[:] for r in reviews]
     bad[3][1] = VOCAB  # one past the table
     pq.write_table(pa.table({"review_id": range(len(bad)), "tokens": pa.array(bad, pa.list_(pa.int64()))}),
                    tmp_path / "bad.parquet")
     r = run("score", "-m", tmp_path / "s.npz", "-i", tmp_path / "bad.parquet", "-o", tmp_path / "o.parquet",
-            "--features-column", "tokens", "--id-column", "review_id", "--quiet")
+            SEQ, "tokens", "--id-column", "review_id", "--quiet")
     assert r.exit_code == 2
     assert "row 3" in r.stderr and f"token id {VOCAB}" in r.stderr and f"0..{VOCAB - 1}" in r.stderr
     r = run("score", "-m", tmp_path / "s.npz", "-i", tmp_path / "bad.parquet", "-o", tmp_path / "o.parquet",
-            "--features-column", "tokens", "--on-invalid", "skip", "--quiet")
+            SEQ, "tokens", "--on-invalid", "skip", "--quiet")
     assert r.exit_code == 0
     scores = pq.read_table(tmp_path / "o.parquet").column("score").to_pylist()
     assert scores[3] is None and all(s is not None for i, s in enumerate(scores) if i != 3)
@@ -125,5 +128,5 @@ def test_float_features_for_a_token_model_are_refused(tutorial, tmp_path):
         model.predict([np.array([50, 1])])
     pq.write_table(pa.table({"tokens": pa.array([[[0.5]]], pa.list_(pa.list_(pa.float32())))}), tmp_path / "f.parquet")
     r = run("score", "-m", tmp_path / "s.npz", "-i", tmp_path / "f.parquet", "-o", tmp_path / "o.parquet",
-            "--features-column", "tokens", "--quiet")
+            SEQ, "tokens", "--quiet")
     assert r.exit_code == 2 and "takes token ids" in r.stderr
