@@ -35,9 +35,16 @@ def describe_chain(model) -> str:
     """``lstm (input_size=..), head fc (16->1) -> sigmoid`` for one module and a head, else every step."""
     if model.chain[0].kind == "rnn" and len(model.rnns) == 1:
         return f"{describe_step(model.chain[0])}, head {describe_head(model)}"
-    return "chain " + " -> ".join(
-        (f"{s.name}: " if s.kind == "rnn" and s.name else "") + describe_step(s) for s in model.chain
-    )
+    def one(s):
+        if s.kind == "linear":
+            return f"{s.name}: linear({s.in_features}->{s.out_features}{'' if s.bias else ', no bias'})"
+        if s.kind == "rnn":
+            return f"{s.name or 'rnn'}: {describe_step(s)}"
+        if s.kind in ("embedding", "layernorm", "batchnorm") and s.name:
+            return f"{s.name}: " + describe_step(s).removeprefix(f"{s.name} ")
+        return describe_step(s)
+
+    return "chain " + " -> ".join(one(s) for s in model.chain)
 
 
 def checkpoint_notes(model) -> list[str]:

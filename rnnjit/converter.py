@@ -106,8 +106,7 @@ def convert(
             f"output mode {mode!r} does not apply: drop --output-mode, or use pool:last instead of {pooled}"
         )
     ignored, non_weight = account(sd, steps, ignore_list, source=Path(src).name)
-    input_size = 1 if steps[0].kind == "embedding" else (
-        steps[0].rnn.input_size if steps[0].kind == "rnn" else steps[0].in_features)
+    input_size = Model(steps, {}, output=mode).input_size
     names = opts.get("feature_names")
     if isinstance(names, str):
         names = [n.strip() for n in names.split(",") if n.strip()]

@@ -88,8 +88,12 @@ class Model:
         """Values per input step: 1 token id, or the features the first step takes."""
         if self.takes_tokens:
             return 1
-        first = self.chain[0]
-        return first.rnn.input_size if first.kind == "rnn" else first.in_features
+        for step in self.chain:  # the first step that fixes a width (activations do not)
+            if step.kind == "rnn":
+                return step.rnn.input_size
+            if step.kind in ("linear", "batchnorm") or (step.kind == "layernorm" and step.name):
+                return step.in_features
+        raise AssertionError("a chain has a recurrent module")
 
     @property
     def has_cell_state(self) -> bool:

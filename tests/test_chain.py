@@ -49,6 +49,7 @@ SINGLE = {
     "batchnorm1d-no-affine": lambda: [("lstm", nn.LSTM(3, 4, batch_first=True)), ("bn", nn.BatchNorm1d(4, affine=False))],
     "linear": lambda: [("lstm", nn.LSTM(3, 4, batch_first=True)), ("fc", nn.Linear(4, 2))],
     "conv1d-k1": lambda: [("lstm", nn.LSTM(3, 4, batch_first=True)), ("conv", nn.Conv1d(4, 2, 1))],
+    "activation-first": lambda: ["tanh", ("lstm", nn.LSTM(3, 4, batch_first=True))],
     "linear-before-rnn": lambda: [("proj", nn.Linear(3, 5)), "tanh", ("gru", nn.GRU(5, 4, batch_first=True))],
     "gelu": lambda: [("lstm", nn.LSTM(3, 4, batch_first=True)), ("fc", nn.Linear(4, 3)), "gelu"],
     "elu": lambda: [("lstm", nn.LSTM(3, 4, batch_first=True)), ("fc", nn.Linear(4, 3)), "elu"],
