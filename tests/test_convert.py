@@ -229,3 +229,32 @@ def test_numpy_engine_works_where_numba_cannot_be_imported(tmp_path):
     lines = result.stdout.splitlines()
     assert lines[0] == "numpy (1, 4)"
     assert lines[1].startswith("error: the numba engine cannot be loaded") and "engine='numpy'" in lines[1]
+
+
+def test_checkpoint_notes_are_recorded_and_printed(tmp_path, monkeypatch):
+    """What the reader skipped or found as non-tensor objects is kept in provenance and shown."""
+    import rnnjit.formats
+    from rnnjit.cli.inspect_cmd import checkpoint_notes
+
+    path = save(Classifier(nn.GRU(3, 4)), tmp_path / "m.pth")
+    real = rnnjit.formats.read_state_dict
+
+    def read(p):
+        sd, info = real(p)
+        return sd, {**info, "skipped": ["optimizer", "n_averaged"], "placeholders": ["epoch: int"]}
+
+    monkeypatch.setattr(rnnjit.formats, "read_state_dict", read)
+    model = rnnjit.convert(path, tmp_path / "b.npz")
+    prov = model.config["provenance"]
+    assert prov["skipped"] == ["optimizer", "n_averaged"] and prov["placeholders"] == ["epoch: int"]
+    assert checkpoint_notes(rnnjit.load(tmp_path / "b.npz")) == [
+        "skipped (not weights): optimizer, n_averaged", "non-tensor objects in the checkpoint: epoch: int"]
+
+
+def test_averaged_model_counter_is_not_an_unused_weight(tmp_path):
+    """AveragedModel saves n_averaged beside the weights (and BatchNorm its num_batches_tracked)."""
+    net = Classifier(nn.LSTM(3, 4))
+    sd = {**net.state_dict(), "n_averaged": torch.tensor(7)}
+    torch.save(sd, tmp_path / "swa.pth")
+    model = rnnjit.convert(tmp_path / "swa.pth", tmp_path / "b.npz")
+    assert "n_averaged" in model.config["provenance"]["non_weight_keys"]
