@@ -16,7 +16,27 @@ from rnnjit.reference import sigmoid
 from rnnjit.spec import Step
 
 _SQRT1_2 = 1.0 / math.sqrt(2.0)
-_erf = np.frompyfunc(math.erf, 1, 1)
+_erf_ufunc = None
+
+
+def _erf(v: np.ndarray) -> np.ndarray:
+    """libm's erf elementwise: numba's vectorized math.erf when numba loads, else math.erf per element.
+
+    numpy has no erf and scipy is not a dependency; per element in Python
+    costs about 0.1 s per million values, a per-step GELU on a large batch
+    would notice, so the compiled ufunc is used where it can be.
+    """
+    global _erf_ufunc
+    if _erf_ufunc is None:
+        try:
+            import numba
+
+            _erf_ufunc = numba.vectorize(["float32(float32)", "float64(float64)"], cache=False)(
+                lambda a: math.erf(a)
+            )
+        except Exception:  # noqa: BLE001 - numba missing or broken: the exact slow path
+            _erf_ufunc = np.frompyfunc(math.erf, 1, 1)
+    return np.asarray(_erf_ufunc(v), dtype=v.dtype)
 
 
 def _softmax(v: np.ndarray) -> np.ndarray:
@@ -30,10 +50,8 @@ def _log_softmax(v: np.ndarray) -> np.ndarray:
 
 
 def _gelu(v: np.ndarray) -> np.ndarray:
-    # nn.GELU() default (approximate="none"): the exact erf form. numpy has no
-    # erf and scipy is not a dependency: math.erf elementwise is exact, and
-    # heads are small next to the recurrent part.
-    return (0.5 * v * (1.0 + _erf(v * _SQRT1_2).astype(v.dtype))).astype(v.dtype, copy=False)
+    # nn.GELU() default (approximate="none"): the exact erf form
+    return (0.5 * v * (1.0 + _erf(v * v.dtype.type(_SQRT1_2)))).astype(v.dtype, copy=False)
 
 
 def _elu(v: np.ndarray) -> np.ndarray:
