@@ -14,7 +14,7 @@ from torch import nn
 
 import rnnjit
 from chain_models import ChainNet, float_batch, token_batch
-from torch_models import TOL, max_abs
+from torch_models import ENGINES, TOL, max_abs
 
 DTYPES = ("float32", "float64")
 TORCH_DTYPE = {"float32": torch.float32, "float64": torch.float64}
@@ -182,3 +182,52 @@ def test_verify_against_runs_torch_over_the_whole_chain(tmp_path, make):
     r = run("verify", tmp_path / "m.npz", "--against", tmp_path / "m.pth", "--engine", "numpy")
     assert r.exit_code == 0, r.stdout + r.stderr
     assert "weights: ok" in r.stdout and "torch: ok" in r.stdout
+
+
+# ------------------------------------------------------------- random chains
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@st.composite
+def chains(draw):
+    """A random whole model: [embedding], 1-2 recurrent modules, then pooling/normalization/head steps."""
+    steps, width = [], 3
+    tokens = draw(st.booleans())
+    if tokens:
+        steps.append(("emb", nn.Embedding(9, 3)))
+    for k in range(draw(st.integers(1, 2))):
+        cell = draw(st.sampled_from(["lstm", "gru", "rnn"]))
+        hidden, bidir = draw(st.integers(1, 4)), draw(st.booleans())
+        layers = draw(st.integers(1, 2))
+        proj = draw(st.integers(0, hidden - 1)) if cell == "lstm" and hidden > 1 else 0
+        cls = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}[cell]
+        kw = {"proj_size": proj} if cell == "lstm" else {}
+        steps.append((f"{cell}{k}", cls(width, hidden, num_layers=layers, bidirectional=bidir, batch_first=True, **kw)))
+        width = (2 if bidir else 1) * (proj or hidden)
+        if k == 0 and draw(st.booleans()):
+            steps.append(("mid", nn.LayerNorm(width)))
+    output = draw(st.sampled_from(["last", "final", "all", "pool"]))
+    if output == "pool":
+        steps.append(f"pool:{draw(st.sampled_from(['last', 'mean', 'max', 'sum']))}")
+        output = "all"
+    norm = draw(st.sampled_from([None, "ln", "bn"]))
+    if norm:
+        steps.append((norm, nn.LayerNorm(width) if norm == "ln" else nn.BatchNorm1d(width)))
+    out = draw(st.integers(1, 3))
+    steps.append(("fc", nn.Linear(width, out)))
+    acts = ["sigmoid", "tanh", "relu", "gelu", "elu", "leaky_relu"] + (["softmax", "log_softmax"] if out > 1 else [])
+    steps.append(draw(st.sampled_from(acts)))
+    return ChainNet(steps, output=output, seed=draw(st.integers(0, 99)), scale=1.5), tokens
+
+
+@given(case=chains(), dtype=st.sampled_from(DTYPES), data=st.data())
+def test_random_chains_match_torch(tmp_path_factory, case, dtype, data):
+    net, tokens = case
+    tmp = tmp_path_factory.mktemp("chain")
+    model = convert(net, tmp, dtype)
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**16)))
+    B, T = data.draw(st.integers(1, 4)), data.draw(st.integers(1, 5))
+    x, lengths = token_batch(rng, 9, B, T) if tokens else float_batch(rng, 3, B, T, dtype)
+    for engine in ENGINES:
+        check(net, model, x, lengths, dtype, engine, tol_scale=3.0)
