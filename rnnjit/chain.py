@@ -91,7 +91,7 @@ def build_chain(sd: Mapping[str, np.ndarray], tokens: Sequence[str], *, nonlinea
         raw.append((kind, name, tok))
 
     steps: list[Step | None] = []
-    for i, (kind, name, tok) in enumerate(raw):
+    for kind, name, _ in raw:
         p = f"{name}." if name else ""
         if kind == "rnn":
             spec = infer_spec(sd, rnn_prefix=p)
@@ -313,7 +313,6 @@ def account(sd: Mapping[str, np.ndarray], chain: Sequence[Step], ignore: Sequenc
     Returns ``(ignored_keys, non_weight_keys)``.
     """
     used = set(used_keys(chain))
-    mods = modules(sd)
     ignored: list[str] = []
     for name in ignore:
         name = name.strip().rstrip(".")

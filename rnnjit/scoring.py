@@ -252,7 +252,7 @@ def score_batch(model, batch, options: ScoreOptions | None = None, *, stats: Sco
         h0, h0_null = decode_state(
             batch.column(options.h0_column), h_w, model.dtype, options.h0_column, row_name,
             f"= num_layers*num_directions ({lds[0]}) * h_out ({spec.h_out}), flattened row-major from PyTorch's "
-            "(L*D, H_out)" if one else f"= every recurrent module's (L*D, H_out) flattened row-major, in chain order",
+            "(L*D, H_out)" if one else "= every recurrent module's (L*D, H_out) flattened row-major, in chain order",
         )
     if options.c0_column in names:
         if not c_w:

@@ -42,7 +42,7 @@ class ChainNet(nn.Module):
                 self.order.append(("mod", s[0], s[0]))
         self.output = output
         with torch.no_grad():
-            for name, p in self.named_parameters():
+            for p in self.parameters():
                 p.mul_(scale)
             for m in self.modules():
                 if isinstance(m, nn.BatchNorm1d):  # trained statistics, not the init ones
