@@ -36,6 +36,14 @@ def check(net, model, x, lengths, dtype, engine, tol_scale=1.0):
     assert max_abs(got, expect) <= TOL[dtype] * tol_scale * max(1.0, float(np.abs(expect).max()))
 
 
+def biased_layernorm(n: int, bias: float) -> nn.LayerNorm:
+    """A LayerNorm whose bias (its output on a padded, all-zero step) is larger than any valid output."""
+    ln = nn.LayerNorm(n)
+    with torch.no_grad():
+        ln.bias.fill_(bias)
+    return ln
+
+
 # One step after (or before) a small LSTM, each in PyTorch's default configuration.
 SINGLE = {
     "embedding": lambda: [("emb", nn.Embedding(11, 3, padding_idx=0)), ("lstm", nn.LSTM(3, 4, batch_first=True))],
@@ -43,6 +51,11 @@ SINGLE = {
     "pool:mean": lambda: [("lstm", nn.LSTM(3, 4, batch_first=True)), "pool:mean"],
     "pool:max": lambda: [("lstm", nn.LSTM(3, 4, batch_first=True)), "pool:max"],
     "pool:sum": lambda: [("lstm", nn.LSTM(3, 4, batch_first=True)), "pool:sum"],
+    # a LayerNorm gives its bias on padded (zero) steps: pooling must still skip them
+    "pool:max-after-layernorm": lambda: [("lstm", nn.LSTM(3, 4, batch_first=True)), ("ln", biased_layernorm(4, 1.0)),
+                                         "pool:max"],
+    "pool:mean-after-layernorm": lambda: [("lstm", nn.LSTM(3, 4, batch_first=True)),
+                                          ("ln", biased_layernorm(4, 1.0)), "pool:mean"],
     "layernorm": lambda: [("lstm", nn.LSTM(3, 4, batch_first=True)), ("ln", nn.LayerNorm(4))],
     "layernorm-no-bias": lambda: [("lstm", nn.LSTM(3, 4, batch_first=True)), ("ln", nn.LayerNorm(4, bias=False))],
     "batchnorm1d": lambda: [("lstm", nn.LSTM(3, 4, batch_first=True)), ("bn", nn.BatchNorm1d(4))],
