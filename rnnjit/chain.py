@@ -186,13 +186,15 @@ def infer_chain(
             "as the forward() does), or pick one with --rnn-prefix"
         )
     spec = infer_spec(sd, rnn_prefix=rnn_prefix, nonlinearity=nonlinearity)
-    keys = list(sd)
-    rnn_pos = keys.index(f"{spec.prefix}weight_ih_l0")
+    pos = {k: i for i, k in enumerate(sd)}
+    rnn_pos = pos[f"{spec.prefix}weight_ih_l0"]
     embs = []
     for name, mkeys in modules(sd).items():
         w = sd[mkeys[0]]
+        # a lone (rows, input_size) matrix registered before the recurrent module; a square
+        # one could as well be a bias-free nn.Linear, so it is left to --chain
         if (mkeys == [f"{name}.weight"] and w.ndim == 2 and w.shape[1] == spec.input_size
-                and keys.index(mkeys[0]) < rnn_pos):
+                and w.shape[0] != w.shape[1] and pos[mkeys[0]] < rnn_pos):
             embs.append(name)
     if len(embs) > 1:
         raise ArchitectureError(

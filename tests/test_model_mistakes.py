@@ -61,6 +61,8 @@ CASES = [
      r"--head and --chain were both given"),
     ("pooling-with-last-output", lambda: modules(lstm=LSTM(), fc=nn.Linear(4, 1)),
      ["--chain", "lstm,pool:mean,fc", flag("convert", "--output-mode", "--output"), "last"], r"pools over time \(pool:mean\).*'last' does not apply"),
+    ("square-matrix-before-the-rnn-is-not-guessed", lambda: modules(emb=nn.Embedding(3, 3), lstm=LSTM(), fc=nn.Linear(4, 1)),
+     [], r"emb\.weight \(an Embedding\?\).*--chain 'emb,lstm,fc'"),
     ("square-embedding-or-linear", lambda: modules(emb=nn.Linear(3, 3, bias=False), lstm=LSTM()),
      ["--chain", "emb,lstm"], r"could be an nn\.Embedding or a bias-free nn\.Linear.*'embedding:emb"),
 ]
