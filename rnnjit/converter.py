@@ -83,7 +83,9 @@ def convert(
     sd, info = read_state_dict(src)
     ignore_list = opts.get("ignore") or []
     if isinstance(ignore_list, str):
-        ignore_list = [n.strip() for n in ignore_list.split(",") if n.strip()]
+        ignore_list = [ignore_list]
+    # repeated or comma-separated, as --feature-columns
+    ignore_list = [n.strip().rstrip(".") for item in ignore_list for n in str(item).split(",") if n.strip()]
     check_supported(sd, ignore_list, source=Path(src).name)
     tokens = parse_chain(opts.get("chain"))
     if tokens:
@@ -122,7 +124,7 @@ def convert(
         "format": bundle.FORMAT,
         "format_version": bundle.FORMAT_VERSION,
         "chain": [s.to_dict() for s in steps],
-        "ignored": [n.strip().rstrip(".") for n in ignore_list],
+        "ignored": ignore_list,
         "output": mode,
         "dtype": dtype,
         "feature_names": list(names) if names is not None else None,

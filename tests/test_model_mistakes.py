@@ -89,6 +89,14 @@ def test_ignore_accepts_the_drop_and_records_it(tmp_path):
     assert '"ignored": [\n    "ln"\n  ]' in r.stdout
 
 
+def test_ignore_repeated_or_comma_separated(tmp_path):
+    torch.save(modules(lstm=LSTM(), ln=nn.LayerNorm(4), bn=nn.BatchNorm1d(4), fc=nn.Linear(4, 1)).state_dict(),
+               tmp_path / "m.pth")
+    for flags in (["--ignore", "ln", "--ignore", "bn"], ["--ignore", "ln,bn"]):
+        r = run("convert", tmp_path / "m.pth", "-o", tmp_path / "b.npz", *flags)
+        assert r.exit_code == 0 and "ignored on purpose (--ignore): ln, bn" in r.stdout, r.stderr
+
+
 def test_batchnorm_counter_is_not_an_unused_weight(tmp_path):
     """num_batches_tracked is a counter, not a weight: a chain with the BatchNorm converts without --ignore."""
     torch.save(modules(lstm=LSTM(), bn=nn.BatchNorm1d(4), fc=nn.Linear(4, 1)).state_dict(), tmp_path / "m.pth")
