@@ -40,65 +40,97 @@ def torch_compare(model, weight_file, engine=None):
             sd = sd[wrap]
             break
     keys = set(model.weights)
-    for strip in ("", "module.", "model."):
+    for strip in ("", "module.", "model.", "_orig_mod.", "module._orig_mod."):
         if all(strip + k in sd for k in keys):
             sd = {k: sd[strip + k] for k in keys}
             break
     else:
         return {"skipped": "the file's keys do not match the bundle's (prefix?)"}
 
-    s = model.spec
     dtype = torch.float64 if model.dtype == np.float64 else torch.float32
-    kw = dict(num_layers=s.num_layers, bias=s.bias, batch_first=True, bidirectional=s.bidirectional)
-    if s.cell == "lstm":
-        net = torch.nn.LSTM(s.input_size, s.hidden_size, proj_size=s.proj_size, **kw)
-    elif s.cell == "gru":
-        net = torch.nn.GRU(s.input_size, s.hidden_size, **kw)
-    else:
-        net = torch.nn.RNN(s.input_size, s.hidden_size, nonlinearity=s.cell.split("_")[1], **kw)
-    net = net.to(dtype)
-    net.load_state_dict({k[len(s.prefix):]: v.to(dtype) for k, v in sd.items() if k.startswith(s.prefix)
-                         and k[len(s.prefix):].split("_l")[0] in ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")})
-    x = np.asarray(ref["x"], dtype=model.dtype)
+    x = np.asarray(ref["x"], dtype=np.int64 if model.takes_tokens else model.dtype)
     lengths = np.asarray(ref["lengths"], dtype=np.int64)
     mode = ref.get("output", model.output)
+    B = x.shape[0]
     with torch.no_grad():
-        xt = torch.from_numpy(x)
-        packed = torch.nn.utils.rnn.pack_padded_sequence(xt, torch.from_numpy(lengths), batch_first=True,
-                                                         enforce_sorted=False)
-        out, hn = net(packed)
-        hn = hn[0] if isinstance(hn, tuple) else hn
-        out, _ = torch.nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
-        B = x.shape[0]
-        if mode == "all":
-            y = out
-        elif mode == "last":
-            y = out[torch.arange(B), torch.from_numpy(lengths - 1)]
-        else:
-            D = s.num_directions
-            y = torch.cat([hn[(s.num_layers - 1) * D + d] for d in range(D)], dim=1)
-        for step in model.head:
-            if step.kind == "linear":
-                w = sd[f"{step.name}.weight"].to(dtype)
-                w = w.reshape(w.shape[0], w.shape[1])
-                y = y @ w.T
-                if step.bias:
-                    y = y + sd[f"{step.name}.bias"].to(dtype)
-            else:
-                y = {
-                    "sigmoid": torch.sigmoid,
-                    "softmax": lambda v: torch.softmax(v, dim=-1),
-                    "log_softmax": lambda v: torch.log_softmax(v, dim=-1),
-                    "tanh": torch.tanh,
-                    "relu": torch.relu,
-                    "identity": lambda v: v,
-                }[step.name](y)
-        if mode == "all":
-            mask = torch.arange(x.shape[1])[None, :] < torch.from_numpy(lengths)[:, None]
-            y = y * mask[:, :, None].to(y.dtype)
+        y = torch_chain(torch, model, {k: v.to(dtype) for k, v in sd.items()}, torch.from_numpy(x), lengths, mode)
     expected = y.numpy().astype(np.float64)
     got = model.predict(x, lengths=lengths, output=mode, engine=engine).astype(np.float64)
     err = float(np.max(np.abs(got - expected))) if got.size else 0.0
     tol = 10 * tolerance(model.dtype, float(np.max(np.abs(expected))) if expected.size else 1.0)
     return {"ok": err <= tol, "max_abs_error": err, "tolerance": tol, "n_sequences": int(B),
             "torch_version": torch.__version__}
+
+
+def _torch_rnn(torch, spec, sd):
+    kw = dict(num_layers=spec.num_layers, bias=spec.bias, batch_first=True, bidirectional=spec.bidirectional)
+    if spec.cell == "lstm":
+        net = torch.nn.LSTM(spec.input_size, spec.hidden_size, proj_size=spec.proj_size, **kw)
+    elif spec.cell == "gru":
+        net = torch.nn.GRU(spec.input_size, spec.hidden_size, **kw)
+    else:
+        net = torch.nn.RNN(spec.input_size, spec.hidden_size, nonlinearity=spec.cell.split("_")[1], **kw)
+    dtype = next(iter(sd.values())).dtype
+    net = net.to(dtype)
+    net.load_state_dict({k[len(spec.prefix):]: sd[k] for k in spec.expected_shapes()})
+    return net
+
+
+def torch_chain(torch, model, sd, x, lengths, mode):
+    """PyTorch's own modules and functions, step by step, on the weights torch read from the file."""
+    F = torch.nn.functional
+    acts = {
+        "sigmoid": torch.sigmoid, "softmax": lambda v: torch.softmax(v, dim=-1),
+        "log_softmax": lambda v: torch.log_softmax(v, dim=-1), "tanh": torch.tanh, "relu": torch.relu,
+        "identity": lambda v: v, "gelu": F.gelu, "elu": F.elu, "leaky_relu": F.leaky_relu,
+    }
+    lens = torch.from_numpy(lengths)
+    T = x.shape[1]
+    mask = (torch.arange(T)[None, :] < lens[:, None])
+    last_rnn = max(i for i, s in enumerate(model.chain) if s.kind == "rnn")
+    y = x
+    for i, step in enumerate(model.chain):
+        p = step.prefix
+        if step.kind == "embedding":
+            y = F.embedding(y, sd[f"{p}weight"])
+        elif step.kind == "rnn":
+            net = _torch_rnn(torch, step.rnn, sd)
+            packed = torch.nn.utils.rnn.pack_padded_sequence(y, lens, batch_first=True, enforce_sorted=False)
+            out, hn = net(packed)
+            hn = hn[0] if isinstance(hn, tuple) else hn
+            out, _ = torch.nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=T)
+            sel = mode if i == last_rnn else "all"
+            if sel == "all":
+                y = out
+            elif sel == "last":
+                y = out[torch.arange(x.shape[0]), lens - 1]
+            else:
+                s, D = step.rnn, step.rnn.num_directions
+                y = torch.cat([hn[(s.num_layers - 1) * D + d] for d in range(D)], dim=1)
+        elif step.kind == "pool":
+            m = mask[:, :, None]
+            if step.name == "last":
+                y = y[torch.arange(x.shape[0]), lens - 1]
+            elif step.name == "max":
+                y = y.masked_fill(~m, float("-inf")).max(dim=1).values
+            else:
+                y = (y * m).sum(dim=1)
+                if step.name == "mean":
+                    y = y / lens[:, None].to(y.dtype)
+        elif step.kind == "linear":
+            w = sd[f"{p}weight"]
+            y = F.linear(y, w.reshape(w.shape[0], w.shape[1]), sd.get(f"{p}bias") if step.bias else None)
+        elif step.kind == "layernorm":
+            y = F.layer_norm(y, (y.shape[-1],), sd.get(f"{p}weight") if step.affine else None,
+                             sd.get(f"{p}bias") if step.bias else None, step.eps)
+        elif step.kind == "batchnorm":
+            flat = y.reshape(-1, y.shape[-1])
+            flat = F.batch_norm(flat, sd[f"{p}running_mean"], sd[f"{p}running_var"],
+                                sd.get(f"{p}weight") if step.affine else None,
+                                sd.get(f"{p}bias") if step.affine else None, False, 0.0, step.eps)
+            y = flat.reshape(y.shape)
+        elif step.kind == "activation":
+            y = acts[step.name](y)
+    if y.dim() == 3:
+        y = y * mask[:, :, None].to(y.dtype)
+    return y

@@ -61,6 +61,16 @@ def convert_command(
     head: Annotated[
         Optional[str], typer.Option(help='Head chain, e.g. "fc,sigmoid" or "relu,decoder.2,sigmoid".')
     ] = None,
+    chain: Annotated[
+        Optional[str],
+        typer.Option(help='The whole model in order, e.g. "emb,lstm,pool:mean,ln,fc,sigmoid" (modules by '
+                          'state_dict prefix, activations, pool:last|mean|max|sum, dropout).'),
+    ] = None,
+    ignore: Annotated[
+        Optional[list[str]],
+        typer.Option(help="A module whose tensors are dropped on purpose (repeatable); any other unused tensor "
+                          "is an error."),
+    ] = None,
     output: Annotated[Optional[str], typer.Option(help="Default output mode: last, final or all.")] = None,
     feature_names: Annotated[
         Optional[str], typer.Option(help="Comma-separated input feature names (used by --layout long).")
@@ -86,18 +96,18 @@ def convert_command(
         rnn_prefix=rnn_prefix,
         nonlinearity=nonlinearity,
         head=head,
+        chain=chain,
+        ignore=ignore or None,
         output=output,
         config=cfg,
         feature_names=names,
         reference=reference,
     )
-    from rnnjit.cli.inspect_cmd import describe_head
+    from rnnjit.cli.inspect_cmd import checkpoint_notes, describe_chain
 
-    s = model.spec
-    layers = f"{s.num_layers} layer{'s' if s.num_layers != 1 else ''}"
-    extra = (", bidirectional" if s.bidirectional else "") + (f", proj_size={s.proj_size}" if s.proj_size else "")
     typer.echo(
-        f"wrote {out}: {s.cell} (input_size={s.input_size}, hidden_size={s.hidden_size}, {layers}{extra}), "
-        f"head {describe_head(model)}, output {model.output} -> {model.output_dim} value(s) per row, "
-        f"{model.num_parameters:,} parameters"
+        f"wrote {out}: {describe_chain(model)}, output {model.output} -> {model.output_dim} value(s) per "
+        f"{'step' if model.returns_steps() else 'row'}, {model.num_parameters:,} parameters"
     )
+    for line in checkpoint_notes(model):
+        typer.echo(f"  {line}")

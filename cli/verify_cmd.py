@@ -22,8 +22,10 @@ def verify_command(
     """Recompute the reference input stored in the bundle and compare with the stored outputs.
 
     With --against, also re-read the weight file without torch and compare every
-    weight; when torch is importable, run torch on the reference input and compare
-    outputs. Exit code 0 when everything matches, 1 when a check fails.
+    tensor: each must be used by the bundle's chain or dropped on purpose with
+    convert --ignore. When torch is importable, run torch's own modules for the
+    whole chain on the reference input and compare outputs. Exit code 0 when
+    everything matches, 1 when a check fails.
     """
     import rnnjit
     from rnnjit.verify import compare_weights, verify_reference
@@ -54,7 +56,7 @@ def verify_command(
             typer.echo(f"weights: ok, {w['n_keys']} tensors identical to {against.name}")
         else:
             problems = []
-            for key in ("missing", "mismatched", "different"):
+            for key in ("unused", "missing", "mismatched", "different"):
                 if w[key]:
                     problems.append(f"{key}: {', '.join(w[key][:5])}{' ...' if len(w[key]) > 5 else ''}")
             typer.echo(f"weights: MISMATCH ({'; '.join(problems)}), max abs error {w['max_abs_error']:.2e}")

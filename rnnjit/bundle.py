@@ -1,7 +1,9 @@
 """The bundle: one ``.npz`` with every weight under its PyTorch key, plus ``__rnnjit__``.
 
-``__rnnjit__`` is a JSON document (format, format_version, rnn, head, output,
-dtype, feature_names, reference, provenance). The file loads with
+``__rnnjit__`` is a JSON document (format, format_version, chain, output,
+dtype, feature_names, ignored, reference, provenance). Version 1 had ``rnn``
+(one recurrent module) and ``head`` instead of ``chain``; such bundles still
+load, as the chain ``[rnn, *head]``. The file loads with
 ``np.load(path, allow_pickle=False)``; `load` validates everything before any
 kernel can see it.
 """
@@ -21,11 +23,11 @@ import numpy as np
 from rnnjit.errors import BundleError
 from rnnjit.infer import check_rnn_weights
 from rnnjit.model import Model
-from rnnjit.spec import ACTIVATIONS, CELLS, OUTPUT_MODES, HeadStep, RNNSpec
+from rnnjit.spec import CELLS, OUTPUT_MODES, RNNSpec, Step, chain_widths, check_step, rnn_step
 
 CONFIG_KEY = "__rnnjit__"
 FORMAT = "rnnjit-bundle"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 DTYPES = ("float32", "float64")
 
 
@@ -77,11 +79,21 @@ def load(path: str | os.PathLike, *, dtype: str | None = None) -> Model:
         For anything wrong with the file, naming the key and both shapes.
     """
     config, weights = _read(path, weights=True)
-    spec, head, output, bundle_dtype = _check_config(config, path)
-    _check_weights(spec, head, weights, path)
+    chain, output, bundle_dtype = validate(config, weights, path)
     if dtype is not None and str(dtype) not in DTYPES:
         raise BundleError(f"dtype {dtype!r} is not supported; expected one of {', '.join(DTYPES)}")
-    return Model(spec, head, weights, output=output, dtype=str(dtype or bundle_dtype), config=config)
+    return Model(chain, weights, output=output, dtype=str(dtype or bundle_dtype), config=config)
+
+
+def validate(config: Mapping[str, Any], weights: Mapping[str, np.ndarray], path="bundle"):
+    """Check a bundle's JSON document against its weights; returns ``(chain, output, dtype)``.
+
+    `rnnjit.convert` runs this before writing, so a bundle that would not load
+    is never written.
+    """
+    chain, output, dtype = _check_config(dict(config), path)
+    _check_weights(chain, dict(weights), path)
+    return chain, output, dtype
 
 
 def _read(path, *, weights: bool):
@@ -142,53 +154,57 @@ def _check_config(config: dict, path):
             "upgrade rnnjit or re-convert the model"
         )
     try:
-        spec = RNNSpec.from_dict(config["rnn"])
-        head = tuple(HeadStep.from_dict(s) for s in config.get("head", []))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise bad(f"the 'rnn' or 'head' section is malformed ({exc!r}); re-create the bundle") from exc
-    if spec.cell not in CELLS:
-        raise bad(f"cell {spec.cell!r} is not known; expected one of {', '.join(CELLS)}")
-    for name in ("input_size", "hidden_size", "num_layers"):
-        if getattr(spec, name) < 1:
-            raise bad(f"rnn.{name} is {getattr(spec, name)}; expected a positive integer")
-    if spec.proj_size < 0 or (spec.proj_size and spec.cell != "lstm"):
-        raise bad(f"rnn.proj_size is {spec.proj_size}; expected 0, or a positive size for an lstm")
-    for step in head:
-        if step.kind == "activation" and step.name not in ACTIVATIONS:
-            raise bad(f"head activation {step.name!r} is not known; expected one of {', '.join(ACTIVATIONS)}")
-        if step.kind not in ("activation", "linear"):
-            raise bad(f"head step kind {step.kind!r} is not known; expected 'linear' or 'activation'")
+        if version == 1:
+            chain = (rnn_step(RNNSpec.from_dict(config["rnn"])),
+                     *(Step.from_dict(s) for s in config.get("head", [])))
+        else:
+            chain = tuple(Step.from_dict(s) for s in config["chain"])
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        what = "'rnn' or 'head'" if version == 1 else "'chain'"
+        raise bad(f"the {what} section is malformed ({exc!r}); re-create the bundle") from exc
+    for step in chain:  # kinds and names here; widths once the weights are checked
+        try:
+            check_step(step)
+        except ValueError as exc:
+            raise bad(f"the chain is malformed: {exc}; re-create the bundle") from exc
+        if step.kind != "rnn":
+            continue
+        spec = step.rnn
+        if spec.cell not in CELLS:
+            raise bad(f"cell {spec.cell!r} is not known; expected one of {', '.join(CELLS)}")
+        for name in ("input_size", "hidden_size", "num_layers"):
+            if getattr(spec, name) < 1:
+                raise bad(f"rnn.{name} is {getattr(spec, name)}; expected a positive integer")
+        if spec.proj_size < 0 or (spec.proj_size and spec.cell != "lstm"):
+            raise bad(f"rnn.proj_size is {spec.proj_size}; expected 0, or a positive size for an lstm")
     output = config.get("output", "last")
     if output not in OUTPUT_MODES:
         raise bad(f"output mode {output!r} is not known; expected one of {', '.join(OUTPUT_MODES)}")
     dtype = config.get("dtype", "float32")
     if dtype not in DTYPES:
         raise bad(f"dtype {dtype!r} is not supported; expected one of {', '.join(DTYPES)}")
-    return spec, head, output, dtype
+    return chain, output, dtype
 
 
-def _check_weights(spec: RNNSpec, head, weights: dict, path) -> None:
+def _check_weights(chain, weights: dict, path) -> None:
     def error(msg):
         return BundleError(f"{path}: {msg}")
 
-    check_rnn_weights(spec, weights, error=error)
-    width = spec.output_size
-    for step in head:
-        if step.kind != "linear":
+    for step in chain:
+        if step.kind == "rnn":
+            check_rnn_weights(step.rnn, weights, error=error)
             continue
-        wkey, bkey = f"{step.name}.weight", f"{step.name}.bias"
-        if wkey not in weights:
-            raise error(f"missing key {wkey!r} (head layer, expected shape ({step.out_features}, {width}))")
-        w = weights[wkey]
-        ok = w.shape[:2] == (step.out_features, width) and (w.ndim == 2 or (w.ndim == 3 and w.shape[2] == 1))
-        if not ok or step.in_features != width:
-            raise error(f"key {wkey!r} has shape {w.shape}; expected ({step.out_features}, {width})")
-        if step.bias:
-            if bkey not in weights:
-                raise error(f"missing key {bkey!r} (expected shape ({step.out_features},))")
-            if weights[bkey].shape != (step.out_features,):
-                raise error(f"key {bkey!r} has shape {weights[bkey].shape}; expected ({step.out_features},)")
-        width = step.out_features
+        for key, shape in step.expected_shapes().items():
+            if key not in weights:
+                raise error(f"missing key {key!r} ({step.kind} {step.name!r}, expected shape {shape})")
+            found = weights[key].shape
+            conv1d = step.kind == "linear" and key.endswith("weight") and found == (*shape, 1)
+            if found != shape and not conv1d:
+                raise error(f"key {key!r} has shape {found}; expected {shape}")
+    try:
+        chain_widths(chain)
+    except ValueError as exc:
+        raise error(f"the chain is inconsistent: {exc}; re-create the bundle") from exc
     for key, arr in weights.items():
         if not np.issubdtype(arr.dtype, np.floating):
             raise error(f"key {key!r} has dtype {arr.dtype}; expected floating-point weights")

@@ -13,11 +13,12 @@ import numpy as np
 from rnnjit import bundle
 from rnnjit._version import __version__
 from rnnjit.errors import ArchitectureError
-from rnnjit.infer import infer_dtype, infer_head, infer_spec
+from rnnjit.infer import infer_dtype
+from rnnjit.chain import account, build_chain, check_supported, infer_chain, parse_chain, used_keys
 from rnnjit.model import Model
-from rnnjit.spec import OUTPUT_MODES
+from rnnjit.spec import OUTPUT_MODES, recurrent_specs
 
-CONFIG_KEYS = ("rnn_prefix", "nonlinearity", "head", "output", "feature_names", "reference")
+CONFIG_KEYS = ("rnn_prefix", "nonlinearity", "head", "chain", "ignore", "output", "feature_names", "reference")
 REFERENCE_SEED = 20240229
 
 
@@ -28,6 +29,8 @@ def convert(
     rnn_prefix: str | None = None,
     nonlinearity: str | None = None,
     head: str | Sequence[str] | None = None,
+    chain: str | Sequence[str] | None = None,
+    ignore: Sequence[str] | None = None,
     output: str | None = None,
     config: Mapping[str, Any] | None = None,
     feature_names: Sequence[str] | None = None,
@@ -43,10 +46,18 @@ def convert(
         needed only when the file holds several.
     nonlinearity : ``"tanh"`` (default) or ``"relu"``, for nn.RNN only.
     head : linear layers (by state_dict prefix) and activations, as a list or a
-        comma string such as ``"proj,relu,out,softmax"``. Default: the single
-        linear layer that takes the recurrent output, if there is one, with no
-        activation.
-    output : ``"last"`` (default), ``"final"`` or ``"all"``.
+        comma string such as ``"proj,relu,out,softmax"``: the chain's tail after
+        the recurrent module. Default: the single linear layer that takes the
+        recurrent output, if there is one, with no activation.
+    chain : the whole model, e.g. ``"emb,lstm1,lstm2,pool:mean,ln,fc,sigmoid"``
+        (see `rnnjit.chain`). Default: inferred when the weights leave no doubt
+        (an embedding as wide as the recurrent module's input, one recurrent
+        module, the head).
+    ignore : modules (state_dict prefixes) whose tensors are dropped on
+        purpose. Any other tensor the chain does not use is an error.
+    output : what the last recurrent module hands on: ``"last"`` (default),
+        ``"final"`` or ``"all"`` (the default, and the only choice, when the
+        chain pools over time).
     config : a mapping with any of the keyword arguments above; explicit
         keyword arguments win.
     feature_names : names of the input features, stored for the Parquet layouts.
@@ -64,36 +75,56 @@ def convert(
         rnn_prefix=rnn_prefix,
         nonlinearity=nonlinearity,
         head=head,
+        chain=chain,
+        ignore=ignore,
         output=output,
         feature_names=feature_names,
     )
     sd, info = read_state_dict(src)
-    spec = infer_spec(sd, rnn_prefix=opts.get("rnn_prefix"), nonlinearity=opts.get("nonlinearity"))
-    steps = infer_head(sd, spec, opts.get("head"))
-    mode = opts.get("output") or "last"
+    ignore_list = opts.get("ignore") or []
+    if isinstance(ignore_list, str):
+        ignore_list = [ignore_list]
+    # repeated or comma-separated, as --feature-columns
+    ignore_list = [n.strip().rstrip(".") for item in ignore_list for n in str(item).split(",") if n.strip()]
+    check_supported(sd, ignore_list, source=Path(src).name)
+    tokens = parse_chain(opts.get("chain"))
+    if tokens:
+        for clash in ("head", "rnn_prefix"):
+            if opts.get(clash) is not None:
+                flag = "--" + clash.replace("_", "-")
+                raise ArchitectureError(f"{flag} and --chain were both given; write the whole model in --chain only")
+        steps = build_chain(sd, tokens, nonlinearity=opts.get("nonlinearity"))
+    else:
+        steps = infer_chain(
+            sd, rnn_prefix=opts.get("rnn_prefix"), nonlinearity=opts.get("nonlinearity"), head=opts.get("head")
+        )
+    pooled = next((s.label() for s in steps if s.kind == "pool"), None)
+    mode = opts.get("output") or ("all" if pooled else "last")
     if mode not in OUTPUT_MODES:
         raise ArchitectureError(f"output mode {mode!r} is not known; expected one of {', '.join(OUTPUT_MODES)}")
+    if pooled and mode != "all":
+        raise ArchitectureError(
+            f"the chain pools over time ({pooled}), which needs every step of the last recurrent module; "
+            f"output mode {mode!r} does not apply: drop --output-mode, or use pool:last instead of {pooled}"
+        )
+    ignored, non_weight = account(sd, steps, ignore_list, source=Path(src).name)
+    input_size = Model(steps, {}, output=mode).input_size
     names = opts.get("feature_names")
     if isinstance(names, str):
         names = [n.strip() for n in names.split(",") if n.strip()]
-    if names is not None and len(names) != spec.input_size:
+    if names is not None and len(names) != input_size:
         raise ArchitectureError(
-            f"{len(names)} feature names were given but the model takes input_size={spec.input_size} features"
+            f"{len(names)} feature names were given but the model takes input_size={input_size} "
+            f"{'token id' if steps[0].kind == 'embedding' else 'features'} per step"
         )
 
-    used = list(spec.expected_shapes())
-    for step in steps:
-        if step.kind == "linear":
-            used.append(f"{step.name}.weight")
-            if step.bias:
-                used.append(f"{step.name}.bias")
-    dtype = infer_dtype(spec, sd)
-    weights = {k: np.asarray(sd[k], dtype=dtype) for k in used}
+    dtype = infer_dtype(recurrent_specs(steps), sd)
+    weights = {k: np.asarray(sd[k], dtype=dtype) for k in used_keys(steps)}
     cfg: dict[str, Any] = {
         "format": bundle.FORMAT,
         "format_version": bundle.FORMAT_VERSION,
-        "rnn": spec.to_dict(),
-        "head": [s.to_dict() for s in steps],
+        "chain": [s.to_dict() for s in steps],
+        "ignored": ignore_list,
         "output": mode,
         "dtype": dtype,
         "feature_names": list(names) if names is not None else None,
@@ -104,11 +135,16 @@ def convert(
             "unwrapped": info.get("unwrapped"),
             "stripped_prefix": info.get("stripped_prefix"),
             "dropped_keys": [k for k in sd if k not in weights],
+            "ignored_keys": ignored,
+            "non_weight_keys": non_weight,
+            "skipped": list(info.get("skipped") or []),
+            "placeholders": list(info.get("placeholders") or []),
             "rnnjit_version": __version__,
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         },
     }
-    model = Model(spec, steps, weights, output=mode, dtype=dtype, config=cfg)
+    bundle.validate(cfg, weights, Path(out).name)  # never write a bundle that would not load
+    model = Model(steps, weights, output=mode, dtype=dtype, config=cfg)
     if opts.get("reference", reference):
         cfg["reference"] = make_reference(model)
     bundle.write(out, weights, cfg)
@@ -137,8 +173,11 @@ def make_reference(model: Model) -> dict[str, Any]:
     rng = np.random.default_rng(REFERENCE_SEED)
     T = 7
     lengths = np.array([T, 4, 1], dtype=np.int64)
-    x = rng.standard_normal((3, T, model.spec.input_size)).astype(model.dtype)
+    if model.takes_tokens:
+        x = rng.integers(0, model.embedding.in_features, size=(3, T))
+    else:
+        x = rng.standard_normal((3, T, model.input_size)).astype(model.dtype)
     for b, n in enumerate(lengths):
-        x[b, n:] = 0.0
+        x[b, n:] = 0
     y = model.predict(x, lengths=lengths, engine="numpy")
     return {"x": x.tolist(), "lengths": lengths.tolist(), "y": y.tolist(), "output": model.output}

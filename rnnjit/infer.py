@@ -171,7 +171,9 @@ def parse_head(head: str | Sequence[str] | None) -> list[str] | None:
     return [t.strip() for t in tokens if t and t.strip()]
 
 
-def infer_head(sd: Mapping[str, np.ndarray], spec: RNNSpec, head=None) -> tuple[HeadStep, ...]:
+def infer_head(
+    sd: Mapping[str, np.ndarray], spec: RNNSpec, head=None, *, exclude: Sequence[str] = ()
+) -> tuple[HeadStep, ...]:
     """Build the head chain, from ``head`` tokens or, when None, from the weights.
 
     Without ``head``, a single linear layer that takes the RNN's output is used
@@ -179,7 +181,7 @@ def infer_head(sd: Mapping[str, np.ndarray], spec: RNNSpec, head=None) -> tuple[
     layers need an explicit ``head`` because activations between them cannot be
     read from weights.
     """
-    layers = linear_layers(sd, exclude_prefix=spec.prefix)
+    layers = {n: v for n, v in linear_layers(sd, exclude_prefix=spec.prefix).items() if n not in exclude}
     tokens = parse_head(head)
     width = spec.output_size
     if tokens is None:
@@ -206,6 +208,9 @@ def infer_head(sd: Mapping[str, np.ndarray], spec: RNNSpec, head=None) -> tuple[
         if low in ACTIVATIONS:
             steps.append(HeadStep("activation", low))
             continue
+        if low == "dropout":
+            steps.append(HeadStep("dropout", "dropout"))
+            continue
         name = tok[: -len(".weight")] if tok.endswith(".weight") else tok.rstrip(".")
         if name not in layers:
             cand = ", ".join(layers) or "none"
@@ -225,7 +230,8 @@ def infer_head(sd: Mapping[str, np.ndarray], spec: RNNSpec, head=None) -> tuple[
     return tuple(steps)
 
 
-def infer_dtype(spec: RNNSpec, sd: Mapping[str, np.ndarray]) -> str:
+def infer_dtype(specs: RNNSpec | Sequence[RNNSpec], sd: Mapping[str, np.ndarray]) -> str:
     """float64 when every recurrent weight is float64 (a .double() model), else float32."""
-    keys = spec.expected_shapes()
+    specs = [specs] if isinstance(specs, RNNSpec) else list(specs)
+    keys = [k for spec in specs for k in spec.expected_shapes()]
     return "float64" if all(sd[k].dtype == np.float64 for k in keys) else "float32"

@@ -1,4 +1,16 @@
-"""`Model`: a loaded bundle, ready to score batches of sequences."""
+"""`Model`: a loaded bundle, ready to score batches of sequences.
+
+A model is a chain of steps (`rnnjit.spec.Step`): an optional embedding, one
+or more recurrent modules run by an engine (`rnnjit.engines`), then pooling,
+normalization, linear layers and activations in numpy (`rnnjit.steps`).
+
+State layout with several recurrent modules: ``h0``/``c0`` (and the returned
+states) are lists with one entry per recurrent module in chain order, each in
+that module's PyTorch shape; ``c0`` has entries for LSTM modules only (None
+elsewhere). The flattened per-row state columns concatenate the modules in
+chain order (see `rnnjit.scoring`). A single module keeps PyTorch's plain
+``(L*D, B, H)`` arrays.
+"""
 
 from __future__ import annotations
 
@@ -9,55 +21,120 @@ import numpy as np
 
 from rnnjit.engines import get_engine
 from rnnjit.errors import InputError, InputTypeError
-from rnnjit.head import apply_head, head_output_size
-from rnnjit.spec import OUTPUT_MODES, HeadStep, RNNSpec
+from rnnjit.inputs import check_features, check_lengths, check_tokens
+from rnnjit.spec import OUTPUT_MODES, RNNSpec, Step, chain_widths, rnn_step
+from rnnjit.steps import apply_step, embed, pool
 
 
 class Model:
-    """A recurrent model plus head, as described by a bundle.
+    """A chain of steps with its weights, as described by a bundle.
 
-    Build one with `rnnjit.load`. Weights are held under their PyTorch
-    state_dict keys in ``weights`` (C-contiguous, ``dtype``).
+    Build one with `rnnjit.load`. ``Model(chain, weights)`` takes a sequence of
+    `Step`; ``Model(spec, head, weights)`` (one recurrent module and a head)
+    is kept for code written against version-1 bundles. Weights are held under
+    their PyTorch state_dict keys in ``weights`` (C-contiguous, ``dtype``).
     """
 
     def __init__(
         self,
-        spec: RNNSpec,
-        head: Sequence[HeadStep],
-        weights: Mapping[str, np.ndarray],
+        chain,
+        head: Sequence[Step] | Mapping[str, np.ndarray] = (),
+        weights: Mapping[str, np.ndarray] | None = None,
         *,
         output: str = "last",
         dtype: str = "float32",
         config: Mapping[str, Any] | None = None,
     ) -> None:
-        self.spec = spec
-        self.head = tuple(head)
+        if isinstance(chain, RNNSpec):
+            chain = (rnn_step(chain), *head)
+        elif weights is None:
+            weights = head
+        self.chain = tuple(chain)
         self.dtype = np.dtype(dtype)
         self.weights = {k: np.ascontiguousarray(v, dtype=self.dtype) for k, v in weights.items()}
         self.output = output
         self.config = dict(config or {})
-        self._prepared: dict[str, Any] = {}
+        self._rnn_index = tuple(i for i, s in enumerate(self.chain) if s.kind == "rnn")
+        self._output_dim = chain_widths(self.chain)
+        self._prepared: dict[tuple[str, int], Any] = {}
 
     # ------------------------------------------------------------------ info
+    @property
+    def rnns(self) -> tuple[RNNSpec, ...]:
+        """Every recurrent module, in chain order."""
+        return tuple(self.chain[i].rnn for i in self._rnn_index)
+
+    @property
+    def spec(self) -> RNNSpec:
+        """The first recurrent module (the only one in most models)."""
+        return self.chain[self._rnn_index[0]].rnn
+
+    @property
+    def head(self) -> tuple[Step, ...]:
+        """The steps after the last recurrent module."""
+        return self.chain[self._rnn_index[-1] + 1 :]
+
+    @property
+    def embedding(self) -> Step | None:
+        return self.chain[0] if self.chain[0].kind == "embedding" else None
+
+    @property
+    def takes_tokens(self) -> bool:
+        """True when the input is integer token ids (the first step is an embedding)."""
+        return self.embedding is not None
+
+    @property
+    def input_size(self) -> int:
+        """Values per input step: 1 token id, or the features the first step takes."""
+        if self.takes_tokens:
+            return 1
+        for step in self.chain:  # the first step that fixes a width (activations do not)
+            if step.kind == "rnn":
+                return step.rnn.input_size
+            if step.kind in ("linear", "batchnorm") or (step.kind == "layernorm" and step.name):
+                return step.in_features
+        raise AssertionError("a chain has a recurrent module")
+
+    @property
+    def has_cell_state(self) -> bool:
+        return any(s.has_cell_state for s in self.rnns)
+
+    @property
+    def pooling(self) -> str | None:
+        return next((s.name for s in self.chain if s.kind == "pool"), None)
+
     @property
     def feature_names(self) -> list[str] | None:
         return self.config.get("feature_names")
 
     @property
     def output_dim(self) -> int:
-        """Width O of one score vector (after the head)."""
-        return head_output_size(self.head, self.spec.output_size)
+        """Width O of one score vector (after the last step)."""
+        return self._output_dim
 
     @property
     def num_parameters(self) -> int:
         return int(sum(v.size for v in self.weights.values()))
 
+    def returns_steps(self, output: str | None = None) -> bool:
+        """True when scores are per step ((B, T, O)): output "all" and no pooling after it."""
+        return (output or self.output) == "all" and self.pooling is None
+
+    def describe(self) -> str:
+        """The chain as ``--chain`` spells it."""
+        return ",".join(s.label() for s in self.chain)
+
     def __repr__(self) -> str:
-        s = self.spec
+        if self.chain[0].kind == "rnn" and len(self._rnn_index) == 1:  # one module and a head, as before chains
+            s = self.spec
+            return (
+                f"Model(cell={s.cell!r}, input_size={s.input_size}, hidden_size={s.hidden_size}, "
+                f"proj_size={s.proj_size}, num_layers={s.num_layers}, bidirectional={s.bidirectional}, "
+                f"output={self.output!r}, output_dim={self.output_dim}, dtype={self.dtype.name!r})"
+            )
         return (
-            f"Model(cell={s.cell!r}, input_size={s.input_size}, hidden_size={s.hidden_size}, "
-            f"proj_size={s.proj_size}, num_layers={s.num_layers}, bidirectional={s.bidirectional}, "
-            f"output={self.output!r}, output_dim={self.output_dim}, dtype={self.dtype.name!r})"
+            f"Model(chain={self.describe()!r}, input_size={self.input_size}, output={self.output!r}, "
+            f"output_dim={self.output_dim}, dtype={self.dtype.name!r})"
         )
 
     # --------------------------------------------------------------- scoring
@@ -71,117 +148,118 @@ class Model:
         return_state: bool = False,
         engine: str | None = None,
         threads: int | None = None,
+        row_name=None,
     ):
         """Score a batch of sequences.
 
         Parameters
         ----------
-        x : ndarray (B, T, I) batch-first and padded, or a list of (T_i, I) arrays.
+        x : ndarray (B, T, I) batch-first and padded, a list of (T_i, I) arrays,
+            a pandas Series or pyarrow array of sequences; (B, T) or 1-d
+            sequences when I == 1. Integer token ids (B, T) or a list of 1-d
+            integer arrays when the model starts with an embedding.
         lengths : int array (B,), optional
             Valid steps per sequence, ``1 <= lengths[b] <= T``; default T for all
             (or the list's lengths).
         h0, c0 : ndarray, optional
-            Initial states in PyTorch's shapes (L*D, B, H_out) and (L*D, B, H).
+            Initial states in PyTorch's shapes (L*D, B, H_out) and (L*D, B, H);
+            with several recurrent modules, a list with one entry (or None) per
+            module (c0: None for modules without a cell state).
         output : {"last", "final", "all"}, optional
-            Overrides the bundle's output mode.
+            What the last recurrent module hands on; overrides the bundle's mode.
+            A model that pools over time needs "all".
         return_state : bool
             Also return the final states, PyTorch style: ``(y, hn)`` for RNN/GRU,
-            ``(y, (hn, cn))`` for LSTM.
+            ``(y, (hn, cn))`` for LSTM; with several modules ``(y, [state, ...])``,
+            one per module as that module returns it.
         engine : {"numba", "numpy"}, optional
             Default numba when it can be imported, else numpy.
         threads : int, optional
             Threads for the numba engine (default: numba's default).
+        row_name : callable(int) -> str, optional
+            Names sequence b in messages (scoring passes the input row).
 
         Returns
         -------
         ndarray
-            (B, O) for "last"/"final"; (B, T_max, O) for "all", zero past each length.
+            (B, O) per sequence, or (B, T_max, O) for "all" without pooling,
+            zero past each length.
         """
         mode = self.output if output is None else output
         if mode not in OUTPUT_MODES:
             raise InputError(f"output mode {mode!r} is not known; expected one of {', '.join(OUTPUT_MODES)}")
-        x, lengths = self._check_x(x, lengths)
-        B, T = x.shape[0], x.shape[1]
-        h_shape, c_shape = self.spec.state_shapes(B)
-        h0 = self._check_state("h0", h0, h_shape)
-        if c0 is not None and c_shape is None:
-            raise InputError(f"c0 was given but a {self.spec.cell} model has no cell state; drop c0")
-        c0 = self._check_state("c0", c0, c_shape) if c_shape else None
+        if self.pooling and mode != "all":
+            raise InputError(
+                f"this model pools over time (pool:{self.pooling}), so its last recurrent module hands on "
+                f"every step; output mode {mode!r} does not apply, drop it"
+            )
         if threads is not None and (not isinstance(threads, (int, np.integer)) or threads < 1):
             raise InputError(f"threads must be a positive integer, got {threads!r}")
+        if self.takes_tokens:
+            x, lengths = check_tokens(x, lengths, self.embedding.in_features)
+        else:
+            x, lengths = check_features(x, lengths, self.input_size, self.dtype)
+        B, T = x.shape[0], x.shape[1]
+        lengths = check_lengths(lengths, B, T)
+        h0s, c0s = self._check_states(h0, c0, B)
 
         eng = get_engine(engine)
-        y, hn, cn = eng.run(self._prepare(eng), x, lengths, h0, c0, mode, threads)
-        y = apply_head(self.head, self.weights, y)
-        if mode == "all" and self.head:
+        last_rnn = self._rnn_index[-1]
+        states = []
+        y = x
+        for i, step in enumerate(self.chain):
+            if step.kind == "embedding":
+                y = embed(step, self.weights, x, lengths, row_name)
+            elif step.kind == "rnn":
+                k = len(states)
+                sel = mode if i == last_rnn else "all"
+                y = np.ascontiguousarray(y, dtype=self.dtype)
+                y, hn, cn = eng.run(self._prepare(eng, i), y, lengths, h0s[k], c0s[k], sel, threads)
+                states.append((hn, cn) if step.rnn.has_cell_state else hn)
+            elif step.kind == "pool":
+                y = pool(step.name, y, lengths)
+            else:
+                y = apply_step(step, self.weights, y)
+        if self.returns_steps(mode) and last_rnn < len(self.chain) - 1:
             y = np.where((np.arange(T)[None, :] < lengths[:, None])[:, :, None], y, 0)
         y = np.ascontiguousarray(y, dtype=self.dtype)
         if not return_state:
             return y
-        return (y, (hn, cn)) if self.spec.has_cell_state else (y, hn)
+        return (y, states[0]) if len(states) == 1 else (y, states)
 
-    def _prepare(self, eng):
-        key = eng.__name__
+    def _prepare(self, eng, i: int):
+        key = (eng.__name__, i)
         if key not in self._prepared:
-            self._prepared[key] = eng.prepare(self.spec, self.weights)
+            self._prepared[key] = eng.prepare(self.chain[i].rnn, self.weights)
         return self._prepared[key]
 
     # ------------------------------------------------------------ validation
-    def _check_x(self, x, lengths):
-        I = self.spec.input_size
-        if isinstance(x, (list, tuple)):
-            seqs = [np.asarray(s) for s in x]
-            for b, s in enumerate(seqs):
-                if s.ndim != 2 or s.shape[1] != I:
-                    raise InputError(
-                        f"sequence {b} has shape {s.shape}; expected (T, {I}) for this model's input_size={I}"
-                    )
-            list_lengths = np.array([s.shape[0] for s in seqs], dtype=np.int64)
-            if lengths is not None and not np.array_equal(np.asarray(lengths), list_lengths):
-                raise InputError("lengths disagree with the lengths of the sequences in the list; omit lengths")
-            T = int(list_lengths.max()) if len(seqs) else 0
-            padded = np.zeros((len(seqs), T, I), dtype=self.dtype)
-            for b, s in enumerate(seqs):
-                padded[b, : s.shape[0]] = s
-            x, lengths = padded, list_lengths
+    def _check_states(self, h0, c0, B: int):
+        rnns = self.rnns
+        n = len(rnns)
+        if n == 1:
+            h0s, c0s = [h0], [c0]
         else:
-            if not isinstance(x, np.ndarray):
-                try:
-                    x = np.asarray(x)
-                except Exception as exc:
-                    raise InputTypeError(f"x must be a numpy array or a list of arrays, got {type(x).__name__}") from exc
-            if x.ndim != 3:
-                raise InputError(
-                    f"x has shape {x.shape}; expected (batch, time, {I}) batch-first, "
-                    "or pass a list of (T_i, features) arrays"
-                )
-            if x.shape[2] != I:
-                raise InputError(
-                    f"x has {x.shape[2]} features per step; this model expects input_size={I}"
-                )
-        if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
-            raise InputTypeError(f"x has dtype {x.dtype}; expected a floating-point array")
-        x = np.ascontiguousarray(x, dtype=self.dtype)
-        B, T = x.shape[0], x.shape[1]
-        if lengths is None:
-            if T == 0 and B > 0:
-                raise InputError("x has 0 time steps; every sequence needs at least one step")
-            lengths = np.full(B, T, dtype=np.int64)
-        else:
-            lengths = np.asarray(lengths)
-            if lengths.shape != (B,):
-                raise InputError(f"lengths has shape {lengths.shape}; expected ({B},), one per sequence")
-            if B and not np.issubdtype(lengths.dtype, np.integer):
-                if not np.all(np.mod(lengths, 1) == 0):
-                    raise InputTypeError(f"lengths has dtype {lengths.dtype} with fractional values; expected integers")
-            lengths = lengths.astype(np.int64)
-            if B and (lengths.min() < 1 or lengths.max() > T):
-                bad = int(np.flatnonzero((lengths < 1) | (lengths > T))[0])
-                raise InputError(
-                    f"lengths[{bad}] = {int(lengths[bad])} is out of range; expected 1 <= length <= {T} "
-                    "(the padded time dimension); drop empty sequences before scoring"
-                )
-        return x, np.ascontiguousarray(lengths)
+            h0s, c0s = self._per_module("h0", h0, n), self._per_module("c0", c0, n)
+        for k, spec in enumerate(rnns):
+            h_shape, c_shape = spec.state_shapes(B)
+            where = "" if n == 1 else f"[{k}] (module {spec.prefix[:-1] or 'rnn'!r})"
+            h0s[k] = self._check_state(f"h0{where}", h0s[k], h_shape)
+            if c0s[k] is not None and c_shape is None:
+                raise InputError(f"c0{where} was given but a {spec.cell} module has no cell state; drop it")
+            c0s[k] = self._check_state(f"c0{where}", c0s[k], c_shape) if c_shape else None
+        return h0s, c0s
+
+    @staticmethod
+    def _per_module(name, s, n):
+        if s is None:
+            return [None] * n
+        if not isinstance(s, (list, tuple)) or len(s) != n:
+            raise InputError(
+                f"{name} must be a list with one entry (or None) per recurrent module ({n} in this model), "
+                "each in that module's PyTorch shape"
+            )
+        return list(s)
 
     def _check_state(self, name, s, shape):
         if s is None:
@@ -190,7 +268,7 @@ class Model:
         if s.shape != shape:
             raise InputError(
                 f"{name} has shape {s.shape}; expected {shape} = (num_layers*num_directions, batch, "
-                f"{'hidden_size' if name == 'c0' else 'h_out'}) as in PyTorch"
+                f"{'hidden_size' if name.startswith('c0') else 'h_out'}) as in PyTorch"
             )
         if not np.issubdtype(s.dtype, np.number):
             raise InputTypeError(f"{name} has dtype {s.dtype}; expected a floating-point array")

@@ -18,7 +18,14 @@ Row outcomes:
 - a sequence with at least one step and finite values gets a score;
 - a zero-length sequence gets a null score (counted as ``empty``, never an error);
 - a null row, a null step or value, NaN or inf is an error naming the row, or
-  with ``on_invalid="skip"`` a null score (counted as ``invalid``).
+  with ``on_invalid="skip"`` a null score (counted as ``invalid``); for a
+  model that starts with an embedding, so is a null, fractional or
+  out-of-range token id.
+
+State columns with several recurrent modules: ``h0``/``hn`` hold every
+module's h in chain order, each flattened row-major from its PyTorch
+(L*D, H_out); ``c0``/``cn`` likewise for the LSTM modules only. With one
+module this is PyTorch's (L*D, H_out) flattened, as before.
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ from rnnjit.io.arrow import (
     state_type,
 )
 from rnnjit.errors import InputError
+from rnnjit.io.tokens import decode_tokens
 from rnnjit.spec import OUTPUT_MODES
 
 ON_INVALID = ("error", "skip")
@@ -127,12 +135,40 @@ def output_schema(model, schema: pa.Schema, options: ScoreOptions) -> pa.Schema:
     """Schema of every batch `score_batch` returns for input ``schema``."""
     mode = options.output_mode or model.output
     fields = [schema.field(c) for c in pass_through_columns(schema, options)]
-    fields.append(pa.field("score", score_type(model.output_dim, mode)))
+    fields.append(pa.field("score", score_type(model.output_dim, _shape_mode(model, mode))))
     if options.emit_state:
         fields.append(pa.field("hn", state_type()))
-        if model.spec.has_cell_state:
+        if model.has_cell_state:
             fields.append(pa.field("cn", state_type()))
     return pa.schema(fields)
+
+
+def _shape_mode(model, mode: str) -> str:
+    """"all" when scores are per step, else "last" (a pooled model scores once per row)."""
+    return "all" if model.returns_steps(mode) else "last"
+
+
+def state_parts(model):
+    """Per recurrent module: ``(ld, h_out, hidden or 0)``, in chain order (see the module docstring)."""
+    return [(r.num_layers * r.num_directions, r.h_out, r.hidden_size if r.has_cell_state else 0)
+            for r in model.rnns]
+
+
+def _split_state(rows: np.ndarray, parts, which: int):
+    """(B, W) flattened rows -> one PyTorch (L*D, B, H) array per module (None where ``which`` is 0)."""
+    out, at = [], 0
+    for p in parts:
+        ld, width = p[0], p[which]
+        if not width:
+            out.append(None)
+            continue
+        out.append(rows_to_state(rows[:, at : at + ld * width], ld))
+        at += ld * width
+    return out
+
+
+def _join_state(states) -> np.ndarray:
+    return np.concatenate([state_to_rows(s) for s in states if s is not None], axis=1)
 
 
 def score_batches(model, batches, options: ScoreOptions | None = None, *, stats: ScoreStats | None = None):
@@ -199,28 +235,35 @@ def score_batch(model, batch, options: ScoreOptions | None = None, *, stats: Sco
     id_cols = tuple(options.id_columns) or tuple(c for c in keep if c == "id")
     row_name = _row_namer(batch, id_cols, row_offset, options.row_label)
     mode = options.output_mode or model.output
-    spec = model.spec
     B = batch.num_rows
-
-    dec = decode_features(
-        batch.column(options.features_column), spec.input_size, model.dtype, options.features_column, row_name
-    )
-    ld = spec.num_layers * spec.num_directions
-    h_w, c_w = ld * spec.h_out, ld * spec.hidden_size
+    col = batch.column(options.features_column)
+    if model.takes_tokens:
+        dec = decode_tokens(col, model.embedding.in_features, options.features_column, row_name)
+    else:
+        dec = decode_features(col, model.input_size, model.dtype, options.features_column, row_name)
+    parts = state_parts(model)
+    lds = [p[0] for p in parts]
+    h_w = sum(ld * h for ld, h, _ in parts)
+    c_w = sum(ld * c for ld, _, c in parts)
+    one = len(parts) == 1
+    spec = model.spec
     h0 = h0_null = c0 = c0_null = None
     if options.h0_column in names:
         h0, h0_null = decode_state(
             batch.column(options.h0_column), h_w, model.dtype, options.h0_column, row_name,
-            f"= num_layers*num_directions ({ld}) * h_out ({spec.h_out}), flattened row-major from PyTorch's (L*D, H_out)",
+            f"= num_layers*num_directions ({lds[0]}) * h_out ({spec.h_out}), flattened row-major from PyTorch's "
+            "(L*D, H_out)" if one else "= every recurrent module's (L*D, H_out) flattened row-major, in chain order",
         )
     if options.c0_column in names:
-        if not spec.has_cell_state:
+        if not c_w:
             raise InputError(
-                f"the input has a {options.c0_column!r} column but a {spec.cell} model has no cell state; drop it"
+                f"the input has a {options.c0_column!r} column but a "
+                f"{'/'.join(dict.fromkeys(r.cell for r in model.rnns))} model has no cell state; drop it"
             )
         c0, c0_null = decode_state(
             batch.column(options.c0_column), c_w, model.dtype, options.c0_column, row_name,
-            f"= num_layers*num_directions ({ld}) * hidden_size ({spec.hidden_size}), flattened row-major",
+            f"= num_layers*num_directions ({lds[0]}) * hidden_size ({spec.hidden_size}), flattened row-major"
+            if one else "= every LSTM module's (L*D, H) flattened row-major, in chain order",
         )
 
     if dec.reasons and options.on_invalid == "error":
@@ -228,37 +271,40 @@ def score_batch(model, batch, options: ScoreOptions | None = None, *, stats: Sco
         raise InputError(f"{first}; fix or drop that row, or pass --on-invalid skip to write a null score for it")
 
     rows = dec.rows
+    shape_mode = _shape_mode(model, mode)
     if rows.size:
+        h0s = _split_state(h0[rows], parts, 1) if h0 is not None else None
+        c0s = _split_state(c0[rows], parts, 2) if c0 is not None else None
         pred = model.predict(
             dec.x,
             lengths=dec.lengths,
-            h0=rows_to_state(h0[rows], ld) if h0 is not None else None,
-            c0=rows_to_state(c0[rows], ld) if c0 is not None else None,
+            h0=(h0s[0] if one else h0s) if h0s is not None else None,
+            c0=(c0s[0] if one else c0s) if c0s is not None else None,
             output=mode,
             return_state=options.emit_state,
             engine=options.engine,
             threads=options.threads,
+            row_name=lambda g: row_name(int(rows[g])),
         )
+        y = pred[0] if options.emit_state else pred
+        if options.emit_state:
+            per_module = [pred[1]] if one else pred[1]
+            hs = [st[0] if isinstance(st, tuple) else st for st in per_module]
+            cs = [st[1] if isinstance(st, tuple) else None for st in per_module]
     else:
         O = model.output_dim
-        empty_y = np.zeros((0, 0, O) if mode == "all" else (0, O), np.float32)
-        pred = empty_y
-        if options.emit_state:
-            zh = np.zeros((ld, 0, spec.h_out), np.float32)
-            zc = np.zeros((ld, 0, spec.hidden_size), np.float32)
-            pred = (empty_y, (zh, zc)) if spec.has_cell_state else (empty_y, zh)
-    y = pred[0] if options.emit_state else pred
+        y = np.zeros((0, 0, O) if shape_mode == "all" else (0, O), np.float32)
+        hs = [np.zeros((ld, 0, h), np.float32) for ld, h, _ in parts]
+        cs = [np.zeros((ld, 0, c), np.float32) if c else None for ld, _, c in parts]
 
     columns = [batch.column(c) for c in keep]
     fields = [batch.schema.field(c) for c in keep]
-    columns.append(encode_scores(y, rows, dec.lengths, B, mode))
-    fields.append(pa.field("score", score_type(model.output_dim, mode)))
+    columns.append(encode_scores(y, rows, dec.lengths, B, shape_mode))
+    fields.append(pa.field("score", score_type(model.output_dim, shape_mode)))
     if options.emit_state:
-        if spec.has_cell_state:
-            hn, cn = pred[1]
-            states = [("hn", hn, h0, h0_null, h_w), ("cn", cn, c0, c0_null, c_w)]
-        else:
-            states = [("hn", pred[1], h0, h0_null, h_w)]
+        states = [("hn", _join_state(hs), h0, h0_null, h_w)]
+        if c_w:
+            states.append(("cn", _join_state(cs), c0, c0_null, c_w))
         for name, s, s0, s0_null, width in states:
             # an empty sequence keeps its initial state (so a day without data carries over);
             # invalid rows and empty rows without a given state get a null state
@@ -267,7 +313,7 @@ def score_batch(model, batch, options: ScoreOptions | None = None, *, stats: Sco
             if s0 is not None:
                 full[dec.empty] = s0[dec.empty]
                 valid[dec.empty] = ~s0_null[dec.empty]
-            full[rows] = state_to_rows(s)
+            full[rows] = s
             valid[rows] = True
             columns.append(encode_state(full, valid))
             fields.append(pa.field(name, state_type()))

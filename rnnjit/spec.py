@@ -1,7 +1,10 @@
 """The architecture description shared by import, bundle, engines and I/O.
 
-`RNNSpec` describes the recurrent stack in PyTorch's terms; a head is a tuple
-of `HeadStep`. Both round-trip through plain JSON dicts (the bundle config).
+A model is a chain of `Step`: an optional embedding, one or more recurrent
+modules (each described by an `RNNSpec` in PyTorch's terms), pooling over
+time, normalization, linear layers and activations. Everything round-trips
+through plain JSON dicts (the bundle config). `chain_widths` checks that the
+widths of consecutive steps agree.
 """
 
 from __future__ import annotations
@@ -12,7 +15,13 @@ from typing import Any
 CELLS = ("lstm", "gru", "rnn_tanh", "rnn_relu")
 GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
 OUTPUT_MODES = ("last", "final", "all")
-ACTIVATIONS = ("sigmoid", "softmax", "log_softmax", "tanh", "relu", "identity")
+ACTIVATIONS = (
+    "sigmoid", "softmax", "log_softmax", "tanh", "relu", "identity", "gelu", "elu", "leaky_relu",
+)
+POOLS = ("last", "mean", "max", "sum")
+# Step kinds. Modules with weights are named by their state_dict prefix.
+STEP_KINDS = ("embedding", "rnn", "pool", "layernorm", "batchnorm", "linear", "activation", "dropout")
+WEIGHTED_KINDS = ("embedding", "rnn", "layernorm", "batchnorm", "linear")
 
 
 @dataclass(frozen=True)
@@ -114,13 +123,25 @@ class RNNSpec:
 
 
 @dataclass(frozen=True)
-class HeadStep:
-    """One step of the head: a linear layer (by state_dict prefix) or an activation.
+class Step:
+    """One step of a model's chain.
 
-    For ``kind == "linear"``: ``name`` is the prefix without the trailing dot
-    (``"fc"``, ``"decoder.2"``), ``in_features``/``out_features`` its shape and
-    ``bias`` whether ``name + ".bias"`` exists. For ``kind == "activation"``:
-    ``name`` is one of `ACTIVATIONS`.
+    ``kind`` is one of `STEP_KINDS`. ``name`` is the state_dict prefix without
+    the trailing dot for steps with weights (``"emb"``, ``"lstm"``, ``"fc"``,
+    ``"decoder.2"``; ``""`` when the module itself was saved), the pooling
+    method for ``pool`` (one of `POOLS`) and the function for ``activation``
+    (one of `ACTIVATIONS`).
+
+    - ``embedding``: ``in_features`` rows (num_embeddings), ``out_features``
+      wide (embedding_dim); consumes integer token ids.
+    - ``rnn``: ``rnn`` holds the module's `RNNSpec`.
+    - ``layernorm``: over the last dim of width ``in_features``; ``affine``
+      (a ``weight``), ``bias``, ``eps``. Without ``name``, a parameter-free
+      ``F.layer_norm``.
+    - ``batchnorm``: ``nn.BatchNorm1d`` in eval mode (running statistics) over
+      ``in_features`` channels, ``affine``, ``eps``.
+    - ``linear``: ``weight`` (out, in) or a Conv1d's (out, in, 1), ``bias``.
+    - ``pool``, ``activation``, ``dropout`` (a no-op) have no weights.
     """
 
     kind: str
@@ -128,18 +149,141 @@ class HeadStep:
     in_features: int = 0
     out_features: int = 0
     bias: bool = False
+    affine: bool = False
+    eps: float = 1e-5
+    rnn: RNNSpec | None = None
+
+    @property
+    def prefix(self) -> str:
+        """State_dict prefix with the trailing dot (``""`` for the module itself)."""
+        return f"{self.name}." if self.name else ""
+
+    def expected_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Every state_dict key the step reads and its PyTorch shape (a Conv1d's is checked apart)."""
+        p, n, o = self.prefix, self.in_features, self.out_features
+        if self.kind == "rnn":
+            return self.rnn.expected_shapes()
+        if self.kind == "embedding":
+            return {f"{p}weight": (n, o)}
+        if self.kind == "linear":
+            shapes = {f"{p}weight": (o, n)}
+            if self.bias:
+                shapes[f"{p}bias"] = (o,)
+            return shapes
+        if self.kind == "layernorm" and self.name:
+            shapes = {f"{p}weight": (n,)} if self.affine else {}
+            if self.bias:
+                shapes[f"{p}bias"] = (n,)
+            return shapes
+        if self.kind == "batchnorm":
+            shapes = {f"{p}running_mean": (n,), f"{p}running_var": (n,)}
+            if self.affine:
+                shapes.update({f"{p}weight": (n,), f"{p}bias": (n,)})
+            return shapes
+        return {}
+
+    def label(self) -> str:
+        """How the step is written in ``--chain``."""
+        if self.kind == "pool":
+            return f"pool:{self.name}"
+        if self.kind == "layernorm" and not self.name:
+            return "layernorm"
+        if self.kind in ("activation", "dropout"):
+            return self.name if self.kind == "activation" else "dropout"
+        return self.name or self.kind
 
     def to_dict(self) -> dict[str, Any]:
-        if self.kind == "activation":
-            return {"kind": "activation", "name": self.name}
-        return asdict(self)
+        if self.kind in ("activation", "pool", "dropout"):
+            return {"kind": self.kind, "name": self.name}
+        if self.kind == "rnn":
+            return {"kind": "rnn", "name": self.name, "rnn": self.rnn.to_dict()}
+        d = {"kind": self.kind, "name": self.name, "in_features": self.in_features,
+             "out_features": self.out_features, "bias": self.bias}
+        if self.kind in ("layernorm", "batchnorm"):
+            d.update(affine=self.affine, eps=self.eps)
+        return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> HeadStep:
+    def from_dict(cls, d: dict[str, Any]) -> Step:
+        rnn = RNNSpec.from_dict(d["rnn"]) if d.get("rnn") is not None else None
         return cls(
             kind=str(d["kind"]),
             name=str(d["name"]),
             in_features=int(d.get("in_features", 0)),
             out_features=int(d.get("out_features", 0)),
             bias=bool(d.get("bias", False)),
+            affine=bool(d.get("affine", False)),
+            eps=float(d.get("eps", 1e-5)),
+            rnn=rnn,
         )
+
+
+# The head of version-1 bundles: a chain of linear layers and activations.
+HeadStep = Step
+
+
+def rnn_step(spec: RNNSpec) -> Step:
+    """The chain step of a recurrent module."""
+    return Step("rnn", spec.prefix[:-1] if spec.prefix else "", rnn=spec)
+
+
+def recurrent_specs(chain) -> tuple[RNNSpec, ...]:
+    """The `RNNSpec` of every recurrent module, in chain order."""
+    return tuple(s.rnn for s in chain if s.kind == "rnn")
+
+
+def check_step(step: Step) -> None:
+    """A known kind, activation and pooling method (ValueError otherwise)."""
+    if step.kind not in STEP_KINDS:
+        raise ValueError(f"step kind {step.kind!r} is not known; expected one of {', '.join(STEP_KINDS)}")
+    if step.kind == "activation" and step.name not in ACTIVATIONS:
+        raise ValueError(f"activation {step.name!r} is not known; expected one of {', '.join(ACTIVATIONS)}")
+    if step.kind == "pool" and step.name not in POOLS:
+        raise ValueError(f"pooling {step.name!r} is not known; expected pool:{'|'.join(POOLS)}")
+    if step.kind == "rnn" and step.rnn is None:
+        raise ValueError(f"recurrent step {step.name!r} has no 'rnn' description")
+
+
+def chain_widths(chain, input_width: int | None = None) -> int:
+    """Check that consecutive steps agree on widths; return the chain's output width.
+
+    Rules: an embedding only first; at least one recurrent module; at most one
+    ``pool``, after the last recurrent module. ``input_width`` is the width of a
+    float input (None: taken from the first step that fixes it).
+
+    Raises
+    ------
+    ValueError
+        Naming the step whose input width disagrees with what it receives.
+    """
+    chain = list(chain)
+    rnns = [i for i, s in enumerate(chain) if s.kind == "rnn"]
+    if not rnns:
+        raise ValueError("the chain has no recurrent module; rnnjit scores RNN/LSTM/GRU models")
+    pools = [i for i, s in enumerate(chain) if s.kind == "pool"]
+    if len(pools) > 1 or (pools and pools[0] < rnns[-1]):
+        raise ValueError("the chain may pool over time once, after the last recurrent module")
+    width = input_width
+    for i, step in enumerate(chain):
+        check_step(step)
+        if step.kind == "embedding":
+            if i:
+                raise ValueError(f"embedding {step.name!r} must be the first step (it reads token ids)")
+            width = step.out_features
+            continue
+        takes = {"rnn": step.rnn.input_size if step.rnn else 0, "linear": step.in_features,
+                 "batchnorm": step.in_features}.get(step.kind)
+        if step.kind == "layernorm" and step.name:
+            takes = step.in_features
+        if takes is not None:
+            if width is not None and takes != width:
+                what = "the input" if i == 0 else f"{chain[i - 1].label()!r}"
+                raise ValueError(f"{step.label()!r} takes {takes} values but {what} gives {width}")
+            width = takes
+        if step.kind == "rnn":
+            width = step.rnn.output_size
+        elif step.kind == "linear":
+            width = step.out_features
+        elif step.kind == "layernorm" and not step.name and width is None:
+            raise ValueError("a parameter-free layernorm cannot come first; its width is unknown")
+    return int(width)

@@ -32,7 +32,7 @@ def verify_reference(model: Model, engine: str | None = None) -> dict[str, Any]:
             "re-convert it, or use `rnnjit verify --against model.pth`"
         )
     engine = engine or default_engine()
-    x = np.asarray(ref["x"], dtype=model.dtype)
+    x = np.asarray(ref["x"], dtype=np.int64 if model.takes_tokens else model.dtype)
     lengths = np.asarray(ref["lengths"], dtype=np.int64)
     expected = np.asarray(ref["y"], dtype=np.float64)
     got = model.predict(x, lengths=lengths, output=ref.get("output", model.output), engine=engine)
@@ -48,11 +48,16 @@ def compare_weights(model: Model, path: str | os.PathLike) -> dict[str, Any]:
 
     Returns ``ok``, ``max_abs_error``, ``n_keys``, ``missing`` (keys absent from
     the file) and ``mismatched`` (keys whose shape differs) and ``different``
-    (keys whose values differ).
+    (keys whose values differ), and ``unused``: tensors of the file that no
+    step of the bundle's chain uses and that were not dropped on purpose
+    (``--ignore``) — the model the file describes is then not the one the
+    bundle scores.
     """
+    from rnnjit.chain import ignored_keys, unused_keys
     from rnnjit.formats import read_state_dict
 
     sd, _ = read_state_dict(path)
+    unused, _ = unused_keys(sd, model.chain, ignored_keys(sd, model.config.get("ignored") or []))
     missing, mismatched, differ, err = [], [], [], 0.0
     for key, w in model.weights.items():
         if key not in sd:
@@ -67,8 +72,9 @@ def compare_weights(model: Model, path: str | os.PathLike) -> dict[str, Any]:
             differ.append(key)
         if v.size:
             err = max(err, float(np.max(np.abs(v.astype(np.float64) - w.astype(np.float64)))))
-    ok = not (missing or mismatched or differ)
+    ok = not (missing or mismatched or differ or unused)
     return {
+        "unused": unused,
         "ok": ok,
         "max_abs_error": err,
         "n_keys": len(model.weights),

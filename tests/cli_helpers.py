@@ -79,3 +79,8 @@ def run(*args, input=None):
 
 def scores(path: Path) -> list:
     return pq.read_table(path).column("score").to_pylist()
+
+
+def flag(command: str, new: str, old: str) -> str:
+    """The lead's new option name (issue #11) once a branch meets it, the old one before."""
+    return new if new in run(command, "--help").stdout else old

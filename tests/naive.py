@@ -120,7 +120,10 @@ def predict(config, weights, seqs, output, h0=None, c0=None):
 
     ``h0``/``c0`` are PyTorch-shaped arrays (L*D, B, H) or None.
     """
-    spec, head = config["rnn"], config["head"]
+    if "chain" in config:  # format_version 2: one recurrent module, then the head
+        spec, head = config["chain"][0]["rnn"], config["chain"][1:]
+    else:
+        spec, head = config["rnn"], config["head"]
     D = 2 if spec["bidirectional"] else 1
     L = spec["num_layers"]
     scores = []

@@ -9,12 +9,14 @@ from __future__ import annotations
 import hashlib
 import json
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 import rnnjit
+import rnnjit.bundle
 from rnnjit.errors import BundleError
 from torch_models import TOL, Arch, Net, as_dtype, convert_and_load, make_batch, max_abs, torch_forward
 
@@ -54,11 +56,12 @@ def test_bundle_keys_are_pytorch_keys_plus_one_json_document(tmp_path):
         assert npz[k].dtype == np.float32 and npz[k].shape == tuple(v.shape)
         np.testing.assert_array_equal(npz[k], v.numpy())
     doc = json.loads(str(npz["__rnnjit__"][()]))
-    assert doc["format_version"] == 1
-    rnn = doc["rnn"]
+    assert doc["format_version"] == 2
+    assert [s["kind"] for s in doc["chain"]] == ["rnn", "linear", "activation"]
+    rnn = doc["chain"][0]["rnn"]
     assert (rnn["cell"], rnn["input_size"], rnn["hidden_size"], rnn["proj_size"]) == ("lstm", 3, 5, 2)
     assert (rnn["num_layers"], rnn["bidirectional"], rnn["bias"], rnn["prefix"]) == (2, False, True, "rnn.")
-    assert [s["name"] for s in doc["head"]] == ["head.0", "sigmoid"]
+    assert [s["name"] for s in doc["chain"]] == ["rnn", "head.0", "sigmoid"]
     assert doc["output"] == "last" and doc["dtype"] == "float32"
     assert doc["feature_names"] == ["a", "b", "c"]
     prov = doc["provenance"]
@@ -137,6 +140,33 @@ def test_good_bundle_loads(good_bundle):
     assert rnnjit.load(good_bundle).output_dim == 1
 
 
+def as_version_1(doc):
+    """The JSON document as rnnjit wrote it before chains (format_version 1: rnn + head)."""
+    chain = doc.pop("chain")
+    doc["format_version"] = 1
+    doc["rnn"] = chain[0]["rnn"]
+    doc["head"] = chain[1:]
+    doc.pop("ignored", None)
+
+
+def test_version_1_bundle_loads_as_the_same_chain(good_bundle, tmp_path):
+    old = rnnjit.load(rewrite(good_bundle, tmp_path / "v1.npz", config=as_version_1))
+    new = rnnjit.load(good_bundle)
+    assert old.chain == new.chain and old.describe() == "rnn,head.0,relu,head.2,sigmoid"
+    x = np.random.default_rng(1).standard_normal((3, 4, 3)).astype(np.float32)
+    np.testing.assert_array_equal(old.predict(x, lengths=[4, 2, 1], engine="numpy"),
+                                  new.predict(x, lengths=[4, 2, 1], engine="numpy"))
+
+
+def test_demo_bundle_still_loads_and_verifies():
+    """data/demo_bundle.npz was written before chains (format_version 1) until someone regenerates it."""
+    from rnnjit.verify import verify_reference
+
+    path = Path(__file__).resolve().parent.parent / "data" / "demo_bundle.npz"
+    assert rnnjit.bundle.read_config(path)["format_version"] in (1, 2)
+    assert verify_reference(rnnjit.load(path), engine="numpy")["ok"]
+
+
 def test_missing_weight_key_is_named(good_bundle, tmp_path):
     msg = load_error(rewrite(good_bundle, tmp_path / "b.npz", drop=["rnn.weight_hh_l1_reverse"]))
     assert "rnn.weight_hh_l1_reverse" in msg and "missing" in msg and "(20, 5)" in msg
@@ -183,7 +213,7 @@ def test_non_finite_head_weight_is_named(good_bundle, tmp_path):
     assert "head.0.bias" in msg
 
 
-@pytest.mark.parametrize("version", [2, 99, 0, "1", None], ids=lambda v: f"format_version={v!r}")
+@pytest.mark.parametrize("version", [3, 99, 0, "1", None], ids=lambda v: f"format_version={v!r}")
 def test_unknown_format_version(good_bundle, tmp_path, version):
     def edit(doc):
         doc["format_version"] = version
@@ -220,7 +250,7 @@ def test_json_document_that_is_not_json(good_bundle, tmp_path):
 )
 def test_bad_rnn_config_values(good_bundle, tmp_path, field, value):
     def edit(doc):
-        doc["rnn"][field] = value
+        doc["chain"][0]["rnn"][field] = value
 
     msg = load_error(rewrite(good_bundle, tmp_path / "b.npz", config=edit))
     assert field in msg or repr(value) in msg
@@ -228,7 +258,7 @@ def test_bad_rnn_config_values(good_bundle, tmp_path, field, value):
 
 def test_config_that_disagrees_with_weights(good_bundle, tmp_path):
     def edit(doc):
-        doc["rnn"]["hidden_size"] = 6
+        doc["chain"][0]["rnn"]["hidden_size"] = 6
 
     msg = load_error(rewrite(good_bundle, tmp_path / "b.npz", config=edit))
     assert "rnn.weight_ih_l0" in msg and "(24, 3)" in msg and "(20, 3)" in msg
@@ -239,13 +269,15 @@ def test_config_that_disagrees_with_weights(good_bundle, tmp_path):
     [
         lambda d: d.update(output="every"),
         lambda d: d.update(dtype="float16"),
-        lambda d: d["head"].append({"kind": "activation", "name": "gelu"}),
+        lambda d: d["chain"].append({"kind": "activation", "name": "swish"}),
+        lambda d: d["chain"].append({"kind": "attention", "name": "attn"}),
+        lambda d: d["chain"].insert(1, {"kind": "pool", "name": "median"}),
     ],
-    ids=["output='every'", "dtype='float16'", "activation='gelu'"],
+    ids=["output='every'", "dtype='float16'", "activation='swish'", "kind='attention'", "pool='median'"],
 )
-def test_bad_mode_dtype_or_activation(good_bundle, tmp_path, edit):
+def test_bad_mode_dtype_or_step(good_bundle, tmp_path, edit):
     msg = load_error(rewrite(good_bundle, tmp_path / "b.npz", config=edit))
-    assert any(s in msg for s in ("every", "float16", "gelu"))
+    assert any(s in msg for s in ("every", "float16", "swish", "attention", "median"))
 
 
 def test_not_a_bundle_files(tmp_path):
@@ -286,7 +318,7 @@ def test_extra_layer_weights_are_refused(good_bundle, tmp_path):
 
 def test_config_that_says_unidirectional_next_to_reverse_weights(good_bundle, tmp_path):
     def edit(doc):
-        doc["rnn"]["bidirectional"] = False
+        doc["chain"][0]["rnn"]["bidirectional"] = False
 
     msg = load_error(rewrite(good_bundle, tmp_path / "b.npz", config=edit))
     assert "reverse" in msg or "(20, 10)" in msg

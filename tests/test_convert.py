@@ -73,10 +73,14 @@ def test_several_recurrent_modules_are_listed_and_one_can_be_chosen(tmp_path):
             self.decoder = nn.LSTM(4, 4)
 
     path = save(Two(), tmp_path / "two.pth")
-    with pytest.raises(ArchitectureError, match=r"'encoder\.', 'decoder\.'.*--rnn-prefix"):
+    with pytest.raises(ArchitectureError, match=r"'encoder', 'decoder'.*--chain 'encoder,decoder'.*--rnn-prefix"):
         rnnjit.convert(path, tmp_path / "b.npz")
     assert not (tmp_path / "b.npz").exists()
-    assert rnnjit.convert(path, tmp_path / "b.npz", rnn_prefix="decoder").spec.cell == "lstm"
+    # picking one drops the other's tensors: refused unless that is said out loud
+    with pytest.raises(ArchitectureError, match=r"encoder\.weight_ih_l0.*\(a GRU\?\).*--ignore encoder"):
+        rnnjit.convert(path, tmp_path / "b.npz", rnn_prefix="decoder")
+    model = rnnjit.convert(path, tmp_path / "b.npz", rnn_prefix="decoder", ignore=["encoder"])
+    assert model.spec.cell == "lstm" and model.config["ignored"] == ["encoder"]
     with pytest.raises(ArchitectureError, match="'nope.'.*found 'encoder.', 'decoder.'"):
         rnnjit.convert(path, tmp_path / "c.npz", rnn_prefix="nope")
 
@@ -136,8 +140,8 @@ def test_bundle_is_self_describing_and_verifies(tmp_path):
     with np.load(tmp_path / "b.npz", allow_pickle=False) as npz:
         doc = json.loads(str(npz["__rnnjit__"]))
         keys = set(npz.files)
-    assert doc["format"] == "rnnjit-bundle" and doc["format_version"] == 1
-    assert doc["rnn"]["cell"] == "lstm" and doc["dtype"] == "float32"
+    assert doc["format"] == "rnnjit-bundle" and doc["format_version"] == 2
+    assert doc["chain"][0]["rnn"]["cell"] == "lstm" and doc["dtype"] == "float32"
     assert doc["provenance"]["source"] == "m.pth" and len(doc["provenance"]["sha256"]) == 64
     assert keys == set(Classifier(nn.LSTM(3, 4, num_layers=2)).state_dict()) | {"__rnnjit__"}
     model = rnnjit.load(tmp_path / "b.npz")
@@ -225,3 +229,32 @@ def test_numpy_engine_works_where_numba_cannot_be_imported(tmp_path):
     lines = result.stdout.splitlines()
     assert lines[0] == "numpy (1, 4)"
     assert lines[1].startswith("error: the numba engine cannot be loaded") and "engine='numpy'" in lines[1]
+
+
+def test_checkpoint_notes_are_recorded_and_printed(tmp_path, monkeypatch):
+    """What the reader skipped or found as non-tensor objects is kept in provenance and shown."""
+    import rnnjit.formats
+    from rnnjit.cli.inspect_cmd import checkpoint_notes
+
+    path = save(Classifier(nn.GRU(3, 4)), tmp_path / "m.pth")
+    real = rnnjit.formats.read_state_dict
+
+    def read(p):
+        sd, info = real(p)
+        return sd, {**info, "skipped": ["optimizer", "n_averaged"], "placeholders": ["epoch: int"]}
+
+    monkeypatch.setattr(rnnjit.formats, "read_state_dict", read)
+    model = rnnjit.convert(path, tmp_path / "b.npz")
+    prov = model.config["provenance"]
+    assert prov["skipped"] == ["optimizer", "n_averaged"] and prov["placeholders"] == ["epoch: int"]
+    assert checkpoint_notes(rnnjit.load(tmp_path / "b.npz")) == [
+        "skipped (not weights): optimizer, n_averaged", "non-tensor objects in the checkpoint: epoch: int"]
+
+
+def test_averaged_model_counter_is_not_an_unused_weight(tmp_path):
+    """AveragedModel saves n_averaged beside the weights (and BatchNorm its num_batches_tracked)."""
+    net = Classifier(nn.LSTM(3, 4))
+    sd = {**net.state_dict(), "n_averaged": torch.tensor(7)}
+    torch.save(sd, tmp_path / "swa.pth")
+    model = rnnjit.convert(tmp_path / "swa.pth", tmp_path / "b.npz")
+    assert "n_averaged" in model.config["provenance"]["non_weight_keys"]

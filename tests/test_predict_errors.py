@@ -143,3 +143,44 @@ def test_bad_thread_count(lstm, threads):
 def test_errors_leave_the_model_usable(lstm, engine):
     error(lstm, np.zeros((2, 4, 5), np.float32))
     assert lstm.predict(X, engine=engine).shape == (2, 1)
+
+
+# ------------------------------------------------------- what users pass as x
+def test_integer_x_for_a_model_without_embedding(lstm):
+    msg = error(lstm, np.ones((2, 4, 3), np.int64), kind=InputTypeError)
+    assert "no embedding" in msg and "astype(np.float32)" in msg
+
+
+def test_pandas_column_as_read_parquet_returns_it(lstm, engine, tmp_path):
+    """pd.read_parquet gives an object array per row holding one array per step."""
+    pd = pytest.importorskip("pandas")
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(0)
+    seqs = [rng.standard_normal((n, 3)).astype(np.float32) for n in (4, 1, 3)]
+    pq.write_table(pa.table({"features": pa.array([s.tolist() for s in seqs])}), tmp_path / "x.parquet")
+    col = pd.read_parquet(tmp_path / "x.parquet")["features"]
+    assert col.dtype == object and col.iloc[0].dtype == object
+    expect = lstm.predict(seqs, engine=engine)
+    np.testing.assert_array_equal(lstm.predict(col, engine=engine), expect)
+    np.testing.assert_array_equal(lstm.predict(list(col), engine=engine), expect)
+    table = pq.read_table(tmp_path / "x.parquet")
+    np.testing.assert_array_equal(lstm.predict(table["features"], engine=engine), expect)
+    np.testing.assert_array_equal(lstm.predict(table["features"].chunk(0), engine=engine), expect)
+    with pytest.raises(InputTypeError, match="pass the sequence column"):
+        lstm.predict(pd.read_parquet(tmp_path / "x.parquet"))
+
+
+def test_univariate_series_for_input_size_one(tmp_path, engine):
+    import rnnjit
+    from torch_models import convert_and_load
+
+    net = Net(Arch("gru", input_size=1, hidden_size=3), ("linear:1",))
+    model, _ = convert_and_load(net, tmp_path)
+    seqs = [np.array([0.5, -1.0, 2.0], np.float32), np.array([1.5], np.float32)]
+    expect = model.predict([s[:, None] for s in seqs], engine=engine)
+    np.testing.assert_array_equal(model.predict(seqs, engine=engine), expect)
+    padded = np.array([[0.5, -1.0, 2.0], [1.5, 0, 0]], np.float32)
+    np.testing.assert_array_equal(model.predict(padded, lengths=[3, 1], engine=engine), expect)
+    assert isinstance(model, rnnjit.Model)

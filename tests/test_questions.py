@@ -144,7 +144,7 @@ def test_pytorch_docs_lstm_example_reproduced(tmp_path, engine):
 class Encoder(nn.Module):
     def __init__(self):
         super().__init__()
-        self.embed = nn.Linear(4, 6)  # a linear layer before the RNN is not part of the head
+        self.embed = nn.Linear(4, 6)  # a linear layer forward() never uses: dropped with --ignore
         self.encoder = nn.Module()
         self.encoder.lstm = nn.LSTM(4, 6, num_layers=2, batch_first=True, bidirectional=True)
         self.fc = nn.Linear(12, 3)
@@ -160,7 +160,7 @@ def test_rnn_as_a_submodule_under_dataparallel_module_prefix(tmp_path, engine):
     wrapped = nn.DataParallel(net)
     sd = wrapped.state_dict()
     assert all(k.startswith("module.") for k in sd)
-    model = convert(sd, tmp_path, head="fc,softmax")
+    model = convert(sd, tmp_path, head="fc,softmax", ignore=["embed"])
     assert model.spec.prefix == "encoder.lstm." and model.spec.bidirectional
     x = torch.randn(3, 8, 4)
     with torch.no_grad():
@@ -178,7 +178,7 @@ def test_checkpoint_dict_with_optimizer_state(tmp_path, engine):
     net(torch.randn(2, 3, 4)).sum().backward()
     opt.step()
     torch.save({"model": net.state_dict(), "optimizer": opt.state_dict(), "epoch": 3}, tmp_path / "ckpt.pth")
-    model = rnnjit.convert(tmp_path / "ckpt.pth", tmp_path / "b.npz", head="fc,softmax")
+    model = rnnjit.convert(tmp_path / "ckpt.pth", tmp_path / "b.npz", head="fc,softmax", ignore=["embed"])
     x = torch.randn(2, 5, 4)
     with torch.no_grad():
         expect = net(x).numpy()
@@ -233,11 +233,13 @@ def test_several_recurrent_modules_need_rnn_prefix(tmp_path, engine):
     with pytest.raises(rnnjit.ArchitectureError) as exc:
         rnnjit.convert(tmp_path / "s2s.pth", tmp_path / "b.npz")
     msg = str(exc.value)
-    assert "encoder." in msg and "decoder." in msg and "rnn_prefix" in msg.replace("-", "_")
+    assert "'encoder'" in msg and "'decoder'" in msg and "rnn_prefix" in msg.replace("-", "_")
+    assert "--chain 'encoder,decoder,out'" in msg
     assert "\n" not in msg
     assert not (tmp_path / "b.npz").exists()
 
-    model = rnnjit.convert(tmp_path / "s2s.pth", tmp_path / "b.npz", rnn_prefix="decoder", head="out")
+    model = rnnjit.convert(tmp_path / "s2s.pth", tmp_path / "b.npz", rnn_prefix="decoder", head="out",
+                           ignore=["encoder"])
     assert model.spec.cell == "lstm" and model.spec.prefix == "decoder."
     x = torch.randn(2, 5, 4)
     with torch.no_grad():

@@ -51,7 +51,7 @@ def resolve_long_layout(schema: pa.Schema, model, id_columns, order_column, feat
     for c in [*id_columns, order_column, *(feature_columns or ())]:
         if c not in names:
             raise InputError(f"column {c!r} not found; the input has columns {have}")
-    I = model.spec.input_size
+    I = model.input_size  # values per step: 1 for a token-id model
     if feature_columns:
         feats = tuple(feature_columns)
     else:

@@ -1,0 +1,164 @@
+"""Input checks for `Model.predict`: sequences in the shapes users have, to one padded array.
+
+Accepted for ``x``: a padded (B, T, I) array (or (B, T) when I == 1), a list
+of (T_i, I) arrays (or 1-d (T_i,) when I == 1), a pandas Series or a pyarrow
+(Chunked)Array of sequences, and object arrays of per-step arrays as
+``pd.read_parquet`` returns them. A model whose first step is an embedding
+takes integer token ids instead: (B, T) or a list of 1-d integer arrays.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from rnnjit.errors import InputError, InputTypeError
+
+
+def _sequence_container(x):
+    """A list of per-sequence objects for Series / Arrow / object arrays; None for other inputs."""
+    mod = type(x).__module__ or ""
+    if mod.startswith("pandas"):
+        if hasattr(x, "to_numpy") and getattr(x, "ndim", 1) == 1:
+            return list(x.to_numpy())
+        raise InputTypeError(
+            f"x is a pandas {type(x).__name__}; pass the sequence column (a Series), e.g. df['features']"
+        )
+    if mod.startswith("pyarrow"):
+        if hasattr(x, "to_pylist") and not hasattr(x, "schema"):
+            return x.to_pylist()
+        raise InputTypeError(f"x is a pyarrow {type(x).__name__}; pass the sequence column, e.g. table['features']")
+    if isinstance(x, np.ndarray) and x.dtype == object:
+        return list(x)
+    if isinstance(x, (list, tuple)):
+        return list(x)
+    return None
+
+
+def _one_sequence(s, b: int) -> np.ndarray:
+    """One sequence as an ndarray; an object array of per-step arrays (pandas) is stacked."""
+    if s is None:
+        raise InputError(f"sequence {b} is None; drop missing sequences before scoring")
+    a = np.asarray(s) if not isinstance(s, np.ndarray) else s
+    if a.dtype == object:
+        steps = [np.asarray(v) for v in a]
+        try:
+            a = np.stack(steps) if steps else np.zeros((0,))
+        except ValueError as exc:
+            raise InputError(f"sequence {b} has steps of different widths ({exc}); every step needs the same width") from exc
+        if a.dtype == object:
+            raise InputTypeError(f"sequence {b} holds {type(steps[0]).__name__} values; expected numbers")
+    return a
+
+
+def check_tokens(x, lengths, n_embeddings: int):
+    """Integer token ids (B, T) or a list of 1-d integer arrays -> (int64 (B, T), lengths or None)."""
+    seqs = _sequence_container(x)
+    if seqs is not None:
+        arrs = [_one_sequence(s, b) for b, s in enumerate(seqs)]
+        for b, a in enumerate(arrs):
+            if a.ndim != 1:
+                raise InputError(
+                    f"sequence {b} has shape {a.shape}; this model starts with an embedding and takes one "
+                    "integer token id per step (a 1-d array per sequence)"
+                )
+            _require_integers(a, f"sequence {b}")
+        list_lengths = np.array([a.shape[0] for a in arrs], dtype=np.int64)
+        if lengths is not None and not np.array_equal(np.asarray(lengths), list_lengths):
+            raise InputError("lengths disagree with the lengths of the sequences in the list; omit lengths")
+        T = int(list_lengths.max()) if arrs else 0
+        ids = np.zeros((len(arrs), T), dtype=np.int64)
+        for b, a in enumerate(arrs):
+            ids[b, : a.shape[0]] = a
+        return ids, list_lengths
+    a = np.asarray(x)
+    if a.ndim != 2:
+        raise InputError(
+            f"x has shape {a.shape}; this model starts with an embedding and takes integer token ids "
+            "(batch, time), or a list of 1-d integer arrays"
+        )
+    _require_integers(a, "x")
+    return a.astype(np.int64, copy=False), lengths
+
+
+def _require_integers(a: np.ndarray, what: str) -> None:
+    if np.issubdtype(a.dtype, np.integer) or (a.size == 0 and a.dtype != object):
+        return
+    raise InputTypeError(
+        f"{what} has dtype {a.dtype}; this model starts with an embedding and takes integer token ids; "
+        "pass the ids as an integer array (e.g. x.astype(np.int64)), not embedded vectors"
+    )
+
+
+def check_features(x, lengths, input_size: int, dtype):
+    """Float features -> ((B, T, I) array of ``dtype`` padded with zeros, lengths or None)."""
+    I = input_size
+    seqs = _sequence_container(x)
+    if seqs is not None:
+        arrs = [_one_sequence(s, b) for b, s in enumerate(seqs)]
+        for b, a in enumerate(arrs):
+            if a.ndim == 1 and I == 1:
+                arrs[b] = a = a.reshape(-1, 1)  # a univariate series
+            if a.ndim != 2 or a.shape[1] != I:
+                raise InputError(
+                    f"sequence {b} has shape {a.shape}; expected (T, {I}) for this model's input_size={I}"
+                )
+            _require_float(a, f"sequence {b}")
+        list_lengths = np.array([a.shape[0] for a in arrs], dtype=np.int64)
+        if lengths is not None and not np.array_equal(np.asarray(lengths), list_lengths):
+            raise InputError("lengths disagree with the lengths of the sequences in the list; omit lengths")
+        T = int(list_lengths.max()) if arrs else 0
+        padded = np.zeros((len(arrs), T, I), dtype=dtype)
+        for b, a in enumerate(arrs):
+            padded[b, : a.shape[0]] = a
+        return padded, list_lengths
+    if not isinstance(x, np.ndarray):
+        try:
+            x = np.asarray(x)
+        except Exception as exc:
+            raise InputTypeError(f"x must be a numpy array or a list of arrays, got {type(x).__name__}") from exc
+    if x.ndim == 2 and I == 1:
+        x = x[:, :, None]  # (B, T) univariate
+    if x.ndim != 3:
+        raise InputError(
+            f"x has shape {x.shape}; expected (batch, time, {I}) batch-first, "
+            "or pass a list of (T_i, features) arrays"
+        )
+    if x.shape[2] != I:
+        raise InputError(f"x has {x.shape[2]} features per step; this model expects input_size={I}")
+    _require_float(x, "x")
+    return np.ascontiguousarray(x, dtype=dtype), lengths
+
+
+def _require_float(a: np.ndarray, what: str) -> None:
+    if np.issubdtype(a.dtype, np.floating) or a.size == 0:
+        return
+    if np.issubdtype(a.dtype, np.integer):
+        # token ids fed to a model without an embedding would score silently wrong
+        raise InputTypeError(
+            f"{what} holds integers ({a.dtype}) but this model has no embedding, so it takes float features; "
+            "if these are feature values pass x.astype(np.float32); token ids need the model's nn.Embedding "
+            "in the bundle (rnnjit convert --chain 'emb,...')"
+        )
+    raise InputTypeError(f"{what} has dtype {a.dtype}; expected a floating-point array")
+
+
+def check_lengths(lengths, B: int, T: int) -> np.ndarray:
+    """Valid steps per sequence, ``1 <= lengths[b] <= T`` (default T for all)."""
+    if lengths is None:
+        if T == 0 and B > 0:
+            raise InputError("x has 0 time steps; every sequence needs at least one step")
+        return np.full(B, T, dtype=np.int64)
+    lengths = np.asarray(lengths)
+    if lengths.shape != (B,):
+        raise InputError(f"lengths has shape {lengths.shape}; expected ({B},), one per sequence")
+    if B and not np.issubdtype(lengths.dtype, np.integer):
+        if not np.all(np.mod(lengths, 1) == 0):
+            raise InputTypeError(f"lengths has dtype {lengths.dtype} with fractional values; expected integers")
+    lengths = lengths.astype(np.int64)
+    if B and (lengths.min() < 1 or lengths.max() > T):
+        bad = int(np.flatnonzero((lengths < 1) | (lengths > T))[0])
+        raise InputError(
+            f"lengths[{bad}] = {int(lengths[bad])} is out of range; expected 1 <= length <= {T} "
+            "(the padded time dimension); drop empty sequences before scoring"
+        )
+    return np.ascontiguousarray(lengths)
