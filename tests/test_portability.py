@@ -12,7 +12,9 @@ Each run must either score correctly or say in one line what to do.
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -28,6 +30,8 @@ import rnnjit
 
 ROOT = Path(__file__).resolve().parent.parent
 HIDE = ("NUMBA_CACHE_DIR", "XDG_CACHE_HOME", "PYTHONPATH", "NUMBA_DISABLE_JIT")
+needs_numba = pytest.mark.skipif(importlib.util.find_spec("numba") is None,
+                                 reason="numba is not installed (the numba-free install)")
 
 
 @pytest.fixture(scope="module")
@@ -204,6 +208,7 @@ def readonly_site(tmp_path):
             p.chmod(p.stat().st_mode | stat.S_IWUSR)
 
 
+@needs_numba
 def test_readonly_install_caches_in_a_private_temp_dir(files, readonly_site, tmp_path):
     site, home, work = readonly_site
     tmp = tmp_path / "tmp"
@@ -223,6 +228,7 @@ def test_readonly_install_caches_in_a_private_temp_dir(files, readonly_site, tmp
     assert not list(site.rglob("*.nbi")), "the read-only install was written to"
 
 
+@needs_numba
 def test_readonly_install_without_any_writable_dir_compiles_uncached(files, readonly_site, tmp_path):
     site, home, work = readonly_site
     tmp = tmp_path / "rotmp"
@@ -245,6 +251,7 @@ def test_readonly_install_without_any_writable_dir_compiles_uncached(files, read
     check_scores(work / "s.parquet", files["expected"])
 
 
+@needs_numba
 def test_unwritable_numba_cache_dir_falls_back_and_names_it(files, readonly_site, tmp_path):
     """NUMBA_CACHE_DIR wins, so an unwritable one leaves numba without a locator: numpy, one line saying why."""
     site, home, work = readonly_site
@@ -296,3 +303,20 @@ def test_temp_cache_that_others_can_write_is_refused(tmp_path, monkeypatch):
     planted.chmod(0o777)
     plan = choose_cache({"XDG_CACHE_HOME": str(blocked)}, kernels_dir=blocked / "k")
     assert (plan.source, plan.path) == ("none", None)
+
+
+# ------------------------------------------------------------------ the numba-free distribution
+def test_slim_distribution_is_rnnjit_without_numba():
+    """slim/pyproject.toml (rnnjit-slim) declares the same floors as pyproject.toml, minus numba, and the same packages."""
+    tomllib = pytest.importorskip("tomllib")
+    main = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    slim = tomllib.loads((ROOT / "slim" / "pyproject.toml").read_text())
+    deps = [d for d in main["project"]["dependencies"] if not re.match(r"numba\b", d)]
+    assert slim["project"]["dependencies"] == deps
+    numba_dep = [d for d in main["project"]["dependencies"] if re.match(r"numba\b", d)]
+    assert slim["project"]["optional-dependencies"]["numba"] == numba_dep
+    for key in ("packages", "package-dir"):
+        assert slim["tool"]["setuptools"][key] == main["tool"]["setuptools"][key]
+    assert slim["project"]["scripts"] == main["project"]["scripts"]
+    for link in ("rnnjit", "cli"):
+        assert (ROOT / "slim" / link).resolve() == (ROOT / link).resolve()
