@@ -29,6 +29,12 @@ FULL_SHAPES = [
 GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1}
 
 
+def numba_version() -> str:
+    import numba
+
+    return numba.__version__
+
+
 def _best(fn, rounds: int) -> float:
     best = float("inf")
     for _ in range(rounds):
@@ -92,6 +98,9 @@ def bench_command(
                    f"to benchmark, {problem.fix}")
     kernels = get_engine("numba")
     n = engine_threads("numba", threads)
+    from rnnjit.engines import cache_plan
+
+    typer.echo(f"numba {numba_version()}, compiled-kernel cache: {cache_plan().describe()}")
     torch = None
     if vs_torch:
         try:
