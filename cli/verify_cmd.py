@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from rnnjit.cli._common import EXIT_FAILED, Engine, fail
+from rnnjit.cli._common import EXIT_FAILED, Engine, fail, pick_engine
 
 
 def verify_command(
@@ -29,7 +29,7 @@ def verify_command(
     from rnnjit.verify import compare_weights, verify_reference
 
     model = rnnjit.load(bundle)
-    eng = engine.value if engine else None
+    eng = pick_engine(engine)  # numba that cannot load: one warning line (or exit 2 with --engine numba)
     failures = []
     has_ref = bool(model.config.get("reference"))
     if has_ref:

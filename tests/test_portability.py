@@ -176,6 +176,12 @@ def test_numba_absent(files, no_numba, tmp_path):
     (line,) = stderr_lines(r)
     assert line.startswith("error: rnnjit bench times the numba engine, which cannot be loaded here: numba is not")
 
+    r = rnnjit_cmd("verify", files["bundle"], env=env, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    (warning,) = stderr_lines(r)
+    assert warning.startswith("warning: the numba engine cannot be loaded: numba is not installed; ")
+    assert r.stdout.startswith("reference: ok") and "engine numpy" in r.stdout
+
     out2 = tmp_path / "s2.parquet"  # asking for numpy: no warning at all
     r = rnnjit_cmd("score", "-m", files["bundle"], "-i", files["in"], "-o", out2, "--engine", "numpy", "-q",
                    env=env, cwd=tmp_path)
