@@ -119,7 +119,10 @@ def _import_numba():
             ) from exc
         raise NumbaLoadError(f"import numba failed ({_one_line(exc)})", _REINSTALL) from exc
     except Exception as exc:  # OSError from dlopen of libllvmlite, numba's numpy-version ImportError, ...
-        raise NumbaLoadError(f"import numba failed ({_one_line(exc)})", _REINSTALL) from exc
+        fix = _REINSTALL
+        if isinstance(exc, ImportError) and "NumPy" in str(exc):  # "Numba needs NumPy 2.3 or less, got 2.4"
+            fix = "install a numba that supports this numpy (`pip install -U numba`), or a numpy this numba supports"
+        raise NumbaLoadError(f"import numba failed ({_one_line(exc)})", fix) from exc
     return config, Dispatcher
 
 

@@ -188,6 +188,20 @@ def test_numba_absent(files, no_numba, tmp_path):
     assert r.returncode == 0 and r.stderr == "", r.stderr
 
 
+def test_numba_that_refuses_this_numpy(files, tmp_path):
+    """numba checks numpy's version on import (ImportError); the fix is a matching pair, not a reinstall."""
+    pkg = tmp_path / "hook" / "numba"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text('raise ImportError("Numba needs NumPy 2.3 or less. Got NumPy 2.4.")\n')
+    r = rnnjit_cmd("score", "-m", files["bundle"], "-i", files["in"], "-o", tmp_path / "s.parquet",
+                   env=env_with(PYTHONPATH=_pythonpath(tmp_path / "hook")), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    warning, _ = stderr_lines(r)
+    assert "import numba failed (ImportError: Numba needs NumPy 2.3 or less. Got NumPy 2.4.)" in warning
+    assert "install a numba that supports this numpy (`pip install -U numba`)" in warning
+    check_scores(tmp_path / "s.parquet", files["expected"], atol=1e-6)
+
+
 def test_python_dash_m_rnnjit(tmp_path):
     r = rnnjit_cmd("--version", env=env_with(PYTHONPATH=ROOT), cwd=tmp_path)
     assert r.returncode == 0 and r.stdout.strip() == f"rnnjit {rnnjit.__version__}"
