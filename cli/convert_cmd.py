@@ -98,7 +98,8 @@ def convert_command(
         Optional[str], typer.Option(metavar="CHAIN", help='Head chain, e.g. "fc,sigmoid" or "relu,decoder.2,sigmoid".')
     ] = None,
     output_mode: Annotated[
-        Optional[OutputMode], typer.Option("--output-mode", help="Default output mode of the bundle.  [default: last]")
+        Optional[OutputMode],
+        typer.Option("--output-mode", help="The bundle's output mode (default: the --config file's, else last)."),
     ] = None,
     feature_names: Annotated[
         Optional[str], typer.Option(metavar="a,b,c", help="Comma-separated input feature names (used by --layout long).")
