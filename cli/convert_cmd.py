@@ -91,7 +91,8 @@ def convert_command(
                      help="JSON or TOML file with any of the options below."),
     ] = None,
     rnn_prefix: Annotated[
-        Optional[str], typer.Option(metavar="PREFIX", help="state_dict prefix of the RNN module when the file holds several.")
+        Optional[str],
+        typer.Option(metavar="PREFIX", help="state_dict prefix of the RNN module when the file holds several."),
     ] = None,
     nonlinearity: Annotated[Optional[str], typer.Option(metavar="tanh|relu", help="nn.RNN's activation.")] = None,
     head: Annotated[
@@ -102,7 +103,8 @@ def convert_command(
         typer.Option("--output-mode", help="The bundle's output mode (default: the --config file's, else last)."),
     ] = None,
     feature_names: Annotated[
-        Optional[str], typer.Option(metavar="a,b,c", help="Comma-separated input feature names (used by --layout long).")
+        Optional[str],
+        typer.Option(metavar="a,b,c", help="Comma-separated input feature names (used by --layout long)."),
     ] = None,
     reference: Annotated[
         bool, typer.Option("--reference/--no-reference", help="Store a reference input for `rnnjit verify`.")

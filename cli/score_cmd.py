@@ -71,7 +71,9 @@ def score_command(
         typer.Option(metavar="COLUMN", help="Column to copy to the output (repeatable). Long layout: the sequence key. "
                      "List layout default: every column except features/h0/c0."),
     ] = None,
-    order_column: Annotated[Optional[str], typer.Option(metavar="COLUMN", help="Long layout: the step order column.")] = None,
+    order_column: Annotated[
+        Optional[str], typer.Option(metavar="COLUMN", help="Long layout: the step order column.")
+    ] = None,
     output_mode: Annotated[
         Optional[OutputMode], typer.Option(help="last, final or all (default: the bundle's).")
     ] = None,

@@ -11,7 +11,9 @@ from rnnjit.cli._common import EXIT_FAILED, Engine, fail, pick_engine
 
 
 def verify_command(
-    bundle: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True, metavar="BUNDLE", help="A bundle (.npz).")],
+    bundle: Annotated[
+        Path, typer.Argument(exists=True, dir_okay=False, readable=True, metavar="BUNDLE", help="A bundle (.npz).")
+    ],
     against: Annotated[
         Optional[Path],
         typer.Option(exists=True, dir_okay=False, readable=True,

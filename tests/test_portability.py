@@ -327,7 +327,7 @@ def test_temp_cache_that_others_can_write_is_refused(tmp_path, monkeypatch):
 
 # ------------------------------------------------------------------ the numba-free distribution
 def test_slim_distribution_is_rnnjit_without_numba():
-    """slim/pyproject.toml (rnnjit-slim) declares the same floors as pyproject.toml, minus numba, and the same packages."""
+    """slim/pyproject.toml (rnnjit-slim): pyproject.toml's floors minus numba, and the same packages."""
     tomllib = pytest.importorskip("tomllib")
     main = tomllib.loads((ROOT / "pyproject.toml").read_text())
     slim = tomllib.loads((ROOT / "slim" / "pyproject.toml").read_text())
