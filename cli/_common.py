@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import sys
+import warnings
 from enum import Enum
 
 import typer
 
+from rnnjit import engines
 from rnnjit.engines import ENGINES
 from rnnjit.spec import OUTPUT_MODES
 
@@ -34,6 +36,27 @@ def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
     """Print ``error: message`` and return the Exit to raise."""
     err(f"error: {message}")
     return typer.Exit(code)
+
+
+def pick_engine(engine: Enum | None, threads: int | None = None) -> str:
+    """Resolve ``--engine`` on this machine before any work, saying so when it is not the compiled one.
+
+    numba that cannot load: with ``--engine numba`` an error (exit 2) naming
+    ``--engine numpy``; by default one ``warning:`` line (what failed, how to
+    fix it) and the numpy engine. ``--threads`` with the numpy engine: one line
+    saying it is not used.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", engines.NumbaUnavailableWarning)
+        name = engines.resolve(engine.value if engine is not None else None)
+    for w in caught:
+        if issubclass(w.category, engines.NumbaUnavailableWarning):
+            err(f"warning: {w.message}")
+        else:  # not ours: hand it back to the warnings machinery
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if name == "numpy" and threads is not None and threads > 1:  # one thread is what it does anyway
+        err(f"warning: --threads {threads} is not used: the numpy engine runs in one thread")
+    return name
 
 
 def stderr_is_tty() -> bool:

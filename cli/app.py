@@ -10,7 +10,7 @@ import sys
 from typing import Annotated, Any, Optional
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 try:  # typer >= 0.2x vendors click as typer._click; older typer uses click itself
     from typer._click import exceptions as _cx
@@ -60,6 +60,25 @@ class _OneLineErrors(TyperGroup):
         sys.exit(rv if isinstance(rv, int) else 0)
 
 
+class _Command(TyperCommand):
+    """Usage lines name arguments as the README does (``rnnjit convert [OPTIONS] SRC``).
+
+    Recent typer writes a required argument as ``{src}``; click's own style is
+    the metavar in capitals, optional ones in brackets.
+    """
+
+    def collect_usage_pieces(self, ctx):
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if param.param_type_name == "argument":
+                name = param.metavar or param.name.upper()
+                name = name if param.required else f"[{name}]"
+                pieces.append(name + ("..." if param.nargs != 1 else ""))
+            else:
+                pieces.extend(param.get_usage_pieces(ctx))
+        return pieces
+
+
 app = typer.Typer(
     name="rnnjit",
     cls=_OneLineErrors,
@@ -67,6 +86,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
@@ -92,10 +112,10 @@ from rnnjit.cli.inspect_cmd import inspect_command  # noqa: E402
 from rnnjit.cli.score_cmd import score_command  # noqa: E402
 from rnnjit.cli.verify_cmd import verify_command  # noqa: E402
 
-app.command("convert")(convert_command)
-app.command("score")(score_command)
-app.command("inspect")(inspect_command)
-app.command("verify")(verify_command)
+app.command("convert", cls=_Command)(convert_command)
+app.command("score", cls=_Command)(score_command)
+app.command("inspect", cls=_Command)(inspect_command)
+app.command("verify", cls=_Command)(verify_command)
 
 try:  # the bench command ships with the kernels work; register it when present
     from rnnjit.cli.bench_cmd import bench_command  # noqa: E402
@@ -104,7 +124,7 @@ except ModuleNotFoundError as _exc:  # pragma: no cover - depends on the checkou
         raise
     bench_command = None
 if bench_command is not None:
-    app.command("bench")(bench_command)
+    app.command("bench", cls=_Command)(bench_command)
 
 
 def main() -> None:

@@ -8,6 +8,8 @@ from typing import Annotated, Optional
 import numpy as np
 import typer
 
+from rnnjit.cli._common import fail
+
 # (name, cell, input_size, hidden, proj, batch, steps): quick shapes, then the --full extras.
 QUICK_SHAPES = [
     ("lstm H=32", "lstm", 32, 32, 0, 1024, 50),
@@ -25,6 +27,12 @@ FULL_SHAPES = [
     ("lstm H=128 batch 1", "lstm", 32, 128, 0, 1, 100),
 ]
 GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1}
+
+
+def numba_version() -> str:
+    import numba
+
+    return numba.__version__
 
 
 def _best(fn, rounds: int) -> float:
@@ -81,12 +89,18 @@ def bench_command(
     rounds: Annotated[int, typer.Option("--rounds", min=1, help="Timed rounds per shape; the best counts.")] = 3,
 ) -> None:
     """Measure scoring throughput (sequences/s) on this machine, vs torch CPU if installed."""
-    import numba
-
-    from rnnjit import kernels
+    from rnnjit.engines import engine_threads, get_engine, numba_load_error
     from rnnjit.spec import RNNSpec
 
-    n = threads or numba.get_num_threads()
+    problem = numba_load_error()
+    if problem is not None:  # bench times the compiled kernels: nothing to measure without them
+        raise fail(f"rnnjit bench times the numba engine, which cannot be loaded here: {problem.reason}; "
+                   f"to benchmark, {problem.fix}")
+    kernels = get_engine("numba")
+    n = engine_threads("numba", threads)
+    from rnnjit.engines import cache_plan
+
+    typer.echo(f"numba {numba_version()}, compiled-kernel cache: {cache_plan().describe()}")
     torch = None
     if vs_torch:
         try:

@@ -8,7 +8,10 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from rnnjit.cli._common import OutputMode, err
 from rnnjit.errors import RnnjitError
+from rnnjit.io.sinks import check_output
+from rnnjit.spec import OUTPUT_MODES
 
 
 class ConfigError(RnnjitError):
@@ -44,40 +47,80 @@ def read_config(path: Path) -> dict[str, Any]:
     return {k.replace("-", "_"): v for k, v in doc.items()}
 
 
+def bundle_and_mode(output: str | None, out: str | None, mode: str | None) -> tuple[Path, str | None]:
+    """The bundle path and output mode from ``--output/-o``, ``--output-mode`` and the old spellings.
+
+    Before the options were renamed, ``--out`` named the bundle and ``--output``
+    the mode; both old spellings still work, with a one-line deprecation
+    warning, when they cannot mean anything else.
+    """
+    if output is not None and output in OUTPUT_MODES:  # a bundle path ends in .npz, so this is a mode
+        if mode is not None:
+            raise ConfigError(f"--output {output!r} and --output-mode {mode!r} both give the output mode; "
+                              "--output names the bundle: drop one")
+        if out is None:
+            raise ConfigError(f"--output {output!r} is an output mode, and --output names the bundle now: "
+                              f"write --output-mode {output} --output BUNDLE.npz")
+        err(f"warning: convert --output {output} is deprecated for the output mode; use --output-mode {output}")
+        mode, output = output, None
+    if out is not None:
+        if output is not None:
+            raise ConfigError(f"--out {out!r} and --output {output!r} both name the bundle; use --output only")
+        err("warning: convert --out is deprecated; use --output (or -o)")
+        output = out
+    if output is None:
+        raise ConfigError("missing option --output/-o BUNDLE: the bundle to write (.npz)")
+    path = Path(output)
+    if path.suffix.lower() != ".npz":
+        raise ConfigError(f"--output {output!r} should end in .npz (a bundle is an .npz archive)")
+    return path, mode
+
+
 def convert_command(
     src: Annotated[
         Path,
-        typer.Argument(exists=True, dir_okay=False, readable=True, help="Weight file: .pth, .pt, .safetensors or .npz."),
+        typer.Argument(exists=True, dir_okay=False, readable=True, metavar="SRC",
+                       help="Weight file: .pth, .pt, .safetensors or .npz."),
     ],
-    out: Annotated[Path, typer.Option("--out", "-o", dir_okay=False, help="Bundle to write (.npz).")],
+    output: Annotated[
+        Optional[str], typer.Option("--output", "-o", metavar="BUNDLE", help="Bundle to write (.npz). [required]")
+    ] = None,
     config: Annotated[
         Optional[Path],
-        typer.Option(exists=True, dir_okay=False, readable=True, help="JSON or TOML file with any of the options below."),
+        typer.Option(exists=True, dir_okay=False, readable=True, metavar="FILE",
+                     help="JSON or TOML file with any of the options below."),
     ] = None,
     rnn_prefix: Annotated[
-        Optional[str], typer.Option(help="state_dict prefix of the RNN module when the file holds several.")
+        Optional[str],
+        typer.Option(metavar="PREFIX", help="state_dict prefix of the RNN module when the file holds several."),
     ] = None,
-    nonlinearity: Annotated[Optional[str], typer.Option(help="tanh or relu (nn.RNN only).")] = None,
+    nonlinearity: Annotated[Optional[str], typer.Option(metavar="tanh|relu", help="nn.RNN's activation.")] = None,
     head: Annotated[
-        Optional[str], typer.Option(help='Head chain, e.g. "fc,sigmoid" or "relu,decoder.2,sigmoid".')
+        Optional[str], typer.Option(metavar="CHAIN", help='Head chain, e.g. "fc,sigmoid" or "relu,decoder.2,sigmoid".')
+    ] = None,
+    output_mode: Annotated[
+        Optional[OutputMode],
+        typer.Option("--output-mode", help="The bundle's output mode (default: the --config file's, else last)."),
     ] = None,
     chain: Annotated[
         Optional[str],
-        typer.Option(help='The whole model in order, e.g. "emb,lstm,pool:mean,ln,fc,sigmoid" (modules by '
-                          'state_dict prefix, activations, pool:last|mean|max|sum, dropout).'),
+        typer.Option(metavar="CHAIN", help='The whole model in order, e.g. "emb,lstm,pool:mean,ln,fc,sigmoid" '
+                     "(modules by state_dict prefix, activations, pool:last|mean|max|sum, dropout)."),
     ] = None,
     ignore: Annotated[
         Optional[list[str]],
-        typer.Option(help="A module whose tensors are dropped on purpose (repeatable); any other unused tensor "
-                          "is an error."),
+        typer.Option(metavar="MODULE", help="A module whose tensors are dropped on purpose (repeatable); "
+                     "any other unused tensor is an error."),
     ] = None,
-    output: Annotated[Optional[str], typer.Option(help="Default output mode: last, final or all.")] = None,
     feature_names: Annotated[
-        Optional[str], typer.Option(help="Comma-separated input feature names (used by --layout long).")
+        Optional[str],
+        typer.Option(metavar="a,b,c", help="Comma-separated input feature names (used by --layout long)."),
     ] = None,
     reference: Annotated[
         bool, typer.Option("--reference/--no-reference", help="Store a reference input for `rnnjit verify`.")
     ] = True,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing bundle.")] = False,
+    out: Annotated[Optional[str], typer.Option("--out", hidden=True, help="Deprecated: use --output.")] = None,
 ) -> None:
     """Convert a PyTorch state_dict file to a bundle (torch is not needed)."""
     import rnnjit
@@ -88,8 +131,8 @@ def convert_command(
     if nonlinearity is not None and nonlinearity not in ("tanh", "relu"):
         raise ConfigError(f"--nonlinearity {nonlinearity!r} is not known; expected tanh or relu")
     names = [n.strip() for n in feature_names.split(",") if n.strip()] if feature_names else None
-    if out.suffix.lower() != ".npz":
-        raise ConfigError(f"--out {str(out)!r} should end in .npz (a bundle is an .npz archive)")
+    out, mode = bundle_and_mode(output, out, output_mode.value if output_mode else None)
+    check_output(out, overwrite)
     model = rnnjit.convert(
         src,
         out,
@@ -98,7 +141,7 @@ def convert_command(
         head=head,
         chain=chain,
         ignore=ignore or None,
-        output=output,
+        output=mode,
         config=cfg,
         feature_names=names,
         reference=reference,

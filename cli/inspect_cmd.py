@@ -101,7 +101,9 @@ def bundle_info(model, path) -> dict[str, Any]:
 
 
 def inspect_command(
-    bundle: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True, help="A bundle (.npz).")],
+    bundle: Annotated[
+        Path, typer.Argument(exists=True, dir_okay=False, readable=True, metavar="BUNDLE", help="A bundle (.npz).")
+    ],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
 ) -> None:
     """Show a bundle's architecture, parameter count, weight shapes, head and provenance."""

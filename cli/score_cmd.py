@@ -8,7 +8,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from rnnjit.cli._common import Engine, OutputMode, err, stderr_is_tty
+from rnnjit.errors import InputError
+from rnnjit.cli._common import Engine, OutputMode, err, pick_engine, stderr_is_tty
 
 
 class Layout(str, Enum):
@@ -35,32 +36,53 @@ def _split(values: Optional[list[str]]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(out))
 
 
+def sequence_column_option(sequence_column: str | None, features_column: str | None) -> str:
+    """``--sequence-column``, or its old spelling ``--features-column`` with a deprecation line."""
+    if features_column is None:
+        return sequence_column or "features"
+    if sequence_column is not None and sequence_column != features_column:
+        raise InputError(f"--sequence-column {sequence_column!r} and --features-column {features_column!r} disagree; "
+                         "--features-column is the old name of --sequence-column: drop it")
+    err("warning: --features-column is deprecated; use --sequence-column")
+    return features_column
+
+
 def score_command(
     model: Annotated[
-        Path, typer.Option("--model", "-m", exists=True, dir_okay=False, readable=True, help="Bundle (.npz).")
+        Path, typer.Option("--model", "-m", exists=True, dir_okay=False, readable=True, metavar="BUNDLE",
+                           help="Bundle (.npz).")
     ],
-    input: Annotated[str, typer.Option("--input", "-i", help="Parquet file, directory or glob (quote it).")],
-    output: Annotated[Path, typer.Option("--output", "-o", dir_okay=False, help="File to write.")],
+    input: Annotated[
+        str, typer.Option("--input", "-i", metavar="PATH", help="Parquet file, directory or glob (quote it).")
+    ],
+    output: Annotated[Path, typer.Option("--output", "-o", dir_okay=False, metavar="PATH", help="File to write.")],
     layout: Annotated[Layout, typer.Option(help="list: one row per sequence; long: one row per step.")] = Layout.list,
-    features_column: Annotated[str, typer.Option(help="List layout: the sequence column.")] = "features",
+    sequence_column: Annotated[
+        Optional[str],
+        typer.Option(metavar="COLUMN", help="List layout: the list<list<float>> column.  [default: features]"),
+    ] = None,
     feature_columns: Annotated[
         Optional[list[str]],
-        typer.Option(help="Long layout: feature columns in model order (repeat or comma-separate). "
+        typer.Option(metavar="a,b,c", help="Long layout: feature columns in model order (repeat or comma-separate). "
                      "Default: the bundle's feature names, else every other numeric column."),
     ] = None,
     id_column: Annotated[
         Optional[list[str]],
-        typer.Option(help="Column to copy to the output (repeatable). Long layout: the sequence key. "
+        typer.Option(metavar="COLUMN", help="Column to copy to the output (repeatable). Long layout: the sequence key. "
                      "List layout default: every column except features/h0/c0."),
     ] = None,
-    order_column: Annotated[Optional[str], typer.Option(help="Long layout: the step order column.")] = None,
+    order_column: Annotated[
+        Optional[str], typer.Option(metavar="COLUMN", help="Long layout: the step order column.")
+    ] = None,
     output_mode: Annotated[
         Optional[OutputMode], typer.Option(help="last, final or all (default: the bundle's).")
     ] = None,
-    batch_rows: Annotated[int, typer.Option(min=1, help="Rows per batch; bounds memory.")] = 4096,
-    threads: Annotated[Optional[int], typer.Option(min=1, help="Threads for the numba engine.")] = None,
+    batch_rows: Annotated[int, typer.Option(min=1, metavar="N", help="Rows per batch; bounds memory.")] = 4096,
+    threads: Annotated[
+        Optional[int], typer.Option(min=1, metavar="N", help="Threads for the numba engine (default: all cores).")
+    ] = None,
     emit_state: Annotated[
-        bool, typer.Option(help="Also write hn (and cn) per row, to feed back as h0/c0 next run.")
+        bool, typer.Option("--emit-state", help="Also write hn (and cn) per row, to feed back as h0/c0 next run.")
     ] = False,
     format: Annotated[
         Optional[Format], typer.Option("--format", help="parquet, csv or jsonl (default: from the extension, else parquet).")
@@ -68,9 +90,12 @@ def score_command(
     on_invalid: Annotated[
         OnInvalid, typer.Option(help="error: stop at a null/NaN/inf row; skip: write a null score and count it.")
     ] = OnInvalid.error,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing output.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no summary.")] = False,
-    engine: Annotated[Optional[Engine], typer.Option(help="numba (default when available) or numpy.")] = None,
+    engine: Annotated[Optional[Engine], typer.Option(help="numba (default when it loads) or numpy.")] = None,
+    features_column: Annotated[
+        Optional[str], typer.Option("--features-column", hidden=True, help="Deprecated: use --sequence-column.")
+    ] = None,
 ) -> None:
     """Score sequences from Parquet with a bundle and write one row per sequence.
 
@@ -85,20 +110,22 @@ def score_command(
     from rnnjit.local import score_dataset
 
     check_output(output, overwrite)  # fail before loading anything
+    sequence_column = sequence_column_option(sequence_column, features_column)
+    eng = pick_engine(engine, threads)
     ids = _split(id_column)
     feats = _split(feature_columns)
     if layout is Layout.list and (feats or order_column):
         opt = "--feature-columns" if feats else "--order-column"
-        raise rnnjit.InputError(f"{opt} applies to --layout long; for list input use --features-column")
+        raise rnnjit.InputError(f"{opt} applies to --layout long; for list input use --sequence-column")
     m = rnnjit.load(model)
     options = ScoreOptions(
-        features_column=features_column,
+        features_column=sequence_column,
         pass_through=ids or None,
         id_columns=ids,
         output_mode=output_mode.value if output_mode else None,
         emit_state=emit_state,
         on_invalid=on_invalid.value,
-        engine=engine.value if engine else None,
+        engine=eng,
         threads=threads,
     )
     try:

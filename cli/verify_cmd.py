@@ -7,11 +7,13 @@ from typing import Annotated, Optional
 
 import typer
 
-from rnnjit.cli._common import EXIT_FAILED, Engine, fail
+from rnnjit.cli._common import EXIT_FAILED, Engine, fail, pick_engine
 
 
 def verify_command(
-    bundle: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True, help="A bundle (.npz).")],
+    bundle: Annotated[
+        Path, typer.Argument(exists=True, dir_okay=False, readable=True, metavar="BUNDLE", help="A bundle (.npz).")
+    ],
     against: Annotated[
         Optional[Path],
         typer.Option(exists=True, dir_okay=False, readable=True,
@@ -31,7 +33,7 @@ def verify_command(
     from rnnjit.verify import compare_weights, verify_reference
 
     model = rnnjit.load(bundle)
-    eng = engine.value if engine else None
+    eng = pick_engine(engine)  # numba that cannot load: one warning line (or exit 2 with --engine numba)
     failures = []
     has_ref = bool(model.config.get("reference"))
     if has_ref:

@@ -99,7 +99,7 @@ def validate(config: Mapping[str, Any], weights: Mapping[str, np.ndarray], path=
 def _read(path, *, weights: bool):
     path = Path(path)
     if not path.is_file():
-        raise BundleError(f"bundle {path} does not exist; create one with `rnnjit convert model.pth --out {path}`")
+        raise BundleError(f"bundle {path} does not exist; create one with `rnnjit convert model.pth --output {path}`")
     # Open the file here: np.load(path) leaks its handle when a zip's central
     # directory is damaged (it hands the handle to NpzFile, which then raises).
     fh = None

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rnnjit.engines import engine_threads, resolve
 from rnnjit.errors import InputError
 from rnnjit.io.dataset import count_rows, iter_batches, open_dataset
 from rnnjit.io.sinks import Sink, check_output, infer_format
@@ -82,6 +83,8 @@ class Summary(ScoreStats):
     output: str = ""
     layout: str = "list"
     notes: list[str] = field(default_factory=list)
+    engine: str = ""  # the engine that ran and its threads (rnnjit.engines)
+    threads: int = 0
 
     @property
     def rows_per_second(self) -> float:
@@ -93,9 +96,10 @@ class Summary(ScoreStats):
             what = f"{self.rows:,} sequences from {self.input_rows:,} input rows"
         else:
             what = f"{self.rows:,} rows"
+        ran = f", engine {self.engine} ({self.threads} thread{'s' if self.threads != 1 else ''})" if self.engine else ""
         return (
             f"scored {what} ({self.invalid:,} invalid, {self.empty:,} empty) in {self.seconds:.2f} s, "
-            f"{self.rows_per_second:,.0f} rows/s -> {self.output}"
+            f"{self.rows_per_second:,.0f} rows/s{ran} -> {self.output}"
         )
 
 
@@ -168,6 +172,8 @@ def score_dataset(
         progress = sys.stderr.isatty()
     bar = Progress(total, progress)
     summary = Summary(output=str(out_path), layout=layout)
+    summary.engine = resolve(options.engine)
+    summary.threads = engine_threads(summary.engine, options.threads)
     sink = Sink(out_path, plan.output_schema, fmt)
     batches = iter_batches(dataset, plan.columns, batch_rows)
     try:

@@ -198,7 +198,7 @@ def _check_columns(batch, options: ScoreOptions) -> None:
     if options.features_column not in names:
         raise InputError(
             f"column {options.features_column!r} not found; the input has columns {', '.join(names)}; "
-            "name the sequence column with --features-column, or use --layout long for one row per step"
+            "name the sequence column with --sequence-column, or use --layout long for one row per step"
         )
 
 

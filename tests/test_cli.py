@@ -126,8 +126,8 @@ def test_convert_flags_config_json_and_toml(tmp_path):
     spec = RNNSpec("rnn_relu", 3, 4, prefix="enc.")
     w = make_weights(spec, 2, head_name="out")
     np.savez(tmp_path / "w.npz", **w)
-    r = run("convert", tmp_path / "w.npz", "--out", tmp_path / "a.npz", "--nonlinearity", "relu",
-            "--head", "out,softmax", "--output", "final", "--feature-names", "x,y,z")
+    r = run("convert", tmp_path / "w.npz", "--output", tmp_path / "a.npz", "--nonlinearity", "relu",
+            "--head", "out,softmax", "--output-mode", "final", "--feature-names", "x,y,z")
     assert r.exit_code == 0, r.stderr
     assert r.stdout.startswith(f"wrote {tmp_path / 'a.npz'}: rnn_relu (input_size=3, hidden_size=4, 1 layer)")
     m = rnnjit.load(tmp_path / "a.npz")
@@ -136,19 +136,19 @@ def test_convert_flags_config_json_and_toml(tmp_path):
     (tmp_path / "c.json").write_text(json.dumps({"nonlinearity": "relu", "head": "out,sigmoid", "output": "all"}))
     (tmp_path / "c.toml").write_text('[rnnjit]\nnonlinearity = "relu"\nhead = ["out", "sigmoid"]\noutput = "all"\n')
     for cfg in ("c.json", "c.toml"):
-        r = run("convert", tmp_path / "w.npz", "--out", tmp_path / "b.npz", "--config", tmp_path / cfg,
-                "--output", "last")  # the flag wins over the file
+        r = run("convert", tmp_path / "w.npz", "--output", tmp_path / "b.npz", "--config", tmp_path / cfg,
+                "--output-mode", "last", "--overwrite")  # the flag wins over the file
         assert r.exit_code == 0, r.stderr
         m = rnnjit.load(tmp_path / "b.npz")
         assert m.output == "last" and m.head[-1].name == "sigmoid" and m.spec.cell == "rnn_relu"
 
     (tmp_path / "bad.json").write_text("{nope")
-    one_error_line(run("convert", tmp_path / "w.npz", "--out", tmp_path / "x.npz", "--config", tmp_path / "bad.json"),
+    one_error_line(run("convert", tmp_path / "w.npz", "--output", tmp_path / "x.npz", "--config", tmp_path / "bad.json"),
                    "is not valid JSON")
-    one_error_line(run("convert", tmp_path / "w.npz", "--out", tmp_path / "x.npz", "--nonlinearity", "gelu"),
+    one_error_line(run("convert", tmp_path / "w.npz", "--output", tmp_path / "x.npz", "--nonlinearity", "gelu"),
                    "expected tanh or relu")
-    one_error_line(run("convert", tmp_path / "w.npz", "--out", tmp_path / "x.npz", "--head", "nope,sigmoid"), "nope")
-    one_error_line(run("convert", tmp_path / "nope.pth", "--out", tmp_path / "x.npz"), "does not exist")
+    one_error_line(run("convert", tmp_path / "w.npz", "--output", tmp_path / "x.npz", "--head", "nope,sigmoid"), "nope")
+    one_error_line(run("convert", tmp_path / "nope.pth", "--output", tmp_path / "x.npz"), "does not exist")
     assert not (tmp_path / "x.npz").exists()
 
 
@@ -171,7 +171,7 @@ def test_verify(files, tmp_path):
 def test_verify_without_reference(tmp_path):
     spec = RNNSpec("gru", 2, 3, prefix="rnn.")
     np.savez(tmp_path / "w.npz", **make_weights(spec))
-    assert run("convert", tmp_path / "w.npz", "--out", tmp_path / "b.npz", "--no-reference").exit_code == 0
+    assert run("convert", tmp_path / "w.npz", "--output", tmp_path / "b.npz", "--no-reference").exit_code == 0
     one_error_line(run("verify", tmp_path / "b.npz"), "stores no reference input", "--against")
 
 
@@ -185,8 +185,8 @@ def out(tmp_path):
 
 
 def test_bad_missing_column(files, out):
-    one_error_line(run(*score_args(files, out, "--features-column", "x")),
-                   "column 'x' not found; the input has columns id, features, label", "--features-column")
+    one_error_line(run(*score_args(files, out, "--sequence-column", "x")),
+                   "column 'x' not found; the input has columns id, features, label", "--sequence-column")
     one_error_line(run(*score_args(files, out, "--id-column", "customer")),
                    "column 'customer' was asked for but the input has columns id, features, label")
 

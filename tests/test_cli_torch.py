@@ -42,7 +42,7 @@ def _net(tmp_path, cell="lstm", I=3, H=6, layers=2, bidir=False, O=1, seed=0):
         for p in net.parameters():
             p.mul_(2.0)  # push the gates away from the linear regime
     torch.save(net.state_dict(), tmp_path / "model.pth")
-    r = run("convert", tmp_path / "model.pth", "--out", tmp_path / "b.npz", "--head", "head,sigmoid")
+    r = run("convert", tmp_path / "model.pth", "--output", tmp_path / "b.npz", "--head", "head,sigmoid")
     assert r.exit_code == 0, r.stderr
     return net, tmp_path / "b.npz"
 
