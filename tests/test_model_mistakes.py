@@ -72,7 +72,7 @@ CASES = [
 def test_convert_refuses_with_one_line(tmp_path, make, flags, message):
     torch.manual_seed(0)
     torch.save(make().state_dict(), tmp_path / "m.pth")
-    r = run("convert", tmp_path / "m.pth", "-o", tmp_path / "b.npz", *flags)
+    r = run("convert", tmp_path / "m.pth", "-o", tmp_path / "b.npz", *flags, "--overwrite")
     assert r.exit_code == 2, r.stdout
     err = r.stderr.strip()
     assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err
@@ -93,7 +93,7 @@ def test_ignore_repeated_or_comma_separated(tmp_path):
     torch.save(modules(lstm=LSTM(), ln=nn.LayerNorm(4), bn=nn.BatchNorm1d(4), fc=nn.Linear(4, 1)).state_dict(),
                tmp_path / "m.pth")
     for flags in (["--ignore", "ln", "--ignore", "bn"], ["--ignore", "ln,bn"]):
-        r = run("convert", tmp_path / "m.pth", "-o", tmp_path / "b.npz", *flags)
+        r = run("convert", tmp_path / "m.pth", "-o", tmp_path / "b.npz", *flags, "--overwrite")
         assert r.exit_code == 0 and "ignored on purpose (--ignore): ln, bn" in r.stdout, r.stderr
 
 

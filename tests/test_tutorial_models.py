@@ -69,7 +69,7 @@ def tutorial(tmp_path_factory):
 
 def test_sentiment_tutorial_converts_with_one_flag_and_scores_token_parquet(tutorial, engine):
     d, reviews, expect = tutorial
-    r = run("convert", d / "tut1-model.pt", "-o", d / "sentiment.npz", MODE, "final")
+    r = run("convert", d / "tut1-model.pt", "-o", d / "sentiment.npz", MODE, "final", "--overwrite")
     assert r.exit_code == 0, r.stderr
     assert "embedding" in r.stdout and "rnn: lstm" in r.stdout
     model = rnnjit.load(d / "sentiment.npz")
@@ -88,7 +88,7 @@ def test_sentiment_tutorial_converts_with_one_flag_and_scores_token_parquet(tuto
 
 def test_sentiment_tutorial_long_layout_integer_column(tutorial, engine):
     d, reviews, expect = tutorial
-    assert run("convert", d / "tut1-model.pt", "-o", d / "s.npz", MODE, "final").exit_code == 0
+    assert run("convert", d / "tut1-model.pt", "-o", d / "s.npz", MODE, "final", "--overwrite").exit_code == 0
     rows = [(b, t, tok) for b, r in enumerate(reviews) for t, tok in enumerate(r)]
     long = pa.table({"review_id": [r[0] for r in rows], "pos": [r[1] for r in rows],
                      "token": pa.array([r[2] for r in rows], pa.int32())})
