@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
+
+EXIT_TERMINATED = 143  # 128 + SIGTERM, what a shell reports
 from typing import Annotated, Optional
 
 import typer
@@ -20,6 +22,11 @@ class Format(str, Enum):
     parquet = "parquet"
     csv = "csv"
     jsonl = "jsonl"
+
+
+class OutputLayout(str, Enum):
+    file = "file"
+    dataset = "dataset"
 
 
 class OnInvalid(str, Enum):
@@ -39,14 +46,23 @@ def score_command(
     model: Annotated[
         Path, typer.Option("--model", "-m", exists=True, dir_okay=False, readable=True, help="Bundle (.npz).")
     ],
-    input: Annotated[str, typer.Option("--input", "-i", help="Parquet file, directory or glob (quote it).")],
-    output: Annotated[Path, typer.Option("--output", "-o", dir_okay=False, help="File to write.")],
+    input: Annotated[
+        list[str],
+        typer.Option("--input", "-i", help="Parquet file, directory, glob (quote it) or URI (s3://, gs://, "
+                     "hdfs://, file://); repeat for several, scored in order."),
+    ],
+    output: Annotated[
+        str,
+        typer.Option("--output", "-o", help="File to write (.parquet, .csv, .jsonl; .gz/.zst compress text; "
+                     "- for stdout), or a directory (ending in /) for one output file per input file."),
+    ],
     layout: Annotated[Layout, typer.Option(help="list: one row per sequence; long: one row per step.")] = Layout.list,
     features_column: Annotated[str, typer.Option(help="List layout: the sequence column.")] = "features",
     feature_columns: Annotated[
         Optional[list[str]],
         typer.Option(help="Long layout: feature columns in model order (repeat or comma-separate). "
-                     "Default: the bundle's feature names, else every other numeric column."),
+                     "Default: the bundle's feature names, by name; a bundle without names needs this option "
+                     "(except a one-feature model with a single numeric column, which is used and named)."),
     ] = None,
     id_column: Annotated[
         Optional[list[str]],
@@ -71,6 +87,21 @@ def score_command(
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no summary.")] = False,
     engine: Annotated[Optional[Engine], typer.Option(help="numba (default when available) or numpy.")] = None,
+    # -- state columns, datasets and resume (issue #7, #9)
+    h0_column: Annotated[
+        Optional[str], typer.Option(help="Initial hidden state column (default h0, used when present); "
+                                    "e.g. --h0-column hn to continue from yesterday's --emit-state output.")
+    ] = None,
+    c0_column: Annotated[Optional[str], typer.Option(help="Initial cell state column (LSTM; default c0).")] = None,
+    output_layout: Annotated[
+        Optional[OutputLayout],
+        typer.Option(help="file: one output file; dataset: a directory with one output file per input file, "
+                     "same relative paths (default: dataset when --output ends with / or is a directory)."),
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option(help="Dataset output: skip input files whose output is already committed and "
+                           "unchanged (recorded in _rnnjit_manifest.json), redo the rest.")
+    ] = False,
 ) -> None:
     """Score sequences from Parquet with a bundle and write one row per sequence.
 
@@ -80,11 +111,14 @@ def score_command(
     as score_0..score_{O-1} and list columns as JSON text.
     """
     import rnnjit
+    from rnnjit.io.targets import check_file_output, wants_dataset
+    from rnnjit.local import Terminated, score_dataset
     from rnnjit.scoring import ScoreOptions
-    from rnnjit.io.sinks import check_output
-    from rnnjit.local import score_dataset
 
-    check_output(output, overwrite)  # fail before loading anything
+    fmt = format.value if format else None
+    lay = output_layout.value if output_layout else None
+    if not wants_dataset(output, lay):
+        check_file_output(output, overwrite, fmt)  # fail before loading anything
     ids = _split(id_column)
     feats = _split(feature_columns)
     if layout is Layout.list and (feats or order_column):
@@ -100,23 +134,34 @@ def score_command(
         on_invalid=on_invalid.value,
         engine=engine.value if engine else None,
         threads=threads,
+        h0_column=h0_column or "h0",
+        c0_column=c0_column or "c0",
     )
     try:
         summary = score_dataset(
             m,
-            input,
+            list(input),
             output,
             options=options,
             layout=layout.value,
             order_column=order_column,
             feature_columns=feats or None,
-            fmt=format.value if format else None,
+            fmt=fmt,
             batch_rows=batch_rows,
             overwrite=overwrite,
             progress=(not quiet) and stderr_is_tty(),
+            output_layout=lay,
+            resume=resume,
+            explicit_state=tuple(c for c in (h0_column, c0_column) if c),
+            on_note=err,
         )
+    except Terminated:
+        err("error: terminated (SIGTERM); no output file was left half-written (committed dataset files are kept "
+            "for --resume)")
+        raise typer.Exit(EXIT_TERMINATED) from None
     except KeyboardInterrupt:
         err("error: interrupted; no output was written")
         raise typer.Exit(130) from None
     if not quiet:
+        summary.notes.clear()  # already printed as they arose
         err(summary.line())
