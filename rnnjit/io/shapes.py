@@ -31,7 +31,7 @@ def as_steps(arr: pa.Array, input_size: int, column: str) -> pa.Array:
     computed for any list-like type.
     """
     t = arr.type
-    if isinstance(t, pa.ExtensionType) and getattr(t, "extension_name", "") == "arrow.fixed_shape_tensor":
+    if getattr(t, "extension_name", "") == "arrow.fixed_shape_tensor":
         shape, perm = list(t.shape), t.permutation
         if perm is not None and list(perm) != sorted(perm):
             raise InputTypeError(
@@ -47,7 +47,7 @@ def as_steps(arr: pa.Array, input_size: int, column: str) -> pa.Array:
         storage = arr.storage
         steps = pa.FixedSizeListArray.from_arrays(storage.values, shape[1])
         return pa.Array.from_buffers(
-            pa.fixed_size_list(steps.type, shape[0]), len(storage), [storage.buffers()[0]],
+            pa.list_(steps.type, shape[0]), len(storage), [storage.buffers()[0]],
             offset=storage.offset, children=[steps],
         )
     if _is_list(t) and _is_num(t.value_type):
@@ -60,7 +60,7 @@ def as_steps(arr: pa.Array, input_size: int, column: str) -> pa.Array:
         if pa.types.is_fixed_size_list(t):
             steps = pa.FixedSizeListArray.from_arrays(arr.values, 1)
             return pa.Array.from_buffers(
-                pa.fixed_size_list(steps.type, t.list_size), len(arr), [arr.buffers()[0]],
+                pa.list_(steps.type, t.list_size), len(arr), [arr.buffers()[0]],
                 offset=arr.offset, children=[steps],
             )
         steps = pa.FixedSizeListArray.from_arrays(arr.values, 1)
