@@ -43,9 +43,7 @@ def _split(values: Optional[list[str]]) -> tuple[str, ...]:
 
 
 def score_command(
-    model: Annotated[
-        Path, typer.Option("--model", "-m", exists=True, dir_okay=False, readable=True, help="Bundle (.npz).")
-    ],
+    model: Annotated[str, typer.Option("--model", "-m", help="Bundle (.npz): a path or a URI.")],
     input: Annotated[
         list[str],
         typer.Option("--input", "-i", help="Parquet file, directory, glob (quote it) or URI (s3://, gs://, "
@@ -111,6 +109,7 @@ def score_command(
     as score_0..score_{O-1} and list columns as JSON text.
     """
     import rnnjit
+    from rnnjit.io.fs import is_uri, local_copy
     from rnnjit.io.targets import check_file_output, wants_dataset
     from rnnjit.local import Terminated, score_dataset
     from rnnjit.scoring import ScoreOptions
@@ -124,7 +123,13 @@ def score_command(
     if layout is Layout.list and (feats or order_column):
         opt = "--feature-columns" if feats else "--order-column"
         raise rnnjit.InputError(f"{opt} applies to --layout long; for list input use --features-column")
-    m = rnnjit.load(model)
+    if not is_uri(model) and not Path(model).is_file():
+        raise rnnjit.InputError(
+            f"Invalid value for '--model': bundle {model!r} does not exist; create one with "
+            f"`rnnjit convert model.pth --out {model}`"
+        )
+    with local_copy(model) as path:
+        m = rnnjit.load(path)
     options = ScoreOptions(
         features_column=features_column,
         pass_through=ids or None,

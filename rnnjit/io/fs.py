@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -148,3 +149,31 @@ def remove_stale_temps(directory: Location, recursive: bool = False) -> int:
         except (FileNotFoundError, OSError, pa.ArrowException):
             pass
     return removed
+
+
+@contextmanager
+def local_copy(location, filesystem: pafs.FileSystem | None = None):
+    """A local path for ``location``: itself when local, else a temporary copy (removed after).
+
+    For readers that need a real file (the bundle loader opens a path).
+    """
+    loc = resolve(location, filesystem)
+    if loc.local:
+        yield loc.path
+        return
+    import shutil
+    import tempfile
+
+    suffix = os.path.splitext(loc.path)[1]
+    fd, tmp = tempfile.mkstemp(prefix="rnnjit-", suffix=suffix)
+    try:
+        try:
+            with os.fdopen(fd, "wb") as out, loc.fs.open_input_stream(loc.path) as src:
+                shutil.copyfileobj(src, out, 1 << 20)
+        except FileNotFoundError as exc:
+            raise InputError(f"{loc.uri!r} does not exist") from exc
+        except (pa.ArrowException, OSError) as exc:
+            raise InputError(f"cannot read {loc.uri!r}: {exc}") from exc
+        yield tmp
+    finally:
+        os.unlink(tmp)
