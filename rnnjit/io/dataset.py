@@ -227,6 +227,32 @@ def _partition_array(f: InputFile, fld: pa.Field, n: int) -> pa.Array:
     return pa.array([v] * n, fld.type) if v is not None else pa.nulls(n, fld.type)
 
 
+def _list_like(t: pa.DataType) -> bool:
+    return pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)
+
+
+def _num(t: pa.DataType) -> bool:
+    return pa.types.is_integer(t) or pa.types.is_floating(t)
+
+
+def _text(t: pa.DataType) -> bool:
+    return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
+
+
+def castable(src: pa.DataType, dst: pa.DataType) -> bool:
+    """A sibling file's type that reads as ``dst`` without a guess.
+
+    Numbers to numbers (another width), lists to lists with such leaves, text to
+    text, and ``null`` (an empty pandas partition) to anything. Text to numbers
+    is refused: parsing "1.5" would hide a broken writer.
+    """
+    if src == dst or pa.types.is_null(src):
+        return True
+    if _list_like(src) and _list_like(dst):
+        return castable(src.value_type, dst.value_type)
+    return (_num(src) and _num(dst)) or (_text(src) and _text(dst))
+
+
 def read_file(f: InputFile, schema: pa.Schema, columns: Sequence[str], batch_rows: int,
               partition_fields: Iterable[pa.Field] = ()) -> Iterator[pa.RecordBatch]:
     """Batches of ``columns`` (typed as in ``schema``) from one file.
@@ -253,6 +279,12 @@ def read_file(f: InputFile, schema: pa.Schema, columns: Sequence[str], batch_row
                     "every file of the input must have the same columns"
                 )
             same = all(have.field(c).type == schema.field(c).type for c in cols)
+            bad = next((c for c in cols if not castable(have.field(c).type, schema.field(c).type)), None)
+            if bad is not None:
+                raise InputError(
+                    f"file {f.uri!r}: column {bad!r} has type {have.field(bad).type} but the first file has "
+                    f"{schema.field(bad).type}; every file of the input must have the same schema"
+                )
             for batch in pf.iter_batches(batch_size=batch_rows, columns=cols, use_threads=False):
                 if not batch.num_rows:
                     continue
