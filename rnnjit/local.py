@@ -32,7 +32,7 @@ from rnnjit.errors import InputError
 from rnnjit.io import killpoints, pandas_meta
 from rnnjit.io.dataset import InputSet, open_input, prefetched, read_file
 from rnnjit.io.dataset_out import fingerprint, open_output_dir, output_rel
-from rnnjit.io.fs import remove_stale_temps
+from rnnjit.io.fs import remove_stale_temps, resolve
 from rnnjit.io.sinks import Sink
 from rnnjit.io.targets import check_file_output, refuse_input_as_output, refuse_output_inside_input, wants_dataset
 from rnnjit.plan import LAYOUTS, plan_scoring
@@ -248,6 +248,8 @@ def score_dataset(
     if not dataset_out:
         target = check_file_output(output, overwrite, fmt, filesystem)
         refuse_output_inside_input(target.loc, inputs_given, filesystem)
+    else:
+        refuse_output_inside_input(resolve(str(output).rstrip("/") or "/", filesystem), inputs_given, filesystem)
     inputs = open_input(inputs_given, filesystem)
     plan = plan_scoring(model, inputs.schema, options, layout=layout, order_column=order_column,
                         feature_columns=feature_columns, explicit_state=explicit_state)

@@ -236,3 +236,10 @@ def test_fsspec_memory_filesystem_through_the_api(model, tmp_path):
     s = score_dataset(model, "/in", "/one.csv", options=opts, filesystem=fs)
     with fs.open_input_stream("/one.csv") as fh:
         assert len(fh.read().decode().splitlines()) == 31
+
+
+def test_dataset_output_inside_the_input_directory_is_refused(bundle, tmp_path):
+    src = make_dataset(tmp_path / "in")
+    r = run("score", "--model", bundle, "-i", src, "-o", f"{src}/scores/", *NP)
+    assert r.exit_code == 2 and "is inside the input directory" in r.stderr
+    assert not (src / "scores").exists()
