@@ -158,7 +158,7 @@ def score_command(
             output_layout=lay,
             resume=resume,
             explicit_state=tuple(c for c in (h0_column, c0_column) if c),
-            on_note=err,
+            on_note=lambda note: err(note) if note.startswith("warning:") else None,
         )
     except Terminated:
         err("error: terminated (SIGTERM); no output file was left half-written (committed dataset files are kept "
@@ -168,5 +168,5 @@ def score_command(
         err("error: interrupted; no output was written")
         raise typer.Exit(130) from None
     if not quiet:
-        summary.notes.clear()  # already printed as they arose
+        summary.notes[:] = [n for n in summary.notes if not n.startswith("warning:")]  # printed as they arose
         err(summary.line())

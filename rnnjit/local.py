@@ -262,7 +262,9 @@ def score_dataset(
         summary.notes.append(n)
         if on_note:
             on_note(n)
-    bar = Progress(inputs.count_rows() if progress else None, bool(progress if progress is not None else sys.stderr.isatty()))
+    if progress is None:
+        progress = sys.stderr.isatty()
+    bar = Progress(inputs.count_rows() if progress else None, bool(progress))
     try:
         with _sigterm_as_interrupt():
             if dataset_out:
