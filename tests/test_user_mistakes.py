@@ -323,3 +323,17 @@ def test_many_small_files_do_not_make_tiny_row_groups(bundles, tmp_path):
     assert r.exit_code == 0, r.stderr
     meta = pq.ParquetFile(tmp_path / "o.parquet").metadata
     assert meta.num_rows == 80 and meta.num_row_groups == 1
+
+
+def test_long_layout_h0_column_names_the_state(bundles, tmp_path, rng):
+    h = rng.normal(size=(len(SEQS), 5)).astype(np.float32)
+    t = long_table(SEQS, names=["a", "b", "c"])
+    rows_of = np.repeat(np.arange(len(SEQS)), [len(s) for s in SEQS])
+    src = write(t.append_column("hn", pa.array(list(h[rows_of]), pa.list_(pa.float32()))), tmp_path / "l.parquet")
+    r = run("score", "--model", bundles["named"], "-i", src, "-o", tmp_path / "zero.parquet", *NP, *LONG)
+    assert r.exit_code == 0 and "warning: the input has a 'hn' column but no 'h0'" in r.stderr, r.stderr
+    r = run("score", "--model", bundles["named"], "-i", src, "-o", tmp_path / "o.parquet", *NP, *LONG,
+            "--h0-column", "hn")
+    assert r.exit_code == 0 and "warning" not in r.stderr, r.stderr
+    np.testing.assert_allclose(_scores(tmp_path / "o.parquet"), _expected(bundles["named"], SEQS, h0=h[None]),
+                               atol=1e-6)
