@@ -243,3 +243,12 @@ def test_dataset_output_inside_the_input_directory_is_refused(bundle, tmp_path):
     r = run("score", "--model", bundle, "-i", src, "-o", f"{src}/scores/", *NP)
     assert r.exit_code == 2 and "is inside the input directory" in r.stderr
     assert not (src / "scores").exists()
+
+
+def test_a_file_named_on_its_own_is_never_skipped(bundle, tmp_path):
+    src = write(list_table(SEQS[:2]), tmp_path / "_part.parquet")
+    r = run("score", "--model", bundle, "-i", src, "-o", tmp_path / "o.parquet", *NP)
+    assert r.exit_code == 0 and "skipped" not in r.stderr, r.stderr
+    (tmp_path / "notes.txt").write_text("hello\n")
+    r = run("score", "--model", bundle, "-i", tmp_path / "notes.txt", "-o", tmp_path / "p.parquet", *NP)
+    assert r.exit_code == 2 and "cannot read Parquet input" in r.stderr and "notes.txt" in r.stderr

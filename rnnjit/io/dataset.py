@@ -137,8 +137,8 @@ def _list_one(text, filesystem) -> tuple[list[tuple[Location, str, pafs.FileInfo
             base = loc.path.rstrip("/")
             for i in sorted((i for i in infos if i.type == pafs.FileType.File), key=lambda i: i.path):
                 found.append((Location(loc.fs, i.path, _uri(loc, i.path)), i.path[len(base):].lstrip("/"), i))
-        else:
-            found.append((loc, info.base_name, info))
+        else:  # a file named on its own is read whatever its name: an error beats a silent skip
+            return [(loc, info.base_name, info)], []
     data, skipped = [], []
     for floc, rel, info in found:
         size = info.size or 0
