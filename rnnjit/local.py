@@ -153,6 +153,7 @@ class _Where:
         self.named = len(inputs.files) > 1
         self._starts: list[int] = []
         self._at: list[tuple[int, int]] = []  # (file index, row in file) of each batch's first row
+        self._last = 0
         self.file = 0
         self.row_in_file = 0
 
@@ -172,9 +173,12 @@ class _Where:
             yield batch
 
     def locate(self, n: int) -> tuple[str | None, int]:
+        """``(file, row within it)`` of the n-th input row (file None for a single-file input)."""
+        if not self._at:
+            return None, n
         k = max(bisect.bisect_right(self._starts, n) - 1, 0)
-        fi, r0 = self._at[k] if self._at else (0, 0)
-        return (self.inputs.files[fi].uri if self.named else None), r0 + n - self._starts[k] if self._at else n
+        fi, r0 = self._at[k]
+        return (self.inputs.files[fi].uri if self.named else None), r0 + n - self._starts[k]
 
     def name_file(self, exc: InputError) -> InputError:
         """``exc`` prefixed with the current file (multi-file input only)."""
@@ -321,7 +325,6 @@ def _score_to_dataset(model, inputs, plan, output, fmt, batch_rows, overwrite, r
     out_dir, manifest = open_output_dir(output, filesystem, overwrite=overwrite, resume=resume, fp=fp)
     summary.output = out_dir.uri.rstrip("/") + "/"
     schema = pandas_meta.restrict(inputs.schema, plan.output_schema, keep_range_index=plan.long is None)
-    refuse_input_as_output(out_dir, inputs.files)
     last_ids = None
     for fi, f in enumerate(inputs.files):
         if resume and manifest.done(f):
