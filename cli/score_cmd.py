@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-
-EXIT_TERMINATED = 143  # 128 + SIGTERM, what a shell reports
 from typing import Annotated, Optional
 
 import typer
 
 from rnnjit.cli._common import Engine, OutputMode, err, stderr_is_tty
+
+EXIT_TERMINATED = 143  # 128 + SIGTERM, what a shell reports for a terminated job
 
 
 class Layout(str, Enum):
