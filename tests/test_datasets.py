@@ -252,3 +252,13 @@ def test_a_file_named_on_its_own_is_never_skipped(bundle, tmp_path):
     (tmp_path / "notes.txt").write_text("hello\n")
     r = run("score", "--model", bundle, "-i", tmp_path / "notes.txt", "-o", tmp_path / "p.parquet", *NP)
     assert r.exit_code == 2 and "cannot read Parquet input" in r.stderr and "notes.txt" in r.stderr
+
+
+def test_hive_data_files_without_extension_are_read(bundle, model, tmp_path):
+    (tmp_path / "in").mkdir()
+    write(list_table(SEQS[:4], ids=list(range(4))), tmp_path / "in" / "000000_0")
+    (tmp_path / "in" / "000001_0.log").write_text("not data\n")
+    s = score_dataset(model, tmp_path / "in", tmp_path / "o.parquet", options=ScoreOptions(engine="numpy"))
+    assert s.rows == 4 and any("skipped 1 file(s)" in n and "000001_0.log" in n for n in s.notes)
+    np.testing.assert_allclose(pq.read_table(tmp_path / "o.parquet").column("score").to_numpy(),
+                               expected(model, range(4)), atol=1e-6)
