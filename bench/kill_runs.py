@@ -3,8 +3,10 @@
     python -m bench.kill_runs [--files 8] [--rows 40] [--chains 5] [--seed 1]
 
 1. Builds a hive-partitioned dataset (``--files`` files of about ``--rows``
-   sequences, a few NaN rows scored with ``--on-invalid skip``) and scores it
-   once without interruption: the reference.
+   sequences; hostile rows: NaN, null sequences and steps, |x| = 1e30, empty
+   sequences, scored with ``--on-invalid skip``; hostile files: an empty pandas
+   partition, a zero-row file, ``_SUCCESS`` and a README) and scores it once
+   without interruption: the reference.
 2. Dataset output: for every stage (read, score, write, commit before the
    rename, renamed after it, manifest) and every arrival n = 1, 2, ... until
    the run finishes before the n-th arrival, runs ``rnnjit score`` with
@@ -53,13 +55,24 @@ def make_inputs(root: Path, n_files: int, rows: int, seed: int) -> tuple[Path, P
     for k in range(n_files):
         n = int(rng.integers(rows // 2, rows * 3 // 2 + 1))
         feats = [rng.normal(size=(int(rng.integers(0, 12)), 3)).astype(np.float32).tolist() for _ in range(n)]
-        if k % 3 == 1:
+        if k % 3 == 1:  # hostile rows: NaN, a null sequence, a null step, |x| = 1e30
             feats[n // 2] = [[float("nan"), 0.0, 0.0]]
+            feats[n // 3] = None
+            feats[n // 4] = [[1.0, 2.0, 3.0], None]
+            feats[n // 5] = [[1e30, -1e30, 0.5]]
         p = src / f"day={k // 3}" / f"part-{k}.parquet"
         p.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(pa.table({"id": range(next_id, next_id + n), "features": pa.array(feats, FEATURES_TYPE)}), p,
                        row_group_size=7)
         next_id += n
+    # hostile files that a run must get through: an empty partition as pandas writes it (features typed
+    # null), a file of zero rows, and files that are not Parquet data
+    empty = src / "day=0" / "part-empty.parquet"
+    pq.write_table(pa.table({"id": pa.array([], pa.int64()), "features": pa.nulls(0)}), empty)
+    pq.write_table(pa.table({"id": pa.array([], pa.int64()), "features": pa.array([], FEATURES_TYPE)}),
+                   src / "day=0" / "part-zero.parquet")
+    (src / "_SUCCESS").write_bytes(b"")
+    (src / "README.md").write_text("written by the nightly export\n")
     return bundle, src
 
 
@@ -152,7 +165,8 @@ def main(argv=None) -> int:
             fig["rows_lost"] += lost
             fig["rows_duplicated"] += dup
             fig["chains_equal"] = fig.get("chains_equal", 0) + int(lost == dup == differ == 0)
-        print(f"dataset: {a.files} files, {total_rows} rows; seconds: {time.time() - t0:.0f}")
+        print(f"dataset: {len(want)} Parquet files ({a.files} with rows, 2 empty) and 2 that are not data, "
+              f"{total_rows} rows; seconds: {time.time() - t0:.0f}")
         print(f"dataset-output kills: {fig['kills']} ({', '.join(f'{k} {v}' for k, v in by_stage.items())}), "
               f"survived (resume == uninterrupted): {fig['survived']}")
         print(f"single-file-output kills: {fig['file_kills']}, survived (no output left, rerun == reference): "
