@@ -108,6 +108,7 @@ MISTAKES = [
     ("gzip-parquet", _list, "named", (), "o.parquet.gz", ["Parquet compresses inside the file"]),
     ("parquet-to-stdout", _list, "named", ("--format", "parquet"), "-", ["cannot be streamed to standard output"]),
     ("resume-needs-dataset", _list, "named", ("--resume",), "o.parquet", ["--resume needs a dataset output"]),
+    ("dataset-to-stdout", _list, "named", ("--output-layout", "dataset"), "-", ["not standard output"]),
     ("multi-file-error-names-file-row-id", _two_files, "named", (), "o.parquet",
      ["p1.parquet' row 1 (id=11)", "holds NaN or inf"]),
     ("long-error-names-real-column", _long_nan, "named", LONG, "o.parquet",

@@ -79,11 +79,13 @@ def wants_dataset(output, layout: str | None, filesystem=None) -> bool:
     """True when the output is a directory of files (see the module docstring)."""
     if layout is not None and layout not in OUTPUT_LAYOUTS:
         raise InputError(f"output layout {layout!r} is not known; expected one of {', '.join(OUTPUT_LAYOUTS)}")
-    if layout:
-        return layout == "dataset"
     text = str(output)
     if text == STDOUT:
+        if layout == "dataset":
+            raise InputError("a dataset output is a directory, not standard output; give a directory name ending in /")
         return False
+    if layout:
+        return layout == "dataset"
     if text.endswith("/") or text.endswith(os.sep):
         return True
     loc = resolve(output, filesystem)
