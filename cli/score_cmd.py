@@ -11,6 +11,8 @@ import typer
 from rnnjit.errors import InputError
 from rnnjit.cli._common import Engine, OutputMode, err, pick_engine, stderr_is_tty
 
+EXIT_TERMINATED = 143  # 128 + SIGTERM, what a shell reports for a terminated job
+
 
 class Layout(str, Enum):
     list = "list"
@@ -21,6 +23,11 @@ class Format(str, Enum):
     parquet = "parquet"
     csv = "csv"
     jsonl = "jsonl"
+
+
+class OutputLayout(str, Enum):
+    file = "file"
+    dataset = "dataset"
 
 
 class OnInvalid(str, Enum):
@@ -48,14 +55,17 @@ def sequence_column_option(sequence_column: str | None, features_column: str | N
 
 
 def score_command(
-    model: Annotated[
-        Path, typer.Option("--model", "-m", exists=True, dir_okay=False, readable=True, metavar="BUNDLE",
-                           help="Bundle (.npz).")
-    ],
+    model: Annotated[str, typer.Option("--model", "-m", metavar="BUNDLE", help="Bundle (.npz): a path or a URI.")],
     input: Annotated[
-        str, typer.Option("--input", "-i", metavar="PATH", help="Parquet file, directory or glob (quote it).")
+        list[str],
+        typer.Option("--input", "-i", metavar="PATH", help="Parquet file, directory, glob (quote it) or URI "
+                     "(s3://, gs://, hdfs://, file://); repeat for several, scored in order."),
     ],
-    output: Annotated[Path, typer.Option("--output", "-o", dir_okay=False, metavar="PATH", help="File to write.")],
+    output: Annotated[
+        str,
+        typer.Option("--output", "-o", metavar="PATH", help="File to write (.parquet, .csv, .jsonl; .gz/.zst "
+                     "compress text; - for stdout), or a directory (ending in /) for one output file per input file."),
+    ],
     layout: Annotated[Layout, typer.Option(help="list: one row per sequence; long: one row per step.")] = Layout.list,
     sequence_column: Annotated[
         Optional[str],
@@ -64,7 +74,8 @@ def score_command(
     feature_columns: Annotated[
         Optional[list[str]],
         typer.Option(metavar="a,b,c", help="Long layout: feature columns in model order (repeat or comma-separate). "
-                     "Default: the bundle's feature names, else every other numeric column."),
+                     "Default: the bundle's feature names, by name; a bundle without names needs this option "
+                     "(except a one-feature model with a single numeric column, which is used and named)."),
     ] = None,
     id_column: Annotated[
         Optional[list[str]],
@@ -96,6 +107,24 @@ def score_command(
     features_column: Annotated[
         Optional[str], typer.Option("--features-column", hidden=True, help="Deprecated: use --sequence-column.")
     ] = None,
+    # -- state columns, datasets and resume (issue #7, #9)
+    h0_column: Annotated[
+        Optional[str],
+        typer.Option(metavar="COLUMN", help="Initial hidden state column (default h0, used when present); "
+                     "e.g. --h0-column hn to continue from yesterday's --emit-state output."),
+    ] = None,
+    c0_column: Annotated[
+        Optional[str], typer.Option(metavar="COLUMN", help="Initial cell state column (LSTM; default c0).")
+    ] = None,
+    output_layout: Annotated[
+        Optional[OutputLayout],
+        typer.Option(help="file: one output file; dataset: a directory with one output file per input file, "
+                     "same relative paths (default: dataset when --output ends with / or is a directory)."),
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Dataset output: skip input files whose output is already committed and "
+                           "unchanged (recorded in _rnnjit_manifest.json), redo the rest.")
+    ] = False,
 ) -> None:
     """Score sequences from Parquet with a bundle and write one row per sequence.
 
@@ -105,11 +134,15 @@ def score_command(
     as score_0..score_{O-1} and list columns as JSON text.
     """
     import rnnjit
+    from rnnjit.io.fs import is_uri, local_copy
+    from rnnjit.io.targets import check_file_output, wants_dataset
+    from rnnjit.local import Terminated, score_dataset
     from rnnjit.scoring import ScoreOptions
-    from rnnjit.io.sinks import check_output
-    from rnnjit.local import score_dataset
 
-    check_output(output, overwrite)  # fail before loading anything
+    fmt = format.value if format else None
+    lay = output_layout.value if output_layout else None
+    if not wants_dataset(output, lay):
+        check_file_output(output, overwrite, fmt)  # fail before loading anything
     sequence_column = sequence_column_option(sequence_column, features_column)
     eng = pick_engine(engine, threads)
     ids = _split(id_column)
@@ -117,7 +150,13 @@ def score_command(
     if layout is Layout.list and (feats or order_column):
         opt = "--feature-columns" if feats else "--order-column"
         raise rnnjit.InputError(f"{opt} applies to --layout long; for list input use --sequence-column")
-    m = rnnjit.load(model)
+    if not is_uri(model) and not Path(model).is_file():
+        raise rnnjit.InputError(
+            f"Invalid value for '--model': bundle {model!r} does not exist; create one with "
+            f"`rnnjit convert model.pth --output {model}`"
+        )
+    with local_copy(model) as path:
+        m = rnnjit.load(path)
     options = ScoreOptions(
         features_column=sequence_column,
         pass_through=ids or None,
@@ -127,23 +166,34 @@ def score_command(
         on_invalid=on_invalid.value,
         engine=eng,
         threads=threads,
+        h0_column=h0_column or "h0",
+        c0_column=c0_column or "c0",
     )
     try:
         summary = score_dataset(
             m,
-            input,
+            list(input),
             output,
             options=options,
             layout=layout.value,
             order_column=order_column,
             feature_columns=feats or None,
-            fmt=format.value if format else None,
+            fmt=fmt,
             batch_rows=batch_rows,
             overwrite=overwrite,
             progress=(not quiet) and stderr_is_tty(),
+            output_layout=lay,
+            resume=resume,
+            explicit_state=tuple(c for c in (h0_column, c0_column) if c),
+            on_note=lambda note: err(note) if note.startswith("warning:") else None,
         )
+    except Terminated:
+        err("error: terminated (SIGTERM); no output file was left half-written (committed dataset files are kept "
+            "for --resume)")
+        raise typer.Exit(EXIT_TERMINATED) from None
     except KeyboardInterrupt:
         err("error: interrupted; no output was written")
         raise typer.Exit(130) from None
     if not quiet:
+        summary.notes[:] = [n for n in summary.notes if not n.startswith("warning:")]  # printed as they arose
         err(summary.line())

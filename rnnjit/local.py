@@ -3,31 +3,40 @@
 Memory is bounded by ``batch_rows`` (and the input's Parquet row-group size),
 not by the size of the input:
 
-- the input (a file, a directory or a glob) is read in batches
-  (`rnnjit.io.dataset`), with the next batch read while this one is scored;
+- the input (files, directories, globs or URIs) is listed and read file by
+  file in batches (`rnnjit.io.dataset`), the next batch read while this one is
+  scored;
 - in the long layout (one row per step) steps are grouped into sequences
   (`rnnjit.io.long_layout`);
-- each batch goes through `rnnjit.scoring.score_batch` and is appended to the
-  output sink (`rnnjit.io.sinks`), written under a temporary name in the
-  output's directory and renamed when complete (removed on any error or Ctrl-C).
+- each batch goes through `rnnjit.scoring.score_batch` and is appended to an
+  output sink (`rnnjit.io.sinks`), written under a temporary name and renamed
+  when complete (removed on any error, Ctrl-C or SIGTERM): one output file, or
+  for a dataset output one per input file, recorded in a manifest so that
+  ``resume`` redoes only the files without a committed output.
 """
 
 from __future__ import annotations
 
-import os
+import bisect
+import signal
 import sys
 import threading
 import time
 from collections.abc import Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
-from rnnjit.engines import engine_threads, resolve
+from rnnjit.engines import engine_threads
+from rnnjit.engines import resolve as resolve_engine
 from rnnjit.errors import InputError
-from rnnjit.io.dataset import count_rows, iter_batches, open_dataset
-from rnnjit.io.sinks import Sink, check_output, infer_format
+from rnnjit.io import killpoints, pandas_meta
+from rnnjit.io.dataset import InputSet, open_input, prefetched, read_file
+from rnnjit.io.dataset_out import fingerprint, open_output_dir, output_rel
+from rnnjit.io.fs import remove_stale_temps, resolve
+from rnnjit.io.sinks import Sink
+from rnnjit.io.targets import check_file_output, refuse_input_as_output, refuse_output_inside_input, wants_dataset
 from rnnjit.plan import LAYOUTS, plan_scoring
 from rnnjit.scoring import ScoreOptions, ScoreStats, score_batch
 
@@ -74,14 +83,40 @@ class Progress:
 
 
 # --------------------------------------------------------------------------- driver
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``timeout``, schedulers, Kubernetes) arrived: handled like Ctrl-C."""
+
+
+@contextmanager
+def _sigterm_as_interrupt():
+    """Raise `Terminated` in the main thread on SIGTERM, so temporary files are removed."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    fired = []
+
+    def handler(signum, frame):
+        if not fired:  # a second SIGTERM must not interrupt the clean-up of the first
+            fired.append(signum)
+            raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 @dataclass
 class Summary(ScoreStats):
-    """What a scoring run did: the scoring counters, plus input rows, time and output."""
+    """What a scoring run did: the scoring counters, plus input rows, files, time and output."""
 
     input_rows: int = 0
     seconds: float = 0.0
     output: str = ""
     layout: str = "list"
+    files_written: int = 0
+    files_done_before: int = 0
     notes: list[str] = field(default_factory=list)
     engine: str = ""  # the engine that ran and its threads (rnnjit.engines)
     threads: int = 0
@@ -96,10 +131,15 @@ class Summary(ScoreStats):
             what = f"{self.rows:,} sequences from {self.input_rows:,} input rows"
         else:
             what = f"{self.rows:,} rows"
+        files = ""
+        if self.files_written > 1 or self.files_done_before:
+            files = f" ({self.files_written:,} files written"
+            files += f", {self.files_done_before:,} already done)" if self.files_done_before else ")"
         ran = f", engine {self.engine} ({self.threads} thread{'s' if self.threads != 1 else ''})" if self.engine else ""
+        notes = "".join(f"; {n.removeprefix('warning: ')}" for n in self.notes)
         return (
             f"scored {what} ({self.invalid:,} invalid, {self.empty:,} empty) in {self.seconds:.2f} s, "
-            f"{self.rows_per_second:,.0f} rows/s{ran} -> {self.output}"
+            f"{self.rows_per_second:,.0f} rows/s{ran} -> {self.output}{files}{notes}"
         )
 
 
@@ -108,6 +148,48 @@ def _warm_up(model, options: ScoreOptions) -> None:
         model.predict(np.zeros((1, 1, model.spec.input_size), model.dtype), engine=options.engine)
     except Exception:  # noqa: BLE001 - the real call reports any problem
         pass
+
+
+class _Where:
+    """Follows the batches as they pass, to name a file and a row within it in messages."""
+
+    def __init__(self, inputs: InputSet):
+        self.inputs = inputs
+        self.named = len(inputs.files) > 1
+        self._starts: list[int] = []
+        self._at: list[tuple[int, int]] = []  # (file index, row in file) of each batch's first row
+        self._last = 0
+        self.file = 0
+        self.row_in_file = 0
+
+    def track(self, pieces):
+        seen = 0
+        for fi, batch in pieces:
+            if not self._at or self._at[-1][0] != fi:
+                in_file = 0
+            else:
+                in_file = self._at[-1][1] + self._last
+            self._starts.append(seen)
+            self._at.append((fi, in_file))
+            self._last = batch.num_rows
+            self.file, self.row_in_file = fi, in_file
+            seen += batch.num_rows
+            killpoints.reach("read")
+            yield batch
+
+    def locate(self, n: int) -> tuple[str | None, int]:
+        """``(file, row within it)`` of the n-th input row (file None for a single-file input)."""
+        if not self._at:
+            return None, n
+        k = max(bisect.bisect_right(self._starts, n) - 1, 0)
+        fi, r0 = self._at[k]
+        return (self.inputs.files[fi].uri if self.named else None), r0 + n - self._starts[k]
+
+    def name_file(self, exc: InputError) -> InputError:
+        """``exc`` prefixed with the current file (multi-file input only)."""
+        if not self.named:
+            return exc
+        return InputError(f"file {self.inputs.files[self.file].uri!r} {exc}")
 
 
 def score_dataset(
@@ -123,14 +205,20 @@ def score_dataset(
     batch_rows: int = 4096,
     overwrite: bool = False,
     progress: bool | None = None,
+    output_layout: str | None = None,
+    resume: bool = False,
+    filesystem=None,
+    explicit_state: Sequence[str] = (),
+    on_note=None,
 ) -> Summary:
     """Score a Parquet dataset and write the result atomically.
 
     Parameters
     ----------
     model : rnnjit.Model
-    input : a Parquet file, a directory of Parquet files, or a glob.
-    output : the file to write (parquet, csv or jsonl; see ``fmt``).
+    input : a Parquet file, directory, glob or URI, or a list of them (read in order).
+    output : the file to write (parquet, csv or jsonl; see ``fmt``; ``"-"`` is
+        standard output), or for a dataset output the directory.
     options : ScoreOptions
         Columns, output mode, state, invalid-row policy, engine, threads.
         In the long layout ``options.id_columns`` is the sequence key.
@@ -140,6 +228,13 @@ def score_dataset(
     batch_rows : rows read per batch; bounds memory.
     overwrite : replace an existing output.
     progress : show a progress bar; default when stderr is a terminal.
+    output_layout : "file" or "dataset" (one output file per input file, same
+        relative paths); default: dataset when ``output`` ends with "/" or is a directory.
+    resume : dataset output only: skip input files whose output is committed and unchanged.
+    filesystem : a `pyarrow.fs.FileSystem` holding both input and output
+        (default: local paths, or the URI's filesystem).
+    explicit_state : state column names given by the user; each must exist.
+    on_note : callable(str) told each note (warning) as it arises.
 
     Returns
     -------
@@ -154,41 +249,133 @@ def score_dataset(
         raise InputError(f"layout {layout!r} is not known; expected one of {', '.join(LAYOUTS)}")
     if not isinstance(batch_rows, (int, np.integer)) or batch_rows < 1:
         raise InputError(f"batch_rows must be a positive integer, got {batch_rows!r}")
-    fmt = infer_format(output, fmt)
-    out_path = check_output(output, overwrite)
-    if os.path.isdir(str(input)) and Path(input).resolve() in out_path.resolve().parents:
-        raise InputError(
-            f"output {str(output)!r} is inside the input directory {str(input)!r}, so the next run would "
-            "read it as input; write it somewhere else"
-        )
+    inputs_given = [input] if isinstance(input, (str, bytes)) or not isinstance(input, Sequence) else list(input)
+    dataset_out = wants_dataset(output, output_layout, filesystem)
+    if resume and not dataset_out:
+        raise InputError("--resume needs a dataset output (a directory: --output-layout dataset or a name ending in /)")
     t0 = time.perf_counter()
-    dataset = open_dataset(input)
-    plan = plan_scoring(
-        model, dataset.schema, options, layout=layout, order_column=order_column, feature_columns=feature_columns
-    )
-
-    total = count_rows(dataset)
+    if not dataset_out:
+        target = check_file_output(output, overwrite, fmt, filesystem)
+        refuse_output_inside_input(target.loc, inputs_given, filesystem)
+    else:
+        refuse_output_inside_input(resolve(str(output).rstrip("/") or "/", filesystem), inputs_given, filesystem)
+    inputs = open_input(inputs_given, filesystem)
+    plan = plan_scoring(model, inputs.schema, options, layout=layout, order_column=order_column,
+                        feature_columns=feature_columns, explicit_state=explicit_state)
+    summary = Summary(layout=layout)
+    notes = list(plan.notes)
+    if inputs.skipped:
+        shown = ", ".join(inputs.skipped[:3]) + (", ..." if len(inputs.skipped) > 3 else "")
+        notes.append(f"skipped {len(inputs.skipped)} file(s) that are not Parquet data ({shown})")
+    for n in notes:
+        summary.notes.append(n)
+        if on_note:
+            on_note(n)
     if progress is None:
         progress = sys.stderr.isatty()
-    bar = Progress(total, progress)
-    summary = Summary(output=str(out_path), layout=layout)
-    summary.engine = resolve(options.engine)
+    summary.engine = resolve_engine(options.engine)
     summary.threads = engine_threads(summary.engine, options.threads)
-    sink = Sink(out_path, plan.output_schema, fmt)
-    batches = iter_batches(dataset, plan.columns, batch_rows)
+    bar = Progress(inputs.count_rows() if progress else None, bool(progress))
     try:
-        for batch, consumed in plan.sequences(batches, model.dtype):
-            warm.join()
-            result = score_batch(model, batch, plan.options, stats=summary, row_offset=summary.rows)
-            sink.write(result)
-            summary.input_rows += consumed
-            bar.advance(consumed)
+        with _sigterm_as_interrupt():
+            if dataset_out:
+                _score_to_dataset(model, inputs, plan, output, fmt or "parquet", batch_rows, overwrite, resume,
+                                  filesystem, summary, bar, warm)
+            else:
+                refuse_input_as_output(target.loc, inputs.files)
+                _score_to_file(model, inputs, plan, target, batch_rows, summary, bar, warm)
+    finally:
+        bar.close()
+    summary.seconds = time.perf_counter() - t0
+    return summary
+
+
+def _score_to_file(model, inputs, plan, target, batch_rows, summary, bar, warm) -> None:
+    summary.output = target.name
+    if target.loc is not None:
+        remove_stale_temps(target.loc.parent())
+    schema = pandas_meta.restrict(inputs.schema, plan.output_schema,
+                                  keep_range_index=plan.long is None and len(inputs.files) == 1)
+    where = _Where(inputs)
+    pieces = ((fi, b) for fi, f in enumerate(inputs.files)
+              for b in read_file(f, inputs.schema, plan.columns, batch_rows, inputs.partition_fields))
+    batches = where.track(prefetched(pieces))
+    sink = Sink.for_file(target, schema)
+    try:
+        for batch, consumed in plan.sequences(batches, model.dtype, where.locate):
+            _score_into(model, batch, consumed, plan, summary, sink, bar, warm, where)
         sink.commit()
     except BaseException:
         sink.abort()
         raise
     finally:
         batches.close()  # stops the reader thread now, not when the generator is collected
-        bar.close()
-    summary.seconds = time.perf_counter() - t0
-    return summary
+    summary.files_written = 1
+
+
+def _score_into(model, batch, consumed, plan, summary, sink, bar, warm, where) -> None:
+    warm.join()
+    offset = summary.rows if plan.long is not None else where.row_in_file
+    try:
+        result = score_batch(model, batch, plan.options, stats=summary, row_offset=offset)
+    except InputError as exc:
+        raise (exc if plan.long is not None else where.name_file(exc)) from None
+    killpoints.reach("score")
+    sink.write(result)
+    summary.input_rows += consumed
+    bar.advance(consumed)
+
+
+def _score_to_dataset(model, inputs, plan, output, fmt, batch_rows, overwrite, resume, filesystem,
+                      summary, bar, warm) -> None:
+    fp = fingerprint(model, plan, fmt, {"layout": plan.layout})
+    out_dir, manifest = open_output_dir(output, filesystem, overwrite=overwrite, resume=resume, fp=fp)
+    summary.output = out_dir.uri.rstrip("/") + "/"
+    schema = pandas_meta.restrict(inputs.schema, plan.output_schema, keep_range_index=plan.long is None)
+    last_ids = None
+    for fi, f in enumerate(inputs.files):
+        if resume and manifest.done(f):
+            summary.files_done_before += 1
+            bar.advance(manifest.files[f.rel].get("rows", 0))
+            last_ids = None
+            continue
+        rel = output_rel(f.rel, fmt)
+        target = out_dir.join(rel)
+        target.fs.create_dir(target.parent().path, recursive=True)
+        where = _Where(InputSet([f], inputs.schema, inputs.partition_fields, []))
+        where.named = True
+        pieces = ((0, b) for b in read_file(f, inputs.schema, plan.columns, batch_rows, inputs.partition_fields))
+        batches = where.track(prefetched(pieces))
+        sink = Sink(target, schema, fmt)
+        rows_before = summary.input_rows
+        try:
+            first = True
+            for batch, consumed in plan.sequences(batches, model.dtype, where.locate):
+                if plan.long is not None and first:
+                    _refuse_split_sequence(plan, last_ids, batch, inputs.files[fi - 1] if fi else None, f)
+                first = False
+                _score_into(model, batch, consumed, plan, summary, sink, bar, warm, where)
+                if plan.long is not None and batch.num_rows:
+                    last_ids = [batch.column(c)[batch.num_rows - 1].as_py() for c in plan.long.id_columns]
+            sink.commit()
+        except BaseException:
+            sink.abort()
+            raise
+        finally:
+            batches.close()
+        manifest.record(f, rel, summary.input_rows - rows_before)
+        summary.files_written += 1
+
+
+def _refuse_split_sequence(plan, last_ids, batch, prev, f) -> None:
+    """In a dataset output each file holds whole sequences: one continued from the previous file is refused."""
+    if last_ids is None or prev is None or not batch.num_rows:
+        return
+    first = [batch.column(c)[0].as_py() for c in plan.long.id_columns]
+    if first == last_ids:
+        ids = ", ".join(f"{c}={v!r}" for c, v in zip(plan.long.id_columns, first))
+        raise InputError(
+            f"sequence ({ids}) continues from file {prev.uri!r} into file {f.uri!r}; a dataset output scores "
+            "each file on its own, so every file must hold whole sequences; write one output file instead "
+            "(--output-layout file), or repartition the input by the id column"
+        )

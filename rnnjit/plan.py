@@ -34,6 +34,8 @@ class ScorePlan:
     list_schema : schema of the list-layout batches `score_batch` receives.
     output_schema : schema of every batch `score_batch` returns.
     long : the long-layout column roles, or None for the list layout.
+    notes : what the user should know about this run (guessed columns, a state
+        column that looks misnamed); the CLI prints them and the summary keeps them.
     """
 
     layout: str
@@ -42,11 +44,15 @@ class ScorePlan:
     list_schema: pa.Schema
     output_schema: pa.Schema
     long: LongLayout | None = None
+    notes: tuple[str, ...] = ()
 
-    def sequences(self, batches: Iterable[pa.RecordBatch], dtype) -> Iterator[tuple[pa.RecordBatch, int]]:
-        """``(list-layout batch, input rows consumed)`` from batches of `columns`."""
+    def sequences(self, batches: Iterable[pa.RecordBatch], dtype, locate=None) -> Iterator[tuple[pa.RecordBatch, int]]:
+        """``(list-layout batch, input rows consumed)`` from batches of `columns`.
+
+        ``locate(n) -> (file, row in file)`` names input rows in long-layout messages.
+        """
         if self.long is not None:
-            yield from group_long(iter(batches), self.long, dtype)
+            yield from group_long(iter(batches), self.long, dtype, locate)
         else:
             for b in batches:
                 yield b, b.num_rows
@@ -60,14 +66,19 @@ def plan_scoring(
     layout: str = "list",
     order_column: str | None = None,
     feature_columns: Sequence[str] | None = None,
+    explicit_state: Sequence[str] = (),
 ) -> ScorePlan:
     """Check ``schema`` against the model and options; see `ScorePlan`.
+
+    ``explicit_state``: state column names the user gave (``--h0-column``):
+    each must exist, where the defaults ``h0``/``c0`` are used only when present.
 
     Raises `InputError` naming the missing or mistyped column and the fix.
     """
     if layout not in LAYOUTS:
         raise InputError(f"layout {layout!r} is not known; expected one of {', '.join(LAYOUTS)}")
     names = list(schema.names)
+    notes = list(_state_checks(model, names, options, explicit_state))
     if layout == "long":
         lay = resolve_long_layout(schema, model, options.id_columns, order_column, feature_columns, options)
         options = replace(
@@ -79,6 +90,8 @@ def plan_scoring(
             + [schema.field(c) for c in (lay.h0_column, lay.c0_column) if c]
         )
         columns = tuple(lay.columns)
+        if lay.note:
+            notes.append(lay.note)
     else:
         lay = None
         if options.features_column not in names:
@@ -86,9 +99,36 @@ def plan_scoring(
                 f"column {options.features_column!r} not found; the input has columns {', '.join(names)}; "
                 "name the sequence column with --sequence-column, or use --layout long for one row per step"
             )
-        keep = pass_through_columns(schema, options)
+        try:
+            keep = pass_through_columns(schema, options)
+        except InputError as exc:
+            if not notes:
+                raise
+            raise InputError(f"{exc}; {notes[0].removeprefix('warning: ')}") from None
         cols = [*keep, options.features_column]
         cols += [c for c in (options.h0_column, options.c0_column) if c in names]
         columns = tuple(dict.fromkeys(cols))
         list_schema = pa.schema([schema.field(c) for c in columns])
-    return ScorePlan(layout, columns, options, list_schema, output_schema(model, list_schema, options), lay)
+    return ScorePlan(layout, columns, options, list_schema, output_schema(model, list_schema, options), lay,
+                     tuple(notes))
+
+
+def _state_checks(model, names: list[str], options: ScoreOptions, explicit: Sequence[str]) -> Iterator[str]:
+    """Refuse what cannot carry state; note yesterday's ``hn``/``cn`` joined back without a rename."""
+    for c in explicit:
+        if c not in names:
+            raise InputError(f"state column {c!r} not found; the input has columns {', '.join(names)}")
+    if options.emit_state and model.spec.bidirectional:
+        raise InputError(
+            "--emit-state on a bidirectional model: its reverse direction reads each sequence from the end, "
+            "so a state carried into tomorrow's chunk cannot continue it; score whole sequences without --emit-state"
+        )
+    pairs = [("hn", options.h0_column, "--h0-column")]
+    if model.spec.has_cell_state:
+        pairs.append(("cn", options.c0_column, "--c0-column"))
+    for out, state, flag in pairs:
+        if out in names and state not in names:
+            yield (
+                f"warning: the input has a {out!r} column but no {state!r}: scoring starts from a zero state; "
+                f"if {out!r} is the previous run's final state, pass {flag} {out} (or rename it to {state!r})"
+            )

@@ -8,7 +8,6 @@ import re
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pytest
 from cli_helpers import list_table, make_bundle, make_weights, random_sequences, run, scores, write
 from typer.testing import CliRunner

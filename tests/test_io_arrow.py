@@ -172,3 +172,67 @@ def test_sequences_from_steps():
     arr = sequences_from_steps(tbl, ["a", "b"], np.array([0, 1, 4]))
     arr.validate(full=True)
     assert arr.to_pylist() == [[[1.0, 4.0]], [[2.0, 5.0], [3.0, 6.0], None]]
+
+
+# ------------------------------------------------------------------ shapes users have (issue #7)
+def _fixed_T(rng, n=5, T=4, I=3):
+    return [rng.normal(size=(T, I)).astype(np.float32) for _ in range(n)]
+
+
+def test_univariate_series_is_one_value_per_step(rng):
+    seqs = [rng.normal(size=(t, 1)).astype(np.float32) for t in (3, 1, 5, 0, 2)]
+    for t in (pa.list_(pa.float32()), pa.large_list(pa.float64())):
+        col = pa.array([s[:, 0].tolist() for s in seqs], t).slice(1)  # a sliced array keeps its offsets right
+        dec = decode_features(col, 1)
+        np.testing.assert_array_equal(dec.lengths, [1, 5, 2])
+        np.testing.assert_array_equal(dec.x, _padded([s for s in seqs[1:] if len(s)], 1))
+        assert dec.empty.tolist() == [False, False, True, False]
+
+
+def test_univariate_series_needs_input_size_1(rng):
+    with pytest.raises(InputTypeError, match=r"a list of numbers is one value per step, which fits only a model with input_size=1"):
+        decode_features(pa.array([[1.0, 2.0]]), 3)
+
+
+def test_fixed_size_list_of_fixed_size_list(rng):
+    seqs = _fixed_T(rng)
+    col = pa.array([s.tolist() for s in seqs], pa.list_(pa.list_(pa.float32(), 3), 4)).slice(2)
+    dec = decode_features(col, 3)
+    np.testing.assert_array_equal(dec.x, np.stack(seqs[2:]))
+    np.testing.assert_array_equal(dec.lengths, [4, 4, 4])
+
+
+@pytest.mark.parametrize("shape", [(4, 3), (4, 1), (4,)], ids=lambda s: f"shape={s}")
+def test_fixed_shape_tensor(rng, shape):
+    I = shape[1] if len(shape) == 2 else 1
+    seqs = _fixed_T(rng, I=I)
+    ttype = pa.fixed_shape_tensor(pa.float32(), shape)
+    col = pa.ExtensionArray.from_storage(
+        ttype, pa.array([s.reshape(-1).tolist() for s in seqs], pa.list_(pa.float32(), 4 * I)))
+    dec = decode_features(col.slice(1), I)
+    np.testing.assert_array_equal(dec.x, np.stack(seqs[1:]))
+
+
+def test_fixed_shape_tensor_of_the_wrong_width():
+    col = pa.ExtensionArray.from_storage(pa.fixed_shape_tensor(pa.float32(), (2, 4)),
+                                         pa.array([[0.0] * 8], pa.list_(pa.float32(), 8)))
+    with pytest.raises(InputError, match=r"has 4 values per step .* input_size=3"):
+        decode_features(col, 3)
+
+
+def test_float64_beyond_float32_is_named_without_a_warning():
+    import warnings
+
+    col = pa.array([[[0.0, 1e39]]], pa.list_(pa.list_(pa.float64())))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        dec = decode_features(col, 2)
+    assert dec.invalid.tolist() == [True]
+    assert "holds 1e+39, beyond float32's range" in dec.reasons[0]
+    assert decode_features(col, 2, dtype=np.float64).invalid.tolist() == [False]
+
+
+def test_univariate_fixed_length_series(rng):
+    seqs = _fixed_T(rng, I=1)
+    col = pa.array([s[:, 0].tolist() for s in seqs], pa.list_(pa.float32(), 4)).slice(1)
+    np.testing.assert_array_equal(decode_features(col, 1).x, np.stack(seqs[1:]))

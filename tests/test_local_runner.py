@@ -75,9 +75,9 @@ def test_long_layout_defaults_to_bundle_feature_names(model, seqs, tmp_path):
 def test_long_layout_feature_count_mismatch(tmp_path, seqs):
     m = rnnjit.load(make_bundle(tmp_path))  # no feature names
     src = write(long_table(seqs).append_column("x", pa.array(np.zeros(sum(map(len, seqs))))), tmp_path / "l.parquet")
-    with pytest.raises(InputError, match=r"found 4 feature columns \(f0, f1, f2, x\) but the model expects input_size=3"):
+    with pytest.raises(InputError, match=r"found 2 feature columns \(f0, x\) but the model expects input_size=3"):
         score_dataset(m, src, tmp_path / "o.parquet", options=ScoreOptions(id_columns=("id",)), layout="long",
-                      order_column="t")
+                      order_column="t", feature_columns=["f0", "x"])
 
 
 @pytest.mark.parametrize("batch_rows", [2, 100])
@@ -307,6 +307,6 @@ def test_long_layout_takes_state_from_the_first_step(model, seqs, tmp_path, rng)
     t = t.append_column("c0", pa.array(list(c0[rows_of]), pa.list_(pa.float32())))
     src = write(t, tmp_path / "l.parquet")
     score_dataset(model, src, tmp_path / "o.parquet", options=ScoreOptions(engine="numpy", id_columns=("id",)),
-                  layout="long", order_column="t", batch_rows=6)
+                  layout="long", order_column="t", feature_columns=["f0", "f1", "f2"], batch_rows=6)
     exp = model.predict(seqs, h0=h0[None], c0=c0[None], engine="numpy")[:, 0]
     np.testing.assert_allclose(scores(tmp_path / "o.parquet"), exp, atol=1e-6)

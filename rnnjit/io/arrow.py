@@ -5,8 +5,9 @@ scatter per batch, no per-row Python loop). Nothing here knows about models
 beyond sizes, and nothing here does I/O.
 
 Accepted feature columns (list layout): ``list<list<num>>``,
-``list<fixed_size_list<num>[I]>``, and the ``large_list`` variants, where num is
-any integer or floating type. State columns (``h0``/``c0``): ``list<num>``,
+``list<fixed_size_list<num>[I]>``, ``fixed_size_list<fixed_size_list<num>>``,
+the ``large_list`` variants (num: any integer or floating type), and the shapes
+`rnnjit.io.shapes` rewrites to these (tensors, univariate series). State columns (``h0``/``c0``): ``list<num>``,
 ``large_list<num>`` or ``fixed_size_list<num>[n]``, one flattened (L*D, H) block
 per row.
 """
@@ -20,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 
 from rnnjit.errors import InputError, InputTypeError
+from rnnjit.io.shapes import as_steps
 
 _LIST_TYPES = (pa.types.is_list, pa.types.is_large_list, pa.types.is_fixed_size_list)
 
@@ -77,7 +79,19 @@ def _leaf_numpy(leaf: pa.Array, start: int, stop: int, dtype, what: str) -> tupl
         nulls = np.asarray(part.is_null())
         part = part.fill_null(0)
     vals = part.to_numpy(zero_copy_only=False)
-    return np.asarray(vals, dtype=dtype), nulls
+    with np.errstate(over="ignore", invalid="ignore"):  # |x| beyond float32 becomes inf: reported as invalid
+        return np.asarray(vals, dtype=dtype), nulls
+
+
+def _nonfinite(arr: pa.Array, row: int, step: int, dtype) -> str:
+    """Why a step is not finite: NaN/inf in the file, or a value the model's dtype cannot hold."""
+    vals = [v for v in (arr[row].as_py() or [])[step] or [] if v is not None]
+    big = [v for v in vals if np.isfinite(v)] if all(np.isfinite(v) for v in vals) else []
+    if big:
+        v = max(big, key=abs)
+        return (f"holds {v!r}, beyond {np.dtype(dtype).name}'s range (|x| <= {np.finfo(dtype).max:.3g}); "
+                "scale the feature, or load the bundle with dtype='float64'")
+    return "holds NaN or inf"
 
 
 # --------------------------------------------------------------------------- decode
@@ -121,11 +135,12 @@ def decode_features(col, input_size: int, dtype=np.float32, column: str = "featu
         A step has a width other than ``input_size``.
     """
     row_name = row_name or (lambda i: f"row {i}")
-    arr = as_array(col)
+    arr = as_steps(as_array(col), int(input_size), column)
     t = arr.type
-    if not (pa.types.is_list(t) or pa.types.is_large_list(t)) or not is_list_type(t.value_type):
+    if not is_list_type(t) or not is_list_type(t.value_type):
         raise InputTypeError(
-            f"column {column!r} has type {t}; expected list<list<float>> or list<fixed_size_list<float>> "
+            f"column {column!r} has type {t}; expected list<list<float>>, list<fixed_size_list<float>>, "
+            "fixed_size_list<fixed_size_list<float>> or a (T, I) fixed_shape_tensor "
             f"(one row per sequence, {input_size} values per step); for one row per step use --layout long"
         )
     B = len(arr)
@@ -200,7 +215,8 @@ def decode_features(col, input_size: int, dtype=np.float32, column: str = "featu
                 reasons[r] = f"{row_name(r)}: step {int(st[0])} of column {column!r} is null or holds a null value"
             else:
                 st = np.flatnonzero(step_nonfinite[lo : lo + row_len[r]])
-                reasons[r] = f"{row_name(r)}: step {int(st[0])} of column {column!r} holds NaN or inf"
+                reasons[r] = f"{row_name(r)}: step {int(st[0])} of column {column!r} " + _nonfinite(
+                    arr, r, int(st[0]), dtype)
 
     lengths_all = np.where(row_null, 0, row_len)
     empty = (lengths_all == 0) & ~invalid
@@ -364,7 +380,8 @@ def sequences_from_steps(table: pa.Table, feature_columns: Sequence[str], starts
         if col.null_count:
             null_steps |= np.asarray(col.is_null())
             col = col.fill_null(0)
-        vals[:, j] = col.to_numpy(zero_copy_only=False)
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow to inf is reported as invalid
+            vals[:, j] = col.to_numpy(zero_copy_only=False)
     flat = pa.Array.from_buffers(atype, N * I, [None, pa.py_buffer(vals.reshape(-1))])
     steps = pa.Array.from_buffers(pa.list_(atype, I), N, [_bitmap(~null_steps)], children=[flat])
     offsets = np.asarray(starts, dtype=np.int32)

@@ -1,117 +1,324 @@
-"""Reading Parquet input: a file, a directory or a glob, in bounded batches.
+"""Reading Parquet input: files, directories, globs or URIs, in bounded batches.
 
-The input is listed with `pyarrow.dataset` and read file by file in batches of
-at most ``batch_rows`` rows, so memory follows the batch size and the Parquet
-row-group size, not the size of the input. Read errors become `InputError`.
+`open_input` lists the data files of one or several inputs (in the order
+given; a directory's files in path order), skipping what is not Parquet data
+(hidden files, ``_SUCCESS``, ``_metadata``, ``.crc``, a README) and counting
+it; hive partition folders (``label=0/``) become columns. `read_file` streams
+one file in batches of at most ``batch_rows`` rows, so memory follows the batch
+size and the Parquet row-group size, not the size of the input. Read errors
+become `InputError` naming the file.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import glob as _glob
 import os
 import queue
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from urllib.parse import unquote
 
 import pyarrow as pa
-import pyarrow.dataset as ds
+import pyarrow.fs as pafs
 
 from rnnjit.errors import InputError
+from rnnjit.io.fs import Location, resolve
+
+PARQUET_EXTENSIONS = (".parquet", ".parq", ".pq")
+_HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
 
 
-def _read_error(path, exc) -> InputError:
+@dataclass(frozen=True)
+class InputFile:
+    """One Parquet data file of the input.
+
+    ``rel`` is its path relative to the input it was found under (its name for
+    a single file), used to place its output in a dataset output; ``partition``
+    holds the hive ``key=value`` folders of ``rel``.
+    """
+
+    loc: Location
+    rel: str
+    size: int
+    mtime_ns: int | None
+    partition: dict = field(default_factory=dict)
+
+    @property
+    def uri(self) -> str:
+        return self.loc.uri
+
+
+@dataclass
+class InputSet:
+    """The data files to read, their common schema, and what was skipped."""
+
+    files: list[InputFile]
+    schema: pa.Schema
+    partition_fields: tuple[pa.Field, ...]
+    skipped: list[str]
+
+    def count_rows(self) -> int | None:
+        """Total rows from the Parquet footers (None when one cannot be read)."""
+        import pyarrow.parquet as pq
+
+        total = 0
+        try:
+            for f in self.files:
+                with f.loc.fs.open_input_file(f.loc.path) as fh:
+                    total += pq.ParquetFile(fh).metadata.num_rows
+        except (pa.ArrowException, OSError):
+            return None
+        return total
+
+
+def _read_error(what, exc) -> InputError:
     msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return InputError(
-        f"cannot read Parquet input {str(path)!r}: {msg}; "
+        f"cannot read Parquet input {str(what)!r}: {msg}; "
         "check that it is a complete Parquet file (not truncated, not another format)"
     )
 
 
-def open_dataset(path) -> ds.Dataset:
-    """A pyarrow dataset for a Parquet file, a directory of files, or a glob."""
-    p = str(path)
-    if any(ch in p for ch in "*?["):
-        files = sorted(f for f in _glob.glob(p, recursive=True) if os.path.isfile(f))
-        if not files:
-            raise InputError(f"no file matches the input glob {p!r}; check the pattern (quote it in the shell)")
-        source = files
-    elif os.path.isdir(p):
-        source = p
-    elif os.path.isfile(p):
-        source = p
-    else:
-        raise InputError(f"input {p!r} does not exist; give a Parquet file, a directory or a glob")
-    try:  # used to list the files and read the first file's schema; `iter_batches` reads
-        dataset = ds.dataset(source, format="parquet")
-    except (pa.ArrowException, OSError) as exc:
-        raise _read_error(p, exc) from exc
-    if isinstance(source, str) and os.path.isdir(source) and not dataset.files:
-        raise InputError(f"input directory {p!r} holds no Parquet files")
-    return dataset
+def _hidden(rel: str) -> bool:
+    """Spark/Hive/pyarrow convention: a path part starting with '.' or '_' is not data."""
+    return any(p.startswith((".", "_")) and "=" not in p for p in rel.split("/") if p)
 
 
-def count_rows(dataset: ds.Dataset) -> int | None:
-    """Total rows from the Parquet footers (None when that fails)."""
-    try:
-        return int(dataset.count_rows())
+def _is_parquet(loc: Location, rel: str, size: int) -> bool:
+    if rel.lower().endswith(PARQUET_EXTENSIONS):
+        return True
+    if size < 12:  # magic + footer length + magic
+        return False
+    try:  # Hive writes data files without an extension (000000_0): look at the magic bytes
+        with loc.fs.open_input_file(loc.path) as fh:
+            return fh.read(4) == b"PAR1"
     except (pa.ArrowException, OSError):
-        return None
+        return False
 
 
-def _file_batches(files: Sequence[str], schema: pa.Schema, batch_rows: int) -> Iterator[pa.RecordBatch]:
-    """Batches of the ``schema`` columns from each file in turn.
+def _partition(rel: str) -> dict:
+    out = {}
+    for part in rel.split("/")[:-1]:
+        if "=" in part:
+            k, v = part.split("=", 1)
+            v = unquote(v)
+            out[unquote(k)] = None if v == _HIVE_NULL else v
+    return out
 
-    Column chunks are streamed through a 1 MiB buffer (no pre-buffering), so
-    memory follows ``batch_rows`` and the row-group size, not the file size. A
-    file whose columns differ in type from ``schema`` (the first file's) is cast
-    to it, or refused by name.
+
+def _list_one(text, filesystem) -> tuple[list[tuple[Location, str, pafs.FileInfo]], list[str]]:
+    """(location, relative path, info) of every file under one input, and the skipped names."""
+    loc = resolve(text, filesystem)
+    found: list[tuple[Location, str, pafs.FileInfo]] = []
+    if any(ch in loc.path for ch in "*?["):
+        if loc.local:
+            paths = sorted(p for p in _glob.glob(loc.path, recursive=True) if os.path.isfile(p))
+            base = loc.path.split("*")[0].split("?")[0].split("[")[0].rsplit("/", 1)[0]
+        else:  # a glob on a remote filesystem: match the file names of its folder
+            base = loc.path.rsplit("/", 1)[0]
+            infos = loc.fs.get_file_info(pafs.FileSelector(base, recursive=False, allow_not_found=True))
+            paths = sorted(i.path for i in infos if i.type == pafs.FileType.File and fnmatch.fnmatch(i.path, loc.path))
+        if not paths:
+            raise InputError(f"no file matches the input glob {loc.uri!r}; check the pattern (quote it in the shell)")
+        for info in loc.fs.get_file_info(paths):
+            rel = info.path[len(base):].lstrip("/") if info.path.startswith(base) else info.base_name
+            found.append((Location(loc.fs, info.path, _uri(loc, info.path)), rel, info))
+    else:
+        try:
+            info = loc.info()
+        except (pa.ArrowException, OSError) as exc:
+            raise _read_error(loc.uri, exc) from exc
+        if info.type == pafs.FileType.NotFound:
+            raise InputError(f"input {loc.uri!r} does not exist; give a Parquet file, a directory, a glob or a URI")
+        if info.type == pafs.FileType.Directory:
+            infos = loc.fs.get_file_info(pafs.FileSelector(loc.path, recursive=True))
+            base = loc.path.rstrip("/")
+            for i in sorted((i for i in infos if i.type == pafs.FileType.File), key=lambda i: i.path):
+                found.append((Location(loc.fs, i.path, _uri(loc, i.path)), i.path[len(base):].lstrip("/"), i))
+        else:  # a file named on its own is read whatever its name: an error beats a silent skip
+            return [(loc, info.base_name, info)], []
+    data, skipped = [], []
+    for floc, rel, info in found:
+        size = info.size or 0
+        if _hidden(rel) or not _is_parquet(floc, rel, size):
+            skipped.append(rel)
+        else:
+            data.append((floc, rel, info))
+    if not data:
+        extra = f" (skipped {len(skipped)} that are not Parquet data: {', '.join(skipped[:3])})" if skipped else ""
+        raise InputError(f"input {loc.uri!r} holds no Parquet files{extra}")
+    return data, skipped
+
+
+def _uri(root: Location, path: str) -> str:
+    """How messages name a file found under ``root``: in the user's own spelling where possible."""
+    from rnnjit.io.fs import is_uri
+
+    if root.local and not is_uri(root.uri):
+        return path if os.path.isabs(root.uri) else os.path.relpath(path)
+    if is_uri(root.uri):
+        scheme = root.uri.split("://", 1)[0]
+        return f"{scheme}://{path}" if path.startswith("/") or scheme != "file" else f"{scheme}:///{path}"
+    return path
+
+
+def _partition_type(values: list) -> pa.DataType:
+    """pyarrow's hive inference: int32 when every value is an integer in range, else string."""
+    vals = [v for v in values if v is not None]
+    try:
+        ints = [int(v) for v in vals]
+    except ValueError:
+        return pa.string()
+    return pa.int32() if all(-(2**31) <= i < 2**31 for i in ints) else pa.int64()
+
+
+def _footer_schema(f: InputFile) -> pa.Schema:
+    import pyarrow.parquet as pq
+
+    try:
+        with f.loc.fs.open_input_file(f.loc.path) as fh:
+            return pq.ParquetFile(fh).schema_arrow
+    except (pa.ArrowException, OSError) as exc:
+        raise _read_error(f.uri, exc) from exc
+
+
+def open_input(inputs, filesystem: pafs.FileSystem | None = None) -> InputSet:
+    """List the Parquet data files of ``inputs`` (one or several) and their common schema.
+
+    The schema is the first file's, except that a column typed ``null`` (an
+    empty partition written by pandas) takes its type from the next file that
+    has one. Partition folders (``key=value``) add columns after the file's.
+    """
+    if isinstance(inputs, (str, os.PathLike, Location)):
+        inputs = [inputs]
+    files: list[InputFile] = []
+    skipped: list[str] = []
+    for text in inputs:
+        data, skip = _list_one(text, filesystem)
+        skipped += skip
+        for loc, rel, info in data:
+            mtime = info.mtime_ns if info.mtime is not None else None
+            files.append(InputFile(loc, rel, info.size or 0, mtime, _partition(rel)))
+    schema = _footer_schema(files[0])
+    for f in files[1:]:
+        nulls = [n for n in schema.names if pa.types.is_null(schema.field(n).type)]
+        if not nulls:
+            break
+        other = _footer_schema(f)
+        for n in nulls:
+            if n in other.names and not pa.types.is_null(other.field(n).type):
+                schema = schema.set(schema.get_field_index(n), other.field(n))
+    keys: dict[str, list] = {}
+    for f in files:
+        for k, v in f.partition.items():
+            keys.setdefault(k, []).append(v)
+    pfields = tuple(pa.field(k, _partition_type(v)) for k, v in keys.items() if k not in schema.names)
+    for fld in pfields:
+        schema = schema.append(fld)
+    return InputSet(files, schema, pfields, skipped)
+
+
+def _partition_array(f: InputFile, fld: pa.Field, n: int) -> pa.Array:
+    v = f.partition.get(fld.name)
+    if v is not None and not pa.types.is_string(fld.type):
+        v = int(v)
+    return pa.array([v] * n, fld.type) if v is not None else pa.nulls(n, fld.type)
+
+
+def _list_like(t: pa.DataType) -> bool:
+    return pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)
+
+
+def _num(t: pa.DataType) -> bool:
+    return pa.types.is_integer(t) or pa.types.is_floating(t)
+
+
+def _text(t: pa.DataType) -> bool:
+    return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
+
+
+def castable(src: pa.DataType, dst: pa.DataType) -> bool:
+    """A sibling file's type that reads as ``dst`` without a guess.
+
+    Numbers to numbers (another width), lists to lists with such leaves, text to
+    text, and ``null`` (an empty pandas partition) to anything. Text to numbers
+    is refused: parsing "1.5" would hide a broken writer.
+    """
+    if src == dst or pa.types.is_null(src):
+        return True
+    if _list_like(src) and _list_like(dst):
+        return castable(src.value_type, dst.value_type)
+    return (_num(src) and _num(dst)) or (_text(src) and _text(dst))
+
+
+def read_file(f: InputFile, schema: pa.Schema, columns: Sequence[str], batch_rows: int,
+              partition_fields: Iterable[pa.Field] = ()) -> Iterator[pa.RecordBatch]:
+    """Batches of ``columns`` (typed as in ``schema``) from one file.
+
+    Column chunks are streamed through a 1 MiB buffer (no pre-buffering). A
+    column typed differently from ``schema`` is cast to it (a ``null`` column of
+    an empty pandas partition casts to anything), or refused by name; partition
+    columns are filled from the file's folders.
     """
     import pyarrow.parquet as pq
 
-    for f in files:
-        try:
-            pf = pq.ParquetFile(f, buffer_size=1 << 20, pre_buffer=False)
+    pnames = {p.name: p for p in partition_fields}
+    cols = [c for c in columns if c not in pnames]
+    target = pa.schema([schema.field(c) for c in cols])
+    out_schema = pa.schema([schema.field(c) for c in columns])
+    try:
+        with f.loc.fs.open_input_file(f.loc.path) as fh:
+            pf = pq.ParquetFile(fh, buffer_size=1 << 20, pre_buffer=False)
             have = pf.schema_arrow
-            missing = [c for c in schema.names if c not in have.names]
+            missing = [c for c in cols if c not in have.names]
             if missing:
                 raise InputError(
-                    f"file {f!r} has no column {missing[0]!r} (it has {', '.join(have.names)}); "
+                    f"file {f.uri!r} has no column {missing[0]!r} (it has {', '.join(have.names)}); "
                     "every file of the input must have the same columns"
                 )
-            target = pa.schema([schema.field(c) for c in schema.names])
-            same = all(have.field(c).type == schema.field(c).type for c in schema.names)
-            for batch in pf.iter_batches(batch_size=batch_rows, columns=list(schema.names), use_threads=False):
+            same = all(have.field(c).type == schema.field(c).type for c in cols)
+            bad = next((c for c in cols if not castable(have.field(c).type, schema.field(c).type)), None)
+            if bad is not None:
+                raise InputError(
+                    f"file {f.uri!r}: column {bad!r} has type {have.field(bad).type} but the first file has "
+                    f"{schema.field(bad).type}; every file of the input must have the same schema"
+                )
+            for batch in pf.iter_batches(batch_size=batch_rows, columns=cols, use_threads=False):
                 if not batch.num_rows:
                     continue
                 if not same:
                     try:
                         batch = batch.cast(target)
                     except (pa.ArrowException, ValueError) as exc:
-                        bad = next(c for c in schema.names if have.field(c).type != schema.field(c).type)
+                        bad = next(c for c in cols if have.field(c).type != schema.field(c).type)
                         raise InputError(
-                            f"file {f!r}: column {bad!r} has type {have.field(bad).type} but the first file has "
-                            f"{schema.field(bad).type}; every file of the input must have the same schema"
+                            f"file {f.uri!r}: column {bad!r} has type {have.field(bad).type} but the first "
+                            f"file has {schema.field(bad).type}; every file of the input must have the same schema"
                         ) from exc
+                if pnames:
+                    arrays = [batch.column(c) if c not in pnames else _partition_array(f, pnames[c], batch.num_rows)
+                              for c in columns]
+                    batch = pa.RecordBatch.from_arrays(arrays, schema=out_schema)
                 yield batch
-        except (pa.ArrowException, OSError) as exc:
-            raise _read_error(f, exc) from exc
+    except (pa.ArrowException, OSError) as exc:
+        raise _read_error(f.uri, exc) from exc
 
 
+# --------------------------------------------------------------------------- prefetch
 _DONE = object()
 
 
-def iter_batches(dataset: ds.Dataset, columns: Sequence[str], batch_rows: int,
-                 prefetch: bool = True) -> Iterator[pa.RecordBatch]:
-    """Batches of at most ``batch_rows`` rows, in file order; read errors become `InputError`.
+def prefetched(items: Iterable, enabled: bool = True) -> Iterator:
+    """Iterate ``items`` in a background thread, one item ahead.
 
-    With ``prefetch`` a background thread reads the next batch while the caller
-    scores the current one (pyarrow releases the GIL while it decodes, and the
-    numba kernels release it while they run): at most one batch waits in memory.
+    pyarrow releases the GIL while it decodes and the numba kernels release it
+    while they run, so the next batch is read while this one is scored; at most
+    one item waits in memory. An exception in the reader is raised here.
     """
-    files = list(dataset.files)
-    schema = pa.schema([dataset.schema.field(c) for c in columns])
-    if not prefetch:
-        yield from _file_batches(files, schema, batch_rows)
+    if not enabled:
+        yield from items
         return
     q: queue.Queue = queue.Queue(maxsize=1)
     stop = threading.Event()
@@ -128,8 +335,8 @@ def iter_batches(dataset: ds.Dataset, columns: Sequence[str], batch_rows: int,
 
     def produce():
         try:
-            for batch in _file_batches(files, schema, batch_rows):
-                if not offer(batch):
+            for item in items:
+                if not offer(item):
                     return
             offer(_DONE)
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer

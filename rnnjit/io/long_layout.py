@@ -21,26 +21,37 @@ from rnnjit.io.arrow import as_array, is_numeric_type, sequences_from_steps
 
 @dataclass
 class LongLayout:
-    """Column roles for one-row-per-step input."""
+    """Column roles for one-row-per-step input.
+
+    ``check_values``: refuse a null, NaN, inf or out-of-range feature value while
+    grouping, naming the real column and the input row (``on_invalid="error"``);
+    otherwise such a sequence reaches `score_batch` and is counted invalid there.
+    ``note``: how the feature columns were chosen, when rnnjit chose them.
+    """
 
     id_columns: tuple[str, ...]
     order_column: str
     feature_columns: tuple[str, ...]
     h0_column: str | None = None
     c0_column: str | None = None
+    check_values: bool = False
+    note: str = ""
 
     @property
     def columns(self) -> list[str]:
         cols = [*self.id_columns, self.order_column, *self.feature_columns]
         cols += [c for c in (self.h0_column, self.c0_column) if c]
-        return cols
+        return list(dict.fromkeys(cols))
 
 
 def resolve_long_layout(schema: pa.Schema, model, id_columns, order_column, feature_columns, options) -> LongLayout:
-    """Check the long-layout columns against ``schema``; default the feature columns.
+    """Check the long-layout columns against ``schema`` and choose the feature columns.
 
-    Default features: the bundle's ``feature_names`` when all are present, else every
-    numeric column other than the id and order columns.
+    Features, by name, never by position: ``feature_columns`` when given, else
+    the bundle's ``feature_names`` (every one must be present; the file's column
+    order never matters). Without either, a model with one input feature takes
+    the only numeric column left (and says so); otherwise rnnjit stops and
+    lists the candidates for ``--feature-columns``.
     """
     names = list(schema.names)
     have = ", ".join(names)
@@ -52,15 +63,32 @@ def resolve_long_layout(schema: pa.Schema, model, id_columns, order_column, feat
         if c not in names:
             raise InputError(f"column {c!r} not found; the input has columns {have}")
     I = model.input_size  # values per step: 1 for a token-id model
+    note = ""
+    bundle_names = list(model.feature_names or [])
     if feature_columns:
         feats = tuple(feature_columns)
+    elif bundle_names:
+        missing = [f for f in bundle_names if f not in names]
+        if missing:
+            raise InputError(
+                f"the bundle's feature {missing[0]!r} is not a column of the input "
+                f"({len(missing)} of {len(bundle_names)} missing: {', '.join(missing)}); the input has columns "
+                f"{have}; rename the column, or map columns to the model's inputs with --feature-columns"
+            )
+        feats = tuple(bundle_names)
     else:
-        fn = model.feature_names or []
-        if fn and all(f in names for f in fn):
-            feats = tuple(fn)
+        skip = {*id_columns, order_column, options.h0_column, options.c0_column}
+        cands = [n for n in names if n not in skip and is_numeric_type(schema.field(n).type)]
+        if I == 1 and len(cands) == 1:
+            feats = (cands[0],)
+            note = f"feature column {cands[0]!r} (the only numeric column; the bundle names none)"
         else:
-            skip = {*id_columns, order_column, options.h0_column, options.c0_column}
-            feats = tuple(n for n in names if n not in skip and is_numeric_type(schema.field(n).type))
+            raise InputError(
+                f"the model takes {I} input feature(s) and the bundle names none, so rnnjit will not guess "
+                f"which columns they are or their order; the numeric candidates are {', '.join(cands) or 'none'}; "
+                f"list them in model order with --feature-columns (e.g. --feature-columns {','.join(cands[:I]) or 'a,b'}), "
+                "or convert with --feature-names"
+            )
     for c in feats:
         if not is_numeric_type(schema.field(c).type):
             raise InputError(
@@ -78,6 +106,8 @@ def resolve_long_layout(schema: pa.Schema, model, id_columns, order_column, feat
         feature_columns=feats,
         h0_column=options.h0_column if options.h0_column in names else None,
         c0_column=options.c0_column if options.c0_column in names else None,
+        check_values=options.on_invalid == "error",
+        note=note,
     )
 
 
@@ -98,11 +128,49 @@ def _key_compare(table: pa.Table, cols: Sequence[str]):
     return changed, decreased
 
 
-def group_long(batches: Iterator[pa.RecordBatch], layout: LongLayout, dtype) -> Iterator[tuple[pa.RecordBatch, int]]:
+def _row_at(locate, row: int) -> str:
+    file, r = locate(row) if locate else (None, row)
+    return f"file {file!r} row {r}" if file else f"row {r}"
+
+
+def _ids(tbl: pa.Table, cols, i: int) -> str:
+    return ", ".join(f"{c}={tbl.column(c)[i].as_py()!r}" for c in cols)
+
+
+def _check_values(batch: pa.RecordBatch, layout: LongLayout, dtype, first_row: int, locate) -> None:
+    """Refuse the first null, NaN, inf or (for float32) out-of-range feature value, by column and row."""
+    big = np.finfo(np.dtype(dtype)).max
+    for c in layout.feature_columns:
+        col = batch.column(c)
+        if not is_numeric_type(col.type):
+            continue  # sequences_from_steps names the column and its type
+        bad = np.asarray(col.is_null()) if col.null_count else np.zeros(len(col), bool)
+        vals = col.fill_null(0).to_numpy(zero_copy_only=False) if col.null_count else col.to_numpy(zero_copy_only=False)
+        if vals.dtype.kind == "f":
+            bad = bad | ~(np.abs(vals) <= big)  # NaN, inf, and float64 values float32 cannot hold
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            v = col[i].as_py()
+            what = ("is null" if v is None else f"holds {v!r}" if not np.isfinite(v) else
+                    f"holds {v!r}, beyond {np.dtype(dtype).name}'s range (+-{big:.3g}); scale it, or load the bundle "
+                    "with dtype='float64'")
+            ids = ", ".join(f"{k}={batch.column(k)[i].as_py()!r}" for k in layout.id_columns)
+            raise InputError(
+                f"{_row_at(locate, first_row + i)} ({ids}): column {c!r} {what}; fix or drop that step, "
+                "or pass --on-invalid skip to write a null score for its sequence"
+            )
+
+
+def group_long(batches: Iterator[pa.RecordBatch], layout: LongLayout, dtype,
+               locate=None) -> Iterator[tuple[pa.RecordBatch, int]]:
     """Turn sorted one-row-per-step batches into list-layout batches of whole sequences.
 
     Yields ``(batch, input_rows_consumed)``. The last sequence of each input batch
     is held back until the next batch shows where it ends.
+
+    ``locate(n) -> (file or None, row within it)`` names the n-th input row
+    (0-based, over all batches) in messages; an input that is not sorted across
+    two files names both files.
     """
     carry: pa.Table | None = None
     carried_from = 0  # input row number of carry's first row
@@ -113,18 +181,28 @@ def group_long(batches: Iterator[pa.RecordBatch], layout: LongLayout, dtype) -> 
             col = batch.column(c)
             if col.null_count:
                 i = int(np.flatnonzero(np.asarray(col.is_null()))[0])
-                raise InputError(f"row {rows_seen + i}: column {c!r} is null; every step needs an id and an order value")
+                raise InputError(
+                    f"{_row_at(locate, rows_seen + i)}: column {c!r} is null; every step needs an id and an order value"
+                )
+        if layout.check_values:
+            _check_values(batch, layout, dtype, rows_seen, locate)
         rows_seen += batch.num_rows
         tbl = pa.Table.from_batches([batch]) if carry is None else pa.concat_tables([carry, pa.Table.from_batches([batch])])
         changed, decreased = _key_compare(tbl, key_cols)
         if decreased.any():
             i = int(np.flatnonzero(decreased)[0]) + 1
-            ids = ", ".join(f"{c}={tbl.column(c)[i].as_py()!r}" for c in key_cols)
-            prev = ", ".join(f"{c}={tbl.column(c)[i - 1].as_py()!r}" for c in key_cols)
+            sort_hint = (f"sort it by ({', '.join(key_cols)}, {layout.order_column}) first, e.g. "
+                         f"ORDER BY {', '.join(key_cols)}, {layout.order_column}")
+            here, before = (locate(carried_from + i), locate(carried_from + i - 1)) if locate else ((None, 0),) * 2
+            if here[0] and before[0] and here[0] != before[0]:
+                raise InputError(
+                    f"long-layout input is not sorted across files: file {here[0]!r} starts with ({_ids(tbl, key_cols, i)}) "
+                    f"but file {before[0]!r}, read before it, ends with ({_ids(tbl, key_cols, i - 1)}); files are read "
+                    f"in the order given (a directory's in path order): name them in order, or {sort_hint}"
+                )
             raise InputError(
-                f"long-layout input is not sorted: row {carried_from + i} ({ids}) comes after ({prev}); "
-                f"sort it by ({', '.join(key_cols)}, {layout.order_column}) first, e.g. "
-                f"ORDER BY {', '.join(key_cols)}, {layout.order_column}"
+                f"long-layout input is not sorted: {_row_at(locate, carried_from + i)} ({_ids(tbl, key_cols, i)}) "
+                f"comes after ({_ids(tbl, key_cols, i - 1)}); {sort_hint}"
             )
         order = as_array(tbl.column(layout.order_column))
         n = tbl.num_rows
@@ -132,9 +210,8 @@ def group_long(batches: Iterator[pa.RecordBatch], layout: LongLayout, dtype) -> 
             not_inc = np.asarray(pc.less_equal(order.slice(1), order.slice(0, n - 1)).fill_null(False)) & ~changed
             if not_inc.any():
                 i = int(np.flatnonzero(not_inc)[0]) + 1
-                ids = ", ".join(f"{c}={tbl.column(c)[i].as_py()!r}" for c in key_cols)
                 raise InputError(
-                    f"long-layout input is not sorted: row {carried_from + i} ({ids}) has "
+                    f"long-layout input is not sorted: {_row_at(locate, carried_from + i)} ({_ids(tbl, key_cols, i)}) has "
                     f"{layout.order_column}={order[i].as_py()!r} after {order[i - 1].as_py()!r} in the same sequence; "
                     f"{layout.order_column} must increase within a sequence; sort by "
                     f"({', '.join(key_cols)}, {layout.order_column}) and drop duplicate steps"

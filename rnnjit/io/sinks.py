@@ -1,188 +1,134 @@
-"""Output sinks: Parquet, CSV or JSON lines, written under a temporary name and renamed when complete."""
+"""Output sinks: Parquet, CSV or JSON lines, written under a temporary name and renamed when complete.
+
+A sink writes to a hidden temporary file beside its target (the name carries
+this process's pid and host, so a later run can tell a dead run's leftovers
+from a live one's) and `commit` renames it into place; `abort` removes it. No
+reader ever sees a half-written file under the target name. Standard output
+has no such promise: what was printed stays printed.
+
+Parquet row groups: small batches (many small input files, a small
+``--batch-rows``) are buffered up to ``row_group_rows`` rows (or 64 MiB) before
+a row group is written, so an output is not hundreds of tiny row groups.
+"""
 
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
+import sys
 
-import numpy as np
 import pyarrow as pa
 
-from rnnjit.errors import InputError
+from rnnjit.io import killpoints
+from rnnjit.io.fs import Location, temp_name
+from rnnjit.io.text import csv_header_names, csv_table, jsonl_rows
+from rnnjit.io.targets import FileTarget
 
-FORMATS = ("parquet", "csv", "jsonl")
-_EXT_FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
-
-
-class OutputExistsError(InputError):
-    """The output path exists and ``overwrite`` was not given."""
-
-
-def infer_format(output, fmt: str | None) -> str:
-    if fmt:
-        if fmt not in FORMATS:
-            raise InputError(f"output format {fmt!r} is not known; expected one of {', '.join(FORMATS)}")
-        return fmt
-    return _EXT_FORMATS.get(Path(str(output)).suffix.lower(), "parquet")
-
-
-def _float32_to_float64(arr: pa.Array) -> pa.Array:
-    """float32 -> float64 holding the shortest decimal repr (so text shows 0.1, not 0.10000000149)."""
-    vals = arr.to_numpy(zero_copy_only=False)
-    vals = np.asarray(vals, dtype=np.float32).astype(str).astype(np.float64)
-    return pa.array(vals, pa.float64(), mask=np.asarray(arr.is_null()) if arr.null_count else None)
-
-
-def _json_lists(arr: pa.Array) -> pa.Array:
-    """A list column as JSON text per row (null stays null)."""
-    out = []
-    for v in arr.to_pylist():
-        out.append(None if v is None else json.dumps(_round32(v), allow_nan=False))
-    return pa.array(out, pa.string())
-
-
-def _round32(v):
-    if isinstance(v, list):
-        return [_round32(e) for e in v]
-    if isinstance(v, float):
-        return float(np.format_float_positional(np.float32(v), unique=True, trim="-")) if np.isfinite(v) else None
-    return v
-
-
-def csv_table(batch: pa.RecordBatch) -> pa.Table:
-    """Flatten for CSV: a vector score becomes score_0..score_{O-1}; lists become JSON text."""
-    arrays, names = [], []
-    for name, col in zip(batch.schema.names, batch.columns):
-        t = col.type
-        if name == "score" and pa.types.is_fixed_size_list(t):
-            O = t.list_size
-            valid = ~np.asarray(col.is_null()) if col.null_count else None
-            vals = np.asarray(col.values.slice(col.offset * O, len(col) * O).to_numpy(zero_copy_only=False)).reshape(-1, O)
-            for j in range(O):
-                a = pa.array(vals[:, j], pa.float32(), mask=None if valid is None else ~valid)
-                arrays.append(_float32_to_float64(a))
-                names.append(f"score_{j}")
-        elif pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t) or pa.types.is_struct(t):
-            arrays.append(_json_lists(col))
-            names.append(name)
-        elif pa.types.is_float32(t):
-            arrays.append(_float32_to_float64(col))
-            names.append(name)
-        else:
-            arrays.append(col)
-            names.append(name)
-    return pa.Table.from_arrays(arrays, names=names)
+ROW_GROUP_ROWS = 1 << 17
+_ROW_GROUP_BYTES = 64 << 20
 
 
 class Sink:
-    """Writes batches to ``tmp``; `commit` renames to the final path, `abort` removes tmp."""
+    """Writes batches to a temporary file; `commit` renames it to the target, `abort` removes it.
 
-    def __init__(self, path: Path, schema: pa.Schema, fmt: str):
-        self.path = path
+    Parameters
+    ----------
+    target : Location, or None for standard output.
+    schema : the output schema (its metadata is written to Parquet files).
+    fmt : "parquet" | "csv" | "jsonl".
+    compression : "gzip" | "zstd" | None, for CSV and JSON lines.
+    row_group_rows : Parquet rows per row group (small batches are buffered up to it).
+    """
+
+    def __init__(self, target: Location | None, schema: pa.Schema, fmt: str, compression: str | None = None,
+                 row_group_rows: int = ROW_GROUP_ROWS):
+        self.target = target
         self.fmt = fmt
-        self.tmp = path.parent / f".{path.name}.rnnjit-tmp-{os.getpid()}"
         self.schema = schema
+        self.row_group_rows = max(1, int(row_group_rows))
+        self.rows = 0
+        self._buf: list[pa.RecordBatch] = []
+        self._buf_rows = self._buf_bytes = 0
         self._writer = None
         self._fh = None
+        self._csv_header = True
+        if target is None:
+            self.tmp = None
+            self._fh = sys.stdout.buffer
+            return
+        self.tmp = target.parent().join(temp_name(target.name))
         if fmt == "parquet":
             import pyarrow.parquet as pq
 
-            self._writer = pq.ParquetWriter(str(self.tmp), schema)
-        elif fmt == "csv":
-            self._csv_header = True
-            self._fh = open(self.tmp, "wb")
+            self._writer = pq.ParquetWriter(self.tmp.path, schema, filesystem=self.tmp.fs)
         else:
-            self._fh = open(self.tmp, "w", encoding="utf-8")
+            self._fh = self.tmp.fs.open_output_stream(self.tmp.path, compression=compression)
+
+    @classmethod
+    def for_file(cls, target: FileTarget, schema: pa.Schema, **kw) -> "Sink":
+        return cls(target.loc, schema, target.fmt, target.compression, **kw)
 
     def write(self, batch: pa.RecordBatch) -> None:
+        self.rows += batch.num_rows
         if self.fmt == "parquet":
             if batch.schema != self.schema:
                 batch = batch.cast(self.schema)
-            self._writer.write_batch(batch)
+            self._buf.append(batch)
+            self._buf_rows += batch.num_rows
+            self._buf_bytes += batch.nbytes
+            if self._buf_rows >= self.row_group_rows or self._buf_bytes >= _ROW_GROUP_BYTES:
+                self._flush()
         elif self.fmt == "csv":
             import pyarrow.csv as pcsv
 
-            pcsv.write_csv(csv_table(batch), self._fh, pcsv.WriteOptions(include_header=self._csv_header))
+            sink = pa.BufferOutputStream()
+            pcsv.write_csv(csv_table(batch), sink, pcsv.WriteOptions(include_header=self._csv_header))
+            self._fh.write(sink.getvalue().to_pybytes())
             self._csv_header = False
         else:
-            tbl = jsonl_rows(batch)
-            lines = [json.dumps(r, allow_nan=False) for r in tbl]
+            lines = [json.dumps(r, allow_nan=False) for r in jsonl_rows(batch)]
             if lines:
-                self._fh.write("\n".join(lines) + "\n")
+                self._fh.write(("\n".join(lines) + "\n").encode("utf-8"))
+        killpoints.reach("write")
+
+    def _flush(self) -> None:
+        if self._buf:
+            table = pa.Table.from_batches(self._buf, schema=self.schema)
+            self._writer.write_table(table, row_group_size=max(self.row_group_rows, table.num_rows))
+            self._buf, self._buf_rows, self._buf_bytes = [], 0, 0
 
     def _close(self) -> None:
         if self._writer is not None:
+            self._flush()
             self._writer.close()
             self._writer = None
         if self._fh is not None:
-            if self.fmt == "csv" and self._csv_header:
-                self._fh.write((",".join(f'"{n}"' for n in _csv_header_names(self.schema)) + "\n").encode())
-            self._fh.close()
+            if self.fmt == "csv" and self._csv_header:  # no rows: still a header line
+                self._fh.write((",".join(f'"{n}"' for n in csv_header_names(self.schema)) + "\n").encode())
+            if self.tmp is None:
+                self._fh.flush()
+            else:
+                self._fh.close()
             self._fh = None
 
     def commit(self) -> None:
+        """Finish the file and rename it into place (atomic on a local disk; see `rnnjit.io.fs`)."""
         self._close()
-        os.replace(self.tmp, self.path)
+        if self.tmp is None:
+            return
+        killpoints.reach("commit")
+        self.tmp.fs.move(self.tmp.path, self.target.path)
+        killpoints.reach("renamed")
 
     def abort(self) -> None:
+        """Drop the temporary file (any error here is ignored: the original error matters)."""
         try:
+            self._buf = []
             self._close()
-        except Exception:  # noqa: BLE001 - the original error matters, not this one
+        except Exception:  # noqa: BLE001
             pass
+        if self.tmp is None:
+            return
         try:
-            os.unlink(self.tmp)
-        except FileNotFoundError:
+            self.tmp.fs.delete_file(self.tmp.path)
+        except (FileNotFoundError, OSError, pa.ArrowException):
             pass
-
-
-def _csv_header_names(schema: pa.Schema) -> list[str]:
-    names = []
-    for f in schema:
-        if f.name == "score" and pa.types.is_fixed_size_list(f.type):
-            names += [f"score_{j}" for j in range(f.type.list_size)]
-        else:
-            names.append(f.name)
-    return names
-
-
-def jsonl_rows(batch: pa.RecordBatch) -> list[dict]:
-    """Rows as dicts for JSON lines; float32 values printed with their shortest repr."""
-    cols = {}
-    for name, col in zip(batch.schema.names, batch.columns):
-        t = col.type
-        if pa.types.is_float32(t):
-            cols[name] = [None if v is None or not np.isfinite(v) else v for v in _float32_to_float64(col).to_pylist()]
-        elif pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
-            cols[name] = [None if v is None else _round32(v) for v in col.to_pylist()]
-        elif pa.types.is_floating(t):
-            cols[name] = [None if v is None or not np.isfinite(v) else v for v in col.to_pylist()]
-        else:
-            cols[name] = [_jsonable(v) for v in col.to_pylist()]
-    n = batch.num_rows
-    return [{k: v[i] for k, v in cols.items()} for i in range(n)]
-
-
-def _jsonable(v):
-    if v is None or isinstance(v, (bool, int, float, str)):
-        return v
-    if isinstance(v, bytes):
-        return v.hex()
-    if isinstance(v, (list, tuple)):
-        return [_jsonable(e) for e in v]
-    if isinstance(v, dict):
-        return {str(k): _jsonable(e) for k, e in v.items()}
-    return str(v)
-
-
-def check_output(output, overwrite: bool) -> Path:
-    path = Path(output)
-    if path.exists() and path.is_dir():
-        raise InputError(f"output {str(path)!r} is a directory; give a file name, e.g. {str(path / 'scores.parquet')!r}")
-    if path.exists() and not overwrite:
-        raise OutputExistsError(
-            f"output {str(path)!r} already exists; pass --overwrite to replace it, or choose another name"
-        )
-    if not path.parent.exists():
-        raise InputError(f"the directory of output {str(path)!r} does not exist; create it first")
-    return path
