@@ -10,7 +10,6 @@ import typer
 
 from rnnjit.cli._common import OutputMode, err
 from rnnjit.errors import RnnjitError
-from rnnjit.io.sinks import check_output
 from rnnjit.spec import OUTPUT_MODES
 
 
@@ -76,6 +75,19 @@ def bundle_and_mode(output: str | None, out: str | None, mode: str | None) -> tu
     return path, mode
 
 
+def _check_bundle_path(path: Path, overwrite: bool) -> None:
+    """Before any weight is read: refuse a folder, an existing bundle (without --overwrite), a missing folder."""
+    if path.is_dir():
+        example = str(path / "bundle.npz")
+        raise ConfigError(f"--output {str(path)!r} is a directory; give the bundle's file name, e.g. {example!r}")
+    if path.exists() and not overwrite:
+        raise ConfigError(
+            f"output {str(path)!r} already exists; pass --overwrite to replace it, or choose another name"
+        )
+    if not path.parent.is_dir():
+        raise ConfigError(f"the folder of bundle {str(path)!r} does not exist; create it first")
+
+
 def convert_command(
     src: Annotated[
         Path,
@@ -132,7 +144,7 @@ def convert_command(
         raise ConfigError(f"--nonlinearity {nonlinearity!r} is not known; expected tanh or relu")
     names = [n.strip() for n in feature_names.split(",") if n.strip()] if feature_names else None
     out, mode = bundle_and_mode(output, out, output_mode.value if output_mode else None)
-    check_output(out, overwrite)
+    _check_bundle_path(out, overwrite)
     model = rnnjit.convert(
         src,
         out,
