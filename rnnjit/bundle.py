@@ -11,14 +11,14 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from rnnjit.errors import BundleError
+from rnnjit.errors import BundleError, WeightFileError
+from rnnjit.formats.npz import arrays as npz_arrays
 from rnnjit.infer import check_rnn_weights
 from rnnjit.model import Model
 from rnnjit.spec import ACTIVATIONS, CELLS, OUTPUT_MODES, HeadStep, RNNSpec
@@ -88,45 +88,42 @@ def _read(path, *, weights: bool):
     path = Path(path)
     if not path.is_file():
         raise BundleError(f"bundle {path} does not exist; create one with `rnnjit convert model.pth --out {path}`")
-    # Open the file here: np.load(path) leaks its handle when a zip's central
-    # directory is damaged (it hands the handle to NpzFile, which then raises).
-    fh = None
+    # Members are read by rnnjit.formats.npz, which checks every .npy header's
+    # claimed size against the file before allocating (np.load does not).
     try:
-        fh = open(path, "rb")
-        npz = np.load(fh, allow_pickle=False)
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        if fh is not None:
-            fh.close()
-        raise BundleError(f"{path} is not a readable .npz bundle ({exc}); re-create it with `rnnjit convert`") from exc
-    if not isinstance(npz, np.lib.npyio.NpzFile):
-        fh.close()
-        raise BundleError(f"{path} holds a single array, not a bundle; re-create it with `rnnjit convert`")
-    with fh, npz:
-        if CONFIG_KEY not in npz.files:
-            raise BundleError(
-                f"{path} has no {CONFIG_KEY!r} key, so it is not an rnnjit bundle; convert weights with `rnnjit convert`"
-            )
-        try:
-            raw = npz[CONFIG_KEY]
-            config = json.loads(str(raw[()]))
-        except Exception as exc:  # corrupt member, wrong dtype, bad JSON
-            raise BundleError(f"{path}: {CONFIG_KEY!r} is not a JSON document ({exc}); re-create the bundle") from exc
-        if not isinstance(config, dict):
-            raise BundleError(f"{path}: {CONFIG_KEY!r} is not a JSON object; re-create the bundle")
-        arrays = {}
-        if weights:
-            for key in npz.files:
+        with open(path, "rb") as fh:
+            if fh.read(6) == b"\x93NUMPY":
+                raise BundleError(f"{path} holds a single array, not a bundle; re-create it with `rnnjit convert`")
+            fh.seek(0)
+            config, arrays = None, {}
+            for key, arr in npz_arrays(fh, str(path)):
                 if key == CONFIG_KEY:
-                    continue
-                try:
-                    arrays[key] = npz[key]
-                except ValueError as exc:  # object arrays need pickle: refused
-                    raise BundleError(
-                        f"{path}: key {key!r} is an object array ({exc}); a bundle holds plain numeric arrays only"
-                    ) from exc
-                except Exception as exc:
-                    raise BundleError(f"{path}: key {key!r} cannot be read ({exc}); the file is corrupt") from exc
+                    config = _parse_config(arr, path)
+                    if not weights:
+                        break
+                elif weights:
+                    arrays[key] = arr
+    except WeightFileError as exc:
+        raise BundleError(f"{exc}; re-create the bundle with `rnnjit convert`") from None
+    except OSError as exc:
+        raise BundleError(f"{path} cannot be read ({exc}); check the path and its permissions") from None
+    if config is None:
+        raise BundleError(
+            f"{path} has no {CONFIG_KEY!r} key, so it is not an rnnjit bundle; convert weights with `rnnjit convert`"
+        )
     return config, arrays
+
+
+def _parse_config(raw: np.ndarray, path) -> dict:
+    try:
+        if raw.dtype.kind != "U" or raw.shape != ():
+            raise ValueError(f"an array of {raw.dtype} and shape {raw.shape}, not a string")
+        config = json.loads(str(raw[()]))
+    except (ValueError, RecursionError) as exc:  # bad JSON, wrong dtype, absurd nesting
+        raise BundleError(f"{path}: {CONFIG_KEY!r} is not a JSON document ({exc}); re-create the bundle") from None
+    if not isinstance(config, dict):
+        raise BundleError(f"{path}: {CONFIG_KEY!r} is not a JSON object; re-create the bundle")
+    return config
 
 
 def _check_config(config: dict, path):

@@ -52,7 +52,8 @@ def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, key: str, file_size
         if got != nbytes:
             raise WeightFileError(f"{source}: array {key!r} ends after {got} of {nbytes} bytes; save it again")
     arr = np.frombuffer(buf, dtype=dtype).reshape(shape, order="F" if fortran else "C")
-    return np.ascontiguousarray(arr.astype(dtype.newbyteorder("="), copy=False))
+    # astype, not np.ascontiguousarray: that would make a 0-d array (the bundle's JSON) 1-d
+    return arr.astype(dtype.newbyteorder("="), order="C", copy=False)
 
 
 def arrays(file: bytes | BinaryIO, source: str) -> Iterator[tuple[str, np.ndarray]]:
