@@ -294,7 +294,7 @@ def test_whole_pickled_module_is_refused_with_a_hint(tmp_path):
     torch.save(torch.nn.GRU(2, 3), tmp_path / "whole.pth")
     _assert_one_line_error(tmp_path / "whole.pth", r"holds a whole pickled model \(torch\.nn\.modules\.rnn\.GRU\)")
     torch.save({"model": torch.nn.GRU(2, 3), "epoch": 1}, tmp_path / "wrapped.pth")
-    _assert_one_line_error(tmp_path / "wrapped.pth", r"whole pickled model: torch\.nn\.modules\.rnn\.GRU \(at 'model'\)")
+    _assert_one_line_error(tmp_path / "wrapped.pth", r"whole pickled model: torch\.nn\.modules\.rnn\.GRU \(at 'model', a pickled nn\.Module\)")
 
 
 # ------------------------------------------------------------ broken files

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from rnnjit.errors import WeightFileError
-from rnnjit.formats.placeholder import is_placeholder, qualname
+from rnnjit.formats.placeholder import PICKLED_MODULE, is_placeholder, looks_like_module, qualname
 from rnnjit.formats.torch_pickle import LazyTensor
 
 CONVENTIONAL_KEYS = (
@@ -144,10 +144,10 @@ _MODEL_MODULES = ("torch.nn.", "__main__.", "__torch__.", "torch.jit.")
 
 
 def _no_tensors(obj: Any, source: str, placeholders: list[str]) -> WeightFileError:
-    models = [p for p in placeholders if p.startswith(_MODEL_MODULES)]
+    models = [p for p in placeholders if p.startswith(_MODEL_MODULES) or PICKLED_MODULE in p]
     if is_placeholder(obj):
         what = f"a pickled {qualname(obj)} object, not a dict of tensors"
-        if qualname(obj).startswith(_MODEL_MODULES):
+        if qualname(obj).startswith(_MODEL_MODULES) or looks_like_module(obj):
             what = f"a whole pickled model ({qualname(obj)}), not a state_dict"
     elif isinstance(obj, Mapping):
         keys = ", ".join(repr(k) for k in list(obj)[:8])

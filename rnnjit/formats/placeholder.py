@@ -58,30 +58,32 @@ def is_hostile(module: str, name: str) -> bool:
 class Placeholder:
     """An object rnnjit did not build: the global it stood for and the plain data pickle gave it."""
 
-    __slots__ = ("args", "kwargs", "state", "items")
+    # Underscored: allow-listed stand-ins probe protocol names (OrderedDict(x)
+    # looks for x.keys and x.items and calls them), so no data sits under one.
+    __slots__ = ("_args", "_kwargs", "_state", "_items")
     qualname = "?"  # ``module.name`` of the global, set on each subclass
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Placeholder:
         self = object.__new__(cls)
-        self.args, self.kwargs, self.state, self.items = args, kwargs, None, []
+        self._args, self._kwargs, self._state, self._items = args, kwargs, None, []
         return self
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         pass  # REDUCE calls cls(*args): everything was kept by __new__
 
     def __setstate__(self, state: Any) -> None:
-        self.state = state
+        self._state = state
 
     def __setitem__(self, key: Any, value: Any) -> None:
-        self.items.append((key, value))
+        self._items.append((key, value))
 
     def append(self, value: Any) -> None:
-        self.items.append(value)
+        self._items.append(value)
 
     def extend(self, values: Any) -> None:
         if not isinstance(values, (list, tuple)):
             raise WeightFileError("the pickle extends a placeholder with a non-list (corrupt file?)")
-        self.items.extend(values)
+        self._items.extend(values)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         raise WeightFileError(
@@ -122,6 +124,15 @@ def qualname(value: Any) -> str:
     return value.qualname
 
 
+PICKLED_MODULE = "a pickled nn.Module"
+
+
+def looks_like_module(value: Any) -> bool:
+    """A placeholder whose pickled ``__dict__`` is an ``nn.Module``'s: ``torch.save(model)``."""
+    state = value._state if isinstance(value, Placeholder) else None
+    return isinstance(state, dict) and "_parameters" in state and "_modules" in state
+
+
 # Enough to tell the user what was set aside; the rest is counted.
 MAX_LISTED = 50
 
@@ -147,7 +158,10 @@ def find(obj: Any) -> list[str]:
         if is_placeholder(value):
             total += 1
             if len(found) < MAX_LISTED:
-                found.append(f"{qualname(value)} (at {path!r})" if path else f"{qualname(value)} (the whole file)")
+                where = f"at {path!r}" if path else "the whole file"
+                if looks_like_module(value):
+                    where += f", {PICKLED_MODULE}"
+                found.append(f"{qualname(value)} ({where})")
             continue
         if id(value) in seen:
             continue
