@@ -46,7 +46,7 @@ PREFIXES = ("module.", "_orig_mod.", "model.")
 AVERAGED_MODEL_COUNTER = "n_averaged"
 # Flattening visits each dict once per path to it; shared dicts (a pickle's
 # memo) could make that exponential, so the walk is bounded.
-MAX_FLAT_ENTRIES = 1_000_000
+MAX_FLAT_ENTRIES = 200_000
 
 
 def is_tensor(value: Any) -> bool:
@@ -106,7 +106,12 @@ def _check_no_placeholder(node: Mapping, prefix: str, source: str) -> None:
             )
 
 
-def _flatten(node: Mapping, prefix: str, out: dict[str, Any], skipped: list[str], source: str, holds: _Holders) -> None:
+def _flatten(
+    node: Mapping, prefix: str, out: dict[str, Any], skipped: list[str], source: str, holds: _Holders, seen: set[int]
+) -> None:
+    # A dict met again (pickles share objects) is flattened once: shared
+    # levels would otherwise multiply into 2**depth keys.
+    seen.add(id(node))
     if any(is_tensor(v) for v in node.values()):
         _check_no_placeholder(node, prefix, source)
     for key, value in node.items():
@@ -114,7 +119,7 @@ def _flatten(node: Mapping, prefix: str, out: dict[str, Any], skipped: list[str]
         if len(out) + len(skipped) > MAX_FLAT_ENTRIES:
             raise WeightFileError(f"{source}: the checkpoint holds more than {MAX_FLAT_ENTRIES} entries (corrupt file?)")
         nested_training_state = isinstance(value, Mapping) and _is_training_state(key)
-        if not isinstance(key, str) or nested_training_state or not holds(value):
+        if not isinstance(key, str) or nested_training_state or not holds(value) or id(value) in seen:
             skipped.append(name)
         elif is_tensor(value):
             if name in out:
@@ -124,7 +129,7 @@ def _flatten(node: Mapping, prefix: str, out: dict[str, Any], skipped: list[str]
                 )
             out[name] = value
         else:
-            _flatten(value, name + ".", out, skipped, source, holds)
+            _flatten(value, name + ".", out, skipped, source, holds, seen)
 
 
 def _conventional_child(node: Mapping, holds: _Holders) -> str | None:
@@ -204,7 +209,7 @@ def unwrap(
         seen.add(id(node))
 
     flat: dict[str, Any] = {}
-    _flatten(node, "", flat, skipped, source, holds)
+    _flatten(node, "", flat, skipped, source, holds, set())
     if not flat:
         raise _no_tensors(obj, source, placeholders)
     return flat, (".".join(path) or None), skipped
