@@ -112,6 +112,14 @@ WEIGHT_FILES = {
         "more than a \\d+-byte file can hold",
     ),
     "dicts shared 2**40 ways (exponential flattening)": (_shared_dicts(40), "loads"),
+    "zip member names with newlines (fuzz: two-line message)": (
+        _zip({"a\nb.npy": _npy(np.zeros(1)), "c.txt\n": b""}),
+        r"zip archive holding a\\nb\.npy, c\.txt\\n;",
+    ),
+    "STACK_GLOBAL naming a class with a newline (placeholder name)": (
+        _pickle_zip(b"\x80\x04\x95\x00\x00\x00\x00\x00\x00\x00\x00" + b"\x8c\x03m\nx\x8c\x01C\x93)\x81."),
+        r"holds a pickled m\\nx\.C object",
+    ),
     "a plain state_dict pickle (control: must load)": (_pickle_zip(dumps(W), {"0": F4}), "loads"),
 }
 

@@ -28,7 +28,7 @@ import numpy as np
 
 from rnnjit.errors import WeightFileError
 from rnnjit.formats import checkpoint, npz, placeholder, safetensors, torch_legacy, torch_zip
-from rnnjit.formats.guard import guarded
+from rnnjit.formats.guard import guarded, printable
 from rnnjit.formats.limits import Budget
 from rnnjit.formats.torch_pickle import LazyTensor
 
@@ -77,7 +77,7 @@ def _load(data: bytes, source: str) -> tuple[str, Any, Any, list[str]]:
         if npz.is_npz(zf):
             arrays, skipped = npz.read(data, source)
             return "npz", arrays, None, skipped
-        names = ", ".join(zf.namelist()[:4]) or "nothing"
+        names = ", ".join(printable(n, 60) for n in zf.namelist()[:4]) or "nothing"
         raise WeightFileError(
             f"{source} is a zip archive holding {names}; expected */data.pkl (torch.save) or .npy members (np.savez)"
         )
@@ -131,7 +131,7 @@ def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dic
         in a form rnnjit cannot read (a placeholder among the weights).
     """
     path = Path(path)
-    source = path.name
+    source = printable(path.name)
     data = _read_bytes(path)
     fmt, obj, build, skipped = _load(data, source)
     # guarded: a hostile pickle can nest or loop containers past the recursion limit

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from rnnjit.errors import WeightFileError
+from rnnjit.formats.guard import printable
 from rnnjit.formats.placeholder import PICKLED_MODULE, is_placeholder, looks_like_module, qualname
 from rnnjit.formats.torch_pickle import LazyTensor
 
@@ -100,7 +101,7 @@ def _check_no_placeholder(node: Mapping, prefix: str, source: str) -> None:
     for key, value in node.items():
         if is_placeholder(value) and not (isinstance(key, str) and key.endswith("_extra_state")):
             raise WeightFileError(
-                f"{source}: entry {prefix}{key!s:.80} of the state_dict is pickled as {qualname(value)}, "
+                f"{source}: entry {printable(f'{prefix}{key}', 80)} of the state_dict is pickled as {qualname(value)}, "
                 "not as a plain tensor, and rnnjit does not run code from a weight file; "
                 "save plain tensors: torch.save({k: v.detach().clone() for k, v in model.state_dict().items()}, path)"
             )

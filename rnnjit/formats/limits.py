@@ -11,6 +11,7 @@ from __future__ import annotations
 import zipfile
 
 from rnnjit.errors import WeightFileError
+from rnnjit.formats.guard import printable
 
 MiB = 1 << 20
 # Bytes a file may make us allocate beyond its own size: expanded tensors
@@ -27,18 +28,21 @@ def check_zip_member(info: zipfile.ZipInfo, nbytes: int, file_size: int, source:
     """Refuse to read ``nbytes`` from a member that cannot hold them or would inflate absurdly."""
     if info.file_size < nbytes:
         raise WeightFileError(
-            f"{source}: {what} ({info.filename}) holds {info.file_size} bytes but {nbytes} are needed; "
+            f"{source}: {what} ({printable(info.filename, 80)}) holds {info.file_size} bytes "
+            f"but {nbytes} are needed; "
             "the file is truncated or corrupt, save it again"
         )
     stored = min(info.compress_size, file_size)
     if info.compress_type == zipfile.ZIP_STORED:
         if nbytes > file_size:
             raise WeightFileError(
-                f"{source}: {what} ({info.filename}) claims {nbytes} bytes in a {file_size}-byte file (corrupt file?)"
+                f"{source}: {what} ({printable(info.filename, 80)}) claims {nbytes} bytes "
+                f"in a {file_size}-byte file (corrupt file?)"
             )
     elif nbytes > SLACK_BYTES and nbytes > MAX_INFLATE_RATIO * stored:
         raise WeightFileError(
-            f"{source}: {what} ({info.filename}) would inflate {stored} compressed bytes to {nbytes}; "
+            f"{source}: {what} ({printable(info.filename, 80)}) would inflate {stored} compressed bytes "
+            f"to {nbytes}; "
             "refusing a decompression bomb"
         )
 

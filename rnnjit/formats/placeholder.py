@@ -30,6 +30,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from rnnjit.errors import WeightFileError
+from rnnjit.formats.guard import printable
 
 # Modules (and their submodules) that run code, spawn processes, touch files
 # or build functions: never part of an honest checkpoint.
@@ -103,7 +104,7 @@ class PlaceholderTypes:
         self.types: dict[str, type[Placeholder]] = {}
 
     def get(self, module: str, name: str) -> type[Placeholder]:
-        qualname = f"{module}.{name}"
+        qualname = printable(f"{module}.{name}")  # STACK_GLOBAL names may hold newlines
         cls = self.types.get(qualname)
         if cls is None:
             if len(self.types) >= MAX_PLACEHOLDER_TYPES:

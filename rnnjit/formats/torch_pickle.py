@@ -29,7 +29,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from rnnjit.errors import UnsafePickleError, WeightFileError
-from rnnjit.formats.guard import guarded
+from rnnjit.formats.guard import guarded, printable
 from rnnjit.formats.limits import MAX_EXPANDED_BYTES
 from rnnjit.formats.pickle_scan import check_opcodes
 from rnnjit.formats.placeholder import PlaceholderTypes, is_hostile
@@ -291,7 +291,7 @@ def _py3_name(module: str, name: str) -> tuple[str, str]:
 
 def _refusal(module: str, name: str, source: str) -> UnsafePickleError:
     return UnsafePickleError(
-        f"refused pickle global '{module}.{name}' in {source}: it runs code or touches the system, "
+        f"refused pickle global '{printable(module + '.' + name)}' in {source}: it runs code or touches the system, "
         f"which no checkpoint needs and nothing from a weight file is executed (hostile file?); {SAVE_HINT}"
     )
 
@@ -369,7 +369,7 @@ class _NoGlobals(pickle.Unpickler):
 
     def find_class(self, module: str, name: str) -> Any:
         raise UnsafePickleError(
-            f"refused pickle global '{'.'.join(_py3_name(module, name))}' in a header of {self.source}: "
+            f"refused pickle global '{printable('.'.join(_py3_name(module, name)))}' in a header of {self.source}: "
             "the headers of a legacy torch.save file hold plain values only (corrupt or hostile file?)"
         )
 

@@ -14,7 +14,7 @@ from typing import Any, Callable
 import numpy as np
 
 from rnnjit.errors import WeightFileError
-from rnnjit.formats.guard import guarded
+from rnnjit.formats.guard import guarded, printable
 from rnnjit.formats.limits import check_zip_member
 from rnnjit.formats.torch_pickle import SAVE_HINT, LazyTensor, load_pickle
 
@@ -32,7 +32,8 @@ def _member(zf: zipfile.ZipFile, name: str, nbytes: int, file_size: int, source:
         info = zf.getinfo(name)
     except KeyError:
         raise WeightFileError(
-            f"{source}: {what} ({name}) is missing from the archive; the file is incomplete, save it again"
+            f"{source}: {what} ({printable(name, 80)}) is missing from the archive; "
+            "the file is incomplete, save it again"
         ) from None
     check_zip_member(info, nbytes, file_size, source, what)
 
@@ -42,7 +43,9 @@ def _member(zf: zipfile.ZipFile, name: str, nbytes: int, file_size: int, source:
 
     buf = guarded(what, source, read)
     if len(buf) < nbytes:
-        raise WeightFileError(f"{source}: {what} ({name}) ends after {len(buf)} of {nbytes} bytes; save it again")
+        raise WeightFileError(
+            f"{source}: {what} ({printable(name, 80)}) ends after {len(buf)} of {nbytes} bytes; save it again"
+        )
     return buf
 
 
@@ -63,7 +66,8 @@ def read(zf: zipfile.ZipFile, file_size: int, source: str) -> tuple[Any, Callabl
     pkls = [n for n in names if n.endswith("/data.pkl") and n.count("/") == 1]
     if len(pkls) != 1:
         raise WeightFileError(
-            f"{source}: the archive has {len(pkls)} top-level data.pkl files ({', '.join(pkls[:3])}); "
+            f"{source}: the archive has {len(pkls)} top-level data.pkl files "
+            f"({', '.join(printable(n, 60) for n in pkls[:3])}); "
             "expected exactly one as torch.save writes"
         )
     root = pkls[0][: -len("data.pkl")]
