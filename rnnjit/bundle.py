@@ -78,6 +78,7 @@ def load(path: str | os.PathLike, *, dtype: str | None = None) -> Model:
     """
     config, weights = _read(path, weights=True)
     spec, head, output, bundle_dtype = _check_config(config, path)
+    _check_sizes(spec, weights, path)
     _check_weights(spec, head, weights, path)
     if dtype is not None and str(dtype) not in DTYPES:
         raise BundleError(f"dtype {dtype!r} is not supported; expected one of {', '.join(DTYPES)}")
@@ -162,6 +163,28 @@ def _check_config(config: dict, path):
     if dtype not in DTYPES:
         raise bad(f"dtype {dtype!r} is not supported; expected one of {', '.join(DTYPES)}")
     return spec, head, output, dtype
+
+
+def _check_sizes(spec: RNNSpec, weights: dict, path) -> None:
+    """Sizes the weights in the file could back, before anything loops over layers or allocates states.
+
+    A damaged config can say ``num_layers: 1e308``: checking key by key would
+    then never end. Each layer and direction needs two arrays, and no size
+    exceeds the number of weight elements in the file.
+    """
+    arrays = sum(1 for k in weights if k.startswith(spec.prefix))
+    elements = sum(int(a.size) for a in weights.values())
+    if spec.num_layers * (2 if spec.bidirectional else 1) * 2 > arrays:
+        raise BundleError(
+            f"{path}: rnn.num_layers is {spec.num_layers:.6g} but the file holds {arrays} arrays under "
+            f"{spec.prefix!r}; the config and weights disagree, re-create the bundle"
+        )
+    for name in ("input_size", "hidden_size", "proj_size"):
+        if getattr(spec, name) > elements:
+            raise BundleError(
+                f"{path}: rnn.{name} is {getattr(spec, name):.6g}, more than the {elements} weight values "
+                "in the file; the config is corrupt, re-create the bundle"
+            )
 
 
 def _check_weights(spec: RNNSpec, head, weights: dict, path) -> None:
