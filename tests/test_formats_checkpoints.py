@@ -102,15 +102,14 @@ def test_converted_checkpoint_scores_like_torch(tmp_path):
 
 
 def test_reading_a_checkpoint_imports_nothing_it_names(tmp_path):
-    """In a fresh interpreter: the user's module, if imported, would fail (poisoned)."""
+    """In a fresh interpreter where importing any module the file names fails (poisoned in sys.modules)."""
     torch.save(_real_checkpoint(_net()), tmp_path / "ckpt.pth")
     code = (
-        "import sys; sys.modules['formats_user'] = None; sys.modules['torch'] = None\n"
-        "before = set(sys.modules)\n"
+        "import sys\n"
         "from rnnjit.formats import read_state_dict\n"
+        "for name in ('formats_user', 'argparse', 'pathlib', 'enum', 'dataclasses', 'torch', 'numpy.core'):\n"
+        "    sys.modules[name] = None  # an import of it now raises\n"
         f"sd, info = read_state_dict({str(tmp_path / 'ckpt.pth')!r})\n"
-        "new = {m.split('.')[0] for m in set(sys.modules) - before}\n"
-        "assert not new & {'argparse', 'pathlib', 'formats_user', 'torch', 'enum_user'}, new & {'argparse', 'pathlib'}\n"
         "print(len(sd), len(info['placeholders']))"
     )
     env = {**os.environ, "PYTHONPATH": ROOT}

@@ -82,6 +82,10 @@ WEIGHT_FILES = {
         _safetensors(b'{"w": {"dtype": "F32", "shape": [1000000000000], "data_offsets": [0, 4]}}', F4[:4]),
         "needs 4000000000000 bytes, has 4",
     ),
+    "safetensors shape with 100 dimensions (numpy allows 64)": (
+        _safetensors(b'{"w": {"dtype": "F32", "shape": [' + b"1, " * 99 + b'1], "data_offsets": [0, 4]}}', F4[:4]),
+        "has shape",
+    ),
     ".npy header claims 10**12 elements": (
         _zip({"w.npy": _npy(np.zeros(3, np.float32), shape=(10**12,))}),
         r"holds \d+ bytes but 4000000000\d+ are needed",

@@ -64,7 +64,7 @@ def read(data: bytes, source: str) -> dict[str, np.ndarray]:
                 f"{source}: tensor {name!r} has safetensors dtype {dtype!r:.40}; "
                 f"expected one of {', '.join(DTYPES)} - convert it to float32 before saving"
             )
-        ok_shape = isinstance(shape, list) and all(type(d) is int and d >= 0 for d in shape)
+        ok_shape = isinstance(shape, list) and len(shape) <= 32 and all(type(d) is int and d >= 0 for d in shape)
         ok_offsets = (
             isinstance(offsets, list) and len(offsets) == 2 and all(type(o) is int and o >= 0 for o in offsets)
         )
