@@ -158,6 +158,12 @@ def test_whole_pickled_model_inside_a_checkpoint_is_named(tmp_path):
         read_state_dict(tmp_path / "c.pth")
 
 
+def test_numpy_arrays_pickled_as_weights_get_a_hint(tmp_path):
+    torch.save({k: v.numpy() for k, v in _net().state_dict().items()}, tmp_path / "np.pth")
+    with pytest.raises(WeightFileError, match=r"objects set aside: numpy\..*_reconstruct \(at 'rnn\..*np\.savez"):
+        read_state_dict(tmp_path / "np.pth")
+
+
 # ------------------------------------------------------------- wrappers (#7)
 
 

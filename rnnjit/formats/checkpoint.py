@@ -164,7 +164,10 @@ def _no_tensors(obj: Any, source: str, placeholders: list[str]) -> WeightFileErr
             what += f"; objects set aside: {', '.join(placeholders[:3])}"
     else:
         what = f"a {type(obj).__name__}, not a dict of tensors"
-    return WeightFileError(f"{source} holds {what}; expected a state_dict, save with torch.save(model.state_dict(), path)")
+    fix = "save with torch.save(model.state_dict(), path)"
+    if any("multiarray._reconstruct" in p for p in placeholders):
+        fix += "; numpy arrays pickled into a .pth are not read, save those with np.savez(path, **arrays)"
+    return WeightFileError(f"{source} holds {what}; expected a state_dict, {fix}")
 
 
 def unwrap(
