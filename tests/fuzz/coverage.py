@@ -21,10 +21,12 @@ from pathlib import Path
 
 import atheris
 
-from tests.fuzz import mutate, seeds
-
 with atheris.instrument_imports(include=["rnnjit"]):
-    from tests.fuzz.worker import ADDRESS_SPACE, run_case
+    import rnnjit.bundle  # noqa: F401 - imported here to be instrumented
+    import rnnjit.formats  # noqa: F401
+
+from tests.fuzz import mutate, seeds
+from tests.fuzz.worker import ADDRESS_SPACE, run_case
 
 
 def main() -> None:
