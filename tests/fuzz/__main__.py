@@ -80,13 +80,19 @@ def main(argv: list[str] | None = None) -> int:
     seed_bytes = {f: [p.read_bytes() for p in ps] for f, ps in files.items()}
     worker = Worker(seed_dir, args.seed)
     total_fail = 0
-    print(f"{'format':<12} {'cases':>6} {'loaded':>7} {'refused':>8} {'failed':>7} {'seconds':>8}")
+    print(
+        f"{'format':<12} {'cases':>6} {'loaded':>7} {'refused':>8} {'failed':>7} {'seconds':>8} "
+        f"{'slowest case s':>14} {'peak RSS MB':>11}"
+    )
     for fmt in args.format or seeds.FORMATS:
         counts: collections.Counter = collections.Counter()
+        slowest = peak = 0.0
         t0 = time.perf_counter()
         for index in range(args.start, args.start + args.cases):
             result = worker.run(fmt, index)
             counts[result["outcome"]] += 1
+            slowest = max(slowest, result.get("seconds", 0.0))
+            peak = max(peak, result.get("peak_mb", 0.0))
             if result["outcome"] == "fail":
                 total_fail += 1
                 args.out.mkdir(parents=True, exist_ok=True)
@@ -97,7 +103,11 @@ def main(argv: list[str] | None = None) -> int:
                     worker = Worker(seed_dir, args.seed)
         secs = time.perf_counter() - t0
         loaded = counts["loaded"] + counts["scored"]
-        print(f"{fmt:<12} {args.cases:>6} {loaded:>7} {counts['refused']:>8} {counts['fail']:>7} {secs:>8.1f}", flush=True)
+        print(
+            f"{fmt:<12} {args.cases:>6} {loaded:>7} {counts['refused']:>8} {counts['fail']:>7} {secs:>8.1f} "
+            f"{slowest:>14.3f} {peak:>11.0f}",
+            flush=True,
+        )
     worker.stop()
     print(f"total failures: {total_fail}")
     return 1 if total_fail else 0

@@ -12,6 +12,7 @@ import json
 import resource
 import sys
 import tempfile
+import time
 import traceback
 from pathlib import Path
 
@@ -23,6 +24,9 @@ from tests.fuzz import mutate, seeds
 # address space so a missed check shows up as a MemoryError we flag, instead
 # of the machine swapping.
 ADDRESS_SPACE = 8 << 30
+# Resident memory one case may add: the seeds are kilobytes, so growth past
+# this means a claimed size was allocated and touched.
+MAX_CASE_GROWTH_MB = 256
 MEMORY_WORDS = ("more memory", "MemoryError", "does not fit in memory")
 
 
@@ -80,7 +84,13 @@ def main() -> None:
         data = mutate.case(fmt, found[fmt], int(index), base_seed)
         path = work / f"case.{'npz' if fmt in ('npz', 'bundle') else 'pth'}"
         path.write_bytes(data)
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kB, a high-water mark
+        t0 = time.perf_counter()
         result = run_case(fmt, path)
+        result["seconds"] = time.perf_counter() - t0
+        result["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        if result["peak_mb"] - before / 1024 > MAX_CASE_GROWTH_MB and result["outcome"] != "fail":
+            result.update(outcome="fail", kind="memory", detail=f"peak RSS grew to {result['peak_mb']:.0f} MB")
         result["index"] = int(index)
         print(json.dumps(result), flush=True)
 
