@@ -15,7 +15,7 @@ import zipfile
 import numpy as np
 import pytest
 import torch
-from formats_craft import Storage, Tensor, dumps, write_legacy, write_zip
+from formats_craft import Storage, Tensor, dumps, write_legacy
 
 import rnnjit
 from rnnjit.errors import RnnjitError, WeightFileError

@@ -79,12 +79,12 @@ FAILS = {
         + MARK + INSTANCE + b"K\x00" + MARK + b"K\x01" + TUPLE + MARK + b"K\x01" + TUPLE + b"\x89" + EMPTY_DICT + TUPLE
         + REDUCE,
         r"built from Placeholder, not a storage",
-    ),  # fmt: skip
+    ),
     "a placeholder as a tensor's dtype": (
         _g("torch._utils", "_rebuild_tensor_v3")
         + MARK + INSTANCE + b"K\x00" + EMPTY_TUPLE + EMPTY_TUPLE + b"\x89" + EMPTY_DICT + INSTANCE + TUPLE + REDUCE,
         r"built from Placeholder|has dtype <placeholder",
-    ),  # fmt: skip
+    ),
     "os.system": (_g("os", "system") + MARK + _s("touch {marker}") + TUPLE + REDUCE, r"refused pickle global 'os\.system'"),
     "builtins.exec": (_g("builtins", "exec") + MARK + _s("open('{marker}', 'w')") + TUPLE + REDUCE, "'builtins.exec'"),
     "builtins.getattr": (_g("builtins", "getattr") + MARK + INSTANCE + _s("system") + TUPLE + REDUCE, "'builtins.getattr'"),

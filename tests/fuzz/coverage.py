@@ -22,7 +22,7 @@ from pathlib import Path
 import atheris
 
 with atheris.instrument_imports(include=["rnnjit"]):
-    import rnnjit.bundle  # noqa: F401 - imported here to be instrumented
+    import rnnjit.bundle  # imported here to be instrumented
     import rnnjit.formats  # noqa: F401
 
 from tests.fuzz import mutate, seeds
