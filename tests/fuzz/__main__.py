@@ -6,8 +6,9 @@ each case to a worker process (tests/fuzz/worker.py) under a time box and an
 address-space cap. A case fails when the reader raises anything but an
 `RnnjitError` with a one-line message, hits the memory cap, outlives its time
 box, or kills the process (a segfault). Failing cases are written to
-``--out`` (default ``fuzz-failures/``) as ``<format>-<index>.bin``; rerun one
-with ``--format F --start INDEX --cases 1``.
+``--out`` (default ``$TMPDIR/rnnjit-fuzz-failures``) as ``<format>-<index>.bin``
+for a test to load; ``--format F --start INDEX --cases 1`` replays one (bundle
+seeds carry their creation time, so a bundle case is replayed from its file).
 """
 
 from __future__ import annotations
@@ -72,7 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--format", action="append", choices=seeds.FORMATS, help="only these formats (repeatable)")
     ap.add_argument("--start", type=int, default=0, help="first case number")
     ap.add_argument("--seed", type=int, default=20261123, help="base seed of the mutations")
-    ap.add_argument("--out", type=Path, default=Path("fuzz-failures"), help="folder for failing cases")
+    ap.add_argument(
+        "--out", type=Path, default=Path(tempfile.gettempdir()) / "rnnjit-fuzz-failures", help="folder for failing cases"
+    )
     args = ap.parse_args(argv)
 
     seed_dir = Path(tempfile.mkdtemp(prefix="rnnjit-fuzz-seeds-"))
@@ -109,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
     worker.stop()
-    print(f"total failures: {total_fail}")
+    print(f"total failures: {total_fail}" + (f" (cases saved in {args.out})" if total_fail else ""))
     return 1 if total_fail else 0
 
 
