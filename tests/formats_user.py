@@ -23,6 +23,14 @@ class Phase(enum.Enum):
     EVAL = "eval"
 
 
+class Split(enum.Enum):
+    """Pickled by name, as getattr(Split, "TRAIN") (stdlib enums such as re.RegexFlag opt in the same way)."""
+
+    TRAIN = 1
+    VALID = 2
+    __reduce_ex__ = enum.pickle_by_enum_name
+
+
 class Tracker:
     """A plain class with state, pickled by __dict__ (NEWOBJ + BUILD)."""
 

@@ -17,7 +17,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from formats_user import Phase, TouchOnReduce, Tracker, TrainConfig
+from formats_user import Phase, Split, TouchOnReduce, Tracker, TrainConfig
 from torch.optim.swa_utils import AveragedModel
 from torch_models import Arch, Net, make_batch, torch_forward
 
@@ -90,6 +90,14 @@ def test_checkpoint_with_namespace_numpy_pathlib_and_user_classes_loads(tmp_path
     assert names["dtype"] == "numpy.dtype"
     assert len(info["placeholders"]) == 9
     assert "args (at" not in " ".join(info["placeholders"])  # the Namespace's insides are not listed
+
+
+def test_enum_pickled_by_name_loads(tmp_path):
+    net = _net()
+    torch.save({"model": net.state_dict(), "split": Split.VALID}, tmp_path / "c.pth")
+    sd, info = read_state_dict(tmp_path / "c.pth")
+    _same(sd, net.state_dict())
+    assert info["placeholders"] == ["builtins.getattr (at 'split')"]
 
 
 def test_converted_checkpoint_scores_like_torch(tmp_path):

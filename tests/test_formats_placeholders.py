@@ -59,6 +59,10 @@ LOADS = {
         _g("trainlib.cfg", "Config") + EMPTY_TUPLE + EMPTY_DICT + MARK + _s("k") + _s("v") + SETITEMS + NEWOBJ_EX,
         "trainlib.cfg.Config",
     ),
+    "getattr(cls, name), as enum.pickle_by_enum_name writes a member": (
+        _g("builtins", "getattr") + MARK + _g("trainlib.cfg", "Phase") + _s("EVAL") + TUPLE + REDUCE,
+        "builtins.getattr",
+    ),
     "a module that does something on import": (_g("antigravity", "fly") + EMPTY_TUPLE + REDUCE, "antigravity.fly"),
     "a module that does not exist": (_g("rnnjit_no_such_module", "Thing"), "rnnjit_no_such_module.Thing"),
     "a placeholder class as a REDUCE argument": (
@@ -87,7 +91,7 @@ FAILS = {
     ),
     "os.system": (_g("os", "system") + MARK + _s("touch {marker}") + TUPLE + REDUCE, r"refused pickle global 'os\.system'"),
     "builtins.exec": (_g("builtins", "exec") + MARK + _s("open('{marker}', 'w')") + TUPLE + REDUCE, "'builtins.exec'"),
-    "builtins.getattr": (_g("builtins", "getattr") + MARK + INSTANCE + _s("system") + TUPLE + REDUCE, "'builtins.getattr'"),
+    "builtins.setattr": (_g("builtins", "setattr") + MARK + INSTANCE + _s("a") + _s("b") + TUPLE + REDUCE, "'builtins.setattr'"),
     "__builtin__.eval (protocol 2 name)": (_g("__builtin__", "eval") + MARK + _s("1") + TUPLE + REDUCE, "'builtins.eval'"),
     "importlib.import_module": (_g("importlib", "import_module") + MARK + _s("os") + TUPLE + REDUCE, "'importlib"),
     "subprocess.Popen": (_g("subprocess", "Popen") + MARK + _s("true") + TUPLE + REDUCE, "'subprocess.Popen'"),
