@@ -13,6 +13,7 @@ import os
 import pathlib
 import subprocess
 import sys
+import types
 
 import numpy as np
 import pytest
@@ -92,12 +93,13 @@ def test_checkpoint_with_namespace_numpy_pathlib_and_user_classes_loads(tmp_path
     assert "args (at" not in " ".join(info["placeholders"])  # the Namespace's insides are not listed
 
 
-def test_enum_pickled_by_name_loads(tmp_path):
+def test_enum_pickled_by_name_and_simple_namespace_load(tmp_path):
     net = _net()
-    torch.save({"model": net.state_dict(), "split": Split.VALID}, tmp_path / "c.pth")
+    ckpt = {"model": net.state_dict(), "split": Split.VALID, "hp": types.SimpleNamespace(lr=0.1)}
+    torch.save(ckpt, tmp_path / "c.pth")
     sd, info = read_state_dict(tmp_path / "c.pth")
     _same(sd, net.state_dict())
-    assert info["placeholders"] == ["builtins.getattr (at 'split')"]
+    assert info["placeholders"] == ["builtins.getattr (at 'split')", "types.SimpleNamespace (at 'hp')"]
 
 
 def test_converted_checkpoint_scores_like_torch(tmp_path):

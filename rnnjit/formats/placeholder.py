@@ -20,7 +20,7 @@ for ``info["placeholders"]``.
 
 Safety does not depend on the module names: a placeholder for ``os.system``
 would be as inert as one for ``argparse.Namespace``. Globals that only an
-attack uses (`HOSTILE`) are still refused outright, so such a file fails
+attack uses (`is_hostile`) are still refused outright, so such a file fails
 loudly instead of loading with a note.
 """
 
@@ -32,13 +32,14 @@ from typing import Any
 from rnnjit.errors import WeightFileError
 from rnnjit.formats.guard import printable
 
-# Modules (and their submodules) that run code, spawn processes, touch files
-# or build functions: never part of an honest checkpoint.
+# Modules (and their submodules) that run code, spawn processes or touch
+# files: never part of an honest checkpoint. Not ``types`` or ``io``:
+# ``types.SimpleNamespace`` is a common config object.
 HOSTILE_MODULES = (
     "os", "posix", "nt", "subprocess", "sys", "importlib", "shutil", "socket",
     "pickle", "_pickle", "cPickle", "marshal", "ctypes", "_ctypes", "runpy",
     "code", "codeop", "pty", "webbrowser", "commands", "multiprocessing",
-    "types", "io", "_io", "asyncio", "threading", "signal", "tempfile",
+    "asyncio", "signal", "tempfile",
 )  # fmt: skip
 # Not getattr: enum.pickle_by_enum_name pickles a member as getattr(cls, name),
 # and a placeholder for it is as inert as any other.
