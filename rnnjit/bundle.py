@@ -13,14 +13,14 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from rnnjit.errors import BundleError
+from rnnjit.errors import BundleError, WeightFileError
+from rnnjit.formats.npz import arrays as npz_arrays
 from rnnjit.infer import check_rnn_weights
 from rnnjit.model import Model
 from rnnjit.spec import CELLS, OUTPUT_MODES, RNNSpec, Step, chain_widths, check_step, rnn_step
@@ -92,7 +92,11 @@ def validate(config: Mapping[str, Any], weights: Mapping[str, np.ndarray], path=
     is never written.
     """
     chain, output, dtype = _check_config(dict(config), path)
-    _check_weights(chain, dict(weights), path)
+    weights = dict(weights)
+    for step in chain:
+        if step.kind == "rnn":
+            _check_sizes(step.rnn, weights, path)
+    _check_weights(chain, weights, path)
     return chain, output, dtype
 
 
@@ -100,45 +104,42 @@ def _read(path, *, weights: bool):
     path = Path(path)
     if not path.is_file():
         raise BundleError(f"bundle {path} does not exist; create one with `rnnjit convert model.pth --output {path}`")
-    # Open the file here: np.load(path) leaks its handle when a zip's central
-    # directory is damaged (it hands the handle to NpzFile, which then raises).
-    fh = None
+    # Members are read by rnnjit.formats.npz, which checks every .npy header's
+    # claimed size against the file before allocating (np.load does not).
     try:
-        fh = open(path, "rb")
-        npz = np.load(fh, allow_pickle=False)
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        if fh is not None:
-            fh.close()
-        raise BundleError(f"{path} is not a readable .npz bundle ({exc}); re-create it with `rnnjit convert`") from exc
-    if not isinstance(npz, np.lib.npyio.NpzFile):
-        fh.close()
-        raise BundleError(f"{path} holds a single array, not a bundle; re-create it with `rnnjit convert`")
-    with fh, npz:
-        if CONFIG_KEY not in npz.files:
-            raise BundleError(
-                f"{path} has no {CONFIG_KEY!r} key, so it is not an rnnjit bundle; convert weights with `rnnjit convert`"
-            )
-        try:
-            raw = npz[CONFIG_KEY]
-            config = json.loads(str(raw[()]))
-        except Exception as exc:  # corrupt member, wrong dtype, bad JSON
-            raise BundleError(f"{path}: {CONFIG_KEY!r} is not a JSON document ({exc}); re-create the bundle") from exc
-        if not isinstance(config, dict):
-            raise BundleError(f"{path}: {CONFIG_KEY!r} is not a JSON object; re-create the bundle")
-        arrays = {}
-        if weights:
-            for key in npz.files:
+        with open(path, "rb") as fh:
+            if fh.read(6) == b"\x93NUMPY":
+                raise BundleError(f"{path} holds a single array, not a bundle; re-create it with `rnnjit convert`")
+            fh.seek(0)
+            config, arrays = None, {}
+            for key, arr in npz_arrays(fh, str(path)):
                 if key == CONFIG_KEY:
-                    continue
-                try:
-                    arrays[key] = npz[key]
-                except ValueError as exc:  # object arrays need pickle: refused
-                    raise BundleError(
-                        f"{path}: key {key!r} is an object array ({exc}); a bundle holds plain numeric arrays only"
-                    ) from exc
-                except Exception as exc:
-                    raise BundleError(f"{path}: key {key!r} cannot be read ({exc}); the file is corrupt") from exc
+                    config = _parse_config(arr, path)
+                    if not weights:
+                        break
+                elif weights:
+                    arrays[key] = arr
+    except WeightFileError as exc:
+        raise BundleError(f"{exc}; re-create the bundle with `rnnjit convert`") from None
+    except OSError as exc:
+        raise BundleError(f"{path} cannot be read ({exc}); check the path and its permissions") from None
+    if config is None:
+        raise BundleError(
+            f"{path} has no {CONFIG_KEY!r} key, so it is not an rnnjit bundle; convert weights with `rnnjit convert`"
+        )
     return config, arrays
+
+
+def _parse_config(raw: np.ndarray, path) -> dict:
+    try:
+        if raw.dtype.kind != "U" or raw.shape != ():
+            raise ValueError(f"an array of {raw.dtype} and shape {raw.shape}, not a string")
+        config = json.loads(str(raw[()]))
+    except (ValueError, RecursionError) as exc:  # bad JSON, wrong dtype, absurd nesting
+        raise BundleError(f"{path}: {CONFIG_KEY!r} is not a JSON document ({exc}); re-create the bundle") from None
+    if not isinstance(config, dict):
+        raise BundleError(f"{path}: {CONFIG_KEY!r} is not a JSON object; re-create the bundle")
+    return config
 
 
 def _check_config(config: dict, path):
@@ -184,6 +185,28 @@ def _check_config(config: dict, path):
     if dtype not in DTYPES:
         raise bad(f"dtype {dtype!r} is not supported; expected one of {', '.join(DTYPES)}")
     return chain, output, dtype
+
+
+def _check_sizes(spec: RNNSpec, weights: dict, path) -> None:
+    """Sizes the weights in the file could back, before anything loops over layers or allocates states.
+
+    A damaged config can say ``num_layers: 1e308``: checking key by key would
+    then never end. Each layer and direction needs two arrays, and no size
+    exceeds the number of weight elements in the file.
+    """
+    arrays = sum(1 for k in weights if k.startswith(spec.prefix))
+    elements = sum(int(a.size) for a in weights.values())
+    if spec.num_layers * (2 if spec.bidirectional else 1) * 2 > arrays:
+        raise BundleError(
+            f"{path}: rnn.num_layers is {spec.num_layers:.6g} but the file holds {arrays} arrays under "
+            f"{spec.prefix!r}; the config and weights disagree, re-create the bundle"
+        )
+    for name in ("input_size", "hidden_size", "proj_size"):
+        if getattr(spec, name) > elements:
+            raise BundleError(
+                f"{path}: rnn.{name} is {getattr(spec, name):.6g}, more than the {elements} weight values "
+                "in the file; the config is corrupt, re-create the bundle"
+            )
 
 
 def _check_weights(chain, weights: dict, path) -> None:

@@ -87,11 +87,11 @@ def deep_dict_pickle(depth: int) -> bytes:
 
 
 def write_legacy(path: Path, obj, storages: dict[str, tuple[int, bytes]]) -> Path:
-    """A legacy torch.save stream; ``storages`` maps key -> (numel, raw bytes)."""
+    """A legacy torch.save stream holding ``obj`` (bytes: the pickle itself); ``storages`` maps key -> (numel, raw bytes)."""
     f = io.BytesIO()
     for header in (LEGACY_MAGIC, 1001, {"protocol_version": 1001, "little_endian": True}):
         pickle.dump(header, f, protocol=2)
-    f.write(dumps(obj, legacy=True))
+    f.write(obj if isinstance(obj, bytes) else dumps(obj, legacy=True))
     pickle.dump(sorted(storages), f, protocol=2)
     for key in sorted(storages):
         numel, raw = storages[key]

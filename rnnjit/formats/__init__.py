@@ -4,10 +4,15 @@
 >>> sd, info = read_state_dict("model.pth")          # doctest: +SKIP
 >>> info["format"], info["unwrapped"], info["stripped_prefix"]  # doctest: +SKIP
 ('pth-zip', 'model', 'module.')
+>>> info["placeholders"]  # doctest: +SKIP
+["argparse.Namespace (at 'args')", "numpy.core.multiarray.scalar (at 'epoch')"]
 
 The format is told from the content, not the file name. Pickles are read with a
 restricted unpickler (`rnnjit.formats.torch_pickle`): nothing in a weight file
-is ever executed.
+is ever imported or executed; objects other than tensors and plain values
+become inert placeholders (`rnnjit.formats.placeholder`). Every size a header
+claims is checked against the file before anything is allocated
+(`rnnjit.formats.limits`).
 """
 
 from __future__ import annotations
@@ -22,8 +27,9 @@ from typing import Any
 import numpy as np
 
 from rnnjit.errors import WeightFileError
-from rnnjit.formats import checkpoint, npz, safetensors, torch_legacy, torch_zip
-from rnnjit.formats.guard import guarded
+from rnnjit.formats import checkpoint, npz, placeholder, safetensors, torch_legacy, torch_zip
+from rnnjit.formats.guard import guarded, printable
+from rnnjit.formats.limits import Budget
 from rnnjit.formats.torch_pickle import LazyTensor
 
 __all__ = ["FORMATS", "read_state_dict"]
@@ -66,12 +72,12 @@ def _load(data: bytes, source: str) -> tuple[str, Any, Any, list[str]]:
     if data[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
         zf = guarded("the zip archive", source, lambda: zipfile.ZipFile(io.BytesIO(data)))
         if torch_zip.is_torch_zip(zf):
-            obj, build = torch_zip.read(zf, source)
+            obj, build = torch_zip.read(zf, len(data), source)
             return "pth-zip", obj, build, []
         if npz.is_npz(zf):
             arrays, skipped = npz.read(data, source)
             return "npz", arrays, None, skipped
-        names = ", ".join(zf.namelist()[:4]) or "nothing"
+        names = ", ".join(printable(n, 60) for n in zf.namelist()[:4]) or "nothing"
         raise WeightFileError(
             f"{source} is a zip archive holding {names}; expected */data.pkl (torch.save) or .npy members (np.savez)"
         )
@@ -103,36 +109,51 @@ def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dic
     info : dict
         ``format`` (one of `FORMATS`), ``unwrapped`` (key path of the wrapper
         such as ``"model"``, or None), ``stripped_prefix`` (``"module."``,
-        ``"model."`` or None), ``sha256`` (hex digest of the file), ``source``
-        (file name) and ``skipped`` (keys dropped because they hold no arrays,
-        e.g. ``"optimizer"``, ``"epoch"``).
+        ``"model."``, ``"_orig_mod."`` (torch.compile), ``"module._orig_mod."``
+        or None), ``sha256`` (hex digest of the file), ``source`` (file name),
+        ``skipped`` (keys dropped because they hold no model weights, e.g.
+        ``"optimizer"``, ``"epoch"``, and an ``AveragedModel``'s
+        ``"n_averaged"`` counter) and ``placeholders``: one short string per
+        pickled object rnnjit did not build because its class is outside the
+        allow-list, with where it sat, e.g. ``"argparse.Namespace (at 'args')"``,
+        ``"pathlib.PosixPath (at 'paths.data')"``; empty for safetensors and
+        ``.npz``. Such objects are never imported or called and never become
+        weights; at most 50 are listed, then ``"... and N more"``.
 
     Raises
     ------
     UnsafePickleError
-        A pickle asks for a global outside the allow-list (the message names it).
+        A pickle names a global that only an attack uses (``os.system``,
+        ``builtins.eval``, ``subprocess.Popen``, ...; the message names it).
     WeightFileError
         The file is missing, empty, truncated, corrupt, of an unknown format,
-        or holds no tensors.
+        claims more bytes than it holds, holds no tensors, or holds a tensor
+        in a form rnnjit cannot read (a placeholder among the weights).
     """
     path = Path(path)
-    source = path.name
+    source = printable(path.name)
     data = _read_bytes(path)
     fmt, obj, build, skipped = _load(data, source)
     # guarded: a hostile pickle can nest or loop containers past the recursion limit
-    flat, unwrapped, dropped = guarded("the checkpoint's structure", source, lambda: checkpoint.unwrap(obj, source))
+    placeholders = guarded("the checkpoint's structure", source, lambda: placeholder.find(obj))
+    flat, unwrapped, dropped = guarded(
+        "the checkpoint's structure", source, lambda: checkpoint.unwrap(obj, source, placeholders)
+    )
+    budget = Budget(len(data), source)
     sd: dict[str, np.ndarray] = {}
     for key, value in flat.items():
         if isinstance(value, LazyTensor):
+            budget.take(value.out_nbytes, key)
             value = guarded(f"tensor {key!r}", source, lambda: build(value, key))  # noqa: B023 - called at once
         sd[key] = value
-    sd, prefix = checkpoint.strip_prefix(sd)
+    sd, prefix, not_weights = checkpoint.strip_prefix(sd)
     info = {
         "format": fmt,
         "unwrapped": unwrapped,
         "stripped_prefix": prefix,
         "sha256": hashlib.sha256(data).hexdigest(),
         "source": source,
-        "skipped": skipped + dropped,
+        "skipped": skipped + dropped + not_weights,
+        "placeholders": placeholders,
     }
     return sd, info

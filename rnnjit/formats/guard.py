@@ -24,3 +24,15 @@ def guarded(what: str, source: str, fn: Callable[[], Any]) -> Any:
         raise WeightFileError(
             f"{source}: cannot read {what} ({detail}); the file is truncated or corrupt, save or copy it again"
         ) from None
+
+
+def printable(text: str, limit: int = 120) -> str:
+    """``text`` as it may appear in a one-line message: control characters escaped, length capped.
+
+    Names inside a file (zip members, pickle globals) are chosen by whoever
+    wrote it and may hold newlines.
+    """
+    text = str(text)
+    if not text.isprintable():
+        text = repr(text)[1:-1]
+    return text if len(text) <= limit else text[: limit - 3] + "..."

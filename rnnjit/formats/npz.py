@@ -1,22 +1,32 @@
 """``.npz`` archives of arrays (``np.savez``), including rnnjit bundles.
 
-Loaded with ``allow_pickle=False``: an object array is an error, never unpickled.
+Members are read here rather than through ``np.load``: each ``.npy`` header is
+parsed first and the size it claims is checked against the member's bytes
+before anything is allocated (``np.load`` of a zip member allocates the
+claimed shape up front). An object array is an error, never unpickled.
 Arrays that are not numbers (strings, such as a bundle's ``__rnnjit__`` JSON)
-are skipped and reported.
+are skipped and reported by `read`.
 """
 
 from __future__ import annotations
 
 import io
+import math
 import zipfile
+from collections.abc import Iterator
+from typing import BinaryIO
 
 import numpy as np
+from numpy.lib import format as npy
 
 from rnnjit.errors import WeightFileError
 from rnnjit.formats.guard import guarded
+from rnnjit.formats.limits import check_zip_member
 
 BUNDLE_KEY = "__rnnjit__"
 NUMERIC_KINDS = "fiucb"
+MAX_HEADER_BYTES = 10_000  # numpy's own default for np.load
+_HEADER_READERS = {(1, 0): npy.read_array_header_1_0, (2, 0): npy.read_array_header_2_0}
 
 
 def is_npz(zf: zipfile.ZipFile) -> bool:
@@ -24,28 +34,58 @@ def is_npz(zf: zipfile.ZipFile) -> bool:
     return bool(names) and all(n.endswith(".npy") for n in names)
 
 
-def read(data: bytes, source: str) -> tuple[dict[str, np.ndarray], list[str]]:
-    """Return the numeric arrays in archive order and the keys skipped."""
-    npz = guarded("the .npz archive", source, lambda: np.load(io.BytesIO(data), allow_pickle=False))
-
-    def member(key: str) -> np.ndarray:
-        try:
-            return npz[key]
-        except ValueError as exc:
-            if "allow_pickle" not in str(exc):
-                raise
+def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, key: str, file_size: int, source: str) -> np.ndarray:
+    with zf.open(info) as f:
+        version = npy.read_magic(f)
+        if version not in _HEADER_READERS:
+            raise WeightFileError(f"{source}: array {key!r} is in .npy format {version}; expected 1.0 or 2.0 (np.savez)")
+        shape, fortran, dtype = _HEADER_READERS[version](f, max_header_size=MAX_HEADER_BYTES)
+        if dtype.hasobject:
             raise WeightFileError(
                 f"{source}: array {key!r} is an object array; expected numeric arrays only, "
                 "save plain arrays, e.g. np.savez(path, w=np.asarray(w, dtype=np.float32))"
-            ) from None
+            )
+        nbytes = math.prod(shape) * dtype.itemsize
+        check_zip_member(info, f.tell() + nbytes, file_size, source, f"array {key!r}")
+        buf = bytearray(nbytes)  # writeable: numba kernels take no read-only arrays
+        got = f.readinto(buf)
+        if got != nbytes:
+            raise WeightFileError(f"{source}: array {key!r} ends after {got} of {nbytes} bytes; save it again")
+    arr = np.frombuffer(buf, dtype=dtype).reshape(shape, order="F" if fortran else "C")
+    # astype, not np.ascontiguousarray: that would make a 0-d array (the bundle's JSON) 1-d
+    return arr.astype(dtype.newbyteorder("="), order="C", copy=False)
 
+
+def arrays(file: bytes | BinaryIO, source: str) -> Iterator[tuple[str, np.ndarray]]:
+    """``(key, array)`` for every member of an ``np.savez`` archive, in archive order.
+
+    Raises `WeightFileError` for a member that is not a ``.npy`` array, an
+    object array, or a header that claims more bytes than the member holds.
+    """
+    if isinstance(file, (bytes, bytearray)):
+        file_size = len(file)
+        file = io.BytesIO(file)
+    else:
+        file_size = file.seek(0, io.SEEK_END)
+        file.seek(0)
+    zf = guarded("the .npz archive", source, lambda: zipfile.ZipFile(file))
+    with zf:
+        for info in zf.infolist():
+            if not info.filename.endswith(".npy"):
+                raise WeightFileError(
+                    f"{source}: member {info.filename[:80]!r} is not a .npy array; expected an archive written by np.savez"
+                )
+            key = info.filename[: -len(".npy")]
+            yield key, guarded(f"array {key!r}", source, lambda: _read_member(zf, info, key, file_size, source))  # noqa: B023
+
+
+def read(data: bytes, source: str) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Return the numeric arrays in archive order and the keys skipped."""
     out: dict[str, np.ndarray] = {}
     skipped: list[str] = []
-    with npz:
-        for key in npz.files:
-            arr = guarded(f"array {key!r}", source, lambda k=key: member(k))
-            if key == BUNDLE_KEY or arr.dtype.kind not in NUMERIC_KINDS:
-                skipped.append(key)
-                continue
-            out[key] = np.ascontiguousarray(arr)
+    for key, arr in arrays(data, source):
+        if key == BUNDLE_KEY or arr.dtype.kind not in NUMERIC_KINDS:
+            skipped.append(key)
+        else:
+            out[key] = arr
     return out, skipped

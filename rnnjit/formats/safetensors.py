@@ -47,6 +47,8 @@ def read(data: bytes, source: str) -> dict[str, np.ndarray]:
         header = json.loads(data[8 : 8 + n].decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise _bad(source, f"header is not valid JSON ({exc})") from None
+    except RecursionError:  # '[[[[...' nested past the interpreter's limit
+        raise _bad(source, "header nests JSON deeper than Python can parse") from None
     if not isinstance(header, dict):
         raise _bad(source, f"header is a JSON {type(header).__name__}, expected an object")
     header.pop("__metadata__", None)
@@ -57,12 +59,12 @@ def read(data: bytes, source: str) -> dict[str, np.ndarray]:
         if not isinstance(entry, dict):
             raise _bad(source, f"entry {name!r} is {entry!r:.60}, expected an object")
         dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
-        if dtype not in DTYPES:
+        if not isinstance(dtype, str) or dtype not in DTYPES:  # a JSON list or object is not hashable
             raise WeightFileError(
-                f"{source}: tensor {name!r} has safetensors dtype {dtype!r}; "
+                f"{source}: tensor {name!r} has safetensors dtype {dtype!r:.40}; "
                 f"expected one of {', '.join(DTYPES)} - convert it to float32 before saving"
             )
-        ok_shape = isinstance(shape, list) and all(type(d) is int and d >= 0 for d in shape)
+        ok_shape = isinstance(shape, list) and len(shape) <= 32 and all(type(d) is int and d >= 0 for d in shape)
         ok_offsets = (
             isinstance(offsets, list) and len(offsets) == 2 and all(type(o) is int and o >= 0 for o in offsets)
         )

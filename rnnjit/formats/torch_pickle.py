@@ -1,10 +1,14 @@
 """Restricted unpickling of ``torch.save`` pickles into numpy arrays, without torch.
 
 The pickle inside a ``.pth`` file names every Python global it needs to rebuild
-its objects. `TorchUnpickler` resolves only the few a state_dict needs (tensor
+its objects. `TorchUnpickler` resolves the few a state_dict needs (tensor
 rebuild functions, storage types, dtypes, ``OrderedDict``) to small stand-ins
-defined here and refuses every other global before anything is called, so
-nothing from the file is ever executed.
+defined here, refuses the globals only an attack names (``os.system``,
+``builtins.eval``, see `rnnjit.formats.placeholder.is_hostile`) and turns every
+other one (``argparse.Namespace``, numpy scalars, the user's dataclasses) into
+an inert `Placeholder`. Nothing is imported and nothing from the file is ever
+executed. Before unpickling, `check_opcodes` walks the opcodes once so that a
+tiny pickle cannot make the unpickler allocate gigabytes (a memo index of 2**31).
 
 Tensors come out of the pickle as `LazyTensor` records. Reading the bytes is
 left to the container format (zip member or legacy stream): `LazyTensor.to_numpy`
@@ -25,7 +29,10 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from rnnjit.errors import UnsafePickleError, WeightFileError
-from rnnjit.formats.guard import guarded
+from rnnjit.formats.guard import guarded, printable
+from rnnjit.formats.limits import MAX_EXPANDED_BYTES
+from rnnjit.formats.pickle_scan import check_opcodes
+from rnnjit.formats.placeholder import PlaceholderTypes, is_hostile
 
 # Element type codes: numpy dtype strings without byte order; "bf16" is bfloat16,
 # read as uint16 and widened to float32 (numpy has no bfloat16).
@@ -53,9 +60,6 @@ TORCH_DTYPES = {
     "bool": "b1", "complex64": "c8", "complex128": "c16",
 }  # fmt: skip
 
-# An expanded tensor (stride 0) may legitimately have more elements than its
-# storage; past this many we refuse rather than let a file allocate gigabytes.
-MAX_EXPANDED_ELEMENTS = 1 << 28
 
 SAVE_HINT = "rnnjit only loads state_dicts; save with torch.save(model.state_dict(), path)"
 
@@ -156,6 +160,11 @@ class LazyTensor:
     def __setstate__(self, state: Any) -> None:
         raise _no_state(self)
 
+    @property
+    def out_nbytes(self) -> int:
+        """Bytes of the array `to_numpy` returns (bfloat16 widens to 4 bytes)."""
+        return math.prod(self.size) * (4 if self.code == "bf16" else ITEMSIZE[self.code])
+
     def to_numpy(self, buf: bytes | memoryview, byteorder: str, name: str) -> np.ndarray:
         """Build the array from the storage bytes ``buf``, bounds-checked.
 
@@ -180,7 +189,8 @@ class LazyTensor:
                     f"tensor {name!r} with size {self.size}, stride {self.stride} and offset {self.offset} reaches "
                     f"element {last} of a storage of {avail} elements; expected a view inside its storage (corrupt file?)"
                 )
-            if count > max(avail, MAX_EXPANDED_ELEMENTS):
+            # An expanded tensor (stride 0) may legitimately have more elements than its storage.
+            if count > avail and count * itemsize > MAX_EXPANDED_BYTES:
                 raise WeightFileError(
                     f"tensor {name!r} expands a {avail}-element storage to {count} elements; refusing to allocate that"
                 )
@@ -280,12 +290,10 @@ def _py3_name(module: str, name: str) -> tuple[str, str]:
 
 
 def _refusal(module: str, name: str, source: str) -> UnsafePickleError:
-    what = f"{module}.{name}"
-    if module.startswith(("torch.nn.", "__main__", "torch.jit", "__torch__", "copyreg", "argparse", "numpy")):
-        why = "the file holds a pickled model or object, not only tensors and plain values"
-    else:
-        why = "nothing from a weight file is executed"
-    return UnsafePickleError(f"refused pickle global {what!r} in {source}: {why}; {SAVE_HINT}")
+    return UnsafePickleError(
+        f"refused pickle global '{printable(module + '.' + name)}' in {source}: it runs code or touches the system, "
+        f"which no checkpoint needs and nothing from a weight file is executed (hostile file?); {SAVE_HINT}"
+    )
 
 
 class TorchUnpickler(pickle.Unpickler):
@@ -299,6 +307,7 @@ class TorchUnpickler(pickle.Unpickler):
         self.source = source
         self.legacy = legacy
         self.storages: dict[str, StorageRef] = {}
+        self.placeholders = PlaceholderTypes(source)
 
     def find_class(self, module: str, name: str) -> Any:
         module, name = _py3_name(module, name)
@@ -309,7 +318,9 @@ class TorchUnpickler(pickle.Unpickler):
             return StorageType(name, STORAGE_TYPES[name])
         if module == "torch" and name in TORCH_DTYPES:
             return TorchDType(name, TORCH_DTYPES[name])
-        raise _refusal(module, name, self.source)
+        if is_hostile(module, name):
+            raise _refusal(module, name, self.source)
+        return self.placeholders.get(module, name)
 
     def persistent_load(self, pid: Any) -> StorageRef:
         if isinstance(pid, tuple) and pid and pid[0] == "module":
@@ -357,7 +368,10 @@ class _NoGlobals(pickle.Unpickler):
         self.source = source
 
     def find_class(self, module: str, name: str) -> Any:
-        raise _refusal(*_py3_name(module, name), self.source)
+        raise UnsafePickleError(
+            f"refused pickle global '{printable('.'.join(_py3_name(module, name)))}' in a header of {self.source}: "
+            "the headers of a legacy torch.save file hold plain values only (corrupt or hostile file?)"
+        )
 
     def persistent_load(self, pid: Any) -> Any:
         raise WeightFileError(f"{self.source}: unexpected persistent id in a header pickle (corrupt file?)")
@@ -366,6 +380,7 @@ class _NoGlobals(pickle.Unpickler):
 def load_pickle(data: bytes | io.BufferedIOBase, source: str, *, legacy: bool = False) -> tuple[Any, TorchUnpickler]:
     """Unpickle one torch pickle; return the object and the unpickler (its ``storages``)."""
     f = io.BytesIO(data) if isinstance(data, (bytes, bytearray, memoryview)) else data
+    check_opcodes(f, source)
     up = TorchUnpickler(f, source, legacy=legacy)
     obj = guarded("the pickled state_dict", source, up.load)
     return obj, up
@@ -373,4 +388,5 @@ def load_pickle(data: bytes | io.BufferedIOBase, source: str, *, legacy: bool = 
 
 def load_plain(f: io.BufferedIOBase, source: str, what: str) -> Any:
     """Unpickle one header pickle that may hold no globals at all."""
+    check_opcodes(f, source)
     return guarded(what, source, _NoGlobals(f, source).load)

@@ -14,30 +14,28 @@ from typing import Any, Callable
 import numpy as np
 
 from rnnjit.errors import WeightFileError
-from rnnjit.formats.guard import guarded
+from rnnjit.formats.guard import guarded, printable
+from rnnjit.formats.limits import check_zip_member
 from rnnjit.formats.torch_pickle import SAVE_HINT, LazyTensor, load_pickle
 
 # A state_dict pickle is kilobytes; refuse to inflate something absurd.
-MAX_PICKLE_BYTES = 1 << 30
+MAX_PICKLE_BYTES = 1 << 28
 
 
 def is_torch_zip(zf: zipfile.ZipFile) -> bool:
     return any(n.endswith("/data.pkl") and n.count("/") == 1 for n in zf.namelist())
 
 
-def _member(zf: zipfile.ZipFile, name: str, nbytes: int, source: str, what: str) -> bytes:
+def _member(zf: zipfile.ZipFile, name: str, nbytes: int, file_size: int, source: str, what: str) -> bytes:
     """Read the first ``nbytes`` of member ``name``, with clear errors."""
     try:
         info = zf.getinfo(name)
     except KeyError:
         raise WeightFileError(
-            f"{source}: {what} ({name}) is missing from the archive; the file is incomplete, save it again"
+            f"{source}: {what} ({printable(name, 80)}) is missing from the archive; "
+            "the file is incomplete, save it again"
         ) from None
-    if info.file_size < nbytes:
-        raise WeightFileError(
-            f"{source}: {what} ({name}) holds {info.file_size} bytes but {nbytes} are needed; "
-            "the file is truncated or corrupt, save it again"
-        )
+    check_zip_member(info, nbytes, file_size, source, what)
 
     def read() -> bytes:
         with zf.open(info) as f:
@@ -45,12 +43,16 @@ def _member(zf: zipfile.ZipFile, name: str, nbytes: int, source: str, what: str)
 
     buf = guarded(what, source, read)
     if len(buf) < nbytes:
-        raise WeightFileError(f"{source}: {what} ({name}) ends after {len(buf)} of {nbytes} bytes; save it again")
+        raise WeightFileError(
+            f"{source}: {what} ({printable(name, 80)}) ends after {len(buf)} of {nbytes} bytes; save it again"
+        )
     return buf
 
 
-def read(zf: zipfile.ZipFile, source: str) -> tuple[Any, Callable[[LazyTensor, str], np.ndarray]]:
+def read(zf: zipfile.ZipFile, file_size: int, source: str) -> tuple[Any, Callable[[LazyTensor, str], np.ndarray]]:
     """Unpickle the archive's object; return it and a function that builds one tensor.
+
+    ``file_size`` is the archive's size in bytes: no member may claim more.
 
     The object holds `LazyTensor` leaves; ``build(tensor, name)`` reads its
     storage (once per storage) and returns the numpy array.
@@ -64,7 +66,8 @@ def read(zf: zipfile.ZipFile, source: str) -> tuple[Any, Callable[[LazyTensor, s
     pkls = [n for n in names if n.endswith("/data.pkl") and n.count("/") == 1]
     if len(pkls) != 1:
         raise WeightFileError(
-            f"{source}: the archive has {len(pkls)} top-level data.pkl files ({', '.join(pkls[:3])}); "
+            f"{source}: the archive has {len(pkls)} top-level data.pkl files "
+            f"({', '.join(printable(n, 60) for n in pkls[:3])}); "
             "expected exactly one as torch.save writes"
         )
     root = pkls[0][: -len("data.pkl")]
@@ -77,7 +80,7 @@ def read(zf: zipfile.ZipFile, source: str) -> tuple[Any, Callable[[LazyTensor, s
     size = zf.getinfo(pkls[0]).file_size
     if size > MAX_PICKLE_BYTES:
         raise WeightFileError(f"{source}: data.pkl claims {size} bytes; a state_dict pickle is far smaller (corrupt file?)")
-    pkl = _member(zf, pkls[0], size, source, "data.pkl")
+    pkl = _member(zf, pkls[0], size, file_size, source, "data.pkl")
     obj, unpickler = load_pickle(pkl, source)
     cache: dict[str, bytes] = {}
 
@@ -87,7 +90,7 @@ def read(zf: zipfile.ZipFile, source: str) -> tuple[Any, Callable[[LazyTensor, s
         if buf is None:
             whole = unpickler.storages[ref.key]
             buf = cache[ref.key] = _member(
-                zf, f"{root}data/{ref.key}", whole.nbytes, source, f"the storage of tensor {name!r}"
+                zf, f"{root}data/{ref.key}", whole.nbytes, file_size, source, f"the storage of tensor {name!r}"
             )
         return tensor.to_numpy(buf, byteorder, name)
 
