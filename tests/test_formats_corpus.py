@@ -194,19 +194,19 @@ def _set(path, value):
 
 
 BUNDLES = {
-    "config hidden_size 10**12": (lambda m: {"__rnnjit__.npy": _config_npy(m, _set(("rnn", "hidden_size"), 10**12))}, "hidden"),
+    "config hidden_size 10**12": (lambda m: {"__rnnjit__.npy": _config_npy(m, _set(("chain", 0, "rnn", "hidden_size"), 10**12))}, "hidden"),
     "config num_layers 1e308 (fuzz: endless loop over layers)": (
-        lambda m: {"__rnnjit__.npy": _config_npy(m, _set(("rnn", "num_layers"), 1e308))},
+        lambda m: {"__rnnjit__.npy": _config_npy(m, _set(("chain", 0, "rnn", "num_layers"), 1e308))},
         "num_layers is 1e.308 but the file holds 4 arrays",
     ),
     "config num_layers 2**63 (fuzz: endless loop over layers)": (
-        lambda m: {"__rnnjit__.npy": _config_npy(m, _set(("rnn", "num_layers"), 2**63))},
+        lambda m: {"__rnnjit__.npy": _config_npy(m, _set(("chain", 0, "rnn", "num_layers"), 2**63))},
         "num_layers is 9.22337e.18",
     ),
-    "config input_size 0": (lambda m: {"__rnnjit__.npy": _config_npy(m, _set(("rnn", "input_size"), 0))}, "input_size"),
+    "config input_size 0": (lambda m: {"__rnnjit__.npy": _config_npy(m, _set(("chain", 0, "rnn", "input_size"), 0))}, "input_size"),
     "config is a JSON list": (lambda m: {"__rnnjit__.npy": _config_npy(m, lambda d: d.clear())}, "format"),
     "config head names a missing layer": (
-        lambda m: {"__rnnjit__.npy": _config_npy(m, lambda d: d["head"].append(d["head"][0]))},
+        lambda m: {"__rnnjit__.npy": _config_npy(m, lambda d: d["chain"].append(d["chain"][1]))},
         "fc",
     ),
     "config is a 2-d array": (lambda m: {"__rnnjit__.npy": _npy(np.array([["{}"]]))}, "not a JSON document"),
