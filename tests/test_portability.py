@@ -327,10 +327,10 @@ def test_temp_cache_that_others_can_write_is_refused(tmp_path, monkeypatch):
 
 # ------------------------------------------------------------------ the numba-free distribution
 def test_slim_distribution_is_rnnjit_without_numba():
-    """slim/pyproject.toml (rnnjit-slim): pyproject.toml's floors minus numba, and the same packages."""
+    """.ci/slim/pyproject.toml (rnnjit-slim): pyproject.toml's floors minus numba, and the same packages."""
     tomllib = pytest.importorskip("tomllib")
     main = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    slim = tomllib.loads((ROOT / "slim" / "pyproject.toml").read_text())
+    slim = tomllib.loads((ROOT / ".ci" / "slim" / "pyproject.toml").read_text())
     deps = [d for d in main["project"]["dependencies"] if not re.match(r"numba\b", d)]
     assert slim["project"]["dependencies"] == deps
     numba_dep = [d for d in main["project"]["dependencies"] if re.match(r"numba\b", d)]
@@ -339,4 +339,4 @@ def test_slim_distribution_is_rnnjit_without_numba():
         assert slim["tool"]["setuptools"][key] == main["tool"]["setuptools"][key]
     assert slim["project"]["scripts"] == main["project"]["scripts"]
     for link in ("rnnjit", "cli"):
-        assert (ROOT / "slim" / link).resolve() == (ROOT / link).resolve()
+        assert (ROOT / ".ci" / "slim" / link).resolve() == (ROOT / link).resolve()
