@@ -22,6 +22,11 @@ class Format(str, Enum):
     jsonl = "jsonl"
 
 
+class Runner(str, Enum):
+    local = "local"
+    spark = "spark"
+
+
 class OnInvalid(str, Enum):
     error = "error"
     skip = "skip"
@@ -40,7 +45,9 @@ def score_command(
         Path, typer.Option("--model", "-m", exists=True, dir_okay=False, readable=True, help="Bundle (.npz).")
     ],
     input: Annotated[str, typer.Option("--input", "-i", help="Parquet file, directory or glob (quote it).")],
-    output: Annotated[Path, typer.Option("--output", "-o", dir_okay=False, help="File to write.")],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="File to write (--runner spark: a Parquet dataset directory).")
+    ],
     layout: Annotated[Layout, typer.Option(help="list: one row per sequence; long: one row per step.")] = Layout.list,
     features_column: Annotated[str, typer.Option(help="List layout: the sequence column.")] = "features",
     feature_columns: Annotated[
@@ -71,6 +78,13 @@ def score_command(
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no summary.")] = False,
     engine: Annotated[Optional[Engine], typer.Option(help="numba (default when available) or numpy.")] = None,
+    runner: Annotated[
+        Runner, typer.Option(help="local: this process; spark: Spark mapInArrow, writing a Parquet directory.")
+    ] = Runner.local,
+    master: Annotated[
+        Optional[str], typer.Option(help="--runner spark: local[2], yarn, spark://host:7077, k8s://... "
+                                    "(default: spark-submit's, else local[*]).")
+    ] = None,
 ) -> None:
     """Score sequences from Parquet with a bundle and write one row per sequence.
 
@@ -84,7 +98,10 @@ def score_command(
     from rnnjit.io.sinks import check_output
     from rnnjit.local import score_dataset
 
-    check_output(output, overwrite)  # fail before loading anything
+    if runner is Runner.local:
+        if master is not None:
+            raise rnnjit.InputError("--master applies to --runner spark; add --runner spark or drop --master")
+        check_output(output, overwrite)  # fail before loading anything
     ids = _split(id_column)
     feats = _split(feature_columns)
     if layout is Layout.list and (feats or order_column):
@@ -101,6 +118,17 @@ def score_command(
         engine=engine.value if engine else None,
         threads=threads,
     )
+    if runner is Runner.spark:  # the same options, plan and score_batch, run by Spark (rnnjit.spark)
+        from rnnjit.spark.runner import score_files
+
+        summary = score_files(
+            model, input, output, options=options, layout=layout.value, order_column=order_column,
+            feature_columns=feats or None, fmt=format.value if format else None, batch_rows=batch_rows,
+            overwrite=overwrite, master=master, quiet=quiet,
+        )
+        if not quiet:
+            err(summary.line())
+        return
     try:
         summary = score_dataset(
             m,

@@ -1,0 +1,220 @@
+"""``rnnjit score --runner spark``: a Parquet dataset in, a Parquet dataset directory out.
+
+The output never looks complete before it is: Spark writes into a hidden
+sibling directory (``.NAME.rnnjit-tmp-<uuid>``, which Spark, pyarrow and Hive
+skip as hidden), its committer adds ``_SUCCESS`` there when every task has
+committed, and only then is that directory renamed to NAME (one rename on the
+output's file system, through Hadoop's FileSystem API so ``hdfs://`` and
+``s3a://`` outputs work too). A failed job removes the temporary directory; a
+killed driver leaves it hidden. A retried task does not duplicate rows: Spark's
+commit protocol keeps exactly one attempt's files per task.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+import uuid
+from collections.abc import Sequence
+
+from rnnjit.errors import InputError
+from rnnjit.io.sinks import OutputExistsError
+from rnnjit.scoring import ScoreOptions
+from rnnjit.spark.frame import _Counts, _first_line, _pyspark, score_dataframe, user_error
+
+_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def _session(master: str | None, quiet: bool):
+    """``(spark, created)``: the active session (a notebook's, spark-submit's), or a new one."""
+    from pyspark.sql import SparkSession
+
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        return active, False
+    builder = SparkSession.builder.appName("rnnjit score")
+    if master:
+        builder = builder.master(master)
+    builder = builder.config("spark.ui.showConsoleProgress", "false" if quiet else "true")
+    spark = builder.getOrCreate()
+    # A row-level user error is reported as one line by the CLI; Spark's own log
+    # of the failed task (a Python and a Java stack trace) would bury it.
+    spark.sparkContext.setLogLevel("FATAL")
+    return spark, True
+
+
+def _default_fs_is_local(spark) -> bool:
+    """True when Spark resolves a path without a scheme on this machine's file system."""
+    return spark.sparkContext._jsc.hadoopConfiguration().get("fs.defaultFS", "file:///").startswith("file:")
+
+
+def _local_checks(model, input: str, output: str, options: ScoreOptions, overwrite: bool, **plan_kw):
+    """The local runner's checks and messages, before Spark starts: input, schema, output."""
+    from pathlib import Path
+
+    from rnnjit.io.dataset import open_dataset
+    from rnnjit.plan import plan_scoring
+
+    import rnnjit
+
+    dataset = open_dataset(input)
+    m = model if isinstance(model, rnnjit.Model) else rnnjit.load(model)
+    plan_scoring(m, dataset.schema, options, **plan_kw)
+    out = Path(output)
+    if out.exists() and not overwrite:
+        raise OutputExistsError(
+            f"output {output!r} already exists; pass --overwrite to replace it, or choose another name"
+        )
+    if not out.parent.exists():
+        raise InputError(f"the directory of output {output!r} does not exist; create it first")
+    if os.path.isdir(input) and Path(input).resolve() in out.resolve().parents:
+        raise InputError(
+            f"output {output!r} is inside the input directory {input!r}, so the next run would "
+            "read it as input; write it somewhere else"
+        )
+    return dataset
+
+
+def _read(spark, input: str, dataset):
+    """The input as a DataFrame: the same files the local runner reads (subfolders too, no hive columns)."""
+    reader = spark.read.option("recursiveFileLookup", "true")
+    if dataset is not None:
+        paths = [input] if os.path.exists(input) else list(dataset.files)  # a glob: the files it matched
+        return reader.parquet(*paths)
+    try:
+        return reader.parquet(input)
+    except Exception as exc:  # noqa: BLE001 - AnalysisException: path not found, not Parquet
+        raise InputError(f"cannot read Parquet input {input!r}: {_first_line(exc)}; check the path") from exc
+
+
+class _Output:
+    """The output directory on its Hadoop file system: exists, write to a hidden sibling, rename."""
+
+    def __init__(self, spark, output: str):
+        jvm = spark.sparkContext._jvm
+        self._Path = jvm.org.apache.hadoop.fs.Path
+        path = self._Path(output)
+        self.fs = path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+        self.path = self.fs.makeQualified(path)
+        self.name = output
+
+    def sibling(self, what: str):
+        return self._Path(self.path.getParent(), f".{self.path.getName()}.rnnjit-{what}-{uuid.uuid4().hex[:12]}")
+
+    def exists(self) -> bool:
+        return bool(self.fs.exists(self.path))
+
+    def commit(self, tmp) -> None:
+        """Rename ``tmp`` to the output, replacing an old output only once the new one is complete."""
+        old = None
+        if self.fs.exists(self.path):
+            old = self.sibling("old")
+            if not self.fs.rename(self.path, old):
+                raise OSError(f"cannot move the old output {self.name!r} aside; check its permissions")
+        if not self.fs.rename(tmp, self.path):
+            raise OSError(f"cannot rename {tmp.toString()!r} to {self.name!r}; check the permissions")
+        if old is not None:
+            self.fs.delete(old, True)
+
+
+def score_files(
+    model,
+    input,
+    output,
+    *,
+    options: ScoreOptions | None = None,
+    layout: str = "list",
+    order_column: str | None = None,
+    feature_columns: Sequence[str] | None = None,
+    fmt: str | None = None,
+    batch_rows: int = 4096,
+    overwrite: bool = False,
+    master: str | None = None,
+    quiet: bool = False,
+    spark=None,
+):
+    """Score a Parquet dataset on Spark; write a Parquet dataset directory atomically.
+
+    Parameters
+    ----------
+    model : bundle path on this machine, or a URI Spark reads (``hdfs://...``).
+    input : a Parquet file, directory or glob, local or a URI Spark reads.
+    output : the directory to write (part files and ``_SUCCESS``).
+    options, layout, order_column, feature_columns, batch_rows, overwrite
+        As in `rnnjit.local.score_dataset`; ``options.threads`` is the numba
+        threads per task (default ``spark.task.cpus``); ``batch_rows`` sets
+        ``spark.sql.execution.arrow.maxRecordsPerBatch``.
+    fmt : only "parquet" (or None).
+    master : Spark master URL when no session is active (``local[2]``, ``yarn``...).
+    quiet : no Spark progress bar.
+    spark : a SparkSession to use; default the active one, else a new one (stopped at the end).
+
+    Returns
+    -------
+    rnnjit.local.Summary
+    """
+    _pyspark()
+    from rnnjit.local import Summary
+
+    options = options or ScoreOptions()
+    if fmt not in (None, "parquet"):
+        raise InputError(
+            f"--format {fmt} is not available with --runner spark, which writes a Parquet dataset directory; "
+            "drop --format, or use --runner local"
+        )
+    if not isinstance(batch_rows, int) or batch_rows < 1:
+        raise InputError(f"batch_rows must be a positive integer, got {batch_rows!r}")
+    input, output = os.fspath(input), os.fspath(output)
+    plan_kw = dict(layout=layout, order_column=order_column, feature_columns=feature_columns)
+    paths = [input, output] + ([os.fspath(model)] if isinstance(model, (str, os.PathLike)) else [])
+    here = not any(_URI.match(p) for p in paths)
+    # A local master and local paths: check them all before paying for a JVM.
+    early = here and spark is None and (master or "").startswith("local")
+    dataset = _local_checks(model, input, output, options, overwrite, **plan_kw) if early else None
+    t0 = time.perf_counter()
+    created = False
+    if spark is None:
+        spark, created = _session(master, quiet)
+    try:
+        if not early and here and _default_fs_is_local(spark):
+            dataset = _local_checks(model, input, output, options, overwrite, **plan_kw)
+        out = _Output(spark, output)
+        if out.exists() and not overwrite:
+            raise OutputExistsError(
+                f"output {output!r} already exists; pass --overwrite to replace it, or choose another name"
+            )
+        df = _read(spark, input, dataset)
+        counts = spark.sparkContext.accumulator([0] * 5, _Counts())
+        scored = score_dataframe(
+            df, model, features_column=options.features_column, id_columns=options.id_columns,
+            output_mode=options.output_mode, emit_state=options.emit_state, on_invalid=options.on_invalid,
+            threads_per_task=options.threads, h0_column=options.h0_column, c0_column=options.c0_column,
+            engine=options.engine, _counts=counts, **plan_kw,
+        )
+        tmp = out.sibling("tmp")
+        batch_conf = "spark.sql.execution.arrow.maxRecordsPerBatch"  # the rows mapInArrow hands a task at once
+        before = spark.conf.get(batch_conf, None)
+        spark.conf.set(batch_conf, str(batch_rows))
+        try:
+            scored.write.mode("errorifexists").parquet(tmp.toString())
+            out.commit(tmp)
+        except BaseException as exc:
+            out.fs.delete(tmp, True)
+            mistake = user_error(exc) if isinstance(exc, Exception) else None
+            if mistake is not None:
+                raise mistake from None
+            raise
+        finally:
+            if before is None:
+                spark.conf.unset(batch_conf)
+            else:
+                spark.conf.set(batch_conf, before)
+    finally:
+        if created:
+            spark.stop()
+    input_rows, rows, scored_n, empty, invalid = counts.value
+    return Summary(
+        rows=rows, scored=scored_n, empty=empty, invalid=invalid, input_rows=input_rows,
+        seconds=time.perf_counter() - t0, output=output, layout=layout,
+    )
