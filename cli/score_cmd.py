@@ -124,7 +124,7 @@ def score_command(
         summary = score_files(
             model, input, output, options=options, layout=layout.value, order_column=order_column,
             feature_columns=feats or None, fmt=format.value if format else None, batch_rows=batch_rows,
-            overwrite=overwrite, master=master, quiet=quiet,
+            overwrite=overwrite, master=master, progress=(not quiet) and stderr_is_tty(),
         )
         if not quiet:
             err(summary.line())

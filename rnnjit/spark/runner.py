@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import time
 import uuid
 from collections.abc import Sequence
@@ -26,7 +27,7 @@ from rnnjit.spark.frame import _Counts, _first_line, _pyspark, score_dataframe, 
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
-def _session(master: str | None, quiet: bool):
+def _session(master: str | None, progress: bool):
     """``(spark, created)``: the active session (a notebook's, spark-submit's), or a new one."""
     from pyspark.sql import SparkSession
 
@@ -36,7 +37,7 @@ def _session(master: str | None, quiet: bool):
     builder = SparkSession.builder.appName("rnnjit score")
     if master:
         builder = builder.master(master)
-    builder = builder.config("spark.ui.showConsoleProgress", "false" if quiet else "true")
+    builder = builder.config("spark.ui.showConsoleProgress", "true" if progress else "false")
     spark = builder.getOrCreate()
     # A row-level user error is reported as one line by the CLI; Spark's own log
     # of the failed task (a Python and a Java stack trace) would bury it.
@@ -131,7 +132,7 @@ def score_files(
     batch_rows: int = 4096,
     overwrite: bool = False,
     master: str | None = None,
-    quiet: bool = False,
+    progress: bool | None = None,
     spark=None,
 ):
     """Score a Parquet dataset on Spark; write a Parquet dataset directory atomically.
@@ -139,7 +140,7 @@ def score_files(
     Parameters
     ----------
     model : bundle path on this machine, or a URI Spark reads (``hdfs://...``).
-    input : a Parquet file, directory or glob, local or a URI Spark reads.
+    input : a Parquet file, directory or glob, local or a URI Spark reads; or a DataFrame.
     output : the directory to write (part files and ``_SUCCESS``).
     options, layout, order_column, feature_columns, batch_rows, overwrite
         As in `rnnjit.local.score_dataset`; ``options.threads`` is the numba
@@ -147,7 +148,7 @@ def score_files(
         ``spark.sql.execution.arrow.maxRecordsPerBatch``.
     fmt : only "parquet" (or None).
     master : Spark master URL when no session is active (``local[2]``, ``yarn``...).
-    quiet : no Spark progress bar.
+    progress : Spark's progress bar on stderr; default when stderr is a terminal (new sessions only).
     spark : a SparkSession to use; default the active one, else a new one (stopped at the end).
 
     Returns
@@ -165,17 +166,22 @@ def score_files(
         )
     if not isinstance(batch_rows, int) or batch_rows < 1:
         raise InputError(f"batch_rows must be a positive integer, got {batch_rows!r}")
-    input, output = os.fspath(input), os.fspath(output)
+    frame = input if hasattr(input, "mapInArrow") else None
+    if frame is not None:
+        spark = spark or frame.sparkSession
+    input, output = (None if frame is not None else os.fspath(input)), os.fspath(output)
     plan_kw = dict(layout=layout, order_column=order_column, feature_columns=feature_columns)
     paths = [input, output] + ([os.fspath(model)] if isinstance(model, (str, os.PathLike)) else [])
-    here = not any(_URI.match(p) for p in paths)
+    here = frame is None and not any(_URI.match(p) for p in paths)
     # A local master and local paths: check them all before paying for a JVM.
     early = here and spark is None and (master or "").startswith("local")
     dataset = _local_checks(model, input, output, options, overwrite, **plan_kw) if early else None
     t0 = time.perf_counter()
     created = False
     if spark is None:
-        spark, created = _session(master, quiet)
+        if progress is None:
+            progress = sys.stderr.isatty()
+        spark, created = _session(master, progress)
     try:
         if not early and here and _default_fs_is_local(spark):
             dataset = _local_checks(model, input, output, options, overwrite, **plan_kw)
@@ -184,7 +190,7 @@ def score_files(
             raise OutputExistsError(
                 f"output {output!r} already exists; pass --overwrite to replace it, or choose another name"
             )
-        df = _read(spark, input, dataset)
+        df = frame if frame is not None else _read(spark, input, dataset)
         counts = spark.sparkContext.accumulator([0] * 5, _Counts())
         scored = score_dataframe(
             df, model, features_column=options.features_column, id_columns=options.id_columns,

@@ -1,0 +1,256 @@
+"""The Spark runner gives the local runner's rows, retries without duplicates, and the same one-line errors.
+
+One session-scoped SparkSession (``local[2,2]``: two cores, a failed task is
+tried twice) serves every test; the CLI finds it active and uses it, so
+``--master local[2]`` here does not start a second JVM. Skipped without
+pyspark or java.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from cli_helpers import FEATURES_TYPE, list_table, long_table, make_bundle, random_sequences, run, write
+
+pytest.importorskip("pyspark", reason='pyspark is not installed (pip install "rnnjit[spark]")')
+if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
+    pytest.skip("no java on PATH and no JAVA_HOME: Spark needs Java 17", allow_module_level=True)
+
+import rnnjit  # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings(
+    # pyspark's pandas checks warn about pandas versions it has not been tested with
+    "ignore::FutureWarning:pyspark.*",
+    "ignore::DeprecationWarning:pyspark.*",
+)
+
+NP = ("--engine", "numpy")  # no compile wait; the numba engine is checked against numpy elsewhere
+
+
+@pytest.fixture(scope="module")
+def spark():
+    from pyspark.sql import SparkSession
+
+    s = (
+        SparkSession.builder.master("local[2,2]")
+        .appName("rnnjit-tests")
+        .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.sql.shuffle.partitions", "3")
+        .getOrCreate()
+    )
+    s.sparkContext.setLogLevel("FATAL")  # the failing-task tests would print stack traces
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    # two output values: the score is a vector (fixed_size_list on one machine, an array on Spark)
+    return make_bundle(tmp_path_factory.mktemp("bundle"), cell="lstm", out_features=2)
+
+
+@pytest.fixture(scope="module")
+def seqs():
+    s = random_sequences(40, 3, seed=11, min_len=1, max_len=8)
+    s[7] = np.zeros((0, 3), np.float32)  # an empty sequence: a null score on both runners
+    return s
+
+
+def _split_files(table: pa.Table, folder, cuts, row_group_size=3):
+    """Write ``table`` as several files, cut at the given row numbers."""
+    folder.mkdir()
+    bounds = [0, *cuts, table.num_rows]
+    for k, (a, b) in enumerate(zip(bounds, bounds[1:])):
+        write(table.slice(a, b - a), folder / f"part-{k}.parquet", row_group_size=row_group_size)
+    return folder
+
+
+def _by_id(path) -> dict:
+    t = pq.read_table(path)
+    ids = t.column("id").to_pylist()
+    assert len(ids) == len(set(ids)), "duplicate ids in the output"
+    return {i: r for i, r in zip(ids, t.drop_columns(["id"]).to_pylist())}
+
+
+def _assert_same_rows(spark_out, local_out):
+    got, want = _by_id(spark_out), _by_id(local_out)
+    assert sorted(got) == sorted(want)
+    for i, row in want.items():
+        for col, v in row.items():
+            if v is None:
+                assert got[i][col] is None, (i, col)
+            else:
+                np.testing.assert_allclose(np.asarray(got[i][col], np.float64), np.asarray(v, np.float64), atol=1e-6)
+
+
+def _finished_dataset(out):
+    names = os.listdir(out)
+    assert "_SUCCESS" in names and any(n.startswith("part-") for n in names)
+    assert not [n for n in os.listdir(out.parent) if "rnnjit-tmp" in n or "rnnjit-old" in n]
+
+
+def test_list_layout_dataset_same_rows_as_local(spark, bundle, seqs, tmp_path):
+    src = _split_files(list_table(seqs), tmp_path / "in", cuts=[13, 29])
+    r = run("score", "-m", bundle, "-i", src, "-o", tmp_path / "local.parquet", *NP)
+    assert r.exit_code == 0, r.stderr
+    r = run("score", "--runner", "spark", "--master", "local[2]", "-m", bundle, "-i", src, "-o", tmp_path / "out",
+            "--batch-rows", "4", *NP)
+    assert r.exit_code == 0, r.stderr
+    assert r.stderr.startswith("scored 40 rows (0 invalid, 1 empty) in "), r.stderr
+    _finished_dataset(tmp_path / "out")
+    _assert_same_rows(tmp_path / "out", tmp_path / "local.parquet")
+    assert pq.read_table(tmp_path / "out").column_names == ["id", "score"]
+
+
+def test_long_layout_sequences_cut_across_files_same_rows_as_local(spark, bundle, seqs, tmp_path):
+    nonempty = [s for s in seqs if len(s)]
+    table = long_table(nonempty, ids=[f"k{i:02d}" for i in range(len(nonempty))])
+    starts = np.cumsum([0] + [len(s) for s in nonempty])
+    cuts = [int(starts[5]) + 1, int(starts[20]) + 2]  # both cuts fall inside a sequence
+    src = _split_files(table, tmp_path / "in", cuts=cuts)
+    args = ("-m", bundle, "-i", src, "--layout", "long", "--id-column", "id", "--order-column", "t",
+            "--feature-columns", "f0,f1,f2", "--batch-rows", "5", *NP)
+    r = run("score", *args, "-o", tmp_path / "local.parquet")
+    assert r.exit_code == 0, r.stderr
+    r = run("score", "--runner", "spark", "--master", "local[2]", *args, "-o", tmp_path / "out")
+    assert r.exit_code == 0, r.stderr
+    assert f"scored {len(nonempty)} sequences from {table.num_rows} input rows" in r.stderr
+    _assert_same_rows(tmp_path / "out", tmp_path / "local.parquet")
+
+
+def test_emit_state_feeds_the_next_day(spark, bundle, seqs, tmp_path):
+    day1 = [s for s in seqs if len(s)][:12]
+    day2 = random_sequences(12, 3, seed=12, min_len=1, max_len=5)
+    write(list_table(day1), tmp_path / "day1.parquet")
+    r = run("score", "--runner", "spark", "-m", bundle, "-i", tmp_path / "day1.parquet", "-o", tmp_path / "state1",
+            "--emit-state", *NP)
+    assert r.exit_code == 0, r.stderr
+    state = _by_id(tmp_path / "state1")
+    ids = list(range(12))
+    t2 = list_table(day2, h0=pa.array([state[i]["hn"] for i in ids], pa.list_(pa.float32())),
+                    c0=pa.array([state[i]["cn"] for i in ids], pa.list_(pa.float32())))
+    write(t2, tmp_path / "day2.parquet")
+    r = run("score", "--runner", "spark", "-m", bundle, "-i", tmp_path / "day2.parquet", "-o", tmp_path / "out2", *NP)
+    assert r.exit_code == 0, r.stderr
+    r = run("score", "-m", bundle, "-i", tmp_path / "day2.parquet", "-o", tmp_path / "local2.parquet", *NP)
+    assert r.exit_code == 0, r.stderr
+    _assert_same_rows(tmp_path / "out2", tmp_path / "local2.parquet")
+    # carrying the state over equals scoring both days as one sequence
+    whole = rnnjit.load(bundle).predict([np.concatenate([a, b]) for a, b in zip(day1, day2)], engine="numpy")
+    got = _by_id(tmp_path / "out2")
+    np.testing.assert_allclose([got[i]["score"] for i in ids], whole, atol=1e-5)
+
+
+def _fail_once(marker):
+    """A mapInArrow step whose first task raises after handing on one batch, once (the marker says so)."""
+
+    def step(batches):
+        for k, b in enumerate(batches):
+            yield b
+            if k == 0 and not os.path.exists(marker):
+                open(marker, "w").close()
+                raise RuntimeError("injected failure after the first batch")
+
+    return step
+
+
+def test_failed_task_is_retried_without_duplicate_or_missing_rows(spark, bundle, seqs, tmp_path):
+    from rnnjit.spark import score_files
+
+    src = _split_files(list_table(seqs), tmp_path / "in", cuts=[20])
+    df = spark.read.parquet(str(src))
+    flaky = df.mapInArrow(_fail_once(str(tmp_path / "failed")), df.schema)
+    summary = score_files(bundle, flaky, tmp_path / "out", options=rnnjit.scoring.ScoreOptions(engine="numpy"),
+                          batch_rows=3)
+    assert os.path.exists(tmp_path / "failed"), "the failure was not injected"
+    assert summary.rows == len(seqs)  # counters from the successful attempts only
+    out = _by_id(tmp_path / "out")
+    assert sorted(out) == list(range(len(seqs)))
+    _finished_dataset(tmp_path / "out")
+
+
+def test_job_that_fails_leaves_no_output(spark, bundle, seqs, tmp_path):
+    from rnnjit.spark import score_files
+
+    def always(batches):
+        for b in batches:
+            yield b
+            raise RuntimeError("injected failure on every attempt")
+
+    df = spark.createDataFrame(list_table(seqs))
+    with pytest.raises(Exception, match="injected failure on every attempt"):
+        score_files(bundle, df.mapInArrow(always, df.schema), tmp_path / "out",
+                    options=rnnjit.scoring.ScoreOptions(engine="numpy"), batch_rows=3)
+    assert os.listdir(tmp_path) == []  # neither the output nor its hidden temporary directory
+
+
+def test_score_dataframe_and_udf_agree_with_predict(spark, bundle, seqs, tmp_path):
+    from rnnjit.spark import score_dataframe, score_udf
+
+    df = spark.createDataFrame(list_table(seqs))
+    want = rnnjit.load(bundle).predict([s if len(s) else np.zeros((1, 3), np.float32) for s in seqs],
+                                       engine="numpy")
+    for scored in (score_dataframe(df, str(bundle), id_columns=["id"], engine="numpy"),
+                   df.select("id", score_udf(rnnjit.load(bundle), engine="numpy")("features").alias("score"))):
+        rows = {r["id"]: r["score"] for r in scored.collect()}
+        assert rows[7] is None
+        np.testing.assert_allclose([rows[i] for i in range(len(seqs)) if i != 7], np.delete(want, 7, axis=0),
+                                   atol=1e-6)
+
+
+def _error_line(result) -> str:
+    assert result.exit_code == 2, (result.exit_code, result.stderr, result.exception)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.stderr and "org.apache" not in result.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("mistake", ["missing column", "wrong feature width", "NaN step"])
+def test_bad_input_is_the_same_one_line_error(spark, bundle, seqs, tmp_path, mistake):
+    extra = ()
+    table = list_table(seqs)
+    if mistake == "missing column":
+        extra = ("--id-column", "customer")
+    elif mistake == "wrong feature width":
+        bad = [s.tolist() for s in seqs]
+        bad[9] = [[0.0, 1.0, 2.0, 3.0]] * 2
+        table = table.set_column(1, "features", pa.array(bad, FEATURES_TYPE))
+    else:
+        seqs = [s.copy() for s in seqs]
+        seqs[9][0, 1] = np.nan
+        table = list_table(seqs)
+    write(table, tmp_path / "in.parquet")
+    args = ("-m", bundle, "-i", tmp_path / "in.parquet", *extra, *NP)
+    local = _error_line(run("score", *args, "-o", tmp_path / "local.parquet"))
+    on_spark = _error_line(run("score", "--runner", "spark", "--master", "local[2]", *args, "-o", tmp_path / "out"))
+    # inside a task a row is numbered within its partition, and the partition is named
+    assert re.sub(r"partition \d+ row \d+", "row N", on_spark) == re.sub(r"row \d+", "row N", local)
+    assert sorted(os.listdir(tmp_path)) == ["in.parquet"]
+
+
+def test_cli_process_prints_one_error_line_not_a_java_stack_trace(bundle, seqs, tmp_path):
+    """A real `rnnjit score --runner spark` process (its own JVM): the last stderr line is the error."""
+    seqs = [s.copy() for s in seqs]
+    seqs[3][0, 0] = np.inf
+    write(list_table(seqs), tmp_path / "in.parquet")
+    cmd = [sys.executable, "-m", "rnnjit.cli", "score", "--runner", "spark", "--master", "local[1]",
+           "-m", str(bundle), "-i", str(tmp_path / "in.parquet"), "-o", str(tmp_path / "out"), *NP]
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    p = subprocess.run(cmd, capture_output=True, text=True, cwd=root, timeout=300)
+    assert p.returncode == 2, p.stderr
+    assert p.stderr.strip().splitlines()[-1] == (
+        "error: partition 0 row 3 (id=3): step 0 of column 'features' holds NaN or inf; "
+        "fix or drop that row, or pass --on-invalid skip to write a null score for it"
+    )
+    assert "Traceback" not in p.stderr and "\tat org.apache" not in p.stderr
+    assert sorted(os.listdir(tmp_path)) == ["in.parquet"]
