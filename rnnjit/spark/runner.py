@@ -176,12 +176,12 @@ def score_files(
     # A local master and local paths: check them all before paying for a JVM.
     early = here and spark is None and (master or "").startswith("local")
     dataset = _local_checks(model, input, output, options, overwrite, **plan_kw) if early else None
-    t0 = time.perf_counter()
     created = False
     if spark is None:
         if progress is None:
             progress = sys.stderr.isatty()
         spark, created = _session(master, progress)
+    t0 = time.perf_counter()  # from a running session: JVM start-up is Spark's, not the scoring's
     try:
         if not early and here and _default_fs_is_local(spark):
             dataset = _local_checks(model, input, output, options, overwrite, **plan_kw)
