@@ -254,3 +254,12 @@ def test_cli_process_prints_one_error_line_not_a_java_stack_trace(bundle, seqs, 
     )
     assert "Traceback" not in p.stderr and "\tat org.apache" not in p.stderr
     assert sorted(os.listdir(tmp_path)) == ["in.parquet"]
+
+
+def test_threads_per_task_follow_spark_task_cpus(spark):
+    from rnnjit.spark.frame import task_threads
+
+    assert task_threads(spark, None) == int(spark.sparkContext.getConf().get("spark.task.cpus", "1")) == 1
+    assert task_threads(spark, 3) == 3
+    with pytest.raises(rnnjit.InputError, match="threads_per_task must be a positive integer, got 0"):
+        task_threads(spark, 0)

@@ -50,6 +50,10 @@ def _default_fs_is_local(spark) -> bool:
     return spark.sparkContext._jsc.hadoopConfiguration().get("fs.defaultFS", "file:///").startswith("file:")
 
 
+def _exists(output: str) -> OutputExistsError:
+    return OutputExistsError(f"output {output!r} already exists; pass --overwrite to replace it, or choose another name")
+
+
 def _local_checks(model, input: str, output: str, options: ScoreOptions, overwrite: bool, **plan_kw):
     """The local runner's checks and messages, before Spark starts: input, schema, output."""
     from pathlib import Path
@@ -64,9 +68,7 @@ def _local_checks(model, input: str, output: str, options: ScoreOptions, overwri
     plan_scoring(m, dataset.schema, options, **plan_kw)
     out = Path(output)
     if out.exists() and not overwrite:
-        raise OutputExistsError(
-            f"output {output!r} already exists; pass --overwrite to replace it, or choose another name"
-        )
+        raise _exists(output)
     if not out.parent.exists():
         raise InputError(f"the directory of output {output!r} does not exist; create it first")
     if os.path.isdir(input) and Path(input).resolve() in out.resolve().parents:
@@ -187,9 +189,7 @@ def score_files(
             dataset = _local_checks(model, input, output, options, overwrite, **plan_kw)
         out = _Output(spark, output)
         if out.exists() and not overwrite:
-            raise OutputExistsError(
-                f"output {output!r} already exists; pass --overwrite to replace it, or choose another name"
-            )
+            raise _exists(output)
         df = frame if frame is not None else _read(spark, input, dataset)
         counts = spark.sparkContext.accumulator([0] * 5, _Counts())
         scored = score_dataframe(
