@@ -8,6 +8,7 @@ pyspark or java.
 
 from __future__ import annotations
 
+import datetime
 import os
 import re
 import shutil
@@ -88,6 +89,8 @@ def _assert_same_rows(spark_out, local_out):
         for col, v in row.items():
             if v is None:
                 assert got[i][col] is None, (i, col)
+            elif col != "score" and not col.startswith(("hn", "cn")):
+                assert got[i][col] == v, (i, col)
             else:
                 np.testing.assert_allclose(np.asarray(got[i][col], np.float64), np.asarray(v, np.float64), atol=1e-6)
 
@@ -99,7 +102,8 @@ def _finished_dataset(out):
 
 
 def test_list_layout_dataset_same_rows_as_local(spark, bundle, seqs, tmp_path):
-    src = _split_files(list_table(seqs), tmp_path / "in", cuts=[13, 29])
+    when = pa.array([datetime.datetime(2026, 11, 23, i % 24) for i in range(len(seqs))], pa.timestamp("us"))
+    src = _split_files(list_table(seqs, when=when), tmp_path / "in", cuts=[13, 29])  # a timestamp passes through
     r = run("score", "-m", bundle, "-i", src, "-o", tmp_path / "local.parquet", *NP)
     assert r.exit_code == 0, r.stderr
     r = run("score", "--runner", "spark", "--master", "local[2]", "-m", bundle, "-i", src, "-o", tmp_path / "out",
@@ -108,7 +112,7 @@ def test_list_layout_dataset_same_rows_as_local(spark, bundle, seqs, tmp_path):
     assert r.stderr.startswith("scored 40 rows (0 invalid, 1 empty) in "), r.stderr
     _finished_dataset(tmp_path / "out")
     _assert_same_rows(tmp_path / "out", tmp_path / "local.parquet")
-    assert pq.read_table(tmp_path / "out").column_names == ["id", "score"]
+    assert pq.read_table(tmp_path / "out").column_names == ["id", "when", "score"]
 
 
 def test_long_layout_sequences_cut_across_files_same_rows_as_local(spark, bundle, seqs, tmp_path):
@@ -263,3 +267,16 @@ def test_threads_per_task_follow_spark_task_cpus(spark):
     assert task_threads(spark, 3) == 3
     with pytest.raises(rnnjit.InputError, match="threads_per_task must be a positive integer, got 0"):
         task_threads(spark, 0)
+
+
+def test_grouping_error_in_a_task_names_the_partition(spark, bundle, seqs, tmp_path):
+    from rnnjit.spark import score_files
+
+    table = long_table([s for s in seqs if len(s)])
+    ids = table.column("id").to_pylist()
+    ids[4] = None
+    df = spark.createDataFrame(table.set_column(0, "id", pa.array(ids, pa.int64())))
+    with pytest.raises(rnnjit.InputError, match=r"^in partition \d+: row 0: column 'id' is null; every step needs"):
+        score_files(bundle, df, tmp_path / "out", layout="long", options=rnnjit.scoring.ScoreOptions(
+            id_columns=("id",), engine="numpy"), order_column="t")  # Spark sorts the null id first
+    assert os.listdir(tmp_path) == []

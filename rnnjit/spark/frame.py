@@ -118,17 +118,30 @@ def _for_spark(batch: pa.RecordBatch) -> pa.RecordBatch:
     return batch if target == batch.schema else batch.cast(target)
 
 
-def spark_schema(arrow_schema: pa.Schema):
-    """The Spark StructType of the rows `score_dataframe` returns (vector scores as arrays)."""
-    from pyspark.sql.pandas.types import from_arrow_schema
+def spark_schema(arrow_schema: pa.Schema, input_schema=None):
+    """The Spark StructType of the rows `score_dataframe` returns (vector scores as arrays).
 
-    return from_arrow_schema(pa.schema([f.with_type(_spark_type(f.type)) for f in arrow_schema]))
+    Pass-through columns keep their type in ``input_schema`` (the input's
+    StructType): a round trip through Arrow would turn a TIMESTAMP into a
+    TIMESTAMP_NTZ, for one. Only the columns rnnjit adds are converted.
+    """
+    from pyspark.sql.pandas.types import from_arrow_type
+    from pyspark.sql.types import StructField, StructType
+
+    have = {f.name: f for f in input_schema.fields} if input_schema is not None else {}
+    return StructType([
+        have[f.name] if f.name in have else StructField(f.name, from_arrow_type(_spark_type(f.type)), True)
+        for f in arrow_schema
+    ])
 
 
 def _arrow_schema(df) -> pa.Schema:
+    """The Arrow schema of the batches `mapInArrow` will hand a task (as Spark converts them)."""
     from pyspark.sql.pandas.types import to_arrow_schema
 
-    return to_arrow_schema(df.schema)
+    conf = df.sparkSession.conf
+    large = conf.get("spark.sql.execution.arrow.useLargeVarTypes", "false").lower() == "true"
+    return to_arrow_schema(df.schema, timezone=conf.get("spark.sql.session.timeZone"), prefers_large_types=large)
 
 
 # --------------------------------------------------------------------------- the task
@@ -140,6 +153,14 @@ class _Counts:
 
     def addInPlace(self, a, b):  # noqa: N802 - pyspark's name
         return [x + y for x, y in zip(a, b)]
+
+
+def _in_partition(sequences, where: str):
+    """Grouping errors name a row within the task's partition: say which partition."""
+    try:
+        yield from sequences
+    except RnnjitError as exc:
+        raise type(exc)(f"in {where.strip()}: {exc}" if where else str(exc)) from None
 
 
 def _score_partition(bundle: _Bundle, plan, counts=None):
@@ -158,7 +179,7 @@ def _score_partition(bundle: _Bundle, plan, counts=None):
         stats = ScoreStats()
         consumed = 0
         steps = (b.select(list(plan.columns)) for b in batches if b.num_rows)
-        for batch, n in plan.sequences(steps, model.dtype):
+        for batch, n in _in_partition(plan.sequences(steps, model.dtype), where):
             yield _for_spark(score_batch(model, batch, options, stats=stats, row_offset=stats.rows))
             consumed += n
         if counts is not None:
@@ -249,7 +270,7 @@ def score_dataframe(
     if plan.long is not None:
         ids = list(plan.long.id_columns)
         df = df.repartition(*ids).sortWithinPartitions(*ids, plan.long.order_column)
-    return df.mapInArrow(_score_partition(bundle, plan, _counts), spark_schema(plan.output_schema))
+    return df.mapInArrow(_score_partition(bundle, plan, _counts), spark_schema(plan.output_schema, df.schema))
 
 
 def score_udf(model, *, output_mode: str | None = None, on_invalid: str = "error", engine: str | None = None,
