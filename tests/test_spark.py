@@ -280,3 +280,28 @@ def test_grouping_error_in_a_task_names_the_partition(spark, bundle, seqs, tmp_p
         score_files(bundle, df, tmp_path / "out", layout="long", options=rnnjit.scoring.ScoreOptions(
             id_columns=("id",), engine="numpy"), order_column="t")  # Spark sorts the null id first
     assert os.listdir(tmp_path) == []
+
+
+class _Broadcast:
+    """Stands in for a pyspark Broadcast: what a task unpickles holds ``value``."""
+
+    def __init__(self, value):
+        self.value = value
+
+
+def test_bundle_is_loaded_once_per_worker_process_not_per_task(bundle, monkeypatch):
+    import hashlib
+    import pickle
+
+    from rnnjit.spark import frame
+
+    data = bundle.read_bytes()
+    loads = []
+    real = frame._load_bytes
+    monkeypatch.setattr(frame, "_load_bytes", lambda d, dtype: loads.append(dtype) or real(d, dtype))
+    monkeypatch.setattr(frame, "_MODELS", {})
+    handle = frame._Bundle(_Broadcast(data), hashlib.sha256(data).hexdigest(), "float32")
+    models = {id(pickle.loads(pickle.dumps(handle)).model()) for _task in range(5)}  # each task unpickles its copy
+    assert len(models) == 1 and loads == ["float32"]
+    frame._Bundle(_Broadcast(data), handle.sha256, "float64").model()  # another dtype is another model
+    assert loads == ["float32", "float64"]
