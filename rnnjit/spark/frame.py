@@ -7,8 +7,6 @@ import os
 import re
 import tempfile
 import threading
-import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -17,7 +15,7 @@ import pyarrow as pa
 from rnnjit import errors
 from rnnjit.errors import InputError, RnnjitError
 from rnnjit.plan import plan_scoring
-from rnnjit.scoring import ScoreOptions, score_batch
+from rnnjit.scoring import OUTPUT_COLUMNS, ScoreOptions, score_batch
 
 _INSTALL = 'the Spark runner needs pyspark 4: pip install "rnnjit[spark]"'
 
@@ -114,7 +112,8 @@ def _spark_type(t: pa.DataType) -> pa.DataType:
 
 
 def _for_spark(batch: pa.RecordBatch) -> pa.RecordBatch:
-    target = pa.schema([f.with_type(_spark_type(f.type)) for f in batch.schema])
+    """rnnjit's own columns as Spark declares them; pass-through columns are Spark's already."""
+    target = pa.schema([f.with_type(_spark_type(f.type)) if f.name in OUTPUT_COLUMNS else f for f in batch.schema])
     return batch if target == batch.schema else batch.cast(target)
 
 
