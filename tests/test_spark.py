@@ -113,6 +113,19 @@ def test_list_layout_dataset_same_rows_as_local(spark, bundle, seqs, tmp_path):
     _finished_dataset(tmp_path / "out")
     _assert_same_rows(tmp_path / "out", tmp_path / "local.parquet")
     assert pq.read_table(tmp_path / "out").column_names == ["id", "when", "score"]
+    again = ("score", "--runner", "spark", "-m", bundle, "-i", src, "-o", tmp_path / "out", *NP)
+    assert _error_line(run(*again)) == (
+        f"error: output {str(tmp_path / 'out')!r} already exists; pass --overwrite to replace it, or choose another name"
+    )
+    r = run(*again, "--overwrite", "--output-mode", "final")
+    assert r.exit_code == 0, r.stderr
+    _finished_dataset(tmp_path / "out")
+    assert len(_by_id(tmp_path / "out")) == len(seqs)
+
+
+def test_master_without_spark_runner_is_refused(bundle, tmp_path):
+    r = run("score", "--master", "local[2]", "-m", bundle, "-i", tmp_path / "in.parquet", "-o", tmp_path / "o.parquet")
+    assert _error_line(r) == "error: --master applies to --runner spark; add --runner spark or drop --master"
 
 
 def test_long_layout_sequences_cut_across_files_same_rows_as_local(spark, bundle, seqs, tmp_path):
