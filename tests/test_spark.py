@@ -19,13 +19,21 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from cli_helpers import FEATURES_TYPE, list_table, long_table, make_bundle, random_sequences, run, write
+from cli_helpers import (
+    FEATURES_TYPE,
+    list_table,
+    long_table,
+    make_bundle,
+    random_sequences,
+    run,
+    write,
+)
 
 pytest.importorskip("pyspark", reason='pyspark is not installed (pip install "rnnjit[spark]")')
 if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
     pytest.skip("no java on PATH and no JAVA_HOME: Spark needs Java 17", allow_module_level=True)
 
-import rnnjit  # noqa: E402
+import rnnjit
 
 pytestmark = pytest.mark.filterwarnings(
     # pyspark's pandas checks warn about pandas versions it has not been tested with
@@ -263,7 +271,7 @@ def test_cli_process_prints_one_error_line_not_a_java_stack_trace(bundle, seqs, 
     cmd = [sys.executable, "-m", "rnnjit.cli", "score", "--runner", "spark", "--master", "local[1]",
            "-m", str(bundle), "-i", str(tmp_path / "in.parquet"), "-o", str(tmp_path / "out"), *NP]
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    p = subprocess.run(cmd, capture_output=True, text=True, cwd=root, timeout=300)
+    p = subprocess.run(cmd, check=False, capture_output=True, text=True, cwd=root, timeout=300)
     assert p.returncode == 2, p.stderr
     assert p.stderr.strip().splitlines()[-1] == (
         "error: partition 0 row 3 (id=3): step 0 of column 'features' holds NaN or inf; "

@@ -78,7 +78,7 @@ def _bundle_bytes(spark, model) -> tuple[bytes, str | None]:
     if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", path):  # hdfs://, s3a://, abfss://, file://, ...
         try:
             rows = spark.read.format("binaryFile").load(path).select("content").take(2)
-        except Exception as exc:  # noqa: BLE001 - Spark's AnalysisException, Py4J errors
+        except Exception as exc:  # Spark's AnalysisException, Py4J errors: any means unreadable
             raise errors.BundleError(f"cannot read bundle {path!r}: {_first_line(exc)}; check the URI") from exc
         if len(rows) != 1:
             raise errors.BundleError(f"bundle {path!r} matches {len(rows) or 'no'} files; give one .npz file")
@@ -150,7 +150,7 @@ class _Counts:
     def zero(self, value):
         return [0] * 5
 
-    def addInPlace(self, a, b):  # noqa: N802 - pyspark's name
+    def addInPlace(self, a, b):  # pyspark's name
         return [x + y for x, y in zip(a, b)]
 
 
@@ -310,7 +310,7 @@ def _first_line(exc: BaseException) -> str:
 
 def user_error(exc: BaseException) -> RnnjitError | None:
     """The `RnnjitError` a Python worker raised, recovered from Spark's error text (else None)."""
-    for m in re.finditer(r"^rnnjit\.errors\.(\w+): (.+)$", str(exc), re.M):
+    for m in re.finditer(r"^rnnjit\.errors\.(\w+): (.+)$", str(exc), re.MULTILINE):
         cls = getattr(errors, m.group(1), None)
         if isinstance(cls, type) and issubclass(cls, RnnjitError):
             return cls(m.group(2).strip())

@@ -22,7 +22,13 @@ from collections.abc import Sequence
 from rnnjit.errors import InputError
 from rnnjit.io.sinks import OutputExistsError
 from rnnjit.scoring import ScoreOptions
-from rnnjit.spark.frame import _Counts, _first_line, _pyspark, score_dataframe, user_error
+from rnnjit.spark.frame import (
+    _Counts,
+    _first_line,
+    _pyspark,
+    score_dataframe,
+    user_error,
+)
 
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
@@ -34,6 +40,9 @@ def _session(master: str | None, progress: bool):
     active = SparkSession.getActiveSession()
     if active is not None:
         return active, False
+    if (master or "").startswith("local"):
+        # workers on this machine run this interpreter (pyspark's default is whatever `python3` is)
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = SparkSession.builder.appName("rnnjit score")
     if master:
         builder = builder.master(master)
@@ -58,10 +67,9 @@ def _local_checks(model, input: str, output: str, options: ScoreOptions, overwri
     """The local runner's checks and messages, before Spark starts: input, schema, output."""
     from pathlib import Path
 
+    import rnnjit
     from rnnjit.io.dataset import open_dataset
     from rnnjit.plan import plan_scoring
-
-    import rnnjit
 
     dataset = open_dataset(input)
     m = model if isinstance(model, rnnjit.Model) else rnnjit.load(model)
@@ -87,7 +95,7 @@ def _read(spark, input: str, dataset):
         return reader.parquet(*paths)
     try:
         return reader.parquet(input)
-    except Exception as exc:  # noqa: BLE001 - AnalysisException: path not found, not Parquet
+    except Exception as exc:  # AnalysisException: path not found, not Parquet
         raise InputError(f"cannot read Parquet input {input!r}: {_first_line(exc)}; check the path") from exc
 
 
@@ -172,7 +180,7 @@ def score_files(
     if frame is not None:
         spark = spark or frame.sparkSession
     input, output = (None if frame is not None else os.fspath(input)), os.fspath(output)
-    plan_kw = dict(layout=layout, order_column=order_column, feature_columns=feature_columns)
+    plan_kw = {"layout": layout, "order_column": order_column, "feature_columns": feature_columns}
     paths = [input, output] + ([os.fspath(model)] if isinstance(model, (str, os.PathLike)) else [])
     here = frame is None and not any(_URI.match(p) for p in paths)
     # A local master and local paths: check them all before paying for a JVM.
