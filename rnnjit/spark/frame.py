@@ -17,14 +17,18 @@ from rnnjit.errors import InputError, RnnjitError
 from rnnjit.plan import plan_scoring
 from rnnjit.scoring import OUTPUT_COLUMNS, ScoreOptions, score_batch
 
-_INSTALL = 'the Spark runner needs pyspark 4: pip install "rnnjit[spark]"'
+_INSTALL = 'the Spark runner needs pyspark 4.1 or later: pip install "rnnjit[spark]"'
 
 
 def _pyspark():
+    """Refuse, in one line, a missing pyspark or one older than 4.1 (no Arrow UDFs, other type helpers)."""
     try:
-        import pyspark  # noqa: F401
+        import pyspark
     except ImportError as exc:
         raise InputError(_INSTALL) from exc
+    version = tuple(int(p) for p in re.findall(r"\d+", pyspark.__version__)[:2])
+    if version < (4, 1):
+        raise InputError(f"found pyspark {pyspark.__version__}; {_INSTALL}")
 
 
 # --------------------------------------------------------------------------- the bundle on the workers
