@@ -224,7 +224,8 @@ def test_score_dataframe_and_udf_agree_with_predict(spark, bundle, seqs, tmp_pat
     df = spark.createDataFrame(list_table(seqs))
     want = rnnjit.load(bundle).predict([s if len(s) else np.zeros((1, 3), np.float32) for s in seqs],
                                        engine="numpy")
-    for scored in (score_dataframe(df, str(bundle), id_columns=["id"], engine="numpy"),
+    # the bundle by URI: read by Spark (binaryFile), as it would be from hdfs:// or s3a://
+    for scored in (score_dataframe(df, bundle.as_uri(), id_columns=["id"], engine="numpy"),
                    df.select("id", score_udf(rnnjit.load(bundle), engine="numpy")("features").alias("score"))):
         rows = {r["id"]: r["score"] for r in scored.collect()}
         assert rows[7] is None
