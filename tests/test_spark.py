@@ -328,3 +328,16 @@ def test_bundle_is_loaded_once_per_worker_process_not_per_task(bundle, monkeypat
     assert len(models) == 1 and loads == ["float32"]
     frame._Bundle(_Broadcast(data), handle.sha256, "float64").model()  # another dtype is another model
     assert loads == ["float32", "float64"]
+
+
+def test_named_state_column_must_exist_and_missing_input_is_one_line(spark, bundle, seqs, tmp_path):
+    from rnnjit.spark import score_dataframe
+
+    df = spark.createDataFrame(list_table(seqs))
+    with pytest.raises(rnnjit.InputError, match=r"^state column 'hn' \(--h0-column\) not found; the input has columns "
+                                                 r"id, features; name an existing column"):
+        score_dataframe(df, str(bundle), h0_column="hn")
+    line = _error_line(run("score", "--runner", "spark", "-m", bundle, "-i", tmp_path / "nowhere", "-o",
+                           tmp_path / "out"))
+    assert line.startswith(f"error: cannot read Parquet input {str(tmp_path / 'nowhere')!r}: ") and "check the path" in line
+    assert sorted(os.listdir(tmp_path)) == []

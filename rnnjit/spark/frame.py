@@ -214,8 +214,8 @@ def score_dataframe(
     layout: str = "list",
     order_column: str | None = None,
     feature_columns: Sequence[str] | None = None,
-    h0_column: str = "h0",
-    c0_column: str = "c0",
+    h0_column: str | None = None,
+    c0_column: str | None = None,
     engine: str | None = None,
     _counts=None,
 ):
@@ -232,8 +232,11 @@ def score_dataframe(
         ``s3a://``, ``file://``...), or a loaded model. It is broadcast once and
         loaded once per Python worker.
     features_column, id_columns, output_mode, emit_state, on_invalid, layout,
-    order_column, feature_columns, h0_column, c0_column, engine
+    order_column, feature_columns, engine
         As in ``rnnjit score`` (`rnnjit.scoring.ScoreOptions`).
+    h0_column, c0_column : str, optional
+        Initial-state columns; a name given must exist. Default: ``h0``/``c0``
+        when the input has them.
     threads_per_task : int, optional
         Numba threads per task; default ``spark.task.cpus``.
 
@@ -252,6 +255,12 @@ def score_dataframe(
     """
     _pyspark()
     spark = df.sparkSession
+    for flag, given in (("--h0-column", h0_column), ("--c0-column", c0_column)):
+        if given is not None and given not in df.columns:
+            raise InputError(
+                f"state column {given!r} ({flag}) not found; the input has columns {', '.join(df.columns)}; "
+                f"name an existing column, or drop {flag} to start from zeros"
+            )
     ids = tuple(id_columns)
     options = ScoreOptions(
         features_column=features_column,
@@ -260,8 +269,8 @@ def score_dataframe(
         output_mode=output_mode,
         emit_state=emit_state,
         on_invalid=on_invalid,
-        h0_column=h0_column,
-        c0_column=c0_column,
+        h0_column=h0_column or "h0",
+        c0_column=c0_column or "c0",
         engine=engine,
         threads=task_threads(spark, threads_per_task),
     )

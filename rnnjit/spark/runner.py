@@ -63,40 +63,35 @@ def _exists(output: str) -> OutputExistsError:
     return OutputExistsError(f"output {output!r} already exists; pass --overwrite to replace it, or choose another name")
 
 
-def _local_checks(model, input: str, output: str, options: ScoreOptions, overwrite: bool, **plan_kw):
-    """The local runner's checks and messages, before Spark starts: input, schema, output."""
+def _output_checks(inputs: list[str], output: str, overwrite: bool) -> None:
+    """The local runner's output checks and messages, for paths on this machine."""
     from pathlib import Path
 
-    import rnnjit
-    from rnnjit.io.dataset import open_dataset
-    from rnnjit.plan import plan_scoring
-
-    dataset = open_dataset(input)
-    m = model if isinstance(model, rnnjit.Model) else rnnjit.load(model)
-    plan_scoring(m, dataset.schema, options, **plan_kw)
     out = Path(output)
     if out.exists() and not overwrite:
         raise _exists(output)
     if not out.parent.exists():
         raise InputError(f"the directory of output {output!r} does not exist; create it first")
-    if os.path.isdir(input) and Path(input).resolve() in out.resolve().parents:
-        raise InputError(
-            f"output {output!r} is inside the input directory {input!r}, so the next run would "
-            "read it as input; write it somewhere else"
-        )
-    return dataset
+    for src in inputs:
+        if os.path.isdir(src) and Path(src).resolve() in out.resolve().parents:
+            raise InputError(
+                f"output {output!r} is inside the input directory {src!r}, so the next run would "
+                "read it as input; write it somewhere else"
+            )
 
 
-def _read(spark, input: str, dataset):
-    """The input as a DataFrame: the same files the local runner reads (subfolders too, no hive columns)."""
-    reader = spark.read.option("recursiveFileLookup", "true")
-    if dataset is not None:
-        paths = [input] if os.path.exists(input) else list(dataset.files)  # a glob: the files it matched
-        return reader.parquet(*paths)
+def _read(spark, inputs: list[str]):
+    """The input as a DataFrame: files, directories (hive ``key=value`` folders become columns), globs, URIs.
+
+    Spark lists and reads the files (so a cluster's paths are resolved where
+    they live); `score_dataframe` then checks the schema with `plan_scoring`,
+    as the local runner does.
+    """
     try:
-        return reader.parquet(input)
+        return spark.read.parquet(*inputs)
     except Exception as exc:  # AnalysisException: path not found, not Parquet
-        raise InputError(f"cannot read Parquet input {input!r}: {_first_line(exc)}; check the path") from exc
+        shown = inputs[0] if len(inputs) == 1 else ", ".join(inputs)
+        raise InputError(f"cannot read Parquet input {shown!r}: {_first_line(exc)}; check the path") from exc
 
 
 class _Output:
@@ -144,13 +139,14 @@ def score_files(
     master: str | None = None,
     progress: bool | None = None,
     spark=None,
+    explicit_state: Sequence[str] = (),
 ):
     """Score a Parquet dataset on Spark; write a Parquet dataset directory atomically.
 
     Parameters
     ----------
     model : bundle path on this machine, or a URI Spark reads (``hdfs://...``).
-    input : a Parquet file, directory or glob, local or a URI Spark reads; or a DataFrame.
+    input : a Parquet file, directory or glob, local or a URI Spark reads, or a list of them; or a DataFrame.
     output : the directory to write (part files and ``_SUCCESS``).
     options, layout, order_column, feature_columns, batch_rows, overwrite
         As in `rnnjit.local.score_dataset`; ``options.threads`` is the numba
@@ -160,6 +156,8 @@ def score_files(
     master : Spark master URL when no session is active (``local[2]``, ``yarn``...).
     progress : Spark's progress bar on stderr; default when stderr is a terminal (new sessions only).
     spark : a SparkSession to use; default the active one, else a new one (stopped at the end).
+    explicit_state : the state columns the user named (``--h0-column``): each must exist;
+        ``options.h0_column``/``c0_column`` otherwise are used only when present.
 
     Returns
     -------
@@ -179,13 +177,15 @@ def score_files(
     frame = input if hasattr(input, "mapInArrow") else None
     if frame is not None:
         spark = spark or frame.sparkSession
-    input, output = (None if frame is not None else os.fspath(input)), os.fspath(output)
+    several = isinstance(input, (list, tuple))
+    inputs = [] if frame is not None else [os.fspath(p) for p in (input if several else [input])]
+    output = os.fspath(output)
     plan_kw = {"layout": layout, "order_column": order_column, "feature_columns": feature_columns}
-    paths = [input, output] + ([os.fspath(model)] if isinstance(model, (str, os.PathLike)) else [])
-    here = frame is None and not any(_URI.match(p) for p in paths)
-    # A local master and local paths: check them all before paying for a JVM.
+    here = not any(_URI.match(p) for p in [*inputs, output])
+    # A local master and local paths: check the output before paying for a JVM.
     early = here and spark is None and (master or "").startswith("local")
-    dataset = _local_checks(model, input, output, options, overwrite, **plan_kw) if early else None
+    if early:
+        _output_checks(inputs, output, overwrite)
     created = False
     if spark is None:
         if progress is None:
@@ -194,16 +194,18 @@ def score_files(
     t0 = time.perf_counter()  # from a running session: JVM start-up is Spark's, not the scoring's
     try:
         if not early and here and _default_fs_is_local(spark):
-            dataset = _local_checks(model, input, output, options, overwrite, **plan_kw)
+            _output_checks(inputs, output, overwrite)
         out = _Output(spark, output)
         if out.exists() and not overwrite:
             raise _exists(output)
-        df = frame if frame is not None else _read(spark, input, dataset)
+        df = frame if frame is not None else _read(spark, inputs)
         counts = spark.sparkContext.accumulator([0] * 5, _Counts())
         scored = score_dataframe(
             df, model, features_column=options.features_column, id_columns=options.id_columns,
             output_mode=options.output_mode, emit_state=options.emit_state, on_invalid=options.on_invalid,
-            threads_per_task=options.threads, h0_column=options.h0_column, c0_column=options.c0_column,
+            threads_per_task=options.threads,
+            h0_column=options.h0_column if options.h0_column in explicit_state else None,
+            c0_column=options.c0_column if options.c0_column in explicit_state else None,
             engine=options.engine, _counts=counts, **plan_kw,
         )
         tmp = out.sibling("tmp")
