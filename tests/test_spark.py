@@ -301,7 +301,8 @@ def test_grouping_error_in_a_task_names_the_partition(spark, bundle, seqs, tmp_p
     df = spark.createDataFrame(table.set_column(0, "id", pa.array(ids, pa.int64())))
     with pytest.raises(rnnjit.InputError, match=r"^in partition \d+: row 0: column 'id' is null; every step needs"):
         score_files(bundle, df, tmp_path / "out", layout="long", options=rnnjit.scoring.ScoreOptions(
-            id_columns=("id",), engine="numpy"), order_column="t")  # Spark sorts the null id first
+            id_columns=("id",), engine="numpy"), order_column="t", feature_columns=["f0", "f1", "f2"])
+    # (Spark sorts the null id first, so it is row 0 of its partition)
     assert os.listdir(tmp_path) == []
 
 

@@ -20,7 +20,6 @@ import uuid
 from collections.abc import Sequence
 
 from rnnjit.errors import InputError
-from rnnjit.io.sinks import OutputExistsError
 from rnnjit.scoring import ScoreOptions
 from rnnjit.spark.frame import (
     _Counts,
@@ -59,8 +58,8 @@ def _default_fs_is_local(spark) -> bool:
     return spark.sparkContext._jsc.hadoopConfiguration().get("fs.defaultFS", "file:///").startswith("file:")
 
 
-def _exists(output: str) -> OutputExistsError:
-    return OutputExistsError(f"output {output!r} already exists; pass --overwrite to replace it, or choose another name")
+def _exists(output: str) -> InputError:
+    return InputError(f"output {output!r} already exists; pass --overwrite to replace it, or choose another name")
 
 
 def _output_checks(inputs: list[str], output: str, overwrite: bool) -> None:
