@@ -30,6 +30,11 @@ class OutputLayout(str, Enum):
     dataset = "dataset"
 
 
+class Runner(str, Enum):
+    local = "local"
+    spark = "spark"
+
+
 class OnInvalid(str, Enum):
     error = "error"
     skip = "skip"
@@ -96,7 +101,8 @@ def score_command(
         bool, typer.Option("--emit-state", help="Also write hn (and cn) per row, to feed back as h0/c0 next run.")
     ] = False,
     format: Annotated[
-        Optional[Format], typer.Option("--format", help="parquet, csv or jsonl (default: from the extension, else parquet).")
+        Optional[Format],
+        typer.Option("--format", help="parquet, csv or jsonl (default: from the extension, else parquet)."),
     ] = None,
     on_invalid: Annotated[
         OnInvalid, typer.Option(help="error: stop at a null/NaN/inf row; skip: write a null score and count it.")
@@ -125,6 +131,16 @@ def score_command(
         bool, typer.Option("--resume", help="Dataset output: skip input files whose output is already committed and "
                            "unchanged (recorded in _rnnjit_manifest.json), redo the rest.")
     ] = False,
+    runner: Annotated[
+        Runner,
+        typer.Option(metavar="local|spark", help="local: this process; spark: Spark mapInArrow, writing a Parquet "
+                     "directory."),
+    ] = Runner.local,
+    master: Annotated[
+        Optional[str],
+        typer.Option(metavar="URL", help="--runner spark: local[2], yarn, spark://host:7077, k8s://... "
+                     "(default: spark-submit's, else local[*]).")
+    ] = None,
 ) -> None:
     """Score sequences from Parquet with a bundle and write one row per sequence.
 
@@ -141,7 +157,12 @@ def score_command(
 
     fmt = format.value if format else None
     lay = output_layout.value if output_layout else None
-    if not wants_dataset(output, lay):
+    if runner is Runner.spark:
+        if resume or lay == "file":
+            raise InputError("--runner spark writes one Parquet dataset directory; drop --resume and --output-layout")
+    elif master is not None:
+        raise InputError("--master applies to --runner spark; add --runner spark or drop --master")
+    elif not wants_dataset(output, lay):
         check_file_output(output, overwrite, fmt)  # fail before loading anything
     sequence_column = sequence_column_option(sequence_column, features_column)
     eng = pick_engine(engine, threads)
@@ -169,6 +190,17 @@ def score_command(
         h0_column=h0_column or "h0",
         c0_column=c0_column or "c0",
     )
+    if runner is Runner.spark:  # the same options, plan and score_batch, run by Spark (rnnjit.spark)
+        from rnnjit.spark.runner import score_files
+
+        summary = score_files(
+            model, list(input), output.rstrip("/"), options=options, layout=layout.value, order_column=order_column,
+            feature_columns=feats or None, fmt=fmt, batch_rows=batch_rows, overwrite=overwrite, master=master,
+            progress=(not quiet) and stderr_is_tty(), explicit_state=tuple(c for c in (h0_column, c0_column) if c),
+        )
+        if not quiet:
+            err(summary.line())
+        return
     try:
         summary = score_dataset(
             m,
