@@ -166,3 +166,5 @@ def convert_command(
     )
     for line in checkpoint_notes(model):
         typer.echo(f"  {line}")
+    for a in model.assumed:  # defaults the weights cannot confirm: say each and how to state it
+        err(f"note: {a['note']}")

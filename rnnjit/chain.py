@@ -12,6 +12,7 @@ Conv1d) or, first in the chain and as wide as what follows, an Embedding
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
 import numpy as np
 
@@ -49,7 +50,11 @@ def build_chain(sd: Mapping[str, np.ndarray], tokens: Sequence[str], *, nonlinea
     mods = modules(sd)
     rnns = set(p[:-1] if p else "" for p in rnn_prefixes(sd))
     raw: list[tuple[str, str, str]] = []  # (kind or "2d", name, token)
+    eps_of: dict[int, float] = {}  # raw index -> eps stated as ``ln:eps=1e-6``
     for tok in tokens:
+        tok, eps = split_eps(tok)
+        if eps is not None:
+            eps_of[len(raw)] = eps
         low = tok.lower()
         forced = None
         if ":" in tok and tok.split(":", 1)[0].lower() in _KIND_WORDS:
@@ -90,6 +95,11 @@ def build_chain(sd: Mapping[str, np.ndarray], tokens: Sequence[str], *, nonlinea
             )
         raw.append((kind, name, tok))
 
+    for i, eps in eps_of.items():
+        if raw[i][0] not in ("layernorm", "batchnorm"):
+            raise ArchitectureError(
+                f"chain step {raw[i][2]!r}:eps=... gives an eps, but {raw[i][2]!r} is not a LayerNorm or BatchNorm1d"
+            )
     steps: list[Step | None] = []
     for kind, name, _ in raw:
         p = f"{name}." if name else ""
@@ -131,9 +141,34 @@ def build_chain(sd: Mapping[str, np.ndarray], tokens: Sequence[str], *, nonlinea
             steps[i] = Step("embedding", name, rows, cols)
         else:
             steps[i] = Step("linear", name, cols, rows, bias=f"{p}bias" in sd)
-    chain = tuple(steps)
+    chain = tuple(replace(s, eps=eps_of[i]) if i in eps_of else s for i, s in enumerate(steps))
     check_chain(chain)
     return chain
+
+
+def split_eps(token: str) -> tuple[str, float | None]:
+    """``"ln:eps=1e-6"`` -> ``("ln", 1e-6)``; a token without ``:eps=`` is returned as it is."""
+    base, sep, opt = token.rpartition(":")
+    if not sep or not opt.strip().lower().startswith("eps="):
+        return token, None
+    try:
+        eps = float(opt.strip()[4:])
+    except ValueError:
+        eps = -1.0
+    if not eps > 0 or eps != eps or eps == float("inf"):
+        raise ArchitectureError(f"chain step {token!r}: eps must be a positive number, e.g. {base}:eps=1e-6")
+    return base, eps
+
+
+def explicit_eps(tokens: Sequence[str] | None) -> set[str]:
+    """Names of the chain's norm steps whose eps the tokens state (``layernorm`` for the parameter-free one)."""
+    out = set()
+    for tok in tokens or ():
+        base, eps = split_eps(tok)
+        if eps is not None:
+            name = base[: -len(".weight")] if base.endswith(".weight") else base.rstrip(".")
+            out.add("layernorm" if name.lower() == "layernorm" else name)
+    return out
 
 
 def _next_width(steps, i):

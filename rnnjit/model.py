@@ -104,6 +104,11 @@ class Model:
         return next((s.name for s in self.chain if s.kind == "pool"), None)
 
     @property
+    def assumed(self) -> list[dict[str, Any]]:
+        """What convert assumed because the weights cannot tell (see `rnnjit.assumptions`); [] when nothing."""
+        return list(self.config.get("assumed") or [])
+
+    @property
     def feature_names(self) -> list[str] | None:
         return self.config.get("feature_names")
 

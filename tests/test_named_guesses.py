@@ -1,0 +1,147 @@
+"""What convert must assume, it names (issue #7): one ``note:`` line per unstated default, recorded in the bundle.
+
+``GUESSES`` rows are ``(id, model, convert flags, notes that must appear,
+assumption kinds that must not)``. Before this, each row converted silently
+and ``verify --against`` said an unqualified "torch: ok" because torch was
+built from the bundle's own config. Add the next guess as one more row.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+import torch
+from cli_helpers import run
+from torch import nn
+
+import rnnjit
+
+
+def modules(**named) -> nn.Module:
+    m = nn.Module()
+    for name, child in named.items():
+        m.add_module(name, child)
+    return m
+
+
+LSTM = lambda i=3, h=4, **kw: nn.LSTM(i, h, batch_first=True, **kw)  # noqa: E731
+RELU_RNN = lambda: modules(rnn=nn.RNN(3, 5, batch_first=True, nonlinearity="relu"), fc=nn.Linear(5, 1))  # noqa: E731
+
+GUESSES = [
+    # (id, model, flags, notes that must appear (regex), kinds that must not be assumed)
+    ("rnn-nonlinearity", RELU_RNN, ["--head", "fc,sigmoid", "--output-mode", "last"],
+     [r"nn\.RNN 'rnn': nonlinearity assumed tanh .*--nonlinearity relu"], ["head_activation", "output_mode"]),
+    ("rnn-nonlinearity-stated", RELU_RNN, ["--nonlinearity", "relu", "--head", "fc", "--output-mode", "last"],
+     [], ["nonlinearity", "head_activation", "output_mode"]),
+    ("inferred-head-has-no-activation", lambda: modules(lstm=LSTM(), fc=nn.Linear(4, 1)), ["--output-mode", "last"],
+     [r"head 'fc' assumed to have no activation .*raw outputs \(logits\).*--head 'fc,sigmoid'"], ["output_mode"]),
+    ("output-mode-unidirectional", lambda: modules(lstm=LSTM(), fc=nn.Linear(4, 1)), ["--head", "fc,sigmoid"],
+     [r"output mode assumed last: .*equal to hn\[-1\].*--output-mode all.*--chain 'lstm,pool:mean,fc,sigmoid'"],
+     ["head_activation"]),
+    ("output-mode-bidirectional", lambda: modules(lstm=LSTM(bidirectional=True), fc=nn.Linear(8, 1)),
+     ["--head", "fc"],
+     [r"output mode assumed last: \[forward, backward\].*torch\.cat\(\(hn\[-2\], hn\[-1\]\), 1\).*--output-mode final"],
+     ["head_activation"]),
+    ("pooling-chain-states-its-mode", lambda: modules(lstm=LSTM(), fc=nn.Linear(4, 1)),
+     ["--chain", "lstm,pool:mean,fc,sigmoid"], [], ["output_mode", "head_activation"]),
+    ("explicit-chain-states-the-head", lambda: modules(lstm=LSTM(), fc=nn.Linear(4, 1)),
+     ["--chain", "lstm,fc", "--output-mode", "final"], [], ["head_activation", "output_mode"]),
+    ("layernorm-eps", lambda: modules(lstm=LSTM(), ln=nn.LayerNorm(4), fc=nn.Linear(4, 1)),
+     ["--chain", "lstm,ln,fc,sigmoid", "--output-mode", "last"],
+     [r"LayerNorm 'ln': eps assumed 1e-05 .*ln:eps=1e-6"], ["head_activation", "output_mode"]),
+    ("layernorm-eps-stated", lambda: modules(lstm=LSTM(), ln=nn.LayerNorm(4), fc=nn.Linear(4, 1)),
+     ["--chain", "lstm,ln:eps=1e-6,fc,sigmoid", "--output-mode", "last"], [], ["eps"]),
+    ("batchnorm-eps", lambda: modules(lstm=LSTM(), bn=nn.BatchNorm1d(4), fc=nn.Linear(4, 1)),
+     ["--chain", "lstm,bn,fc", "--output-mode", "last"], [r"BatchNorm1d 'bn': eps assumed 1e-05"], []),
+    ("raw-outputs-no-linear-in-file", lambda: modules(lstm=LSTM()), ["--output-mode", "all"], [],
+     ["head_activation", "output_mode"]),
+]
+
+
+@pytest.mark.parametrize("make, flags, notes, absent", [c[1:] for c in GUESSES], ids=[c[0] for c in GUESSES])
+def test_convert_names_each_guess(tmp_path, make, flags, notes, absent):
+    torch.manual_seed(0)
+    torch.save(make().state_dict(), tmp_path / "m.pth")
+    r = run("convert", tmp_path / "m.pth", "-o", tmp_path / "b.npz", *flags)
+    assert r.exit_code == 0, r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert all(ln.startswith("note: ") for ln in lines), r.stderr
+    assert len(lines) == len(notes), r.stderr
+    for pattern in notes:
+        assert any(re.search(pattern, ln) for ln in lines), (pattern, r.stderr)
+    cfg = rnnjit.bundle.read_config(tmp_path / "b.npz")
+    kinds = [a["what"] for a in cfg["assumed"]]
+    assert len(kinds) == len(notes)
+    assert not set(kinds) & set(absent), kinds
+    info = json.loads(run("inspect", tmp_path / "b.npz", "--json").stdout)
+    assert info["assumed"] == cfg["assumed"]
+
+
+def test_verify_against_qualifies_ok_with_what_was_assumed(tmp_path):
+    """A relu nn.RNN converted without --nonlinearity: torch agrees with the bundle, but only as converted."""
+    torch.manual_seed(0)
+    torch.save(RELU_RNN().state_dict(), tmp_path / "m.pth")
+    assert run("convert", tmp_path / "m.pth", "-o", tmp_path / "b.npz").exit_code == 0
+    r = run("verify", tmp_path / "b.npz", "--against", tmp_path / "m.pth")
+    assert r.exit_code == 0, r.stdout + r.stderr
+    line = next(ln for ln in r.stdout.splitlines() if ln.startswith("torch:"))
+    assert line.startswith("torch: ok for the model as converted,")
+    assert line.endswith("; not checkable from weights: nn.RNN 'rnn' nonlinearity tanh, "
+                         "no activation around 'fc', output mode last")
+    out = run("inspect", tmp_path / "b.npz").stdout
+    assert re.search(r"^assumed +nn\.RNN 'rnn' nonlinearity tanh, ", out, re.M), out
+
+    assert run("convert", tmp_path / "m.pth", "-o", tmp_path / "s.npz", "--nonlinearity", "relu", "--head", "fc",
+               "--output-mode", "last").exit_code == 0
+    r = run("verify", tmp_path / "s.npz", "--against", tmp_path / "m.pth")
+    line = next(ln for ln in r.stdout.splitlines() if ln.startswith("torch:"))
+    assert line.startswith("torch: ok, max abs error") and "checkable" not in line, line
+
+
+def test_stated_relu_gives_torch_numbers_and_the_default_does_not(tmp_path):
+    """The note is not noise: the assumed tanh really scores another model than the relu one saved."""
+    torch.manual_seed(0)
+    net = RELU_RNN().eval()
+    torch.save(net.state_dict(), tmp_path / "m.pth")
+    x = np.random.default_rng(0).standard_normal((4, 6, 3)).astype(np.float32)
+    with torch.no_grad():
+        out, _ = net.rnn(torch.from_numpy(x))
+        want = net.fc(out[:, -1]).numpy()
+    stated = rnnjit.convert(tmp_path / "m.pth", tmp_path / "s.npz", nonlinearity="relu", head="fc", output="last")
+    assumed = rnnjit.convert(tmp_path / "m.pth", tmp_path / "a.npz")
+    np.testing.assert_allclose(stated.predict(x, engine="numpy"), want, atol=1e-5)
+    assert np.max(np.abs(assumed.predict(x, engine="numpy") - want)) > 1e-3
+    assert stated.assumed == [] and [a["what"] for a in assumed.assumed] == [
+        "nonlinearity", "head_activation", "output_mode"]
+
+
+@pytest.mark.parametrize("kind", ["layernorm", "batchnorm"])
+def test_stated_eps_gives_torch_numbers(tmp_path, kind):
+    torch.manual_seed(0)
+    norm = nn.LayerNorm(4, eps=1e-2) if kind == "layernorm" else nn.BatchNorm1d(4, eps=1e-2)
+    net = modules(lstm=LSTM(), norm=norm, fc=nn.Linear(4, 1)).eval()
+    if kind == "batchnorm":
+        net.norm.running_mean.uniform_(-0.2, 0.2)
+        net.norm.running_var.uniform_(0.001, 0.01)  # small variance: eps matters
+    torch.save(net.state_dict(), tmp_path / "m.pth")
+    x = np.random.default_rng(1).standard_normal((5, 4, 3)).astype(np.float32)
+    with torch.no_grad():
+        out, _ = net.lstm(torch.from_numpy(x))
+        want = net.fc(net.norm(out[:, -1])).numpy()
+    m = rnnjit.convert(tmp_path / "m.pth", tmp_path / "b.npz", chain="lstm,norm:eps=0.01,fc", output="last")
+    np.testing.assert_allclose(m.predict(x, engine="numpy"), want, atol=1e-5)
+    assert m.assumed == []
+
+
+@pytest.mark.parametrize("chain, message", [
+    ("lstm:eps=1e-6,fc", r"'lstm':eps=\.\.\. gives an eps, but 'lstm' is not a LayerNorm or BatchNorm1d"),
+    ("lstm,ln:eps=-1,fc", r"eps must be a positive number, e.g\. ln:eps=1e-6"),
+    ("lstm,ln:eps=x,fc", r"eps must be a positive number"),
+])
+def test_eps_mistakes_are_one_line(tmp_path, chain, message):
+    torch.save(modules(lstm=LSTM(), ln=nn.LayerNorm(4), fc=nn.Linear(4, 1)).state_dict(), tmp_path / "m.pth")
+    r = run("convert", tmp_path / "m.pth", "-o", tmp_path / "b.npz", "--chain", chain)
+    assert r.exit_code == 2 and re.search(message, r.stderr) and "\n" not in r.stderr.strip(), r.stderr
