@@ -26,6 +26,7 @@ def find(
     nonlinearity_given: bool,
     head_inferred: bool,
     explicit_eps: Collection[str] = (),
+    weight_dtypes: Collection[str] = (),
 ) -> list[dict[str, Any]]:
     """The defaults ``convert`` used that the user did not state and that could change the scores.
 
@@ -36,6 +37,7 @@ def find(
     nonlinearity_given : ``--nonlinearity`` (or the config's) was given.
     head_inferred : the head was read from the weights (neither ``--head`` nor ``--chain``).
     explicit_eps : names of norm steps whose ``eps`` the chain stated (``ln:eps=1e-6``).
+    weight_dtypes : dtypes of the weights as the file holds them.
 
     Returns
     -------
@@ -66,6 +68,13 @@ def find(
                 f"{what} {token!r}: eps assumed {s.eps:g} (PyTorch's default; not in the weights); "
                 f"if it was built with another eps, write it in the chain: {token}:eps=1e-6",
             ))
+    if "float16" in weight_dtypes:
+        found.append(_record(
+            "dtype", "float32", "float16 weights computed in float32",
+            "the weights are float16 (model.half()); rnnjit computes in float32, so scores equal torch's for "
+            "model.float() and differ from a float16 torch run by its rounding (about 1e-3); "
+            "convert model.float().state_dict() to state it",
+        ))
     return [f for f in found if f]
 
 

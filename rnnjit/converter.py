@@ -120,6 +120,7 @@ def convert(
         nonlinearity_given=opts.get("nonlinearity") is not None,
         head_inferred=not tokens and opts.get("head") is None,
         explicit_eps=explicit_eps(tokens),
+        weight_dtypes={str(sd[k].dtype) for k in used_keys(steps)},
     )
     input_size = Model(steps, {}, output=mode).input_size
     names = opts.get("feature_names")

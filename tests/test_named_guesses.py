@@ -56,6 +56,10 @@ GUESSES = [
      ["--chain", "lstm,ln:eps=1e-6,fc,sigmoid", "--output-mode", "last"], [], ["eps"]),
     ("batchnorm-eps", lambda: modules(lstm=LSTM(), bn=nn.BatchNorm1d(4), fc=nn.Linear(4, 1)),
      ["--chain", "lstm,bn,fc", "--output-mode", "last"], [r"BatchNorm1d 'bn': eps assumed 1e-05"], []),
+    ("float16-weights", lambda: modules(lstm=LSTM(), fc=nn.Linear(4, 1)).half(), ["--head", "fc", "--output-mode", "last"],
+     [r"the weights are float16 \(model\.half\(\)\); rnnjit computes in float32"], ["head_activation"]),
+    ("float32-weights-say-nothing-of-dtype", lambda: modules(lstm=LSTM(), fc=nn.Linear(4, 1)),
+     ["--head", "fc", "--output-mode", "last"], [], ["dtype"]),
     ("raw-outputs-no-linear-in-file", lambda: modules(lstm=LSTM()), ["--output-mode", "all"], [],
      ["head_activation", "output_mode"]),
 ]
