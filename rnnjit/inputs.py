@@ -78,7 +78,8 @@ def check_tokens(x, lengths, n_embeddings: int):
             f"x has shape {a.shape}; this model starts with an embedding and takes integer token ids "
             "(batch, time), or a list of 1-d integer arrays"
         )
-    _refuse_column(a, "token ids (batch, time)", "x.reshape(1, -1)", "x.T")
+    if lengths is None:  # with lengths, their count says which axis is the batch
+        _refuse_column(a, "token ids (batch, time)", "x.reshape(1, -1)", "x.T")
     _require_integers(a, "x")
     return a.astype(np.int64, copy=False), lengths
 
@@ -120,7 +121,8 @@ def check_features(x, lengths, input_size: int, dtype):
         except Exception as exc:
             raise InputTypeError(f"x must be a numpy array or a list of arrays, got {type(x).__name__}") from exc
     if x.ndim == 2 and I == 1:
-        _refuse_column(x, "(batch, time) univariate series", "x.reshape(1, -1)", "x.T")
+        if lengths is None:  # with lengths, their count says which axis is the batch
+            _refuse_column(x, "(batch, time) univariate series", "x.reshape(1, -1)", "x.T")
         x = x[:, :, None]  # (B, T) univariate
     if x.ndim != 3:
         raise InputError(

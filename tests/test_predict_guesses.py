@@ -77,3 +77,13 @@ def test_the_unambiguous_shapes_give_torch_numbers(models, kind, x):
 def test_one_sequence_of_one_step_is_not_ambiguous(models):
     _, model = models["series"]
     assert model.predict(SERIES[:1].reshape(1, 1), engine="numpy").shape == (1, 1)
+
+
+def test_lengths_say_which_axis_is_the_batch(models):
+    """(N, 1) with N lengths is N one-step sequences, as the caller declared."""
+    net, model = models["series"]
+    x = SERIES.reshape(-1, 1)
+    with torch.no_grad():
+        out, _ = net.lstm(torch.from_numpy(x[:, :, None]))
+        want = net.fc(out[:, -1]).numpy()
+    np.testing.assert_allclose(model.predict(x, lengths=np.ones(7, np.int64), engine="numpy"), want, atol=1e-5)
