@@ -20,7 +20,7 @@ from rnnjit.errors import ArchitectureError
 from rnnjit.infer import infer_head, infer_spec, parse_head, rnn_prefixes
 from rnnjit.spec import ACTIVATIONS, POOLS, Step, chain_widths, rnn_step
 
-_KIND_WORDS = {"embedding": "embedding", "linear": "linear"}
+_KIND_WORDS = {"embedding": "embedding", "linear": "linear", "layernorm": "layernorm"}
 
 
 def module_of(key: str) -> str:
@@ -82,8 +82,17 @@ def build_chain(sd: Mapping[str, np.ndarray], tokens: Sequence[str], *, nonlinea
         w = sd.get(f"{p}weight")
         if f"{p}running_mean" in sd:
             kind = "batchnorm"
-        elif w is not None and w.ndim == 1:
+        elif w is not None and w.ndim == 1 and forced in (None, "layernorm"):
+            # a 1-d weight with a bias is a LayerNorm; alone it may as well be an nn.PReLU (weights (1,) or
+            # (C,)), which would score as a LayerNorm with no word: the user says which
+            if f"{p}bias" not in sd and forced is None:
+                raise ArchitectureError(
+                    f"chain step {tok!r}: {p}weight {tuple(w.shape)} with no bias could be an nn.LayerNorm(bias=False) "
+                    f"or an nn.PReLU, which rnnjit does not run; if it is the LayerNorm, write layernorm:{name}"
+                )
             kind = "layernorm"
+        elif forced == "layernorm":
+            raise ArchitectureError(f"chain step 'layernorm:{tok}': module {name!r} has no 1-d weight; it is not a LayerNorm")
         elif w is not None and (w.ndim == 2 or (w.ndim == 3 and w.shape[2] == 1)):
             kind = forced or ("linear" if w.ndim == 3 or f"{p}bias" in sd else "2d")
         else:
@@ -166,6 +175,8 @@ def explicit_eps(tokens: Sequence[str] | None) -> set[str]:
     for tok in tokens or ():
         base, eps = split_eps(tok)
         if eps is not None:
+            if ":" in base and base.split(":", 1)[0].lower() in _KIND_WORDS:
+                base = base.split(":", 1)[1]
             name = base[: -len(".weight")] if base.endswith(".weight") else base.rstrip(".")
             out.add("layernorm" if name.lower() == "layernorm" else name)
     return out
@@ -294,7 +305,7 @@ def _guess(sd, name: str, keys: list[str], chain: Sequence[Step]) -> str:
     if w is None:
         return "a buffer"
     if w.ndim == 1:
-        return "a LayerNorm"
+        return "a LayerNorm" if f"{p}bias" in sd else "a LayerNorm without bias, or a PReLU"
     if w.ndim == 3:
         return "a Conv1d"
     if w.ndim == 2:

@@ -63,6 +63,12 @@ CASES = [
      ["--chain", "lstm,pool:mean,fc", flag("convert", "--output-mode", "--output"), "last"], r"pools over time \(pool:mean\).*'last' does not apply"),
     ("square-matrix-before-the-rnn-is-not-guessed", lambda: modules(emb=nn.Embedding(3, 3), lstm=LSTM(), fc=nn.Linear(4, 1)),
      [], r"emb\.weight \(an Embedding\?\).*--chain 'emb,lstm,fc'"),
+    ("prelu-written-in-the-chain-is-not-a-layernorm", lambda: modules(lstm=LSTM(), act=nn.PReLU(4), fc=nn.Linear(4, 1)),
+     ["--chain", "lstm,act,fc"], r"act\.weight \(4,\) with no bias could be an nn\.LayerNorm\(bias=False\) or an nn\.PReLU"),
+    ("prelu-after-the-head", lambda: modules(lstm=LSTM(), fc=nn.Linear(4, 1), a=nn.PReLU()),
+     ["--chain", "lstm,fc,a"], r"a\.weight \(1,\) with no bias .*write layernorm:a"),
+    ("unused-prelu-is-not-called-a-layernorm", lambda: modules(lstm=LSTM(), fc=nn.Linear(4, 1), a=nn.PReLU()),
+     [], r"a\.weight \(a LayerNorm without bias, or a PReLU\?\)"),
     ("square-embedding-or-linear", lambda: modules(emb=nn.Linear(3, 3, bias=False), lstm=LSTM()),
      ["--chain", "emb,lstm"], r"could be an nn\.Embedding or a bias-free nn\.Linear.*'embedding:emb"),
 ]

@@ -149,3 +149,19 @@ def test_eps_mistakes_are_one_line(tmp_path, chain, message):
     torch.save(modules(lstm=LSTM(), ln=nn.LayerNorm(4), fc=nn.Linear(4, 1)).state_dict(), tmp_path / "m.pth")
     r = run("convert", tmp_path / "m.pth", "-o", tmp_path / "b.npz", "--chain", chain)
     assert r.exit_code == 2 and re.search(message, r.stderr) and "\n" not in r.stderr.strip(), r.stderr
+
+
+def test_a_bias_free_layernorm_is_stated_and_gives_torch_numbers(tmp_path):
+    """nn.LayerNorm(bias=False) has a lone 1-d weight, like nn.PReLU: convert needs layernorm:NAME, then matches."""
+    torch.manual_seed(0)
+    net = modules(lstm=LSTM(), ln=nn.LayerNorm(4, bias=False, eps=1e-3), fc=nn.Linear(4, 1)).eval()
+    with torch.no_grad():
+        net.ln.weight.uniform_(0.5, 2.0)
+    torch.save(net.state_dict(), tmp_path / "m.pth")
+    x = np.random.default_rng(2).standard_normal((3, 5, 3)).astype(np.float32)
+    with torch.no_grad():
+        out, _ = net.lstm(torch.from_numpy(x))
+        want = net.fc(net.ln(out[:, -1])).numpy()
+    m = rnnjit.convert(tmp_path / "m.pth", tmp_path / "b.npz", chain="lstm,layernorm:ln:eps=1e-3,fc", output="last")
+    np.testing.assert_allclose(m.predict(x, engine="numpy"), want, atol=1e-5)
+    assert m.assumed == []
