@@ -94,6 +94,10 @@ LONG = ("--layout", "long", "--id-column", "id", "--order-column", "t")
 MISTAKES = [
     ("bundle-feature-missing", lambda d: _long(d, ["a", "b", "x"]), "named", LONG, "o.parquet",
      ["the bundle's feature 'c' is not a column", "--feature-columns"]),
+    ("feature-columns-reorder-the-bundle-names", _long, "named", (*LONG, "--feature-columns", "c,b,a"), "o.parquet",
+     ["--feature-columns puts 'c' at input 0, but the bundle names it as input 2", "in model order: a, b, c"]),
+    ("feature-columns-move-one-bundle-name", lambda d: _long(d, ["x", "a", "b"]), "named",
+     (*LONG, "--feature-columns", "a,x,b"), "o.parquet", ["puts 'b' at input 2, but the bundle names it as input 1"]),
     ("no-names-refuses-to-guess", lambda d: _long(d, ["f4", "f0", "f1"]), "plain", LONG, "o.parquet",
      ["will not guess", "candidates are f4, f0, f1", "--feature-columns"]),
     ("emit-state-bidirectional", _list, "bidir", ("--emit-state",), "o.parquet",
@@ -338,3 +342,14 @@ def test_long_layout_h0_column_names_the_state(bundles, tmp_path, rng):
     assert r.exit_code == 0 and "warning" not in r.stderr, r.stderr
     np.testing.assert_allclose(_scores(tmp_path / "o.parquet"), _expected(bundles["named"], SEQS, h0=h[None]),
                                atol=1e-6)
+
+
+def test_feature_columns_map_other_names_onto_the_bundle_inputs(tmp_path, bundles):
+    """Columns the bundle does not name are a mapping, in model order: the same scores as the bundle's names."""
+    write(long_table(SEQS, names=["a", "b", "c"]), tmp_path / "named.parquet")
+    write(long_table(SEQS, names=["p", "q", "r"]), tmp_path / "other.parquet")
+    r1 = run("score", "-m", bundles["named"], "-i", tmp_path / "named.parquet", "-o", tmp_path / "s1.parquet", *LONG, *NP)
+    r2 = run("score", "-m", bundles["named"], "-i", tmp_path / "other.parquet", "-o", tmp_path / "s2.parquet", *LONG,
+             *NP, "--feature-columns", "p,q,r")
+    assert r1.exit_code == 0 and r2.exit_code == 0, r1.stderr + r2.stderr
+    assert pq.read_table(tmp_path / "s1.parquet")["score"] == pq.read_table(tmp_path / "s2.parquet")["score"]
