@@ -68,6 +68,13 @@ def find(
                 f"{what} {token!r}: eps assumed {s.eps:g} (PyTorch's default; not in the weights); "
                 f"if it was built with another eps, write it in the chain: {token}:eps=1e-6",
             ))
+    for act, (param, module) in _ACTIVATION_DEFAULTS.items():
+        if any(s.kind == "activation" and s.name == act for s in chain):
+            found.append(_record(
+                "activation_parameter", param, f"{act} {param}",
+                f"{act} assumed {param} ({module}'s default; not in the weights); rnnjit runs no other "
+                f"value, so a model built with another one cannot be scored",
+            ))
     if "float16" in weight_dtypes:
         found.append(_record(
             "dtype", "float32", "float16 weights computed in float32",
@@ -76,6 +83,14 @@ def find(
             "convert model.float().state_dict() to state it",
         ))
     return [f for f in found if f]
+
+
+# The parameter each activation of the chain runs with; a model's own value is not in its state_dict.
+_ACTIVATION_DEFAULTS = {
+    "leaky_relu": ("negative_slope=0.01", "nn.LeakyReLU"),
+    "elu": ("alpha=1.0", "nn.ELU"),
+    "gelu": ("approximate='none' (the exact erf form)", "nn.GELU"),
+}
 
 
 def _record(what: str, assumed: str, label: str, note: str) -> dict[str, Any]:

@@ -60,6 +60,11 @@ GUESSES = [
      [r"the weights are float16 \(model\.half\(\)\); rnnjit computes in float32"], ["head_activation"]),
     ("float32-weights-say-nothing-of-dtype", lambda: modules(lstm=LSTM(), fc=nn.Linear(4, 1)),
      ["--head", "fc", "--output-mode", "last"], [], ["dtype"]),
+    ("leaky-relu-slope", lambda: modules(lstm=LSTM(), fc=nn.Linear(4, 2)),
+     ["--head", "leaky_relu,fc,softmax", "--output-mode", "last"],
+     [r"leaky_relu assumed negative_slope=0\.01 \(nn\.LeakyReLU's default; not in the weights\)"], []),
+    ("gelu-form", lambda: modules(lstm=LSTM(), fc=nn.Linear(4, 2)), ["--chain", "lstm,fc,gelu", "--output-mode", "last"],
+     [r"gelu assumed approximate='none'"], []),
     ("raw-outputs-no-linear-in-file", lambda: modules(lstm=LSTM()), ["--output-mode", "all"], [],
      ["head_activation", "output_mode"]),
 ]
