@@ -16,9 +16,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from cli_helpers import list_table, long_table, make_bundle, random_sequences, run, write
+from cli_helpers import list_table, long_table, make_bundle, make_weights, random_sequences, run, write
 
 import rnnjit
+from rnnjit.spec import RNNSpec
 
 NP = ("--engine", "numpy")
 SEQS = random_sequences(6, 3, seed=11, min_len=2, max_len=5)
@@ -32,7 +33,21 @@ def bundles(tmp_path_factory):
         "plain": make_bundle(d, name="plain.npz"),
         "bidir": make_bundle(d, bidirectional=True, name="bidir.npz"),
         "one": make_bundle(d, input_size=1, name="one.npz"),
+        "uni-then-bidir": _chain_bundle(d, [RNNSpec("lstm", 3, 5, prefix="a."), RNNSpec("gru", 5, 4, bidirectional=True,
+                                                                                     prefix="b.")], "a,b,fc"),
+        "mean-pool": _chain_bundle(d, [RNNSpec("lstm", 3, 5, prefix="a.")], "a,pool:mean,fc"),
     }
+
+
+def _chain_bundle(d, specs, chain):
+    """A bundle of several modules (or a pooling) from random weights, without torch."""
+    w = {}
+    for k, spec in enumerate(specs):
+        w.update({n: v for n, v in make_weights(spec, 1, seed=k).items() if not n.startswith("fc.")})
+    w.update({n: v for n, v in make_weights(specs[-1], 1, seed=9).items() if n.startswith("fc.")})
+    np.savez(d / f"{chain}.npz", **w)
+    rnnjit.convert(d / f"{chain}.npz", d / f"bundle-{chain}.npz", chain=chain)
+    return d / f"bundle-{chain}.npz"
 
 
 def _list(d, name="in.parquet", **kw):
@@ -102,6 +117,10 @@ MISTAKES = [
      ["will not guess", "candidates are f4, f0, f1", "--feature-columns"]),
     ("emit-state-bidirectional", _list, "bidir", ("--emit-state",), "o.parquet",
      ["--emit-state on a bidirectional model"]),
+    ("emit-state-bidirectional-second-module", _list, "uni-then-bidir", ("--emit-state",), "o.parquet",
+     ["--emit-state on a bidirectional model"]),
+    ("emit-state-mean-pool", _list, "mean-pool", ("--emit-state",), "o.parquet",
+     ["--emit-state on a model that pools over time (pool:mean)", "without --emit-state"]),
     ("h0-column-missing", _list, "named", ("--h0-column", "yesterday"), "o.parquet",
      ["state column 'yesterday' not found"]),
     ("output-is-input", _list, "named", ("--overwrite",), "in.parquet",
