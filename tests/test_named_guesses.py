@@ -170,3 +170,20 @@ def test_a_bias_free_layernorm_is_stated_and_gives_torch_numbers(tmp_path):
     m = rnnjit.convert(tmp_path / "m.pth", tmp_path / "b.npz", chain="lstm,layernorm:ln:eps=1e-3,fc", output="last")
     np.testing.assert_allclose(m.predict(x, engine="numpy"), want, atol=1e-5)
     assert m.assumed == []
+
+
+def test_a_bundle_from_before_assumptions_were_recorded_says_so(tmp_path):
+    """No 'assumed' key: verify cannot claim an unqualified ok, inspect says it was not recorded."""
+    torch.manual_seed(0)
+    torch.save(RELU_RNN().state_dict(), tmp_path / "m.pth")
+    assert run("convert", tmp_path / "m.pth", "-o", tmp_path / "b.npz").exit_code == 0
+    with np.load(tmp_path / "b.npz") as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    cfg = json.loads(str(arrays.pop("__rnnjit__")[()]))
+    del cfg["assumed"]
+    rnnjit.bundle.write(tmp_path / "old.npz", arrays, cfg)
+    r = run("verify", tmp_path / "old.npz", "--against", tmp_path / "m.pth")
+    line = next(ln for ln in r.stdout.splitlines() if ln.startswith("torch:"))
+    assert line.startswith("torch: ok for the model as converted,")
+    assert line.endswith("; an older bundle: what convert assumed is not recorded")
+    assert re.search(r"^assumed +not recorded", run("inspect", tmp_path / "old.npz").stdout, re.M)
