@@ -319,6 +319,21 @@ def _guess(sd, name: str, keys: list[str], chain: Sequence[Step]) -> str:
     return "an unsupported module"
 
 
+def _guess_loose(w, chain: Sequence[Step]) -> str:
+    """What a tensor registered on the model itself (no module) may be, from its shape."""
+    shape = tuple(np.shape(w))
+    for s in chain:
+        if s.kind == "rnn":
+            r = s.rnn
+            ld = r.num_layers * r.num_directions
+            if shape in ((ld, 1, r.h_out), (ld, r.h_out), (ld, 1, r.hidden_size), (ld, r.hidden_size)):
+                return "a learned initial state"
+    first = next((s for s in chain if s.kind != "activation"), None)
+    if first is not None and first.kind == "rnn" and shape == (first.rnn.input_size,):
+        return "input statistics"
+    return "a tensor of the model itself"
+
+
 def check_supported(sd: Mapping[str, np.ndarray], ignore: Sequence[str] = (), *, source: str = "the file") -> None:
     """Refuse modules rnnjit cannot run (attention, convolutions wider than one step) unless ignored."""
     ignored = set(ignored_keys(sd, ignore))
@@ -378,13 +393,24 @@ def account(sd: Mapping[str, np.ndarray], chain: Sequence[Step], ignore: Sequenc
     unused, non_weight = unused_keys(sd, chain, ignored)
     if not unused:
         return ignored, non_weight
+    shown = ",".join(s.label() for s in chain)
+    loose = [k for k in unused if "." not in k]  # nn.Parameter / register_buffer on the model itself
+    if loose:
+        parts = [f"{k} {tuple(np.shape(sd[k]))} ({_guess_loose(sd[k], chain)}?)" for k in loose]
+        drop = " ".join(f"--ignore {k}" for k in unused)
+        raise ArchitectureError(
+            f"{source}: {len(unused)} tensor{'s are' if len(unused) != 1 else ' is'} not used by the chain {shown!r}: "
+            f"{'; '.join(parts)}{' and ' + ', '.join(k for k in unused if '.' in k) if len(loose) < len(unused) else ''}; "
+            "tensors of the model itself are used by forward() in ways the weights do not show: give a learned "
+            "initial state as the h0/c0 columns, apply input statistics to the data before scoring; if forward() "
+            f"does not use them, drop them with {drop}"
+        )
     by_module: dict[str, list[str]] = {}
     for k in unused:
         by_module.setdefault(module_of(k), []).append(k)
     parts = [f"{', '.join(keys)} ({_guess(sd, m, keys, chain)}?)" for m, keys in by_module.items()]
     names = [m for m in by_module]
     drop = " ".join(f"--ignore {m or repr('')}" for m in names)
-    shown = ",".join(s.label() for s in chain)
     has_linear_unused = any("Linear" in _guess(sd, m, k, chain) for m, k in by_module.items())
     if not any(s.kind == "linear" for s in chain) and has_linear_unused:
         raise ArchitectureError(
