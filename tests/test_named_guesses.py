@@ -187,3 +187,16 @@ def test_a_bundle_from_before_assumptions_were_recorded_says_so(tmp_path):
     assert line.startswith("torch: ok for the model as converted,")
     assert line.endswith("; an older bundle: what convert assumed is not recorded")
     assert re.search(r"^assumed +not recorded", run("inspect", tmp_path / "old.npz").stdout, re.M)
+
+
+@pytest.mark.parametrize("bad", ["tanh", [1], [{"what": "x"}]], ids=["a-string", "a-number", "no-note"])
+def test_a_malformed_assumed_section_is_a_bundle_error(tmp_path, bad):
+    torch.save(RELU_RNN().state_dict(), tmp_path / "m.pth")
+    rnnjit.convert(tmp_path / "m.pth", tmp_path / "b.npz")
+    with np.load(tmp_path / "b.npz") as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    cfg = json.loads(str(arrays.pop("__rnnjit__")[()]))
+    cfg["assumed"] = bad
+    rnnjit.bundle.write(tmp_path / "bad.npz", arrays, cfg)
+    r = run("inspect", tmp_path / "bad.npz")
+    assert r.exit_code == 2 and "'assumed' is not a list" in r.stderr and "Traceback" not in r.stderr, r.stderr
