@@ -301,6 +301,8 @@ def _guess(sd, name: str, keys: list[str], chain: Sequence[Step]) -> str:
             return "a recurrent module"
     if f"{p}running_mean" in sd:
         return "a BatchNorm1d"
+    if any(word in name.lower() for word in ("loss", "criterion")):  # nn.CrossEntropyLoss(weight=...) etc.
+        return "a loss function's weights, unused at inference"
     w = sd.get(f"{p}weight")
     if w is None:
         return "a buffer"

@@ -85,6 +85,9 @@ CASES = [
     ("input-statistics-buffers", lambda: with_tensors(modules(lstm=LSTM(), fc=nn.Linear(4, 1)),
                                                       mean=torch.zeros(3), std=torch.ones(3)), [],
      r"mean \(3,\) \(input statistics\?\); std .*apply input statistics to the data.*--ignore mean --ignore std"),
+    ("loss-class-weights-in-a-lightning-module", lambda: modules(lstm=LSTM(), fc=nn.Linear(4, 3),
+                                                                criterion=nn.CrossEntropyLoss(weight=torch.ones(3))),
+     ["--head", "fc,softmax"], r"criterion\.weight \(a loss function's weights, unused at inference\?\).*--ignore criterion"),
     ("square-embedding-or-linear", lambda: modules(emb=nn.Linear(3, 3, bias=False), lstm=LSTM()),
      ["--chain", "emb,lstm"], r"could be an nn\.Embedding or a bias-free nn\.Linear.*'embedding:emb"),
 ]
