@@ -27,6 +27,7 @@ def find(
     head_inferred: bool,
     explicit_eps: Collection[str] = (),
     weight_dtypes: Collection[str] = (),
+    explicit_nonlinearity: Collection[str] = (),
 ) -> list[dict[str, Any]]:
     """The defaults ``convert`` used that the user did not state and that could change the scores.
 
@@ -38,6 +39,7 @@ def find(
     head_inferred : the head was read from the weights (neither ``--head`` nor ``--chain``).
     explicit_eps : names of norm steps whose ``eps`` the chain stated (``ln:eps=1e-6``).
     weight_dtypes : dtypes of the weights as the file holds them.
+    explicit_nonlinearity : names of nn.RNN modules whose nonlinearity the chain stated (``rnn2:relu``).
 
     Returns
     -------
@@ -49,11 +51,12 @@ def find(
     found: list[dict[str, Any]] = []
     rnn_steps = [s for s in chain if s.kind == "rnn"]
     for s in rnn_steps:
-        if s.rnn.cell == "rnn_tanh" and not nonlinearity_given:
+        if s.rnn.cell == "rnn_tanh" and not nonlinearity_given and s.name not in explicit_nonlinearity:
             found.append(_record(
                 "nonlinearity", "tanh", f"nn.RNN {_name(s)} nonlinearity tanh",
                 f"nn.RNN {_name(s)}: nonlinearity assumed tanh (not in the weights); "
-                "if it was built with nonlinearity='relu': --nonlinearity relu",
+                f"if it was built with nonlinearity='relu': --nonlinearity relu"
+                f"{f' (or {s.name}:relu in --chain for this module only)' if len(rnn_steps) > 1 else ''}",
             ))
     if head_inferred:
         found.append(_head_record(chain))

@@ -51,10 +51,14 @@ def build_chain(sd: Mapping[str, np.ndarray], tokens: Sequence[str], *, nonlinea
     rnns = set(p[:-1] if p else "" for p in rnn_prefixes(sd))
     raw: list[tuple[str, str, str]] = []  # (kind or "2d", name, token)
     eps_of: dict[int, float] = {}  # raw index -> eps stated as ``ln:eps=1e-6``
+    act_of: dict[int, str] = {}  # raw index -> an nn.RNN's nonlinearity stated as ``rnn2:relu``
     for tok in tokens:
         tok, eps = split_eps(tok)
         if eps is not None:
             eps_of[len(raw)] = eps
+        base, sep, act = tok.rpartition(":")
+        if sep and act.lower() in ("tanh", "relu") and base.rstrip(".") in rnns:
+            act_of[len(raw)], tok = act.lower(), base
         low = tok.lower()
         forced = None
         if ":" in tok and tok.split(":", 1)[0].lower() in _KIND_WORDS:
@@ -110,12 +114,18 @@ def build_chain(sd: Mapping[str, np.ndarray], tokens: Sequence[str], *, nonlinea
                 f"chain step {raw[i][2]!r}:eps=... gives an eps, but {raw[i][2]!r} is not a LayerNorm or BatchNorm1d"
             )
     steps: list[Step | None] = []
-    for kind, name, _ in raw:
+    for i, (kind, name, tok) in enumerate(raw):
         p = f"{name}." if name else ""
         if kind == "rnn":
             spec = infer_spec(sd, rnn_prefix=p)
-            if spec.cell.startswith("rnn_") and nonlinearity:
-                spec = infer_spec(sd, rnn_prefix=p, nonlinearity=nonlinearity)
+            act = act_of.get(i, nonlinearity)
+            if i in act_of and not spec.cell.startswith("rnn_"):
+                raise ArchitectureError(
+                    f"chain step '{tok}:{act_of[i]}' gives a nonlinearity, but {name!r} is an nn.{spec.cell.upper()}; "
+                    "only nn.RNN has one"
+                )
+            if spec.cell.startswith("rnn_") and act:
+                spec = infer_spec(sd, rnn_prefix=p, nonlinearity=act)
             steps.append(rnn_step(spec))
         elif kind in ("activation", "pool", "dropout"):
             steps.append(Step(kind, name or "dropout"))
@@ -167,6 +177,16 @@ def split_eps(token: str) -> tuple[str, float | None]:
     if not eps > 0 or eps != eps or eps == float("inf"):
         raise ArchitectureError(f"chain step {token!r}: eps must be a positive number, e.g. {base}:eps=1e-6")
     return base, eps
+
+
+def explicit_nonlinearity(tokens: Sequence[str] | None) -> set[str]:
+    """Names of the chain's modules whose nonlinearity the tokens state (``rnn2:relu``)."""
+    out = set()
+    for tok in tokens or ():
+        base, sep, act = split_eps(tok)[0].rpartition(":")
+        if sep and act.lower() in ("tanh", "relu"):
+            out.add(base.rstrip("."))
+    return out
 
 
 def explicit_eps(tokens: Sequence[str] | None) -> set[str]:

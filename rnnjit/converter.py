@@ -15,7 +15,7 @@ from rnnjit._version import __version__
 from rnnjit.errors import ArchitectureError
 from rnnjit.infer import infer_dtype
 from rnnjit.chain import (
-    account, build_chain, check_supported, explicit_eps, infer_chain, parse_chain, used_keys,
+    account, build_chain, check_supported, explicit_eps, explicit_nonlinearity, infer_chain, parse_chain, used_keys,
 )
 from rnnjit.model import Model
 from rnnjit.spec import OUTPUT_MODES, recurrent_specs
@@ -121,6 +121,7 @@ def convert(
         head_inferred=not tokens and opts.get("head") is None,
         explicit_eps=explicit_eps(tokens),
         weight_dtypes={str(sd[k].dtype) for k in used_keys(steps)},
+        explicit_nonlinearity=explicit_nonlinearity(tokens),
     )
     input_size = Model(steps, {}, output=mode).input_size
     names = opts.get("feature_names")

@@ -200,3 +200,27 @@ def test_a_malformed_assumed_section_is_a_bundle_error(tmp_path, bad):
     rnnjit.bundle.write(tmp_path / "bad.npz", arrays, cfg)
     r = run("inspect", tmp_path / "bad.npz")
     assert r.exit_code == 2 and "'assumed' is not a list" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_two_rnns_with_different_nonlinearities_are_stated_per_module(tmp_path):
+    """--nonlinearity applies to every nn.RNN; ``name:relu`` in the chain states one module's."""
+    torch.manual_seed(0)
+    net = modules(r1=nn.RNN(3, 5, batch_first=True, nonlinearity="relu"), r2=nn.RNN(5, 4, batch_first=True),
+                  fc=nn.Linear(4, 1)).eval()
+    torch.save(net.state_dict(), tmp_path / "m.pth")
+    x = np.random.default_rng(4).standard_normal((3, 6, 3)).astype(np.float32)
+    with torch.no_grad():
+        want = net.fc(net.r2(net.r1(torch.from_numpy(x))[0])[0][:, -1]).numpy()
+    m = rnnjit.convert(tmp_path / "m.pth", tmp_path / "b.npz", chain="r1:relu,r2:tanh,fc", output="last")
+    np.testing.assert_allclose(m.predict(x, engine="numpy"), want, atol=1e-5)
+    assert m.assumed == []
+    r = run("convert", tmp_path / "m.pth", "-o", tmp_path / "h.npz", "--chain", "r1:relu,r2,fc", "--output-mode", "last")
+    assert r.exit_code == 0, r.stderr
+    (line,) = r.stderr.strip().splitlines()
+    assert line.startswith("note: nn.RNN 'r2': nonlinearity assumed tanh") and "r2:relu in --chain" in line, line
+
+
+def test_a_nonlinearity_on_a_module_that_has_none_is_refused(tmp_path):
+    torch.save(modules(lstm=LSTM(), fc=nn.Linear(4, 1)).state_dict(), tmp_path / "m.pth")
+    r = run("convert", tmp_path / "m.pth", "-o", tmp_path / "b.npz", "--chain", "lstm:relu,fc")
+    assert r.exit_code == 2 and "'lstm' is an nn.LSTM; only nn.RNN has one" in r.stderr, r.stderr
