@@ -77,7 +77,8 @@ def verify_command(
             labels = assumption_labels(model.config)
             tail = ""
             if t["ok"] and labels is None:
-                status, tail = "ok for the model as converted", "; an older bundle: what convert assumed is not recorded"
+                status = "ok for the model as converted"
+                tail = "; an older bundle: what convert assumed is not recorded"
             elif t["ok"] and labels:
                 status, tail = "ok for the model as converted", f"; not checkable from weights: {', '.join(labels)}"
             typer.echo(

@@ -96,7 +96,9 @@ def build_chain(sd: Mapping[str, np.ndarray], tokens: Sequence[str], *, nonlinea
                 )
             kind = "layernorm"
         elif forced == "layernorm":
-            raise ArchitectureError(f"chain step 'layernorm:{tok}': module {name!r} has no 1-d weight; it is not a LayerNorm")
+            raise ArchitectureError(
+                f"chain step 'layernorm:{tok}': module {name!r} has no 1-d weight; it is not a LayerNorm"
+            )
         elif w is not None and (w.ndim == 2 or (w.ndim == 3 and w.shape[2] == 1)):
             kind = forced or ("linear" if w.ndim == 3 or f"{p}bias" in sd else "2d")
         else:
@@ -108,7 +110,7 @@ def build_chain(sd: Mapping[str, np.ndarray], tokens: Sequence[str], *, nonlinea
             )
         raw.append((kind, name, tok))
 
-    for i, eps in eps_of.items():
+    for i in eps_of:
         if raw[i][0] not in ("layernorm", "batchnorm"):
             raise ArchitectureError(
                 f"chain step {raw[i][2]!r}:eps=... gives an eps, but {raw[i][2]!r} is not a LayerNorm or BatchNorm1d"
@@ -419,10 +421,11 @@ def account(sd: Mapping[str, np.ndarray], chain: Sequence[Step], ignore: Sequenc
     loose = [k for k in unused if "." not in k]  # nn.Parameter / register_buffer on the model itself
     if loose:
         parts = [f"{k} {tuple(np.shape(sd[k]))} ({_guess_loose(sd[k], chain)}?)" for k in loose]
+        in_modules = [k for k in unused if "." in k]
         drop = " ".join(f"--ignore {k}" for k in unused)
         raise ArchitectureError(
             f"{source}: {len(unused)} tensor{'s are' if len(unused) != 1 else ' is'} not used by the chain {shown!r}: "
-            f"{'; '.join(parts)}{' and ' + ', '.join(k for k in unused if '.' in k) if len(loose) < len(unused) else ''}; "
+            f"{'; '.join(parts)}{' and ' + ', '.join(in_modules) if in_modules else ''}; "
             "tensors of the model itself are used by forward() in ways the weights do not show: give a learned "
             "initial state as the h0/c0 columns, apply input statistics to the data before scoring; if forward() "
             f"does not use them, drop them with {drop}"

@@ -56,14 +56,16 @@ GUESSES = [
      ["--chain", "lstm,ln:eps=1e-6,fc,sigmoid", "--output-mode", "last"], [], ["eps"]),
     ("batchnorm-eps", lambda: modules(lstm=LSTM(), bn=nn.BatchNorm1d(4), fc=nn.Linear(4, 1)),
      ["--chain", "lstm,bn,fc", "--output-mode", "last"], [r"BatchNorm1d 'bn': eps assumed 1e-05"], []),
-    ("float16-weights", lambda: modules(lstm=LSTM(), fc=nn.Linear(4, 1)).half(), ["--head", "fc", "--output-mode", "last"],
+    ("float16-weights", lambda: modules(lstm=LSTM(), fc=nn.Linear(4, 1)).half(),
+     ["--head", "fc", "--output-mode", "last"],
      [r"the weights are float16 \(model\.half\(\)\); rnnjit computes in float32"], ["head_activation"]),
     ("float32-weights-say-nothing-of-dtype", lambda: modules(lstm=LSTM(), fc=nn.Linear(4, 1)),
      ["--head", "fc", "--output-mode", "last"], [], ["dtype"]),
     ("leaky-relu-slope", lambda: modules(lstm=LSTM(), fc=nn.Linear(4, 2)),
      ["--head", "leaky_relu,fc,softmax", "--output-mode", "last"],
      [r"leaky_relu assumed negative_slope=0\.01 \(nn\.LeakyReLU's default; not in the weights\)"], []),
-    ("gelu-form", lambda: modules(lstm=LSTM(), fc=nn.Linear(4, 2)), ["--chain", "lstm,fc,gelu", "--output-mode", "last"],
+    ("gelu-form", lambda: modules(lstm=LSTM(), fc=nn.Linear(4, 2)),
+     ["--chain", "lstm,fc,gelu", "--output-mode", "last"],
      [r"gelu assumed approximate='none'"], []),
     ("raw-outputs-no-linear-in-file", lambda: modules(lstm=LSTM()), ["--output-mode", "all"], [],
      ["head_activation", "output_mode"]),
@@ -214,7 +216,8 @@ def test_two_rnns_with_different_nonlinearities_are_stated_per_module(tmp_path):
     m = rnnjit.convert(tmp_path / "m.pth", tmp_path / "b.npz", chain="r1:relu,r2:tanh,fc", output="last")
     np.testing.assert_allclose(m.predict(x, engine="numpy"), want, atol=1e-5)
     assert m.assumed == []
-    r = run("convert", tmp_path / "m.pth", "-o", tmp_path / "h.npz", "--chain", "r1:relu,r2,fc", "--output-mode", "last")
+    r = run("convert", tmp_path / "m.pth", "-o", tmp_path / "h.npz", "--chain", "r1:relu,r2,fc",
+            "--output-mode", "last")
     assert r.exit_code == 0, r.stderr
     (line,) = r.stderr.strip().splitlines()
     assert line.startswith("note: nn.RNN 'r2': nonlinearity assumed tanh") and "r2:relu in --chain" in line, line

@@ -222,7 +222,7 @@ def _close(got, want, what):
 def _row_scores(col: pa.ChunkedArray, trial: Trial, lengths):
     """The score column as a list of (O,) or (T, O) arrays."""
     out = []
-    for v, n in zip(col.to_pylist(), lengths):
+    for v, n in zip(col.to_pylist(), lengths, strict=True):
         a = np.asarray(v, np.float64)
         if trial.per_step:
             a = a.reshape(n, -1)
