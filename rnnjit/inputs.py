@@ -93,8 +93,11 @@ def _require_integers(a: np.ndarray, what: str) -> None:
     )
 
 
-def check_features(x, lengths, input_size: int, dtype):
-    """Float features -> ((B, T, I) array of ``dtype`` padded with zeros, lengths or None)."""
+def check_features(x, lengths, input_size: int, dtype, *, state_given: bool = False):
+    """Float features -> ((B, T, I) array of ``dtype`` padded with zeros, lengths or None).
+
+    ``state_given``: an initial state came with ``x``, so (B, 1, I) is one step of B carried sequences.
+    """
     I = input_size
     seqs = _sequence_container(x)
     if seqs is not None:
@@ -131,6 +134,15 @@ def check_features(x, lengths, input_size: int, dtype):
         )
     if x.shape[2] != I:
         raise InputError(f"x has {x.shape[2]} features per step; this model expects input_size={I}")
+    if lengths is None and not state_given and x.shape[0] > 1 and x.shape[1] == 1:
+        # PyTorch's sequence-first (T, 1, I), e.g. the char-RNN tutorial's lineToTensor, read batch-first
+        # would score T one-step sequences with exit code 0
+        n = x.shape[0]
+        raise InputError(
+            f"x has shape {x.shape}: {n} sequences of one step, or one {n}-step sequence in PyTorch's "
+            f"sequence-first (time, batch, features) layout? pass one sequence as x.transpose(1, 0, 2) "
+            f"(or a list of (T, {I}) arrays), or {n} one-step sequences with lengths=np.ones({n}, int)"
+        )
     _require_float(x, "x")
     return np.ascontiguousarray(x, dtype=dtype), lengths
 

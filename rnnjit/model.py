@@ -203,7 +203,7 @@ class Model:
         if self.takes_tokens:
             x, lengths = check_tokens(x, lengths, self.embedding.in_features)
         else:
-            x, lengths = check_features(x, lengths, self.input_size, self.dtype)
+            x, lengths = check_features(x, lengths, self.input_size, self.dtype, state_given=h0 is not None)
         B, T = x.shape[0], x.shape[1]
         lengths = check_lengths(lengths, B, T)
         h0s, c0s = self._check_states(h0, c0, B)

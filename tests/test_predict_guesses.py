@@ -87,3 +87,40 @@ def test_lengths_say_which_axis_is_the_batch(models):
         out, _ = net.lstm(torch.from_numpy(x[:, :, None]))
         want = net.fc(out[:, -1]).numpy()
     np.testing.assert_allclose(model.predict(x, lengths=np.ones(7, np.int64), engine="numpy"), want, atol=1e-5)
+
+
+class CharRNN(nn.Module):
+    """The char-RNN name classifier: ``lineToTensor`` gives (T, 1, n_letters), sequence-first."""
+
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.RNN(6, 8)
+        self.h2o = nn.Linear(8, 3)
+
+
+def test_sequence_first_one_sequence_is_refused_and_its_transpose_is_torch(tmp_path):
+    torch.manual_seed(0)
+    net = CharRNN().eval()
+    torch.save(net.state_dict(), tmp_path / "m.pth")
+    model = rnnjit.convert(tmp_path / "m.pth", tmp_path / "b.npz", nonlinearity="tanh", head="h2o,log_softmax",
+                           output="final")
+    line = np.eye(6, dtype=np.float32)[[1, 4, 2, 5, 0]][:, None, :]  # lineToTensor("...") for 5 letters
+    with pytest.raises(InputError) as exc:
+        model.predict(line, engine="numpy")
+    assert "5 sequences of one step, or one 5-step sequence" in str(exc.value) and "x.transpose(1, 0, 2)" in str(exc.value)
+    with torch.no_grad():
+        _, hidden = net.rnn(torch.from_numpy(line))
+        want = torch.log_softmax(net.h2o(hidden[0]), dim=1).numpy()
+    np.testing.assert_allclose(model.predict(line.transpose(1, 0, 2), engine="numpy"), want, atol=1e-5)
+
+
+def test_one_step_of_carried_sequences_with_a_state_is_not_ambiguous(models):
+    """(B, 1, I) with h0: B sequences advanced one step (streaming); torch gives the same."""
+    net, model = models["series"]
+    x = SERIES[:4].reshape(4, 1, 1)
+    h0 = np.random.default_rng(5).standard_normal((1, 4, 6)).astype(np.float32)
+    c0 = np.zeros_like(h0)
+    with torch.no_grad():
+        out, _ = net.lstm(torch.from_numpy(x), (torch.from_numpy(h0), torch.from_numpy(c0)))
+        want = net.fc(out[:, -1]).numpy()
+    np.testing.assert_allclose(model.predict(x, h0=h0, c0=c0, engine="numpy"), want, atol=1e-5)
