@@ -110,10 +110,11 @@ def _head_record(chain: Sequence[Step]) -> dict[str, Any] | None:
     if not tail:
         return None  # no linear layer in the file: raw recurrent outputs, which the weights do say
     fc = tail[-1].label()
+    inferred = ",".join(s.label() for s in chain)
     return _record(
         "head_activation", "none", f"no activation around {fc!r}",
-        f"head {fc!r} assumed to have no activation (activations are not in the weights): scores are its raw "
-        f"outputs (logits); if forward() applies one, state the head: --head '{fc},sigmoid' "
+        f"chain inferred as {inferred!r}: head {fc!r} assumed to have no activation (not in the weights): "
+        f"scores are its raw outputs (logits); if forward() applies one, state the head: --head '{fc},sigmoid' "
         f"(or softmax, log_softmax; 'relu,{fc}' for one before it)",
     )
 

@@ -37,7 +37,7 @@ GUESSES = [
     ("rnn-nonlinearity-stated", RELU_RNN, ["--nonlinearity", "relu", "--head", "fc", "--output-mode", "last"],
      [], ["nonlinearity", "head_activation", "output_mode"]),
     ("inferred-head-has-no-activation", lambda: modules(lstm=LSTM(), fc=nn.Linear(4, 1)), ["--output-mode", "last"],
-     [r"head 'fc' assumed to have no activation .*raw outputs \(logits\).*--head 'fc,sigmoid'"], ["output_mode"]),
+     [r"chain inferred as 'lstm,fc': head 'fc' assumed to have no activation .*raw outputs \(logits\).*--head 'fc,sigmoid'"], ["output_mode"]),
     ("output-mode-unidirectional", lambda: modules(lstm=LSTM(), fc=nn.Linear(4, 1)), ["--head", "fc,sigmoid"],
      [r"output mode assumed last: .*equal to hn\[-1\].*--output-mode all.*--chain 'lstm,pool:mean,fc,sigmoid'"],
      ["head_activation"]),
