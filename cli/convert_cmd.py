@@ -134,7 +134,12 @@ def convert_command(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing bundle.")] = False,
     out: Annotated[Optional[str], typer.Option("--out", hidden=True, help="Deprecated: use --output.")] = None,
 ) -> None:
-    """Convert a PyTorch state_dict file to a bundle (torch is not needed)."""
+    """Convert a PyTorch state_dict file to a bundle (torch is not needed).
+
+    What the weights cannot tell and no option stated (nn.RNN's nonlinearity, no activation around an
+    inferred head, the output mode, a norm's eps, ...) is assumed, printed as one note: line each with
+    the option that states it, and recorded in the bundle (rnnjit inspect lists it).
+    """
     import rnnjit
 
     cfg = read_config(config) if config else None
@@ -166,3 +171,5 @@ def convert_command(
     )
     for line in checkpoint_notes(model):
         typer.echo(f"  {line}")
+    for a in model.assumed:  # defaults the weights cannot confirm: say each and how to state it
+        err(f"note: {a['note']}")

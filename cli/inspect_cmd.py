@@ -8,6 +8,8 @@ from typing import Annotated, Any
 
 import typer
 
+from rnnjit.assumptions import labels as assumption_labels
+
 
 def describe_step(step) -> str:
     """One step for people: the module, what it is and its sizes."""
@@ -88,6 +90,7 @@ def bundle_info(model, path) -> dict[str, Any]:
         "head": [step.to_dict() for step in model.head],
         "chain": [step.to_dict() for step in model.chain],
         "ignored": model.config.get("ignored") or [],
+        "assumed": model.config.get("assumed"),
         "recurrent_modules": len(model.rnns),
         "dtype": model.dtype.name,
         "num_parameters": model.num_parameters,
@@ -141,9 +144,14 @@ def inspect_command(
         state += f"; c0/cn {st['c0']['values_per_row']} = {shape(st['c0']['shape'])}"
     rows.append(("state", state))
     rows.append(("reference", f"{info['reference_sequences']} sequences (rnnjit verify)" if info["reference_sequences"] else "none"))
+    labels = assumption_labels(model.config)
+    rows.append(("assumed", "not recorded (converted by an older rnnjit)" if labels is None
+                 else ", ".join(labels) + " (not in the weights; see below)" if labels else "nothing"))
     width = max(len(k) for k, _ in rows)
     for k, v in rows:
         typer.echo(f"{k:<{width}}  {v}")
+    for a in model.assumed:
+        typer.echo(f"  note: {a['note']}")
     typer.echo("weights")
     kw = max(len(k) for k in info["weights"]) if info["weights"] else 0
     for k, shape in info["weights"].items():

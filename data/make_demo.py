@@ -99,7 +99,7 @@ def main() -> None:
     net, batchify = train()
     pth = HERE / "demo_model.pth"
     torch.save(net.state_dict(), pth)
-    model = rnnjit.convert(pth, HERE / "demo_bundle.npz", head="fc,sigmoid", feature_names=FEATURES)
+    model = rnnjit.convert(pth, HERE / "demo_bundle.npz", head="fc,sigmoid", output="last", feature_names=FEATURES)
 
     rng = np.random.default_rng(1)
     seqs, labels = make_sequences(2000, rng)

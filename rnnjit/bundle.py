@@ -181,6 +181,11 @@ def _check_config(config: dict, path):
     output = config.get("output", "last")
     if output not in OUTPUT_MODES:
         raise bad(f"output mode {output!r} is not known; expected one of {', '.join(OUTPUT_MODES)}")
+    assumed = config.get("assumed", [])
+    if not isinstance(assumed, list) or not all(
+        isinstance(a, dict) and isinstance(a.get("note"), str) and isinstance(a.get("label"), str) for a in assumed
+    ):
+        raise bad("'assumed' is not a list of {what, assumed, label, note} records; re-create the bundle")
     dtype = config.get("dtype", "float32")
     if dtype not in DTYPES:
         raise bad(f"dtype {dtype!r} is not supported; expected one of {', '.join(DTYPES)}")

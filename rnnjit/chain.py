@@ -12,6 +12,7 @@ Conv1d) or, first in the chain and as wide as what follows, an Embedding
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
 import numpy as np
 
@@ -19,7 +20,7 @@ from rnnjit.errors import ArchitectureError
 from rnnjit.infer import infer_head, infer_spec, parse_head, rnn_prefixes
 from rnnjit.spec import ACTIVATIONS, POOLS, Step, chain_widths, rnn_step
 
-_KIND_WORDS = {"embedding": "embedding", "linear": "linear"}
+_KIND_WORDS = {"embedding": "embedding", "linear": "linear", "layernorm": "layernorm"}
 
 
 def module_of(key: str) -> str:
@@ -49,7 +50,15 @@ def build_chain(sd: Mapping[str, np.ndarray], tokens: Sequence[str], *, nonlinea
     mods = modules(sd)
     rnns = set(p[:-1] if p else "" for p in rnn_prefixes(sd))
     raw: list[tuple[str, str, str]] = []  # (kind or "2d", name, token)
+    eps_of: dict[int, float] = {}  # raw index -> eps stated as ``ln:eps=1e-6``
+    act_of: dict[int, str] = {}  # raw index -> an nn.RNN's nonlinearity stated as ``rnn2:relu``
     for tok in tokens:
+        tok, eps = split_eps(tok)
+        if eps is not None:
+            eps_of[len(raw)] = eps
+        base, sep, act = tok.rpartition(":")
+        if sep and act.lower() in ("tanh", "relu") and base.rstrip(".") in rnns:
+            act_of[len(raw)], tok = act.lower(), base
         low = tok.lower()
         forced = None
         if ":" in tok and tok.split(":", 1)[0].lower() in _KIND_WORDS:
@@ -77,8 +86,19 @@ def build_chain(sd: Mapping[str, np.ndarray], tokens: Sequence[str], *, nonlinea
         w = sd.get(f"{p}weight")
         if f"{p}running_mean" in sd:
             kind = "batchnorm"
-        elif w is not None and w.ndim == 1:
+        elif w is not None and w.ndim == 1 and forced in (None, "layernorm"):
+            # a 1-d weight with a bias is a LayerNorm; alone it may as well be an nn.PReLU (weights (1,) or
+            # (C,)), which would score as a LayerNorm with no word: the user says which
+            if f"{p}bias" not in sd and forced is None:
+                raise ArchitectureError(
+                    f"chain step {tok!r}: {p}weight {tuple(w.shape)} with no bias could be an nn.LayerNorm(bias=False) "
+                    f"or an nn.PReLU, which rnnjit does not run; if it is the LayerNorm, write layernorm:{name}"
+                )
             kind = "layernorm"
+        elif forced == "layernorm":
+            raise ArchitectureError(
+                f"chain step 'layernorm:{tok}': module {name!r} has no 1-d weight; it is not a LayerNorm"
+            )
         elif w is not None and (w.ndim == 2 or (w.ndim == 3 and w.shape[2] == 1)):
             kind = forced or ("linear" if w.ndim == 3 or f"{p}bias" in sd else "2d")
         else:
@@ -90,13 +110,24 @@ def build_chain(sd: Mapping[str, np.ndarray], tokens: Sequence[str], *, nonlinea
             )
         raw.append((kind, name, tok))
 
+    for i in eps_of:
+        if raw[i][0] not in ("layernorm", "batchnorm"):
+            raise ArchitectureError(
+                f"chain step {raw[i][2]!r}:eps=... gives an eps, but {raw[i][2]!r} is not a LayerNorm or BatchNorm1d"
+            )
     steps: list[Step | None] = []
-    for kind, name, _ in raw:
+    for i, (kind, name, tok) in enumerate(raw):
         p = f"{name}." if name else ""
         if kind == "rnn":
             spec = infer_spec(sd, rnn_prefix=p)
-            if spec.cell.startswith("rnn_") and nonlinearity:
-                spec = infer_spec(sd, rnn_prefix=p, nonlinearity=nonlinearity)
+            act = act_of.get(i, nonlinearity)
+            if i in act_of and not spec.cell.startswith("rnn_"):
+                raise ArchitectureError(
+                    f"chain step '{tok}:{act_of[i]}' gives a nonlinearity, but {name!r} is an nn.{spec.cell.upper()}; "
+                    "only nn.RNN has one"
+                )
+            if spec.cell.startswith("rnn_") and act:
+                spec = infer_spec(sd, rnn_prefix=p, nonlinearity=act)
             steps.append(rnn_step(spec))
         elif kind in ("activation", "pool", "dropout"):
             steps.append(Step(kind, name or "dropout"))
@@ -131,9 +162,46 @@ def build_chain(sd: Mapping[str, np.ndarray], tokens: Sequence[str], *, nonlinea
             steps[i] = Step("embedding", name, rows, cols)
         else:
             steps[i] = Step("linear", name, cols, rows, bias=f"{p}bias" in sd)
-    chain = tuple(steps)
+    chain = tuple(replace(s, eps=eps_of[i]) if i in eps_of else s for i, s in enumerate(steps))
     check_chain(chain)
     return chain
+
+
+def split_eps(token: str) -> tuple[str, float | None]:
+    """``"ln:eps=1e-6"`` -> ``("ln", 1e-6)``; a token without ``:eps=`` is returned as it is."""
+    base, sep, opt = token.rpartition(":")
+    if not sep or not opt.strip().lower().startswith("eps="):
+        return token, None
+    try:
+        eps = float(opt.strip()[4:])
+    except ValueError:
+        eps = -1.0
+    if not eps > 0 or eps != eps or eps == float("inf"):
+        raise ArchitectureError(f"chain step {token!r}: eps must be a positive number, e.g. {base}:eps=1e-6")
+    return base, eps
+
+
+def explicit_nonlinearity(tokens: Sequence[str] | None) -> set[str]:
+    """Names of the chain's modules whose nonlinearity the tokens state (``rnn2:relu``)."""
+    out = set()
+    for tok in tokens or ():
+        base, sep, act = split_eps(tok)[0].rpartition(":")
+        if sep and act.lower() in ("tanh", "relu"):
+            out.add(base.rstrip("."))
+    return out
+
+
+def explicit_eps(tokens: Sequence[str] | None) -> set[str]:
+    """Names of the chain's norm steps whose eps the tokens state (``layernorm`` for the parameter-free one)."""
+    out = set()
+    for tok in tokens or ():
+        base, eps = split_eps(tok)
+        if eps is not None:
+            if ":" in base and base.split(":", 1)[0].lower() in _KIND_WORDS:
+                base = base.split(":", 1)[1]
+            name = base[: -len(".weight")] if base.endswith(".weight") else base.rstrip(".")
+            out.add("layernorm" if name.lower() == "layernorm" else name)
+    return out
 
 
 def _next_width(steps, i):
@@ -255,11 +323,13 @@ def _guess(sd, name: str, keys: list[str], chain: Sequence[Step]) -> str:
             return "a recurrent module"
     if f"{p}running_mean" in sd:
         return "a BatchNorm1d"
+    if any(word in name.lower() for word in ("loss", "criterion")):  # nn.CrossEntropyLoss(weight=...) etc.
+        return "a loss function's weights, unused at inference"
     w = sd.get(f"{p}weight")
     if w is None:
         return "a buffer"
     if w.ndim == 1:
-        return "a LayerNorm"
+        return "a LayerNorm" if f"{p}bias" in sd else "a LayerNorm without bias, or a PReLU"
     if w.ndim == 3:
         return "a Conv1d"
     if w.ndim == 2:
@@ -271,6 +341,21 @@ def _guess(sd, name: str, keys: list[str], chain: Sequence[Step]) -> str:
             return f"a Linear after {tail[-1].name!r}, where the head stops"
         return "a Linear"
     return "an unsupported module"
+
+
+def _guess_loose(w, chain: Sequence[Step]) -> str:
+    """What a tensor registered on the model itself (no module) may be, from its shape."""
+    shape = tuple(np.shape(w))
+    for s in chain:
+        if s.kind == "rnn":
+            r = s.rnn
+            ld = r.num_layers * r.num_directions
+            if shape in ((ld, 1, r.h_out), (ld, r.h_out), (ld, 1, r.hidden_size), (ld, r.hidden_size)):
+                return "a learned initial state"
+    first = next((s for s in chain if s.kind != "activation"), None)
+    if first is not None and first.kind == "rnn" and shape == (first.rnn.input_size,):
+        return "input statistics"
+    return "a tensor of the model itself"
 
 
 def check_supported(sd: Mapping[str, np.ndarray], ignore: Sequence[str] = (), *, source: str = "the file") -> None:
@@ -332,13 +417,25 @@ def account(sd: Mapping[str, np.ndarray], chain: Sequence[Step], ignore: Sequenc
     unused, non_weight = unused_keys(sd, chain, ignored)
     if not unused:
         return ignored, non_weight
+    shown = ",".join(s.label() for s in chain)
+    loose = [k for k in unused if "." not in k]  # nn.Parameter / register_buffer on the model itself
+    if loose:
+        parts = [f"{k} {tuple(np.shape(sd[k]))} ({_guess_loose(sd[k], chain)}?)" for k in loose]
+        in_modules = [k for k in unused if "." in k]
+        drop = " ".join(f"--ignore {k}" for k in unused)
+        raise ArchitectureError(
+            f"{source}: {len(unused)} tensor{'s are' if len(unused) != 1 else ' is'} not used by the chain {shown!r}: "
+            f"{'; '.join(parts)}{' and ' + ', '.join(in_modules) if in_modules else ''}; "
+            "tensors of the model itself are used by forward() in ways the weights do not show: give a learned "
+            "initial state as the h0/c0 columns, apply input statistics to the data before scoring; if forward() "
+            f"does not use them, drop them with {drop}"
+        )
     by_module: dict[str, list[str]] = {}
     for k in unused:
         by_module.setdefault(module_of(k), []).append(k)
     parts = [f"{', '.join(keys)} ({_guess(sd, m, keys, chain)}?)" for m, keys in by_module.items()]
     names = [m for m in by_module]
     drop = " ".join(f"--ignore {m or repr('')}" for m in names)
-    shown = ",".join(s.label() for s in chain)
     has_linear_unused = any("Linear" in _guess(sd, m, k, chain) for m, k in by_module.items())
     if not any(s.kind == "linear" for s in chain) and has_linear_unused:
         raise ArchitectureError(

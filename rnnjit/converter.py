@@ -10,11 +10,13 @@ from typing import Any
 
 import numpy as np
 
-from rnnjit import bundle
+from rnnjit import assumptions, bundle
 from rnnjit._version import __version__
 from rnnjit.errors import ArchitectureError
 from rnnjit.infer import infer_dtype
-from rnnjit.chain import account, build_chain, check_supported, infer_chain, parse_chain, used_keys
+from rnnjit.chain import (
+    account, build_chain, check_supported, explicit_eps, explicit_nonlinearity, infer_chain, parse_chain, used_keys,
+)
 from rnnjit.model import Model
 from rnnjit.spec import OUTPUT_MODES, recurrent_specs
 
@@ -66,7 +68,11 @@ def convert(
     Returns
     -------
     Model
-        The bundle as loaded back from ``out``.
+        The bundle as loaded back from ``out``. ``model.assumed`` lists what
+        the weights could not tell and no argument stated (nn.RNN's
+        nonlinearity, no activation around an inferred head, the output mode,
+        a norm's eps), each with the argument that states it; the CLI prints
+        them as ``note:`` lines.
     """
     from rnnjit.formats import read_state_dict
 
@@ -108,6 +114,15 @@ def convert(
             f"output mode {mode!r} does not apply: drop --output-mode, or use pool:last instead of {pooled}"
         )
     ignored, non_weight = account(sd, steps, ignore_list, source=Path(src).name)
+    assumed = assumptions.find(
+        steps,
+        output_given=opts.get("output") is not None,
+        nonlinearity_given=opts.get("nonlinearity") is not None,
+        head_inferred=not tokens and opts.get("head") is None,
+        explicit_eps=explicit_eps(tokens),
+        weight_dtypes={str(sd[k].dtype) for k in used_keys(steps)},
+        explicit_nonlinearity=explicit_nonlinearity(tokens),
+    )
     input_size = Model(steps, {}, output=mode).input_size
     names = opts.get("feature_names")
     if isinstance(names, str):
@@ -125,6 +140,7 @@ def convert(
         "format_version": bundle.FORMAT_VERSION,
         "chain": [s.to_dict() for s in steps],
         "ignored": ignore_list,
+        "assumed": assumed,
         "output": mode,
         "dtype": dtype,
         "feature_names": list(names) if names is not None else None,

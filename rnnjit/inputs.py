@@ -5,6 +5,8 @@ of (T_i, I) arrays (or 1-d (T_i,) when I == 1), a pandas Series or a pyarrow
 (Chunked)Array of sequences, and object arrays of per-step arrays as
 ``pd.read_parquet`` returns them. A model whose first step is an embedding
 takes integer token ids instead: (B, T) or a list of 1-d integer arrays.
+A 2-d (N, 1) array with N > 1 is refused where (B, T) is accepted: it may be
+one series as a column or PyTorch's sequence-first layout.
 """
 
 from __future__ import annotations
@@ -76,6 +78,8 @@ def check_tokens(x, lengths, n_embeddings: int):
             f"x has shape {a.shape}; this model starts with an embedding and takes integer token ids "
             "(batch, time), or a list of 1-d integer arrays"
         )
+    if lengths is None:  # with lengths, their count says which axis is the batch
+        _refuse_column(a, "token ids (batch, time)", "x.reshape(1, -1)", "x.T")
     _require_integers(a, "x")
     return a.astype(np.int64, copy=False), lengths
 
@@ -89,8 +93,11 @@ def _require_integers(a: np.ndarray, what: str) -> None:
     )
 
 
-def check_features(x, lengths, input_size: int, dtype):
-    """Float features -> ((B, T, I) array of ``dtype`` padded with zeros, lengths or None)."""
+def check_features(x, lengths, input_size: int, dtype, *, state_given: bool = False):
+    """Float features -> ((B, T, I) array of ``dtype`` padded with zeros, lengths or None).
+
+    ``state_given``: an initial state came with ``x``, so (B, 1, I) is one step of B carried sequences.
+    """
     I = input_size
     seqs = _sequence_container(x)
     if seqs is not None:
@@ -117,6 +124,8 @@ def check_features(x, lengths, input_size: int, dtype):
         except Exception as exc:
             raise InputTypeError(f"x must be a numpy array or a list of arrays, got {type(x).__name__}") from exc
     if x.ndim == 2 and I == 1:
+        if lengths is None:  # with lengths, their count says which axis is the batch
+            _refuse_column(x, "(batch, time) univariate series", "x.reshape(1, -1)", "x.T")
         x = x[:, :, None]  # (B, T) univariate
     if x.ndim != 3:
         raise InputError(
@@ -125,8 +134,33 @@ def check_features(x, lengths, input_size: int, dtype):
         )
     if x.shape[2] != I:
         raise InputError(f"x has {x.shape[2]} features per step; this model expects input_size={I}")
+    if lengths is None and not state_given and x.shape[0] > 1 and x.shape[1] == 1:
+        # PyTorch's sequence-first (T, 1, I), e.g. the char-RNN tutorial's lineToTensor, read batch-first
+        # would score T one-step sequences with exit code 0
+        n = x.shape[0]
+        raise InputError(
+            f"x has shape {x.shape}: {n} sequences of one step, or one {n}-step sequence in PyTorch's "
+            f"sequence-first (time, batch, features) layout? pass one sequence as x.transpose(1, 0, 2) "
+            f"(or a list of (T, {I}) arrays), or {n} one-step sequences with lengths=np.ones({n}, int)"
+        )
     _require_float(x, "x")
     return np.ascontiguousarray(x, dtype=dtype), lengths
+
+
+def _refuse_column(a: np.ndarray, what: str, one: str, seq_first: str) -> None:
+    """A (N, 1) array with N > 1 is N one-step sequences or one N-step sequence: never guess which.
+
+    One series as a column (``values.reshape(-1, 1)``, the scikit-learn habit) or
+    PyTorch's sequence-first (T, 1) layout would otherwise score N sequences of
+    one step each, with exit code 0.
+    """
+    if a.shape[0] > 1 and a.shape[1] == 1:
+        n = a.shape[0]
+        raise InputError(
+            f"x has shape {a.shape}, read as {what}: {n} sequences of one step, or one sequence of {n} steps? "
+            f"pass one sequence as {one} (or a list of 1-d arrays), PyTorch's sequence-first (time, batch) as "
+            f"{seq_first}, or {n} one-step sequences as list(x)"
+        )
 
 
 def _require_float(a: np.ndarray, what: str) -> None:

@@ -145,7 +145,9 @@ class Summary(ScoreStats):
 
 def _warm_up(model, options: ScoreOptions) -> None:
     try:
-        model.predict(np.zeros((1, 1, model.spec.input_size), model.dtype), engine=options.engine)
+        # the model's own input: token ids, or the first step's width (not the recurrent module's)
+        x = np.zeros((1, 1), np.int64) if model.takes_tokens else np.zeros((1, 1, model.input_size), model.dtype)
+        model.predict(x, engine=options.engine)
     except Exception:  # noqa: BLE001 - the real call reports any problem
         pass
 

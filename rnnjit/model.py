@@ -104,6 +104,11 @@ class Model:
         return next((s.name for s in self.chain if s.kind == "pool"), None)
 
     @property
+    def assumed(self) -> list[dict[str, Any]]:
+        """What convert assumed because the weights cannot tell (see `rnnjit.assumptions`); [] when nothing."""
+        return list(self.config.get("assumed") or [])
+
+    @property
     def feature_names(self) -> list[str] | None:
         return self.config.get("feature_names")
 
@@ -198,7 +203,7 @@ class Model:
         if self.takes_tokens:
             x, lengths = check_tokens(x, lengths, self.embedding.in_features)
         else:
-            x, lengths = check_features(x, lengths, self.input_size, self.dtype)
+            x, lengths = check_features(x, lengths, self.input_size, self.dtype, state_given=h0 is not None)
         B, T = x.shape[0], x.shape[1]
         lengths = check_lengths(lengths, B, T)
         h0s, c0s = self._check_states(h0, c0, B)

@@ -118,13 +118,19 @@ def _state_checks(model, names: list[str], options: ScoreOptions, explicit: Sequ
     for c in explicit:
         if c not in names:
             raise InputError(f"state column {c!r} not found; the input has columns {', '.join(names)}")
-    if options.emit_state and model.spec.bidirectional:
+    if options.emit_state and any(r.bidirectional for r in model.rnns):  # any module, not only the first
         raise InputError(
             "--emit-state on a bidirectional model: its reverse direction reads each sequence from the end, "
             "so a state carried into tomorrow's chunk cannot continue it; score whole sequences without --emit-state"
         )
+    if options.emit_state and model.pooling not in (None, "last"):
+        raise InputError(
+            f"--emit-state on a model that pools over time (pool:{model.pooling}): each score would cover only "
+            "the steps of its own chunk, so chunks carried on with the state do not add up to the whole "
+            "sequence's score; score whole sequences without --emit-state"
+        )
     pairs = [("hn", options.h0_column, "--h0-column")]
-    if model.spec.has_cell_state:
+    if model.has_cell_state:
         pairs.append(("cn", options.c0_column, "--c0-column"))
     for out, state, flag in pairs:
         if out in names and state not in names:

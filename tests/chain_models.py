@@ -39,7 +39,9 @@ class ChainNet(nn.Module):
                 self.order.append(("mod", f"op{i}", s))
             else:
                 self.add_module(*s)
-                self.order.append(("mod", s[0], s[0]))
+                # a bias-free LayerNorm's lone weight could be a PReLU's: the chain names its kind
+                bare_ln = isinstance(s[1], nn.LayerNorm) and s[1].elementwise_affine and s[1].bias is None
+                self.order.append(("mod", s[0], f"layernorm:{s[0]}" if bare_ln else s[0]))
         self.output = output
         with torch.no_grad():
             for p in self.parameters():

@@ -45,14 +45,14 @@ def test_convert_output_is_the_bundle(weights, tmp_path, flag):
 
 
 def test_convert_old_out_is_deprecated_but_works(weights, tmp_path):
-    r = run("convert", weights, "--out", tmp_path / "b.npz")
+    r = run("convert", weights, "--out", tmp_path / "b.npz", "--head", "fc", "--output-mode", "last")
     assert r.exit_code == 0, r.stderr
     assert lines(r.stderr) == ["warning: convert --out is deprecated; use --output (or -o)"]
     assert (tmp_path / "b.npz").is_file()
 
 
 def test_convert_old_output_mode_spelling_when_unambiguous(weights, tmp_path):
-    r = run("convert", weights, "--out", tmp_path / "b.npz", "--output", "all")
+    r = run("convert", weights, "--out", tmp_path / "b.npz", "--output", "all", "--head", "fc")
     assert r.exit_code == 0, r.stderr
     assert lines(r.stderr) == [
         "warning: convert --output all is deprecated for the output mode; use --output-mode all",

@@ -27,6 +27,16 @@ def modules(**named) -> nn.Module:
 
 LSTM = lambda i=3, h=4, **kw: nn.LSTM(i, h, batch_first=True, **kw)  # noqa: E731
 
+
+def with_tensors(m: nn.Module, params=(), **tensors) -> nn.Module:
+    """``m`` with tensors registered on itself: nn.Parameter for names in ``params``, buffers for the rest."""
+    for name, t in tensors.items():
+        if name in params:
+            m.register_parameter(name, nn.Parameter(t))
+        else:
+            m.register_buffer(name, t)
+    return m
+
 CASES = [
     # (id, model, convert flags, what the error must say)
     ("layernorm-dropped", lambda: modules(lstm=LSTM(), ln=nn.LayerNorm(4), fc=nn.Linear(4, 1)), [],
@@ -63,6 +73,21 @@ CASES = [
      ["--chain", "lstm,pool:mean,fc", flag("convert", "--output-mode", "--output"), "last"], r"pools over time \(pool:mean\).*'last' does not apply"),
     ("square-matrix-before-the-rnn-is-not-guessed", lambda: modules(emb=nn.Embedding(3, 3), lstm=LSTM(), fc=nn.Linear(4, 1)),
      [], r"emb\.weight \(an Embedding\?\).*--chain 'emb,lstm,fc'"),
+    ("prelu-written-in-the-chain-is-not-a-layernorm", lambda: modules(lstm=LSTM(), act=nn.PReLU(4), fc=nn.Linear(4, 1)),
+     ["--chain", "lstm,act,fc"], r"act\.weight \(4,\) with no bias could be an nn\.LayerNorm\(bias=False\) or an nn\.PReLU"),
+    ("prelu-after-the-head", lambda: modules(lstm=LSTM(), fc=nn.Linear(4, 1), a=nn.PReLU()),
+     ["--chain", "lstm,fc,a"], r"a\.weight \(1,\) with no bias .*write layernorm:a"),
+    ("unused-prelu-is-not-called-a-layernorm", lambda: modules(lstm=LSTM(), fc=nn.Linear(4, 1), a=nn.PReLU()),
+     [], r"a\.weight \(a LayerNorm without bias, or a PReLU\?\)"),
+    ("learned-initial-state", lambda: with_tensors(modules(lstm=LSTM(), fc=nn.Linear(4, 1)), ("h0", "c0"),
+                                                   h0=torch.randn(1, 1, 4), c0=torch.randn(1, 1, 4)), [],
+     r"h0 \(1, 1, 4\) \(a learned initial state\?\); c0 .*as the h0/c0 columns.*--ignore h0 --ignore c0"),
+    ("input-statistics-buffers", lambda: with_tensors(modules(lstm=LSTM(), fc=nn.Linear(4, 1)),
+                                                      mean=torch.zeros(3), std=torch.ones(3)), [],
+     r"mean \(3,\) \(input statistics\?\); std .*apply input statistics to the data.*--ignore mean --ignore std"),
+    ("loss-class-weights-in-a-lightning-module", lambda: modules(lstm=LSTM(), fc=nn.Linear(4, 3),
+                                                                criterion=nn.CrossEntropyLoss(weight=torch.ones(3))),
+     ["--head", "fc,softmax"], r"criterion\.weight \(a loss function's weights, unused at inference\?\).*--ignore criterion"),
     ("square-embedding-or-linear", lambda: modules(emb=nn.Linear(3, 3, bias=False), lstm=LSTM()),
      ["--chain", "emb,lstm"], r"could be an nn\.Embedding or a bias-free nn\.Linear.*'embedding:emb"),
 ]

@@ -45,6 +45,8 @@ def batches(draw, arch: Arch):
     B = draw(st.integers(1, 5))
     T = draw(st.integers(1, 8))
     lengths = draw(st.one_of(st.none(), st.lists(st.integers(1, T), min_size=B, max_size=B).map(np.array)))
+    if lengths is None and T == 1 and B > 1:  # (B, 1, I) alone is refused as ambiguous (sequence-first?)
+        lengths = np.ones(B, np.int64)
     seed = draw(st.integers(0, 2**32 - 1))
     return B, T, lengths, seed
 

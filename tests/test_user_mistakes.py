@@ -16,9 +16,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from cli_helpers import list_table, long_table, make_bundle, random_sequences, run, write
+from cli_helpers import list_table, long_table, make_bundle, make_weights, random_sequences, run, write
 
 import rnnjit
+from rnnjit.spec import RNNSpec
 
 NP = ("--engine", "numpy")
 SEQS = random_sequences(6, 3, seed=11, min_len=2, max_len=5)
@@ -32,7 +33,21 @@ def bundles(tmp_path_factory):
         "plain": make_bundle(d, name="plain.npz"),
         "bidir": make_bundle(d, bidirectional=True, name="bidir.npz"),
         "one": make_bundle(d, input_size=1, name="one.npz"),
+        "uni-then-bidir": _chain_bundle(d, [RNNSpec("lstm", 3, 5, prefix="a."), RNNSpec("gru", 5, 4, bidirectional=True,
+                                                                                     prefix="b.")], "a,b,fc"),
+        "mean-pool": _chain_bundle(d, [RNNSpec("lstm", 3, 5, prefix="a.")], "a,pool:mean,fc"),
     }
+
+
+def _chain_bundle(d, specs, chain):
+    """A bundle of several modules (or a pooling) from random weights, without torch."""
+    w = {}
+    for k, spec in enumerate(specs):
+        w.update({n: v for n, v in make_weights(spec, 1, seed=k).items() if not n.startswith("fc.")})
+    w.update({n: v for n, v in make_weights(specs[-1], 1, seed=9).items() if n.startswith("fc.")})
+    np.savez(d / f"{chain}.npz", **w)
+    rnnjit.convert(d / f"{chain}.npz", d / f"bundle-{chain}.npz", chain=chain)
+    return d / f"bundle-{chain}.npz"
 
 
 def _list(d, name="in.parquet", **kw):
@@ -94,10 +109,18 @@ LONG = ("--layout", "long", "--id-column", "id", "--order-column", "t")
 MISTAKES = [
     ("bundle-feature-missing", lambda d: _long(d, ["a", "b", "x"]), "named", LONG, "o.parquet",
      ["the bundle's feature 'c' is not a column", "--feature-columns"]),
+    ("feature-columns-reorder-the-bundle-names", _long, "named", (*LONG, "--feature-columns", "c,b,a"), "o.parquet",
+     ["--feature-columns puts 'c' at input 0, but the bundle names it as input 2", "in model order: a, b, c"]),
+    ("feature-columns-move-one-bundle-name", lambda d: _long(d, ["x", "a", "b"]), "named",
+     (*LONG, "--feature-columns", "a,x,b"), "o.parquet", ["puts 'b' at input 2, but the bundle names it as input 1"]),
     ("no-names-refuses-to-guess", lambda d: _long(d, ["f4", "f0", "f1"]), "plain", LONG, "o.parquet",
      ["will not guess", "candidates are f4, f0, f1", "--feature-columns"]),
     ("emit-state-bidirectional", _list, "bidir", ("--emit-state",), "o.parquet",
      ["--emit-state on a bidirectional model"]),
+    ("emit-state-bidirectional-second-module", _list, "uni-then-bidir", ("--emit-state",), "o.parquet",
+     ["--emit-state on a bidirectional model"]),
+    ("emit-state-mean-pool", _list, "mean-pool", ("--emit-state",), "o.parquet",
+     ["--emit-state on a model that pools over time (pool:mean)", "without --emit-state"]),
     ("h0-column-missing", _list, "named", ("--h0-column", "yesterday"), "o.parquet",
      ["state column 'yesterday' not found"]),
     ("output-is-input", _list, "named", ("--overwrite",), "in.parquet",
@@ -338,3 +361,14 @@ def test_long_layout_h0_column_names_the_state(bundles, tmp_path, rng):
     assert r.exit_code == 0 and "warning" not in r.stderr, r.stderr
     np.testing.assert_allclose(_scores(tmp_path / "o.parquet"), _expected(bundles["named"], SEQS, h0=h[None]),
                                atol=1e-6)
+
+
+def test_feature_columns_map_other_names_onto_the_bundle_inputs(tmp_path, bundles):
+    """Columns the bundle does not name are a mapping, in model order: the same scores as the bundle's names."""
+    write(long_table(SEQS, names=["a", "b", "c"]), tmp_path / "named.parquet")
+    write(long_table(SEQS, names=["p", "q", "r"]), tmp_path / "other.parquet")
+    r1 = run("score", "-m", bundles["named"], "-i", tmp_path / "named.parquet", "-o", tmp_path / "s1.parquet", *LONG, *NP)
+    r2 = run("score", "-m", bundles["named"], "-i", tmp_path / "other.parquet", "-o", tmp_path / "s2.parquet", *LONG,
+             *NP, "--feature-columns", "p,q,r")
+    assert r1.exit_code == 0 and r2.exit_code == 0, r1.stderr + r2.stderr
+    assert pq.read_table(tmp_path / "s1.parquet")["score"] == pq.read_table(tmp_path / "s2.parquet")["score"]

@@ -67,6 +67,16 @@ def resolve_long_layout(schema: pa.Schema, model, id_columns, order_column, feat
     bundle_names = list(model.feature_names or [])
     if feature_columns:
         feats = tuple(feature_columns)
+        # mapping other columns onto the inputs is what the flag is for; a bundle feature's own name at
+        # another input's position is a wrong order, which would score silently wrong
+        moved = [(c, i) for i, c in enumerate(feats) if c in bundle_names and bundle_names.index(c) != i]
+        if moved:
+            c, i = moved[0]
+            raise InputError(
+                f"--feature-columns puts {c!r} at input {i}, but the bundle names it as input "
+                f"{bundle_names.index(c)} (its features, in model order: {', '.join(bundle_names)}); "
+                "list the columns in model order, or drop --feature-columns to use the bundle's names"
+            )
     elif bundle_names:
         missing = [f for f in bundle_names if f not in names]
         if missing:
