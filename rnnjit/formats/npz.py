@@ -34,12 +34,40 @@ def is_npz(zf: zipfile.ZipFile) -> bool:
     return bool(names) and all(n.endswith(".npy") for n in names)
 
 
+class _Prefixed:
+    """A file-like that first returns ``head``, then reads on from ``f`` (what the npy header reader needs)."""
+
+    def __init__(self, head: bytes, f) -> None:
+        self._head, self._f = head, f
+
+    def read(self, n: int = -1) -> bytes:
+        if not self._head:
+            return self._f.read(n)
+        if n < 0:
+            out, self._head = self._head + self._f.read(), b""
+            return out
+        out, self._head = self._head[:n], self._head[n:]
+        return out + (self._f.read(n - len(out)) if len(out) < n else b"")
+
+
 def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, key: str, file_size: int, source: str) -> np.ndarray:
     with zf.open(info) as f:
         version = npy.read_magic(f)
         if version not in _HEADER_READERS:
             raise WeightFileError(f"{source}: array {key!r} is in .npy format {version}; expected 1.0 or 2.0 (np.savez)")
-        shape, fortran, dtype = _HEADER_READERS[version](f, max_header_size=MAX_HEADER_BYTES)
+        # The header's length field, checked here: numpy < 1.24 has no max_header_size.
+        # The zip member stream cannot seek back, so the reader gets the bytes again.
+        width = 2 if version == (1, 0) else 4
+        raw_len = f.read(width)
+        if len(raw_len) != width:
+            raise WeightFileError(f"{source}: array {key!r} ends inside its .npy header (truncated file?)")
+        header_len = int.from_bytes(raw_len, "little")
+        if header_len > MAX_HEADER_BYTES:
+            raise WeightFileError(
+                f"{source}: array {key!r} has a .npy header of {header_len} bytes; expected at most "
+                f"{MAX_HEADER_BYTES} (corrupt or hostile file?)"
+            )
+        shape, fortran, dtype = _HEADER_READERS[version](_Prefixed(raw_len, f))
         if dtype.hasobject:
             raise WeightFileError(
                 f"{source}: array {key!r} is an object array; expected numeric arrays only, "
