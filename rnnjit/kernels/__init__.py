@@ -30,15 +30,40 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
-from rnnjit.kernels._simd import NV, lanes
+from rnnjit.kernels._simd import MR, NV, P_ROWS, lanes
 from rnnjit.kernels.layer import OUT_ALL, OUT_LAST, OUT_NONE, run_worker
 from rnnjit.kernels.pack import CELL_CODES, PackedLayer, pack_layer, padded_hidden
+from rnnjit.kernels.team import run_team
 from rnnjit.spec import RNNSpec
 
 __all__ = ["prepare", "run", "Prepared", "SMALL_BATCH"]
 
 SMALL_BATCH = 12
 """Batches smaller than this run one sequence per tile (matrix-vector kernel)."""
+
+WIDE_VECS = 12
+"""Most SIMD vectors in one tile row when a layer's weights do not fit in L2 (see `tile_width`)."""
+
+L2_WEIGHTS = 1 << 19
+"""Packed weights above this many bytes are streamed from L3: tiles get wider to reuse each panel."""
+
+
+def tile_width(B: int, threads: int, dtype, weight_bytes: int) -> int:
+    """Sequences per tile: 1 below `SMALL_BATCH`, else a multiple of the SIMD lanes.
+
+    Wide enough to give each thread about one tile when the batch is small
+    (no thread idles while another runs a half-empty 48-lane tile), at most
+    one micro-kernel row (NV vectors) when the weights fit in L2, and up to
+    `WIDE_VECS` vectors when they do not: each weight panel is then read once
+    per step for that many sequences instead of once per 48.
+    """
+    if B < SMALL_BATCH:
+        return 1
+    lv = lanes(dtype)
+    vecs = -(-B // lv)
+    per_thread = -(-vecs // max(threads, 1))
+    cap = WIDE_VECS if weight_bytes > L2_WEIGHTS else NV
+    return lv * max(1, min(per_thread, cap))
 
 
 @dataclass(frozen=True)
@@ -124,9 +149,12 @@ def _run_layers(prepared, x, lengths, h0, c0, hn, cn, select, y_all, y_last, thr
     spec, dtype = prepared.spec, prepared.dtype
     B, T, _ = x.shape
     D, L, Ho, H = spec.num_directions, spec.num_layers, spec.h_out, spec.hidden_size
-    bt = 1 if B < SMALL_BATCH else NV * lanes(dtype)
+    bt = tile_width(B, threads, dtype, max(pk.w.nbytes for pk in prepared.layers))
     order, tile_ptr = _tiles(lengths, bt)
     workers = max(1, min(threads, tile_ptr.size - 1))
+    team = team_chunks(spec, bt, threads) if tile_ptr.size == 2 else None
+    if team:
+        workers = threads
     cell = CELL_CODES[spec.cell]
     hp = padded_hidden(H)
     layer_in = x
@@ -143,6 +171,10 @@ def _run_layers(prepared, x, lengths, h0, c0, hn, cn, select, y_all, y_last, thr
         for d in range(D):
             k = layer * D + d
             pk = prepared.layers[k]
+            if team:
+                _run_team(prepared, pk, layer_in, lengths, order, h0[k], c0[k], out, d * Ho, mode, d == 1,
+                          hn[k], cn[k], bt, workers)  # fmt: skip
+                continue
             args = (
                 cell, layer_in, lengths, order, tile_ptr, np.zeros(1, np.int64),
                 pk.w, pk.kstart, pk.klen, pk.wr,
@@ -153,23 +185,66 @@ def _run_layers(prepared, x, lengths, h0, c0, hn, cn, select, y_all, y_last, thr
         layer_in = out
 
 
+def team_chunks(spec: RNNSpec, bt: int, threads: int) -> tuple[int, int] | None:
+    """(unit blocks per chunk, chunks per step) when one tile should run on ``threads`` (`team`), else None.
+
+    A team needs two threads, no projection, and (one sequence) gates of whole
+    matrix-vector calls (P_ROWS blocks of MR units).
+    """
+    if threads < 2 or spec.proj_size:
+        return None
+    ub = padded_hidden(spec.hidden_size) // MR
+    if bt == 1:
+        return (P_ROWS, ub // P_ROWS) if ub % P_ROWS == 0 else None
+    cb = max(1, ub // (2 * threads))
+    return cb, -(-ub // cb)
+
+
+def _run_team(prepared, pk, x, lengths, order, h0, c0, out, ycol, mode, reverse, hn, cn, bt, workers):
+    """Run one tile (every sequence of the batch) on ``workers`` threads with `run_team`."""
+    spec, dtype = prepared.spec, prepared.dtype
+    B, T, I = x.shape
+    H, hp = spec.hidden_size, padded_hidden(spec.hidden_size)
+    K = I + H + 2
+    seq = np.zeros(bt, np.int64)
+    slen = np.zeros(bt, np.int64)
+    seq[:B], slen[:B] = order, lengths[order]
+    zbuf = np.zeros((2, K, bt), dtype)
+    zbuf[:, 0], zbuf[:, K - 1] = 1, 1
+    t0 = slen[:B] - 1 if reverse else np.zeros(B, np.int64)
+    zbuf[0, 1 : I + 1, :B] = x[order, t0].T
+    zbuf[0, I + 1 : I + 1 + H, :B] = h0[order].T
+    cbuf = np.zeros((2, H, bt), dtype)
+    cbuf[0, :, :B] = c0[order].T
+    g = np.zeros(pk.w.shape[0] * MR * bt, dtype)
+    m = np.zeros(H * bt, dtype)
+    cb, nch = team_chunks(spec, bt, workers)
+    blocks = 1 if spec.cell.startswith("rnn") else 4
+    args = (
+        CELL_CODES[spec.cell], x, seq, slen, B, int(slen.max()), zbuf.reshape(2, K * bt), cbuf.reshape(2, H * bt),
+        g, m, np.zeros(16, np.int64), pk.w, pk.kstart, pk.klen, blocks, out, ycol, mode, reverse, hn, cn,
+        H, hp, bt, cb, nch,
+    )  # fmt: skip
+    _parallel(workers, args, run_team)
+
+
 _pool: ThreadPoolExecutor | None = None
 _pool_size = 0
 _pool_lock = threading.Lock()
 
 
-def _parallel(workers: int, args: tuple) -> None:
-    """Run ``run_worker(*args)`` in ``workers`` threads (this one included) until the tiles run out."""
+def _parallel(workers: int, args: tuple, fn=run_worker) -> None:
+    """Run ``fn(*args)`` (`run_worker` or `run_team`) in ``workers`` threads, this one included."""
     global _pool, _pool_size
     if workers == 1:
-        run_worker(*args)
+        fn(*args)
         return
     with _pool_lock:
         if _pool is None or _pool_size < workers - 1:
             _pool_size = workers - 1
             _pool = ThreadPoolExecutor(max_workers=_pool_size, thread_name_prefix="rnnjit")
         pool = _pool
-    futures = [pool.submit(run_worker, *args) for _ in range(workers - 1)]
-    run_worker(*args)
+    futures = [pool.submit(fn, *args) for _ in range(workers - 1)]
+    fn(*args)
     for f in futures:
         f.result()

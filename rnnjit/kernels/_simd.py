@@ -14,14 +14,18 @@ Both kernels read a weight matrix packed in panels of ``MR`` rows:
 
 from __future__ import annotations
 
+import platform
+
 from llvmlite import ir
 from numba import config, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+_X86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
+
 MR = 8  # rows per weight panel
 NV = 3  # vectors of sequences per tile: 8x3 accumulators + 3 + 1 of 32 registers (measured best of 8x2, 8x3, 4x4, 6x4, 12x2)
-P_ROWS = 4  # panels per call in the single-sequence kernel
+P_ROWS = 8  # panels per call in the single-sequence kernel: 8 accumulator chains cover the FMA latency
 
 
 def lanes(dtype) -> int:
@@ -81,15 +85,18 @@ def _reduction_loop(builder, n, init, body):
     return out
 
 
-@intrinsic
-def mk_lanes(typingctx, a, aoff, b, boff, ldb, c, coff, ldc, n):
-    """C[r, l] = sum_k A[r, k] * B[k, l] for MR rows r and NV*lanes columns l.
+def _lanes_kernel(nv: int, doc: str):
+    """The MR x (nv * lanes) micro-kernel as an intrinsic (one per width: the vector count is unrolled)."""
 
-    ``a`` packed panel data starting at ``aoff`` (k-major, MR values per k);
-    ``b`` rows of ``ldb`` lane values from ``boff``; ``c`` rows of ``ldc`` from
-    ``coff``; ``n`` the reduction length.
-    """
-    sig = types.void(a, aoff, b, boff, ldb, c, coff, ldc, n)
+    def kernel(typingctx, a, aoff, b, boff, ldb, c, coff, ldc, n):
+        return types.void(a, aoff, b, boff, ldb, c, coff, ldc, n), _lanes_codegen(nv)
+
+    kernel.__name__ = kernel.__qualname__ = f"mk_lanes_{nv}"
+    kernel.__doc__ = doc
+    return intrinsic(kernel)
+
+
+def _lanes_codegen(NV):
 
     def codegen(context, builder, signature, args):
         aty, _, bty, _, _, cty, _, _, _ = signature.args
@@ -124,7 +131,17 @@ def mk_lanes(typingctx, a, aoff, b, boff, ldb, c, coff, ldc, n):
                 builder.store(res[q * NV + v], p, align=align)
         return context.get_dummy_value()
 
-    return sig, codegen
+    return codegen
+
+
+mk_lanes = _lanes_kernel(NV, """C[r, l] = sum_k A[r, k] * B[k, l] for MR rows r and NV*lanes columns l.
+
+``mk_lanes(a, aoff, b, boff, ldb, c, coff, ldc, n)``: ``a`` packed panel data
+starting at ``aoff`` (k-major, MR values per k); ``b`` rows of ``ldb`` lane
+values from ``boff``; ``c`` rows of ``ldc`` from ``coff``; ``n`` the
+reduction length.
+""")
+mk_lanes1 = _lanes_kernel(1, "`mk_lanes` for one vector of lanes (16 float32 / 8 float64): a tile's remainder.")
 
 
 @intrinsic
@@ -182,17 +199,58 @@ def fetch_add(typingctx, arr, idx, val):
     return sig, codegen
 
 
+@intrinsic
+def atomic_load(typingctx, arr, idx):
+    """``arr[idx]`` read as one atomic (acquire) load (int64 array): a spin-wait that does not take the line."""
+    if not (isinstance(arr, types.Array) and arr.dtype == types.int64):
+        return None
+    sig = types.int64(arr, types.intp)
+
+    def codegen(context, builder, signature, args):
+        arr_, idx_ = args
+        ptr = _ptr(context, builder, signature.args[0], arr_, idx_)
+        return builder.load_atomic(ptr, "acquire", 8)
+
+    return sig, codegen
+
+
+@intrinsic
+def cpu_relax(typingctx):
+    """The x86 ``pause`` hint inside a spin-wait (frees the pipeline, saves power; a no-op elsewhere)."""
+    sig = types.void()
+
+    def codegen(context, builder, signature, args):
+        if _X86:
+            fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), []), "llvm.x86.sse2.pause")
+            builder.call(fn, [])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
 if config.DISABLE_JIT:  # pragma: no cover - exercised by the NUMBA_DISABLE_JIT=1 test run
     # Plain-Python equivalents, so the kernel logic runs (and is covered) without numba.
     import numpy as _np
 
-    def mk_lanes(a, aoff, b, boff, ldb, c, coff, ldc, n):  # noqa: F811
-        width = ldb  # the kernels always pass whole tiles (ldb == NV * lanes)
+    def _mk_lanes(nv, a, aoff, b, boff, ldb, c, coff, ldc, n):
+        width = nv * (16 if a.dtype.itemsize == 4 else 8)
         A = a[aoff : aoff + n * MR].reshape(n, MR) if n > 0 else _np.zeros((0, MR), a.dtype)
         rows = _np.stack([b[boff + k * ldb : boff + k * ldb + width] for k in range(n)]) if n > 0 else None
         out = A.T @ rows if n > 0 else _np.zeros((MR, width), a.dtype)
         for q in range(MR):
             c[coff + q * ldc : coff + q * ldc + width] = out[q]
+
+    def mk_lanes(*args):  # noqa: F811
+        _mk_lanes(NV, *args)
+
+    def mk_lanes1(*args):  # noqa: F811
+        _mk_lanes(1, *args)
+
+    def cpu_relax():  # noqa: F811
+        pass
+
+    def atomic_load(arr, idx):  # noqa: F811
+        return int(arr[idx])
 
     def fetch_add(arr, idx, val):  # noqa: F811
         old = int(arr[idx])

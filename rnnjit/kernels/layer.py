@@ -31,7 +31,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from rnnjit.kernels._simd import MR, P_ROWS, fetch_add, mk_lanes, mk_rows
+from rnnjit.kernels._simd import MR, NV, P_ROWS, fetch_add, mk_lanes, mk_lanes1, mk_rows
 from rnnjit.kernels.activations import sigmoid, tanh
 from rnnjit.kernels.config import JIT
 
@@ -93,6 +93,8 @@ def run_worker(
     tl = np.zeros(bt, np.int64)
     xoff = np.zeros(bt, np.int64)
     h_at = (I + 1) * bt  # first h row of z
+    lv = 16 if x.itemsize == 4 else 8  # lanes per SIMD vector
+    nvec = bt // lv  # SIMD vectors per tile row (bt > 1 is a multiple of lv)
     n_tiles = tile_ptr.shape[0] - 1
     while True:
         tile = fetch_add(next_tile, 0, 1)  # tiles are longest first: dynamic LPT
@@ -135,9 +137,22 @@ def run_worker(
                 for p in range(0, n_pan, P_ROWS):
                     mk_rows(wf, p * K * MR, K * MR, z, 0, g, p * MR, K)
             else:
+                # One weight panel at a time against every vector of the tile
+                # (the panel stays in L1 while the vectors pass), three
+                # vectors per call, one at a time for the remainder; vectors
+                # whose sequences have all ended are skipped (lengths are
+                # sorted within the tile, so the first such one ends the row).
                 for p in range(n_pan):
                     ks = kstart[p]
-                    mk_lanes(wf, (p * K + ks) * MR, z, ks * bt, bt, g, p * MR * bt, bt, klen[p])
+                    a0 = (p * K + ks) * MR
+                    v = 0
+                    while v < nvec and s < slen[v * lv]:
+                        if v + NV <= nvec:
+                            mk_lanes(wf, a0, z, ks * bt + v * lv, bt, g, p * MR * bt + v * lv, bt, klen[p])
+                            v += NV
+                        else:
+                            mk_lanes1(wf, a0, z, ks * bt + v * lv, bt, g, p * MR * bt + v * lv, bt, klen[p])
+                            v += 1
             # -- activations and state update: flat, vectorized loops
             # (Each loop writes arrays it does not read at another offset: LLVM
             # cannot prove such in-place updates safe and would not vectorize.)
@@ -162,7 +177,10 @@ def run_worker(
                             mk_rows(wrf, p * H * MR, H * MR, m, 0, pr, p * MR, H)
                     else:
                         for p in range(n_pan_r):
-                            mk_lanes(wrf, p * H * MR, m, 0, bt, pr, p * MR * bt, bt, H)
+                            for v in range(0, nvec - nvec % NV, NV):
+                                mk_lanes(wrf, p * H * MR, m, v * lv, bt, pr, p * MR * bt + v * lv, bt, H)
+                            for v in range(nvec - nvec % NV, nvec):
+                                mk_lanes1(wrf, p * H * MR, m, v * lv, bt, pr, p * MR * bt + v * lv, bt, H)
                     for q in range(HB):
                         z[h_at + q] = pr[q]
                 else:
