@@ -42,10 +42,15 @@ SMALL_BATCH = 12
 """Batches smaller than this run one sequence per tile (matrix-vector kernel)."""
 
 WIDE_VECS = 12
-"""Most SIMD vectors in one tile row when a layer's weights do not fit in L2 (see `tile_width`)."""
+"""Most SIMD vectors in one tile row when a layer's weights are large (see `tile_width`)."""
 
-L2_WEIGHTS = 1 << 19
-"""Packed weights above this many bytes are streamed from L3: tiles get wider to reuse each panel."""
+WIDE_WEIGHTS = 8 << 20
+"""Packed weights above this many bytes make tiles wider, to read each panel once per more sequences.
+
+Measured on the reference machine, one thread, LSTM I=64 (bench/profile_parts.py):
+H=1024 (17.9 MB) ran at 137 GFLOP/s with 48-lane tiles and 197 with 192;
+H=512 (4.7 MB, within L3) was fastest with 48 (209 vs 169-186).
+"""
 
 
 def tile_width(B: int, threads: int, dtype, weight_bytes: int) -> int:
@@ -53,16 +58,16 @@ def tile_width(B: int, threads: int, dtype, weight_bytes: int) -> int:
 
     Wide enough to give each thread about one tile when the batch is small
     (no thread idles while another runs a half-empty 48-lane tile), at most
-    one micro-kernel row (NV vectors) when the weights fit in L2, and up to
-    `WIDE_VECS` vectors when they do not: each weight panel is then read once
-    per step for that many sequences instead of once per 48.
+    one micro-kernel row (NV vectors) for most models, and up to `WIDE_VECS`
+    vectors when the weights are larger than `WIDE_WEIGHTS`: each weight
+    panel is then read once per step for that many sequences, not once per 48.
     """
     if B < SMALL_BATCH:
         return 1
     lv = lanes(dtype)
     vecs = -(-B // lv)
     per_thread = -(-vecs // max(threads, 1))
-    cap = WIDE_VECS if weight_bytes > L2_WEIGHTS else NV
+    cap = WIDE_VECS if weight_bytes > WIDE_WEIGHTS else NV
     return lv * max(1, min(per_thread, cap))
 
 

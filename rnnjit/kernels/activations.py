@@ -42,6 +42,38 @@ def sigmoid(x):
     return 0.5 + 0.5 * np.tanh(0.5 * x)
 
 
+def sigmoid_tanh(a, b):
+    """sigmoid(a) * tanh(b) with one division instead of two (the LSTM's i*g and o*tanh(c))."""
+    return (0.5 + 0.5 * np.tanh(0.5 * a)) * np.tanh(b)
+
+
+@njit(**HELPER_JIT)
+def _tanh_frac_f32(x):
+    """(n, d) with tanh(x) = n / d: the rational before its division."""
+    x = min(max(x, np.float32(-_CLAMP)), np.float32(_CLAMP))
+    x2 = x * x
+    p = np.float32(_A13)
+    p = p * x2 + np.float32(_A11)
+    p = p * x2 + np.float32(_A9)
+    p = p * x2 + np.float32(_A7)
+    p = p * x2 + np.float32(_A5)
+    p = p * x2 + np.float32(_A3)
+    p = p * x2 + np.float32(_A1)
+    q = np.float32(_B6)
+    q = q * x2 + np.float32(_B4)
+    q = q * x2 + np.float32(_B2)
+    q = q * x2 + np.float32(_B0)
+    return x * p, q
+
+
+def _sigmoid_tanh_f32(a, b):
+    # sigmoid(a) = 0.5 + 0.5 tanh(a/2) = (d_a + n_a) / (2 d_a), so the product
+    # is one fraction; numerator and denominator stay within float32 range.
+    na, da = _tanh_frac_f32(np.float32(0.5) * a)
+    nb, db = _tanh_frac_f32(b)
+    return (da + na) * nb / (np.float32(2.0) * da * db)
+
+
 def _tanh_f32(x):
     x = min(max(x, np.float32(-_CLAMP)), np.float32(_CLAMP))
     x2 = x * x
@@ -122,6 +154,14 @@ def _sigmoid_f64(x):
     return 0.5 + 0.5 * tanh(0.5 * x)
 
 
+def _sigmoid_tanh_f64(a, b):
+    # sigmoid(a) = E_a / (E_a + 1), tanh(b) = (E_b - 1) / (E_b + 1), E_a = exp(a), E_b = exp(2b);
+    # clamped like tanh, every factor stays below exp(40).
+    ea = _exp_f64(min(max(a, -40.0), 40.0))
+    eb = _exp_f64(2.0 * min(max(b, -20.0), 20.0))
+    return ea * (eb - 1.0) / ((ea + 1.0) * (eb + 1.0))
+
+
 @overload(tanh, jit_options=HELPER_JIT)
 def _tanh_overload(x):
     if x == types.float32:
@@ -137,6 +177,15 @@ def _sigmoid_overload(x):
         return _sigmoid_f32
     if isinstance(x, types.Float):
         return _sigmoid_f64
+    return None
+
+
+@overload(sigmoid_tanh, jit_options=HELPER_JIT)
+def _sigmoid_tanh_overload(a, b):
+    if a == types.float32 and b == types.float32:
+        return _sigmoid_tanh_f32
+    if isinstance(a, types.Float) and isinstance(b, types.Float):
+        return _sigmoid_tanh_f64
     return None
 
 

@@ -26,9 +26,9 @@ from __future__ import annotations
 from numba import njit
 
 from rnnjit.kernels._simd import MR, NV, P_ROWS, atomic_load, cpu_relax, fetch_add, mk_lanes, mk_lanes1, mk_rows
-from rnnjit.kernels.activations import sigmoid, tanh
 from rnnjit.kernels.config import JIT
-from rnnjit.kernels.layer import GRU, LSTM, OUT_ALL, OUT_LAST, RNN_TANH
+from rnnjit.kernels.layer import OUT_ALL, OUT_LAST
+from rnnjit.kernels.update import LSTM, cell_update
 
 DONE = 8  # index of the finished-chunks counter in ``sync`` (64 bytes after the ticket counter)
 
@@ -54,6 +54,7 @@ def run_team(
     yf = y.reshape(B * Ty * Y)
     wf = w.reshape(w.size)
     h_at = (I + 1) * bt
+    HB = H * bt
     lv = 16 if x.itemsize == 4 else 8
     nvec = bt // lv
     while True:
@@ -91,26 +92,7 @@ def run_team(
         u0 = ub0 * MR
         u1 = min(ub1 * MR, H)
         lo, hi = u0 * bt, u1 * bt
-        if cell == LSTM:
-            for q in range(lo, hi):
-                m[q] = sigmoid(g[q]) * tanh(g[2 * GB + q])
-            for q in range(lo, hi):
-                cx[q] = sigmoid(g[GB + q]) * cc[q] + m[q]
-            for q in range(lo, hi):
-                zn[h_at + q] = sigmoid(g[3 * GB + q]) * tanh(cx[q])
-        elif cell == GRU:
-            for q in range(lo, hi):
-                r = sigmoid(g[q])
-                zg = sigmoid(g[GB + q])
-                n = tanh(g[2 * GB + q] + r * g[3 * GB + q])
-                zn[h_at + q] = n + zg * (zc[h_at + q] - n)
-        elif cell == RNN_TANH:
-            for q in range(lo, hi):
-                zn[h_at + q] = tanh(g[q])
-        else:
-            zero = zc[0] - zc[0]
-            for q in range(lo, hi):
-                zn[h_at + q] = max(g[q], zero)
+        cell_update(cell, g, GB, lo, hi, cc, cx, m, zc[h_at : h_at + HB], zn[h_at : h_at + HB])
         # -- this chunk's units of the outputs and final states
         for l in range(nb):
             if s >= slen[l]:
