@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
-from rnnjit.kernels._simd import MR, NV, P_ROWS, lanes
+from rnnjit.kernels._simd import FEW, FEW_ROWS, MR, NV, P_ROWS, lanes
 from rnnjit.kernels.layer import OUT_ALL, OUT_LAST, OUT_NONE, run_worker
 from rnnjit.kernels.pack import CELL_CODES, PackedLayer, pack_layer, padded_hidden
 from rnnjit.kernels.team import run_team
@@ -39,7 +39,7 @@ from rnnjit.spec import RNNSpec
 __all__ = ["prepare", "run", "Prepared", "SMALL_BATCH"]
 
 SMALL_BATCH = 12
-"""Batches smaller than this run one sequence per tile (matrix-vector kernel)."""
+"""Batches smaller than this run the small-batch kernels: one sequence per tile up to 2, else FEW (4)."""
 
 WIDE_VECS = 12
 """Most SIMD vectors in one tile row when a layer's weights are large (see `tile_width`)."""
@@ -54,7 +54,7 @@ H=512 (4.7 MB, within L3) was fastest with 48 (209 vs 169-186).
 
 
 def tile_width(B: int, threads: int, dtype, weight_bytes: int) -> int:
-    """Sequences per tile: 1 below `SMALL_BATCH`, else a multiple of the SIMD lanes.
+    """Sequences per tile: 1 or FEW below `SMALL_BATCH`, else a multiple of the SIMD lanes.
 
     Wide enough to give each thread about one tile when the batch is small
     (no thread idles while another runs a half-empty 48-lane tile), at most
@@ -63,7 +63,7 @@ def tile_width(B: int, threads: int, dtype, weight_bytes: int) -> int:
     panel is then read once per step for that many sequences, not once per 48.
     """
     if B < SMALL_BATCH:
-        return 1
+        return 1 if B <= 2 else FEW
     lv = lanes(dtype)
     vecs = -(-B // lv)
     per_thread = -(-vecs // max(threads, 1))
@@ -193,14 +193,17 @@ def _run_layers(prepared, x, lengths, h0, c0, hn, cn, select, y_all, y_last, thr
 def team_chunks(spec: RNNSpec, bt: int, threads: int) -> tuple[int, int] | None:
     """(unit blocks per chunk, chunks per step) when one tile should run on ``threads`` (`team`), else None.
 
-    A team needs two threads, no projection, and (one sequence) gates of whole
-    matrix-vector calls (P_ROWS blocks of MR units).
+    A team needs two threads, no projection, and chunks of whole row-kernel
+    calls (P_ROWS blocks of MR units for one sequence, FEW_ROWS for FEW).
     """
     if threads < 2 or spec.proj_size:
         return None
     ub = padded_hidden(spec.hidden_size) // MR
     if bt == 1:
         return (P_ROWS, ub // P_ROWS) if ub % P_ROWS == 0 else None
+    if bt == FEW:
+        cb = max(FEW_ROWS, ub // (2 * threads) // FEW_ROWS * FEW_ROWS)
+        return (cb, -(-ub // cb)) if ub % FEW_ROWS == 0 else None
     cb = max(1, ub // (2 * threads))
     return cb, -(-ub // cb)
 

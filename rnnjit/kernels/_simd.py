@@ -184,6 +184,59 @@ def mk_rows(typingctx, a, aoff, pstride, b, boff, c, coff, n):
     return sig, codegen
 
 
+FEW = 4  # sequences per tile in the few-sequence kernel (`mk_rows_few`)
+FEW_ROWS = 2  # panels per call there: 2 x 4 accumulators (fits AVX2's 16 registers too)
+
+
+@intrinsic
+def mk_rows_few(typingctx, a, aoff, pstride, b, boff, c, coff, n):
+    """c[coff + (p*MR + r)*FEW + s] = sum_k A_p[r, k] * b[boff + k*FEW + s] for FEW_ROWS panels p, FEW sequences s.
+
+    The few-sequence kernel (tiles of FEW sequences, layout (rows, FEW) like
+    the lanes kernels): each weight vector loaded from L2 serves FEW
+    sequences, where the one-sequence kernel (`mk_rows`) is bound by the L2
+    bandwidth. Vectors run over the MR rows; results are stored per sequence
+    (strided, MR scalars per vector).
+    """
+    sig = types.void(a, aoff, pstride, b, boff, c, coff, n)
+
+    def codegen(context, builder, signature, args):
+        aty, _, _, bty, _, cty, _, _ = signature.args
+        a_, aoff_, ps_, b_, boff_, c_, coff_, n_ = args
+        elt = context.get_value_type(aty.dtype)
+        vecty = ir.VectorType(elt, MR)
+        align = aty.dtype.bitwidth // 8
+        fma = _fma(builder, vecty)
+        i64 = ir.IntType(64)
+        i32 = ir.IntType(32)
+        pa = _ptr(context, builder, aty, a_, aoff_)
+        pb = _ptr(context, builder, bty, b_, boff_)
+        pc = _ptr(context, builder, cty, c_, coff_)
+        zero = ir.Constant(vecty, None)
+        panels = [builder.gep(pa, [builder.mul(ir.Constant(i64, p), ps_)]) for p in range(FEW_ROWS)]
+
+        def body(k, accs):
+            kk = builder.mul(k, ir.Constant(i64, MR))
+            wv = [_vload(builder, vecty, builder.gep(panels[p], [kk]), align) for p in range(FEW_ROWS)]
+            bk = builder.gep(pb, [builder.mul(k, ir.Constant(i64, FEW))])
+            out = list(accs)
+            for s in range(FEW):
+                sp = _splat(builder, vecty, builder.load(builder.gep(bk, [ir.Constant(i64, s)])))
+                for p in range(FEW_ROWS):
+                    out[p * FEW + s] = builder.call(fma, [wv[p], sp, accs[p * FEW + s]])
+            return out
+
+        res = _reduction_loop(builder, n_, [zero] * (FEW_ROWS * FEW), body)
+        for p in range(FEW_ROWS):
+            for s in range(FEW):
+                for r in range(MR):
+                    v = builder.extract_element(res[p * FEW + s], ir.Constant(i32, r))
+                    builder.store(v, builder.gep(pc, [ir.Constant(i64, (p * MR + r) * FEW + s)]))
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
 @intrinsic
 def fetch_add(typingctx, arr, idx, val):
     """Atomically ``old = arr[idx]; arr[idx] += val; return old`` (int64 array), for work sharing."""
@@ -256,6 +309,13 @@ if config.DISABLE_JIT:  # pragma: no cover - exercised by the NUMBA_DISABLE_JIT=
         old = int(arr[idx])
         arr[idx] += val
         return old
+
+    def mk_rows_few(a, aoff, pstride, b, boff, c, coff, n):  # noqa: F811
+        Z = b[boff : boff + n * FEW].reshape(n, FEW)
+        for p in range(FEW_ROWS):
+            base = aoff + p * pstride
+            A = a[base : base + n * MR].reshape(n, MR)
+            c[coff + p * MR * FEW : coff + (p + 1) * MR * FEW] = (A.T @ Z).reshape(-1)
 
     def mk_rows(a, aoff, pstride, b, boff, c, coff, n):  # noqa: F811
         for p in range(P_ROWS):

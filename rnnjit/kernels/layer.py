@@ -22,8 +22,8 @@ member and steps past every sequence's length are (nearly) never computed.
 `run_worker` is one thread's share: it takes the next tile from a shared
 atomic counter until none is left (a thread slowed down by another process
 takes fewer tiles), with its scratch allocated once. It releases the GIL (``nogil``); `rnnjit.kernels` runs one per thread.
-``BT == 1`` is the small-batch path: one sequence per tile, gates by the
-matrix-vector micro-kernel.
+Small batches: ``bt == 1`` (one sequence per tile, the matrix-vector
+micro-kernel `mk_rows`) and ``bt == FEW`` (4 sequences, `mk_rows_few`).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from rnnjit.kernels._simd import MR, NV, P_ROWS, fetch_add, mk_lanes, mk_lanes1, mk_rows
+from rnnjit.kernels._simd import FEW, FEW_ROWS, MR, NV, P_ROWS, fetch_add, mk_lanes, mk_lanes1, mk_rows, mk_rows_few
 from rnnjit.kernels.config import JIT
 from rnnjit.kernels.update import LSTM, cell_update
 
@@ -137,6 +137,9 @@ def run_worker(
             if bt == 1:
                 for p in range(0, n_pan, P_ROWS):
                     mk_rows(wf, p * K * MR, K * MR, z, 0, g, p * MR, K)
+            elif bt == FEW:
+                for p in range(0, n_pan, FEW_ROWS):
+                    mk_rows_few(wf, p * K * MR, K * MR, z, 0, g, p * MR * FEW, K)
             else:
                 # One weight panel at a time against every vector of the tile
                 # (the panel stays in L1 while the vectors pass), three
@@ -170,6 +173,9 @@ def run_worker(
                 if bt == 1:
                     for p in range(0, n_pan_r, P_ROWS):
                         mk_rows(wrf, p * H * MR, H * MR, m, 0, pr, p * MR, H)
+                elif bt == FEW:
+                    for p in range(0, n_pan_r, FEW_ROWS):
+                        mk_rows_few(wrf, p * H * MR, H * MR, m, 0, pr, p * MR * FEW, H)
                 else:
                     for p in range(n_pan_r):
                         for v in range(0, nvec - nvec % NV, NV):

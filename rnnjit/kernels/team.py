@@ -25,7 +25,9 @@ from __future__ import annotations
 
 from numba import njit
 
-from rnnjit.kernels._simd import MR, NV, P_ROWS, atomic_load, cpu_relax, fetch_add, mk_lanes, mk_lanes1, mk_rows
+from rnnjit.kernels._simd import (
+    FEW, FEW_ROWS, MR, NV, P_ROWS, atomic_load, cpu_relax, fetch_add, mk_lanes, mk_lanes1, mk_rows, mk_rows_few,
+)
 from rnnjit.kernels.config import JIT
 from rnnjit.kernels.layer import OUT_ALL, OUT_LAST
 from rnnjit.kernels.update import LSTM, cell_update
@@ -75,6 +77,10 @@ def run_team(
                 for ub in range(ub0, ub1, P_ROWS):
                     p = q * UB + ub
                     mk_rows(wf, p * K * MR, K * MR, zc, 0, g, p * MR, K)
+            elif bt == FEW:
+                for ub in range(ub0, ub1, FEW_ROWS):
+                    p = q * UB + ub
+                    mk_rows_few(wf, p * K * MR, K * MR, zc, 0, g, p * MR * FEW, K)
             else:
                 for ub in range(ub0, ub1):
                     p = q * UB + ub
