@@ -232,8 +232,8 @@ def section(label, data, shown):
         lines.append("")
     lines += [
         "| case | shape | rnnjit seq/s | torch seq/s | torch packed seq/s | onnxruntime seq/s | rnnjit/torch "
-        "| rnnjit/packed | rnnjit/ort | rnnjit GFLOP/s | % sgemm peak | rnnjit all-steps seq/s |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| rnnjit/packed | rnnjit/ort | rnnjit GFLOP/s | % sgemm peak | torch GFLOP/s | rnnjit all-steps seq/s |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     ratios = {}
     for name, engines in res.items():
@@ -251,14 +251,15 @@ def section(label, data, shown):
             return f"{ratios[name, e]:.2f}x"
 
         cell = lambda e: fmt_rate(rate[e]) if e in rate else "n/a"  # noqa: E731
+        tgf = f"{engines['torch'][1]['gflop'] / engines['torch'][0]:.0f}" if "torch" in engines else "n/a"
         lines.append(
             f"| {name} | {shape} | {cell('rnnjit')} | {cell('torch')} | {cell('torch_packed')} | {cell('onnxruntime')} "
             f"| {ratio('torch')} | {ratio('torch_packed')} | {ratio('onnxruntime')} | {gfs:.0f} "
-            f"| {100 * gfs / peak:.0f}% | {cell('rnnjit_all')} |"
+            f"| {100 * gfs / peak:.0f}% | {tgf} | {cell('rnnjit_all')} |"
             if peak
             else f"| {name} | {shape} | {cell('rnnjit')} | {cell('torch')} | {cell('torch_packed')} | "
             f"{cell('onnxruntime')} | {ratio('torch')} | {ratio('torch_packed')} | {ratio('onnxruntime')} | {gfs:.0f} | "
-            f"n/a | {cell('rnnjit_all')} |"
+            f"n/a | {tgf} | {cell('rnnjit_all')} |"
         )
     lines.append("")
     return lines, ratios, res

@@ -23,6 +23,7 @@ launch. The thread count is ``threads=`` or else numba's current setting
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ import numpy as np
 from rnnjit.kernels._simd import FEW, FEW_ROWS, MR, NV, P_ROWS, lanes
 from rnnjit.kernels.layer import OUT_ALL, OUT_LAST, OUT_NONE, run_worker
 from rnnjit.kernels.pack import CELL_CODES, PackedLayer, pack_layer, padded_hidden
-from rnnjit.kernels.team import run_team
+from rnnjit.kernels.team import SPINS, run_team
 from rnnjit.spec import RNNSpec
 
 __all__ = ["prepare", "run", "Prepared", "SMALL_BATCH"]
@@ -178,7 +179,7 @@ def _run_layers(prepared, x, lengths, h0, c0, hn, cn, select, y_all, y_last, thr
             pk = prepared.layers[k]
             if team:
                 _run_team(prepared, pk, layer_in, lengths, order, h0[k], c0[k], out, d * Ho, mode, d == 1,
-                          hn[k], cn[k], bt, workers)  # fmt: skip
+                          hn[k], cn[k], bt, workers, team)  # fmt: skip
                 continue
             args = (
                 cell, layer_in, lengths, order, tile_ptr, np.zeros(1, np.int64),
@@ -190,13 +191,30 @@ def _run_layers(prepared, x, lengths, h0, c0, hn, cn, select, y_all, y_last, thr
         layer_in = out
 
 
+STALL_SPINS = 2000
+"""Spin-wait rounds per step above which a team run counts as stalled (another process had a core)."""
+
+TEAM_PAUSE = 30.0
+"""Seconds small batches run on one thread after a stalled team run, before a team is tried again.
+
+A team waits for every chunk of a step before the next: when another
+process takes one of the cores, a claimed chunk can wait a whole scheduler
+time slice. Measured on the shared reference machine (load average 6-9 on 2
+cores): team runs at a median 1.6-10x the one-thread time, while on a quiet
+machine the team halves the per-core weight traffic of a batch of one. So a
+stalled run (counted in `run_team`) turns teams off for a while.
+"""
+
+_team_paused_until = 0.0
+
+
 def team_chunks(spec: RNNSpec, bt: int, threads: int) -> tuple[int, int] | None:
     """(unit blocks per chunk, chunks per step) when one tile should run on ``threads`` (`team`), else None.
 
     A team needs two threads, no projection, and chunks of whole row-kernel
     calls (P_ROWS blocks of MR units for one sequence, FEW_ROWS for FEW).
     """
-    if threads < 2 or spec.proj_size:
+    if threads < 2 or spec.proj_size or time.monotonic() < _team_paused_until:
         return None
     ub = padded_hidden(spec.hidden_size) // MR
     if bt == 1:
@@ -208,7 +226,7 @@ def team_chunks(spec: RNNSpec, bt: int, threads: int) -> tuple[int, int] | None:
     return cb, -(-ub // cb)
 
 
-def _run_team(prepared, pk, x, lengths, order, h0, c0, out, ycol, mode, reverse, hn, cn, bt, workers):
+def _run_team(prepared, pk, x, lengths, order, h0, c0, out, ycol, mode, reverse, hn, cn, bt, workers, chunks):
     """Run one tile (every sequence of the batch) on ``workers`` threads with `run_team`."""
     spec, dtype = prepared.spec, prepared.dtype
     B, T, I = x.shape
@@ -226,14 +244,18 @@ def _run_team(prepared, pk, x, lengths, order, h0, c0, out, ycol, mode, reverse,
     cbuf[0, :, :B] = c0[order].T
     g = np.zeros(pk.w.shape[0] * MR * bt, dtype)
     m = np.zeros(H * bt, dtype)
-    cb, nch = team_chunks(spec, bt, workers)
+    cb, nch = chunks
+    sync = np.zeros(24, np.int64)
     blocks = 1 if spec.cell.startswith("rnn") else 4
     args = (
         CELL_CODES[spec.cell], x, seq, slen, B, int(slen.max()), zbuf.reshape(2, K * bt), cbuf.reshape(2, H * bt),
-        g, m, np.zeros(16, np.int64), pk.w, pk.kstart, pk.klen, blocks, out, ycol, mode, reverse, hn, cn,
+        g, m, sync, pk.w, pk.kstart, pk.klen, blocks, out, ycol, mode, reverse, hn, cn,
         H, hp, bt, cb, nch,
     )  # fmt: skip
     _parallel(workers, args, run_team)
+    global _team_paused_until
+    if sync[SPINS] > STALL_SPINS * int(slen.max()):
+        _team_paused_until = time.monotonic() + TEAM_PAUSE
 
 
 _pool: ThreadPoolExecutor | None = None
@@ -254,5 +276,10 @@ def _parallel(workers: int, args: tuple, fn=run_worker) -> None:
         pool = _pool
     futures = [pool.submit(fn, *args) for _ in range(workers - 1)]
     fn(*args)
+    # The work is shared out dynamically, so when this thread returns every
+    # tile (or team chunk) has been taken: a pool thread that has not started
+    # yet (on a busy machine a wake-up can take milliseconds) has nothing left
+    # to do, and is not waited for.
     for f in futures:
-        f.result()
+        if not f.cancel():
+            f.result()

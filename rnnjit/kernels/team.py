@@ -33,6 +33,7 @@ from rnnjit.kernels.layer import OUT_ALL, OUT_LAST
 from rnnjit.kernels.update import LSTM, cell_update
 
 DONE = 8  # index of the finished-chunks counter in ``sync`` (64 bytes after the ticket counter)
+SPINS = 16  # index of the total count of spin-wait rounds (another line again)
 
 
 @njit(**JIT)
@@ -59,6 +60,7 @@ def run_team(
     HB = H * bt
     lv = 16 if x.itemsize == 4 else 8
     nvec = bt // lv
+    spins = 0
     while True:
         ticket = fetch_add(sync, 0, 1)
         s = ticket // nch
@@ -67,6 +69,7 @@ def run_team(
         ch = ticket - s * nch
         while atomic_load(sync, DONE) < s * nch:  # the step before is not finished yet
             cpu_relax()
+            spins += 1
         zc, zn = zbuf[s % 2], zbuf[(s + 1) % 2]
         cc, cx = cbuf[s % 2], cbuf[(s + 1) % 2]
         ub0 = ch * cb
@@ -125,3 +128,4 @@ def run_team(
                 for i in range(I):
                     zn[(i + 1) * bt + l] = xf[off + i]
         fetch_add(sync, DONE, 1)
+    fetch_add(sync, SPINS, spins)  # the wrapper backs off from teams when they mostly wait
