@@ -1,5 +1,9 @@
 """The benchmark grid, shared by the pytest-benchmark suites and the report.
 
+LSTM and GRU at H = 16..1024 (LSTM also at 192 and 384), the other cells and
+layouts at H=128, float64 on two shapes, and a batch curve B = 1, 2, 4, ...,
+256 (LSTM H=128, T=100) for the small-batch paths.
+
 ``RNNJIT_BENCH_QUICK=1`` shrinks batch and sequence length (same cells and
 widths) so CI can run the whole suite in well under a minute of timing.
 ``RNNJIT_BENCH_THREADS`` (default 2) sets the threads of every engine.

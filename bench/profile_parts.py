@@ -27,7 +27,7 @@ import numpy as np
 from numba import njit
 
 from rnnjit import kernels
-from rnnjit.kernels._simd import MR, NV, P_ROWS, mk_lanes, mk_rows
+from rnnjit.kernels._simd import MR, NV, P_ROWS, mk_lanes, mk_rows_grouped
 from rnnjit.kernels.config import JIT
 from rnnjit.kernels.update import cell_update
 from rnnjit.spec import RNNSpec
@@ -56,12 +56,12 @@ def _lstm_update(g, c, c2, m, z, h_at, NB, GB, steps):
 
 
 @njit(**PJIT)
-def _gemv(w, z, g, steps):
-    n_pan, K = w.shape[0], w.shape[1]
-    wf = w.reshape(w.size)
+def _gemv(wg, z, g, steps):
+    n_grp, K = wg.shape[0], wg.shape[1]
+    wf = wg.reshape(wg.size)
     for _ in range(steps):
-        for p in range(0, n_pan, P_ROWS):
-            mk_rows(wf, p * K * MR, K * MR, z, 0, g, p * MR, K)
+        for q in range(n_grp):
+            mk_rows_grouped(wf, q * K * P_ROWS * MR, z, 0, g, q * P_ROWS * MR, K)
 
 
 def best(fn, rounds=7, clock=time.thread_time):
@@ -135,7 +135,7 @@ def batch_of_one(H=128, I=32, T=100):
     two = best(lambda: kernels.run(p, x, L, None, None, "last", 2), rounds=15, clock=time.perf_counter)
     z = rng.standard_normal(pk.w.shape[1], dtype=np.float32)
     g = np.zeros(pk.w.shape[0] * MR, np.float32)
-    gemv = best(lambda: _gemv(pk.w, z, g, T), rounds=15)
+    gemv = best(lambda: _gemv(pk.wg, z, g, T), rounds=15)
     return pk.w.nbytes, one, two, gemv
 
 

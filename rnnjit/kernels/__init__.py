@@ -183,7 +183,7 @@ def _run_layers(prepared, x, lengths, h0, c0, hn, cn, select, y_all, y_last, thr
                 continue
             args = (
                 cell, layer_in, lengths, order, tile_ptr, np.zeros(1, np.int64),
-                pk.w, pk.kstart, pk.klen, pk.wr,
+                pk.w, pk.wg, pk.kstart, pk.klen, pk.wr,
                 h0[k], c0[k], out, d * Ho, mode, d == 1, hn[k], cn[k],
                 H, hp, Ho, spec.proj_size, bt,
             )  # fmt: skip
@@ -249,7 +249,7 @@ def _run_team(prepared, pk, x, lengths, order, h0, c0, out, ycol, mode, reverse,
     blocks = 1 if spec.cell.startswith("rnn") else 4
     args = (
         CELL_CODES[spec.cell], x, seq, slen, B, int(slen.max()), zbuf.reshape(2, K * bt), cbuf.reshape(2, H * bt),
-        g, m, sync, pk.w, pk.kstart, pk.klen, blocks, out, ycol, mode, reverse, hn, cn,
+        g, m, sync, pk.w, pk.wg, pk.kstart, pk.klen, blocks, out, ycol, mode, reverse, hn, cn,
         H, hp, bt, cb, nch,
     )  # fmt: skip
     _parallel(workers, args, run_team)

@@ -184,6 +184,48 @@ def mk_rows(typingctx, a, aoff, pstride, b, boff, c, coff, n):
     return sig, codegen
 
 
+@intrinsic
+def mk_rows_grouped(typingctx, a, aoff, b, boff, c, coff, n):
+    """c[coff + p*MR + r] = sum_k A_p[r, k] * b[boff + k] for a group of P_ROWS panels stored interleaved.
+
+    The one-sequence kernel of the tile paths: the group's data is k-major
+    over all its P_ROWS * MR rows (``a[aoff + (k*P_ROWS + p)*MR + r]``, see
+    `rnnjit.kernels.pack.group_panels`), one contiguous stream instead of
+    P_ROWS streams 8 rows apart. Measured (H=128 LSTM, weights from L2):
+    1.73 us per product, 192 GB/s, against 2.56 us, 129 GB/s, for `mk_rows`.
+    """
+    sig = types.void(a, aoff, b, boff, c, coff, n)
+
+    def codegen(context, builder, signature, args):
+        aty, _, bty, _, cty, _, _ = signature.args
+        a_, aoff_, b_, boff_, c_, coff_, n_ = args
+        elt = context.get_value_type(aty.dtype)
+        vecty = ir.VectorType(elt, MR)
+        align = aty.dtype.bitwidth // 8
+        fma = _fma(builder, vecty)
+        i64 = ir.IntType(64)
+        pa = _ptr(context, builder, aty, a_, aoff_)
+        pb = _ptr(context, builder, bty, b_, boff_)
+        pc = _ptr(context, builder, cty, c_, coff_)
+        zero = ir.Constant(vecty, None)
+
+        def body(k, accs):
+            s = _splat(builder, vecty, builder.load(builder.gep(pb, [k])))
+            ak = builder.gep(pa, [builder.mul(k, ir.Constant(i64, MR * P_ROWS))])
+            return [
+                builder.call(fma, [_vload(builder, vecty, builder.gep(ak, [ir.Constant(i64, p * MR)]), align), s, accs[p]])
+                for p in range(P_ROWS)
+            ]
+
+        res = _reduction_loop(builder, n_, [zero] * P_ROWS, body)
+        for p in range(P_ROWS):
+            ptr = builder.bitcast(builder.gep(pc, [ir.Constant(i64, p * MR)]), vecty.as_pointer())
+            builder.store(res[p], ptr, align=align)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
 FEW = 4  # sequences per tile in the few-sequence kernel (`mk_rows_few`)
 FEW_ROWS = 2  # panels per call there: 2 x 4 accumulators (fits AVX2's 16 registers too)
 
@@ -316,6 +358,10 @@ if config.DISABLE_JIT:  # pragma: no cover - exercised by the NUMBA_DISABLE_JIT=
             base = aoff + p * pstride
             A = a[base : base + n * MR].reshape(n, MR)
             c[coff + p * MR * FEW : coff + (p + 1) * MR * FEW] = (A.T @ Z).reshape(-1)
+
+    def mk_rows_grouped(a, aoff, b, boff, c, coff, n):  # noqa: F811
+        A = a[aoff : aoff + n * P_ROWS * MR].reshape(n, P_ROWS * MR)
+        c[coff : coff + P_ROWS * MR] = A.T @ b[boff : boff + n]
 
     def mk_rows(a, aoff, pstride, b, boff, c, coff, n):  # noqa: F811
         for p in range(P_ROWS):

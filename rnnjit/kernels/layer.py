@@ -31,7 +31,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from rnnjit.kernels._simd import FEW, FEW_ROWS, MR, NV, P_ROWS, fetch_add, mk_lanes, mk_lanes1, mk_rows, mk_rows_few
+from rnnjit.kernels._simd import FEW, FEW_ROWS, MR, NV, P_ROWS, fetch_add, mk_lanes, mk_lanes1, mk_rows, mk_rows_few, mk_rows_grouped
 from rnnjit.kernels.config import JIT
 from rnnjit.kernels.update import LSTM, cell_update
 
@@ -62,7 +62,7 @@ def _skewed_zeros(n, like, skew):
 @njit(**JIT)
 def run_worker(
     cell, x, lens, order, tile_ptr, next_tile,
-    w, kstart, klen, wr,
+    w, wg, kstart, klen, wr,
     h0, c0, y, ycol, out_mode, reverse, hn, cn,
     hidden, hp, h_out, proj, bt,
 ):  # fmt: skip
@@ -78,6 +78,7 @@ def run_worker(
     xf = x.reshape(B * T * I)
     yf = y.reshape(B * Ty * Y)
     wf = w.reshape(w.size)
+    wgf = wg.reshape(wg.size)
     wrf = wr.reshape(wr.size)
     n_pan = w.shape[0]
     n_pan_r = wr.shape[0]
@@ -135,8 +136,8 @@ def run_worker(
                     zrow[l] = xf[xoff[l] + i]
             # -- gate pre-activations with biases, all gates at once
             if bt == 1:
-                for p in range(0, n_pan, P_ROWS):
-                    mk_rows(wf, p * K * MR, K * MR, z, 0, g, p * MR, K)
+                for q in range(n_pan // P_ROWS):
+                    mk_rows_grouped(wgf, q * K * P_ROWS * MR, z, 0, g, q * P_ROWS * MR, K)
             elif bt == FEW:
                 for p in range(0, n_pan, FEW_ROWS):
                     mk_rows_few(wf, p * K * MR, K * MR, z, 0, g, p * MR * FEW, K)

@@ -26,7 +26,7 @@ from __future__ import annotations
 from numba import njit
 
 from rnnjit.kernels._simd import (
-    FEW, FEW_ROWS, MR, NV, P_ROWS, atomic_load, cpu_relax, fetch_add, mk_lanes, mk_lanes1, mk_rows, mk_rows_few,
+    FEW, FEW_ROWS, MR, NV, P_ROWS, atomic_load, cpu_relax, fetch_add, mk_lanes, mk_lanes1, mk_rows_few, mk_rows_grouped,
 )
 from rnnjit.kernels.config import JIT
 from rnnjit.kernels.layer import OUT_ALL, OUT_LAST
@@ -39,7 +39,7 @@ SPINS = 16  # index of the total count of spin-wait rounds (another line again)
 @njit(**JIT)
 def run_team(
     cell, x, seq, slen, nb, maxlen, zbuf, cbuf, g, m, sync,
-    w, kstart, klen, nblk, y, ycol, out_mode, reverse, hn, cn,
+    w, wg, kstart, klen, nblk, y, ycol, out_mode, reverse, hn, cn,
     hidden, hp, bt, cb, nch,
 ):  # fmt: skip
     """One thread's part in running one tile: chunks from ``sync[0]`` until the last step's are taken.
@@ -56,6 +56,7 @@ def run_team(
     xf = x.reshape(B * T * I)
     yf = y.reshape(B * Ty * Y)
     wf = w.reshape(w.size)
+    wgf = wg.reshape(wg.size)
     h_at = (I + 1) * bt
     HB = H * bt
     lv = 16 if x.itemsize == 4 else 8
@@ -78,8 +79,8 @@ def run_team(
         for q in range(nblk):
             if bt == 1:
                 for ub in range(ub0, ub1, P_ROWS):
-                    p = q * UB + ub
-                    mk_rows(wf, p * K * MR, K * MR, zc, 0, g, p * MR, K)
+                    p = q * UB + ub  # a multiple of P_ROWS: the team needs UB % P_ROWS == 0 here
+                    mk_rows_grouped(wgf, p * K * MR, zc, 0, g, p * MR, K)
             elif bt == FEW:
                 for ub in range(ub0, ub1, FEW_ROWS):
                     p = q * UB + ub
