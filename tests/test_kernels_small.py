@@ -2,10 +2,12 @@
 
 tests/test_kernels.py runs small batches at H=5, where the hidden units are
 too few to share out. Here H is 64 or 128, so a batch of one runs as a team
-of threads on one matrix-vector product per step, 3..11 sequences run the
-few-sequence kernel (alone or as a team), and 12..16 a 16-lane tile as a team.
-Every path: parity with the reference engine and with PyTorch, and the same
-bits for 1, 2 and 3 threads.
+of threads on one matrix-vector product per step (when the machine lets it),
+small batches run one sequence per tile or the few-sequence kernel (which one
+depends on the thread count: B=6 and B=9 are one or the other), and 13 a
+16-lane tile as a team. Every
+path: parity with the reference engine and with PyTorch, and the same bits
+for 1, 2 and 3 threads (so across those paths too).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ CELLS = ["lstm", "lstmp", "gru", "rnn_tanh", "rnn_relu"]
 
 
 @pytest.mark.parametrize("cell", CELLS)
-@pytest.mark.parametrize("B", [1, 2, 3, 6, 13], ids=lambda b: f"{b=}")
+@pytest.mark.parametrize("B", [1, 2, 3, 6, 9, 13], ids=lambda b: f"{b=}")
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=lambda d: d.__name__)
 def test_small_batches_match_reference_torch_and_any_thread_count(cell, B, dtype):
     H = 128 if B == 1 else 64
@@ -35,7 +37,10 @@ def test_small_batches_match_reference_torch_and_any_thread_count(cell, B, dtype
     prepared, ref = kernels.prepare(spec, weights), reference.prepare(spec, weights)
     rel = cell == "rnn_relu"
     for select in ("all", "last", "final"):
-        runs = [kernels.run(prepared, x, lengths, h0, c0, select, n) for n in (1, 2, 3)]
+        runs = []
+        for n in (1, 2, 3):
+            kernels._team_paused_until = 0.0  # a stalled team on a busy machine must not skip the team path
+            runs.append(kernels.run(prepared, x, lengths, h0, c0, select, n))
         want = reference.run(ref, x, lengths, h0, c0, select)
         for name, g, w in zip(("y", "hn", "cn"), runs[0], want):
             assert max_err(g, w, rel) <= TOL[dtype], f"{select} {name}: {max_err(g, w, rel):.3g}"
@@ -49,7 +54,7 @@ def test_small_batches_match_reference_torch_and_any_thread_count(cell, B, dtype
         assert max_err(g, w, rel) <= TOL[dtype], f"{name} vs torch: {max_err(g, w, rel):.3g}"
 
 
-@pytest.mark.parametrize("B, expected", [(1, 1), (2, 1), (3, 4), (11, 4), (12, 16), (40, 32), (4096, 48)])
+@pytest.mark.parametrize("B, expected", [(1, 1), (2, 1), (7, 1), (8, 4), (11, 4), (12, 16), (40, 32), (4096, 48)])
 def test_tile_width(B, expected):
     assert kernels.tile_width(B, 2, np.dtype(np.float32), 1 << 20) == expected
 

@@ -1,7 +1,7 @@
 """Small batches on several threads: one tile, each step's hidden units shared out.
 
-A batch of one (or of a few sequences, one tile) gives `rnnjit.kernels.layer`
-one tile, so one thread. Here every thread works on the same tile: each step's
+A batch of one (or of up to 16 sequences, one 16-lane tile) gives
+`rnnjit.kernels.layer` one tile, so one thread. Here every thread works on the same tile: each step's
 hidden units are cut into ``nch`` chunks of unit blocks (MR units, all gates),
 and a thread takes a chunk, computes its gate rows from the step's input ``z``,
 applies the cell update to those units and writes their new h into the *next*
@@ -26,7 +26,7 @@ from __future__ import annotations
 from numba import njit
 
 from rnnjit.kernels._simd import (
-    FEW, FEW_ROWS, MR, NV, P_ROWS, atomic_load, cpu_relax, fetch_add, mk_lanes, mk_lanes1, mk_rows_few, mk_rows_grouped,
+    MR, NV, P_ROWS, atomic_load, cpu_relax, fetch_add, mk_lanes, mk_lanes1, mk_rows_grouped,
 )
 from rnnjit.kernels.config import JIT
 from rnnjit.kernels.layer import OUT_ALL, OUT_LAST
@@ -81,10 +81,6 @@ def run_team(
                 for ub in range(ub0, ub1, P_ROWS):
                     p = q * UB + ub  # a multiple of P_ROWS: the team needs UB % P_ROWS == 0 here
                     mk_rows_grouped(wgf, p * K * MR, zc, 0, g, p * MR, K)
-            elif bt == FEW:
-                for ub in range(ub0, ub1, FEW_ROWS):
-                    p = q * UB + ub
-                    mk_rows_few(wf, p * K * MR, K * MR, zc, 0, g, p * MR * FEW, K)
             else:
                 for ub in range(ub0, ub1):
                     p = q * UB + ub
