@@ -118,9 +118,25 @@ def _export_onnx(b: Bench, threads: int):
     return ort.InferenceSession(buf.getvalue(), so, providers=["CPUExecutionProvider"])
 
 
+class Benches(dict):
+    """Each case's `Bench`, built when first asked for; `test_engine` drops a case after its last engine.
+
+    (Keeping all 32 cases alive, onnxruntime's per-session memory arenas grew
+    the process to 22 GB and it was killed.)
+    """
+
+    def __init__(self, torch):
+        super().__init__()
+        self.torch = torch
+
+    def __missing__(self, name):
+        self[name] = b = Bench(next(c for c in CASES if c.name == name), self.torch)
+        return b
+
+
 @pytest.fixture(scope="session")
 def benches(torch_mod):
-    return {c.name: Bench(c, torch_mod) for c in CASES}
+    return Benches(torch_mod)
 
 
 def runner(b: Bench, engine: str, threads: int):
