@@ -1,5 +1,9 @@
 """The benchmark grid, shared by the pytest-benchmark suites and the report.
 
+LSTM and GRU at H = 16..1024 (LSTM also at 192 and 384), the other cells and
+layouts at H=128, float64 on two shapes, and a batch curve B = 1, 2, 4, ...,
+256 (LSTM H=128, T=100) for the small-batch paths.
+
 ``RNNJIT_BENCH_QUICK=1`` shrinks batch and sequence length (same cells and
 widths) so CI can run the whole suite in well under a minute of timing.
 ``RNNJIT_BENCH_THREADS`` (default 2) sets the threads of every engine.
@@ -8,7 +12,7 @@ widths) so CI can run the whole suite in well under a minute of timing.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 QUICK = os.environ.get("RNNJIT_BENCH_QUICK", "") not in ("", "0")
 THREADS = int(os.environ.get("RNNJIT_BENCH_THREADS", "2"))
@@ -30,18 +34,19 @@ class Case:
     proj: int = 0
     varlen: tuple[int, int] | None = None  # lengths uniform in [lo, hi]; T is then hi
     note: str = ""
+    dtype: str = "float32"
 
     def shrunk(self) -> Case:
         if not QUICK:
             return self
-        B = 1 if self.B == 1 else min(self.B, 256)
+        B = self.B if self.B <= 256 else 256
         T = min(self.T, 20)
         varlen = (2, 20) if self.varlen else None
-        return Case(self.name, self.cell, B, T, self.I, self.H, self.layers, self.bidir, self.proj, varlen, self.note)
+        return replace(self, B=B, T=T, varlen=varlen)
 
     @property
     def shape(self) -> str:
-        s = f"B={self.B} T={self.T} I={self.I} H={self.H}"
+        s = f"B={self.B} T={self.T} I={self.I} H={self.H}" + (f" {self.dtype}" if self.dtype != "float32" else "")
         s += (f" L={self.layers}" if self.layers > 1 else "") + (" bidir" if self.bidir else "")
         s += (f" proj={self.proj}" if self.proj else "") + (f" len~U[{self.varlen[0]},{self.varlen[1]}]" if self.varlen else "")
         return s
@@ -63,19 +68,29 @@ class Case:
         return per_step * total_steps
 
 
+# Hidden sizes 16..1024 for LSTM and GRU (batch and length shrink as H grows,
+# so every call takes well under a second), then the other cells and
+# layouts, float64 on two shapes, and a batch curve at T=100, H=128.
+_SIZES = [  # (H, B, T, I)
+    (16, 4096, 100, 32), (32, 4096, 100, 32), (64, 4096, 100, 32), (128, 4096, 100, 32),
+    (192, 2048, 60, 64), (256, 2048, 60, 64), (384, 768, 60, 128), (512, 1024, 100, 64), (1024, 256, 30, 64),
+]
+_GRU_SIZES = (16, 32, 64, 128, 256, 512, 1024)
+BATCH_CURVE = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
 CASES = [
     c.shrunk()
     for c in (
-        Case("lstm_h32", "lstm", 4096, 100, 32, 32),
-        Case("lstm_h128", "lstm", 4096, 100, 32, 128),
-        Case("lstm_h512", "lstm", 1024, 100, 64, 512),
+        *(Case(f"lstm_h{H}", "lstm", B, T, I, H) for H, B, T, I in _SIZES),
+        *(Case(f"gru_h{H}", "gru", B, T, I, H) for H, B, T, I in _SIZES if H in _GRU_SIZES),
         Case("lstm_2layer", "lstm", 4096, 100, 32, 128, layers=2),
         Case("lstm_bidir", "lstm", 4096, 100, 32, 128, bidir=True),
         Case("lstmp_h256_p64", "lstm", 4096, 100, 32, 256, proj=64),
-        Case("gru_h128", "gru", 4096, 100, 32, 128),
         Case("rnn_tanh_h128", "rnn_tanh", 4096, 100, 32, 128),
         Case("lstm_varlen", "lstm", 4096, 200, 32, 128, varlen=(10, 200)),
-        Case("lstm_latency_b1", "lstm", 1, 100, 32, 128),
+        Case("lstm_h64_f64", "lstm", 1024, 100, 32, 64, dtype="float64"),
+        Case("gru_h128_f64", "gru", 1024, 100, 32, 128, dtype="float64"),
+        *(Case(f"lstm_b{B}", "lstm", B, 100, 32, 128) for B in BATCH_CURVE),
     )
 ]
 BY_NAME = {c.name: c for c in CASES}

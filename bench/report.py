@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.goals import GOALS, batch_curve, goal_cell
+
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 BLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
@@ -139,16 +141,25 @@ def fmt_rate(x):
     return f"{x:,.0f}" if x >= 100 else f"{x:,.1f}"
 
 
-GOALS = [  # (case, versus engine, minimum ratio rnnjit/versus, label)
-    ("lstm_h32", "torch", 2.5, "LSTM H=32 >= 2.5x torch"),
-    ("lstm_h128", "torch", 1.5, "LSTM H=128 >= 1.5x torch"),
-    ("lstm_h512", "torch", 1.0, "LSTM H=512 >= 1.0x torch"),
-    ("gru_h128", "torch", 2.0, "GRU >= 2x torch"),
-    ("rnn_tanh_h128", "torch", 2.0, "RNN >= 2x torch"),
-    ("lstm_bidir", "torch", 1.5, "bidirectional >= 1.5x torch"),
-    ("lstm_varlen", "torch", 3.0, "variable lengths >= 3x torch padded"),
-    ("lstm_varlen", "torch_packed", 1.5, "variable lengths >= 1.5x torch packed"),
-]
+JSON_NAMES = ("openblas-unset", "openblas-haswell")  # bench/REPORT-<name>.json, one per environment
+
+
+def compare_with_baseline(label: str, ratios: dict, baseline: Path, drop: float = 0.25) -> list[str]:
+    """Warnings for every case whose rnnjit/torch ratio fell more than ``drop`` below the recorded run's."""
+    if not baseline.is_file():
+        return [f"- {label}: no recorded run at `{baseline.name}` to compare with."]
+    _, old, _ = section(label, json.loads(baseline.read_text()), "")
+    lines = []
+    for (case, vs), r in sorted(ratios.items()):
+        if vs != "torch" or (case, vs) not in old:
+            continue
+        r0 = old[case, vs]
+        if r < (1 - drop) * r0:
+            lines.append(f"- WARNING {label}: {case} rnnjit/torch {r:.2f}x, recorded {r0:.2f}x "
+                         f"({100 * (1 - r / r0):.0f}% lower): a possible regression (or a noisy run)")  # fmt: skip
+    shared = sum(1 for k in ratios if k[1] == "torch" and k in old)
+    return lines or [f"- {label}: no rnnjit/torch ratio more than {100 * drop:.0f}% below `{baseline.name}` "
+                     f"({shared} cases compared)."]  # fmt: skip
 
 
 def section(label, data, shown):
@@ -169,8 +180,8 @@ def section(label, data, shown):
         lines.append("")
     lines += [
         "| case | shape | rnnjit seq/s | torch seq/s | torch packed seq/s | onnxruntime seq/s | rnnjit/torch "
-        "| rnnjit/packed | rnnjit/ort | rnnjit GFLOP/s | % sgemm peak | rnnjit all-steps seq/s |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| rnnjit/packed | rnnjit/ort | rnnjit GFLOP/s | % sgemm peak | torch GFLOP/s | rnnjit all-steps seq/s |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     ratios = {}
     for name, engines in res.items():
@@ -188,14 +199,15 @@ def section(label, data, shown):
             return f"{ratios[name, e]:.2f}x"
 
         cell = lambda e: fmt_rate(rate[e]) if e in rate else "n/a"  # noqa: E731
+        tgf = f"{engines['torch'][1]['gflop'] / engines['torch'][0]:.0f}" if "torch" in engines else "n/a"
         lines.append(
             f"| {name} | {shape} | {cell('rnnjit')} | {cell('torch')} | {cell('torch_packed')} | {cell('onnxruntime')} "
             f"| {ratio('torch')} | {ratio('torch_packed')} | {ratio('onnxruntime')} | {gfs:.0f} "
-            f"| {100 * gfs / peak:.0f}% | {cell('rnnjit_all')} |"
+            f"| {100 * gfs / peak:.0f}% | {tgf} | {cell('rnnjit_all')} |"
             if peak
             else f"| {name} | {shape} | {cell('rnnjit')} | {cell('torch')} | {cell('torch_packed')} | "
             f"{cell('onnxruntime')} | {ratio('torch')} | {ratio('torch_packed')} | {ratio('onnxruntime')} | {gfs:.0f} | "
-            f"n/a | {cell('rnnjit_all')} |"
+            f"n/a | {tgf} | {cell('rnnjit_all')} |"
         )
     lines.append("")
     return lines, ratios, res
@@ -228,12 +240,25 @@ def chart(results, path: Path):
     fig.savefig(path, dpi=90)
 
 
+def profile_section(extra) -> list[str]:
+    """The per-part kernel profile (`bench.profile_parts`), run in a fresh process with the OPENBLAS vars unset."""
+    env = make_env({k: None for k in BLAS_VARS}, extra)
+    cmd = [sys.executable, "-m", "bench.profile_parts"]
+    print("+", " ".join(cmd[1:]), flush=True)
+    r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    if r.returncode != 0:
+        return ["## Per-part profile", "", f"(bench.profile_parts failed: {r.stderr.strip().splitlines()[-1:]})", ""]
+    return [r.stdout]
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="reduced grid (RNNJIT_BENCH_QUICK=1)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--l2", default=None, help="OPENBLAS_L2_SIZE for the CI-like run (default: leave unset)")
     ap.add_argument("--out", default=str(BENCH / "REPORT.md"))
+    ap.add_argument("--baseline", default=str(BENCH), help="folder of the recorded REPORT-*.json to compare with")
+    ap.add_argument("--no-profile", dest="profile", action="store_false", help="skip the per-part kernel profile")
     args = ap.parse_args(argv)
     extra = {"RNNJIT_BENCH_THREADS": str(args.threads)}
     if args.quick:
@@ -254,18 +279,35 @@ def main(argv=None):
         "rnnjit returns the output at each sequence's last step (`last`, what scoring uses); torch and onnxruntime "
         "compute every step's output; the last column is rnnjit returning every step too (`all`). GFLOP/s counts "
         "the recurrent stack's multiply-adds on valid steps only. The machine is shared (other jobs were running), "
-        "so absolute numbers are noisy; ratios come from the same run.",
+        "so absolute numbers are noisy; ratios come from the same run. torch runs under `torch.inference_mode()`, "
+        "as its users run inference.",
+        "",
+        "Load average (1, 5, 15 min) when the run started: " + ", ".join(f"{v:.2f}" for v in os.getloadavg())
+        + f" on {ncpu} CPUs" + (" -- **a busy machine: other jobs shared the cores, expect noisy ratios**"
+                                if os.getloadavg()[0] > 1.0 else "") + ".",
         "",
     ]
-    results, all_ratios, starts = [], [], []
+    results, all_ratios, starts, compared = [], [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         for k, (label, changes) in enumerate(environments(args.l2)):
             data, shown = run_suite(changes, extra, Path(tmp) / f"bench{k}.json")
             lines, ratios, res = section(label, data, shown)
             doc += lines
+            curve = batch_curve(ratios, res)
+            if curve:
+                shape = res[next(n for n in res if n.startswith("lstm_b") and n[6:].isdigit())]["rnnjit"][1]["shape"]
+                doc += [f"Batch curve (LSTM, {shape.split(' ', 1)[1]}), {label}:", "", *curve]
             results.append((label, res))
             all_ratios.append(ratios)
+            base = Path(args.baseline) / f"REPORT-quick-{JSON_NAMES[k]}.json"
+            if not (args.quick and base.is_file()):
+                base = Path(args.baseline) / f"REPORT-{JSON_NAMES[k]}.json"
+            compared += compare_with_baseline(label, ratios, base)
+            # pytest-benchmark's own JSON beside the report: `pytest-benchmark compare` reads it
+            (out.parent / f"{out.stem}-{JSON_NAMES[k]}.json").write_text(json.dumps(data, indent=1))
             starts.append((label, shell_prefix(changes, extra), start_times(changes, extra)))
+    for line in compared:
+        print(line)
     doc += ["## Start-up: compile and warm start", ""]
     for label, prefix, ((imp_c, first_c), (imp_w, first_w), demo) in starts:
         doc.append(
@@ -283,11 +325,13 @@ def main(argv=None):
     doc += [ "| goal | " + " | ".join(r[0] for r in results) + " |",
             "|---|" + "---|" * len(results)]  # fmt: skip
     for case, vs, need, label in GOALS:
-        cells = []
-        for ratios in all_ratios:
-            r = ratios.get((case, vs))
-            cells.append("n/a" if r is None else f"{r:.2f}x {'met' if r >= need else 'NOT met'}")
+        cells = [goal_cell(ratios, res, case, vs, need) for ratios, (_, res) in zip(all_ratios, results)]
         doc.append(f"| {label} | " + " | ".join(cells) + " |")
+    curve_worst = []
+    for ratios in all_ratios:
+        pts = [r for (c, e), r in ratios.items() if e == "torch" and c.startswith("lstm_b") and c[6:].isdigit()]
+        curve_worst.append(f"{min(pts):.2f}x {'met' if min(pts) >= 1.0 else 'NOT met'}" if pts else "n/a")
+    doc.append("| batch curve B = 1..256: no B slower than torch (worst) | " + " | ".join(curve_worst) + " |")
     for ratios in all_ratios[:1]:
         ort = [(c, r) for (c, e), r in ratios.items() if e == "onnxruntime"]
         if ort:
@@ -297,6 +341,14 @@ def main(argv=None):
                        + " |")  # fmt: skip
     doc += ["| with OPENBLAS vars set, no shape below 1.0x torch (worst) | "
             + " | ".join(f"{min(r for (c, e), r in rr.items() if e == 'torch'):.2f}x" for rr in all_ratios) + " |", ""]
+    doc += ["## Compared with the recorded run", "",
+            f"Ratios rnnjit/torch of this run against the pytest-benchmark JSON recorded beside the report "
+            "(`bench/REPORT-<environment>.json`, the run of bench/REPORT.md; with `--quick`, "
+            "`bench/REPORT-quick-<environment>.json`, the reduced grid recorded by the same command with `--quick "
+            "--out bench/REPORT-quick.md`, where present); a drop of more than 25% is flagged as a possible "
+            "regression (a warning, never a failure: the machines are noisy).", "", *compared, ""]  # fmt: skip
+    if args.profile:
+        doc += profile_section(extra)
     png = out.with_suffix(".png")
     try:
         chart(results, png)
@@ -306,6 +358,8 @@ def main(argv=None):
     notes = BENCH / "report_notes.md"
     if notes.is_file():
         doc += [notes.read_text()]
+    load_line = next(i for i, line in enumerate(doc) if line.startswith("Load average"))
+    doc[load_line] += " When it ended: " + ", ".join(f"{v:.2f}" for v in os.getloadavg()) + "."
     out.write_text("\n".join(doc) + "\n")
     print(f"wrote {out}")
 

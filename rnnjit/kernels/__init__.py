@@ -23,6 +23,7 @@ launch. The thread count is ``threads=`` or else numba's current setting
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -30,15 +31,47 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
-from rnnjit.kernels._simd import NV, lanes
+from rnnjit.kernels._simd import FEW, MR, NV, P_ROWS, lanes
 from rnnjit.kernels.layer import OUT_ALL, OUT_LAST, OUT_NONE, run_worker
 from rnnjit.kernels.pack import CELL_CODES, PackedLayer, pack_layer, padded_hidden
+from rnnjit.kernels.team import SPINS, run_team
 from rnnjit.spec import RNNSpec
 
 __all__ = ["prepare", "run", "Prepared", "SMALL_BATCH"]
 
 SMALL_BATCH = 12
-"""Batches smaller than this run one sequence per tile (matrix-vector kernel)."""
+"""Batches smaller than this run the small-batch kernels: one sequence per tile, or FEW (4) per tile."""
+
+WIDE_VECS = 12
+"""Most SIMD vectors in one tile row when a layer's weights are large (see `tile_width`)."""
+
+WIDE_WEIGHTS = 8 << 20
+"""Packed weights above this many bytes make tiles wider, to read each panel once per more sequences.
+
+Measured on the reference machine, one thread, LSTM I=64 (bench/profile_parts.py):
+H=1024 (17.9 MB) ran at 137 GFLOP/s with 48-lane tiles and 197 with 192;
+H=512 (4.7 MB, within L3) was fastest with 48 (209 vs 169-186).
+"""
+
+
+def tile_width(B: int, threads: int, dtype, weight_bytes: int) -> int:
+    """Sequences per tile: 1 or FEW below `SMALL_BATCH`, else a multiple of the SIMD lanes.
+
+    Wide enough to give each thread about one tile when the batch is small
+    (no thread idles while another runs a half-empty 48-lane tile), at most
+    one micro-kernel row (NV vectors) for most models, and up to `WIDE_VECS`
+    vectors when the weights are larger than `WIDE_WEIGHTS`: each weight
+    panel is then read once per step for that many sequences, not once per 48.
+    """
+    if B < SMALL_BATCH:
+        # FEW sequences per tile take ~16% less CPU than FEW one-sequence
+        # tiles (measured, H=128), but one-sequence tiles spread over more threads.
+        return FEW if B >= FEW * threads else 1
+    lv = lanes(dtype)
+    vecs = -(-B // lv)
+    per_thread = -(-vecs // max(threads, 1))
+    cap = WIDE_VECS if weight_bytes > WIDE_WEIGHTS else NV
+    return lv * max(1, min(per_thread, cap))
 
 
 @dataclass(frozen=True)
@@ -124,9 +157,12 @@ def _run_layers(prepared, x, lengths, h0, c0, hn, cn, select, y_all, y_last, thr
     spec, dtype = prepared.spec, prepared.dtype
     B, T, _ = x.shape
     D, L, Ho, H = spec.num_directions, spec.num_layers, spec.h_out, spec.hidden_size
-    bt = 1 if B < SMALL_BATCH else NV * lanes(dtype)
+    bt = tile_width(B, threads, dtype, max(pk.w.nbytes for pk in prepared.layers))
     order, tile_ptr = _tiles(lengths, bt)
     workers = max(1, min(threads, tile_ptr.size - 1))
+    team = team_chunks(spec, bt, threads) if tile_ptr.size == 2 else None
+    if team:
+        workers = threads
     cell = CELL_CODES[spec.cell]
     hp = padded_hidden(H)
     layer_in = x
@@ -143,9 +179,13 @@ def _run_layers(prepared, x, lengths, h0, c0, hn, cn, select, y_all, y_last, thr
         for d in range(D):
             k = layer * D + d
             pk = prepared.layers[k]
+            if team:
+                _run_team(prepared, pk, layer_in, lengths, order, h0[k], c0[k], out, d * Ho, mode, d == 1,
+                          hn[k], cn[k], bt, workers, team)  # fmt: skip
+                continue
             args = (
                 cell, layer_in, lengths, order, tile_ptr, np.zeros(1, np.int64),
-                pk.w, pk.kstart, pk.klen, pk.wr,
+                pk.w, pk.wg, pk.kstart, pk.klen, pk.wr,
                 h0[k], c0[k], out, d * Ho, mode, d == 1, hn[k], cn[k],
                 H, hp, Ho, spec.proj_size, bt,
             )  # fmt: skip
@@ -153,23 +193,94 @@ def _run_layers(prepared, x, lengths, h0, c0, hn, cn, select, y_all, y_last, thr
         layer_in = out
 
 
+STALL_SPINS = 2000
+"""Spin-wait rounds per step above which a team run counts as stalled (another process had a core)."""
+
+TEAM_PAUSE = 30.0
+"""Seconds small batches run on one thread after a stalled team run, before a team is tried again.
+
+A team waits for every chunk of a step before the next: when another
+process takes one of the cores, a claimed chunk can wait a whole scheduler
+time slice. Measured on the shared reference machine (load average 6-9 on 2
+cores): team runs at a median 1.6-10x the one-thread time, while on a quiet
+machine the team halves the per-core weight traffic of a batch of one. So a
+stalled run (counted in `run_team`) turns teams off for a while.
+"""
+
+_team_paused_until = 0.0
+
+
+def team_chunks(spec: RNNSpec, bt: int, threads: int) -> tuple[int, int] | None:
+    """(unit blocks per chunk, chunks per step) when one tile should run on ``threads`` (`team`), else None.
+
+    A team needs two threads, no projection, and chunks of whole row-kernel
+    calls (P_ROWS blocks of MR units for one sequence).
+    """
+    if threads < 2 or spec.proj_size or time.monotonic() < _team_paused_until:
+        return None
+    ub = padded_hidden(spec.hidden_size) // MR
+    if bt == 1:
+        return (P_ROWS, ub // P_ROWS) if ub % P_ROWS == 0 else None
+    if bt == FEW:  # never one tile (`tile_width`): FEW-sequence tiles start at FEW * threads sequences
+        return None
+    cb = max(1, ub // (2 * threads))
+    return cb, -(-ub // cb)
+
+
+def _run_team(prepared, pk, x, lengths, order, h0, c0, out, ycol, mode, reverse, hn, cn, bt, workers, chunks):
+    """Run one tile (every sequence of the batch) on ``workers`` threads with `run_team`."""
+    spec, dtype = prepared.spec, prepared.dtype
+    B, T, I = x.shape
+    H, hp = spec.hidden_size, padded_hidden(spec.hidden_size)
+    K = I + H + 2
+    seq = np.zeros(bt, np.int64)
+    slen = np.zeros(bt, np.int64)
+    seq[:B], slen[:B] = order, lengths[order]
+    zbuf = np.zeros((2, K, bt), dtype)
+    zbuf[:, 0], zbuf[:, K - 1] = 1, 1
+    t0 = slen[:B] - 1 if reverse else np.zeros(B, np.int64)
+    zbuf[0, 1 : I + 1, :B] = x[order, t0].T
+    zbuf[0, I + 1 : I + 1 + H, :B] = h0[order].T
+    cbuf = np.zeros((2, H, bt), dtype)
+    cbuf[0, :, :B] = c0[order].T
+    g = np.zeros(pk.w.shape[0] * MR * bt, dtype)
+    m = np.zeros(H * bt, dtype)
+    cb, nch = chunks
+    sync = np.zeros(24, np.int64)
+    blocks = 1 if spec.cell.startswith("rnn") else 4
+    args = (
+        CELL_CODES[spec.cell], x, seq, slen, B, int(slen.max()), zbuf.reshape(2, K * bt), cbuf.reshape(2, H * bt),
+        g, m, sync, pk.w, pk.wg, pk.kstart, pk.klen, blocks, out, ycol, mode, reverse, hn, cn,
+        H, hp, bt, cb, nch,
+    )  # fmt: skip
+    _parallel(workers, args, run_team)
+    global _team_paused_until
+    if sync[SPINS] > STALL_SPINS * int(slen.max()):
+        _team_paused_until = time.monotonic() + TEAM_PAUSE
+
+
 _pool: ThreadPoolExecutor | None = None
 _pool_size = 0
 _pool_lock = threading.Lock()
 
 
-def _parallel(workers: int, args: tuple) -> None:
-    """Run ``run_worker(*args)`` in ``workers`` threads (this one included) until the tiles run out."""
+def _parallel(workers: int, args: tuple, fn=run_worker) -> None:
+    """Run ``fn(*args)`` (`run_worker` or `run_team`) in ``workers`` threads, this one included."""
     global _pool, _pool_size
     if workers == 1:
-        run_worker(*args)
+        fn(*args)
         return
     with _pool_lock:
         if _pool is None or _pool_size < workers - 1:
             _pool_size = workers - 1
             _pool = ThreadPoolExecutor(max_workers=_pool_size, thread_name_prefix="rnnjit")
         pool = _pool
-    futures = [pool.submit(run_worker, *args) for _ in range(workers - 1)]
-    run_worker(*args)
+    futures = [pool.submit(fn, *args) for _ in range(workers - 1)]
+    fn(*args)
+    # The work is shared out dynamically, so when this thread returns every
+    # tile (or team chunk) has been taken: a pool thread that has not started
+    # yet (on a busy machine a wake-up can take milliseconds) has nothing left
+    # to do, and is not waited for.
     for f in futures:
-        f.result()
+        if not f.cancel():
+            f.result()

@@ -14,14 +14,18 @@ Both kernels read a weight matrix packed in panels of ``MR`` rows:
 
 from __future__ import annotations
 
+import platform
+
 from llvmlite import ir
 from numba import config, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+_X86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
+
 MR = 8  # rows per weight panel
 NV = 3  # vectors of sequences per tile: 8x3 accumulators + 3 + 1 of 32 registers (measured best of 8x2, 8x3, 4x4, 6x4, 12x2)
-P_ROWS = 4  # panels per call in the single-sequence kernel
+P_ROWS = 8  # panels per call in the single-sequence kernel: 8 accumulator chains cover the FMA latency
 
 
 def lanes(dtype) -> int:
@@ -81,15 +85,18 @@ def _reduction_loop(builder, n, init, body):
     return out
 
 
-@intrinsic
-def mk_lanes(typingctx, a, aoff, b, boff, ldb, c, coff, ldc, n):
-    """C[r, l] = sum_k A[r, k] * B[k, l] for MR rows r and NV*lanes columns l.
+def _lanes_kernel(nv: int, doc: str):
+    """The MR x (nv * lanes) micro-kernel as an intrinsic (one per width: the vector count is unrolled)."""
 
-    ``a`` packed panel data starting at ``aoff`` (k-major, MR values per k);
-    ``b`` rows of ``ldb`` lane values from ``boff``; ``c`` rows of ``ldc`` from
-    ``coff``; ``n`` the reduction length.
-    """
-    sig = types.void(a, aoff, b, boff, ldb, c, coff, ldc, n)
+    def kernel(typingctx, a, aoff, b, boff, ldb, c, coff, ldc, n):
+        return types.void(a, aoff, b, boff, ldb, c, coff, ldc, n), _lanes_codegen(nv)
+
+    kernel.__name__ = kernel.__qualname__ = f"mk_lanes_{nv}"
+    kernel.__doc__ = doc
+    return intrinsic(kernel)
+
+
+def _lanes_codegen(NV):
 
     def codegen(context, builder, signature, args):
         aty, _, bty, _, _, cty, _, _, _ = signature.args
@@ -124,7 +131,17 @@ def mk_lanes(typingctx, a, aoff, b, boff, ldb, c, coff, ldc, n):
                 builder.store(res[q * NV + v], p, align=align)
         return context.get_dummy_value()
 
-    return sig, codegen
+    return codegen
+
+
+mk_lanes = _lanes_kernel(NV, """C[r, l] = sum_k A[r, k] * B[k, l] for MR rows r and NV*lanes columns l.
+
+``mk_lanes(a, aoff, b, boff, ldb, c, coff, ldc, n)``: ``a`` packed panel data
+starting at ``aoff`` (k-major, MR values per k); ``b`` rows of ``ldb`` lane
+values from ``boff``; ``c`` rows of ``ldc`` from ``coff``; ``n`` the
+reduction length.
+""")
+mk_lanes1 = _lanes_kernel(1, "`mk_lanes` for one vector of lanes (16 float32 / 8 float64): a tile's remainder.")
 
 
 @intrinsic
@@ -168,6 +185,101 @@ def mk_rows(typingctx, a, aoff, pstride, b, boff, c, coff, n):
 
 
 @intrinsic
+def mk_rows_grouped(typingctx, a, aoff, b, boff, c, coff, n):
+    """c[coff + p*MR + r] = sum_k A_p[r, k] * b[boff + k] for a group of P_ROWS panels stored interleaved.
+
+    The one-sequence kernel of the tile paths: the group's data is k-major
+    over all its P_ROWS * MR rows (``a[aoff + (k*P_ROWS + p)*MR + r]``, see
+    `rnnjit.kernels.pack.group_panels`), one contiguous stream instead of
+    P_ROWS streams 8 rows apart. Measured (H=128 LSTM, weights from L2):
+    1.73 us per product, 192 GB/s, against 2.56 us, 129 GB/s, for `mk_rows`.
+    """
+    sig = types.void(a, aoff, b, boff, c, coff, n)
+
+    def codegen(context, builder, signature, args):
+        aty, _, bty, _, cty, _, _ = signature.args
+        a_, aoff_, b_, boff_, c_, coff_, n_ = args
+        elt = context.get_value_type(aty.dtype)
+        vecty = ir.VectorType(elt, MR)
+        align = aty.dtype.bitwidth // 8
+        fma = _fma(builder, vecty)
+        i64 = ir.IntType(64)
+        pa = _ptr(context, builder, aty, a_, aoff_)
+        pb = _ptr(context, builder, bty, b_, boff_)
+        pc = _ptr(context, builder, cty, c_, coff_)
+        zero = ir.Constant(vecty, None)
+
+        def body(k, accs):
+            s = _splat(builder, vecty, builder.load(builder.gep(pb, [k])))
+            ak = builder.gep(pa, [builder.mul(k, ir.Constant(i64, MR * P_ROWS))])
+            return [
+                builder.call(fma, [_vload(builder, vecty, builder.gep(ak, [ir.Constant(i64, p * MR)]), align), s, accs[p]])
+                for p in range(P_ROWS)
+            ]
+
+        res = _reduction_loop(builder, n_, [zero] * P_ROWS, body)
+        for p in range(P_ROWS):
+            ptr = builder.bitcast(builder.gep(pc, [ir.Constant(i64, p * MR)]), vecty.as_pointer())
+            builder.store(res[p], ptr, align=align)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+FEW = 4  # sequences per tile in the few-sequence kernel (`mk_rows_few`)
+FEW_ROWS = 2  # panels per call there: 2 x 4 accumulators (fits AVX2's 16 registers too)
+
+
+@intrinsic
+def mk_rows_few(typingctx, a, aoff, pstride, b, boff, c, coff, n):
+    """c[coff + (p*MR + r)*FEW + s] = sum_k A_p[r, k] * b[boff + k*FEW + s] for FEW_ROWS panels p, FEW sequences s.
+
+    The few-sequence kernel (tiles of FEW sequences, layout (rows, FEW) like
+    the lanes kernels): each weight vector loaded from L2 serves FEW
+    sequences, where the one-sequence kernel (`mk_rows`) is bound by the L2
+    bandwidth. Vectors run over the MR rows; results are stored per sequence
+    (strided, MR scalars per vector).
+    """
+    sig = types.void(a, aoff, pstride, b, boff, c, coff, n)
+
+    def codegen(context, builder, signature, args):
+        aty, _, _, bty, _, cty, _, _ = signature.args
+        a_, aoff_, ps_, b_, boff_, c_, coff_, n_ = args
+        elt = context.get_value_type(aty.dtype)
+        vecty = ir.VectorType(elt, MR)
+        align = aty.dtype.bitwidth // 8
+        fma = _fma(builder, vecty)
+        i64 = ir.IntType(64)
+        i32 = ir.IntType(32)
+        pa = _ptr(context, builder, aty, a_, aoff_)
+        pb = _ptr(context, builder, bty, b_, boff_)
+        pc = _ptr(context, builder, cty, c_, coff_)
+        zero = ir.Constant(vecty, None)
+        panels = [builder.gep(pa, [builder.mul(ir.Constant(i64, p), ps_)]) for p in range(FEW_ROWS)]
+
+        def body(k, accs):
+            kk = builder.mul(k, ir.Constant(i64, MR))
+            wv = [_vload(builder, vecty, builder.gep(panels[p], [kk]), align) for p in range(FEW_ROWS)]
+            bk = builder.gep(pb, [builder.mul(k, ir.Constant(i64, FEW))])
+            out = list(accs)
+            for s in range(FEW):
+                sp = _splat(builder, vecty, builder.load(builder.gep(bk, [ir.Constant(i64, s)])))
+                for p in range(FEW_ROWS):
+                    out[p * FEW + s] = builder.call(fma, [wv[p], sp, accs[p * FEW + s]])
+            return out
+
+        res = _reduction_loop(builder, n_, [zero] * (FEW_ROWS * FEW), body)
+        for p in range(FEW_ROWS):
+            for s in range(FEW):
+                for r in range(MR):
+                    v = builder.extract_element(res[p * FEW + s], ir.Constant(i32, r))
+                    builder.store(v, builder.gep(pc, [ir.Constant(i64, (p * MR + r) * FEW + s)]))
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
 def fetch_add(typingctx, arr, idx, val):
     """Atomically ``old = arr[idx]; arr[idx] += val; return old`` (int64 array), for work sharing."""
     if not (isinstance(arr, types.Array) and arr.dtype == types.int64):
@@ -182,22 +294,74 @@ def fetch_add(typingctx, arr, idx, val):
     return sig, codegen
 
 
+@intrinsic
+def atomic_load(typingctx, arr, idx):
+    """``arr[idx]`` read as one atomic (acquire) load (int64 array): a spin-wait that does not take the line."""
+    if not (isinstance(arr, types.Array) and arr.dtype == types.int64):
+        return None
+    sig = types.int64(arr, types.intp)
+
+    def codegen(context, builder, signature, args):
+        arr_, idx_ = args
+        ptr = _ptr(context, builder, signature.args[0], arr_, idx_)
+        return builder.load_atomic(ptr, "acquire", 8)
+
+    return sig, codegen
+
+
+@intrinsic
+def cpu_relax(typingctx):
+    """The x86 ``pause`` hint inside a spin-wait (frees the pipeline, saves power; a no-op elsewhere)."""
+    sig = types.void()
+
+    def codegen(context, builder, signature, args):
+        if _X86:
+            fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), []), "llvm.x86.sse2.pause")
+            builder.call(fn, [])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
 if config.DISABLE_JIT:  # pragma: no cover - exercised by the NUMBA_DISABLE_JIT=1 test run
     # Plain-Python equivalents, so the kernel logic runs (and is covered) without numba.
     import numpy as _np
 
-    def mk_lanes(a, aoff, b, boff, ldb, c, coff, ldc, n):  # noqa: F811
-        width = ldb  # the kernels always pass whole tiles (ldb == NV * lanes)
+    def _mk_lanes(nv, a, aoff, b, boff, ldb, c, coff, ldc, n):
+        width = nv * (16 if a.dtype.itemsize == 4 else 8)
         A = a[aoff : aoff + n * MR].reshape(n, MR) if n > 0 else _np.zeros((0, MR), a.dtype)
         rows = _np.stack([b[boff + k * ldb : boff + k * ldb + width] for k in range(n)]) if n > 0 else None
         out = A.T @ rows if n > 0 else _np.zeros((MR, width), a.dtype)
         for q in range(MR):
             c[coff + q * ldc : coff + q * ldc + width] = out[q]
 
+    def mk_lanes(*args):  # noqa: F811
+        _mk_lanes(NV, *args)
+
+    def mk_lanes1(*args):  # noqa: F811
+        _mk_lanes(1, *args)
+
+    def cpu_relax():  # noqa: F811
+        pass
+
+    def atomic_load(arr, idx):  # noqa: F811
+        return int(arr[idx])
+
     def fetch_add(arr, idx, val):  # noqa: F811
         old = int(arr[idx])
         arr[idx] += val
         return old
+
+    def mk_rows_few(a, aoff, pstride, b, boff, c, coff, n):  # noqa: F811
+        Z = b[boff : boff + n * FEW].reshape(n, FEW)
+        for p in range(FEW_ROWS):
+            base = aoff + p * pstride
+            A = a[base : base + n * MR].reshape(n, MR)
+            c[coff + p * MR * FEW : coff + (p + 1) * MR * FEW] = (A.T @ Z).reshape(-1)
+
+    def mk_rows_grouped(a, aoff, b, boff, c, coff, n):  # noqa: F811
+        A = a[aoff : aoff + n * P_ROWS * MR].reshape(n, P_ROWS * MR)
+        c[coff : coff + P_ROWS * MR] = A.T @ b[boff : boff + n]
 
     def mk_rows(a, aoff, pstride, b, boff, c, coff, n):  # noqa: F811
         for p in range(P_ROWS):

@@ -22,8 +22,8 @@ member and steps past every sequence's length are (nearly) never computed.
 `run_worker` is one thread's share: it takes the next tile from a shared
 atomic counter until none is left (a thread slowed down by another process
 takes fewer tiles), with its scratch allocated once. It releases the GIL (``nogil``); `rnnjit.kernels` runs one per thread.
-``BT == 1`` is the small-batch path: one sequence per tile, gates by the
-matrix-vector micro-kernel.
+Small batches: ``bt == 1`` (one sequence per tile, the matrix-vector
+micro-kernel `mk_rows`) and ``bt == FEW`` (4 sequences, `mk_rows_few`).
 """
 
 from __future__ import annotations
@@ -31,11 +31,10 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from rnnjit.kernels._simd import MR, P_ROWS, fetch_add, mk_lanes, mk_rows
-from rnnjit.kernels.activations import sigmoid, tanh
+from rnnjit.kernels._simd import FEW, FEW_ROWS, MR, NV, P_ROWS, fetch_add, mk_lanes, mk_lanes1, mk_rows, mk_rows_few, mk_rows_grouped
 from rnnjit.kernels.config import JIT
+from rnnjit.kernels.update import LSTM, cell_update
 
-LSTM, GRU, RNN_TANH, RNN_RELU = 0, 1, 2, 3
 OUT_NONE, OUT_LAST, OUT_ALL = 0, 1, 2
 
 
@@ -63,7 +62,7 @@ def _skewed_zeros(n, like, skew):
 @njit(**JIT)
 def run_worker(
     cell, x, lens, order, tile_ptr, next_tile,
-    w, kstart, klen, wr,
+    w, wg, kstart, klen, wr,
     h0, c0, y, ycol, out_mode, reverse, hn, cn,
     hidden, hp, h_out, proj, bt,
 ):  # fmt: skip
@@ -79,6 +78,7 @@ def run_worker(
     xf = x.reshape(B * T * I)
     yf = y.reshape(B * Ty * Y)
     wf = w.reshape(w.size)
+    wgf = wg.reshape(wg.size)
     wrf = wr.reshape(wr.size)
     n_pan = w.shape[0]
     n_pan_r = wr.shape[0]
@@ -93,6 +93,9 @@ def run_worker(
     tl = np.zeros(bt, np.int64)
     xoff = np.zeros(bt, np.int64)
     h_at = (I + 1) * bt  # first h row of z
+    lv = 16 if x.itemsize == 4 else 8  # lanes per SIMD vector
+    nvec = bt // lv  # SIMD vectors per tile row (bt > 1 is a multiple of lv)
+    zh = z[h_at : h_at + HB]  # the h rows of z
     n_tiles = tile_ptr.shape[0] - 1
     while True:
         tile = fetch_add(next_tile, 0, 1)  # tiles are longest first: dynamic LPT
@@ -128,61 +131,63 @@ def run_worker(
                 tl[l] = t
                 xoff[l] = (seq[l] * T + t) * I
             for i in range(I):
+                zrow = z[(i + 1) * bt : (i + 2) * bt]  # a view: contiguous stores (see rnnjit/kernels/update.py)
                 for l in range(bt):
-                    z[(i + 1) * bt + l] = xf[xoff[l] + i]
+                    zrow[l] = xf[xoff[l] + i]
             # -- gate pre-activations with biases, all gates at once
             if bt == 1:
-                for p in range(0, n_pan, P_ROWS):
-                    mk_rows(wf, p * K * MR, K * MR, z, 0, g, p * MR, K)
+                for q in range(n_pan // P_ROWS):
+                    mk_rows_grouped(wgf, q * K * P_ROWS * MR, z, 0, g, q * P_ROWS * MR, K)
+            elif bt == FEW:
+                for p in range(0, n_pan, FEW_ROWS):
+                    mk_rows_few(wf, p * K * MR, K * MR, z, 0, g, p * MR * FEW, K)
             else:
+                # One weight panel at a time against every vector of the tile
+                # (the panel stays in L1 while the vectors pass), three
+                # vectors per call, one at a time for the remainder; vectors
+                # whose sequences have all ended are skipped (lengths are
+                # sorted within the tile, so the first such one ends the row).
                 for p in range(n_pan):
                     ks = kstart[p]
-                    mk_lanes(wf, (p * K + ks) * MR, z, ks * bt, bt, g, p * MR * bt, bt, klen[p])
-            # -- activations and state update: flat, vectorized loops
-            # (Each loop writes arrays it does not read at another offset: LLVM
-            # cannot prove such in-place updates safe and would not vectorize.)
+                    a0 = (p * K + ks) * MR
+                    v = 0
+                    while v < nvec and s < slen[v * lv]:
+                        if v + NV <= nvec:
+                            mk_lanes(wf, a0, z, ks * bt + v * lv, bt, g, p * MR * bt + v * lv, bt, klen[p])
+                            v += NV
+                        else:
+                            mk_lanes1(wf, a0, z, ks * bt + v * lv, bt, g, p * MR * bt + v * lv, bt, klen[p])
+                            v += 1
+            # -- activations and state update: flat, vectorized loops (`cell_update`)
+            # The LSTM writes c' to a second buffer (the two swap every step)
+            # instead of updating c in place. Measured: with the in-place
+            # update the same worker ran 1.2-2.3x slower in a pool thread
+            # than in the main thread; with the ping-pong buffers both run
+            # alike. (Presumably the CPU's store-to-load prediction on the
+            # read-modify-write stream, at thread-specific addresses.) h goes
+            # to m, then into z (through the projection for LSTMP): the GRU
+            # reads z's old h in the update.
+            cell_update(cell, g, GB, 0, NB, c, c2, m, zh, m)
             if cell == LSTM:
-                # Three short loops, and c' written to a second buffer (the
-                # two swap every step) instead of updating c in place.
-                # Measured: with the in-place update (one fused loop or not)
-                # the same worker ran 1.2-2.3x slower in a pool thread than in
-                # the main thread; with the ping-pong buffers both run alike.
-                # (Presumably the CPU's store-to-load prediction on the
-                # read-modify-write stream, at thread-specific addresses.)
-                for q in range(NB):
-                    m[q] = sigmoid(g[q]) * tanh(g[2 * GB + q])  # i * g
-                for q in range(NB):
-                    c2[q] = sigmoid(g[GB + q]) * c[q] + m[q]  # c' = f * c + i * g
-                for q in range(NB):
-                    m[q] = sigmoid(g[3 * GB + q]) * tanh(c2[q])  # h = o * tanh(c')
                 c, c2 = c2, c
-                if proj > 0:
-                    if bt == 1:
-                        for p in range(0, n_pan_r, P_ROWS):
-                            mk_rows(wrf, p * H * MR, H * MR, m, 0, pr, p * MR, H)
-                    else:
-                        for p in range(n_pan_r):
-                            mk_lanes(wrf, p * H * MR, m, 0, bt, pr, p * MR * bt, bt, H)
-                    for q in range(HB):
-                        z[h_at + q] = pr[q]
+            if proj > 0:
+                if bt == 1:
+                    for p in range(0, n_pan_r, P_ROWS):
+                        mk_rows(wrf, p * H * MR, H * MR, m, 0, pr, p * MR, H)
+                elif bt == FEW:
+                    for p in range(0, n_pan_r, FEW_ROWS):
+                        mk_rows_few(wrf, p * H * MR, H * MR, m, 0, pr, p * MR * FEW, H)
                 else:
-                    for q in range(HB):
-                        z[h_at + q] = m[q]
-            elif cell == GRU:
-                for q in range(NB):
-                    r = sigmoid(g[q])
-                    zg = sigmoid(g[GB + q])
-                    n = tanh(g[2 * GB + q] + r * g[3 * GB + q])
-                    m[q] = n + zg * (z[h_at + q] - n)
+                    for p in range(n_pan_r):
+                        for v in range(0, nvec - nvec % NV, NV):
+                            mk_lanes(wrf, p * H * MR, m, v * lv, bt, pr, p * MR * bt + v * lv, bt, H)
+                        for v in range(nvec - nvec % NV, nvec):
+                            mk_lanes1(wrf, p * H * MR, m, v * lv, bt, pr, p * MR * bt + v * lv, bt, H)
                 for q in range(HB):
-                    z[h_at + q] = m[q]
-            elif cell == RNN_TANH:
-                for q in range(NB):
-                    z[h_at + q] = tanh(g[q])
+                    zh[q] = pr[q]
             else:
-                zero = z[0] - z[0]
-                for q in range(NB):
-                    z[h_at + q] = max(g[q], zero)
+                for q in range(HB):
+                    zh[q] = m[q]
             # -- outputs and final states of the sequences that ran this step
             for l in range(nb):
                 if s >= slen[l]:

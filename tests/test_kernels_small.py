@@ -1,0 +1,64 @@
+"""The small-batch paths of the numba engine at hidden sizes that use them fully.
+
+tests/test_kernels.py runs small batches at H=5, where the hidden units are
+too few to share out. Here H is 64 or 128, so a batch of one runs as a team
+of threads on one matrix-vector product per step (when the machine lets it),
+small batches run one sequence per tile or the few-sequence kernel (which one
+depends on the thread count: B=6 and B=9 are one or the other), and 13 a
+16-lane tile as a team. Every
+path: parity with the reference engine and with PyTorch, and the same bits
+for 1, 2 and 3 threads (so across those paths too).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from test_kernels import TOL, build, max_err, torch_run
+
+from rnnjit import kernels, reference
+
+CELLS = ["lstm", "lstmp", "gru", "rnn_tanh", "rnn_relu"]
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("B", [1, 2, 3, 6, 9, 13], ids=lambda b: f"{b=}")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=lambda d: d.__name__)
+def test_small_batches_match_reference_torch_and_any_thread_count(cell, B, dtype):
+    H = 128 if B == 1 else 64
+    mod, spec, weights = build(cell, 5, H, 2, True, True, dtype, seed=B)
+    rng = np.random.default_rng(B)
+    T = 7
+    x = rng.standard_normal((B, T, 5)).astype(dtype)
+    lengths = rng.integers(1, T + 1, B).astype(np.int64)
+    h_shape, c_shape = spec.state_shapes(B)
+    h0 = rng.standard_normal(h_shape).astype(dtype)
+    c0 = rng.standard_normal(c_shape).astype(dtype) if c_shape else None
+    prepared, ref = kernels.prepare(spec, weights), reference.prepare(spec, weights)
+    rel = cell == "rnn_relu"
+    for select in ("all", "last", "final"):
+        runs = []
+        for n in (1, 2, 3):
+            kernels._team_paused_until = 0.0  # a stalled team on a busy machine must not skip the team path
+            runs.append(kernels.run(prepared, x, lengths, h0, c0, select, n))
+        want = reference.run(ref, x, lengths, h0, c0, select)
+        for name, g, w in zip(("y", "hn", "cn"), runs[0], want):
+            assert max_err(g, w, rel) <= TOL[dtype], f"{select} {name}: {max_err(g, w, rel):.3g}"
+        for other in runs[1:]:
+            for a, b in zip(runs[0], other):
+                if a is not None:
+                    np.testing.assert_array_equal(a, b)
+    y, hn, cn = kernels.run(prepared, x, lengths, h0, c0, "all", 2)
+    ty, thn, tcn = torch_run(mod, x, lengths, h0, c0)
+    for name, g, w in zip(("y", "hn", "cn"), (y, hn, cn), (ty, thn, tcn)):
+        assert max_err(g, w, rel) <= TOL[dtype], f"{name} vs torch: {max_err(g, w, rel):.3g}"
+
+
+@pytest.mark.parametrize("B, expected", [(1, 1), (2, 1), (7, 1), (8, 4), (11, 4), (12, 16), (40, 32), (4096, 48)])
+def test_tile_width(B, expected):
+    assert kernels.tile_width(B, 2, np.dtype(np.float32), 1 << 20) == expected
+
+
+def test_wide_tiles_for_large_weights():
+    assert kernels.tile_width(4096, 2, np.dtype(np.float32), 64 << 20) == 16 * kernels.WIDE_VECS
+    assert kernels.tile_width(256, 2, np.dtype(np.float32), 64 << 20) == 128  # one tile per thread
