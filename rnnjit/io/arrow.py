@@ -218,6 +218,17 @@ def decode_features(col, input_size: int, dtype=np.float32, column: str = "featu
                 reasons[r] = f"{row_name(r)}: step {int(st[0])} of column {column!r} " + _nonfinite(
                     arr, r, int(st[0]), dtype)
 
+    return pad_rows(vals, row_null, row_len, invalid, reasons, step_row, outer_off[:-1] - s0)
+
+
+def pad_rows(vals, row_null, row_len, invalid, reasons, step_row, row_start) -> DecodedFeatures:
+    """The scorable rows' steps, padded: ``x`` (G, T, *vals.shape[1:]) in ``vals``' dtype.
+
+    ``vals`` holds one entry per step of the batch (``step_row`` its row,
+    ``row_start`` each row's first step); rows that are null, ``invalid`` or
+    empty are left out of ``x`` and listed in the result's masks.
+    """
+    B = row_len.shape[0]
     lengths_all = np.where(row_null, 0, row_len)
     empty = (lengths_all == 0) & ~invalid
     good = ~invalid & ~empty
@@ -225,23 +236,20 @@ def decode_features(col, input_size: int, dtype=np.float32, column: str = "featu
     lengths = lengths_all[rows]
     G = rows.size
     T = int(lengths.max()) if G else 0
+    S = vals.shape[0]
     if G == B and S == B * T and (row_len == T).all():
-        # every row valid and of one length: the values already are (B, T, I)
-        x = vals.reshape(B, T, I)
+        # every row valid and of one length: the values already are (B, T, ...)
+        x = vals.reshape(B, T, *vals.shape[1:])
     else:
-        x = np.zeros((G, T, I), dtype=dtype)
+        x = np.zeros((G, T, *vals.shape[1:]), dtype=vals.dtype)
         if G:
             keep = good[step_row]
             new_row = np.cumsum(good) - 1
             sr = step_row[keep]
-            t_idx = np.arange(S, dtype=np.int64)[keep] - (outer_off[sr] - s0)
+            t_idx = np.arange(S, dtype=np.int64)[keep] - row_start[sr]
             x[new_row[sr], t_idx] = vals[keep]
     return DecodedFeatures(
-        x=np.ascontiguousarray(x, dtype=dtype),
-        lengths=lengths.astype(np.int64),
-        rows=rows,
-        empty=empty,
-        invalid=invalid,
+        x=np.ascontiguousarray(x), lengths=lengths.astype(np.int64), rows=rows, empty=empty, invalid=invalid,
         reasons=reasons,
     )
 

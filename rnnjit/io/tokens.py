@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 
 from rnnjit.errors import InputTypeError
-from rnnjit.io.arrow import DecodedFeatures, _null_mask, _offsets, as_array, is_numeric_type
+from rnnjit.io.arrow import DecodedFeatures, _null_mask, _offsets, as_array, is_numeric_type, pad_rows
 
 
 def is_token_type(t: pa.DataType) -> bool:
@@ -95,20 +95,4 @@ def decode_tokens(col, n_embeddings: int, column: str = "tokens", row_name=None)
                 f"{row_name(r)}: step {st} of column {column!r} holds token id {int(ids[lo + st])}, out of range "
                 f"for the embedding's {n_embeddings} rows (valid ids 0..{n_embeddings - 1})"
             )
-    lengths_all = np.where(row_null, 0, row_len)
-    empty = (lengths_all == 0) & ~invalid
-    good = ~invalid & ~empty
-    rows = np.flatnonzero(good)
-    lengths = lengths_all[rows]
-    G = rows.size
-    T = int(lengths.max()) if G else 0
-    x = np.zeros((G, T), dtype=np.int64)
-    if G:
-        keep = good[step_row]
-        new_row = np.cumsum(good) - 1
-        sr = step_row[keep]
-        t_idx = np.arange(S, dtype=np.int64)[keep] - (outer_off[sr] - s0)
-        x[new_row[sr], t_idx] = ids[keep]
-    return DecodedFeatures(
-        x=x, lengths=lengths.astype(np.int64), rows=rows, empty=empty, invalid=invalid, reasons=reasons
-    )
+    return pad_rows(ids, row_null, row_len, invalid, reasons, step_row, outer_off[:-1] - s0)
