@@ -85,6 +85,14 @@ def _reduction_loop(builder, n, init, body):
     return out
 
 
+def _prologue(context, builder, aty, width, ptrs):
+    """What every micro-kernel opens with: the vector type of ``width`` elements, its alignment,
+    the FMA intrinsic, the operands' element pointers (``ptrs``: (type, array, offset) each) and a zero vector."""
+    vecty = ir.VectorType(context.get_value_type(aty.dtype), width)
+    pointers = [_ptr(context, builder, ty, arr, off) for ty, arr, off in ptrs]
+    return vecty, aty.dtype.bitwidth // 8, _fma(builder, vecty), pointers, ir.Constant(vecty, None)
+
+
 def _lanes_kernel(nv: int, doc: str):
     """The MR x (nv * lanes) micro-kernel as an intrinsic (one per width: the vector count is unrolled)."""
 
@@ -101,16 +109,11 @@ def _lanes_codegen(NV):
     def codegen(context, builder, signature, args):
         aty, _, bty, _, _, cty, _, _, _ = signature.args
         a_, aoff_, b_, boff_, ldb_, c_, coff_, ldc_, n_ = args
-        elt = context.get_value_type(aty.dtype)
         L = 16 if aty.dtype.bitwidth == 32 else 8
-        vecty = ir.VectorType(elt, L)
-        align = aty.dtype.bitwidth // 8
-        fma = _fma(builder, vecty)
+        vecty, align, fma, (pa, pb, pc), zero = _prologue(
+            context, builder, aty, L, [(aty, a_, aoff_), (bty, b_, boff_), (cty, c_, coff_)]
+        )
         i64 = ir.IntType(64)
-        pa = _ptr(context, builder, aty, a_, aoff_)
-        pb = _ptr(context, builder, bty, b_, boff_)
-        pc = _ptr(context, builder, cty, c_, coff_)
-        zero = ir.Constant(vecty, None)
 
         def body(k, accs):
             bk = builder.gep(pb, [builder.mul(k, ldb_)])
@@ -156,15 +159,10 @@ def mk_rows(typingctx, a, aoff, pstride, b, boff, c, coff, n):
     def codegen(context, builder, signature, args):
         aty, _, _, bty, _, cty, _, _ = signature.args
         a_, aoff_, ps_, b_, boff_, c_, coff_, n_ = args
-        elt = context.get_value_type(aty.dtype)
-        vecty = ir.VectorType(elt, MR)
-        align = aty.dtype.bitwidth // 8
-        fma = _fma(builder, vecty)
+        vecty, align, fma, (pa, pb, pc), zero = _prologue(
+            context, builder, aty, MR, [(aty, a_, aoff_), (bty, b_, boff_), (cty, c_, coff_)]
+        )
         i64 = ir.IntType(64)
-        pa = _ptr(context, builder, aty, a_, aoff_)
-        pb = _ptr(context, builder, bty, b_, boff_)
-        pc = _ptr(context, builder, cty, c_, coff_)
-        zero = ir.Constant(vecty, None)
         panels = [builder.gep(pa, [builder.mul(ir.Constant(i64, p), ps_)]) for p in range(P_ROWS)]
 
         def body(k, accs):
@@ -199,15 +197,10 @@ def mk_rows_grouped(typingctx, a, aoff, b, boff, c, coff, n):
     def codegen(context, builder, signature, args):
         aty, _, bty, _, cty, _, _ = signature.args
         a_, aoff_, b_, boff_, c_, coff_, n_ = args
-        elt = context.get_value_type(aty.dtype)
-        vecty = ir.VectorType(elt, MR)
-        align = aty.dtype.bitwidth // 8
-        fma = _fma(builder, vecty)
+        vecty, align, fma, (pa, pb, pc), zero = _prologue(
+            context, builder, aty, MR, [(aty, a_, aoff_), (bty, b_, boff_), (cty, c_, coff_)]
+        )
         i64 = ir.IntType(64)
-        pa = _ptr(context, builder, aty, a_, aoff_)
-        pb = _ptr(context, builder, bty, b_, boff_)
-        pc = _ptr(context, builder, cty, c_, coff_)
-        zero = ir.Constant(vecty, None)
 
         def body(k, accs):
             s = _splat(builder, vecty, builder.load(builder.gep(pb, [k])))
@@ -245,16 +238,11 @@ def mk_rows_few(typingctx, a, aoff, pstride, b, boff, c, coff, n):
     def codegen(context, builder, signature, args):
         aty, _, _, bty, _, cty, _, _ = signature.args
         a_, aoff_, ps_, b_, boff_, c_, coff_, n_ = args
-        elt = context.get_value_type(aty.dtype)
-        vecty = ir.VectorType(elt, MR)
-        align = aty.dtype.bitwidth // 8
-        fma = _fma(builder, vecty)
+        vecty, align, fma, (pa, pb, pc), zero = _prologue(
+            context, builder, aty, MR, [(aty, a_, aoff_), (bty, b_, boff_), (cty, c_, coff_)]
+        )
         i64 = ir.IntType(64)
         i32 = ir.IntType(32)
-        pa = _ptr(context, builder, aty, a_, aoff_)
-        pb = _ptr(context, builder, bty, b_, boff_)
-        pc = _ptr(context, builder, cty, c_, coff_)
-        zero = ir.Constant(vecty, None)
         panels = [builder.gep(pa, [builder.mul(ir.Constant(i64, p), ps_)]) for p in range(FEW_ROWS)]
 
         def body(k, accs):

@@ -75,20 +75,8 @@ def _sigmoid_tanh_f32(a, b):
 
 
 def _tanh_f32(x):
-    x = min(max(x, np.float32(-_CLAMP)), np.float32(_CLAMP))
-    x2 = x * x
-    p = np.float32(_A13)
-    p = p * x2 + np.float32(_A11)
-    p = p * x2 + np.float32(_A9)
-    p = p * x2 + np.float32(_A7)
-    p = p * x2 + np.float32(_A5)
-    p = p * x2 + np.float32(_A3)
-    p = p * x2 + np.float32(_A1)
-    q = np.float32(_B6)
-    q = q * x2 + np.float32(_B4)
-    q = q * x2 + np.float32(_B2)
-    q = q * x2 + np.float32(_B0)
-    return x * p / q
+    n, d = _tanh_frac_f32(x)
+    return n / d
 
 
 def _sigmoid_f32(x):

@@ -59,6 +59,24 @@ def _skewed_zeros(n, like, skew):
     return buf[off : off + n]
 
 
+@njit(inline="always", **JIT)
+def panel_lanes(wf, a0, z, zoff, g, goff, bt, n, s, slen, nvec, lv):
+    """One weight panel against every vector of lanes of the tile whose sequences still run at step ``s``.
+
+    Lanes are sorted by length within the tile, so the first vector whose
+    first sequence has ended ends the row; NV vectors at a time, then one.
+    Inlined at numba-IR level, so the worker and the team compile the same loop.
+    """
+    v = 0
+    while v < nvec and s < slen[v * lv]:
+        if v + NV <= nvec:
+            mk_lanes(wf, a0, z, zoff + v * lv, bt, g, goff + v * lv, bt, n)
+            v += NV
+        else:
+            mk_lanes1(wf, a0, z, zoff + v * lv, bt, g, goff + v * lv, bt, n)
+            v += 1
+
+
 @njit(**JIT)
 def run_worker(
     cell, x, lens, order, tile_ptr, next_tile,
@@ -148,16 +166,8 @@ def run_worker(
                 # whose sequences have all ended are skipped (lengths are
                 # sorted within the tile, so the first such one ends the row).
                 for p in range(n_pan):
-                    ks = kstart[p]
-                    a0 = (p * K + ks) * MR
-                    v = 0
-                    while v < nvec and s < slen[v * lv]:
-                        if v + NV <= nvec:
-                            mk_lanes(wf, a0, z, ks * bt + v * lv, bt, g, p * MR * bt + v * lv, bt, klen[p])
-                            v += NV
-                        else:
-                            mk_lanes1(wf, a0, z, ks * bt + v * lv, bt, g, p * MR * bt + v * lv, bt, klen[p])
-                            v += 1
+                    panel_lanes(wf, (p * K + kstart[p]) * MR, z, kstart[p] * bt, g, p * MR * bt, bt, klen[p],
+                                s, slen, nvec, lv)
             # -- activations and state update: flat, vectorized loops (`cell_update`)
             # The LSTM writes c' to a second buffer (the two swap every step)
             # instead of updating c in place. Measured: with the in-place

@@ -26,10 +26,10 @@ from __future__ import annotations
 from numba import njit
 
 from rnnjit.kernels._simd import (
-    MR, NV, P_ROWS, atomic_load, cpu_relax, fetch_add, mk_lanes, mk_lanes1, mk_rows_grouped,
+    MR, P_ROWS, atomic_load, cpu_relax, fetch_add, mk_rows_grouped,
 )
 from rnnjit.kernels.config import JIT
-from rnnjit.kernels.layer import OUT_ALL, OUT_LAST
+from rnnjit.kernels.layer import OUT_ALL, OUT_LAST, panel_lanes
 from rnnjit.kernels.update import LSTM, cell_update
 
 DONE = 8  # index of the finished-chunks counter in ``sync`` (64 bytes after the ticket counter)
@@ -84,16 +84,8 @@ def run_team(
             else:
                 for ub in range(ub0, ub1):
                     p = q * UB + ub
-                    ks = kstart[p]
-                    a0 = (p * K + ks) * MR
-                    v = 0
-                    while v < nvec and s < slen[v * lv]:
-                        if v + NV <= nvec:
-                            mk_lanes(wf, a0, zc, ks * bt + v * lv, bt, g, p * MR * bt + v * lv, bt, klen[p])
-                            v += NV
-                        else:
-                            mk_lanes1(wf, a0, zc, ks * bt + v * lv, bt, g, p * MR * bt + v * lv, bt, klen[p])
-                            v += 1
+                    panel_lanes(wf, (p * K + kstart[p]) * MR, zc, kstart[p] * bt, g, p * MR * bt, bt, klen[p],
+                                s, slen, nvec, lv)
         # -- the cell update of this chunk's units; h goes straight into the next z
         u0 = ub0 * MR
         u1 = min(ub1 * MR, H)
