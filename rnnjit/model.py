@@ -3,6 +3,10 @@
 A model is a chain of steps (`rnnjit.spec.Step`): an optional embedding, one
 or more recurrent modules run by an engine (`rnnjit.engines`), then pooling,
 normalization, linear layers and activations in numpy (`rnnjit.steps`).
+Two steps run inside the engine when they touch a recurrent module (dropout
+between them does not count): an embedding that feeds one (the engine reads
+table rows by token id, no (B, T, E) array) and a pooling right after the
+last one (the engine pools in its output pass, no (B, T, F) array).
 
 State layout with several recurrent modules: ``h0``/``c0`` (and the returned
 states) are lists with one entry per recurrent module in chain order, each in
@@ -23,7 +27,8 @@ from rnnjit.engines import get_engine
 from rnnjit.errors import InputError, InputTypeError
 from rnnjit.inputs import check_features, check_lengths, check_tokens
 from rnnjit.spec import OUTPUT_MODES, RNNSpec, Step, chain_widths, rnn_step
-from rnnjit.steps import apply_step, embed, pool
+from rnnjit.reference import pool_steps
+from rnnjit.steps import apply_step, check_token_ids, embed
 
 
 class Model:
@@ -57,6 +62,23 @@ class Model:
         self._rnn_index = tuple(i for i, s in enumerate(self.chain) if s.kind == "rnn")
         self._output_dim = chain_widths(self.chain)
         self._prepared: dict[tuple[str, int], Any] = {}
+        self._fused = self._fused_steps()
+
+    def _fused_steps(self) -> frozenset[int]:
+        """Indices of the steps an engine runs with its recurrent module (see the module docstring)."""
+        def next_step(i):  # the next step after i that is not a dropout, or None
+            j = i + 1
+            while j < len(self.chain) and self.chain[j].kind == "dropout":
+                j += 1
+            return j if j < len(self.chain) else None
+
+        fused = set()
+        first = self.chain[0]
+        if first.kind == "embedding" and (j := next_step(0)) is not None and self.chain[j].kind == "rnn":
+            fused.add(0)
+        if (j := next_step(self._rnn_index[-1])) is not None and self.chain[j].kind == "pool":
+            fused.add(j)
+        return frozenset(fused)
 
     # ------------------------------------------------------------------ info
     @property
@@ -211,18 +233,27 @@ class Model:
         eng = get_engine(engine)
         last_rnn = self._rnn_index[-1]
         states = []
-        y = x
+        y, table = x, None
         for i, step in enumerate(self.chain):
             if step.kind == "embedding":
-                y = embed(step, self.weights, x, lengths, row_name)
+                check_token_ids(step, self.weights, x, lengths, row_name)
+                if i in self._fused:
+                    table = self.weights[f"{step.prefix}weight"]
+                else:
+                    y = embed(step, self.weights, x, lengths)
             elif step.kind == "rnn":
                 k = len(states)
                 sel = mode if i == last_rnn else "all"
-                y = np.ascontiguousarray(y, dtype=self.dtype)
-                y, hn, cn = eng.run(self._prepare(eng, i), y, lengths, h0s[k], c0s[k], sel, threads)
+                if i == last_rnn and self.pooling and (pool_at := self._pool_index()) in self._fused:
+                    sel = self.chain[pool_at].name
+                if table is None:
+                    y = np.ascontiguousarray(y, dtype=self.dtype)
+                y, hn, cn = eng.run(self._prepare(eng, i), y, lengths, h0s[k], c0s[k], sel, threads, table=table)
+                table = None
                 states.append((hn, cn) if step.rnn.has_cell_state else hn)
             elif step.kind == "pool":
-                y = pool(step.name, y, lengths)
+                if i not in self._fused:
+                    y = pool_steps(step.name, y, lengths)
             else:
                 y = apply_step(step, self.weights, y)
         if self.returns_steps(mode) and last_rnn < len(self.chain) - 1:
@@ -231,6 +262,9 @@ class Model:
         if not return_state:
             return y
         return (y, states[0]) if len(states) == 1 else (y, states)
+
+    def _pool_index(self) -> int:
+        return next(i for i, s in enumerate(self.chain) if s.kind == "pool")
 
     def _prepare(self, eng, i: int):
         key = (eng.__name__, i)

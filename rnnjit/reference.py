@@ -7,15 +7,18 @@ only.
 Engine contract (shared with `rnnjit.kernels`):
 
 ``prepare(spec, weights) -> prepared`` once per model and dtype, then
-``run(prepared, x, lengths, h0, c0, select, threads) -> (y, hn, cn)`` where
+``run(prepared, x, lengths, h0, c0, select, threads, table=None) -> (y, hn, cn)`` where
 
-- ``x``: (B, T, I) C-contiguous, the weights' dtype; ``lengths``: int64 (B,)
-  with ``1 <= lengths[b] <= T``; ``h0``: (L*D, B, H_out) or None (zeros);
-  ``c0``: (L*D, B, H) or None (zeros, LSTM only).
+- ``x``: (B, T, I) C-contiguous, the weights' dtype; or, with ``table`` (an
+  embedding's (V, I) weight), (B, T) integer token ids, each valid step's id
+  in ``0..V-1`` (checked by the caller; ids past a sequence's length are not
+  read); ``lengths``: int64 (B,) with ``1 <= lengths[b] <= T``; ``h0``:
+  (L*D, B, H_out) or None (zeros); ``c0``: (L*D, B, H) or None (zeros, LSTM only).
 - ``select == "all"``: y is (B, T, D*H_out), zero past each length;
   ``"last"``: y is (B, D*H_out), the per-step output at ``lengths[b]-1``;
   ``"final"``: y is (B, D*H_out), the last layer's final h, directions
-  concatenated.
+  concatenated; ``"sum"``, ``"mean"``, ``"max"``: y is (B, D*H_out), the
+  per-step outputs pooled over each sequence's valid steps (`pool_steps`).
 - hn: (L*D, B, H_out); cn: (L*D, B, H) for LSTM, else None.
 """
 
@@ -25,12 +28,28 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from rnnjit.spec import RNNSpec
+from rnnjit.spec import POOLS, RNNSpec
 
 
 def sigmoid(v: np.ndarray) -> np.ndarray:
     """Logistic function without overflow: 1/(1+exp(-v)) == (1+tanh(v/2))/2."""
     return 0.5 * (1.0 + np.tanh(0.5 * v))
+
+
+def pool_steps(method: str, y: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Reduce (B, T, F) over each sequence's first ``lengths[b]`` steps (padding never counted)."""
+    B, T = y.shape[0], y.shape[1]
+    if method == "last":
+        return y[np.arange(B), lengths - 1] if T else np.zeros((B, y.shape[2]), y.dtype)
+    valid = (np.arange(T)[None, :] < lengths[:, None])[:, :, None]
+    if method == "max":
+        return np.where(valid, y, -np.inf).max(axis=1, initial=-np.inf).astype(y.dtype)
+    total = np.where(valid, y, 0).sum(axis=1)
+    if method == "sum":
+        return total.astype(y.dtype)
+    if method == "mean":
+        return (total / lengths[:, None].astype(y.dtype)).astype(y.dtype)
+    raise ValueError(f"pooling {method!r} is not known")
 
 
 def prepare(spec: RNNSpec, weights: Mapping[str, np.ndarray]):
@@ -67,16 +86,19 @@ def _step(spec: RNNSpec, w: dict, x_t, h, c):
     return np.maximum(pre, 0.0), None
 
 
-def run(prepared, x, lengths, h0=None, c0=None, select="all", threads=None):
+def run(prepared, x, lengths, h0=None, c0=None, select="all", threads=None, table=None):
     """Run the recurrent stack; see the module docstring for the contract."""
     spec, weights = prepared
+    lengths = np.asarray(lengths, dtype=np.int64)
+    if table is not None:  # ids past a sequence's length may be anything: read row 0 there
+        ids = np.asarray(x)
+        x = table[np.where(np.arange(ids.shape[1])[None, :] < lengths[:, None], ids, 0)]
     dtype = x.dtype
     B, T, _ = x.shape
     D = spec.num_directions
     h_shape, c_shape = spec.state_shapes(B)
     hn = np.zeros(h_shape, dtype)
     cn = np.zeros(c_shape, dtype) if c_shape else None
-    lengths = np.asarray(lengths, dtype=np.int64)
     layer_in = x
     for layer in range(spec.num_layers):
         out = np.zeros((B, T, D * spec.h_out), dtype)
@@ -102,12 +124,11 @@ def run(prepared, x, lengths, h0=None, c0=None, select="all", threads=None):
         layer_in = out
     if select == "all":
         y = layer_in
-    elif select == "last":
-        idx = np.maximum(lengths - 1, 0)
-        y = layer_in[np.arange(B), idx] if T > 0 else np.zeros((B, D * spec.h_out), dtype)
     elif select == "final":
         last = spec.num_layers - 1
         y = np.concatenate([hn[last * D + d] for d in range(D)], axis=1)
+    elif select in POOLS:
+        y = pool_steps(select, layer_in, lengths)
     else:
-        raise ValueError(f"select must be 'all', 'last' or 'final', got {select!r}")
+        raise ValueError(f"select must be 'all', 'final' or one of {', '.join(POOLS)}, got {select!r}")
     return np.ascontiguousarray(y, dtype=dtype), hn, cn

@@ -2,7 +2,7 @@
 
 Each function maps values along the last axis of an array of any leading
 shape (a per-step (B, T, F) or a per-sequence (B, F) tensor) and keeps its
-dtype. Pooling reduces (B, T, F) over each sequence's valid steps only.
+dtype. Pooling over time is `rnnjit.reference.pool_steps` (engines also pool in their output pass).
 """
 
 from __future__ import annotations
@@ -127,34 +127,15 @@ def apply_head(head, weights: Mapping[str, np.ndarray], y: np.ndarray) -> np.nda
     return y
 
 
-def pool(method: str, y: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """Reduce (B, T, F) over each sequence's first ``lengths[b]`` steps (padding never counted)."""
-    B, T = y.shape[0], y.shape[1]
-    if method == "last":
-        return y[np.arange(B), lengths - 1] if T else np.zeros((B, y.shape[2]), y.dtype)
-    valid = (np.arange(T)[None, :] < lengths[:, None])[:, :, None]
-    if method == "max":
-        return np.where(valid, y, -np.inf).max(axis=1, initial=-np.inf).astype(y.dtype)
-    total = np.where(valid, y, 0).sum(axis=1)
-    if method == "sum":
-        return total.astype(y.dtype)
-    if method == "mean":
-        return (total / lengths[:, None].astype(y.dtype)).astype(y.dtype)
-    raise ValueError(f"pooling {method!r} is not known")
+def check_token_ids(step: Step, weights: Mapping[str, np.ndarray], ids: np.ndarray, lengths: np.ndarray, row_name=None):
+    """Raise `InputError` naming the first sequence whose valid steps hold an id outside ``0 <= id < num_embeddings``.
 
-
-def embed(step: Step, weights: Mapping[str, np.ndarray], ids: np.ndarray, lengths: np.ndarray, row_name=None):
-    """Look up (B, T) token ids in the embedding table; padding positions give zeros.
-
-    Raises `InputError` naming the first sequence whose valid steps hold an id
-    outside ``0 <= id < num_embeddings`` (checked before any read).
+    Run before any table read: the kernels read table rows by id unchecked.
     """
     from rnnjit.errors import InputError
 
-    table = weights[f"{step.prefix}weight"]
-    n = table.shape[0]
-    B, T = ids.shape
-    valid = np.arange(T)[None, :] < lengths[:, None]
+    n = weights[f"{step.prefix}weight"].shape[0]
+    valid = np.arange(ids.shape[1])[None, :] < lengths[:, None]
     bad = valid & ((ids < 0) | (ids >= n))
     if bad.any():
         b, t = (int(i) for i in np.argwhere(bad)[0])
@@ -163,6 +144,15 @@ def embed(step: Step, weights: Mapping[str, np.ndarray], ids: np.ndarray, length
             f"{who}: token id {int(ids[b, t])} at step {t} is out of range for embedding {step.name!r} "
             f"with {n} rows (valid ids 0..{n - 1}); map unknown tokens to an id the model knows"
         )
-    out = table[np.where(valid, ids, 0)]
+
+
+def embed(step: Step, weights: Mapping[str, np.ndarray], ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Look up (B, T) token ids (checked by `check_token_ids`) in the embedding table; padding positions give zeros.
+
+    Used when the embedding does not feed a recurrent module directly (which
+    reads the table itself, inside its tiles).
+    """
+    valid = np.arange(ids.shape[1])[None, :] < lengths[:, None]
+    out = weights[f"{step.prefix}weight"][np.where(valid, ids, 0)]
     out[~valid] = 0
     return out

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_kernels import TOL, build, max_err, torch_run
+from test_kernels import SELECTS, TOL, build, max_err, pooled_tol, torch_run
 
 from rnnjit import kernels, reference
 
@@ -36,14 +36,15 @@ def test_small_batches_match_reference_torch_and_any_thread_count(cell, B, dtype
     c0 = rng.standard_normal(c_shape).astype(dtype) if c_shape else None
     prepared, ref = kernels.prepare(spec, weights), reference.prepare(spec, weights)
     rel = cell == "rnn_relu"
-    for select in ("all", "last", "final"):
+    for select in SELECTS:
         runs = []
         for n in (1, 2, 3):
             kernels._team_paused_until = 0.0  # a stalled team on a busy machine must not skip the team path
             runs.append(kernels.run(prepared, x, lengths, h0, c0, select, n))
         want = reference.run(ref, x, lengths, h0, c0, select)
         for name, g, w in zip(("y", "hn", "cn"), runs[0], want):
-            assert max_err(g, w, rel) <= TOL[dtype], f"{select} {name}: {max_err(g, w, rel):.3g}"
+            bound = pooled_tol(TOL[dtype], select, T) if name == "y" else TOL[dtype]
+            assert max_err(g, w, rel) <= bound, f"{select} {name}: {max_err(g, w, rel):.3g}"
         for other in runs[1:]:
             for a, b in zip(runs[0], other):
                 if a is not None:

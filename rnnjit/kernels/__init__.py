@@ -32,7 +32,7 @@ import numba
 import numpy as np
 
 from rnnjit.kernels._simd import FEW, MR, NV, P_ROWS, lanes
-from rnnjit.kernels.layer import OUT_ALL, OUT_LAST, OUT_NONE, run_worker
+from rnnjit.kernels.layer import OUT_ALL, OUT_LAST, OUT_MAX, OUT_NONE, OUT_SUM, run_worker
 from rnnjit.kernels.pack import CELL_CODES, PackedLayer, pack_layer, padded_hidden
 from rnnjit.kernels.team import SPINS, run_team
 from rnnjit.spec import RNNSpec
@@ -118,18 +118,34 @@ def _writable(a: np.ndarray) -> np.ndarray:
     return a if a.flags.writeable else a.copy()
 
 
-def run(prepared: Prepared, x, lengths, h0=None, c0=None, select="all", threads=None):
+SELECT_MODES = {"all": OUT_ALL, "last": OUT_LAST, "final": OUT_NONE, "sum": OUT_SUM, "mean": OUT_SUM, "max": OUT_MAX}
+"""The top layer's output mode for each ``select`` (mean is the sum divided by the length afterwards)."""
+
+
+def run(prepared: Prepared, x, lengths, h0=None, c0=None, select="all", threads=None, table=None):
     """Run the recurrent stack; the contract is in `rnnjit.reference`.
 
     ``threads`` sets numba's thread count for this call only (restored after).
+    With ``table`` (an embedding, (V, input_size)), ``x`` is (B, T) token ids
+    and the first layer reads each step's table row inside its tile.
     """
-    if select not in ("all", "last", "final"):
-        raise ValueError(f"select must be 'all', 'last' or 'final', got {select!r}")
+    if select not in SELECT_MODES:
+        raise ValueError(f"select must be one of {', '.join(SELECT_MODES)}, got {select!r}")
     spec, dtype = prepared.spec, prepared.dtype
-    x = _writable(np.ascontiguousarray(x, dtype=dtype))
-    if x.ndim != 3 or x.shape[2] != spec.input_size:
-        raise ValueError(f"x has shape {x.shape}; expected (batch, time, {spec.input_size})")
-    B, T, _ = x.shape
+    if table is None:
+        x = _writable(np.ascontiguousarray(x, dtype=dtype))
+        if x.ndim != 3 or x.shape[2] != spec.input_size:
+            raise ValueError(f"x has shape {x.shape}; expected (batch, time, {spec.input_size})")
+        B, T, _ = x.shape
+        rows, tok = x.reshape(B * T, spec.input_size), np.zeros((0, T), np.int64)
+    else:
+        tok = _writable(np.ascontiguousarray(x, dtype=np.int64))
+        rows = _writable(np.ascontiguousarray(table, dtype=dtype))
+        if tok.ndim != 2 or rows.ndim != 2 or rows.shape[1] != spec.input_size:
+            raise ValueError(
+                f"token ids {tok.shape} and table {rows.shape}; expected (batch, time) and (vocabulary, {spec.input_size})"
+            )
+        B, T = tok.shape
     lengths = _writable(np.ascontiguousarray(lengths, dtype=np.int64))
     D, L, Ho, H = spec.num_directions, spec.num_layers, spec.h_out, spec.hidden_size
     h_shape, c_shape = spec.state_shapes(B)
@@ -143,19 +159,22 @@ def run(prepared: Prepared, x, lengths, h0=None, c0=None, select="all", threads=
         n = numba.get_num_threads() if threads is None else int(threads)
         if n < 1:
             raise ValueError(f"threads must be a positive integer, got {threads!r}")
-        _run_layers(prepared, x, lengths, h0, c0, hn, cn, select, y_all, y_last, n)
+        _run_layers(prepared, rows, tok, lengths, h0, c0, hn, cn, SELECT_MODES[select], y_all, y_last, n)
     if select == "all":
         y = y_all
-    elif select == "last":
-        y = y_last[:, 0, :]
-    else:
+    elif select == "final":
         y = np.concatenate([hn[(L - 1) * D + d] for d in range(D)], axis=1)
+    else:
+        y = y_last[:, 0, :]
+        if select == "mean":
+            y = y / lengths[:, None].astype(dtype)
     return np.ascontiguousarray(y), hn, (cn if c_shape else None)
 
 
-def _run_layers(prepared, x, lengths, h0, c0, hn, cn, select, y_all, y_last, threads):
+def _run_layers(prepared, rows, tok, lengths, h0, c0, hn, cn, top_mode, y_all, y_last, threads):
+    """Every layer and direction; the first layer reads ``rows``/``tok`` (see `run_worker`), the top one writes ``top_mode``."""
     spec, dtype = prepared.spec, prepared.dtype
-    B, T, _ = x.shape
+    B, T = lengths.shape[0], tok.shape[1]
     D, L, Ho, H = spec.num_directions, spec.num_layers, spec.h_out, spec.hidden_size
     bt = tile_width(B, threads, dtype, max(pk.w.nbytes for pk in prepared.layers))
     order, tile_ptr = _tiles(lengths, bt)
@@ -165,32 +184,28 @@ def _run_layers(prepared, x, lengths, h0, c0, hn, cn, select, y_all, y_last, thr
         workers = threads
     cell = CELL_CODES[spec.cell]
     hp = padded_hidden(H)
-    layer_in = x
+    no_tokens = np.zeros((0, T), np.int64)
     for layer in range(L):
-        top = layer == L - 1
-        if not top:
+        if layer < L - 1:
             out, mode = np.zeros((B, T, D * Ho), dtype), OUT_ALL
-        elif select == "all":
-            out, mode = y_all, OUT_ALL
-        elif select == "last":
-            out, mode = y_last, OUT_LAST
         else:
-            out, mode = y_last, OUT_NONE
+            out, mode = (y_all if top_mode == OUT_ALL else y_last), top_mode
         for d in range(D):
             k = layer * D + d
             pk = prepared.layers[k]
             if team:
-                _run_team(prepared, pk, layer_in, lengths, order, h0[k], c0[k], out, d * Ho, mode, d == 1,
+                _run_team(prepared, pk, rows, tok, lengths, order, h0[k], c0[k], out, d * Ho, mode, d == 1,
                           hn[k], cn[k], bt, workers, team)  # fmt: skip
                 continue
             args = (
-                cell, layer_in, lengths, order, tile_ptr, np.zeros(1, np.int64),
+                cell, rows, tok, lengths, order, tile_ptr, np.zeros(1, np.int64),
                 pk.w, pk.wg, pk.kstart, pk.klen, pk.wr,
                 h0[k], c0[k], out, d * Ho, mode, d == 1, hn[k], cn[k],
                 H, hp, Ho, spec.proj_size, bt,
             )  # fmt: skip
             _parallel(workers, args)
-        layer_in = out
+        if layer < L - 1:
+            rows, tok = out.reshape(B * T, D * Ho), no_tokens
 
 
 STALL_SPINS = 2000
@@ -227,10 +242,10 @@ def team_chunks(spec: RNNSpec, bt: int, threads: int) -> tuple[int, int] | None:
     return cb, -(-ub // cb)
 
 
-def _run_team(prepared, pk, x, lengths, order, h0, c0, out, ycol, mode, reverse, hn, cn, bt, workers, chunks):
+def _run_team(prepared, pk, rows, tok, lengths, order, h0, c0, out, ycol, mode, reverse, hn, cn, bt, workers, chunks):
     """Run one tile (every sequence of the batch) on ``workers`` threads with `run_team`."""
     spec, dtype = prepared.spec, prepared.dtype
-    B, T, I = x.shape
+    B, T, I = lengths.shape[0], tok.shape[1], rows.shape[1]
     H, hp = spec.hidden_size, padded_hidden(spec.hidden_size)
     K = I + H + 2
     seq = np.zeros(bt, np.int64)
@@ -239,7 +254,8 @@ def _run_team(prepared, pk, x, lengths, order, h0, c0, out, ycol, mode, reverse,
     zbuf = np.zeros((2, K, bt), dtype)
     zbuf[:, 0], zbuf[:, K - 1] = 1, 1
     t0 = slen[:B] - 1 if reverse else np.zeros(B, np.int64)
-    zbuf[0, 1 : I + 1, :B] = x[order, t0].T
+    first = tok[order, t0] if tok.shape[0] else order * T + t0  # each sequence's first row (`step_row`)
+    zbuf[0, 1 : I + 1, :B] = rows[first].T
     zbuf[0, I + 1 : I + 1 + H, :B] = h0[order].T
     cbuf = np.zeros((2, H, bt), dtype)
     cbuf[0, :, :B] = c0[order].T
@@ -249,7 +265,7 @@ def _run_team(prepared, pk, x, lengths, order, h0, c0, out, ycol, mode, reverse,
     sync = np.zeros(24, np.int64)
     blocks = 1 if spec.cell.startswith("rnn") else 4
     args = (
-        CELL_CODES[spec.cell], x, seq, slen, B, int(slen.max()), zbuf.reshape(2, K * bt), cbuf.reshape(2, H * bt),
+        CELL_CODES[spec.cell], rows, tok, seq, slen, B, int(slen.max()), zbuf.reshape(2, K * bt), cbuf.reshape(2, H * bt),
         g, m, sync, pk.w, pk.wg, pk.kstart, pk.klen, blocks, out, ycol, mode, reverse, hn, cn,
         H, hp, bt, cb, nch,
     )  # fmt: skip

@@ -5,13 +5,17 @@ float32, 24 for float64: three SIMD vectors), and every per-tile buffer is (rows
 sequences along the contiguous axis. Per step a thread
 
 1. gathers ``x_t`` of each sequence into ``z = [1; x_t; h; 1]`` (h stays in
-   z between steps; the two constant rows carry the biases),
+   z between steps; the two constant rows carry the biases): a row of the
+   (B*T, I) features, or for a model that starts with an embedding the
+   table row of the step's token id, so the (B, T, E) embedded batch is
+   never materialized,
 2. computes all gate pre-activations, biases included, ``g = W @ z`` with the
    register-blocked micro-kernel (`rnnjit.kernels._simd`),
 3. applies the activations and the state update in one flat pass over
    (hidden unit, sequence), which LLVM vectorizes (AVX-512: 16 float32 per op),
-4. writes the step's output for the sequences still running, and the final
-   state of each sequence at its own last step.
+4. writes the step's output for the sequences still running (or adds it to
+   their sum, or keeps their maximum: pooling over time in the same pass), and
+   the final state of each sequence at its own last step.
 
 No masks in the vectorized pass: a lane whose sequence has ended keeps
 computing on garbage that nobody reads (lanes never mix: every product is per
@@ -35,7 +39,9 @@ from rnnjit.kernels._simd import FEW, FEW_ROWS, MR, NV, P_ROWS, fetch_add, mk_la
 from rnnjit.kernels.config import JIT
 from rnnjit.kernels.update import LSTM, cell_update
 
-OUT_NONE, OUT_LAST, OUT_ALL = 0, 1, 2
+OUT_NONE, OUT_LAST, OUT_ALL, OUT_SUM, OUT_MAX = 0, 1, 2, 3, 4
+"""What a layer writes per step: nothing (final state only), the output at each sequence's last
+position, every output, or each sequence's sum / maximum over its valid steps (``y`` is then (B, 1, F))."""
 
 
 PAGE = 4096
@@ -77,15 +83,66 @@ def panel_lanes(wf, a0, z, zoff, g, goff, bt, n, s, slen, nvec, lv):
             v += 1
 
 
+@njit(inline="always", **JIT)
+def step_row(tok, seq, t, T):
+    """Row of the layer's input rows holding sequence ``seq``'s step ``t``.
+
+    ``tok`` is (B, T) token ids when the rows are an embedding table, or an
+    empty (0, T) array when the rows are the (B*T, I) features themselves.
+    """
+    return tok[seq, t] if tok.shape[0] > 0 else seq * T + t
+
+
+@njit(inline="always", **JIT)
+def emit(cell, out_mode, s, nb, seq, slen, reverse, j0, j1, c_units, hsrc, h_at, csrc, bt, yf, Ty, Y, ycol, hn, cn):
+    """Outputs of step ``s`` for units ``[j0, j1)`` of the lanes still running, and final states at their last step.
+
+    ``hsrc`` holds the new h at ``h_at + j * bt + lane``, ``csrc`` the new c
+    (units ``c_units``) at ``u * bt + lane``. Pooled modes accumulate in
+    step order per lane; a maximum starts from step 0's value (every
+    sequence has one), so no -inf is needed (the kernels compile with ``ninf``).
+    """
+    for l in range(nb):
+        if s >= slen[l]:
+            continue
+        b = seq[l]
+        t = slen[l] - 1 - s if reverse else s
+        if out_mode == OUT_ALL or (out_mode == OUT_LAST and t == slen[l] - 1):
+            base = (b * Ty + (t if out_mode == OUT_ALL else 0)) * Y + ycol
+            for j in range(j0, j1):
+                yf[base + j] = hsrc[h_at + j * bt + l]
+        elif out_mode == OUT_SUM:
+            base = b * Y + ycol
+            for j in range(j0, j1):
+                yf[base + j] += hsrc[h_at + j * bt + l]
+        elif out_mode == OUT_MAX:
+            base = b * Y + ycol
+            for j in range(j0, j1):
+                v = hsrc[h_at + j * bt + l]
+                yf[base + j] = v if s == 0 else max(yf[base + j], v)
+        if s == slen[l] - 1:
+            for j in range(j0, j1):
+                hn[b, j] = hsrc[h_at + j * bt + l]
+            if cell == LSTM:
+                for u in range(c_units[0], c_units[1]):
+                    cn[b, u] = csrc[u * bt + l]
+
+
 @njit(**JIT)
 def run_worker(
-    cell, x, lens, order, tile_ptr, next_tile,
+    cell, x, tok, lens, order, tile_ptr, next_tile,
     w, wg, kstart, klen, wr,
     h0, c0, y, ycol, out_mode, reverse, hn, cn,
     hidden, hp, h_out, proj, bt,
 ):  # fmt: skip
-    """One thread's share: tiles from the shared counter, through every step, scratch allocated once."""
-    B, T, I = x.shape
+    """One thread's share: tiles from the shared counter, through every step, scratch allocated once.
+
+    ``x`` is the layer's input rows: (B*T, I) features, or an embedding table
+    (V, I) read through the token ids ``tok`` (B, T) (an empty (0, T) array
+    for features; `step_row`). Token ids are checked by the caller.
+    """
+    T = tok.shape[1]
+    I = x.shape[1]
     K = I + h_out + 2
     HB = h_out * bt  # h rows of z, flat
     H = hidden
@@ -93,8 +150,8 @@ def run_worker(
     GB = hp * bt  # distance between gate blocks in g, flat
     Ty = y.shape[1]
     Y = y.shape[2]
-    xf = x.reshape(B * T * I)
-    yf = y.reshape(B * Ty * Y)
+    xf = x.reshape(x.size)
+    yf = y.reshape(y.size)
     wf = w.reshape(w.size)
     wgf = wg.reshape(wg.size)
     wrf = wr.reshape(wr.size)
@@ -108,7 +165,6 @@ def run_worker(
     pr = _skewed_zeros(n_pan_r * MR * bt, x, 3072)
     seq = np.zeros(bt, np.int64)
     slen = np.zeros(bt, np.int64)
-    tl = np.zeros(bt, np.int64)
     xoff = np.zeros(bt, np.int64)
     h_at = (I + 1) * bt  # first h row of z
     lv = 16 if x.itemsize == 4 else 8  # lanes per SIMD vector
@@ -146,8 +202,7 @@ def run_worker(
             for l in range(bt):
                 t = slen[l] - 1 - s if reverse else s
                 t = t if s < slen[l] else 0
-                tl[l] = t
-                xoff[l] = (seq[l] * T + t) * I
+                xoff[l] = step_row(tok, seq[l], t, T) * I
             for i in range(I):
                 zrow = z[(i + 1) * bt : (i + 2) * bt]  # a view: contiguous stores (see rnnjit/kernels/update.py)
                 for l in range(bt):
@@ -198,18 +253,5 @@ def run_worker(
             else:
                 for q in range(HB):
                     zh[q] = m[q]
-            # -- outputs and final states of the sequences that ran this step
-            for l in range(nb):
-                if s >= slen[l]:
-                    continue
-                b = seq[l]
-                if out_mode == OUT_ALL or (out_mode == OUT_LAST and tl[l] == slen[l] - 1):
-                    base = (b * Ty + (tl[l] if out_mode == OUT_ALL else 0)) * Y + ycol
-                    for j in range(h_out):
-                        yf[base + j] = z[h_at + j * bt + l]
-                if s == slen[l] - 1:
-                    for j in range(h_out):
-                        hn[b, j] = z[h_at + j * bt + l]
-                    if cell == LSTM:
-                        for u in range(H):
-                            cn[b, u] = c[u * bt + l]
+            # -- outputs (or pooled outputs) and final states of the sequences that ran this step
+            emit(cell, out_mode, s, nb, seq, slen, reverse, 0, h_out, (0, H), z, h_at, c, bt, yf, Ty, Y, ycol, hn, cn)

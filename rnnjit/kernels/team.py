@@ -29,8 +29,8 @@ from rnnjit.kernels._simd import (
     MR, P_ROWS, atomic_load, cpu_relax, fetch_add, mk_rows_grouped,
 )
 from rnnjit.kernels.config import JIT
-from rnnjit.kernels.layer import OUT_ALL, OUT_LAST, panel_lanes
-from rnnjit.kernels.update import LSTM, cell_update
+from rnnjit.kernels.layer import emit, panel_lanes, step_row
+from rnnjit.kernels.update import cell_update
 
 DONE = 8  # index of the finished-chunks counter in ``sync`` (64 bytes after the ticket counter)
 SPINS = 16  # index of the total count of spin-wait rounds (another line again)
@@ -38,23 +38,25 @@ SPINS = 16  # index of the total count of spin-wait rounds (another line again)
 
 @njit(**JIT)
 def run_team(
-    cell, x, seq, slen, nb, maxlen, zbuf, cbuf, g, m, sync,
+    cell, x, tok, seq, slen, nb, maxlen, zbuf, cbuf, g, m, sync,
     w, wg, kstart, klen, nblk, y, ycol, out_mode, reverse, hn, cn,
     hidden, hp, bt, cb, nch,
 ):  # fmt: skip
     """One thread's part in running one tile: chunks from ``sync[0]`` until the last step's are taken.
 
     ``sync[DONE]`` counts finished chunks (another cache line than the tickets: waiting threads read it in a loop); ``cb`` unit blocks per chunk, ``nch`` chunks per step.
+    ``x``/``tok``: the layer's input rows and token ids, as for `rnnjit.kernels.layer.run_worker`.
     """
-    B, T, I = x.shape
+    T = tok.shape[1]
+    I = x.shape[1]
     H = hidden
     K = I + H + 2
     GB = hp * bt
     UB = hp // MR
     Ty = y.shape[1]
     Y = y.shape[2]
-    xf = x.reshape(B * T * I)
-    yf = y.reshape(B * Ty * Y)
+    xf = x.reshape(x.size)
+    yf = y.reshape(y.size)
     wf = w.reshape(w.size)
     wgf = wg.reshape(wg.size)
     h_at = (I + 1) * bt
@@ -91,29 +93,15 @@ def run_team(
         u1 = min(ub1 * MR, H)
         lo, hi = u0 * bt, u1 * bt
         cell_update(cell, g, GB, lo, hi, cc, cx, m, zc[h_at : h_at + HB], zn[h_at : h_at + HB])
-        # -- this chunk's units of the outputs and final states
-        for l in range(nb):
-            if s >= slen[l]:
-                continue
-            b = seq[l]
-            t = slen[l] - 1 - s if reverse else s
-            if out_mode == OUT_ALL or (out_mode == OUT_LAST and t == slen[l] - 1):
-                base = (b * Ty + (t if out_mode == OUT_ALL else 0)) * Y + ycol
-                for j in range(u0, u1):
-                    yf[base + j] = zn[h_at + j * bt + l]
-            if s == slen[l] - 1:
-                for j in range(u0, u1):
-                    hn[b, j] = zn[h_at + j * bt + l]
-                if cell == LSTM:
-                    for j in range(u0, u1):
-                        cn[b, j] = cx[j * bt + l]
+        # -- this chunk's units of the outputs (or pooled outputs) and final states
+        emit(cell, out_mode, s, nb, seq, slen, reverse, u0, u1, (u0, u1), zn, h_at, cx, bt, yf, Ty, Y, ycol, hn, cn)
         # -- chunk 0 also gathers the next step's x (nobody reads that buffer during this step)
         if ch == 0 and s + 1 < maxlen:
             for l in range(bt):
                 t = 0
                 if s + 1 < slen[l]:
                     t = slen[l] - 2 - s if reverse else s + 1
-                off = (seq[l] * T + t) * I
+                off = step_row(tok, seq[l], t, T) * I
                 for i in range(I):
                     zn[(i + 1) * bt + l] = xf[off + i]
         fetch_add(sync, DONE, 1)
