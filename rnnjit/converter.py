@@ -120,7 +120,7 @@ def convert(
         nonlinearity_given=opts.get("nonlinearity") is not None,
         head_inferred=not tokens and opts.get("head") is None,
         explicit_eps=explicit_eps(tokens),
-        weight_dtypes={str(sd[k].dtype) for k in used_keys(steps)},
+        weight_dtypes=_file_dtypes(sd, used_keys(steps), info.get("widened") or ()),
         explicit_nonlinearity=explicit_nonlinearity(tokens),
     )
     input_size = Model(steps, {}, output=mode).input_size
@@ -197,3 +197,9 @@ def make_reference(model: Model) -> dict[str, Any]:
         x[b, n:] = 0
     y = model.predict(x, lengths=lengths, engine="numpy")
     return {"x": x.tolist(), "lengths": lengths.tolist(), "y": y.tolist(), "output": model.output}
+
+
+def _file_dtypes(sd, keys, widened) -> set[str]:
+    """The dtypes ``keys`` had in the file: bfloat16 arrives widened to float32 (`read_state_dict`'s ``widened``)."""
+    widened = set(widened)
+    return {"bfloat16" if k in widened else str(sd[k].dtype) for k in keys}
