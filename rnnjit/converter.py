@@ -14,9 +14,8 @@ from rnnjit import assumptions, bundle
 from rnnjit._version import __version__
 from rnnjit.errors import ArchitectureError
 from rnnjit.infer import infer_dtype
-from rnnjit.chain import (
-    account, build_chain, check_supported, explicit_eps, explicit_nonlinearity, infer_chain, parse_chain, used_keys,
-)
+from rnnjit.chain import build_chain, explicit_eps, explicit_nonlinearity, infer_chain, parse_chain
+from rnnjit.keys import account, check_supported, used_keys
 from rnnjit.model import Model
 from rnnjit.spec import OUTPUT_MODES, recurrent_specs
 

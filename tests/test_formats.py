@@ -465,5 +465,5 @@ def test_damaged_files_raise_weight_file_error_or_read(tmp_path, small_files, fm
 @pytest.mark.parametrize("fmt", FMTS, ids=lambda f: f"fmt={f}")
 def test_widened_names_follow_the_stripped_prefix(tmp_path, fmt):
     ref = {"module.w": torch.ones(2, 2, dtype=torch.bfloat16), "module.b": torch.ones(2)}
-    sd, info = read_state_dict(_save(ref, tmp_path / "m.pt", fmt))
+    _, info = read_state_dict(_save(ref, tmp_path / "m.pt", fmt))
     assert info["stripped_prefix"] == "module." and info["widened"] == ["w"]
