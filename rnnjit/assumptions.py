@@ -78,13 +78,14 @@ def find(
                 f"{act} assumed {param} ({module}'s default; not in the weights); rnnjit runs no other "
                 f"value, so a model built with another one cannot be scored",
             ))
-    if "float16" in weight_dtypes:
-        found.append(_record(
-            "dtype", "float32", "float16 weights computed in float32",
-            "the weights are float16 (model.half()); rnnjit computes in float32, so scores equal torch's for "
-            "model.float() and differ from a float16 torch run by its rounding (about 1e-3); "
-            "convert model.float().state_dict() to state it",
-        ))
+    for half, call, rounding in (("float16", "half", "1e-3"), ("bfloat16", "bfloat16", "1e-2")):
+        if half in weight_dtypes:
+            found.append(_record(
+                "dtype", "float32", f"{half} weights computed in float32",
+                f"the weights are {half} (model.{call}()); rnnjit computes in float32 (the {half} values widen "
+                f"exactly), so scores equal torch's for model.float() and differ from a {half} torch run by its "
+                f"rounding (about {rounding}); convert model.float().state_dict() to state it",
+            ))
     return [f for f in found if f]
 
 

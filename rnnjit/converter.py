@@ -14,9 +14,8 @@ from rnnjit import assumptions, bundle
 from rnnjit._version import __version__
 from rnnjit.errors import ArchitectureError
 from rnnjit.infer import infer_dtype
-from rnnjit.chain import (
-    account, build_chain, check_supported, explicit_eps, explicit_nonlinearity, infer_chain, parse_chain, used_keys,
-)
+from rnnjit.chain import build_chain, explicit_eps, explicit_nonlinearity, infer_chain, parse_chain
+from rnnjit.keys import account, check_supported, used_keys
 from rnnjit.model import Model
 from rnnjit.spec import OUTPUT_MODES, recurrent_specs
 
@@ -120,7 +119,7 @@ def convert(
         nonlinearity_given=opts.get("nonlinearity") is not None,
         head_inferred=not tokens and opts.get("head") is None,
         explicit_eps=explicit_eps(tokens),
-        weight_dtypes={str(sd[k].dtype) for k in used_keys(steps)},
+        weight_dtypes=_file_dtypes(sd, used_keys(steps), info.get("widened") or ()),
         explicit_nonlinearity=explicit_nonlinearity(tokens),
     )
     input_size = Model(steps, {}, output=mode).input_size
@@ -197,3 +196,9 @@ def make_reference(model: Model) -> dict[str, Any]:
         x[b, n:] = 0
     y = model.predict(x, lengths=lengths, engine="numpy")
     return {"x": x.tolist(), "lengths": lengths.tolist(), "y": y.tolist(), "output": model.output}
+
+
+def _file_dtypes(sd, keys, widened) -> set[str]:
+    """The dtypes ``keys`` had in the file: bfloat16 arrives widened to float32 (`read_state_dict`'s ``widened``)."""
+    widened = set(widened)
+    return {"bfloat16" if k in widened else str(sd[k].dtype) for k in keys}

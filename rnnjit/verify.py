@@ -53,8 +53,8 @@ def compare_weights(model: Model, path: str | os.PathLike) -> dict[str, Any]:
     (``--ignore``) — the model the file describes is then not the one the
     bundle scores.
     """
-    from rnnjit.chain import ignored_keys, unused_keys
     from rnnjit.formats import read_state_dict
+    from rnnjit.keys import ignored_keys, unused_keys
 
     sd, _ = read_state_dict(path)
     unused, _ = unused_keys(sd, model.chain, ignored_keys(sd, model.config.get("ignored") or []))

@@ -94,14 +94,15 @@ def test_rnn_state_dict_is_read_exactly(tmp_path, cell, fmt):
     [torch.float64, torch.float16, torch.bfloat16, torch.int64, torch.int32, torch.int8, torch.uint8, torch.bool],
     ids=lambda d: f"dtype={str(d)[6:]}",
 )
-def test_dtypes_are_kept_and_bfloat16_widens_exactly(tmp_path, fmt, dtype):
+def test_dtypes_are_kept_and_bfloat16_widens_exactly_and_is_named(tmp_path, fmt, dtype):
     torch.manual_seed(1)
     values = torch.randn(3, 4) * 50
     ref = {"w": values.to(dtype), "v": values[0].to(dtype)}
-    sd, _ = read_state_dict(_save(ref, tmp_path / "m.pt", fmt))
+    sd, info = read_state_dict(_save(ref, tmp_path / "m.pt", fmt))
     _assert_same(sd, ref, ordered=fmt != "safetensors")
     if dtype == torch.bfloat16:
         assert sd["w"].dtype == np.float32
+    assert sorted(info["widened"]) == (["v", "w"] if dtype == torch.bfloat16 else [])
 
 
 @pytest.mark.parametrize("fmt", ["zip", "legacy"])
@@ -459,3 +460,10 @@ def test_damaged_files_raise_weight_file_error_or_read(tmp_path, small_files, fm
         assert isinstance(exc, WeightFileError) and "\n" not in str(exc)
     else:
         assert all(isinstance(v, np.ndarray) and v.dtype.kind in "fiucb" for v in sd.values())
+
+
+@pytest.mark.parametrize("fmt", FMTS, ids=lambda f: f"fmt={f}")
+def test_widened_names_follow_the_stripped_prefix(tmp_path, fmt):
+    ref = {"module.w": torch.ones(2, 2, dtype=torch.bfloat16), "module.b": torch.ones(2)}
+    _, info = read_state_dict(_save(ref, tmp_path / "m.pt", fmt))
+    assert info["stripped_prefix"] == "module." and info["widened"] == ["w"]

@@ -67,25 +67,31 @@ def _unknown(data: bytes, source: str) -> WeightFileError:
     return WeightFileError(f"{source} is {what}; expected {SUPPORTED}; {fix}")
 
 
-def _load(data: bytes, source: str) -> tuple[str, Any, Any, list[str]]:
-    """Return ``(format, object, build, skipped)``; ``build`` makes arrays of `LazyTensor`s."""
+def _load(data: bytes, source: str) -> tuple[str, Any, Any, list[str], list[str]]:
+    """Return ``(format, object, build, skipped, widened)``.
+
+    ``build`` makes arrays of `LazyTensor`s (None when the object holds
+    arrays already); ``widened`` names the tensors already widened from
+    bfloat16 (a LazyTensor says so itself, when built).
+    """
     if data[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
         zf = guarded("the zip archive", source, lambda: zipfile.ZipFile(io.BytesIO(data)))
         if torch_zip.is_torch_zip(zf):
             obj, build = torch_zip.read(zf, len(data), source)
-            return "pth-zip", obj, build, []
+            return "pth-zip", obj, build, [], []
         if npz.is_npz(zf):
             arrays, skipped = npz.read(data, source)
-            return "npz", arrays, None, skipped
+            return "npz", arrays, None, skipped, []
         names = ", ".join(printable(n, 60) for n in zf.namelist()[:4]) or "nothing"
         raise WeightFileError(
             f"{source} is a zip archive holding {names}; expected */data.pkl (torch.save) or .npy members (np.savez)"
         )
     if torch_legacy.is_legacy_pickle(data):
         obj, build = torch_legacy.read(data, source)
-        return "pth-legacy", obj, build, []
+        return "pth-legacy", obj, build, [], []
     if safetensors.looks_like_safetensors(data):
-        return "safetensors", safetensors.read(data, source), None, []
+        tensors, widened = safetensors.read(data, source)
+        return "safetensors", tensors, None, [], widened
     raise _unknown(data, source)
 
 
@@ -119,6 +125,7 @@ def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dic
         ``"pathlib.PosixPath (at 'paths.data')"``; empty for safetensors and
         ``.npz``. Such objects are never imported or called and never become
         weights; at most 50 are listed, then ``"... and N more"``.
+        ``widened``: the keys stored as bfloat16 and read as float32 (exactly).
 
     Raises
     ------
@@ -133,7 +140,7 @@ def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dic
     path = Path(path)
     source = printable(path.name)
     data = _read_bytes(path)
-    fmt, obj, build, skipped = _load(data, source)
+    fmt, obj, build, skipped, widened = _load(data, source)
     # guarded: a hostile pickle can nest or loop containers past the recursion limit
     placeholders = guarded("the checkpoint's structure", source, lambda: placeholder.find(obj))
     flat, unwrapped, dropped = guarded(
@@ -143,10 +150,14 @@ def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dic
     sd: dict[str, np.ndarray] = {}
     for key, value in flat.items():
         if isinstance(value, LazyTensor):
+            if value.code == "bf16":
+                widened.append(key)
             budget.take(value.out_nbytes, key)
             value = guarded(f"tensor {key!r}", source, lambda: build(value, key))  # noqa: B023 - called at once
         sd[key] = value
     sd, prefix, not_weights = checkpoint.strip_prefix(sd)
+    cut = len(prefix or "")
+    widened = [k[cut:] for k in widened if k[cut:] in sd]
     info = {
         "format": fmt,
         "unwrapped": unwrapped,
@@ -155,5 +166,6 @@ def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dic
         "source": source,
         "skipped": skipped + dropped + not_weights,
         "placeholders": placeholders,
+        "widened": widened,
     }
     return sd, info

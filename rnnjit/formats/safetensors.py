@@ -35,8 +35,9 @@ def _bad(source: str, what: str) -> WeightFileError:
     return WeightFileError(f"{source}: safetensors {what}; the file is corrupt or truncated, save it again")
 
 
-def read(data: bytes, source: str) -> dict[str, np.ndarray]:
-    """Return the tensors in header order (as ``safetensors.safe_open().keys()``), BF16 widened to float32.
+def read(data: bytes, source: str) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Return the tensors in header order (as ``safetensors.safe_open().keys()``), BF16 widened to float32,
+    and the names of the widened ones.
 
     safetensors does not keep the state_dict's order: its writer sorts the header by name.
     """
@@ -79,10 +80,12 @@ def read(data: bytes, source: str) -> dict[str, np.ndarray]:
         entries.append((begin, name, dtype, tuple(shape), end))
 
     out: dict[str, np.ndarray] = {}
+    widened = []
     for begin, name, dtype, shape, end in entries:
         raw = np.frombuffer(body[begin:end], dtype=DTYPES[dtype]).reshape(shape)
         arr = np.array(raw, dtype=raw.dtype.newbyteorder("="), order="C")
         if dtype == "BF16":
             arr = (arr.astype(np.uint32) << 16).view(np.float32)
+            widened.append(name)
         out[name] = arr
-    return out
+    return out, widened
