@@ -92,7 +92,7 @@ def torch_chain(torch, model, sd, x, lengths, mode):
     for i, step in enumerate(model.chain):
         p = step.prefix
         if step.kind == "embedding":
-            y = F.embedding(y, sd[f"{p}weight"])
+            y = F.embedding(y, sd[f"{p}weight"].clone(), max_norm=step.max_norm)  # max_norm renormalizes in place
         elif step.kind == "rnn":
             net = _torch_rnn(torch, step.rnn, sd)
             packed = torch.nn.utils.rnn.pack_padded_sequence(y, lens, batch_first=True, enforce_sorted=False)

@@ -28,6 +28,7 @@ def find(
     explicit_eps: Collection[str] = (),
     weight_dtypes: Collection[str] = (),
     explicit_nonlinearity: Collection[str] = (),
+    explicit_max_norm: Collection[str] = (),
 ) -> list[dict[str, Any]]:
     """The defaults ``convert`` used that the user did not state and that could change the scores.
 
@@ -40,6 +41,7 @@ def find(
     explicit_eps : names of norm steps whose ``eps`` the chain stated (``ln:eps=1e-6``).
     weight_dtypes : dtypes of the weights as the file holds them.
     explicit_nonlinearity : names of nn.RNN modules whose nonlinearity the chain stated (``rnn2:relu``).
+    explicit_max_norm : names of embeddings whose max_norm the chain stated (``emb:max_norm=1.0`` or ``=none``).
 
     Returns
     -------
@@ -70,6 +72,14 @@ def find(
                 "eps", f"{s.eps:g}", f"{what} {token!r} eps {s.eps:g}",
                 f"{what} {token!r}: eps assumed {s.eps:g} (PyTorch's default; not in the weights); "
                 f"if it was built with another eps, write it in the chain: {token}:eps=1e-6",
+            ))
+    for s in chain:
+        if s.kind == "embedding" and s.name not in explicit_max_norm:
+            found.append(_record(
+                "max_norm", "none", f"embedding {s.label()!r} without max_norm",
+                f"embedding {s.label()!r}: assumed no max_norm (nn.Embedding's default; not in the weights); "
+                f"if it was built with max_norm=M, write {s.label()}:max_norm=M in --chain "
+                f"({s.label()}:max_norm=none states the default)",
             ))
     for act, (param, module) in _ACTIVATION_DEFAULTS.items():
         if any(s.kind == "activation" and s.name == act for s in chain):

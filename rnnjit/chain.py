@@ -40,7 +40,11 @@ def build_chain(sd: Mapping[str, np.ndarray], tokens: Sequence[str], *, nonlinea
     raw: list[tuple[str, str, str]] = []  # (kind or "2d", name, token)
     eps_of: dict[int, float] = {}  # raw index -> eps stated as ``ln:eps=1e-6``
     act_of: dict[int, str] = {}  # raw index -> an nn.RNN's nonlinearity stated as ``rnn2:relu``
+    max_norm_of: dict[int, float | None] = {}  # raw index -> max_norm stated as ``emb:max_norm=1.0`` (or ``=none``)
     for tok in tokens:
+        tok, stated, max_norm = split_max_norm(tok)
+        if stated:
+            max_norm_of[len(raw)] = max_norm
         tok, eps = split_eps(tok)
         if eps is not None:
             eps_of[len(raw)] = eps
@@ -150,7 +154,13 @@ def build_chain(sd: Mapping[str, np.ndarray], tokens: Sequence[str], *, nonlinea
             steps[i] = Step("embedding", name, rows, cols)
         else:
             steps[i] = Step("linear", name, cols, rows, bias=f"{p}bias" in sd)
+    for i in max_norm_of:
+        if steps[i].kind != "embedding":
+            raise ArchitectureError(
+                f"chain step {raw[i][2]!r}:max_norm=... gives a max_norm, but {raw[i][2]!r} is not an nn.Embedding"
+            )
     chain = tuple(replace(s, eps=eps_of[i]) if i in eps_of else s for i, s in enumerate(steps))
+    chain = tuple(replace(s, max_norm=max_norm_of[i]) if i in max_norm_of else s for i, s in enumerate(chain))
     check_chain(chain)
     return chain
 
@@ -167,6 +177,39 @@ def split_eps(token: str) -> tuple[str, float | None]:
     if not eps > 0 or eps != eps or eps == float("inf"):
         raise ArchitectureError(f"chain step {token!r}: eps must be a positive number, e.g. {base}:eps=1e-6")
     return base, eps
+
+
+def split_max_norm(token: str) -> tuple[str, bool, float | None]:
+    """``"emb:max_norm=1.5"`` -> ``("emb", True, 1.5)``; ``"emb:max_norm=none"`` -> ``("emb", True, None)``
+    (stated: no max_norm); a token without ``:max_norm=`` -> ``(token, False, None)``."""
+    base, sep, opt = token.rpartition(":")
+    opt = opt.strip().lower()
+    if not sep or not opt.startswith("max_norm="):
+        return token, False, None
+    if opt[9:] == "none":
+        return base, True, None
+    try:
+        value = float(opt[9:])
+    except ValueError:
+        value = -1.0
+    if not value > 0 or value == float("inf"):
+        raise ArchitectureError(
+            f"chain step {token!r}: max_norm must be a positive number (nn.Embedding(max_norm=...)) or none, "
+            f"e.g. {base}:max_norm=1.0"
+        )
+    return base, True, value
+
+
+def explicit_max_norm(tokens: Sequence[str] | None) -> set[str]:
+    """Names of the chain's embeddings whose max_norm the tokens state (``emb:max_norm=1.0`` or ``=none``)."""
+    out = set()
+    for tok in tokens or ():
+        base, stated, _ = split_max_norm(tok)
+        if stated:
+            if ":" in base and base.split(":", 1)[0].lower() in _KIND_WORDS:
+                base = base.split(":", 1)[1]
+            out.add(base[: -len(".weight")] if base.endswith(".weight") else base.rstrip("."))
+    return out
 
 
 def explicit_nonlinearity(tokens: Sequence[str] | None) -> set[str]:

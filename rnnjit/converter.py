@@ -14,7 +14,7 @@ from rnnjit import assumptions, bundle
 from rnnjit._version import __version__
 from rnnjit.errors import ArchitectureError
 from rnnjit.infer import infer_dtype
-from rnnjit.chain import build_chain, explicit_eps, explicit_nonlinearity, infer_chain, parse_chain
+from rnnjit.chain import build_chain, explicit_eps, explicit_max_norm, explicit_nonlinearity, infer_chain, parse_chain
 from rnnjit.keys import account, check_supported, used_keys
 from rnnjit.model import Model
 from rnnjit.spec import OUTPUT_MODES, recurrent_specs
@@ -121,6 +121,7 @@ def convert(
         explicit_eps=explicit_eps(tokens),
         weight_dtypes=_file_dtypes(sd, used_keys(steps), info.get("widened") or ()),
         explicit_nonlinearity=explicit_nonlinearity(tokens),
+        explicit_max_norm=explicit_max_norm(tokens),
     )
     input_size = Model(steps, {}, output=mode).input_size
     names = opts.get("feature_names")

@@ -31,6 +31,18 @@ from rnnjit.reference import pool_steps
 from rnnjit.steps import apply_step, check_token_ids, embed
 
 
+def renorm_rows(table: np.ndarray, max_norm: float) -> np.ndarray:
+    """``nn.Embedding(max_norm=...)``: each row whose 2-norm exceeds ``max_norm`` scaled to ``max_norm / (norm + 1e-7)``.
+
+    torch renormalizes the rows a forward pass looks up, in place; a row once
+    renormalized stays as it is, so renormalizing every row up front gives
+    the lookups torch gives (in any order, on any call).
+    """
+    norm = np.sqrt(np.square(table, dtype=np.float64).sum(axis=1))
+    scale = np.where(norm > max_norm, max_norm / (norm + 1e-7), 1.0)
+    return np.ascontiguousarray(table * scale[:, None].astype(table.dtype), dtype=table.dtype)
+
+
 class Model:
     """A chain of steps with its weights, as described by a bundle.
 
@@ -57,6 +69,12 @@ class Model:
         self.chain = tuple(chain)
         self.dtype = np.dtype(dtype)
         self.weights = {k: np.ascontiguousarray(v, dtype=self.dtype) for k, v in weights.items()}
+        # what scoring reads: the bundle's weights, an embedding with max_norm renormalized
+        self._scoring = dict(self.weights)
+        emb = self.chain[0] if self.chain and self.chain[0].kind == "embedding" else None
+        if emb is not None and emb.max_norm is not None and f"{emb.prefix}weight" in self.weights:
+            key = f"{emb.prefix}weight"
+            self._scoring[key] = renorm_rows(self.weights[key], emb.max_norm)
         self.output = output
         self.config = dict(config or {})
         self._rnn_index = tuple(i for i, s in enumerate(self.chain) if s.kind == "rnn")
@@ -236,11 +254,11 @@ class Model:
         y, table = x, None
         for i, step in enumerate(self.chain):
             if step.kind == "embedding":
-                check_token_ids(step, self.weights, x, lengths, row_name)
+                check_token_ids(step, self._scoring, x, lengths, row_name)
                 if i in self._fused:
-                    table = self.weights[f"{step.prefix}weight"]
+                    table = self._scoring[f"{step.prefix}weight"]
                 else:
-                    y = embed(step, self.weights, x, lengths)
+                    y = embed(step, self._scoring, x, lengths)
             elif step.kind == "rnn":
                 k = len(states)
                 sel = mode if i == last_rnn else "all"
@@ -255,7 +273,7 @@ class Model:
                 if i not in self._fused:
                     y = pool_steps(step.name, y, lengths)
             else:
-                y = apply_step(step, self.weights, y)
+                y = apply_step(step, self._scoring, y)
         if self.returns_steps(mode) and last_rnn < len(self.chain) - 1:
             y = np.where((np.arange(T)[None, :] < lengths[:, None])[:, :, None], y, 0)
         y = np.ascontiguousarray(y, dtype=self.dtype)
@@ -269,7 +287,7 @@ class Model:
     def _prepare(self, eng, i: int):
         key = (eng.__name__, i)
         if key not in self._prepared:
-            self._prepared[key] = eng.prepare(self.chain[i].rnn, self.weights)
+            self._prepared[key] = eng.prepare(self.chain[i].rnn, self._scoring)
         return self._prepared[key]
 
     # ------------------------------------------------------------ validation

@@ -133,7 +133,8 @@ class Step:
     (one of `ACTIVATIONS`).
 
     - ``embedding``: ``in_features`` rows (num_embeddings), ``out_features``
-      wide (embedding_dim); consumes integer token ids.
+      wide (embedding_dim); consumes integer token ids; ``max_norm`` as
+      ``nn.Embedding(max_norm=...)`` (rows renormalized to it, norm 2), or None.
     - ``rnn``: ``rnn`` holds the module's `RNNSpec`.
     - ``layernorm``: over the last dim of width ``in_features``; ``affine``
       (a ``weight``), ``bias``, ``eps``. Without ``name``, a parameter-free
@@ -152,6 +153,7 @@ class Step:
     affine: bool = False
     eps: float = 1e-5
     rnn: RNNSpec | None = None
+    max_norm: float | None = None
 
     @property
     def prefix(self) -> str:
@@ -201,6 +203,8 @@ class Step:
              "out_features": self.out_features, "bias": self.bias}
         if self.kind in ("layernorm", "batchnorm"):
             d.update(affine=self.affine, eps=self.eps)
+        if self.kind == "embedding" and self.max_norm is not None:
+            d["max_norm"] = self.max_norm
         return d
 
     @classmethod
@@ -215,6 +219,7 @@ class Step:
             affine=bool(d.get("affine", False)),
             eps=float(d.get("eps", 1e-5)),
             rnn=rnn,
+            max_norm=None if d.get("max_norm") is None else float(d["max_norm"]),
         )
 
 
@@ -242,6 +247,8 @@ def check_step(step: Step) -> None:
         raise ValueError(f"pooling {step.name!r} is not known; expected pool:{'|'.join(POOLS)}")
     if step.kind == "rnn" and step.rnn is None:
         raise ValueError(f"recurrent step {step.name!r} has no 'rnn' description")
+    if step.max_norm is not None and not (step.kind == "embedding" and 0 < step.max_norm < float("inf")):
+        raise ValueError(f"max_norm {step.max_norm!r} of step {step.name!r}: only an embedding has one, a positive number")
 
 
 def chain_widths(chain, input_width: int | None = None) -> int:

@@ -70,6 +70,12 @@ GUESSES = [
     ("gelu-form", lambda: modules(lstm=LSTM(), fc=nn.Linear(4, 2)),
      ["--chain", "lstm,fc,gelu", "--output-mode", "last"],
      [r"gelu assumed approximate='none'"], []),
+    ("embedding-max-norm", lambda: modules(emb=nn.Embedding(20, 3), lstm=LSTM(), fc=nn.Linear(4, 1)),
+     ["--head", "fc", "--output-mode", "last"],
+     [r"embedding 'emb': assumed no max_norm .*write emb:max_norm=M in --chain \(emb:max_norm=none states"],
+     ["head_activation"]),
+    ("embedding-max-norm-stated", lambda: modules(emb=nn.Embedding(20, 3), lstm=LSTM(), fc=nn.Linear(4, 1)),
+     ["--chain", "emb:max_norm=none,lstm,fc", "--output-mode", "last"], [], ["max_norm"]),
     ("raw-outputs-no-linear-in-file", lambda: modules(lstm=LSTM()), ["--output-mode", "all"], [],
      ["head_activation", "output_mode"]),
 ]
@@ -230,3 +236,34 @@ def test_a_nonlinearity_on_a_module_that_has_none_is_refused(tmp_path):
     torch.save(modules(lstm=LSTM(), fc=nn.Linear(4, 1)).state_dict(), tmp_path / "m.pth")
     r = run("convert", tmp_path / "m.pth", "-o", tmp_path / "b.npz", "--chain", "lstm:relu,fc")
     assert r.exit_code == 2 and "'lstm' is an nn.LSTM; only nn.RNN has one" in r.stderr, r.stderr
+
+
+def test_stated_max_norm_gives_torch_numbers_and_the_default_does_not(tmp_path):
+    """nn.Embedding(max_norm=1.0) renormalizes the rows it looks up; stated in the chain, rnnjit does the same."""
+    torch.manual_seed(0)
+    net = modules(emb=nn.Embedding(30, 6, max_norm=1.0), lstm=LSTM(6, 4), fc=nn.Linear(4, 1)).eval()
+    torch.save(net.state_dict(), tmp_path / "m.pth")  # rows of norm ~2.4, before any lookup renormalized them
+    ids = np.random.default_rng(3).integers(0, 30, (5, 7))
+    with torch.no_grad():
+        out, _ = net.lstm(net.emb(torch.from_numpy(ids)))
+        want = net.fc(out[:, -1]).numpy()
+    stated = rnnjit.convert(tmp_path / "m.pth", tmp_path / "s.npz", chain="emb:max_norm=1.0,lstm,fc", output="last")
+    assumed = rnnjit.convert(tmp_path / "m.pth", tmp_path / "a.npz", chain="emb,lstm,fc", output="last")
+    for engine in ("numpy", "numba"):
+        np.testing.assert_allclose(stated.predict(ids, engine=engine), want, atol=1e-5)
+    assert np.max(np.abs(assumed.predict(ids, engine="numpy") - want)) > 1e-3
+    assert stated.assumed == [] and [a["what"] for a in assumed.assumed] == ["max_norm"]
+    assert rnnjit.load(tmp_path / "s.npz").chain[0].max_norm == 1.0
+    r = run("verify", tmp_path / "s.npz", "--against", tmp_path / "m.pth")
+    assert r.exit_code == 0 and "torch: ok, max abs error" in r.stdout, r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("chain, message", [
+    ("emb,lstm:max_norm=1,fc", r"'lstm':max_norm=\.\.\. gives a max_norm, but 'lstm' is not an nn\.Embedding"),
+    ("emb:max_norm=0,lstm,fc", r"max_norm must be a positive number \(nn\.Embedding\(max_norm=\.\.\.\)\) or none"),
+    ("emb:max_norm=big,lstm,fc", r"max_norm must be a positive number"),
+])
+def test_max_norm_mistakes_are_one_line(tmp_path, chain, message):
+    torch.save(modules(emb=nn.Embedding(20, 3), lstm=LSTM(), fc=nn.Linear(4, 1)).state_dict(), tmp_path / "m.pth")
+    r = run("convert", tmp_path / "m.pth", "-o", tmp_path / "b.npz", "--chain", chain)
+    assert r.exit_code == 2 and re.search(message, r.stderr) and "\n" not in r.stderr.strip(), r.stderr
