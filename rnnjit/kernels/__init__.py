@@ -34,7 +34,7 @@ import numpy as np
 from rnnjit.kernels._simd import FEW, MR, NV, P_ROWS, lanes
 from rnnjit.kernels.layer import OUT_ALL, OUT_LAST, OUT_NONE, run_worker
 from rnnjit.kernels.pack import CELL_CODES, PackedLayer, pack_layer, padded_hidden
-from rnnjit.kernels.team import SPINS, run_team
+from rnnjit.kernels.team import NTH, SPINS, run_team, sync_words
 from rnnjit.spec import RNNSpec
 
 __all__ = ["prepare", "run", "Prepared", "SMALL_BATCH"]
@@ -54,14 +54,39 @@ H=512 (4.7 MB, within L3) was fastest with 48 (209 vs 169-186).
 """
 
 
+LANES1_COST = 1.15
+"""Cost of one SIMD vector of a tile in the one-vector micro-kernel (`mk_lanes1`), relative to `mk_lanes` (NV vectors).
+
+Measured with bench/small_batch.py (LSTM H=128, T=100, 2 threads): 16 sequences
+x 100 steps took ~1480-1500 us in 16- or 32-lane tiles, ~1290 us in 48-lane tiles.
+"""
+
+
+def _makespan(vecs: int, w: int, threads: int) -> float:
+    """Time to run ``vecs`` SIMD vectors of sequences in tiles of ``w`` vectors on ``threads`` threads.
+
+    Longest tile first onto the least loaded thread, as the tile counter
+    hands them out; a tile of ``v`` vectors costs ``v // NV * NV`` full
+    micro-kernel rows plus `LANES1_COST` per remaining vector.
+    """
+    tiles = [w] * (vecs // w) + ([vecs % w] if vecs % w else [])
+    load = [0.0] * max(threads, 1)
+    for v in tiles:
+        k = load.index(min(load))
+        load[k] += v // NV * NV + v % NV * LANES1_COST
+    return max(load)
+
+
 def tile_width(B: int, threads: int, dtype, weight_bytes: int) -> int:
     """Sequences per tile: 1 or FEW below `SMALL_BATCH`, else a multiple of the SIMD lanes.
 
-    Wide enough to give each thread about one tile when the batch is small
-    (no thread idles while another runs a half-empty 48-lane tile), at most
-    one micro-kernel row (NV vectors) for most models, and up to `WIDE_VECS`
-    vectors when the weights are larger than `WIDE_WEIGHTS`: each weight
-    panel is then read once per step for that many sequences, not once per 48.
+    From `SMALL_BATCH` on, the widest tile whose estimated time (`_makespan`)
+    is within 4% of the best: every thread gets about the same work (B=128 on
+    2 threads: four 32-lane tiles, not 48+48+32, which left one thread a third
+    of the work: 7.7 -> 6.1 ms measured), at most one micro-kernel row (NV
+    vectors) for most models, and up to `WIDE_VECS` vectors when the weights
+    are larger than `WIDE_WEIGHTS`: each weight panel is then read once per
+    step for that many sequences, not once per 48.
     """
     if B < SMALL_BATCH:
         # FEW sequences per tile take ~16% less CPU than FEW one-sequence
@@ -69,9 +94,10 @@ def tile_width(B: int, threads: int, dtype, weight_bytes: int) -> int:
         return FEW if B >= FEW * threads else 1
     lv = lanes(dtype)
     vecs = -(-B // lv)
-    per_thread = -(-vecs // max(threads, 1))
     cap = WIDE_VECS if weight_bytes > WIDE_WEIGHTS else NV
-    return lv * max(1, min(per_thread, cap))
+    spans = {w: _makespan(vecs, w, threads) for w in range(1, min(cap, vecs) + 1)}
+    best = min(spans.values())
+    return lv * max(w for w, t in spans.items() if t <= best * 1.04)
 
 
 @dataclass(frozen=True)
@@ -157,10 +183,11 @@ def _run_layers(prepared, x, lengths, h0, c0, hn, cn, select, y_all, y_last, thr
     spec, dtype = prepared.spec, prepared.dtype
     B, T, _ = x.shape
     D, L, Ho, H = spec.num_directions, spec.num_layers, spec.h_out, spec.hidden_size
-    bt = tile_width(B, threads, dtype, max(pk.w.nbytes for pk in prepared.layers))
+    wbytes = max(pk.w.nbytes for pk in prepared.layers)
+    bt = tile_width(B, threads, dtype, wbytes)
     order, tile_ptr = _tiles(lengths, bt)
     workers = max(1, min(threads, tile_ptr.size - 1))
-    team = team_chunks(spec, bt, threads) if tile_ptr.size == 2 else None
+    team = team_chunks(spec, bt, threads, wbytes) if tile_ptr.size == 2 else None
     if team:
         workers = threads
     cell = CELL_CODES[spec.cell]
@@ -210,16 +237,28 @@ stalled run (counted in `run_team`) turns teams off for a while.
 _team_paused_until = 0.0
 
 
-def team_chunks(spec: RNNSpec, bt: int, threads: int) -> tuple[int, int] | None:
+L2_BYTES = 1 << 20
+"""One core's L2 cache on the reference machine (AMD EPYC Zen 4): packed weights up to this size stay in it between steps."""
+
+
+def team_chunks(spec: RNNSpec, bt: int, threads: int, weight_bytes: int = 0) -> tuple[int, int] | None:
     """(unit blocks per chunk, chunks per step) when one tile should run on ``threads`` (`team`), else None.
 
     A team needs two threads, no projection, and chunks of whole row-kernel
-    calls (P_ROWS blocks of MR units for one sequence).
+    calls (P_ROWS blocks of MR units for one sequence). A batch of one whose
+    packed weights fit in one core's L2 (`L2_BYTES`) runs on one thread: its
+    step is ~2.1 us, bound by reading the weights from L2, and the team's
+    per-step hand-off costs more than halving that read saves. Measured with
+    bench/small_batch.py, LSTM H=128 (332 KB), T=100, idle machine: one
+    thread 252 us (244-274), the two-thread team 419 us (385-441); at load
+    average 3, 216 vs 383.
     """
     if threads < 2 or spec.proj_size or time.monotonic() < _team_paused_until:
         return None
     ub = padded_hidden(spec.hidden_size) // MR
     if bt == 1:
+        if weight_bytes <= L2_BYTES:
+            return None
         return (P_ROWS, ub // P_ROWS) if ub % P_ROWS == 0 else None
     if bt == FEW:  # never one tile (`tile_width`): FEW-sequence tiles start at FEW * threads sequences
         return None
@@ -246,7 +285,8 @@ def _run_team(prepared, pk, x, lengths, order, h0, c0, out, ycol, mode, reverse,
     g = np.zeros(pk.w.shape[0] * MR * bt, dtype)
     m = np.zeros(H * bt, dtype)
     cb, nch = chunks
-    sync = np.zeros(24, np.int64)
+    sync = np.zeros(sync_words(nch), np.int64)
+    sync[NTH] = workers
     blocks = 1 if spec.cell.startswith("rnn") else 4
     args = (
         CELL_CODES[spec.cell], x, seq, slen, B, int(slen.max()), zbuf.reshape(2, K * bt), cbuf.reshape(2, H * bt),
