@@ -39,7 +39,7 @@ WIDTHS = {"bt1": 1, "few": FEW, "l16": 16, "l32": 32, "l48": 48}
 
 def _forced(prepared, x, lengths, threads, bt=None, team=None):
     """A call of `kernels.run` with the tile width and the team choice forced (None: the policy's)."""
-    tw, tc, l2 = kernels.tile_width, kernels.team_chunks, kernels.L2_BYTES
+    tw, tc, l2 = kernels.tile_width, kernels.team_chunks, getattr(kernels, "L2_BYTES", 0)
 
     def call():
         if bt is not None:

@@ -54,6 +54,15 @@ H=512 (4.7 MB, within L3) was fastest with 48 (209 vs 169-186).
 """
 
 
+FEW_TILE_COST = 3.3
+"""Time of one FEW-sequence tile (`mk_rows_few`) in one-sequence tiles (`mk_rows_grouped`).
+
+Measured with bench/small_batch.py (LSTM H=128, T=100, one thread): a FEW
+tile 695-750 us, a one-sequence tile 207-240 us (ratio 3.0 on an idle
+machine, 3.4 at load average 6); the FEW kernel multiplies 8-float vectors,
+so it gains less over one sequence than its 4 lanes.
+"""
+
 LANES1_COST = 1.15
 """Cost of one SIMD vector of a tile in the one-vector micro-kernel (`mk_lanes1`), relative to `mk_lanes` (NV vectors).
 
@@ -89,9 +98,12 @@ def tile_width(B: int, threads: int, dtype, weight_bytes: int) -> int:
     step for that many sequences, not once per 48.
     """
     if B < SMALL_BATCH:
-        # FEW sequences per tile take ~16% less CPU than FEW one-sequence
-        # tiles (measured, H=128), but one-sequence tiles spread over more threads.
-        return FEW if B >= FEW * threads else 1
+        # One-sequence tiles spread over more threads, a FEW-sequence tile
+        # costs `FEW_TILE_COST` one-sequence tiles: the fewer tile rounds wins
+        # (B=9 on 2 threads: 5 one-sequence tiles per thread, not 2 FEW tiles).
+        th = max(threads, 1)
+        few = -(-(-(-B // FEW)) // th) * FEW_TILE_COST
+        return FEW if few <= -(-B // th) else 1
     lv = lanes(dtype)
     vecs = -(-B // lv)
     cap = WIDE_VECS if weight_bytes > WIDE_WEIGHTS else NV
@@ -220,8 +232,14 @@ def _run_layers(prepared, x, lengths, h0, c0, hn, cn, select, y_all, y_last, thr
         layer_in = out
 
 
-STALL_SPINS = 2000
-"""Spin-wait rounds per step above which a team run counts as stalled (another process had a core)."""
+STALL_SPINS = 300
+"""Spin-wait rounds per step above which a team run counts as stalled (another process had a core).
+
+Measured (B=16, H=128, T=100, load average 4.7): stalled team calls took
+12-24 ms at 1561-3182 rounds per step, against 1.6-1.8 ms for calls the
+second thread did not join; healthy two-thread runs wait 0-15 rounds per
+step, up to ~600 in a run that was already slower than one thread.
+"""
 
 TEAM_PAUSE = 30.0
 """Seconds small batches run on one thread after a stalled team run, before a team is tried again.
