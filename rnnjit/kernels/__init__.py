@@ -278,7 +278,7 @@ def team_chunks(spec: RNNSpec, bt: int, threads: int, weight_bytes: int = 0) -> 
         if weight_bytes <= L2_BYTES:
             return None
         return (P_ROWS, ub // P_ROWS) if ub % P_ROWS == 0 else None
-    if bt == FEW:  # never one tile (`tile_width`): FEW-sequence tiles start at FEW * threads sequences
+    if bt == FEW:  # never one tile on 2+ threads: one FEW tile (3.3) loses to one-sequence tiles (`tile_width`)
         return None
     cb = max(1, ub // (2 * threads))
     return cb, -(-ub // cb)
