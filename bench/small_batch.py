@@ -107,7 +107,7 @@ def main(argv=None):
 
     torch.set_num_threads(a.threads)
     names = a.variants.split(",")
-    print(f"LSTM H={a.H} I=32 T=100, threads={a.threads} rounds={a.rounds}; us per call: median of round medians [min-max]; x = torch/variant\n")
+    print(f"LSTM H={a.H} I=32 T=100, threads={a.threads} rounds={a.rounds}; us per call: median of round medians [min-max]; x = torch time / variant time (for ort too)\n")
     for B in map(int, a.B.split(",")):
         b = Bench(Case(f"lstm_b{B}", "lstm", B, 100, 32, a.H), torch)
         fns = variants(b, B, a.threads, names)
