@@ -15,7 +15,8 @@ Every step a thread tries its own chunks first (thread k of n starts at
 chunk ``k * nch // n``), then the others: when all threads run, each core
 computes the same rows every step, so its share of the weights stays in its
 own cache (a single ticket counter handed chunk 0 to whichever thread came
-first, and the weights moved between the cores); when another process takes
+first, and the weights moved between the cores; B=16, H=128, load average
+3.6: median 2.0 ms against 3.0 ms with the ticket); when another process takes
 a core, the thread still running takes every chunk, and only a chunk already
 claimed by the stalled thread is waited for. A thread that starts late joins
 at the current step. Each chunk computes its rows with the same micro-kernel
