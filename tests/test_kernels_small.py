@@ -1,13 +1,13 @@
 """The small-batch paths of the numba engine at hidden sizes that use them fully.
 
 tests/test_kernels.py runs small batches at H=5, where the hidden units are
-too few to share out. Here H is 64 or 128, so a batch of one runs as a team
-of threads on one matrix-vector product per step (when the machine lets it),
-small batches run one sequence per tile or the few-sequence kernel (which one
-depends on the thread count: B=6 and B=9 are one or the other), and 13 a
-16-lane tile as a team. Every
-path: parity with the reference engine and with PyTorch, and the same bits
-for 1, 2 and 3 threads (so across those paths too).
+too few to share out. Here H is 64 or 128: a batch of one runs on one thread
+and, forced, as a team of threads on one matrix-vector product per step (the
+path of weights larger than L2); small batches run one sequence per tile or
+the few-sequence kernel (which one depends on the thread count: B=7 and B=10
+are one or the other), 13 a 16-lane tile as a team, and 40 two 32-lane tiles.
+Every path: parity with the reference engine and with PyTorch, and the same
+bits for 1, 2 and 3 threads (so across those paths too).
 """
 
 from __future__ import annotations
@@ -22,9 +22,12 @@ CELLS = ["lstm", "lstmp", "gru", "rnn_tanh", "rnn_relu"]
 
 
 @pytest.mark.parametrize("cell", CELLS)
-@pytest.mark.parametrize("B", [1, 2, 3, 6, 9, 13], ids=lambda b: f"{b=}")
+@pytest.mark.parametrize("B", [1, "1 team", 2, 3, 7, 10, 13, 40], ids=lambda b: f"{b=}")
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=lambda d: d.__name__)
-def test_small_batches_match_reference_torch_and_any_thread_count(cell, B, dtype):
+def test_small_batches_match_reference_torch_and_any_thread_count(cell, B, dtype, monkeypatch):
+    if B == "1 team":
+        monkeypatch.setattr(kernels, "L2_BYTES", 0)  # the team path of weights larger than L2
+        B = 1
     H = 128 if B == 1 else 64
     mod, spec, weights = build(cell, 5, H, 2, True, True, dtype, seed=B)
     rng = np.random.default_rng(B)
@@ -55,9 +58,27 @@ def test_small_batches_match_reference_torch_and_any_thread_count(cell, B, dtype
         assert max_err(g, w, rel) <= TOL[dtype], f"{name} vs torch: {max_err(g, w, rel):.3g}"
 
 
-@pytest.mark.parametrize("B, expected", [(1, 1), (2, 1), (7, 1), (8, 4), (11, 4), (12, 16), (40, 32), (4096, 48)])
+# 2 threads: below 12, the fewer rounds of tiles per thread (a FEW tile costs
+# 3.3 one-sequence tiles: B=6 is 3 one-sequence tiles per thread, B=7 and 8 one
+# FEW tile each, B=9..11 5-6 one-sequence tiles rather than 2 FEW tiles); from
+# 12, every thread about the same work (B=128: four 32-lane tiles, not
+# 48+48+32; B=32: two 16-lane tiles), the NV-vector kernel where that costs
+# nothing (B=96, B=256: 5x48 + 16 beats 8x32, the one-vector kernel being slower).
+@pytest.mark.parametrize(
+    "B, expected",
+    [(1, 1), (2, 1), (6, 1), (7, 4), (8, 4), (9, 1), (11, 1), (12, 16), (32, 16), (40, 32), (64, 32), (96, 48),
+     (128, 32), (256, 48), (4096, 48)],
+)  # fmt: skip
 def test_tile_width(B, expected):
     assert kernels.tile_width(B, 2, np.dtype(np.float32), 1 << 20) == expected
+
+
+def test_batch_of_one_runs_on_one_thread_while_its_weights_fit_in_l2():
+    spec = build("lstm", 5, 128, 1, False, True, np.float32)[1]
+    kernels._team_paused_until = 0.0
+    assert kernels.team_chunks(spec, 1, 2, kernels.L2_BYTES) is None
+    assert kernels.team_chunks(spec, 1, 2, kernels.L2_BYTES + 1) == (8, 2)
+    assert kernels.team_chunks(spec, 16, 2, kernels.L2_BYTES) is not None  # 12..16 sequences: one tile
 
 
 def test_wide_tiles_for_large_weights():

@@ -33,8 +33,8 @@ import numpy as np
 
 from rnnjit.kernels._simd import FEW, MR, NV, P_ROWS, lanes
 from rnnjit.kernels.layer import OUT_ALL, OUT_LAST, OUT_MAX, OUT_NONE, OUT_SUM, run_worker
-from rnnjit.kernels.pack import CELL_CODES, PackedLayer, pack_layer, padded_hidden
-from rnnjit.kernels.team import SPINS, run_team
+from rnnjit.kernels.pack import CELL_CODES, PackedLayer, aligned_empty, pack_layer, padded_hidden
+from rnnjit.kernels.team import NTH, SPINS, run_team, sync_words
 from rnnjit.spec import RNNSpec
 
 __all__ = ["prepare", "run", "Prepared", "SMALL_BATCH"]
@@ -54,24 +54,62 @@ H=512 (4.7 MB, within L3) was fastest with 48 (209 vs 169-186).
 """
 
 
+FEW_TILE_COST = 3.3
+"""Time of one FEW-sequence tile (`mk_rows_few`) in one-sequence tiles (`mk_rows_grouped`).
+
+Measured with bench/small_batch.py (LSTM H=128, T=100, one thread): a FEW
+tile 695-750 us, a one-sequence tile 207-240 us (ratio 3.0 on an idle
+machine, 3.4 at load average 6); the FEW kernel multiplies 8-float vectors,
+so it gains less over one sequence than its 4 lanes.
+"""
+
+LANES1_COST = 1.15
+"""Cost of one SIMD vector of a tile in the one-vector micro-kernel (`mk_lanes1`), relative to `mk_lanes` (NV vectors).
+
+Measured with bench/small_batch.py (LSTM H=128, T=100, 2 threads): 16 sequences
+x 100 steps took ~1480-1500 us in 16- or 32-lane tiles, ~1290 us in 48-lane tiles.
+"""
+
+
+def _makespan(vecs: int, w: int, threads: int) -> float:
+    """Time to run ``vecs`` SIMD vectors of sequences in tiles of ``w`` vectors on ``threads`` threads.
+
+    Longest tile first onto the least loaded thread, as the tile counter
+    hands them out; a tile of ``v`` vectors costs ``v // NV * NV`` full
+    micro-kernel rows plus `LANES1_COST` per remaining vector.
+    """
+    tiles = [w] * (vecs // w) + ([vecs % w] if vecs % w else [])
+    load = [0.0] * max(threads, 1)
+    for v in tiles:
+        k = load.index(min(load))
+        load[k] += v // NV * NV + v % NV * LANES1_COST
+    return max(load)
+
+
 def tile_width(B: int, threads: int, dtype, weight_bytes: int) -> int:
     """Sequences per tile: 1 or FEW below `SMALL_BATCH`, else a multiple of the SIMD lanes.
 
-    Wide enough to give each thread about one tile when the batch is small
-    (no thread idles while another runs a half-empty 48-lane tile), at most
-    one micro-kernel row (NV vectors) for most models, and up to `WIDE_VECS`
-    vectors when the weights are larger than `WIDE_WEIGHTS`: each weight
-    panel is then read once per step for that many sequences, not once per 48.
+    From `SMALL_BATCH` on, the widest tile whose estimated time (`_makespan`)
+    is within 4% of the best: every thread gets about the same work (B=128 on
+    2 threads: four 32-lane tiles, not 48+48+32, which left one thread a third
+    of the work: 7.7 -> 6.1 ms measured), at most one micro-kernel row (NV
+    vectors) for most models, and up to `WIDE_VECS` vectors when the weights
+    are larger than `WIDE_WEIGHTS`: each weight panel is then read once per
+    step for that many sequences, not once per 48.
     """
     if B < SMALL_BATCH:
-        # FEW sequences per tile take ~16% less CPU than FEW one-sequence
-        # tiles (measured, H=128), but one-sequence tiles spread over more threads.
-        return FEW if B >= FEW * threads else 1
+        # One-sequence tiles spread over more threads, a FEW-sequence tile
+        # costs `FEW_TILE_COST` one-sequence tiles: the fewer tile rounds wins
+        # (B=9 on 2 threads: 5 one-sequence tiles per thread, not 2 FEW tiles).
+        th = max(threads, 1)
+        few = -(-(-(-B // FEW)) // th) * FEW_TILE_COST
+        return FEW if few <= -(-B // th) else 1
     lv = lanes(dtype)
     vecs = -(-B // lv)
-    per_thread = -(-vecs // max(threads, 1))
     cap = WIDE_VECS if weight_bytes > WIDE_WEIGHTS else NV
-    return lv * max(1, min(per_thread, cap))
+    spans = {w: _makespan(vecs, w, threads) for w in range(1, min(cap, vecs) + 1)}
+    best = min(spans.values())
+    return lv * max(w for w, t in spans.items() if t <= best * 1.04)
 
 
 @dataclass(frozen=True)
@@ -176,10 +214,11 @@ def _run_layers(prepared, rows, tok, lengths, h0, c0, hn, cn, top_mode, y_all, y
     spec, dtype = prepared.spec, prepared.dtype
     B, T = lengths.shape[0], tok.shape[1]
     D, L, Ho, H = spec.num_directions, spec.num_layers, spec.h_out, spec.hidden_size
-    bt = tile_width(B, threads, dtype, max(pk.w.nbytes for pk in prepared.layers))
+    wbytes = max(pk.w.nbytes for pk in prepared.layers)
+    bt = tile_width(B, threads, dtype, wbytes)
     order, tile_ptr = _tiles(lengths, bt)
     workers = max(1, min(threads, tile_ptr.size - 1))
-    team = team_chunks(spec, bt, threads) if tile_ptr.size == 2 else None
+    team = team_chunks(spec, bt, threads, wbytes) if tile_ptr.size == 2 else None
     if team:
         workers = threads
     cell = CELL_CODES[spec.cell]
@@ -208,8 +247,14 @@ def _run_layers(prepared, rows, tok, lengths, h0, c0, hn, cn, top_mode, y_all, y
             rows, tok = out.reshape(B * T, D * Ho), no_tokens
 
 
-STALL_SPINS = 2000
-"""Spin-wait rounds per step above which a team run counts as stalled (another process had a core)."""
+STALL_SPINS = 300
+"""Spin-wait rounds per step above which a team run counts as stalled (another process had a core).
+
+Measured (B=16, H=128, T=100, load average 4.7): stalled team calls took
+12-24 ms at 1561-3182 rounds per step, against 1.6-1.8 ms for calls the
+second thread did not join; healthy two-thread runs wait 0-15 rounds per
+step, up to ~600 in a run that was already slower than one thread.
+"""
 
 TEAM_PAUSE = 30.0
 """Seconds small batches run on one thread after a stalled team run, before a team is tried again.
@@ -225,18 +270,30 @@ stalled run (counted in `run_team`) turns teams off for a while.
 _team_paused_until = 0.0
 
 
-def team_chunks(spec: RNNSpec, bt: int, threads: int) -> tuple[int, int] | None:
+L2_BYTES = 1 << 20
+"""One core's L2 cache on the reference machine (AMD EPYC Zen 4): packed weights up to this size stay in it between steps."""
+
+
+def team_chunks(spec: RNNSpec, bt: int, threads: int, weight_bytes: int = 0) -> tuple[int, int] | None:
     """(unit blocks per chunk, chunks per step) when one tile should run on ``threads`` (`team`), else None.
 
     A team needs two threads, no projection, and chunks of whole row-kernel
-    calls (P_ROWS blocks of MR units for one sequence).
+    calls (P_ROWS blocks of MR units for one sequence). A batch of one whose
+    packed weights fit in one core's L2 (`L2_BYTES`) runs on one thread: its
+    step is ~2.1 us, bound by reading the weights from L2, and the team's
+    per-step hand-off costs more than halving that read saves. Measured with
+    bench/small_batch.py, LSTM H=128 (332 KB), T=100, idle machine: one
+    thread 252 us (244-274), the two-thread team 419 us (385-441); at load
+    average 3, 216 vs 383.
     """
     if threads < 2 or spec.proj_size or time.monotonic() < _team_paused_until:
         return None
     ub = padded_hidden(spec.hidden_size) // MR
     if bt == 1:
+        if weight_bytes <= L2_BYTES:
+            return None
         return (P_ROWS, ub // P_ROWS) if ub % P_ROWS == 0 else None
-    if bt == FEW:  # never one tile (`tile_width`): FEW-sequence tiles start at FEW * threads sequences
+    if bt == FEW:  # never one tile on 2+ threads: one FEW tile (3.3) loses to one-sequence tiles (`tile_width`)
         return None
     cb = max(1, ub // (2 * threads))
     return cb, -(-ub // cb)
@@ -251,18 +308,19 @@ def _run_team(prepared, pk, rows, tok, lengths, order, h0, c0, out, ycol, mode, 
     seq = np.zeros(bt, np.int64)
     slen = np.zeros(bt, np.int64)
     seq[:B], slen[:B] = order, lengths[order]
-    zbuf = np.zeros((2, K, bt), dtype)
+    zbuf = _line_zeros((2, K, bt), dtype)
     zbuf[:, 0], zbuf[:, K - 1] = 1, 1
     t0 = slen[:B] - 1 if reverse else np.zeros(B, np.int64)
     first = tok[order, t0] if tok.shape[0] else order * T + t0  # each sequence's first row (`step_row`)
     zbuf[0, 1 : I + 1, :B] = rows[first].T
     zbuf[0, I + 1 : I + 1 + H, :B] = h0[order].T
-    cbuf = np.zeros((2, H, bt), dtype)
+    cbuf = _line_zeros((2, H, bt), dtype)
     cbuf[0, :, :B] = c0[order].T
-    g = np.zeros(pk.w.shape[0] * MR * bt, dtype)
-    m = np.zeros(H * bt, dtype)
+    g = _line_zeros(pk.w.shape[0] * MR * bt, dtype)
+    m = _line_zeros(H * bt, dtype)
     cb, nch = chunks
-    sync = np.zeros(24, np.int64)
+    sync = np.zeros(sync_words(nch), np.int64)
+    sync[NTH] = workers
     blocks = 1 if spec.cell.startswith("rnn") else 4
     args = (
         CELL_CODES[spec.cell], rows, tok, seq, slen, B, int(slen.max()), zbuf.reshape(2, K * bt), cbuf.reshape(2, H * bt),
@@ -273,6 +331,17 @@ def _run_team(prepared, pk, rows, tok, lengths, order, h0, c0, out, ycol, mode, 
     global _team_paused_until
     if sync[SPINS] > STALL_SPINS * int(slen.max()):
         _team_paused_until = time.monotonic() + TEAM_PAUSE
+
+
+def _line_zeros(shape, dtype) -> np.ndarray:
+    """Zeros starting on a cache line: the team's vector loads and stores then never split one.
+
+    Measured (B=16, H=128, the team on one thread): 17.0 us per step with
+    numpy's 16-byte-aligned buffers, 15.1 with these (the tile worker: 14.2).
+    """
+    a = aligned_empty(shape, dtype)
+    a.fill(0)
+    return a
 
 
 _pool: ThreadPoolExecutor | None = None
