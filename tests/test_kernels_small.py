@@ -4,8 +4,9 @@ tests/test_kernels.py runs small batches at H=5, where the hidden units are
 too few to share out. Here H is 64 or 128: a batch of one runs on one thread
 and, forced, as a team of threads on one matrix-vector product per step (the
 path of weights larger than L2); small batches run one sequence per tile or
-the few-sequence kernel (which one depends on the thread count: B=7 and B=10
-are one or the other), 13 a 16-lane tile as a team, and 40 two 32-lane tiles.
+the few-sequence kernel (which one depends on the thread count: B=2 is one or
+the other), 13, forced, a 16-lane tile as a team, and 130 lane tiles of 32 or
+48 (24 for float64).
 Every path: parity with the reference engine and with PyTorch, and the same
 bits for 1, 2 and 3 threads (so across those paths too).
 """
@@ -22,12 +23,15 @@ CELLS = ["lstm", "lstmp", "gru", "rnn_tanh", "rnn_relu"]
 
 
 @pytest.mark.parametrize("cell", CELLS)
-@pytest.mark.parametrize("B", [1, "1 team", 2, 3, 7, 10, 13, 40], ids=lambda b: f"{b=}")
+@pytest.mark.parametrize("B", [1, "1 team", 2, 3, 7, 10, "13 team", 40, 130], ids=lambda b: f"{b=}")
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=lambda d: d.__name__)
 def test_small_batches_match_reference_torch_and_any_thread_count(cell, B, dtype, monkeypatch):
     if B == "1 team":
         monkeypatch.setattr(kernels, "L2_BYTES", 0)  # the team path of weights larger than L2
         B = 1
+    elif B == "13 team":
+        monkeypatch.setattr(kernels, "tile_width", lambda *_: 16)  # one lane tile shared by a team
+        B = 13
     H = 128 if B == 1 else 64
     mod, spec, weights = build(cell, 5, H, 2, True, True, dtype, seed=B)
     rng = np.random.default_rng(B)
@@ -58,16 +62,15 @@ def test_small_batches_match_reference_torch_and_any_thread_count(cell, B, dtype
         assert max_err(g, w, rel) <= TOL[dtype], f"{name} vs torch: {max_err(g, w, rel):.3g}"
 
 
-# 2 threads: below 12, the fewer rounds of tiles per thread (a FEW tile costs
-# 3.3 one-sequence tiles: B=6 is 3 one-sequence tiles per thread, B=7 and 8 one
-# FEW tile each, B=9..11 5-6 one-sequence tiles rather than 2 FEW tiles); from
-# 12, every thread about the same work (B=128: four 32-lane tiles, not
-# 48+48+32; B=32: two 16-lane tiles), the NV-vector kernel where that costs
-# nothing (B=96, B=256: 5x48 + 16 beats 8x32, the one-vector kernel being slower).
+# 2 threads: one-sequence tiles for 1 and 2 (one round each), FEW tiles from 3
+# (one FEW tile costs about 1.5 one-sequence tiles) up to 128 but for 96 (two
+# full 48-lane rows, which 24 FEW tiles would not beat); above 128 lane tiles
+# with every thread about the same work (129: 32-lane tiles), the NV-vector
+# kernel where that costs nothing (256: 5x48 + 16).
 @pytest.mark.parametrize(
     "B, expected",
-    [(1, 1), (2, 1), (6, 1), (7, 4), (8, 4), (9, 1), (11, 1), (12, 16), (32, 16), (40, 32), (64, 32), (96, 48),
-     (128, 32), (256, 48), (4096, 48)],
+    [(1, 1), (2, 1), (3, 4), (6, 4), (9, 4), (12, 4), (32, 4), (64, 4), (96, 48), (128, 4), (129, 32),
+     (256, 48), (4096, 48)],
 )  # fmt: skip
 def test_tile_width(B, expected):
     assert kernels.tile_width(B, 2, np.dtype(np.float32), 1 << 20) == expected
@@ -78,7 +81,7 @@ def test_batch_of_one_runs_on_one_thread_while_its_weights_fit_in_l2():
     kernels._team_paused_until = 0.0
     assert kernels.team_chunks(spec, 1, 2, kernels.L2_BYTES) is None
     assert kernels.team_chunks(spec, 1, 2, kernels.L2_BYTES + 1) == (8, 2)
-    assert kernels.team_chunks(spec, 16, 2, kernels.L2_BYTES) is not None  # 12..16 sequences: one tile
+    assert kernels.team_chunks(spec, 16, 2, kernels.L2_BYTES) is not None  # one lane tile: a team
 
 
 def test_wide_tiles_for_large_weights():

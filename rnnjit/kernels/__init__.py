@@ -37,10 +37,7 @@ from rnnjit.kernels.pack import CELL_CODES, PackedLayer, aligned_empty, pack_lay
 from rnnjit.kernels.team import NTH, SPINS, run_team, sync_words
 from rnnjit.spec import RNNSpec
 
-__all__ = ["prepare", "run", "Prepared", "SMALL_BATCH"]
-
-SMALL_BATCH = 12
-"""Batches smaller than this run the small-batch kernels: one sequence per tile, or FEW (4) per tile."""
+__all__ = ["prepare", "run", "Prepared", "tile_width"]
 
 WIDE_VECS = 12
 """Most SIMD vectors in one tile row when a layer's weights are large (see `tile_width`)."""
@@ -54,13 +51,23 @@ H=512 (4.7 MB, within L3) was fastest with 48 (209 vs 169-186).
 """
 
 
-FEW_TILE_COST = 3.3
-"""Time of one FEW-sequence tile (`mk_rows_few`) in one-sequence tiles (`mk_rows_grouped`).
+SMALL_TILES_UP_TO = 128
+"""Largest batch for which one-sequence and FEW-sequence tiles are weighed against lane tiles (`tile_width`)."""
 
-Measured with bench/small_batch.py (LSTM H=128, T=100, one thread): a FEW
-tile 695-750 us, a one-sequence tile 207-240 us (ratio 3.0 on an idle
-machine, 3.4 at load average 6); the FEW kernel multiplies 8-float vectors,
-so it gains less over one sequence than its 4 lanes.
+ONE_TILE_COST = 3.0
+FEW_TILE_COST = 4.3
+"""Time per step of a one-sequence tile (`mk_rows_grouped`) and of a FEW-sequence tile
+(`mk_rows_grouped_few`), in sequence-steps of a full micro-kernel row of a lane tile.
+
+Measured in thread CPU time (one thread, T=100, idle other core busy with
+another job), sequence-step of a full-row tile = 1 (float32, 48 lanes):
+a FEW tile 4.0 (LSTM H=128), 4.7 (LSTM H=64, H=256), 5.2 (GRU H=128); a
+one-sequence tile 2.7, 3.1, 4.2 (H=256: its weights leave L2), 3.3; float64
+alike (FEW 4.2-5.3, one 2.2-3.3). The FEW kernel runs full-width vectors over
+64 rows of the grouped weights, so per sequence it is about as fast as a lane
+tile, in tiles of 4 instead of 16-48: finer shares for the threads. (The
+first FEW kernel, on half-width vectors over one panel's 8 rows, cost 3.3
+one-sequence tiles; this one 1.5, measured the same way.)
 """
 
 LANES1_COST = 1.15
@@ -87,29 +94,29 @@ def _makespan(vecs: int, w: int, threads: int) -> float:
 
 
 def tile_width(B: int, threads: int, dtype, weight_bytes: int) -> int:
-    """Sequences per tile: 1 or FEW below `SMALL_BATCH`, else a multiple of the SIMD lanes.
+    """Sequences per tile: 1, FEW or a multiple of the SIMD lanes, whichever the cost model finishes first.
 
-    From `SMALL_BATCH` on, the widest tile whose estimated time (`_makespan`)
-    is within 4% of the best: every thread gets about the same work (B=128 on
-    2 threads: four 32-lane tiles, not 48+48+32, which left one thread a third
-    of the work: 7.7 -> 6.1 ms measured), at most one micro-kernel row (NV
-    vectors) for most models, and up to `WIDE_VECS` vectors when the weights
-    are larger than `WIDE_WEIGHTS`: each weight panel is then read once per
-    step for that many sequences, not once per 48.
+    Each candidate's time is the busiest thread's (tiles handed out longest
+    first to the least loaded thread): lane tiles by `_makespan`, one- and
+    FEW-sequence tiles (batches up to `SMALL_TILES_UP_TO`) by `ONE_TILE_COST`
+    and `FEW_TILE_COST` per tile. The widest tile within 4% of the best wins
+    (fewer tiles, less bookkeeping). So every thread gets about the same work
+    (B=128 on 2 threads: 32 FEW tiles, not 48+48+32 lanes, which left one
+    thread a third of the work), at most one micro-kernel row (NV vectors) of
+    lanes for most models, and up to `WIDE_VECS` vectors when the weights are
+    larger than `WIDE_WEIGHTS`: each weight panel is then read once per step
+    for that many sequences, not once per 48.
     """
-    if B < SMALL_BATCH:
-        # One-sequence tiles spread over more threads, a FEW-sequence tile
-        # costs `FEW_TILE_COST` one-sequence tiles: the fewer tile rounds wins
-        # (B=9 on 2 threads: 5 one-sequence tiles per thread, not 2 FEW tiles).
-        th = max(threads, 1)
-        few = -(-(-(-B // FEW)) // th) * FEW_TILE_COST
-        return FEW if few <= -(-B // th) else 1
+    th = max(threads, 1)
     lv = lanes(dtype)
     vecs = -(-B // lv)
     cap = WIDE_VECS if weight_bytes > WIDE_WEIGHTS else NV
-    spans = {w: _makespan(vecs, w, threads) for w in range(1, min(cap, vecs) + 1)}
-    best = min(spans.values())
-    return lv * max(w for w, t in spans.items() if t <= best * 1.04)
+    cost = {lv * w: _makespan(vecs, w, th) * lv for w in range(1, min(cap, vecs) + 1)}
+    if B <= SMALL_TILES_UP_TO:
+        cost[FEW] = -(-(-(-B // FEW)) // th) * FEW_TILE_COST
+        cost[1] = -(-B // th) * ONE_TILE_COST
+    best = min(cost.values())
+    return max(w for w, t in cost.items() if t <= best * 1.04)
 
 
 @dataclass(frozen=True)
@@ -293,7 +300,7 @@ def team_chunks(spec: RNNSpec, bt: int, threads: int, weight_bytes: int = 0) -> 
         if weight_bytes <= L2_BYTES:
             return None
         return (P_ROWS, ub // P_ROWS) if ub % P_ROWS == 0 else None
-    if bt == FEW:  # never one tile on 2+ threads: one FEW tile (3.3) loses to one-sequence tiles (`tile_width`)
+    if bt == FEW:  # no FEW-sequence team kernel: one FEW tile runs on one thread
         return None
     cb = max(1, ub // (2 * threads))
     return cb, -(-ub // cb)

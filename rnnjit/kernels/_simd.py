@@ -267,6 +267,65 @@ def mk_rows_few(typingctx, a, aoff, pstride, b, boff, c, coff, n):
     return sig, codegen
 
 
+GROUP_ROWS = P_ROWS * MR  # rows of one group of the grouped layout (`rnnjit.kernels.pack.group_panels`)
+
+
+def few_rows(dtype) -> int:
+    """Rows per `mk_rows_grouped_few` call: four SIMD vectors (64 float32 rows, a whole group; 32 float64)."""
+    return 4 * lanes(dtype)
+
+
+@intrinsic
+def mk_rows_grouped_few(typingctx, a, aoff, b, boff, c, coff, n):
+    """c[coff + j*FEW + s] = sum_k A[j, k] * b[boff + k*FEW + s] for `few_rows` rows j of a group, FEW sequences s.
+
+    The few-sequence kernel on the grouped layout (``a[aoff + k*GROUP_ROWS + j]``,
+    k-major, rows contiguous): per k, four full-width weight vectors (the
+    rows) each serve FEW sequences from broadcasts of ``b``, 16 accumulators.
+    `mk_rows_few` runs its vectors over one panel's 8 rows, half an AVX-512
+    register for float32. The results are interleaved in registers into the
+    (row, sequence) layout of the FEW tile and stored as full vectors.
+    """
+    sig = types.void(a, aoff, b, boff, c, coff, n)
+
+    def codegen(context, builder, signature, args):
+        aty, _, bty, _, cty, _, _ = signature.args
+        a_, aoff_, b_, boff_, c_, coff_, n_ = args
+        L = 16 if aty.dtype.bitwidth == 32 else 8
+        RV = 4  # row vectors per call
+        vecty, align, fma, (pa, pb, pc), zero = _prologue(
+            context, builder, aty, L, [(aty, a_, aoff_), (bty, b_, boff_), (cty, c_, coff_)]
+        )
+        i64, i32 = ir.IntType(64), ir.IntType(32)
+
+        def body(k, accs):
+            ak = builder.gep(pa, [builder.mul(k, ir.Constant(i64, GROUP_ROWS))])
+            wv = [_vload(builder, vecty, builder.gep(ak, [ir.Constant(i64, v * L)]), align) for v in range(RV)]
+            bk = builder.gep(pb, [builder.mul(k, ir.Constant(i64, FEW))])
+            out = list(accs)
+            for s in range(FEW):
+                sp = _splat(builder, vecty, builder.load(builder.gep(bk, [ir.Constant(i64, s)])))
+                for v in range(RV):
+                    out[v * FEW + s] = builder.call(fma, [wv[v], sp, accs[v * FEW + s]])
+            return out
+
+        res = _reduction_loop(builder, n_, [zero] * (RV * FEW), body)
+        wide = ir.VectorType(vecty.element, 2 * L)
+        for v in range(RV):
+            # rows v*L .. v*L+L-1 of the FEW sequences -> FEW vectors of L/FEW rows x FEW sequences
+            lo = builder.shuffle_vector(res[v * FEW], res[v * FEW + 1], ir.Constant(ir.VectorType(i32, 2 * L), list(range(2 * L))))
+            hi = builder.shuffle_vector(res[v * FEW + 2], res[v * FEW + 3], ir.Constant(ir.VectorType(i32, 2 * L), list(range(2 * L))))
+            assert lo.type == wide
+            for u in range(FEW):
+                mask = [s * L + u * (L // FEW) + i for i in range(L // FEW) for s in range(FEW)]
+                vec = builder.shuffle_vector(lo, hi, ir.Constant(ir.VectorType(i32, L), mask))
+                ptr = builder.gep(pc, [ir.Constant(i64, v * L * FEW + u * L)])
+                builder.store(vec, builder.bitcast(ptr, vecty.as_pointer()), align=align)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
 @intrinsic
 def fetch_add(typingctx, arr, idx, val):
     """Atomically ``old = arr[idx]; arr[idx] += val; return old`` (int64 array), for work sharing."""
@@ -346,6 +405,12 @@ if config.DISABLE_JIT:  # pragma: no cover - exercised by the NUMBA_DISABLE_JIT=
             base = aoff + p * pstride
             A = a[base : base + n * MR].reshape(n, MR)
             c[coff + p * MR * FEW : coff + (p + 1) * MR * FEW] = (A.T @ Z).reshape(-1)
+
+    def mk_rows_grouped_few(a, aoff, b, boff, c, coff, n):  # noqa: F811
+        rows = 4 * (16 if a.dtype.itemsize == 4 else 8)
+        A = _np.stack([a[aoff + k * GROUP_ROWS : aoff + k * GROUP_ROWS + rows] for k in range(n)])
+        Z = b[boff : boff + n * FEW].reshape(n, FEW)
+        c[coff : coff + rows * FEW] = (A.T @ Z).reshape(-1)
 
     def mk_rows_grouped(a, aoff, b, boff, c, coff, n):  # noqa: F811
         A = a[aoff : aoff + n * P_ROWS * MR].reshape(n, P_ROWS * MR)

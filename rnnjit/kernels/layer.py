@@ -27,7 +27,8 @@ member and steps past every sequence's length are (nearly) never computed.
 atomic counter until none is left (a thread slowed down by another process
 takes fewer tiles), with its scratch allocated once. It releases the GIL (``nogil``); `rnnjit.kernels` runs one per thread.
 Small batches: ``bt == 1`` (one sequence per tile, the matrix-vector
-micro-kernel `mk_rows`) and ``bt == FEW`` (4 sequences, `mk_rows_few`).
+micro-kernel `mk_rows_grouped`) and ``bt == FEW`` (4 sequences,
+`mk_rows_grouped_few`; `mk_rows_few` for an LSTM projection), both on the grouped weights.
 """
 
 from __future__ import annotations
@@ -35,7 +36,10 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from rnnjit.kernels._simd import FEW, FEW_ROWS, MR, NV, P_ROWS, fetch_add, mk_lanes, mk_lanes1, mk_rows, mk_rows_few, mk_rows_grouped
+from rnnjit.kernels._simd import (
+    FEW, FEW_ROWS, GROUP_ROWS, MR, NV, P_ROWS, fetch_add, mk_lanes, mk_lanes1, mk_rows, mk_rows_few, mk_rows_grouped,
+    mk_rows_grouped_few,
+)
 from rnnjit.kernels.config import JIT
 from rnnjit.kernels.update import LSTM, cell_update
 
@@ -170,6 +174,7 @@ def run_worker(
     xoff = np.zeros(bt, np.int64)
     h_at = (I + 1) * bt  # first h row of z
     lv = 16 if x.itemsize == 4 else 8  # lanes per SIMD vector
+    rows_few = 4 * lv  # rows per `mk_rows_grouped_few` call (`few_rows`)
     nvec = bt // lv  # SIMD vectors per tile row (bt > 1 is a multiple of lv)
     zh = z[h_at : h_at + HB]  # the h rows of z
     n_tiles = tile_ptr.shape[0] - 1
@@ -214,8 +219,9 @@ def run_worker(
                 for q in range(n_pan // P_ROWS):
                     mk_rows_grouped(wgf, q * K * P_ROWS * MR, z, 0, g, q * P_ROWS * MR, K)
             elif bt == FEW:
-                for p in range(0, n_pan, FEW_ROWS):
-                    mk_rows_few(wf, p * K * MR, K * MR, z, 0, g, p * MR * FEW, K)
+                for r0 in range(0, n_pan * MR, rows_few):  # groups of GROUP_ROWS rows, `rows_few` per call
+                    q, r = r0 // GROUP_ROWS, r0 % GROUP_ROWS
+                    mk_rows_grouped_few(wgf, q * K * GROUP_ROWS + r, z, 0, g, r0 * FEW, K)
             else:
                 # One weight panel at a time against every vector of the tile
                 # (the panel stays in L1 while the vectors pass), three

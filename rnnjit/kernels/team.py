@@ -1,8 +1,9 @@
 """Small batches on several threads: one tile, each step's hidden units shared out.
 
-A batch of 12..16 sequences (one 16-lane tile), or a batch of one whose
-weights do not fit in a core's L2, gives `rnnjit.kernels.layer` one tile, so
-one thread. Here every thread works on the same tile: each step's
+A batch of one whose weights do not fit in a core's L2 (or a batch that
+`rnnjit.kernels.tile_width` puts in one lane tile, which its cost model
+rarely does since FEW-sequence tiles run at full vector width) gives
+`rnnjit.kernels.layer` one tile, so one thread. Here every thread works on the same tile: each step's
 hidden units are cut into ``nch`` chunks of unit blocks (MR units, all gates),
 and a thread takes a chunk, computes its gate rows from the step's input ``z``,
 applies the cell update to those units and writes their new h into the *next*
