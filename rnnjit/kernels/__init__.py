@@ -32,8 +32,21 @@ import numba
 import numpy as np
 
 from rnnjit.kernels._simd import FEW, MR, NV, P_ROWS, lanes
-from rnnjit.kernels.layer import OUT_ALL, OUT_LAST, OUT_MAX, OUT_NONE, OUT_SUM, run_worker
-from rnnjit.kernels.pack import CELL_CODES, PackedLayer, aligned_empty, pack_layer, padded_hidden
+from rnnjit.kernels.layer import (
+    OUT_ALL,
+    OUT_LAST,
+    OUT_MAX,
+    OUT_NONE,
+    OUT_SUM,
+    run_worker,
+)
+from rnnjit.kernels.pack import (
+    CELL_CODES,
+    PackedLayer,
+    aligned_empty,
+    pack_layer,
+    padded_hidden,
+)
 from rnnjit.kernels.team import NTH, SPINS, run_team, sync_words
 from rnnjit.spec import RNNSpec
 
@@ -93,6 +106,10 @@ def _makespan(vecs: int, w: int, threads: int) -> float:
     return max(load)
 
 
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
 def tile_width(B: int, threads: int, dtype, weight_bytes: int) -> int:
     """Sequences per tile: 1, FEW or a multiple of the SIMD lanes, whichever the cost model finishes first.
 
@@ -113,8 +130,8 @@ def tile_width(B: int, threads: int, dtype, weight_bytes: int) -> int:
     cap = WIDE_VECS if weight_bytes > WIDE_WEIGHTS else NV
     cost = {lv * w: _makespan(vecs, w, th) * lv for w in range(1, min(cap, vecs) + 1)}
     if B <= SMALL_TILES_UP_TO:
-        cost[FEW] = -(-(-(-B // FEW)) // th) * FEW_TILE_COST
-        cost[1] = -(-B // th) * ONE_TILE_COST
+        cost[FEW] = _ceil_div(_ceil_div(B, FEW), th) * FEW_TILE_COST  # rounds of tiles on the busiest thread
+        cost[1] = _ceil_div(B, th) * ONE_TILE_COST
     best = min(cost.values())
     return max(w for w, t in cost.items() if t <= best * 1.04)
 

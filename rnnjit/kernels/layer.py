@@ -28,7 +28,8 @@ atomic counter until none is left (a thread slowed down by another process
 takes fewer tiles), with its scratch allocated once. It releases the GIL (``nogil``); `rnnjit.kernels` runs one per thread.
 Small batches: ``bt == 1`` (one sequence per tile, the matrix-vector
 micro-kernel `mk_rows_grouped`) and ``bt == FEW`` (4 sequences,
-`mk_rows_grouped_few`; `mk_rows_few` for an LSTM projection), both on the grouped weights.
+`mk_rows_grouped_few`; `mk_rows_few` for an LSTM projection), both reading
+the grouped weights ``wg``.
 """
 
 from __future__ import annotations
@@ -102,11 +103,11 @@ def emit(cell, out_mode, s, nb, seq, slen, reverse, j0, j1, cu0, cu1, hsrc, h_at
     """Outputs of step ``s`` for units ``[j0, j1)`` of the lanes still running, and final states at their last step.
 
     ``hsrc`` holds the new h at ``h_at + j * bt + lane``, ``csrc`` the new c
-    (units ``[cu0, cu1)``) at ``c_at + u * bt + lane``. Plain ints and
-    arrays only: a tuple argument cost ~0.5 us per step (batch of one, H=128:
-    229-243 us per sequence against 284-302 with ``c_units=(0, H)``). Pooled modes accumulate in
-    step order per lane; a maximum starts from step 0's value (every
-    sequence has one), so no -inf is needed (the kernels compile with ``ninf``).
+    (units ``[cu0, cu1)``) at ``c_at + u * bt + lane``. Pooled modes
+    accumulate in step order per lane; a maximum starts from step 0's value
+    (every sequence has one), so no -inf is needed (the kernels compile with
+    ``ninf``). Plain ints and arrays only: a tuple argument cost ~0.5 us per
+    step (batch of one, H=128: 284-302 us per sequence against 229-243).
     """
     for l in range(nb):
         if s >= slen[l]:
