@@ -32,21 +32,8 @@ import numba
 import numpy as np
 
 from rnnjit.kernels._simd import FEW, MR, NV, P_ROWS, lanes
-from rnnjit.kernels.layer import (
-    OUT_ALL,
-    OUT_LAST,
-    OUT_MAX,
-    OUT_NONE,
-    OUT_SUM,
-    run_worker,
-)
-from rnnjit.kernels.pack import (
-    CELL_CODES,
-    PackedLayer,
-    aligned_empty,
-    pack_layer,
-    padded_hidden,
-)
+from rnnjit.kernels.layer import OUT_ALL, OUT_LAST, OUT_MAX, OUT_NONE, OUT_SUM, run_worker
+from rnnjit.kernels.pack import CELL_CODES, PackedLayer, aligned_empty, pack_layer, padded_hidden
 from rnnjit.kernels.team import NTH, SPINS, run_team, sync_words
 from rnnjit.spec import RNNSpec
 
