@@ -180,3 +180,17 @@ def runner(b: Bench, engine: str, threads: int):
             return f"onnxruntime cannot run it: {type(exc).__name__}: {str(exc)[:120]}"
         return lambda: sess.run(None, feed)
     raise ValueError(engine)
+
+
+@pytest.fixture(scope="session")
+def text_benches(torch_mod):
+    """Each text-classifier case's `TextBench` (model converted, data drawn), built when first asked for."""
+    from bench.cases import TEXT_CASES
+    from bench.text_classifier import TextBench
+
+    class TextBenches(dict):
+        def __missing__(self, name):
+            self[name] = b = TextBench(next(c for c in TEXT_CASES if c.name == name), torch_mod)
+            return b
+
+    return TextBenches()
