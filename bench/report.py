@@ -1,12 +1,19 @@
 """Write bench/REPORT.md and bench/report.png: rnnjit vs torch vs onnxruntime on this machine.
 
-    python -m bench.report [--quick] [--threads 2] [--out bench/REPORT.md]
+    python -m bench.report [--quick] [--threads 2] [--runs 1] [--out bench/REPORT.md]
 
 Runs the pytest-benchmark suite twice in fresh processes, once with
 OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE removed from the environment (a user's
 machine) and once with OPENBLAS_CORETYPE=Haswell (what CI sets: numpy's and
 torch's OpenBLAS then run AVX2 kernels), plus cold/warm start measurements,
 and writes the tables, the goals and the exact commands into the report.
+The suite is bench/test_bench_*.py: the recurrent grid (bench/cases.py) and
+the embedding + LSTM text classifier (bench/text_classifier.py). Each
+environment's ratios are compared with the recorded ones (bench/baseline.py).
+
+Record CI's quick baseline (the reduced grid, three runs per environment):
+
+    python -m bench.report --quick --threads 2 --runs 3 --out bench/REPORT-quick.md
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ import pytest
 
 from bench.cases import QUICK, TEXT_CASES
 from bench.text_classifier import PARITY_ATOL, max_abs_diff, text_runner
-from bench.timing import rounds_for, warm_call_s
+from bench.timing import paired_ratio, rounds_for, warm_call_s
 
 ENGINES = ("rnnjit", "torch", "torch_packed", "onnxruntime")
 
@@ -33,4 +33,7 @@ def test_text_classifier(benchmark, text_benches, threads, case, engine):
     )  # fmt: skip
     if engine == "rnnjit":
         assert diff <= PARITY_ATOL, f"rnnjit differs from torch's packed forward by {diff:.2e} (> {PARITY_ATOL})"
+        torch_fn = text_runner(b, "torch", threads)  # the ratio CI compares: calls alternated with torch's
+        torch_fn()  # warm-up: torch's first-call setup
+        benchmark.extra_info["paired_torch_ratio"] = paired_ratio(fn, torch_fn, call_s + warm_call_s(torch_fn))
     benchmark.pedantic(fn, rounds=rounds_for(call_s), iterations=1, warmup_rounds=0)

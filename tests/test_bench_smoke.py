@@ -88,8 +88,10 @@ def test_a_warning_needs_a_drop_below_every_recorded_run_and_again_on_the_rerun(
     assert any(line.startswith("- WARNING env: dropped") for line in confirmed)
     recovered = baseline.summary("env", ratios, recorded, where, ["dropped"], {"dropped": 1.8})
     assert not any("WARNING" in line for line in recovered) and "dropped 1.00x -> 1.80x" in recovered[-1]
-    assert baseline.node_ids(["dropped"]) == ["bench/test_bench_engines.py::test_engine[dropped-rnnjit]",
-                                              "bench/test_bench_engines.py::test_engine[dropped-torch]"]  # fmt: skip
+    assert baseline.node_ids(["dropped", "text_classifier"]) == [
+        "bench/test_bench_engines.py::test_engine[dropped-rnnjit]",
+        "bench/test_bench_text.py::test_text_classifier[text_classifier-rnnjit]",
+    ]
 
 
 def test_the_reference_falls_back_to_one_recorded_pytest_benchmark_run(tmp_path):
@@ -102,4 +104,7 @@ def test_the_reference_falls_back_to_one_recorded_pytest_benchmark_run(tmp_path)
     (tmp_path / "REPORT-openblas-unset.json").write_text(json.dumps(doc))
     recorded, where = baseline.load_reference(tmp_path, "openblas-unset", quick=False)
     assert recorded == {"c": [pytest.approx(3.0)]} and "one run" in where
+    # a rnnjit row that carries the paired ratio (calls alternated with torch's) is compared by it
+    doc["benchmarks"][0]["extra_info"]["paired_torch_ratio"] = 2.5
+    assert baseline.torch_ratios(doc) == {"c": 2.5}
     assert baseline.load_reference(tmp_path, "openblas-haswell", quick=False) is None
