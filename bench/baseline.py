@@ -112,6 +112,22 @@ def summary(label: str, ratios, recorded, where: str, first: list[str], again: d
     return lines
 
 
+def load_note(load: float, ncpu: int | None) -> list[str]:
+    """A line when the machine was overloaded during the run: then no ratio, warned about or not, is a measurement.
+
+    Three quick runs of the same code at load 5-7 on 2 cores (other jobs
+    beside the suite) spread a case's ratio by 2.7x (median max/min), paired
+    or not: torch's two OpenMP threads wait for a core at every parallel
+    region, so some torch calls took 10-300x their idle time.
+    """
+    ncpu = ncpu or 1
+    if load <= 1.5 * ncpu:
+        return []
+    return [f"  - the machine was overloaded (load average {load:.1f} on {ncpu} CPUs at the end of the run, "
+            "other jobs beside this one): ratios measured so are noise, in either direction; run it again on a "
+            "quiet machine before reading anything into them"]  # fmt: skip
+
+
 def node_ids(cases: list[str]) -> list[str]:
     """pytest node ids measuring the paired rnnjit/torch ratio of ``cases``: what a re-run of the suspects runs."""
     from bench.cases import TEXT_CASES

@@ -160,13 +160,15 @@ def compare(label, changes, extra, data, folder: Path, env: str, quick: bool, tm
         return [f"- {label}: no recorded run in `{folder}` to compare with."]
     recorded, where = ref
     ratios = baseline.torch_ratios(data)
+    load = os.getloadavg()[0]  # the last minute of the suite: were other jobs competing for the cores?
     first = baseline.suspects(ratios, recorded)
     again = None
     if first:
         print(f"re-running {len(first)} suspect case(s): {', '.join(first)}", flush=True)
         rerun, _ = run_suite(changes, extra, Path(tmp) / f"rerun-{env}.json", baseline.node_ids(first))
         again = baseline.torch_ratios(rerun)
-    return baseline.summary(label, ratios, recorded, where, first, again)
+        load = max(load, os.getloadavg()[0])
+    return baseline.summary(label, ratios, recorded, where, first, again) + baseline.load_note(load, os.cpu_count())
 
 
 def section(label, data, shown):

@@ -94,6 +94,13 @@ def test_a_warning_needs_a_drop_below_every_recorded_run_and_again_on_the_rerun(
     ]
 
 
+def test_an_overloaded_machine_is_said_once_a_quiet_one_not_at_all():
+    from bench import baseline
+
+    assert baseline.load_note(2.5, 2) == []
+    assert "overloaded (load average 5.4 on 2 CPUs" in baseline.load_note(5.4, 2)[0]
+
+
 def test_the_reference_falls_back_to_one_recorded_pytest_benchmark_run(tmp_path):
     import json
 
