@@ -295,14 +295,16 @@ def main(argv=None):
     doc = [
         "# rnnjit benchmark report",
         "",
-        f"Generated {started} by `python -m bench.report{' --quick' if args.quick else ''} --threads {args.threads}` "
+        f"Generated {started} by `python -m bench.report{' --quick' if args.quick else ''} --threads {args.threads}"
+        f"{f' --runs {args.runs}' if args.runs > 1 else ''}` "
         f"(run from the repository root). Machine: {cpu}, {ncpu} CPUs visible. "
         + ", ".join(f"{k} {v}" for k, v in vers.items())
         + ".",
         "",
         f"Every engine runs with {args.threads} threads (rnnjit `threads=`, `torch.set_num_threads`, onnxruntime "
         "`intra_op_num_threads`), on the same arrays, in the same process, after a warm-up call, the minimum over a time budget of calls (bench/timing.py: "
-        "about 1 s of calls per engine and case, 0.25 s with `--quick`; at least 5 rounds, 3 above a second). "
+        "about 1 s of calls per engine and case, 0.15 s with `--quick`; at least 5 rounds, 3 above a second; the "
+        "rnnjit/torch ratio compared with the recorded runs alternates the two engines' calls). "
         "rnnjit returns the output at each sequence's last step (`last`, what scoring uses); torch and onnxruntime "
         "compute every step's output; the last column is rnnjit returning every step too (`all`). GFLOP/s counts "
         "the recurrent stack's multiply-adds on valid steps only. The machine is shared (other jobs were running), "
