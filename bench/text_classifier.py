@@ -23,9 +23,7 @@ Engines (the same names as the recurrent grid, so the report's columns fit):
 
 from __future__ import annotations
 
-import io
 import tempfile
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -96,29 +94,14 @@ class TextBench:
 
 
 def _export_onnx(b: TextBench, threads: int):
+    from bench.conftest import onnx_session
+
     try:
-        import onnxruntime as ort
         import torch
     except ImportError as exc:
         return f"not installed: {exc.name}"
-    buf = io.BytesIO()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                b.net, (b.ids_t[:3, :5], torch.tensor([5, 3, 2])), buf, input_names=["ids", "lengths"],
-                output_names=["y"], dynamic_axes={"ids": {0: "batch", 1: "time"}, "lengths": {0: "batch"}},
-                dynamo=False,
-            )  # fmt: skip
-    except Exception as exc:  # pragma: no cover - depends on the torch version
-        return f"torch.onnx.export of the packed model failed: {type(exc).__name__}: {str(exc)[:160]}"
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    try:
-        return ort.InferenceSession(buf.getvalue(), so, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # pragma: no cover - depends on the onnxruntime version
-        return f"onnxruntime cannot load the exported model: {type(exc).__name__}: {str(exc)[:160]}"
+    axes = {"ids": {0: "batch", 1: "time"}, "lengths": {0: "batch"}}
+    return onnx_session(b.net, (b.ids_t[:3, :5], torch.tensor([5, 3, 2])), ["ids", "lengths"], axes, threads)
 
 
 def text_runner(b: TextBench, engine: str, threads: int):
