@@ -102,7 +102,7 @@ def summary(label: str, ratios, recorded, where: str, first: list[str], again: d
              "measured again in a fresh process."]  # fmt: skip
     for c in confirmed:
         med, lo = statistics.median(recorded[c]), min(recorded[c])
-        lines.append(f"- WARNING {label}: {c} rnnjit/torch {ratios[c]:.2f}x, then {again[c]:.2f}x on the re-run; "
+        lines.append(f"- WARNING {label}: {c} rnnjit/torch (calls alternated) {ratios[c]:.2f}x, then {again[c]:.2f}x on the re-run; "
                      f"recorded median {med:.2f}x (lowest {lo:.2f}x), {100 * (1 - again[c] / med):.0f}% lower: "
                      "a possible regression")  # fmt: skip
     if recovered:
