@@ -2,7 +2,8 @@
 
 LSTM and GRU at H = 16..1024 (LSTM also at 192 and 384), the other cells and
 layouts at H=128, float64 on two shapes, and a batch curve B = 1, 2, 4, ...,
-256 (LSTM H=128, T=100) for the small-batch paths.
+256 (LSTM H=128, T=100) for the small-batch paths; and a whole model, the
+embedding + bidirectional LSTM text classifier (``TEXT_CASES``).
 
 ``RNNJIT_BENCH_QUICK=1`` shrinks batch and sequence length (same cells and
 widths) so CI can run the whole suite in well under a minute of timing.
@@ -35,6 +36,7 @@ class Case:
     varlen: tuple[int, int] | None = None  # lengths uniform in [lo, hi]; T is then hi
     note: str = ""
     dtype: str = "float32"
+    vocab: int = 0  # > 0: token ids from a vocabulary of this size feed an embedding of width I
 
     def shrunk(self) -> Case:
         if not QUICK:
@@ -46,7 +48,8 @@ class Case:
 
     @property
     def shape(self) -> str:
-        s = f"B={self.B} T={self.T} I={self.I} H={self.H}" + (f" {self.dtype}" if self.dtype != "float32" else "")
+        s = f"B={self.B} T={self.T} " + (f"V={self.vocab} E={self.I}" if self.vocab else f"I={self.I}") + f" H={self.H}"
+        s += f" {self.dtype}" if self.dtype != "float32" else ""
         s += (f" L={self.layers}" if self.layers > 1 else "") + (" bidir" if self.bidir else "")
         s += (f" proj={self.proj}" if self.proj else "") + (f" len~U[{self.varlen[0]},{self.varlen[1]}]" if self.varlen else "")
         return s
@@ -94,6 +97,11 @@ CASES = [
     )
 ]
 BY_NAME = {c.name: c for c in CASES}
+
+# The embedding + bidirectional LSTM text classifier of the sentiment
+# tutorials (bench/text_classifier.py): padded token batches, lengths
+# U[8, 64], mean pool, linear, sigmoid; timed through the public API.
+TEXT_CASES = [Case("text_classifier", "lstm", 1024, 64, 64, 128, bidir=True, varlen=(8, 64), vocab=20000).shrunk()]
 
 # Engines timed on every case (where they can run it):
 # - rnnjit: the numba engine, output "last" (what scoring returns by default);

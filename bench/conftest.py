@@ -89,7 +89,6 @@ def _export_onnx(b: Bench, threads: int):
     if b.case.proj:
         return "torch.onnx cannot export LSTM with proj_size (no ONNX LSTM projection)"
     try:
-        import onnxruntime as ort
         import torch
     except ImportError as exc:
         return f"not installed: {exc.name}"
@@ -102,20 +101,32 @@ def _export_onnx(b: Bench, threads: int):
         def forward(self, x):
             return self.m(x)[0]
 
+    axes = {"x": {0: "batch", 1: "time"}, "y": {0: "batch", 1: "time"}}
+    return onnx_session(Outputs(b.module), (b.xt[:2, :3],), ["x"], axes, threads)
+
+
+def onnx_session(module, example: tuple, input_names: list[str], dynamic_axes: dict, threads: int):
+    """``module`` exported with torch.onnx (output "y") in an onnxruntime session on ``threads``, or why not."""
+    try:
+        import onnxruntime as ort
+        import torch
+    except ImportError as exc:
+        return f"not installed: {exc.name}"
     buf = io.BytesIO()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            torch.onnx.export(
-                Outputs(b.module), (b.xt[:2, :3],), buf, input_names=["x"], output_names=["y"],
-                dynamic_axes={"x": {0: "batch", 1: "time"}, "y": {0: "batch", 1: "time"}}, dynamo=False,
-            )  # fmt: skip
+            torch.onnx.export(module, example, buf, input_names=input_names, output_names=["y"],
+                              dynamic_axes=dynamic_axes, dynamo=False)  # fmt: skip
     except Exception as exc:  # pragma: no cover - depends on the torch version
-        return f"torch.onnx.export failed: {type(exc).__name__}: {exc}"
+        return f"torch.onnx.export failed: {type(exc).__name__}: {str(exc)[:160]}"
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
-    return ort.InferenceSession(buf.getvalue(), so, providers=["CPUExecutionProvider"])
+    try:
+        return ort.InferenceSession(buf.getvalue(), so, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # pragma: no cover - depends on the onnxruntime version
+        return f"onnxruntime cannot load the exported model: {type(exc).__name__}: {str(exc)[:160]}"
 
 
 class Benches(dict):
@@ -180,3 +191,17 @@ def runner(b: Bench, engine: str, threads: int):
             return f"onnxruntime cannot run it: {type(exc).__name__}: {str(exc)[:120]}"
         return lambda: sess.run(None, feed)
     raise ValueError(engine)
+
+
+@pytest.fixture(scope="session")
+def text_benches(torch_mod):
+    """Each text-classifier case's `TextBench` (model converted, data drawn), built when first asked for."""
+    from bench.cases import TEXT_CASES
+    from bench.text_classifier import TextBench
+
+    class TextBenches(dict):
+        def __missing__(self, name):
+            self[name] = b = TextBench(next(c for c in TEXT_CASES if c.name == name), torch_mod)
+            return b
+
+    return TextBenches()

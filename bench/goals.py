@@ -20,6 +20,9 @@ GOALS = [  # (case, versus engine, minimum ratio rnnjit/versus, label); versus "
     ("lstm_b1", "onnxruntime", 1.5, "batch of 1 >= 1.5x onnxruntime"),
     ("lstm_h64_f64", "torch", 2.0, "float64 LSTM H=64 >= 2x torch float64"),
     ("gru_h128_f64", "torch", 2.0, "float64 GRU H=128 >= 2x torch float64"),
+    ("text_classifier", "torch_packed", 1.0, ("text classifier (embedding, bidirectional LSTM, mean pool, linear, "
+                                               "sigmoid; padded token batches) faster than torch (its packed forward)")),
+    ("text_classifier", "onnxruntime", 1.0, "text classifier faster than onnxruntime"),
 ]
 
 

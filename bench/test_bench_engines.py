@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from bench.cases import CASES, ENGINES, QUICK
 from bench.conftest import runner
+from bench.timing import paired_ratio, rounds_for, warm_call_s
 
 
 @pytest.mark.parametrize("engine", ENGINES)
@@ -19,16 +18,18 @@ def test_engine(benchmark, benches, threads, case, engine):
         if engine == ENGINES[-1]:
             benches.pop(case.name, None)
         pytest.skip(fn)
-    t0 = time.perf_counter()
     fn()  # warm-up: compilation (numba JIT, cached after the first process), ORT/torch first-call setup
-    first = time.perf_counter() - t0
+    call_s = warm_call_s(fn)
     benchmark.group = case.name
     benchmark.extra_info.update(
         case=case.name, engine=engine, threads=threads, sequences=case.B, steps=b.steps, shape=case.shape,
         gflop=case.flops(b.steps) / 1e9, quick=QUICK,
     )  # fmt: skip
-    # best of 5 for calls under a second, else 3: the machine is shared, the minimum is the signal
-    rounds = 5 if first < 1.0 else 3
-    benchmark.pedantic(fn, rounds=1 if QUICK else rounds, iterations=1, warmup_rounds=0)
+    if engine == "rnnjit":  # the ratio CI compares with the recorded runs: calls alternated with torch's
+        torch_fn = runner(b, "torch", threads)
+        torch_fn()  # warm-up: torch's first-call setup
+        benchmark.extra_info["paired_torch_ratio"] = paired_ratio(fn, torch_fn, call_s + warm_call_s(torch_fn))
+    # the machine is shared: the minimum over a time budget of calls is the signal (bench/timing.py)
+    benchmark.pedantic(fn, rounds=rounds_for(call_s), iterations=1, warmup_rounds=0)
     if engine == ENGINES[-1]:  # the case's last engine: free its arrays and the onnxruntime session
         benches.pop(case.name, None)

@@ -40,3 +40,78 @@ def test_report_section_renders():
     lines, ratios, _ = section("label", data, "cmd")
     assert ratios[("c", "torch")] == pytest.approx(2.0)
     assert any("| c | B=100 |" in line for line in lines)
+
+
+def test_text_classifier_case_runs_through_the_public_api_with_torchs_numbers():
+    import torch
+
+    from bench.cases import Case
+    from bench.text_classifier import PARITY_ATOL, TextBench, max_abs_diff, text_runner
+
+    case = Case("tiny_text", "lstm", 6, 7, 4, 8, bidir=True, varlen=(1, 7), vocab=50)
+    b = TextBench(case, torch)
+    assert b.ids.dtype == np.int64 and (b.ids[np.arange(7)[None] >= b.lengths[:, None]] == 0).all()
+    y = text_runner(b, "rnnjit", 1)()
+    assert y.shape == (6, 1) and max_abs_diff(b, y) <= PARITY_ATOL
+    assert max_abs_diff(b, text_runner(b, "torch_packed", 1)()) == 0.0
+    # the padded forward's reverse direction reads the padding: not the model's numbers when lengths vary
+    assert max_abs_diff(b, text_runner(b, "torch", 1)()) > PARITY_ATOL
+    ort = text_runner(b, "onnxruntime", 1)
+    if not isinstance(ort, str):
+        assert max_abs_diff(b, ort()) <= PARITY_ATOL
+    assert "V=50 E=4" in case.shape and case.flops(b.steps) > 0
+
+
+def test_rounds_fill_the_time_budget_within_bounds():
+    from bench.timing import BUDGET_S, MAX_ROUNDS, MIN_ROUNDS, rounds_for
+
+    assert rounds_for(1e-5) == MAX_ROUNDS
+    assert rounds_for(2.0) == 3
+    assert rounds_for(BUDGET_S / 10) == max(MIN_ROUNDS, 10)
+    assert MIN_ROUNDS <= rounds_for(BUDGET_S / 2) <= rounds_for(BUDGET_S / 50) <= MAX_ROUNDS
+
+
+def test_a_warning_needs_a_drop_below_every_recorded_run_and_again_on_the_rerun(tmp_path):
+    from bench import baseline
+
+    ratios = {"steady": 1.9, "dropped": 1.0, "noisy": 0.9, "new": 0.1}
+    baseline.write_ratios(tmp_path / "REPORT-quick-ratios.json",
+                          {"openblas-unset": [{"steady": 2.0, "dropped": 2.0, "noisy": 2.0},
+                                              {"steady": 2.1, "dropped": 2.1, "noisy": 0.8},
+                                              {"steady": 1.9, "dropped": 1.9, "noisy": 2.2}]}, "cmd")  # fmt: skip
+    recorded, where = baseline.load_reference(tmp_path, "openblas-unset", quick=True)
+    assert recorded["noisy"] == [2.0, 0.8, 2.2] and "median of 3" in where
+    # 'noisy' is 55% below its median but a recorded run was lower still; 'new' has no record
+    assert baseline.suspects(ratios, recorded) == ["dropped"]
+    assert baseline.summary("env", ratios, recorded, where, [], None)[0].endswith("outside the recorded runs.")
+    confirmed = baseline.summary("env", ratios, recorded, where, ["dropped"], {"dropped": 1.1})
+    assert any(line.startswith("- WARNING env: dropped") for line in confirmed)
+    recovered = baseline.summary("env", ratios, recorded, where, ["dropped"], {"dropped": 1.8})
+    assert not any("WARNING" in line for line in recovered) and "dropped 1.00x -> 1.80x" in recovered[-1]
+    assert baseline.node_ids(["dropped", "text_classifier"]) == [
+        "bench/test_bench_engines.py::test_engine[dropped-rnnjit]",
+        "bench/test_bench_text.py::test_text_classifier[text_classifier-rnnjit]",
+    ]
+
+
+def test_an_overloaded_machine_is_said_once_a_quiet_one_not_at_all():
+    from bench import baseline
+
+    assert baseline.load_note(2.5, 2) == []
+    assert "overloaded (load average 5.4 on 2 CPUs" in baseline.load_note(5.4, 2)[0]
+
+
+def test_the_reference_falls_back_to_one_recorded_pytest_benchmark_run(tmp_path):
+    import json
+
+    from bench import baseline
+
+    doc = {"benchmarks": [{"stats": {"min": t}, "extra_info": {"case": "c", "engine": e}}
+                          for e, t in (("rnnjit", 0.5), ("torch", 1.5))]}  # fmt: skip
+    (tmp_path / "REPORT-openblas-unset.json").write_text(json.dumps(doc))
+    recorded, where = baseline.load_reference(tmp_path, "openblas-unset", quick=False)
+    assert recorded == {"c": [pytest.approx(3.0)]} and "one run" in where
+    # a rnnjit row that carries the paired ratio (calls alternated with torch's) is compared by it
+    doc["benchmarks"][0]["extra_info"]["paired_torch_ratio"] = 2.5
+    assert baseline.torch_ratios(doc) == {"c": 2.5}
+    assert baseline.load_reference(tmp_path, "openblas-haswell", quick=False) is None

@@ -1,0 +1,54 @@
+"""How many rounds each benchmark gets: the minimum of N calls, N from the call's own time.
+
+Measured on the shared 2-core machine (quick grid, CI's environment, the
+same code four times): with one round per (case, engine), as the quick
+suite used to time, the rnnjit/torch ratio of a case spread by 1.6x (median
+max/min over the four runs) and 21 of 32 cases by more than the 25% the
+report warns about; single calls of 0.1-2 ms are at the mercy of whatever
+else the two cores do in that millisecond (one torch call measured 176 ms
+instead of 1 ms). Giving every engine a fixed time budget of calls and
+taking the minimum makes short cases as steady as long ones, for little
+time: a 1 ms call gets 200 rounds in 0.2 s.
+
+That alone did not steady the ratios on a machine loaded by other jobs
+(three quick runs at load 3.5 on 2 cores: still 2.2x median spread), because
+the load moves between the seconds rnnjit is timed and the seconds torch is:
+the ratio CI compares (`paired_ratio`) therefore alternates the two engines'
+calls, so both see the same load, and takes each one's minimum.
+"""
+
+from __future__ import annotations
+
+import time
+
+from bench.cases import QUICK
+
+BUDGET_S = 0.15 if QUICK else 1.0  # timed calls per (case, engine), and per pair in `paired_ratio`
+MIN_ROUNDS = 5  # calls under a second; 3 above (full grid only)
+MAX_ROUNDS = 200
+
+
+def rounds_for(call_s: float) -> int:
+    """Rounds for a call that took ``call_s`` seconds once warm: at least 5 (3 above 1 s), about ``BUDGET_S`` in all."""
+    low = MIN_ROUNDS if call_s < 1.0 else 3
+    return max(low, min(MAX_ROUNDS, int(BUDGET_S / max(call_s, 1e-6))))
+
+
+def warm_call_s(fn) -> float:
+    """Seconds of one warm call of ``fn`` (after its warm-up): what `rounds_for` sizes the rounds by."""
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def paired_ratio(fast, slow, call_s: float) -> float:
+    """min time of ``slow`` / min time of ``fast``, their calls alternated (both warm), `rounds_for(call_s)` pairs."""
+    best_fast = best_slow = float("inf")
+    for _ in range(rounds_for(call_s)):
+        t0 = time.perf_counter()
+        fast()
+        t1 = time.perf_counter()
+        slow()
+        t2 = time.perf_counter()
+        best_fast, best_slow = min(best_fast, t1 - t0), min(best_slow, t2 - t1)
+    return best_slow / best_fast
