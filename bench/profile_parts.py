@@ -43,7 +43,7 @@ def _product(w, kstart, klen, z, g, bt, steps):
     for _ in range(steps):
         for p in range(n_pan):
             ks = kstart[p]
-            for v in range(0, bt, NV * 16):
+            for v in range(0, bt, NV * (16 if z.itemsize == 4 else 8)):
                 mk_lanes(wf, (p * K + ks) * MR, z, ks * bt + v, bt, g, p * MR * bt + v, bt, klen[p])
 
 
@@ -76,32 +76,34 @@ def best(fn, rounds=7, clock=time.thread_time):
     return t
 
 
-def lstm(H, I, rng):
+def lstm(H, I, rng, dtype=np.float32):
     w = {
-        "weight_ih_l0": rng.standard_normal((4 * H, I), dtype=np.float32) * 0.2,
-        "weight_hh_l0": rng.standard_normal((4 * H, H), dtype=np.float32) * 0.2,
-        "bias_ih_l0": np.zeros(4 * H, np.float32),
-        "bias_hh_l0": np.zeros(4 * H, np.float32),
+        "weight_ih_l0": rng.standard_normal((4 * H, I), dtype=dtype) * 0.2,
+        "weight_hh_l0": rng.standard_normal((4 * H, H), dtype=dtype) * 0.2,
+        "bias_ih_l0": np.zeros(4 * H, dtype),
+        "bias_hh_l0": np.zeros(4 * H, dtype),
     }
     return kernels.prepare(RNNSpec("lstm", I, H), w)
 
 
-def parts(H, I=32, T=100, bt=48):
+def parts(H, I=32, T=100, dtype=np.float32):
+    """One full micro-kernel row (48 float32 / 24 float64 sequences): whole kernel, gate product, activations."""
+    bt = NV * (16 if np.dtype(dtype).itemsize == 4 else 8)
     rng = np.random.default_rng(0)
-    p = lstm(H, I, rng)
+    p = lstm(H, I, rng, dtype)
     pk = p.layers[0]
     # Per step: the difference between 2T and T steps, so per-call costs (the
     # wrapper, scratch allocation) do not count as per-step bookkeeping.
-    xs = {n: rng.standard_normal((bt, n, I), dtype=np.float32) for n in (T, 2 * T)}
+    xs = {n: rng.standard_normal((bt, n, I), dtype=dtype) for n in (T, 2 * T)}
     runs = [best(lambda n=n: kernels.run(p, xs[n], np.full(bt, n, np.int64), None, None, "last", 1))
             for n in (T, 2 * T)]  # fmt: skip
     total = runs[1] - runs[0]
     K = pk.w.shape[1]
-    z = rng.standard_normal(K * bt, dtype=np.float32)
-    g = np.zeros(pk.w.shape[0] * MR * bt, np.float32)
+    z = rng.standard_normal(K * bt, dtype=dtype)
+    g = np.zeros(pk.w.shape[0] * MR * bt, dtype)
     prod = best(lambda: _product(pk.w, pk.kstart, pk.klen, z, g, bt, T))
     hp = kernels.padded_hidden(H)
-    c, c2, m = (np.zeros(H * bt, np.float32) for _ in range(3))
+    c, c2, m = (np.zeros(H * bt, dtype) for _ in range(3))
     act = best(lambda: _lstm_update(g, c, c2, m, z, (I + 1) * bt, H * bt, hp * bt, T))
     gflop = 2 * 4 * H * (I + H + 2) * bt * T / 1e9
     return total, prod, act, gflop
@@ -149,13 +151,15 @@ def batch_of_one(H=128, I=32, T=100):
 def main():
     print("## Per-part profile (one thread)\n")
     print("Command: `env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE PYTHONPATH=. python -m bench.profile_parts`.\n")
-    print("**LSTM, one 48-sequence tile, T=100, I=32**: the whole kernel vs its parts run alone on the same buffers.\n")
+    print("**LSTM, one tile of a full micro-kernel row (48 float32 / 24 float64 sequences), T=100, I=32**: the whole "
+          "kernel vs its parts run alone on the same buffers.\n")
     print("| H | whole us/step | gate product us/step (GFLOP/s) | activations + update us/step | bookkeeping us/step |")
-    print("|---:|---:|---:|---:|---:|")
-    for H in (32, 128):
-        total, prod, act, gflop = parts(H)
+    print("|---|---:|---:|---:|---:|")
+    for H, dtype in ((32, np.float32), (128, np.float32), (64, np.float64)):
+        total, prod, act, gflop = parts(H, dtype=dtype)
         T = 100
-        print(f"| {H} | {total / T * 1e6:.2f} | {prod / T * 1e6:.2f} ({gflop / prod:.0f}) | {act / T * 1e6:.2f} "
+        label = f"{H}" + (" float64" if dtype == np.float64 else "")
+        print(f"| {label} | {total / T * 1e6:.2f} | {prod / T * 1e6:.2f} ({gflop / prod:.0f}) | {act / T * 1e6:.2f} "
               f"| {(total - prod - act) / T * 1e6:.2f} |")  # fmt: skip
     print("\n**Weight traffic at large H** (LSTM, I=64, one thread): packed weights per layer, and the time per "
           "sequence-step with one micro-kernel row per tile (48 lanes) vs the tile `tile_width` picks; "

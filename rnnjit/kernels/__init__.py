@@ -249,7 +249,7 @@ def _run_layers(prepared, rows, tok, lengths, h0, c0, hn, cn, top_mode, y_all, y
                 continue
             args = (
                 cell, rows, tok, lengths, order, tile_ptr, np.zeros(1, np.int64),
-                pk.w, pk.wg, pk.kstart, pk.klen, pk.wr,
+                pk.w, pk.wg, pk.kstart, pk.klen, pk.wr, pk.wrg,
                 h0[k], c0[k], out, d * Ho, mode, d == 1, hn[k], cn[k],
                 H, hp, Ho, spec.proj_size, bt,
             )  # fmt: skip

@@ -8,8 +8,11 @@ the whole reduction, so the product runs near the FMA throughput of the core
 whatever BLAS is installed. Vectors of 16 float32 / 8 float64 map to one
 AVX-512 register, or two AVX2 registers where AVX-512 is missing.
 
-Both kernels read a weight matrix packed in panels of ``MR`` rows:
-``packed[p, k, r] = W[p*MR + r, k]`` (see `rnnjit.kernels.pack`).
+The lane kernels (`mk_lanes`, `mk_lanes1`: many sequences per tile) read a
+weight matrix packed in panels of ``MR`` rows, ``packed[p, k, r] = W[p*MR + r, k]``;
+the one- and few-sequence kernels (`mk_rows_grouped`, `mk_rows_grouped_few`)
+read groups of ``P_ROWS`` panels interleaved, k-major over 64 rows (see
+`rnnjit.kernels.pack`).
 """
 
 from __future__ import annotations
@@ -148,41 +151,6 @@ mk_lanes1 = _lanes_kernel(1, "`mk_lanes` for one vector of lanes (16 float32 / 8
 
 
 @intrinsic
-def mk_rows(typingctx, a, aoff, pstride, b, boff, c, coff, n):
-    """c[coff + p*MR + r] = sum_k A_p[r, k] * b[boff + k] for P_ROWS panels p.
-
-    The single-sequence (matrix-vector) kernel: panel p starts at
-    ``aoff + p*pstride`` in the packed data; vectors run over the MR rows.
-    """
-    sig = types.void(a, aoff, pstride, b, boff, c, coff, n)
-
-    def codegen(context, builder, signature, args):
-        aty, _, _, bty, _, cty, _, _ = signature.args
-        a_, aoff_, ps_, b_, boff_, c_, coff_, n_ = args
-        vecty, align, fma, (pa, pb, pc), zero = _prologue(
-            context, builder, aty, MR, [(aty, a_, aoff_), (bty, b_, boff_), (cty, c_, coff_)]
-        )
-        i64 = ir.IntType(64)
-        panels = [builder.gep(pa, [builder.mul(ir.Constant(i64, p), ps_)]) for p in range(P_ROWS)]
-
-        def body(k, accs):
-            s = _splat(builder, vecty, builder.load(builder.gep(pb, [k])))
-            kk = builder.mul(k, ir.Constant(i64, MR))
-            return [
-                builder.call(fma, [_vload(builder, vecty, builder.gep(panels[p], [kk]), align), s, accs[p]])
-                for p in range(P_ROWS)
-            ]
-
-        res = _reduction_loop(builder, n_, [zero] * P_ROWS, body)
-        for p in range(P_ROWS):
-            ptr = builder.bitcast(builder.gep(pc, [ir.Constant(i64, p * MR)]), vecty.as_pointer())
-            builder.store(res[p], ptr, align=align)
-        return context.get_dummy_value()
-
-    return sig, codegen
-
-
-@intrinsic
 def mk_rows_grouped(typingctx, a, aoff, b, boff, c, coff, n):
     """c[coff + p*MR + r] = sum_k A_p[r, k] * b[boff + k] for a group of P_ROWS panels stored interleaved.
 
@@ -190,7 +158,8 @@ def mk_rows_grouped(typingctx, a, aoff, b, boff, c, coff, n):
     over all its P_ROWS * MR rows (``a[aoff + (k*P_ROWS + p)*MR + r]``, see
     `rnnjit.kernels.pack.group_panels`), one contiguous stream instead of
     P_ROWS streams 8 rows apart. Measured (H=128 LSTM, weights from L2):
-    1.73 us per product, 192 GB/s, against 2.56 us, 129 GB/s, for `mk_rows`.
+    1.73 us per product, 192 GB/s, against 2.56 us, 129 GB/s, for the same
+    kernel over the 8 separate panel streams (removed).
     """
     sig = types.void(a, aoff, b, boff, c, coff, n)
 
@@ -219,54 +188,7 @@ def mk_rows_grouped(typingctx, a, aoff, b, boff, c, coff, n):
     return sig, codegen
 
 
-FEW = 4  # sequences per tile in the few-sequence kernel (`mk_rows_few`)
-FEW_ROWS = 2  # panels per call there: 2 x 4 accumulators (fits AVX2's 16 registers too)
-
-
-@intrinsic
-def mk_rows_few(typingctx, a, aoff, pstride, b, boff, c, coff, n):
-    """c[coff + (p*MR + r)*FEW + s] = sum_k A_p[r, k] * b[boff + k*FEW + s] for FEW_ROWS panels p, FEW sequences s.
-
-    The few-sequence kernel (tiles of FEW sequences, layout (rows, FEW) like
-    the lanes kernels): each weight vector loaded from L2 serves FEW
-    sequences, where the one-sequence kernel (`mk_rows`) is bound by the L2
-    bandwidth. Vectors run over the MR rows; results are stored per sequence
-    (strided, MR scalars per vector).
-    """
-    sig = types.void(a, aoff, pstride, b, boff, c, coff, n)
-
-    def codegen(context, builder, signature, args):
-        aty, _, _, bty, _, cty, _, _ = signature.args
-        a_, aoff_, ps_, b_, boff_, c_, coff_, n_ = args
-        vecty, align, fma, (pa, pb, pc), zero = _prologue(
-            context, builder, aty, MR, [(aty, a_, aoff_), (bty, b_, boff_), (cty, c_, coff_)]
-        )
-        i64 = ir.IntType(64)
-        i32 = ir.IntType(32)
-        panels = [builder.gep(pa, [builder.mul(ir.Constant(i64, p), ps_)]) for p in range(FEW_ROWS)]
-
-        def body(k, accs):
-            kk = builder.mul(k, ir.Constant(i64, MR))
-            wv = [_vload(builder, vecty, builder.gep(panels[p], [kk]), align) for p in range(FEW_ROWS)]
-            bk = builder.gep(pb, [builder.mul(k, ir.Constant(i64, FEW))])
-            out = list(accs)
-            for s in range(FEW):
-                sp = _splat(builder, vecty, builder.load(builder.gep(bk, [ir.Constant(i64, s)])))
-                for p in range(FEW_ROWS):
-                    out[p * FEW + s] = builder.call(fma, [wv[p], sp, accs[p * FEW + s]])
-            return out
-
-        res = _reduction_loop(builder, n_, [zero] * (FEW_ROWS * FEW), body)
-        for p in range(FEW_ROWS):
-            for s in range(FEW):
-                for r in range(MR):
-                    v = builder.extract_element(res[p * FEW + s], ir.Constant(i32, r))
-                    builder.store(v, builder.gep(pc, [ir.Constant(i64, (p * MR + r) * FEW + s)]))
-        return context.get_dummy_value()
-
-    return sig, codegen
-
-
+FEW = 4  # sequences per tile in the few-sequence kernel (`mk_rows_grouped_few`)
 GROUP_ROWS = P_ROWS * MR  # rows of one group of the grouped layout (`rnnjit.kernels.pack.group_panels`)
 
 
@@ -282,9 +204,10 @@ def mk_rows_grouped_few(typingctx, a, aoff, b, boff, c, coff, n):
     The few-sequence kernel on the grouped layout (``a[aoff + k*GROUP_ROWS + j]``,
     k-major, rows contiguous): per k, four full-width weight vectors (the
     rows) each serve FEW sequences from broadcasts of ``b``, 16 accumulators.
-    `mk_rows_few` runs its vectors over one panel's 8 rows, half an AVX-512
-    register for float32. The results are interleaved in registers into the
-    (row, sequence) layout of the FEW tile and stored as full vectors.
+    (Its predecessor ran its vectors over one panel's 8 rows, half an AVX-512
+    register for float32, and cost twice as much.) The results are
+    interleaved in registers into the (row, sequence) layout of the FEW tile
+    and stored as full vectors.
     """
     sig = types.void(a, aoff, b, boff, c, coff, n)
 
@@ -399,13 +322,6 @@ if config.DISABLE_JIT:  # pragma: no cover - exercised by the NUMBA_DISABLE_JIT=
         arr[idx] += val
         return old
 
-    def mk_rows_few(a, aoff, pstride, b, boff, c, coff, n):  # noqa: F811
-        Z = b[boff : boff + n * FEW].reshape(n, FEW)
-        for p in range(FEW_ROWS):
-            base = aoff + p * pstride
-            A = a[base : base + n * MR].reshape(n, MR)
-            c[coff + p * MR * FEW : coff + (p + 1) * MR * FEW] = (A.T @ Z).reshape(-1)
-
     def mk_rows_grouped_few(a, aoff, b, boff, c, coff, n):  # noqa: F811
         rows = 4 * (16 if a.dtype.itemsize == 4 else 8)
         A = _np.stack([a[aoff + k * GROUP_ROWS : aoff + k * GROUP_ROWS + rows] for k in range(n)])
@@ -415,10 +331,4 @@ if config.DISABLE_JIT:  # pragma: no cover - exercised by the NUMBA_DISABLE_JIT=
     def mk_rows_grouped(a, aoff, b, boff, c, coff, n):  # noqa: F811
         A = a[aoff : aoff + n * P_ROWS * MR].reshape(n, P_ROWS * MR)
         c[coff : coff + P_ROWS * MR] = A.T @ b[boff : boff + n]
-
-    def mk_rows(a, aoff, pstride, b, boff, c, coff, n):  # noqa: F811
-        for p in range(P_ROWS):
-            base = aoff + p * pstride
-            A = a[base : base + n * MR].reshape(n, MR)
-            c[coff + p * MR : coff + (p + 1) * MR] = A.T @ b[boff : boff + n]
 

@@ -28,8 +28,8 @@ atomic counter until none is left (a thread slowed down by another process
 takes fewer tiles), with its scratch allocated once. It releases the GIL (``nogil``); `rnnjit.kernels` runs one per thread.
 Small batches: ``bt == 1`` (one sequence per tile, the matrix-vector
 micro-kernel `mk_rows_grouped`) and ``bt == FEW`` (4 sequences,
-`mk_rows_grouped_few`; `mk_rows_few` for an LSTM projection), both reading
-the grouped weights ``wg``.
+`mk_rows_grouped_few`), both reading the grouped weights (``wg``, and
+``wrg`` for an LSTM projection).
 """
 
 from __future__ import annotations
@@ -38,8 +38,7 @@ import numpy as np
 from numba import njit
 
 from rnnjit.kernels._simd import (
-    FEW, FEW_ROWS, GROUP_ROWS, MR, NV, P_ROWS, fetch_add, mk_lanes, mk_lanes1, mk_rows, mk_rows_few, mk_rows_grouped,
-    mk_rows_grouped_few,
+    FEW, GROUP_ROWS, MR, NV, P_ROWS, fetch_add, mk_lanes, mk_lanes1, mk_rows_grouped, mk_rows_grouped_few,
 )
 from rnnjit.kernels.config import JIT
 from rnnjit.kernels.update import LSTM, cell_update
@@ -138,7 +137,7 @@ def emit(cell, out_mode, s, nb, seq, slen, reverse, j0, j1, cu0, cu1, hsrc, h_at
 @njit(**JIT)
 def run_worker(
     cell, x, tok, lens, order, tile_ptr, next_tile,
-    w, wg, kstart, klen, wr,
+    w, wg, kstart, klen, wr, wrg,
     h0, c0, y, ycol, out_mode, reverse, hn, cn,
     hidden, hp, h_out, proj, bt,
 ):  # fmt: skip
@@ -162,6 +161,7 @@ def run_worker(
     wf = w.reshape(w.size)
     wgf = wg.reshape(wg.size)
     wrf = wr.reshape(wr.size)
+    wrgf = wrg.reshape(wrg.size)
     n_pan = w.shape[0]
     n_pan_r = wr.shape[0]
     g = _skewed_zeros(n_pan * MR * bt, x, 2048)  # loaded in the update loops
@@ -246,11 +246,12 @@ def run_worker(
                 c, c2 = c2, c
             if proj > 0:
                 if bt == 1:
-                    for p in range(0, n_pan_r, P_ROWS):
-                        mk_rows(wrf, p * H * MR, H * MR, m, 0, pr, p * MR, H)
+                    for q in range(n_pan_r // P_ROWS):
+                        mk_rows_grouped(wrgf, q * H * GROUP_ROWS, m, 0, pr, q * GROUP_ROWS, H)
                 elif bt == FEW:
-                    for p in range(0, n_pan_r, FEW_ROWS):
-                        mk_rows_few(wrf, p * H * MR, H * MR, m, 0, pr, p * MR * FEW, H)
+                    for r0 in range(0, n_pan_r * MR, rows_few):
+                        q, r = r0 // GROUP_ROWS, r0 % GROUP_ROWS
+                        mk_rows_grouped_few(wrgf, q * H * GROUP_ROWS + r, m, 0, pr, r0 * FEW, H)
                 else:
                     for p in range(n_pan_r):
                         for v in range(0, nvec - nvec % NV, NV):

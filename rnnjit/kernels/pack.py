@@ -33,6 +33,7 @@ class PackedLayer:
     kstart: np.ndarray  # int64 (panels,) first k each panel reads
     klen: np.ndarray  # int64 (panels,) how many k each panel reads
     wr: np.ndarray  # (panels_r, H, MR) projection, or a (P_ROWS, 1, MR) dummy
+    wrg: np.ndarray  # the same, groups interleaved (`group_panels`), for the one- and few-sequence kernels
     in_size: int
 
 
@@ -115,4 +116,4 @@ def pack_layer(cell: str, w: Mapping[str, np.ndarray], hidden: int, h_out: int, 
         wr = panels(np.asarray(w["hr"], dtype))
     else:
         wr = np.zeros((P_ROWS, 1, MR), dtype)
-    return PackedLayer(packed, group_panels(packed), kstart, klen, wr, in_size)
+    return PackedLayer(packed, group_panels(packed), kstart, klen, wr, group_panels(wr), in_size)
