@@ -15,17 +15,7 @@ import torch
 from torch import nn
 
 from cli_helpers import flag, run
-
-
-def modules(**named) -> nn.Module:
-    """A module holding ``named`` children in order (state_dict keys ``name.weight``, ...)."""
-    m = nn.Module()
-    for name, child in named.items():
-        m.add_module(name, child)
-    return m
-
-
-LSTM = lambda i=3, h=4, **kw: nn.LSTM(i, h, batch_first=True, **kw)  # noqa: E731
+from torch_models import LSTM, modules
 
 
 def with_tensors(m: nn.Module, params=(), **tensors) -> nn.Module:

@@ -16,18 +16,10 @@ import pytest
 import torch
 from cli_helpers import run
 from torch import nn
+from torch_models import LSTM, modules
 
 import rnnjit
 
-
-def modules(**named) -> nn.Module:
-    m = nn.Module()
-    for name, child in named.items():
-        m.add_module(name, child)
-    return m
-
-
-LSTM = lambda i=3, h=4, **kw: nn.LSTM(i, h, batch_first=True, **kw)  # noqa: E731
 RELU_RNN = lambda: modules(rnn=nn.RNN(3, 5, batch_first=True, nonlinearity="relu"), fc=nn.Linear(5, 1))  # noqa: E731
 
 GUESSES = [

@@ -22,6 +22,19 @@ import rnnjit
 from rnnjit.engines import numba_available
 
 
+def modules(**named) -> nn.Module:
+    """A module holding ``named`` children in order (state_dict keys ``name.weight``, ...)."""
+    m = nn.Module()
+    for name, child in named.items():
+        m.add_module(name, child)
+    return m
+
+
+def LSTM(i: int = 3, h: int = 4, **kw) -> nn.LSTM:  # noqa: N802 - reads as the module it builds
+    """A batch-first ``nn.LSTM(i, h)`` (the small recurrent module of the model-mistake and guess tables)."""
+    return nn.LSTM(i, h, batch_first=True, **kw)
+
+
 def available_engines() -> list[str]:
     """``numpy`` always; ``numba`` once `rnnjit.kernels` provides the engine and numba loads."""
     engines = ["numpy"]
