@@ -66,6 +66,13 @@ def _null_mask(arr: pa.Array) -> np.ndarray:
     return np.asarray(arr.is_null())
 
 
+def _row_spans(arr: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int]:
+    """A list-like array's rows: offsets into ``arr.values``, lengths, null mask, and the first and
+    one-past-last value index they span (null rows may still own a span)."""
+    off = _offsets(arr)
+    return off, np.diff(off), _null_mask(arr), int(off[0]), int(off[-1])
+
+
 def _leaf_numpy(leaf: pa.Array, start: int, stop: int, dtype, what: str) -> tuple[np.ndarray, np.ndarray | None]:
     """Values ``leaf[start:stop]`` as ``dtype`` plus a null mask (None when no nulls)."""
     if not is_numeric_type(leaf.type):
@@ -145,10 +152,7 @@ def decode_features(col, input_size: int, dtype=np.float32, column: str = "featu
         )
     B = len(arr)
     I = int(input_size)
-    outer_off = _offsets(arr)
-    row_len = np.diff(outer_off)
-    row_null = _null_mask(arr)
-    s0, s1 = int(outer_off[0]), int(outer_off[-1])
+    outer_off, row_len, row_null, s0, s1 = _row_spans(arr)
     S = s1 - s0
     steps = arr.values
     step_null = _null_mask(steps.slice(s0, S)) if S else np.zeros(0, dtype=bool)

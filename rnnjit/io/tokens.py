@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 
 from rnnjit.errors import InputTypeError
-from rnnjit.io.arrow import DecodedFeatures, _null_mask, _offsets, as_array, is_numeric_type, pad_rows
+from rnnjit.io.arrow import DecodedFeatures, _null_mask, _row_spans, as_array, is_numeric_type, pad_rows
 
 
 def is_token_type(t: pa.DataType) -> bool:
@@ -49,10 +49,7 @@ def decode_tokens(col, n_embeddings: int, column: str = "tokens", row_name=None)
             "with the id column as the only feature column"
         )
     B = len(arr)
-    outer_off = _offsets(arr)
-    row_len = np.diff(outer_off)
-    row_null = _null_mask(arr)
-    s0, s1 = int(outer_off[0]), int(outer_off[-1])
+    outer_off, row_len, row_null, s0, s1 = _row_spans(arr)
     S = s1 - s0
     steps = arr.values.slice(s0, S)
     if pa.types.is_fixed_size_list(steps.type):
