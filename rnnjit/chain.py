@@ -165,51 +165,56 @@ def build_chain(sd: Mapping[str, np.ndarray], tokens: Sequence[str], *, nonlinea
     return chain
 
 
+def _split_option(token: str, key: str) -> tuple[str, str | None]:
+    """``("ln:eps=1e-6", "eps")`` -> ``("ln", "1e-6")``; a token without ``:key=`` -> ``(token, None)``."""
+    base, sep, opt = token.rpartition(":")
+    opt = opt.strip()
+    if not sep or not opt.lower().startswith(f"{key}="):
+        return token, None
+    return base, opt[len(key) + 1 :]
+
+
+def _positive(token: str, raw: str, what: str) -> float:
+    """``raw`` as a positive finite number, else the one-line error ``chain step TOKEN: WHAT``."""
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value > 0 or value == float("inf"):
+        raise ArchitectureError(f"chain step {token!r}: {what}")
+    return value
+
+
+def _module_name(base: str) -> str:
+    """The module a chain token names: without a ``linear:``-style kind word, ``.weight`` or a trailing dot."""
+    if ":" in base and base.split(":", 1)[0].lower() in _KIND_WORDS:
+        base = base.split(":", 1)[1]
+    return base[: -len(".weight")] if base.endswith(".weight") else base.rstrip(".")
+
+
 def split_eps(token: str) -> tuple[str, float | None]:
     """``"ln:eps=1e-6"`` -> ``("ln", 1e-6)``; a token without ``:eps=`` is returned as it is."""
-    base, sep, opt = token.rpartition(":")
-    if not sep or not opt.strip().lower().startswith("eps="):
+    base, raw = _split_option(token, "eps")
+    if raw is None:
         return token, None
-    try:
-        eps = float(opt.strip()[4:])
-    except ValueError:
-        eps = -1.0
-    if not eps > 0 or eps != eps or eps == float("inf"):
-        raise ArchitectureError(f"chain step {token!r}: eps must be a positive number, e.g. {base}:eps=1e-6")
-    return base, eps
+    return base, _positive(token, raw, f"eps must be a positive number, e.g. {base}:eps=1e-6")
 
 
 def split_max_norm(token: str) -> tuple[str, bool, float | None]:
     """``"emb:max_norm=1.5"`` -> ``("emb", True, 1.5)``; ``"emb:max_norm=none"`` -> ``("emb", True, None)``
     (stated: no max_norm); a token without ``:max_norm=`` -> ``(token, False, None)``."""
-    base, sep, opt = token.rpartition(":")
-    opt = opt.strip().lower()
-    if not sep or not opt.startswith("max_norm="):
+    base, raw = _split_option(token, "max_norm")
+    if raw is None:
         return token, False, None
-    if opt[9:] == "none":
+    if raw.lower() == "none":
         return base, True, None
-    try:
-        value = float(opt[9:])
-    except ValueError:
-        value = -1.0
-    if not value > 0 or value == float("inf"):
-        raise ArchitectureError(
-            f"chain step {token!r}: max_norm must be a positive number (nn.Embedding(max_norm=...)) or none, "
-            f"e.g. {base}:max_norm=1.0"
-        )
-    return base, True, value
+    what = f"max_norm must be a positive number (nn.Embedding(max_norm=...)) or none, e.g. {base}:max_norm=1.0"
+    return base, True, _positive(token, raw, what)
 
 
 def explicit_max_norm(tokens: Sequence[str] | None) -> set[str]:
     """Names of the chain's embeddings whose max_norm the tokens state (``emb:max_norm=1.0`` or ``=none``)."""
-    out = set()
-    for tok in tokens or ():
-        base, stated, _ = split_max_norm(tok)
-        if stated:
-            if ":" in base and base.split(":", 1)[0].lower() in _KIND_WORDS:
-                base = base.split(":", 1)[1]
-            out.add(base[: -len(".weight")] if base.endswith(".weight") else base.rstrip("."))
-    return out
+    return {_module_name(base) for base, stated, _ in map(split_max_norm, tokens or ()) if stated}
 
 
 def explicit_nonlinearity(tokens: Sequence[str] | None) -> set[str]:
@@ -224,15 +229,8 @@ def explicit_nonlinearity(tokens: Sequence[str] | None) -> set[str]:
 
 def explicit_eps(tokens: Sequence[str] | None) -> set[str]:
     """Names of the chain's norm steps whose eps the tokens state (``layernorm`` for the parameter-free one)."""
-    out = set()
-    for tok in tokens or ():
-        base, eps = split_eps(tok)
-        if eps is not None:
-            if ":" in base and base.split(":", 1)[0].lower() in _KIND_WORDS:
-                base = base.split(":", 1)[1]
-            name = base[: -len(".weight")] if base.endswith(".weight") else base.rstrip(".")
-            out.add("layernorm" if name.lower() == "layernorm" else name)
-    return out
+    names = {_module_name(base) for base, eps in map(split_eps, tokens or ()) if eps is not None}
+    return {"layernorm" if name.lower() == "layernorm" else name for name in names}
 
 
 def _next_width(steps, i):
