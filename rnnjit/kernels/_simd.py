@@ -190,16 +190,12 @@ def mk_rows_grouped(typingctx, a, aoff, b, boff, c, coff, n):
 
 FEW = 4  # sequences per tile in the few-sequence kernel (`mk_rows_grouped_few`)
 GROUP_ROWS = P_ROWS * MR  # rows of one group of the grouped layout (`rnnjit.kernels.pack.group_panels`)
-
-
-def few_rows(dtype) -> int:
-    """Rows per `mk_rows_grouped_few` call: four SIMD vectors (64 float32 rows, a whole group; 32 float64)."""
-    return 4 * lanes(dtype)
+FEW_VECS = 4  # SIMD vectors of rows per `mk_rows_grouped_few` call: 64 float32 rows (a whole group), 32 float64
 
 
 @intrinsic
 def mk_rows_grouped_few(typingctx, a, aoff, b, boff, c, coff, n):
-    """c[coff + j*FEW + s] = sum_k A[j, k] * b[boff + k*FEW + s] for `few_rows` rows j of a group, FEW sequences s.
+    """c[coff + j*FEW + s] = sum_k A[j, k] * b[boff + k*FEW + s] for FEW_VECS vectors of rows j of a group, FEW sequences s.
 
     The few-sequence kernel on the grouped layout (``a[aoff + k*GROUP_ROWS + j]``,
     k-major, rows contiguous): per k, four full-width weight vectors (the
@@ -215,7 +211,7 @@ def mk_rows_grouped_few(typingctx, a, aoff, b, boff, c, coff, n):
         aty, _, bty, _, cty, _, _ = signature.args
         a_, aoff_, b_, boff_, c_, coff_, n_ = args
         L = 16 if aty.dtype.bitwidth == 32 else 8
-        RV = 4  # row vectors per call
+        RV = FEW_VECS
         vecty, align, fma, (pa, pb, pc), zero = _prologue(
             context, builder, aty, L, [(aty, a_, aoff_), (bty, b_, boff_), (cty, c_, coff_)]
         )
@@ -323,7 +319,7 @@ if config.DISABLE_JIT:  # pragma: no cover - exercised by the NUMBA_DISABLE_JIT=
         return old
 
     def mk_rows_grouped_few(a, aoff, b, boff, c, coff, n):  # noqa: F811
-        rows = 4 * (16 if a.dtype.itemsize == 4 else 8)
+        rows = FEW_VECS * (16 if a.dtype.itemsize == 4 else 8)
         A = _np.stack([a[aoff + k * GROUP_ROWS : aoff + k * GROUP_ROWS + rows] for k in range(n)])
         Z = b[boff : boff + n * FEW].reshape(n, FEW)
         c[coff : coff + rows * FEW] = (A.T @ Z).reshape(-1)
