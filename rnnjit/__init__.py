@@ -6,8 +6,6 @@
 >>> scores = model.predict(x, lengths=lengths)                     # doctest: +SKIP
 """
 
-from pathlib import Path as _Path
-
 from rnnjit._version import __version__
 from rnnjit.errors import (
     ArchitectureError,
@@ -19,13 +17,6 @@ from rnnjit.errors import (
 )
 from rnnjit.model import Model
 from rnnjit.spec import HeadStep, RNNSpec
-
-# The CLI lives in the top-level folder cli/, installed as rnnjit.cli through
-# setuptools' package-dir. In a source checkout (tests, PYTHONPATH=.), let
-# ``import rnnjit.cli`` find that folder too.
-_root = _Path(__file__).resolve().parent.parent
-if (_root / "pyproject.toml").is_file() and (_root / "cli" / "__init__.py").is_file():
-    __path__.append(str(_root))  # noqa: F821 (module __path__)
 
 __all__ = [
     "ArchitectureError",

@@ -4,7 +4,7 @@
 ``lstm.weight_ih_l0``, ...) and runs them in order in its own ``forward``,
 written with PyTorch's modules and the idioms users write (packing, the
 transpose around BatchNorm1d/Conv1d, a masked mean). It is the oracle for
-rnnjit's chain; it shares no code with rnnjit or cli/_torch_check.py.
+rnnjit's chain; it shares no code with rnnjit or rnnjit/cli/_torch_check.py.
 """
 
 from __future__ import annotations

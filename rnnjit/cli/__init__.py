@@ -1,0 +1,1 @@
+"""rnnjit command-line interface (installed as rnnjit.cli)."""

@@ -1,0 +1,3 @@
+from rnnjit.cli.app import main
+
+main()
