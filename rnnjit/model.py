@@ -1,12 +1,18 @@
 """`Model`: a loaded bundle, ready to score batches of sequences.
 
 A model is a chain of steps (`rnnjit.spec.Step`): an optional embedding, one
-or more recurrent modules run by an engine (`rnnjit.engines`), then pooling,
-normalization, linear layers and activations in numpy (`rnnjit.steps`).
-Two steps run inside the engine when they touch a recurrent module (dropout
-between them does not count): an embedding that feeds one (the engine reads
-table rows by token id, no (B, T, E) array) and a pooling right after the
-last one (the engine pools in its output pass, no (B, T, F) array).
+or more recurrent modules, pooling, normalization, linear layers and
+activations, every one run by the engine (`rnnjit.engines`) on the rows it
+applies to, never on padding:
+
+- an embedding is a table the next step reads by token id (no (B, T, E) array);
+- a run of per-vector steps (linear, norms, activations, dropout: `ROW_KINDS`)
+  is one ``run_steps`` call over the valid steps (or one row per sequence
+  after ``last``/``final``/pooling), written packed when a recurrent module
+  follows (which reads them by index: no padded (B, T, F) array between
+  modules) or into the padded result when the chain ends there;
+- a pooling right after the last recurrent module (dropout between them does
+  not count) runs in that module's output pass.
 
 State layout with several recurrent modules: ``h0``/``c0`` (and the returned
 states) are lists with one entry per recurrent module in chain order, each in
@@ -28,7 +34,10 @@ from rnnjit.errors import InputError, InputTypeError
 from rnnjit.inputs import check_features, check_lengths, check_tokens
 from rnnjit.spec import OUTPUT_MODES, RNNSpec, Step, chain_widths, rnn_step
 from rnnjit.reference import pool_steps
-from rnnjit.steps import apply_step, check_token_ids, embed
+from rnnjit.steps import check_token_ids
+
+ROW_KINDS = frozenset({"linear", "layernorm", "batchnorm", "activation", "dropout"})
+"""Steps that map each vector on its own: run by the engine's ``run_steps`` on the rows they apply to."""
 
 
 def renorm_rows(table: np.ndarray, max_norm: float) -> np.ndarray:
@@ -91,9 +100,6 @@ class Model:
             return j if j < len(self.chain) else None
 
         fused = set()
-        first = self.chain[0]
-        if first.kind == "embedding" and (j := next_step(0)) is not None and self.chain[j].kind == "rnn":
-            fused.add(0)
         if (j := next_step(self._rnn_index[-1])) is not None and self.chain[j].kind == "pool":
             fused.add(j)
         return frozenset(fused)
@@ -250,36 +256,80 @@ class Model:
 
         eng = get_engine(engine)
         last_rnn = self._rnn_index[-1]
+        valid = np.arange(T)[None, :] < lengths[:, None]
+        # Per-step values are rows of a 2-d array: step t of sequence b is row idx[b, t], or with
+        # idx None row b*T + t of a padded batch. Per-sequence values are (B, F).
+        rows = None if self.takes_tokens else np.ascontiguousarray(x, dtype=self.dtype).reshape(B * T, x.shape[2])
+        idx, per_step, run = None, True, []
         states = []
-        y, table = x, None
         for i, step in enumerate(self.chain):
+            if step.kind in ROW_KINDS:  # collected, then run together on the rows they apply to
+                run.append(i)
+                continue
+            if run:
+                rows, idx = self._run_rows(eng, run, rows, idx, per_step, valid, threads, last=False)
+                run = []
             if step.kind == "embedding":
                 check_token_ids(step, self._scoring, x, lengths, row_name)
-                if i in self._fused:
-                    table = self._scoring[f"{step.prefix}weight"]
-                else:
-                    y = embed(step, self._scoring, x, lengths)
+                rows, idx = self._scoring[f"{step.prefix}weight"], np.where(valid, x, 0)
             elif step.kind == "rnn":
                 k = len(states)
                 sel = mode if i == last_rnn else "all"
                 if i == last_rnn and self.pooling and (pool_at := self._pool_index()) in self._fused:
                     sel = self.chain[pool_at].name
-                if table is None:
-                    y = np.ascontiguousarray(y, dtype=self.dtype)
-                y, hn, cn = eng.run(self._prepare(eng, i), y, lengths, h0s[k], c0s[k], sel, threads, table=table)
-                table = None
+                if idx is None:  # a padded batch
+                    y, hn, cn = eng.run(self._prepare(eng, i), rows.reshape(B, T, rows.shape[1]), lengths, h0s[k], c0s[k],
+                                        sel, threads)  # fmt: skip
+                else:  # rows read by index: an embedding table, or the packed valid steps of the steps before
+                    y, hn, cn = eng.run(self._prepare(eng, i), idx, lengths, h0s[k], c0s[k], sel, threads,
+                                        table=rows)  # fmt: skip
+                rows, idx, per_step = y.reshape(B * T, y.shape[2]) if sel == "all" else y, None, sel == "all"
                 states.append((hn, cn) if step.rnn.has_cell_state else hn)
-            elif step.kind == "pool":
-                if i not in self._fused:
-                    y = pool_steps(step.name, y, lengths)
-            else:
-                y = apply_step(step, self._scoring, y)
-        if self.returns_steps(mode) and last_rnn < len(self.chain) - 1:
-            y = np.where((np.arange(T)[None, :] < lengths[:, None])[:, :, None], y, 0)
+            elif step.kind == "pool" and i not in self._fused:
+                padded = rows.reshape(B, T, rows.shape[1]) if idx is None else rows[idx]
+                rows, idx, per_step = pool_steps(step.name, padded, lengths), None, False
+        if run:
+            rows, idx = self._run_rows(eng, run, rows, idx, per_step, valid, threads, last=True)
+        y = rows.reshape(B, T, rows.shape[1]) if per_step else rows
         y = np.ascontiguousarray(y, dtype=self.dtype)
         if not return_state:
             return y
         return (y, states[0]) if len(states) == 1 else (y, states)
+
+    def _run_rows(self, eng, run, rows, idx, per_step, valid, threads, last):
+        """Run the per-vector steps ``run`` (chain indices) on the rows they apply to; the new (rows, idx).
+
+        Per step: the valid steps only, written packed (the next recurrent
+        module reads them by index) or, for the chain's last steps, into the
+        padded (B*T, O) result (zeros past each length). Per sequence: B rows.
+        """
+        if all(self.chain[j].kind == "dropout" for j in run):  # a no-op in eval mode
+            return rows, idx
+        key = (eng.__name__, run[0])
+        if key not in self._prepared:
+            steps = [self.chain[j] for j in run]
+            self._prepared[key] = eng.prepare_steps(steps, self._scoring, rows.shape[1], self.dtype)
+        width = rows.shape[1]
+        for j in run:
+            width = self.chain[j].out_features if self.chain[j].kind == "linear" else width
+        if not per_step:
+            n = rows.shape[0]
+            src_idx = np.arange(n, dtype=np.int64)
+            out = np.empty((n, width), self.dtype)
+            eng.run_steps(self._prepared[key], rows, src_idx, out, src_idx, threads)
+            return out, None
+        flat = np.flatnonzero(valid)  # b*T + t of every valid step, sequence by sequence
+        src_idx = flat if idx is None else idx.reshape(-1)[flat]
+        if last:
+            out = np.zeros((valid.size, width), self.dtype)
+            eng.run_steps(self._prepared[key], rows, src_idx, out, flat, threads)
+            return out, None
+        packed = np.arange(flat.size, dtype=np.int64)
+        out = np.empty((flat.size, width), self.dtype)
+        eng.run_steps(self._prepared[key], rows, src_idx, out, packed, threads)
+        new_idx = np.zeros(valid.size, np.int64)
+        new_idx[flat] = packed
+        return out, new_idx.reshape(valid.shape)
 
     def _pool_index(self) -> int:
         return next(i for i, s in enumerate(self.chain) if s.kind == "pool")

@@ -20,6 +20,13 @@ Engine contract (shared with `rnnjit.kernels`):
   concatenated; ``"sum"``, ``"mean"``, ``"max"``: y is (B, D*H_out), the
   per-step outputs pooled over each sequence's valid steps (`pool_steps`).
 - hn: (L*D, B, H_out); cn: (L*D, B, H) for LSTM, else None.
+
+and for a run of per-vector steps (linear, norms, activations, dropout):
+``prepare_steps(steps, weights, in_features, dtype) -> prepared`` once, then
+``run_steps(prepared, src, src_idx, dst, dst_idx, threads)``, which sets
+``dst[dst_idx[r]]`` to the steps applied to ``src[src_idx[r]]`` (2-d row
+arrays, int64 indexes): only the rows a model needs (valid steps, or one per
+sequence) are computed, read and written where they live.
 """
 
 from __future__ import annotations
@@ -29,11 +36,9 @@ from collections.abc import Mapping
 import numpy as np
 
 from rnnjit.spec import POOLS, RNNSpec
+from rnnjit.steps import prepare_steps, run_steps, sigmoid
 
-
-def sigmoid(v: np.ndarray) -> np.ndarray:
-    """Logistic function without overflow: 1/(1+exp(-v)) == (1+tanh(v/2))/2."""
-    return 0.5 * (1.0 + np.tanh(0.5 * v))
+__all__ = ["prepare", "run", "prepare_steps", "run_steps", "pool_steps", "sigmoid"]
 
 
 def pool_steps(method: str, y: np.ndarray, lengths: np.ndarray) -> np.ndarray:

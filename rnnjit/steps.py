@@ -12,7 +12,6 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from rnnjit.reference import sigmoid
 from rnnjit.spec import Step
 
 _SQRT1_2 = 1.0 / math.sqrt(2.0)
@@ -37,6 +36,11 @@ def _erf(v: np.ndarray) -> np.ndarray:
         except Exception:  # noqa: BLE001 - numba missing or broken: the exact slow path
             _erf_ufunc = np.frompyfunc(math.erf, 1, 1)
     return np.asarray(_erf_ufunc(v), dtype=v.dtype)
+
+
+def sigmoid(v: np.ndarray) -> np.ndarray:
+    """Logistic function without overflow: 1/(1+exp(-v)) == (1+tanh(v/2))/2."""
+    return 0.5 * (1.0 + np.tanh(0.5 * v))
 
 
 def _softmax(v: np.ndarray) -> np.ndarray:
@@ -127,6 +131,18 @@ def apply_head(head, weights: Mapping[str, np.ndarray], y: np.ndarray) -> np.nda
     return y
 
 
+def prepare_steps(steps, weights: Mapping[str, np.ndarray], in_features: int, dtype):
+    """The numpy engine's form of a run of per-vector steps (`run_steps`): the steps and the weights."""
+    return tuple(steps), weights
+
+
+def run_steps(prepared, src: np.ndarray, src_idx: np.ndarray, dst: np.ndarray, dst_idx: np.ndarray, threads=None):
+    """``dst[dst_idx[r]] = steps(src[src_idx[r]])``: the reference of `rnnjit.kernels.rows.run_steps`."""
+    steps, weights = prepared
+    if src_idx.size:
+        dst[dst_idx] = apply_head(steps, weights, src[src_idx])
+
+
 def check_token_ids(step: Step, weights: Mapping[str, np.ndarray], ids: np.ndarray, lengths: np.ndarray, row_name=None):
     """Raise `InputError` naming the first sequence whose valid steps hold an id outside ``0 <= id < num_embeddings``.
 
@@ -144,15 +160,3 @@ def check_token_ids(step: Step, weights: Mapping[str, np.ndarray], ids: np.ndarr
             f"{who}: token id {int(ids[b, t])} at step {t} is out of range for embedding {step.name!r} "
             f"with {n} rows (valid ids 0..{n - 1}); map unknown tokens to an id the model knows"
         )
-
-
-def embed(step: Step, weights: Mapping[str, np.ndarray], ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """Look up (B, T) token ids (checked by `check_token_ids`) in the embedding table; padding positions give zeros.
-
-    Used when the embedding does not feed a recurrent module directly (which
-    reads the table itself, inside its tiles).
-    """
-    valid = np.arange(ids.shape[1])[None, :] < lengths[:, None]
-    out = weights[f"{step.prefix}weight"][np.where(valid, ids, 0)]
-    out[~valid] = 0
-    return out

@@ -7,7 +7,8 @@ be the same bits as running the embedded batch, on both engines, and what
 torch's ``nn.Embedding`` + recurrent module return. Ids past a sequence's
 length are never read. `rnnjit.Model` hands the embedding and a pooling step
 to the engine (no embed/pool pass of its own) when they touch the recurrent
-module, and keeps its own passes where they do not.
+module (every embedding is read by id since the chain runs on rows, see `rnnjit.model`),
+and keeps its own pooling pass where a step comes between.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import pytest
 import torch
 from test_kernels import SELECTS, TOL, build, max_err, torch_run
 
+import rnnjit.engines
 import rnnjit.model
 from rnnjit import kernels, reference
 from rnnjit.model import Model
@@ -137,10 +139,13 @@ def test_model_hands_embedding_and_pooling_to_the_engine(monkeypatch, engine, po
     def no_pass(*_a, **_k):
         raise AssertionError("the engine should have run this step")
 
-    monkeypatch.setattr(rnnjit.model, "embed", no_pass)
     monkeypatch.setattr(rnnjit.model, "pool_steps", no_pass)
+    eng, tables = rnnjit.engines.get_engine(engine), []
+    real_run = eng.run
+    monkeypatch.setattr(eng, "run", lambda *a, **k: tables.append(k.get("table")) or real_run(*a, **k))
     ids, lengths = tokens(21, 9, seed=4)
     got = model.predict(ids, lengths, engine=engine)
+    assert len(tables) == 1 and tables[0] is model._scoring["emb.weight"]  # the engine reads the table by id
     want = _torch_classifier(mods, pool, ids, lengths)
     assert max_err(got, want) <= 1e-5
 

@@ -34,10 +34,11 @@ import numpy as np
 from rnnjit.kernels._simd import FEW, MR, NV, P_ROWS, lanes
 from rnnjit.kernels.layer import OUT_ALL, OUT_LAST, OUT_MAX, OUT_NONE, OUT_SUM, run_worker
 from rnnjit.kernels.pack import CELL_CODES, PackedLayer, aligned_empty, pack_layer, padded_hidden
+from rnnjit.kernels.rows import prepare_steps, run_steps
 from rnnjit.kernels.team import NTH, SPINS, run_team, sync_words
 from rnnjit.spec import RNNSpec
 
-__all__ = ["prepare", "run", "Prepared", "tile_width"]
+__all__ = ["prepare", "run", "prepare_steps", "run_steps", "Prepared", "tile_width"]
 
 WIDE_VECS = 12
 """Most SIMD vectors in one tile row when a layer's weights are large (see `tile_width`)."""
