@@ -194,7 +194,7 @@ def section(label, data, shown):
     ]
     ratios = {}
     for name, engines in res.items():
-        if name == "sgemm" or "rnnjit" not in engines:
+        if name == "sgemm" or "rnnjit" not in engines or engines["rnnjit"][1].get("real"):
             continue
         rate = {e: info["sequences"] / t for e, (t, info) in engines.items()}
         t_r, info = engines["rnnjit"]
@@ -219,8 +219,40 @@ def section(label, data, shown):
             f"n/a | {tgf} | {cell('rnnjit_all')} |"
         )
     lines.append("")
-    lines += parity_lines(res)
+    lines += parity_lines({n: e for n, e in res.items() if not e.get("rnnjit", (0, {}))[1].get("real")})
+    lines += real_section(res, ratios)
     return lines, ratios, res
+
+
+REAL_ENGINES = ("torch", "onnxruntime", "openvino")
+
+
+def real_section(res, ratios) -> list[str]:
+    """The whole-model table (bench/real_models.py): ms per call of each engine, rnnjit's ratios, parity."""
+    names = [n for n, e in res.items() if e.get("rnnjit", (0, {}))[1].get("real")]
+    if not names:
+        return []
+    lines = ["Whole models (bench/real_models.py; random weights of the real shapes), `Model.predict` against each "
+             "model's own torch forward (packed where lengths vary), onnxruntime and OpenVINO with "
+             "`INFERENCE_PRECISION_HINT=f32` (both from the same torch.onnx export); milliseconds per call:", "",
+             "| model | shape | rnnjit | torch | onnxruntime | OpenVINO f32 | rnnjit/torch | rnnjit/ort | rnnjit/OV "
+             "| rnnjit max abs diff |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    for n in names:
+        e = res[n]
+        t_r, info = e["rnnjit"]
+        ms = {k: f"{e[k][0] * 1e3:,.2f}" if k in e else "n/a" for k in ("rnnjit", *REAL_ENGINES)}
+        rs = []
+        for k in REAL_ENGINES:
+            if k in e:
+                ratios[n, k] = e[k][0] / t_r
+                rs.append(f"{ratios[n, k]:.2f}x")
+            else:
+                rs.append("n/a")
+        lines.append(f"| {n} | {info['shape']} | {ms['rnnjit']} | {ms['torch']} | {ms['onnxruntime']} | "
+                     f"{ms['openvino']} | {' | '.join(rs)} | {info['max_abs_diff']:.1e} |")  # fmt: skip
+    return lines + ["", "OpenVINO's default inference precision on this CPU (AVX512_BF16) is bf16, which does not "
+                    "compute the model's float32 numbers; every OpenVINO figure here is f32. An engine missing from a "
+                    "row could not run the export or did not match torch (bench/real_models.py says which).", ""]
 
 
 def parity_lines(res) -> list[str]:
