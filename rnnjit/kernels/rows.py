@@ -35,9 +35,11 @@ import numpy as np
 import numba
 from numba import njit
 
-from rnnjit.kernels._simd import MR, NV, fetch_add, lanes, mk_lanes, mk_lanes1
+from rnnjit.kernels._simd import MR, NV, fetch_add, mk_lanes, mk_lanes1
 from rnnjit.kernels.activations import sigmoid, tanh
 from rnnjit.kernels.config import JIT
+from rnnjit.kernels.pool import parallel
+from rnnjit.kernels.precision import VECTOR_BYTES, lanes
 
 LINEAR, ACTIVATION, LAYERNORM, BATCHNORM = 0, 1, 2, 3
 """Op codes of a program row ``[code, in, out, a, b, c]`` (see `prepare_steps` for a, b, c)."""
@@ -153,7 +155,7 @@ def rows_worker(src, src_idx, dst, dst_idx, prog, wts, width, next_tile):
     n = src_idx.shape[0]
     fin = src.shape[1]
     fout = dst.shape[1]
-    lv = 16 if src.itemsize == 4 else 8
+    lv = VECTOR_BYTES // src.itemsize  # rows per SIMD vector
     bt = NV * lv
     sf = src.reshape(src.size)
     df = dst.reshape(dst.size)
@@ -293,8 +295,6 @@ def run_steps(prepared: PreparedSteps, src: np.ndarray, src_idx: np.ndarray, dst
     ``src`` (rows, in_features) and ``dst`` (rows, out_features) C-contiguous
     in the prepared dtype; indexes int64, in range (checked by the caller).
     """
-    from rnnjit.kernels import _parallel
-
     threads = numba.get_num_threads() if threads is None else int(threads)
     n = src_idx.shape[0]
     if n == 0:
@@ -302,4 +302,4 @@ def run_steps(prepared: PreparedSteps, src: np.ndarray, src_idx: np.ndarray, dst
     bt = NV * lanes(prepared.dtype)
     workers = max(1, min(threads, -(-n // bt)))
     args = (src, src_idx, dst, dst_idx, prepared.prog, prepared.wts, prepared.width, np.zeros(1, np.int64))
-    _parallel(workers, args, rows_worker)
+    parallel(workers, rows_worker, args)
