@@ -306,6 +306,19 @@ def profile_section(extra) -> list[str]:
     return [r.stdout]
 
 
+def cli_section(extra, quick: bool) -> list[str]:
+    """The CLI end to end on the polyphone tagger's shape vs Model.predict (`bench.cli_tagger`), in a fresh process."""
+    env = make_env({k: None for k in BLAS_VARS}, extra)
+    cmd = [sys.executable, "-m", "bench.cli_tagger", "--threads", extra["RNNJIT_BENCH_THREADS"]]
+    cmd += ["--rows", "2048", "--batch-rows", "1024", "--repeat", "2"] if quick else []
+    print("+", " ".join(cmd[1:]), flush=True)
+    r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    if r.returncode != 0:
+        return ["## The CLI end to end on the polyphone tagger's shape", "",
+                f"(bench.cli_tagger failed: {r.stderr.strip().splitlines()[-1:]})", ""]  # fmt: skip
+    return [r.stdout]
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="reduced grid (RNNJIT_BENCH_QUICK=1)")
@@ -416,6 +429,7 @@ def main(argv=None):
             "the recorded median and below every recorded run is measured again in a fresh process; only a case "
             "still below on that re-run is a WARNING (never a failure: the machines are noisy). See bench/baseline.py "
             "for the measurements behind this rule.", "", *compared, ""]  # fmt: skip
+    doc += cli_section(extra, args.quick)
     if args.profile:
         doc += profile_section(extra)
     png = out.with_suffix(".png")
