@@ -107,8 +107,8 @@ def measure(rows: int, batch_rows: int, threads: int, repeat: int) -> list[str]:
             subprocess.run(cli, check=True, env=env, capture_output=True)
             best["CLI"] = min(best["CLI"], time.perf_counter() - t0)
         out_mb = out.stat().st_size / 2**20
+        shown = " ".join(cli[3:]).replace(f"{work}{os.sep}", "")
     rate = {k: rows / v for k, v in best.items()}
-    shown = " ".join(a if " " not in a else repr(a) for a in cli[2:])
     lines = [
         "## The CLI end to end on the polyphone tagger's shape",
         "",
@@ -120,7 +120,7 @@ def measure(rows: int, batch_rows: int, threads: int, repeat: int) -> list[str]:
         "|---|---:|---:|",
         *(f"| {k} | {rate[k]:,.0f} | {rate[k] / rate['predict']:.0%} |" for k in best),
         "",
-        f"CLI: `python -m rnnjit.cli {shown.replace(str(Path(tempfile.gettempdir())), '<tmp>')}` in a fresh process "
+        f"CLI: `python -m rnnjit.cli {shown}` in a fresh process "
         "(wall time: interpreter start, imports and loading the compiled kernels included). Goal: the CLI within "
         f"85% of predict's throughput: **{'met' if rate['CLI'] >= 0.85 * rate['predict'] else 'NOT met'}** "
         f"({rate['CLI'] / rate['predict']:.0%}).",
