@@ -38,7 +38,7 @@ from rnnjit.kernels import team_policy
 from rnnjit.kernels._simd import MR
 from rnnjit.kernels.layer import OUT_ALL, OUT_LAST, OUT_MAX, OUT_NONE, OUT_SUM, run_worker
 from rnnjit.kernels.pack import CELL_CODES, PackedLayer, aligned_empty, pack_layer, padded_hidden
-from rnnjit.kernels.pool import parallel
+from rnnjit.kernels.pool import parallel, run_jobs
 from rnnjit.kernels.precision import precision_of
 from rnnjit.kernels.rows import prepare_steps, run_steps
 from rnnjit.kernels.team import NTH, SPINS, run_team, sync_words
@@ -131,18 +131,34 @@ def run(prepared: Prepared, x, lengths, h0=None, c0=None, select="all", threads=
     return np.ascontiguousarray(y), hn, (cn if c_shape else None)
 
 
+def _plan(spec, lengths, dtype, wbytes, threads):
+    """(tile width, order, tile_ptr, workers, team chunks or None) for one direction on ``threads`` threads."""
+    bt = tile_width(lengths.shape[0], threads, dtype, wbytes)
+    order, tile_ptr = tiles(lengths, bt)
+    workers = max(1, min(threads, tile_ptr.size - 1))
+    team = team_chunks(spec, bt, threads, wbytes) if tile_ptr.size == 2 else None
+    return bt, order, tile_ptr, (threads if team else workers), team
+
+
 def _run_layers(prepared, rows, tok, lengths, h0, c0, hn, cn, top_mode, y_all, y_last, threads):
-    """Every layer and direction; the first layer reads ``rows``/``tok`` (see `run_worker`), the top one writes ``top_mode``."""
+    """Every layer and direction; the first layer reads ``rows``/``tok`` (see `run_worker`), the top one writes ``top_mode``.
+
+    A bidirectional layer on two or more threads runs its directions at the
+    same time, each on its share of the threads with its own tiles (no team):
+    the two directions are the same work, so the threads stay balanced at any
+    batch size, and a small batch needs no per-step hand-off between threads
+    (a batch of one ran each direction as a team, whose every step waits for
+    both threads; on a shared machine a stalled step costs a time slice).
+    """
     spec, dtype = prepared.spec, prepared.dtype
     B, T = lengths.shape[0], tok.shape[1]
     D, L, Ho, H = spec.num_directions, spec.num_layers, spec.h_out, spec.hidden_size
     wbytes = max(pk.w.nbytes for pk in prepared.layers)
-    bt = tile_width(B, threads, dtype, wbytes)
-    order, tile_ptr = tiles(lengths, bt)
-    workers = max(1, min(threads, tile_ptr.size - 1))
-    team = team_chunks(spec, bt, threads, wbytes) if tile_ptr.size == 2 else None
-    if team:
-        workers = threads
+    plans = [_plan(spec, lengths, dtype, wbytes, threads)]
+    if D == 2 and threads >= 2:
+        split = [_plan(spec, lengths, dtype, wbytes, t) for t in (threads // 2, threads - threads // 2)]
+        if not any(p[4] for p in split):
+            plans = split
     cell = CELL_CODES[spec.cell]
     hp = padded_hidden(H)
     no_tokens = np.zeros((0, T), np.int64)
@@ -151,19 +167,25 @@ def _run_layers(prepared, rows, tok, lengths, h0, c0, hn, cn, top_mode, y_all, y
             out, mode = np.zeros((B, T, D * Ho), dtype), OUT_ALL
         else:
             out, mode = (y_all if top_mode == OUT_ALL else y_last), top_mode
+        jobs = []
         for d in range(D):
             k = layer * D + d
             pk = prepared.layers[k]
+            bt, order, tile_ptr, workers, team = plans[d % len(plans)]
             values = dict(
                 cell=cell, x=rows, tok=tok, w=pk.w, wg=pk.wg, kstart=pk.kstart, klen=pk.klen, wr=pk.wr, wrg=pk.wrg,
                 h0=h0[k], c0=c0[k], y=out, ycol=d * Ho, out_mode=mode, reverse=d == 1, hn=hn[k], cn=cn[k],
                 hidden=H, hp=hp, h_out=Ho, proj=spec.proj_size, bt=bt,
                 lens=lengths, order=order, tile_ptr=tile_ptr, next_tile=np.zeros(1, np.int64),
             )  # fmt: skip
-            if team:
+            if len(plans) == 2:
+                jobs += [(run_worker, kernel_args(run_worker, values))] * workers
+            elif team:
                 _run_team(values, workers, team)
             else:
                 parallel(workers, run_worker, kernel_args(run_worker, values))
+        if jobs:
+            run_jobs(jobs)
         if layer < L - 1:
             rows, tok = out.reshape(B * T, D * Ho), no_tokens
 
