@@ -35,11 +35,11 @@ import numba
 import numpy as np
 
 from rnnjit.kernels import team_policy
-from rnnjit.kernels._simd import MR
-from rnnjit.kernels.layer import OUT_ALL, OUT_LAST, OUT_MAX, OUT_NONE, OUT_SUM, run_worker
+from rnnjit.kernels._simd import MR, NV
+from rnnjit.kernels.layer import OUT_ALL, OUT_LAST, OUT_MAX, OUT_NONE, OUT_SUM, project_inputs, run_worker
 from rnnjit.kernels.pack import CELL_CODES, PackedLayer, aligned_empty, pack_layer, padded_hidden
 from rnnjit.kernels.pool import parallel, run_jobs
-from rnnjit.kernels.precision import precision_of
+from rnnjit.kernels.precision import lanes, precision_of
 from rnnjit.kernels.rows import prepare_steps, run_steps
 from rnnjit.kernels.team import NTH, SPINS, run_team, sync_words
 from rnnjit.kernels.team_policy import team_chunks
@@ -236,7 +236,14 @@ def _run_team(values: dict, workers, chunks):
     sync = np.zeros(sync_words(nch), np.int64)
     sync[NTH] = workers
     maxlen = int(slen.max())
-    values.update(
+    proj_x = np.zeros(1, dtype)
+    if bt == 1:  # every step's input projection first: per step the team reads only the h columns
+        lv = lanes(dtype)
+        R, lp = w.shape[0] * MR, NV * lanes(dtype)
+        proj_x = aligned_empty(T * R, dtype)
+        project_inputs(w.reshape(-1), K, w.shape[0], rows.reshape(-1), tok, int(seq[0]), maxlen, T, I,
+                       np.zeros((I + 1) * lp, dtype), np.zeros(R * lp, dtype), proj_x, lv)  # fmt: skip
+    values.update(proj_x=proj_x,
         seq=seq, slen=slen, nb=B, maxlen=maxlen, zbuf=zbuf.reshape(2, K * bt), cbuf=cbuf.reshape(2, H * bt),
         g=_line_zeros(w.shape[0] * MR * bt, dtype), m=_line_zeros(H * bt, dtype), sync=sync,
         nblk=1 if values["cell"] in (CELL_CODES["rnn_tanh"], CELL_CODES["rnn_relu"]) else 4, cb=cb, nch=nch,

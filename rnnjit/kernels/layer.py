@@ -39,6 +39,7 @@ from numba import njit
 
 from rnnjit.kernels._simd import (
     FEW, FEW_VECS, GROUP_ROWS, MR, NV, P_ROWS, fetch_add, mk_lanes, mk_lanes1, mk_rows_grouped, mk_rows_grouped_few,
+    mk_rows_grouped_from,
 )
 from rnnjit.kernels.config import JIT
 from rnnjit.kernels.precision import VECTOR_BYTES
@@ -136,6 +137,43 @@ def emit(cell, out_mode, s, nb, seq, slen, reverse, j0, j1, cu0, cu1, hsrc, h_at
 
 
 @njit(**JIT)
+def project_inputs(wf, K, n_pan, xf, tok, b, n_steps, T, I, zx, px, proj_x, lv):
+    """The bias and input columns of every gate row for steps ``0..n_steps-1`` of sequence ``b``: ``proj_x[t*R + r]``.
+
+    Steps go in lanes (``NV * lv`` at a time) through the lane micro-kernel
+    over the first ``I + 1`` columns of each weight panel (``[b_ih | W_ih]``),
+    so each weight is read once per block of steps, not once per step; per
+    step the one-sequence kernel then continues each sum over the h columns
+    (`mk_rows_grouped_from`): the same FMA chain as one product over all
+    columns, so the same bits. Measured gain: see bench/REPORT.md notes.
+    """
+    R = n_pan * MR
+    LP = NV * lv
+    for t0 in range(0, n_steps, LP):
+        nt = min(LP, n_steps - t0)
+        nv = (nt + lv - 1) // lv
+        zx[:] = 0
+        for j in range(nt):
+            zx[j] = 1
+            off = step_row(tok, b, t0 + j, T) * I
+            for i in range(I):
+                zx[(i + 1) * LP + j] = xf[off + i]
+        for p in range(n_pan):
+            v = 0
+            while v < nv:
+                if v + NV <= nv:
+                    mk_lanes(wf, p * K * MR, zx, v * lv, LP, px, p * MR * LP + v * lv, LP, I + 1)
+                    v += NV
+                else:
+                    mk_lanes1(wf, p * K * MR, zx, v * lv, LP, px, p * MR * LP + v * lv, LP, I + 1)
+                    v += 1
+        for j in range(nt):
+            row = proj_x[(t0 + j) * R : (t0 + j + 1) * R]
+            for r in range(R):
+                row[r] = px[r * LP + j]
+
+
+@njit(**JIT)
 def run_worker(
     cell, x, tok, lens, order, tile_ptr, next_tile,
     w, wg, kstart, klen, wr, wrg,
@@ -179,6 +217,13 @@ def run_worker(
     rows_few = FEW_VECS * lv  # rows per `mk_rows_grouped_few` call
     nvec = bt // lv  # SIMD vectors per tile row (bt > 1 is a multiple of lv)
     zh = z[h_at : h_at + HB]  # the h rows of z
+    # One-sequence tiles project every step's input first (`project_inputs`): per step
+    # only the h columns of the weights are read.
+    R = n_pan * MR
+    LP = NV * lv
+    proj_x = _skewed_zeros(T * R if bt == 1 else 1, x, 0)
+    zx = _skewed_zeros((I + 1) * LP if bt == 1 else 1, x, 0)
+    px = _skewed_zeros(R * LP if bt == 1 else 1, x, 0)
     n_tiles = tile_ptr.shape[0] - 1
     while True:
         tile = fetch_add(next_tile, 0, 1)  # tiles are longest first: dynamic LPT
@@ -206,25 +251,29 @@ def run_worker(
                 if cell == LSTM:
                     for u in range(H):
                         c[u * bt + l] = c0[b, u]
+        if bt == 1:
+            project_inputs(wf, K, n_pan, xf, tok, seq[0], maxlen, T, I, zx, px, proj_x, lv)
         for s in range(maxlen):
+            if bt == 1:  # the input projection is done: the h columns only, continuing its sums
+                t = slen[0] - 1 - s if reverse else s
+                for q in range(n_pan // P_ROWS):
+                    mk_rows_grouped_from(wgf, (q * K + I + 1) * GROUP_ROWS, z, I + 1, g, q * GROUP_ROWS, K - I - 1,
+                                         proj_x, t * R + q * GROUP_ROWS)  # fmt: skip
             # -- gather x_t per sequence (reverse: from its own last step)
-            for l in range(bt):
+            for l in range(bt if bt > 1 else 0):
                 t = slen[l] - 1 - s if reverse else s
                 t = t if s < slen[l] else 0
                 xoff[l] = step_row(tok, seq[l], t, T) * I
-            for i in range(I):
+            for i in range(I if bt > 1 else 0):
                 zrow = z[(i + 1) * bt : (i + 2) * bt]  # a view: contiguous stores (see rnnjit/kernels/update.py)
                 for l in range(bt):
                     zrow[l] = xf[xoff[l] + i]
             # -- gate pre-activations with biases, all gates at once
-            if bt == 1:
-                for q in range(n_pan // P_ROWS):
-                    mk_rows_grouped(wgf, q * K * P_ROWS * MR, z, 0, g, q * P_ROWS * MR, K)
-            elif bt == FEW:
+            if bt == FEW:
                 for r0 in range(0, n_pan * MR, rows_few):  # groups of GROUP_ROWS rows, `rows_few` per call
                     q, r = r0 // GROUP_ROWS, r0 % GROUP_ROWS
                     mk_rows_grouped_few(wgf, q * K * GROUP_ROWS + r, z, 0, g, r0 * FEW, K)
-            else:
+            elif bt > 1:
                 # One weight panel at a time against every vector of the tile
                 # (the panel stays in L1 while the vectors pass), three
                 # vectors per call, one at a time for the remainder; vectors
