@@ -21,7 +21,8 @@ import numpy as np
 from rnnjit.errors import ArchitectureError
 from rnnjit.infer import infer_head, infer_spec, rnn_prefixes
 from rnnjit.keys import module_names, modules, suggest_chain
-from rnnjit.kinds import ACTIVATIONS, KINDS, POOLS, Token, parse_token, split_chain, with_options
+from rnnjit.chain_tokens import Token, parse_token, split_chain, with_options
+from rnnjit.kinds import ACTIVATIONS, KINDS, POOLS
 from rnnjit.spec import Step, chain_widths, input_width, rnn_step
 
 

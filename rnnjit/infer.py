@@ -13,7 +13,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from rnnjit.errors import ArchitectureError
-from rnnjit.kinds import KINDS, parse_token, split_chain, with_options
+from rnnjit.chain_tokens import parse_token, split_chain, with_options
+from rnnjit.kinds import KINDS
 from rnnjit.spec import ACTIVATIONS, HeadStep, RNNSpec
 
 _CELL_BY_GATES = {4: "lstm", 3: "gru", 1: "rnn"}
