@@ -116,11 +116,7 @@ def _step(sd, tok: Token, kind: str, nonlinearity: str | None) -> Step:
         return rnn_step(spec)
     if tok.operation:
         return Step(kind, name, **KINDS[kind].defaults())
-    if kind == "layernorm":
-        n = int(sd[f"{p}weight"].shape[0])
-        return Step("layernorm", name, n, n, bias=f"{p}bias" in sd, affine=True)
-    n = int(sd[f"{p}running_mean"].shape[0])
-    return Step("batchnorm", name, n, n, affine=f"{p}weight" in sd)
+    return Step(kind, name, **KINDS[kind].from_weights(sd, p))
 
 
 def _matrix_step(sd, tok: Token, kind: str, i: int, next_width: int | None) -> Step:
@@ -136,11 +132,11 @@ def _matrix_step(sd, tok: Token, kind: str, i: int, next_width: int | None) -> S
                 f"bias-free nn.Linear; say which: --chain 'embedding:{name},...' or 'linear:{name},...'"
             )
         kind = "embedding" if emb_fits else "linear"
-    if kind == "embedding":
-        if i:
-            raise ArchitectureError(f"embedding {name!r} must come first in the chain (it reads token ids)")
-        return Step("embedding", name, rows, cols)
-    return Step("linear", name, cols, rows, bias=f"{p}bias" in sd)
+    elif kind == "2d":  # only the first step reads token ids
+        kind = "linear"
+    if KINDS[kind].reads_tokens and i:
+        raise ArchitectureError(f"{kind} {name!r} must come first in the chain (it reads token ids)")
+    return Step(kind, name, **KINDS[kind].from_weights(sd, p))
 
 
 def check_chain(chain: Sequence[Step]) -> int:
@@ -198,7 +194,7 @@ def infer_chain(
             f"pick one with --chain '{embs[0]},{spec.prefix[:-1]},...'"
         )
     tail = infer_head(sd, spec, head, exclude=embs)
-    lead = (Step("embedding", embs[0], *(int(n) for n in sd[f"{embs[0]}.weight"].shape)),) if embs else ()
+    lead = (Step("embedding", embs[0], **KINDS["embedding"].from_weights(sd, f"{embs[0]}.")),) if embs else ()
     chain = (*lead, rnn_step(spec), *tail)
     check_chain(chain)
     return chain

@@ -79,7 +79,9 @@ class StepKind:
       the kind on a module (``linear:fc``); ``options``: `Option` s.
     - ``module(step)``: the step is a state_dict module (named by its prefix);
       ``shapes(step)``: every key it owns and its PyTorch shape;
-      ``alt_shape(key, shape)``: another shape the file may hold (a Conv1d's).
+      ``alt_shape(key, shape)``: another shape the file may hold (a Conv1d's);
+      ``from_weights(sd, prefix)``: the `Step` fields its keys under ``prefix``
+      say (the inverse of ``shapes``; a recurrent module's come from `rnnjit.infer`).
     - ``takes(step)``: the width it must receive (None: any, or token ids);
       ``gives(step, width)``: the width it hands on (ValueError when it cannot tell).
     - ``reads_tokens``: consumes integer token ids (first step only);
@@ -112,6 +114,7 @@ class StepKind:
     options: tuple[Option, ...] = ()
     module: Callable[[Any], bool] = lambda step: False
     shapes: Callable[[Any], dict[str, tuple[int, ...]]] = lambda step: {}
+    from_weights: Callable[[Mapping[str, np.ndarray], str], dict[str, Any]] | None = None
     alt_shape: Callable[[str, tuple[int, ...]], tuple[int, ...] | None] = lambda key, shape: None
     fields: tuple[str, ...] = ()
     reads_tokens: bool = False
@@ -166,6 +169,11 @@ def _named(step) -> str:
     return step.name or step.kind
 
 
+def _square(vector) -> dict[str, int]:
+    """A per-feature step: as many features out as in, the length of its 1-d weight."""
+    return {"in_features": int(vector.shape[0]), "out_features": int(vector.shape[0])}
+
+
 def _optional(sd, key, present):
     return sd.get(key) if present else None
 
@@ -209,6 +217,7 @@ EMBEDDING = StepKind(
                     "1.0", owners="an nn.Embedding", field="max_norm"),),
     module=lambda step: True,
     shapes=lambda step: {f"{step.prefix}weight": (step.in_features, step.out_features)},
+    from_weights=lambda sd, p: dict(zip(("in_features", "out_features"), map(int, sd[f"{p}weight"].shape[:2]))),
     fields=("in_features", "out_features", "bias", "max_norm"),
     reads_tokens=True,
     check=_embedding_check,
@@ -366,6 +375,7 @@ LAYERNORM = StepKind(
     options=(_eps(1e-5),),
     module=lambda step: bool(step.name),
     shapes=_layernorm_shapes,
+    from_weights=lambda sd, p: dict(_square(sd[f"{p}weight"]), bias=f"{p}bias" in sd, affine=True),
     fields=("in_features", "out_features", "bias", "affine", "eps"),
     guesses=_norm_guesses("LayerNorm"),
 )
@@ -398,6 +408,7 @@ BATCHNORM = StepKind(
     options=(_eps(1e-5),),
     module=lambda step: True,
     shapes=_batchnorm_shapes,
+    from_weights=lambda sd, p: dict(_square(sd[f"{p}running_mean"]), affine=f"{p}weight" in sd),
     fields=("in_features", "out_features", "bias", "affine", "eps"),
     guesses=_norm_guesses("BatchNorm1d"),
 )
@@ -448,6 +459,8 @@ LINEAR = StepKind(
     kind_word=True,
     module=lambda step: True,
     shapes=_linear_shapes,
+    from_weights=lambda sd, p: dict(in_features=int(sd[f"{p}weight"].shape[1]),
+                                    out_features=int(sd[f"{p}weight"].shape[0]), bias=f"{p}bias" in sd),
     # a Conv1d with kernel size 1 holds its weight as (out, in, 1)
     alt_shape=lambda key, shape: (*shape, 1) if key.endswith("weight") else None,
     fields=("in_features", "out_features", "bias"),

@@ -97,6 +97,14 @@ def test_numpy_apply_equals_the_entrys_torch_builder(sample):
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("sample", [s for s, step in SAMPLES.items() if KINDS[step.kind].from_weights is not None
+                                    and KINDS[step.kind].module(step)])
+def test_from_weights_reads_back_what_shapes_declare(sample):
+    step = SAMPLES[sample]
+    fields = KINDS[step.kind].from_weights(weights_for(step), step.prefix)
+    assert Step(step.kind, step.name, **fields).expected_shapes() == step.expected_shapes()
+
+
 @pytest.mark.parametrize("sample", list(SAMPLES))
 def test_widths_follow_the_entry(sample):
     step = SAMPLES[sample]
