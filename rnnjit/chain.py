@@ -13,7 +13,6 @@ Conv1d) or, first in the chain and as wide as what follows, an Embedding
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from itertools import takewhile
 
 import numpy as np
