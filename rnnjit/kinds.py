@@ -10,9 +10,9 @@ a C emitter. `spec`, `chain`, `keys`, `model`, `bundle`, `assumptions` and the
 CLI's torch check look entries up here instead of asking ``if kind == ...``.
 
 Adding a kind: its numpy function in `rnnjit.steps`, one entry below (and its
-line in `KINDS`), its tests. An entry's functions take the step (any object
-with `Step`'s fields); this module imports numpy and `rnnjit.steps` only, so
-`rnnjit.spec` can stand on it.
+line in `KINDS`), its tests. An entry's functions take the `Step` itself;
+this module imports numpy and `rnnjit.steps` only, so `rnnjit.spec` (where
+`Step` lives) can stand on it.
 """
 
 from __future__ import annotations
