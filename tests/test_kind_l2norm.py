@@ -22,10 +22,8 @@ from chain_models import ChainNet, L2Norm, float_batch, token_batch
 from cli_helpers import list_table, run, write
 from rnnjit.kinds import KINDS
 from rnnjit.spec import Step
-from test_chain import check, convert
+from test_chain import DTYPES, check, convert
 from torch_models import ENGINES, max_abs
-
-DTYPES = ("float32", "float64")
 
 
 @pytest.mark.parametrize("engine", ENGINES)
