@@ -2,17 +2,19 @@
 
 A model is a chain of steps (`rnnjit.spec.Step`): an optional embedding, one
 or more recurrent modules, pooling, normalization, linear layers and
-activations, every one run by the engine (`rnnjit.engines`) on the rows it
-applies to, never on padding:
+activations, run by the engine (`rnnjit.engines`) on the rows they apply to,
+never on padding:
 
-- an embedding is a table the next step reads by token id (no (B, T, E) array);
-- a run of per-vector steps (linear, norms, activations, dropout: `ROW_KINDS`)
-  is one ``run_steps`` call over the valid steps (or one row per sequence
-  after ``last``/``final``/pooling), written packed when a recurrent module
-  follows (which reads them by index: no padded (B, T, F) array between
-  modules) or into the padded result when the chain ends there;
-- a pooling right after the last recurrent module (dropout between them does
-  not count) runs in that module's output pass.
+- a step whose kind declares a `rnnjit.kinds.Fusion` runs inside the engine
+  when it touches a recurrent module on the declared side (dropout between
+  them does not count): an embedding that feeds one (the engine reads table
+  rows by token id, no (B, T, E) array) and a pooling right after the last one
+  (the engine pools in its output pass, no (B, T, F) array);
+- a run of steps whose kind is ``per_vector`` (linear, norms, activations,
+  dropout) is one ``run_steps`` call of the engine over the valid steps (or
+  one row per sequence after ``last``/``final``/pooling), written packed when
+  a recurrent module follows, which reads them by index (no padded (B, T, F)
+  array between modules), or into the padded result when the chain ends there.
 
 State layout with several recurrent modules: ``h0``/``c0`` (and the returned
 states) are lists with one entry per recurrent module in chain order, each in
@@ -32,24 +34,9 @@ import numpy as np
 from rnnjit.engines import get_engine
 from rnnjit.errors import InputError, InputTypeError
 from rnnjit.inputs import check_features, check_lengths, check_tokens
-from rnnjit.spec import OUTPUT_MODES, RNNSpec, Step, chain_widths, rnn_step
-from rnnjit.reference import pool_steps
-from rnnjit.steps import check_token_ids
-
-ROW_KINDS = frozenset({"linear", "layernorm", "batchnorm", "activation", "dropout"})
-"""Steps that map each vector on its own: run by the engine's ``run_steps`` on the rows they apply to."""
-
-
-def renorm_rows(table: np.ndarray, max_norm: float) -> np.ndarray:
-    """``nn.Embedding(max_norm=...)``: each row whose 2-norm exceeds ``max_norm`` scaled to ``max_norm / (norm + 1e-7)``.
-
-    torch renormalizes the rows a forward pass looks up, in place; a row once
-    renormalized stays as it is, so renormalizing every row up front gives
-    the lookups torch gives (in any order, on any call).
-    """
-    norm = np.sqrt(np.square(table, dtype=np.float64).sum(axis=1))
-    scale = np.where(norm > max_norm, max_norm / (norm + 1e-7), 1.0)
-    return np.ascontiguousarray(table * scale[:, None].astype(table.dtype), dtype=table.dtype)
+from rnnjit.kinds import KINDS
+from rnnjit.spec import OUTPUT_MODES, RNNSpec, Step, chain_widths, input_width, rnn_step
+from rnnjit.steps import renorm_rows  # noqa: F401 - its home until the table; callers import it from here
 
 
 class Model:
@@ -78,31 +65,41 @@ class Model:
         self.chain = tuple(chain)
         self.dtype = np.dtype(dtype)
         self.weights = {k: np.ascontiguousarray(v, dtype=self.dtype) for k, v in weights.items()}
-        # what scoring reads: the bundle's weights, an embedding with max_norm renormalized
+        # what scoring reads: the bundle's weights, with what a step replaces (an embedding's max_norm)
         self._scoring = dict(self.weights)
-        emb = self.chain[0] if self.chain and self.chain[0].kind == "embedding" else None
-        if emb is not None and emb.max_norm is not None and f"{emb.prefix}weight" in self.weights:
-            key = f"{emb.prefix}weight"
-            self._scoring[key] = renorm_rows(self.weights[key], emb.max_norm)
+        for step in self.chain:
+            self._scoring.update(KINDS[step.kind].scoring_weights(step, self.weights))
         self.output = output
         self.config = dict(config or {})
-        self._rnn_index = tuple(i for i, s in enumerate(self.chain) if s.kind == "rnn")
+        self._rnn_index = tuple(i for i, s in enumerate(self.chain) if KINDS[s.kind].recurrent)
         self._output_dim = chain_widths(self.chain)
         self._prepared: dict[tuple[str, int], Any] = {}
-        self._fused = self._fused_steps()
+        self._fused_into = self._fusions()
+        self._fused = frozenset(j for js in self._fused_into.values() for j in js)
 
-    def _fused_steps(self) -> frozenset[int]:
-        """Indices of the steps an engine runs with its recurrent module (see the module docstring)."""
-        def next_step(i):  # the next step after i that is not a dropout, or None
-            j = i + 1
-            while j < len(self.chain) and self.chain[j].kind == "dropout":
-                j += 1
-            return j if j < len(self.chain) else None
+    def _fusions(self) -> dict[int, tuple[int, ...]]:
+        """Recurrent step index -> the steps its engine launch runs, in chain order.
 
-        fused = set()
-        if (j := next_step(self._rnn_index[-1])) is not None and self.chain[j].kind == "pool":
-            fused.add(j)
-        return frozenset(fused)
+        Each kind says in the table whether an engine can run it per tile with
+        a recurrent module (`rnnjit.kinds.Fusion`) and on which side: the run
+        of such steps right before a module (``"input"``) and right after it
+        (``"output"``) goes into its launch; no-op steps (dropout) in a run
+        are skipped over. The engine gets each fused step's ``engine_args``.
+        """
+        out = {}
+        for i in self._rnn_index:
+            fused = []
+            for d, position in ((-1, "input"), (1, "output")):
+                j = i + d
+                while 0 <= j < len(self.chain):
+                    kind = KINDS[self.chain[j].kind]
+                    if kind.fusion is not None and kind.fusion.position == position:
+                        fused.append(j)
+                    elif not kind.noop:
+                        break
+                    j += d
+            out[i] = tuple(sorted(fused))
+        return out
 
     # ------------------------------------------------------------------ info
     @property
@@ -122,7 +119,8 @@ class Model:
 
     @property
     def embedding(self) -> Step | None:
-        return self.chain[0] if self.chain[0].kind == "embedding" else None
+        """The first step when it reads token ids (an embedding), else None."""
+        return self.chain[0] if KINDS[self.chain[0].kind].reads_tokens else None
 
     @property
     def takes_tokens(self) -> bool:
@@ -132,14 +130,7 @@ class Model:
     @property
     def input_size(self) -> int:
         """Values per input step: 1 token id, or the features the first step takes."""
-        if self.takes_tokens:
-            return 1
-        for step in self.chain:  # the first step that fixes a width (activations do not)
-            if step.kind == "rnn":
-                return step.rnn.input_size
-            if step.kind in ("linear", "batchnorm") or (step.kind == "layernorm" and step.name):
-                return step.in_features
-        raise AssertionError("a chain has a recurrent module")
+        return 1 if self.takes_tokens else input_width(self.chain)
 
     @property
     def has_cell_state(self) -> bool:
@@ -147,7 +138,7 @@ class Model:
 
     @property
     def pooling(self) -> str | None:
-        return next((s.name for s in self.chain if s.kind == "pool"), None)
+        return next((s.name for s in self.chain if KINDS[s.kind].pools_time), None)
 
     @property
     def assumed(self) -> list[dict[str, Any]]:
@@ -176,7 +167,7 @@ class Model:
         return ",".join(s.label() for s in self.chain)
 
     def __repr__(self) -> str:
-        if self.chain[0].kind == "rnn" and len(self._rnn_index) == 1:  # one module and a head, as before chains
+        if self._rnn_index == (0,):  # one module and a head, as before chains
             s = self.spec
             return (
                 f"Model(cell={s.cell!r}, input_size={s.input_size}, hidden_size={s.hidden_size}, "
@@ -257,44 +248,61 @@ class Model:
         eng = get_engine(engine)
         last_rnn = self._rnn_index[-1]
         valid = np.arange(T)[None, :] < lengths[:, None]
-        # Per-step values are rows of a 2-d array: step t of sequence b is row idx[b, t], or with
-        # idx None row b*T + t of a padded batch. Per-sequence values are (B, F).
+        # Per-step values are rows of a 2-d array: step t of sequence b is row idx[b, t], or with idx
+        # None row b*T + t of a padded batch; per-sequence values are (B, F); rows None: the token ids x.
         rows = None if self.takes_tokens else np.ascontiguousarray(x, dtype=self.dtype).reshape(B * T, x.shape[2])
         idx, per_step, run = None, True, []
         states = []
         for i, step in enumerate(self.chain):
-            if step.kind in ROW_KINDS:  # collected, then run together on the rows they apply to
+            kind = KINDS[step.kind]
+            if kind.check_input is not None:  # a check of the model's input (an embedding's token ids)
+                kind.check_input(step, self._scoring, x, lengths, row_name)
+            if i in self._fused:
+                continue  # the recurrent module's launch runs it
+            if kind.per_vector:  # collected, then run together on the rows they apply to
                 run.append(i)
                 continue
             if run:
                 rows, idx = self._run_rows(eng, run, rows, idx, per_step, valid, threads, last=False)
                 run = []
-            if step.kind == "embedding":
-                check_token_ids(step, self._scoring, x, lengths, row_name)
-                rows, idx = self._scoring[f"{step.prefix}weight"], np.where(valid, x, 0)
-            elif step.kind == "rnn":
-                k = len(states)
-                sel = mode if i == last_rnn else "all"
-                if i == last_rnn and self.pooling and (pool_at := self._pool_index()) in self._fused:
-                    sel = self.chain[pool_at].name
-                if idx is None:  # a padded batch
-                    y, hn, cn = eng.run(self._prepare(eng, i), rows.reshape(B, T, rows.shape[1]), lengths, h0s[k], c0s[k],
-                                        sel, threads)  # fmt: skip
-                else:  # rows read by index: an embedding table, or the packed valid steps of the steps before
-                    y, hn, cn = eng.run(self._prepare(eng, i), idx, lengths, h0s[k], c0s[k], sel, threads,
-                                        table=rows)  # fmt: skip
-                rows, idx, per_step = y.reshape(B * T, y.shape[2]) if sel == "all" else y, None, sel == "all"
-                states.append((hn, cn) if step.rnn.has_cell_state else hn)
-            elif step.kind == "pool" and i not in self._fused:
-                padded = rows.reshape(B, T, rows.shape[1]) if idx is None else rows[idx]
-                rows, idx, per_step = pool_steps(step.name, padded, lengths), None, False
+            if not kind.recurrent:  # numpy between launches (an embedding or a pooling no module runs)
+                y = kind.apply(step, self._scoring, self._padded(x, rows, idx, per_step, valid), lengths)
+                rows, idx, per_step = (y.reshape(B * T, y.shape[2]), None, True) if y.ndim == 3 else (y, None, False)
+                continue
+            k = len(states)
+            args = {"select": mode if i == last_rnn else "all"}
+            for j in self._fused_into[i]:
+                args.update(KINDS[self.chain[j].kind].fusion.engine_args(self.chain[j], self._scoring))
+            if "table" in args:  # token ids read through a fused embedding
+                y_in = x
+            elif idx is None:  # a padded batch
+                y_in = rows.reshape(B, T, rows.shape[1])
+            else:  # the packed valid steps of the steps before, read by index
+                y_in, args["table"] = idx, rows
+            y, hn, cn = eng.run(self._prepare(eng, i), y_in, lengths, h0s[k], c0s[k], args.pop("select"), threads,
+                                **args)  # fmt: skip
+            per_step = y.ndim == 3
+            rows, idx = (y.reshape(B * T, y.shape[2]) if per_step else y), None
+            states.append((hn, cn) if step.rnn.has_cell_state else hn)
         if run:
             rows, idx = self._run_rows(eng, run, rows, idx, per_step, valid, threads, last=True)
-        y = rows.reshape(B, T, rows.shape[1]) if per_step else rows
-        y = np.ascontiguousarray(y, dtype=self.dtype)
+        y = np.ascontiguousarray(self._padded(x, rows, idx, per_step, valid), dtype=self.dtype)
         if not return_state:
             return y
         return (y, states[0]) if len(states) == 1 else (y, states)
+
+    @staticmethod
+    def _padded(x, rows, idx, per_step, valid):
+        """The current value as numpy steps take it: (B, T, F) padded, (B, F) per sequence, or the token ids."""
+        if rows is None:
+            return x
+        if not per_step:
+            return rows
+        if idx is None:
+            return rows.reshape(*valid.shape, rows.shape[1])
+        y = rows[idx]
+        y[~valid] = 0
+        return y
 
     def _run_rows(self, eng, run, rows, idx, per_step, valid, threads, last):
         """Run the per-vector steps ``run`` (chain indices) on the rows they apply to; the new (rows, idx).
@@ -303,36 +311,35 @@ class Model:
         module reads them by index) or, for the chain's last steps, into the
         padded (B*T, O) result (zeros past each length). Per sequence: B rows.
         """
-        if all(self.chain[j].kind == "dropout" for j in run):  # a no-op in eval mode
+        if all(KINDS[self.chain[j].kind].noop for j in run):
             return rows, idx
+        if rows is None:  # token ids straight into per-vector steps: no chain has that (an embedding comes first)
+            raise InputError("per-vector steps cannot read token ids; the chain needs an embedding first")
         key = (eng.__name__, run[0])
         if key not in self._prepared:
-            steps = [self.chain[j] for j in run]
-            self._prepared[key] = eng.prepare_steps(steps, self._scoring, rows.shape[1], self.dtype)
+            self._prepared[key] = eng.prepare_steps([self.chain[j] for j in run], self._scoring, rows.shape[1],
+                                                    self.dtype)  # fmt: skip
         width = rows.shape[1]
         for j in run:
-            width = self.chain[j].out_features if self.chain[j].kind == "linear" else width
+            width = KINDS[self.chain[j].kind].gives(self.chain[j], width)
+        prepared = self._prepared[key]
         if not per_step:
-            n = rows.shape[0]
-            src_idx = np.arange(n, dtype=np.int64)
-            out = np.empty((n, width), self.dtype)
-            eng.run_steps(self._prepared[key], rows, src_idx, out, src_idx, threads)
+            src_idx = np.arange(rows.shape[0], dtype=np.int64)
+            out = np.empty((rows.shape[0], width), self.dtype)
+            eng.run_steps(prepared, rows, src_idx, out, src_idx, threads)
             return out, None
         flat = np.flatnonzero(valid)  # b*T + t of every valid step, sequence by sequence
         src_idx = flat if idx is None else idx.reshape(-1)[flat]
         if last:
             out = np.zeros((valid.size, width), self.dtype)
-            eng.run_steps(self._prepared[key], rows, src_idx, out, flat, threads)
+            eng.run_steps(prepared, rows, src_idx, out, flat, threads)
             return out, None
         packed = np.arange(flat.size, dtype=np.int64)
         out = np.empty((flat.size, width), self.dtype)
-        eng.run_steps(self._prepared[key], rows, src_idx, out, packed, threads)
+        eng.run_steps(prepared, rows, src_idx, out, packed, threads)
         new_idx = np.zeros(valid.size, np.int64)
         new_idx[flat] = packed
         return out, new_idx.reshape(valid.shape)
-
-    def _pool_index(self) -> int:
-        return next(i for i, s in enumerate(self.chain) if s.kind == "pool")
 
     def _prepare(self, eng, i: int):
         key = (eng.__name__, i)

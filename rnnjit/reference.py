@@ -1,8 +1,9 @@
 """The exact numpy reference engine: PyTorch's recurrent semantics, step by step.
 
 Slow and obviously correct. It is the oracle for the compiled kernels and the
-fallback where numba cannot be imported (``engine="numpy"``). It imports numpy
-only.
+fallback where numba cannot be imported (``engine="numpy"``). It needs numpy
+only; the logistic function and pooling over time are `rnnjit.steps`', shared
+with the chain's other steps.
 
 Engine contract (shared with `rnnjit.kernels`):
 
@@ -21,12 +22,13 @@ Engine contract (shared with `rnnjit.kernels`):
   per-step outputs pooled over each sequence's valid steps (`pool_steps`).
 - hn: (L*D, B, H_out); cn: (L*D, B, H) for LSTM, else None.
 
-and for a run of per-vector steps (linear, norms, activations, dropout):
-``prepare_steps(steps, weights, in_features, dtype) -> prepared`` once, then
-``run_steps(prepared, src, src_idx, dst, dst_idx, threads)``, which sets
-``dst[dst_idx[r]]`` to the steps applied to ``src[src_idx[r]]`` (2-d row
-arrays, int64 indexes): only the rows a model needs (valid steps, or one per
-sequence) are computed, read and written where they live.
+and for a run of per-vector steps (kinds with ``per_vector`` in `rnnjit.kinds`:
+linear, norms, activations, dropout): ``prepare_steps(steps, weights,
+in_features, dtype) -> prepared`` once, then ``run_steps(prepared, src,
+src_idx, dst, dst_idx, threads)``, which sets ``dst[dst_idx[r]]`` to the
+steps applied to ``src[src_idx[r]]`` (2-d row arrays, int64 indexes): only
+the rows a model needs (valid steps, or one per sequence) are computed, read
+and written where they live.
 """
 
 from __future__ import annotations
@@ -35,26 +37,26 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from rnnjit.spec import POOLS, RNNSpec
-from rnnjit.steps import prepare_steps, run_steps, sigmoid
+from rnnjit.kinds import KINDS
+from rnnjit.spec import RNNSpec
+from rnnjit.steps import POOLS, pool_steps, sigmoid
 
 __all__ = ["prepare", "run", "prepare_steps", "run_steps", "pool_steps", "sigmoid"]
 
 
-def pool_steps(method: str, y: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """Reduce (B, T, F) over each sequence's first ``lengths[b]`` steps (padding never counted)."""
-    B, T = y.shape[0], y.shape[1]
-    if method == "last":
-        return y[np.arange(B), lengths - 1] if T else np.zeros((B, y.shape[2]), y.dtype)
-    valid = (np.arange(T)[None, :] < lengths[:, None])[:, :, None]
-    if method == "max":
-        return np.where(valid, y, -np.inf).max(axis=1, initial=-np.inf).astype(y.dtype)
-    total = np.where(valid, y, 0).sum(axis=1)
-    if method == "sum":
-        return total.astype(y.dtype)
-    if method == "mean":
-        return (total / lengths[:, None].astype(y.dtype)).astype(y.dtype)
-    raise ValueError(f"pooling {method!r} is not known")
+def prepare_steps(steps, weights: Mapping[str, np.ndarray], in_features: int, dtype):
+    """A run of per-vector steps for `run_steps`: the steps and the weights, as they are."""
+    return tuple(steps), weights
+
+
+def run_steps(prepared, src: np.ndarray, src_idx: np.ndarray, dst: np.ndarray, dst_idx: np.ndarray, threads=None):
+    """``dst[dst_idx[r]] = steps(src[src_idx[r]])``, each step its kind's numpy function (the oracle of the kernels')."""
+    steps, weights = prepared
+    if src_idx.size:
+        y = src[src_idx]
+        for s in steps:
+            y = KINDS[s.kind].apply(s, weights, y, None)
+        dst[dst_idx] = y
 
 
 def prepare(spec: RNNSpec, weights: Mapping[str, np.ndarray]):

@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 import torch
 
-from rnnjit import kernels, steps
+from rnnjit import kernels, reference
+from rnnjit.kinds import ACTIVATIONS
 from rnnjit.model import Model
-from rnnjit.spec import ACTIVATIONS, RNNSpec, Step, rnn_step
+from rnnjit.spec import RNNSpec, Step, rnn_step
 
 TOL = {"float32": 2e-5, "float64": 1e-12}
 
@@ -54,6 +55,7 @@ RUNS = {  # name: (input width, steps)
     "layernorm_plain": (24, [Step("layernorm", "", eps=1e-3)]),
     "batchnorm": (10, [Step("batchnorm", "bn", 10, 10, affine=True, eps=1e-5)]),
     "batchnorm_plain": (10, [Step("batchnorm", "bn", 10, 10, eps=1e-3)]),
+    "l2norm": (23, [Step("l2norm", "", eps=1e-12)]),
     "mlp": (64, [Step("linear", "fc1", 64, 32, bias=True), Step("activation", "relu"), Step("dropout", "d"),
                  Step("linear", "fc2", 32, 97, bias=True), Step("activation", "log_softmax")]),
     "norm_sandwich": (40, [Step("batchnorm", "bn", 40, 40, affine=True), Step("linear", "fc", 40, 33, bias=True),
@@ -78,14 +80,14 @@ def test_run_steps_matches_the_numpy_reference(name, dtype):
     dst_idx = rng.permutation(130)[:101].astype(np.int64)
     fout = next((s.out_features for s in reversed(run) if s.kind == "linear"), fin)
     got = _run(kernels, kernels.prepare_steps(run, w, fin, dtype), src, src_idx, 130, fout, dst_idx, 2)
-    want = _run(steps, steps.prepare_steps(run, w, fin, dtype), src, src_idx, 130, fout, dst_idx, 2)
+    want = _run(reference, reference.prepare_steps(run, w, fin, dtype), src, src_idx, 130, fout, dst_idx, 2)
     assert got.dtype == np.dtype(dtype)
     np.testing.assert_allclose(got, want, rtol=TOL[dtype], atol=TOL[dtype])
     untouched = np.setdiff1d(np.arange(130), dst_idx)
     assert (got[untouched] == -7).all()
 
 
-@pytest.mark.parametrize("name", ["wide_linear", "mlp", "norm_sandwich", "act_softmax"])
+@pytest.mark.parametrize("name", ["wide_linear", "mlp", "norm_sandwich", "act_softmax", "l2norm"])
 def test_a_rows_bits_do_not_depend_on_the_other_rows_or_the_threads(name):
     fin, run = RUNS[name]
     rng = np.random.default_rng(3)

@@ -41,7 +41,7 @@ from rnnjit.kernels.config import JIT
 from rnnjit.kernels.pool import parallel
 from rnnjit.kernels.precision import VECTOR_BYTES, lanes
 
-LINEAR, ACTIVATION, LAYERNORM, BATCHNORM = 0, 1, 2, 3
+LINEAR, ACTIVATION, LAYERNORM, BATCHNORM, L2NORM = 0, 1, 2, 3, 4
 """Op codes of a program row ``[code, in, out, a, b, c]`` (see `prepare_steps` for a, b, c)."""
 
 ACT_CODES = {"identity": 0, "relu": 1, "sigmoid": 2, "tanh": 3, "softmax": 4, "log_softmax": 5, "gelu": 6,
@@ -145,6 +145,24 @@ def _layernorm(cur, fi, bt, used, stat, wts, wo, bo, eps):
 
 
 @njit(**JIT)
+def _l2norm(cur, fi, bt, used, stat, eps):
+    """``F.normalize(p=2)`` over the feature rows of each lane: x / max(||x||, eps)."""
+    norm = stat[0:bt]
+    for l in range(used):
+        norm[l] = 0
+    for f in range(fi):
+        row = cur[f * bt : f * bt + used]
+        for l in range(used):
+            norm[l] += row[l] * row[l]
+    for l in range(used):
+        norm[l] = max(np.sqrt(norm[l]), eps)
+    for f in range(fi):
+        row = cur[f * bt : f * bt + used]
+        for l in range(used):
+            row[l] /= norm[l]
+
+
+@njit(**JIT)
 def rows_worker(src, src_idx, dst, dst_idx, prog, wts, width, next_tile):
     """One thread's share: tiles of rows from the shared counter, each gathered, run through ``prog``, scattered.
 
@@ -203,6 +221,8 @@ def rows_worker(src, src_idx, dst, dst_idx, prog, wts, width, next_tile):
                 _activation(cur, prog[op, 3], fi, bt, used, stat)
             elif code == LAYERNORM:
                 _layernorm(cur, fi, bt, used, stat, wts, prog[op, 3], prog[op, 4], wts[prog[op, 5]])
+            elif code == L2NORM:  # x / max(||x||_2, eps) per lane (eps at offset a)
+                _l2norm(cur, fi, bt, used, stat, wts[prog[op, 3]])
             else:  # BATCHNORM: (x - mean) / sqrt(var + eps), then weight and bias (offsets a, b, c, c + fi)
                 mo, so, ao = prog[op, 3], prog[op, 4], prog[op, 5]
                 for f in range(fi):
@@ -239,12 +259,43 @@ def _linear_panels(w: np.ndarray) -> np.ndarray:
     return full.reshape(rows // MR, MR, k).transpose(0, 2, 1).ravel()
 
 
+def _linear_op(s, weights, width, put):
+    w = weights[f"{s.prefix}weight"]
+    w = np.asarray(w.reshape(w.shape[0], w.shape[1]))
+    bo = put(weights[f"{s.prefix}bias"]) if s.bias else -1
+    return (LINEAR, width, w.shape[0], put(_linear_panels(w)), bo, 0), w.shape[0]
+
+
+def _layernorm_op(s, weights, width, put):
+    wo = put(weights[f"{s.prefix}weight"]) if s.name and s.affine else -1
+    bo = put(weights[f"{s.prefix}bias"]) if s.name and s.bias else -1
+    return (LAYERNORM, width, width, wo, bo, put([s.eps])), width
+
+
+def _batchnorm_op(s, weights, width, put):
+    p = s.prefix
+    var = np.asarray(weights[f"{p}running_var"])
+    mo, so = put(weights[f"{p}running_mean"]), put(np.sqrt(var + var.dtype.type(s.eps)))
+    ao = put(np.concatenate([weights[f"{p}weight"], weights[f"{p}bias"]])) if s.affine else -1
+    return (BATCHNORM, width, width, mo, so, ao), width
+
+
+OPS = {
+    "linear": _linear_op,
+    "activation": lambda s, weights, width, put: ((ACTIVATION, width, width, ACT_CODES[s.name], 0, 0), width),
+    "layernorm": _layernorm_op,
+    "batchnorm": _batchnorm_op,
+    "l2norm": lambda s, weights, width, put: ((L2NORM, width, width, put([s.eps]), 0, 0), width),
+    "dropout": None,  # a no-op in eval mode
+}
+"""Step kind -> ``op(step, weights, width, put) -> (program row, width out)``; ``put`` stores an array in ``wts``."""
+
+
 def prepare_steps(steps: Sequence, weights: Mapping[str, np.ndarray], in_features: int, dtype) -> PreparedSteps:
-    """Pack a run of per-vector steps (`rnnjit.spec.Step`: linear, layernorm, batchnorm, activation, dropout).
+    """Pack a run of per-vector steps (`rnnjit.spec.Step` of the kinds in `OPS`) as one program.
 
     ``in_features`` is the width of the rows the run receives; ``weights``
-    hold the steps' tensors under their state_dict names. Dropout is dropped
-    (a no-op in eval mode).
+    hold the steps' tensors under their state_dict names.
     """
     dtype = np.dtype(dtype)
     parts: list[np.ndarray] = []
@@ -253,35 +304,18 @@ def prepare_steps(steps: Sequence, weights: Mapping[str, np.ndarray], in_feature
     def put(a) -> int:
         nonlocal size
         a = np.ascontiguousarray(a, dtype=dtype).ravel()
-        off = size
         parts.append(a)
         size += a.size
-        return off
+        return size - a.size
 
     prog = []
-    width = in_features
-    widest = in_features
+    width = widest = in_features
     for s in steps:
-        p = s.prefix
-        if s.kind == "linear":
-            w = weights[f"{p}weight"]
-            w = w.reshape(w.shape[0], w.shape[1])
-            bo = put(weights[f"{p}bias"]) if s.bias else -1
-            prog.append((LINEAR, width, w.shape[0], put(_linear_panels(np.asarray(w, dtype))), bo, 0))
-            width = w.shape[0]
-        elif s.kind == "activation":
-            prog.append((ACTIVATION, width, width, ACT_CODES[s.name], 0, 0))
-        elif s.kind == "layernorm":
-            wo = put(weights[f"{p}weight"]) if s.name and s.affine else -1
-            bo = put(weights[f"{p}bias"]) if s.name and s.bias else -1
-            prog.append((LAYERNORM, width, width, wo, bo, put([s.eps])))
-        elif s.kind == "batchnorm":
-            mo = put(weights[f"{p}running_mean"])
-            so = put(np.sqrt(np.asarray(weights[f"{p}running_var"], dtype) + dtype.type(s.eps)))
-            ao = put(np.concatenate([weights[f"{p}weight"], weights[f"{p}bias"]])) if s.affine else -1
-            prog.append((BATCHNORM, width, width, mo, so, ao))
-        elif s.kind != "dropout":
-            raise ValueError(f"step kind {s.kind!r} is not a per-vector step")
+        if s.kind not in OPS:
+            raise ValueError(f"step kind {s.kind!r} is not a per-vector step the kernels run")
+        if OPS[s.kind] is not None:
+            row, width = OPS[s.kind](s, weights, width, put)
+            prog.append(row)
         widest = max(widest, width)
     wts = np.concatenate(parts) if parts else np.zeros(1, dtype)
     prog_a = np.array(prog, dtype=np.int64).reshape(len(prog), 6)
