@@ -10,7 +10,7 @@ import pytest
 
 from bench.cases import QUICK
 from bench.real_models import PARITY_ATOL, REAL_CASES, RealBench, max_abs_diff, real_runner
-from bench.timing import paired_ratio, rounds_for, warm_call_s
+from bench.timing import time_whole_model, warm_call_s
 
 ENGINES = ("rnnjit", "torch", "onnxruntime", "openvino")
 
@@ -36,17 +36,10 @@ def test_real_model(benchmark, real_benches, threads, case, engine):
         pytest.skip(fn)
     y = fn()  # warm-up: compilation (numba JIT, cached after the first process), first-call setup
     call_s = warm_call_s(fn)
-    diff = max_abs_diff(b, y)
-    benchmark.group = case.name
-    benchmark.extra_info.update(
-        case=case.name, engine=engine, threads=threads, sequences=case.B, steps=b.steps, shape=case.shape,
-        gflop=0.0, quick=QUICK, max_abs_diff=diff, real=True,
+    time_whole_model(
+        benchmark, engine, fn, lambda: real_runner(b, "torch", threads), call_s, max_abs_diff(b, y), PARITY_ATOL,
+        "the torch model", case=case.name, threads=threads, sequences=case.B, steps=b.steps, shape=case.shape,
+        gflop=0.0, quick=QUICK, real=True,
     )  # fmt: skip
-    if engine == "rnnjit":
-        assert diff <= PARITY_ATOL, f"rnnjit differs from the torch model by {diff:.2e} (> {PARITY_ATOL})"
-        torch_fn = real_runner(b, "torch", threads)  # the ratio CI compares: calls alternated with torch's
-        torch_fn()  # warm-up: torch's first-call setup
-        benchmark.extra_info["paired_torch_ratio"] = paired_ratio(fn, torch_fn, call_s + warm_call_s(torch_fn))
-    benchmark.pedantic(fn, rounds=rounds_for(call_s), iterations=1, warmup_rounds=0)
     if engine == ENGINES[-1]:  # the case's last engine: free its arrays and sessions
         real_benches.pop(case.name, None)

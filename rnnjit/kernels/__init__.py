@@ -239,12 +239,12 @@ def _run_team(values: dict, workers, chunks):
     proj_x = np.zeros(1, dtype)
     if bt == 1:  # every step's input projection first: per step the team reads only the h columns
         lv = lanes(dtype)
-        R, lp = w.shape[0] * MR, NV * lanes(dtype)
+        R, lp = w.shape[0] * MR, NV * lv
         proj_x = aligned_empty(T * R, dtype)
         project_inputs(w.reshape(-1), K, w.shape[0], rows.reshape(-1), tok, int(seq[0]), maxlen, T, I,
                        np.zeros((I + 1) * lp, dtype), np.zeros(R * lp, dtype), proj_x, lv)  # fmt: skip
-    values.update(proj_x=proj_x,
-        seq=seq, slen=slen, nb=B, maxlen=maxlen, zbuf=zbuf.reshape(2, K * bt), cbuf=cbuf.reshape(2, H * bt),
+    values.update(
+        proj_x=proj_x, seq=seq, slen=slen, nb=B, maxlen=maxlen, zbuf=zbuf.reshape(2, K * bt), cbuf=cbuf.reshape(2, H * bt),
         g=_line_zeros(w.shape[0] * MR * bt, dtype), m=_line_zeros(H * bt, dtype), sync=sync,
         nblk=1 if values["cell"] in (CELL_CODES["rnn_tanh"], CELL_CODES["rnn_relu"]) else 4, cb=cb, nch=nch,
     )  # fmt: skip

@@ -145,7 +145,7 @@ def project_inputs(wf, K, n_pan, xf, tok, b, n_steps, T, I, zx, px, proj_x, lv):
     so each weight is read once per block of steps, not once per step; per
     step the one-sequence kernel then continues each sum over the h columns
     (`mk_rows_grouped_from`): the same FMA chain as one product over all
-    columns, so the same bits. Measured gain: see bench/REPORT.md notes.
+    columns, so the same bits (bench/report_notes.md, "Whole models").
     """
     R = n_pan * MR
     LP = NV * lv

@@ -1,4 +1,4 @@
-"""The chain's per-vector steps (linear, LayerNorm, BatchNorm, activations) compiled, on valid rows only.
+"""The chain's per-vector steps (linear, LayerNorm, BatchNorm, l2norm, activations) compiled, on valid rows only.
 
 A run of consecutive per-vector steps is one *program* (`prepare_steps`),
 applied by `run_steps` to a list of rows: the valid steps of every sequence
@@ -31,8 +31,8 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import numba
+import numpy as np
 from numba import njit
 
 from rnnjit.kernels._simd import MR, NV, fetch_add, mk_lanes, mk_lanes1
