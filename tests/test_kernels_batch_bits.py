@@ -19,9 +19,11 @@ from rnnjit.kernels import team_policy
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=lambda d: d.__name__)
 @pytest.mark.parametrize("cell", ["lstm", "lstmp", "gru", "rnn_tanh"])
-@pytest.mark.parametrize("bidir", [False, True], ids=lambda b: f"{b=}")
+@pytest.mark.parametrize("bidir", [False, True, "split"], ids=lambda b: f"{b=}")
 def test_a_sequence_has_the_same_bits_alone_and_in_any_batch(cell, bidir, dtype, monkeypatch):
-    _, spec, weights = build(cell, 11, 24, 2, bidir, True, dtype, seed=3)
+    if bidir == "split":  # the two directions at once (on two threads) whatever the work
+        monkeypatch.setattr(kernels, "SPLIT_WORK", 0)
+    _, spec, weights = build(cell, 11, 24, 2, bool(bidir), True, dtype, seed=3)
     prepared = kernels.prepare(spec, weights)
     rng = np.random.default_rng(4)
     B, T = 70, 9

@@ -131,6 +131,16 @@ def run(prepared: Prepared, x, lengths, h0=None, c0=None, select="all", threads=
     return np.ascontiguousarray(y), hn, (cn if c_shape else None)
 
 
+SPLIT_WORK = 3e7
+"""Steps x packed weight bytes of one direction above which a bidirectional layer runs its directions at once.
+
+Below it (a polyphone tagger's sentence alone: 24 steps x 50 KB) the work of
+a direction is a few microseconds, less than handing one to a pool thread
+(15-90 us, bench/report_notes.md); measured at load 4: tagger batch of one
+0.36 ms with the split, onnxruntime 0.13 ms.
+"""
+
+
 def _plan(spec, lengths, dtype, wbytes, threads):
     """(tile width, order, tile_ptr, workers, team chunks or None) for one direction on ``threads`` threads."""
     bt = tile_width(lengths.shape[0], threads, dtype, wbytes)
@@ -155,7 +165,7 @@ def _run_layers(prepared, rows, tok, lengths, h0, c0, hn, cn, top_mode, y_all, y
     D, L, Ho, H = spec.num_directions, spec.num_layers, spec.h_out, spec.hidden_size
     wbytes = max(pk.w.nbytes for pk in prepared.layers)
     plans = [_plan(spec, lengths, dtype, wbytes, threads)]
-    if D == 2 and threads >= 2:
+    if D == 2 and threads >= 2 and float(lengths.sum()) * prepared.layers[0].w.nbytes >= SPLIT_WORK:
         split = [_plan(spec, lengths, dtype, wbytes, t) for t in (threads // 2, threads - threads // 2)]
         if not any(p[4] for p in split):
             plans = split
