@@ -124,4 +124,6 @@ class MemoryBudget:
 
 
 def _suggest(nbytes: int) -> str:
-    return f"{-(-nbytes // (1 << 30)) + 1}G"
+    """A limit with room above ``nbytes`` (what is known so far; the rest of the input may need more)."""
+    want = 2 * nbytes
+    return f"{-(-want // (1 << 30))}G" if want > 1 << 30 else f"{-(-want // (1 << 20))}M"

@@ -10,6 +10,7 @@ import typer
 
 from rnnjit.cli._common import OutputMode, err
 from rnnjit.errors import RnnjitError
+from rnnjit.files import regular_file
 from rnnjit.spec import OUTPUT_MODES
 
 
@@ -17,8 +18,17 @@ class ConfigError(RnnjitError):
     """The --config file cannot be read."""
 
 
+MAX_CONFIG_BYTES = 1 << 20
+
+
 def read_config(path: Path) -> dict[str, Any]:
     """A convert config from JSON or TOML (a top-level table, or a ``[rnnjit]`` table)."""
+    regular_file(path, "convert config (JSON or TOML)", ConfigError)  # not /dev/zero, not a FIFO
+    if path.stat().st_size > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            f"config {str(path)!r} holds {path.stat().st_size} bytes; a convert config is a few lines of JSON or TOML, "
+            "check the path"
+        )
     text = path.read_bytes()
     if path.suffix.lower() == ".toml":
         try:

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from rnnjit.errors import WeightFileError
+from rnnjit.files import regular_file
 from rnnjit.formats import checkpoint, npz, placeholder, safetensors, torch_legacy, torch_zip
 from rnnjit.formats.guard import guarded, printable
 from rnnjit.memory import MemoryBudget
@@ -43,6 +44,8 @@ SUPPORTED = (
 
 
 def _read_bytes(path: Path) -> bytes:
+    if not path.is_dir():  # a FIFO would block the open, a device read without end: stat first
+        regular_file(path, f"weight file ({SUPPORTED})", WeightFileError)
     try:
         return path.read_bytes()
     except FileNotFoundError:

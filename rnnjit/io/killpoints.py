@@ -12,18 +12,28 @@ from __future__ import annotations
 import os
 import signal
 
+from rnnjit.errors import InputError
+from rnnjit.formats.guard import printable
+
 _ENV = "RNNJIT_KILL_AT"
 _counts: dict[str, int] = {}
 _target: tuple[str, int, int] | None = None
 _parsed = False
 
 
+_SIGNALS = {"KILL": signal.SIGKILL, "TERM": signal.SIGTERM, "INT": signal.SIGINT}
+
+
 def _parse() -> tuple[str, int, int] | None:
     parts = os.environ.get(_ENV, "").split(":")
     if len(parts) not in (2, 3) or not parts[1].isdigit():
         return None
-    sig = getattr(signal, f"SIG{parts[2]}") if len(parts) == 3 else signal.SIGKILL
-    return parts[0], int(parts[1]), sig
+    if len(parts) == 3 and parts[2] not in _SIGNALS:
+        raise InputError(
+            f"{_ENV}={printable(os.environ[_ENV], 60)} names signal {printable(parts[2], 20)!r}; expected "
+            f"stage:n or stage:n:{'|'.join(_SIGNALS)} (a test hook: unset it for real runs)"
+        )
+    return parts[0], int(parts[1]), _SIGNALS[parts[2]] if len(parts) == 3 else signal.SIGKILL
 
 
 def reach(stage: str) -> None:
