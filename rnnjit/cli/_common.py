@@ -14,6 +14,7 @@ import typer
 
 from rnnjit import engines, memory
 from rnnjit.engines import ENGINES
+from rnnjit.numba_loader import NumbaCacheWarning
 from rnnjit.spec import OUTPUT_MODES
 
 EXIT_USAGE = 2  # bad input or a user mistake
@@ -83,9 +84,10 @@ def pick_engine(engine: Enum | None, threads: int | None = None) -> str:
     """
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", engines.NumbaUnavailableWarning)
+        warnings.simplefilter("always", NumbaCacheWarning)
         name = engines.resolve(engine.value if engine is not None else None)
     for w in caught:
-        if issubclass(w.category, engines.NumbaUnavailableWarning):
+        if issubclass(w.category, (engines.NumbaUnavailableWarning, NumbaCacheWarning)):
             err(f"warning: {w.message}")
         else:  # not ours: hand it back to the warnings machinery
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
