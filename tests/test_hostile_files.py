@@ -364,7 +364,8 @@ def test_devices_and_fifos_are_refused_before_opening(tmp_path, fifo):
 def test_escape_codes_in_weight_names_do_not_reach_the_terminal(tmp_path):
     spec = RNNSpec("gru", 3, 4, prefix="\x1b[2J\x1b[31mrnn.")
     np.savez(tmp_path / "w.npz", **make_weights(spec, 1))
-    rnnjit.convert(tmp_path / "w.npz", tmp_path / "b.npz", head="fc")
+    r = run("convert", tmp_path / "w.npz", "-o", tmp_path / "b.npz", "--head", "fc")
+    assert r.exit_code == 0 and "\x1b" not in r.stdout + r.stderr and "\\x1b[31mrnn" in r.stdout, r.stdout
     r = run("inspect", tmp_path / "b.npz")
     assert r.exit_code == 0 and "\x1b" not in r.stdout and "\\x1b[31mrnn" in r.stdout
 

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from rnnjit.cli._common import OutputMode, err
+from rnnjit.cli._common import OutputMode, err, visible
 from rnnjit.errors import RnnjitError
 from rnnjit.files import regular_file
 from rnnjit.spec import OUTPUT_MODES
@@ -175,11 +175,11 @@ def convert_command(
     )
     from rnnjit.cli.inspect_cmd import checkpoint_notes, describe_chain
 
-    typer.echo(
+    typer.echo(visible(  # module names come from the weight file: control characters shown escaped
         f"wrote {out}: {describe_chain(model)}, output {model.output} -> {model.output_dim} value(s) per "
         f"{'step' if model.returns_steps() else 'row'}, {model.num_parameters:,} parameters"
-    )
+    ))
     for line in checkpoint_notes(model):
-        typer.echo(f"  {line}")
+        typer.echo(visible(f"  {line}"))
     for a in model.assumed:  # defaults the weights cannot confirm: say each and how to state it
         err(f"note: {a['note']}")
