@@ -365,7 +365,7 @@ def test_escape_codes_in_weight_names_do_not_reach_the_terminal(tmp_path):
     spec = RNNSpec("gru", 3, 4, prefix="\x1b[2J\x1b[31mrnn.")
     np.savez(tmp_path / "w.npz", **make_weights(spec, 1))
     r = run("convert", tmp_path / "w.npz", "-o", tmp_path / "b.npz", "--head", "fc")
-    assert r.exit_code == 0 and "\x1b" not in r.stdout + r.stderr and "\\x1b[31mrnn" in r.stdout, r.stdout
+    assert r.exit_code == 0 and "\x1b" not in r.stdout + r.stderr and "\\x1b[31mrnn" in r.stderr, r.stderr
     r = run("inspect", tmp_path / "b.npz")
     assert r.exit_code == 0 and "\x1b" not in r.stdout and "\\x1b[31mrnn" in r.stdout
 
