@@ -197,7 +197,7 @@ BUNDLES = {
     "config hidden_size 10**12": (lambda m: {"__rnnjit__.npy": _config_npy(m, _set(("chain", 0, "rnn", "hidden_size"), 10**12))}, "hidden"),
     "config num_layers 1e308 (fuzz: endless loop over layers)": (
         lambda m: {"__rnnjit__.npy": _config_npy(m, _set(("chain", 0, "rnn", "num_layers"), 1e308))},
-        "num_layers is 1e.308 but the file holds 4 arrays",
+        "'chain\\[0\\]\\.rnn\\.num_layers' is 1e\\+308; expected an integer >= 1",
     ),
     "config num_layers 2**63 (fuzz: endless loop over layers)": (
         lambda m: {"__rnnjit__.npy": _config_npy(m, _set(("chain", 0, "rnn", "num_layers"), 2**63))},
