@@ -82,6 +82,8 @@ def _read_member(
         got = f.readinto(buf)
         if got != nbytes:
             raise WeightFileError(f"{source}: array {key!r} ends after {got} of {nbytes} bytes; save it again")
+    if fortran or not dtype.isnative:  # astype below copies: a second array of the same size
+        budget.take(nbytes, f"array {key!r} (reordered)")
     arr = np.frombuffer(buf, dtype=dtype).reshape(shape, order="F" if fortran else "C")
     # astype, not np.ascontiguousarray: that would make a 0-d array (the bundle's JSON) 1-d
     return arr.astype(dtype.newbyteorder("="), order="C", copy=False)
