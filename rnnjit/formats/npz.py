@@ -27,6 +27,7 @@ from rnnjit.memory import MemoryBudget
 BUNDLE_KEY = "__rnnjit__"
 NUMERIC_KINDS = "fiucb"
 MAX_HEADER_BYTES = 10_000  # numpy's own default for np.load
+READ_CHUNK = 16 << 20
 _HEADER_READERS = {(1, 0): npy.read_array_header_1_0, (2, 0): npy.read_array_header_2_0}
 
 
@@ -79,7 +80,12 @@ def _read_member(
         nbytes = math.prod(shape) * dtype.itemsize
         check_zip_member(info, f.tell() + nbytes, file_size, source, f"array {key!r}", budget)
         buf = bytearray(nbytes)  # writeable: numba kernels take no read-only arrays
-        got = f.readinto(buf)
+        got, view = 0, memoryview(buf)
+        while got < nbytes:  # in chunks: a zip member's readinto reads the whole request into a second buffer
+            n = f.readinto(view[got : got + READ_CHUNK])
+            if not n:
+                break
+            got += n
         if got != nbytes:
             raise WeightFileError(f"{source}: array {key!r} ends after {got} of {nbytes} bytes; save it again")
     if fortran or not dtype.isnative:  # astype below copies: a second array of the same size
