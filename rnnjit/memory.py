@@ -96,7 +96,10 @@ class MemoryBudget:
     """Bytes one operation may still allocate; `take` refuses (`MemoryLimitError`) before the allocation is made.
 
     ``source`` names the input in messages; ``error`` is the `MemoryLimitError`
-    subclass raised (`WeightFileMemoryError` by default).
+    subclass raised (`WeightFileMemoryError` by default). Bytes given back
+    (`give_back`) may be taken again, but all that is taken over the operation,
+    freed or not, stays within twice the limit: what is freed was still
+    inflated or copied, and a small file must not buy unbounded work either.
     """
 
     def __init__(
@@ -104,23 +107,34 @@ class MemoryBudget:
     ) -> None:
         self.limit = limit(limit_bytes)
         self.used = 0
+        self.total = 0
         self.source = source
         self.error = error or WeightFileMemoryError
 
     def take(self, nbytes: int, what: str) -> None:
         nbytes = max(int(nbytes), 0)
         if self.used + nbytes > self.limit:
-            need, have = human(self.used + nbytes), human(self.limit)
-            if need == have:
-                need, have = f"{self.used + nbytes} bytes", f"{self.limit} bytes"
-            msg = (
-                f"{self.source}: {what} would need {need} of memory in all, past the memory limit "
-                f"of {have}; refusing to allocate that (corrupt or hostile file?); if the input is "
-                "genuine, raise the limit with "
-                f"--memory-limit {_suggest(self.used + nbytes)} (or {ENV}={_suggest(self.used + nbytes)})"
-            )
-            raise self.error(msg)
+            self._refuse(what, self.used + nbytes, self.limit, "of memory in all, past the memory limit")
+        if self.total + nbytes > 2 * self.limit:
+            self._refuse(what, self.total + nbytes, 2 * self.limit,
+                         "allocated over the whole read (freed or not), past twice the memory limit")
         self.used += nbytes
+        self.total += nbytes
+
+    def _refuse(self, what: str, need_bytes: int, cap: int, how: str) -> None:
+        need, have = human(need_bytes), human(cap)
+        if need == have:
+            need, have = f"{need_bytes} bytes", f"{cap} bytes"
+        suggest = _suggest(need_bytes if cap == self.limit else need_bytes // 2)
+        raise self.error(
+            f"{self.source}: {what} would need {need} {how} of {have}; refusing to allocate that (corrupt or "
+            f"hostile file?); if the input is genuine, raise the limit with --memory-limit {suggest} "
+            f"(or {ENV}={suggest})"
+        )
+
+    def give_back(self, nbytes: int) -> None:
+        """``nbytes`` charged before were freed (a storage whose tensors are all built)."""
+        self.used = max(self.used - int(nbytes), 0)
 
 
 def _suggest(nbytes: int) -> str:

@@ -181,15 +181,21 @@ def test_bundle_whose_members_inflate_is_refused_by_inspect_verify_score(tmp_pat
 
 
 def test_deflated_storages_behind_one_element_tensors_are_charged_whole(tmp_path):
-    """The budget counts storages, not the views: four 512 KiB storages each read by a 1-element tensor."""
-    pkl = b"\x80\x02}(" + b"".join(_str(f"w{i}") + _tensor(str(i), 1 << 17, size=1) for i in range(4)) + b"u."
-    storages = {str(i): bytes(512 << 10) for i in range(4)}
+    """The budget counts storages, not the views: 512 KiB storages each read by a 1-element tensor.
+
+    A storage is held until its last tensor is built, then dropped and given back: the peak is one
+    storage, not all of them (the attack in the issue held 3.46 GB of them at once).
+    """
+    pkl = b"\x80\x02}(" + b"".join(_str(f"w{i}") + _tensor(str(i), 1 << 17, size=1) for i in range(8)) + b"u."
+    storages = {str(i): bytes(512 << 10) for i in range(8)}
     path = _zip(tmp_path / "views.pth", pkl, storages, compress=zipfile.ZIP_DEFLATED)
-    assert path.stat().st_size < 32 << 10
-    with pytest.raises(MemoryLimitError, match=r"the storage of tensor 'w\d'"):
-        read_state_dict(path, memory_limit="1M")
-    sd, _ = read_state_dict(path, memory_limit="4M")
-    assert [v.shape for v in sd.values()] == [(1,)] * 4
+    assert path.stat().st_size < 64 << 10
+    with pytest.raises(MemoryLimitError, match=r"the storage of tensor 'w0' \(archive/data/0\)"):
+        read_state_dict(path, memory_limit="256K")  # one storage alone is past the limit, whatever its views
+    with pytest.raises(MemoryLimitError, match=r"allocated over the whole read \(freed or not\), past twice"):
+        read_state_dict(path, memory_limit="1M")  # one at a time fits, but 4 MiB inflated in all is past 2 x 1 MiB
+    sd, _ = read_state_dict(path, memory_limit="3M")  # 8 x 512 KiB, one at a time
+    assert [v.shape for v in sd.values()] == [(1,)] * 8
 
 
 def _long_key_chain(depth: int, key_len: int) -> bytes:

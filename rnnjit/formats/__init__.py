@@ -17,6 +17,7 @@ claims is checked against the file before anything is allocated
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import io
 import os
@@ -163,12 +164,19 @@ def read_state_dict(
         "the checkpoint's structure", source, lambda: checkpoint.unwrap(obj, source, placeholders, budget)
     )
     sd: dict[str, np.ndarray] = {}
+    # views left per storage: a storage is dropped (and its bytes given back) after its last tensor is built
+    views = collections.Counter(v.storage.key for v in flat.values() if isinstance(v, LazyTensor))
+    release = getattr(build, "release", None)
     for key, value in flat.items():
         if isinstance(value, LazyTensor):
             if value.code == "bf16":
                 widened.append(key)
             budget.take(value.out_nbytes, f"tensor {printable(key, 80)!r}")
+            storage = value.storage.key
             value = guarded(f"tensor {key!r}", source, lambda: build(value, key))  # noqa: B023 - called at once
+            views[storage] -= 1
+            if release is not None and not views[storage]:
+                release(storage)
         elif isinstance(value, NumpyArray):
             value = value.value()
         sd[key] = value

@@ -102,4 +102,11 @@ def read(
             )
         return tensor.to_numpy(buf, byteorder, name)
 
+    def release(key: str) -> None:
+        """Drop storage ``key`` once every tensor that views it is built, and give its bytes back."""
+        buf = cache.pop(key, None)
+        if buf is not None:
+            budget.give_back(len(buf))
+
+    build.release = release  # type: ignore[attr-defined]
     return obj, build
