@@ -213,7 +213,7 @@ class _Writer:
 
     def seq_streaming(self) -> str:
         p, P = self.p, self.P
-        body = [f"{p}_state s;", f"{p}_real v[{P}_MAXW];", "int64_t t;", "(void)scratch;",
+        body = [f"{p}_state s;", f"{p}_real v[{P}_MAXW] = {{0}};", "int64_t t;", "(void)scratch;",
                 f"{p}_reset_from(&s, h0, c0);", "for (t = 0; t < T; t++) {",
                 f"    {p}_advance(&s, x + t * {self.I}, v);"]
         if self.plan.per_step:

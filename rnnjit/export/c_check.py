@@ -1,7 +1,8 @@
 """Compile a generated C scorer with the system compiler and run it: `rnnjit verify --c` and the tests.
 
 A small driver program (not part of the export: it reads stdin with stdio
-and may allocate) links against ``NAME.c`` and answers one request:
+and may allocate) includes ``NAME.c`` (one or several scorers in one
+program, picked by ``argv[1]``) and answers one request:
 
 ``int64 op, B, T_max, has_h0, has_c0``, then ``lengths`` (B int64), ``x``
 (B*T_max*INPUT_SIZE inputs: reals, or int64 token ids), then h0 (B*H_SIZE
@@ -29,11 +30,10 @@ from rnnjit.errors import InputError
 
 STRICT = ("-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic")
 
-DRIVER = r"""
+DRIVER_MAIN = r"""
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include "P.h"
 
 static void *take(size_t n, size_t size)
 {
@@ -41,8 +41,12 @@ static void *take(size_t n, size_t size)
     if (!p || fread(p, size, n, stdin) != n) { fprintf(stderr, "driver: short input\n"); exit(3); }
     return p;
 }
+"""
 
-int main(void)
+DRIVER = r"""
+#include "P.c"
+
+static int P_serve(void)
 {
     int64_t hdr[5], op, B, T, b, t, rc = 0;
     int64_t *len;
@@ -107,8 +111,8 @@ def find_cc() -> str | None:
 class CDriver:
     """A generated scorer compiled with the driver; `run` sends one request."""
 
-    def __init__(self, exe: Path, prefix: str, header: str):
-        self.exe, self.prefix = exe, prefix
+    def __init__(self, exe: Path, index: int, prefix: str, header: str):
+        self.exe, self.index, self.prefix = exe, index, prefix
         P = prefix.upper()
 
         def define(name):
@@ -132,7 +136,7 @@ class CDriver:
         for s in (h0, c0):
             if s is not None:
                 parts.append(np.ascontiguousarray(s, self.dtype).tobytes())
-        r = subprocess.run([str(self.exe)], input=b"".join(parts), capture_output=True, env=env, check=False)
+        r = subprocess.run([str(self.exe), str(self.index)], input=b"".join(parts), capture_output=True, env=env, check=False)
         if r.returncode != 0:
             raise RuntimeError(f"{self.exe.name} exited with {r.returncode}: {r.stderr.decode(errors='replace')}")
         out = r.stdout
@@ -148,24 +152,38 @@ class CDriver:
         return rc, y, hn, cn
 
 
-def compile_driver(src_dir, prefix: str, flags=(), build_dir=None, cc: str | None = None) -> CDriver:
-    """Compile ``src_dir/prefix.c`` with the driver (``-std=c99 -Wall -Wextra -Werror -pedantic`` and ``flags``)."""
+def compile_driver(src_dir, prefixes, flags=(), build_dir=None, cc: str | None = None):
+    """Compile the generated scorers ``src_dir/NAME.c`` with the driver into one program.
+
+    ``prefixes``: one NAME (returns its `CDriver`) or a list (returns a list):
+    several scorers share one translation unit and one compiler run, which is
+    what keeps a test grid of hundreds of small models quick to build. Always
+    ``-std=c99 -Wall -Wextra -Werror -pedantic``, then ``flags``.
+    """
     cc = cc or find_cc()
     if cc is None:
         raise InputError("no C compiler found (looked at $CC, cc, gcc, clang); install one or set CC")
+    one = isinstance(prefixes, str)
+    prefixes = [prefixes] if one else list(prefixes)
     src_dir = Path(src_dir)
-    header = (src_dir / f"{prefix}.h").read_text()
     build = Path(build_dir or tempfile.mkdtemp(prefix="rnnjit-c-"))
     build.mkdir(parents=True, exist_ok=True)
-    drv = build / f"{prefix}_driver.c"
-    text = re.sub(r"\bP_([A-Z])", prefix.upper() + r"_\1", DRIVER)  # macros in capitals
-    drv.write_text(re.sub(r"\bP_", f"{prefix}_", text).replace('"P.h"', f'"{prefix}.h"'))
-    exe = build / f"{prefix}_driver"
-    cmd = [*cc.split(), *STRICT, *flags, "-I", str(src_dir), "-o", str(exe), str(drv), str(src_dir / f"{prefix}.c"), "-lm"]
+    parts = [DRIVER_MAIN]
+    for prefix in prefixes:
+        text = re.sub(r"\bP_([A-Z])", prefix.upper() + r"_\1", DRIVER)  # macros in capitals
+        parts.append(re.sub(r"\bP_", f"{prefix}_", text).replace('"P.c"', f'"{prefix}.c"'))
+    cases = "".join(f"    case {k}: return {p}_serve();\n" for k, p in enumerate(prefixes))
+    parts.append(f"int main(int argc, char **argv)\n{{\n    switch (argc > 1 ? atoi(argv[1]) : 0) {{\n{cases}"
+                 "    default: return 4;\n    }\n}\n")
+    drv = build / "driver.c"
+    drv.write_text("\n".join(parts))
+    exe = build / "driver"
+    cmd = [*cc.split(), *STRICT, *flags, "-I", str(src_dir), "-o", str(exe), str(drv), "-lm"]
     r = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if r.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{r.stderr}")
-    return CDriver(exe, prefix, header)
+    drivers = [CDriver(exe, k, p, (src_dir / f"{p}.h").read_text()) for k, p in enumerate(prefixes)]
+    return drivers[0] if one else drivers
 
 
 def find_prefix(src_dir) -> str:
