@@ -170,7 +170,7 @@ class _Writer:
         p, plan = self.p, self.plan
         body = [f"{p}_real va[{self.P}_MAXW], vb[{self.P}_MAXW], work[{self.P}_WORK];",
                 f"{p}_real *cur = va, *nxt = vb, *tmp = NULL;", "int i = 0;",
-                "(void)nxt; (void)tmp; (void)i; (void)work;"]
+                "(void)nxt; (void)tmp; (void)i; (void)work; (void)out;"]
         if self.tokens:
             body.append(f"if (x[0] < 0 || x[0] >= {self.P}_VOCAB_SIZE) return {self.P}_ERR_TOKEN;")
         body += self.input_row("x", "cur")
