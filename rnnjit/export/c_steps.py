@@ -170,7 +170,7 @@ def emit_embedding(ctx: CContext, step: Step, width: int) -> CStep:
         ctx.weights[f"{step.prefix}weight"],
     )
     e = step.out_features
-    return CStep(step, 1, e, lookup=lambda i, d: f"memcpy({d}, {table} + (size_t)({i}) * {e}, {e} * sizeof *{d});")
+    return CStep(step, 1, e, lookup=lambda i, d: f"memcpy({d}, {table} + (size_t)({i}) * {e}, {e} * sizeof({ctx.p}_real));")
 
 
 def emit_rnn(ctx: CContext, step: Step, width: int) -> CStep:
@@ -207,14 +207,14 @@ def emit_pool(ctx: CContext, step: Step, width: int) -> CStep:
         add = lambda a, v: f"for (i = 0; i < {n}; i++) if ({v}[i] > {a}[i]) {a}[i] = {v}[i];"  # noqa: E731
     elif how == "last":
         init = lambda a: f"for (i = 0; i < {n}; i++) {a}[i] = 0;"  # noqa: E731
-        add = lambda a, v: f"memcpy({a}, {v}, {n} * sizeof *{a});"  # noqa: E731
+        add = lambda a, v: f"memcpy({a}, {v}, {n} * sizeof({ctx.p}_real));"  # noqa: E731
     else:  # sum, mean: a running sum
         init = lambda a: f"for (i = 0; i < {n}; i++) {a}[i] = 0;"  # noqa: E731
         add = lambda a, v: f"for (i = 0; i < {n}; i++) {a}[i] += {v}[i];"  # noqa: E731
     if how == "mean":
         out = lambda a, cnt, d: f"for (i = 0; i < {n}; i++) {d}[i] = {a}[i] / ({ctx.p}_real)({cnt});"  # noqa: E731
     else:
-        out = lambda a, cnt, d: f"memcpy({d}, {a}, {n} * sizeof *{d});"  # noqa: E731
+        out = lambda a, cnt, d: f"memcpy({d}, {a}, {n} * sizeof({ctx.p}_real));"  # noqa: E731
     return CStep(step, width, width, acc_init=init, acc_add=add, acc_out=out)
 
 
