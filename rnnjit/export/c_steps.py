@@ -234,12 +234,41 @@ C_EMITTERS: dict[str, Callable[[CContext, Step, int], CStep]] = {
 # Helpers the emitters call, in dependency order; P is the prefix, R the real
 # type, and tanh/exp/... are replaced by the dtype's libm names.
 _HELPER_DEPS = {
-    "lstm": ("affine", "sigmoid", "layer_t"),
-    "gru": ("affine", "sigmoid", "layer_t"),
-    "rnn_tanh": ("affine", "layer_t"),
+    "lstm": ("affine", "sigmoid", "tanh", "layer_t"),
+    "gru": ("affine", "sigmoid", "tanh", "layer_t"),
+    "rnn_tanh": ("affine", "tanh", "layer_t"),
     "rnn_relu": ("affine", "layer_t"),
+    "sigmoid": ("tanh",),
     "act_sigmoid": ("sigmoid",),
+    "act_tanh": ("tanh",),
 }
+
+# float32 tanh without libm: the [13/6] rational of rnnjit's numba kernels (Eigen's ptanh_float constants;
+# rnnjit/kernels/activations.py), clamped where float32 tanh is +-1; max abs error 2.6e-7. It vectorizes
+# (libm's tanhf is a scalar call of ~10-20 ns, the whole cost of a small LSTM step). float64 keeps libm's tanh.
+_TANH_F32 = """
+/* tanh in float: a [13/6] rational approximation (max abs error 2.6e-7), no libm call, so loops vectorize */
+static R P_tanh(R x)
+{
+    const R lim = 7.90531110763549805f;
+    R x2, p, q;
+    x = x < -lim ? -lim : (x > lim ? lim : x);
+    x2 = x * x;
+    p = -2.76076847742355e-16f;
+    p = p * x2 + 2.00018790482477e-13f;
+    p = p * x2 + -8.60467152213735e-11f;
+    p = p * x2 + 5.12229709037114e-08f;
+    p = p * x2 + 1.48572235717979e-05f;
+    p = p * x2 + 6.37261928875436e-04f;
+    p = p * x2 + 4.89352455891786e-03f;
+    q = 1.19825839466702e-06f;
+    q = q * x2 + 1.18534705686654e-04f;
+    q = q * x2 + 2.26843463243900e-03f;
+    q = q * x2 + 4.89352518554385e-03f;
+    return x * p / q;
+}"""
+_TANH_F64 = """
+static R P_tanh(R x) { return tanh(x); }"""
 
 _HELPERS = {
     "layer_t": """
@@ -263,7 +292,7 @@ static void P_affine(R *restrict y, const R *wt, const R *b, const R *restrict x
 }""",
     "sigmoid": """
 /* logistic function without overflow: 1/(1+exp(-v)) == (1+tanh(v/2))/2 */
-static R P_sigmoid(R v) { return (R)0.5 * ((R)1 + tanh((R)0.5 * v)); }""",
+static R P_sigmoid(R v) { return (R)0.5 * ((R)1 + TANH((R)0.5 * v)); }""",
     "lstm": """
 /* one LSTM step (gates i, f, g, o): h (hout) and c (hid) in place; work: 9*hid values */
 static void P_lstm(const P_layer *L, const R *x, R *h, R *c, R *work)
@@ -276,10 +305,10 @@ static void P_lstm(const P_layer *L, const R *x, R *h, R *c, R *work)
     for (j = 0; j < H; j++) {
         const R ig = P_sigmoid(gi[j] + gh[j]);
         const R fg = P_sigmoid(gi[H + j] + gh[H + j]);
-        const R gg = tanh(gi[2 * H + j] + gh[2 * H + j]);
+        const R gg = TANH(gi[2 * H + j] + gh[2 * H + j]);
         const R og = P_sigmoid(gi[3 * H + j] + gh[3 * H + j]);
         c[j] = fg * c[j] + ig * gg;
-        m[j] = og * tanh(c[j]);
+        m[j] = og * TANH(c[j]);
     }
     if (L->whr) P_affine(h, L->whr, NULL, m, H, L->hout);
     else memcpy(h, m, (size_t)H * sizeof *h);
@@ -297,7 +326,7 @@ static void P_gru(const P_layer *L, const R *x, R *h, R *c, R *work)
     for (j = 0; j < H; j++) {
         const R r = P_sigmoid(gi[j] + gh[j]);
         const R z = P_sigmoid(gi[H + j] + gh[H + j]);
-        const R n = tanh(gi[2 * H + j] + r * gh[2 * H + j]);
+        const R n = TANH(gi[2 * H + j] + r * gh[2 * H + j]);
         h[j] = ((R)1 - z) * n + z * h[j];
     }
 }""",
@@ -310,7 +339,7 @@ static void P_rnn_tanh(const P_layer *L, const R *x, R *h, R *c, R *work)
     (void)c;
     P_affine(gi, L->wih, L->bih, x, L->in, L->hid);
     P_affine(gh, L->whh, L->bhh, h, L->hout, L->hid);
-    for (j = 0; j < L->hid; j++) h[j] = tanh(gi[j] + gh[j]);
+    for (j = 0; j < L->hid; j++) h[j] = TANH(gi[j] + gh[j]);
 }""",
     "rnn_relu": """
 /* one Elman RNN step, relu: h in place; work: 2*hid values */
@@ -365,7 +394,7 @@ static void P_act_sigmoid(R *restrict y, const R *restrict x, int n)
 static void P_act_tanh(R *restrict y, const R *restrict x, int n)
 {
     int i;
-    for (i = 0; i < n; i++) y[i] = tanh(x[i]);
+    for (i = 0; i < n; i++) y[i] = TANH(x[i]);
 }""",
     "act_relu": """
 static void P_act_relu(R *restrict y, const R *restrict x, int n)
@@ -425,13 +454,14 @@ _LIBM = ("tanh", "exp", "log", "sqrt", "erf", "expm1")
 
 def runtime(ctx: CContext) -> str:
     """The C text of the helpers the emitters used, in dependency order."""
-    order = ["layer_t", "affine", "sigmoid", "lstm", "gru", "rnn_tanh", "rnn_relu", "layernorm", "batchnorm"]
+    order = ["layer_t", "affine", "tanh", "sigmoid", "lstm", "gru", "rnn_tanh", "rnn_relu", "layernorm", "batchnorm"]
     order += [k for k in _HELPERS if k.startswith("act_")]
     parts = []
     for name in order:
         if name not in ctx.helpers:
             continue
-        text = _HELPERS[name].replace("P_", f"{ctx.p}_").replace("(R)", f"({ctx.p}_real)")
+        text = _HELPERS[name] if name != "tanh" else (_TANH_F32 if ctx.f32 else _TANH_F64)
+        text = text.replace("TANH(", "P_tanh(").replace("P_", f"{ctx.p}_").replace("(R)", f"({ctx.p}_real)")
         text = re.sub(r"\bR\b", f"{ctx.p}_real", text)
         text = text.replace("SQRT1_2", ctx.lit(1.0 / math.sqrt(2.0))).replace("LEAKY", ctx.lit(0.01))
         if ctx.f32:
