@@ -52,7 +52,7 @@ def export_c_command(
 
     No heap allocation, no mutable globals, nothing beyond <math.h>, <stddef.h>,
     <stdint.h> and <string.h>. Compile with any C99 compiler, e.g.
-    cc -std=c99 -O2 -c DIR/NAME.c, and link with -lm.
+    cc -std=c99 -O3 -c DIR/NAME.c, and link with -lm.
     """
     import rnnjit
     from rnnjit.export.c import check_prefix, write
@@ -75,7 +75,7 @@ def export_c_command(
     typer.echo(
         f"wrote {targets[0]} and {targets[1]}: {model.describe()}, output {model.output}, "
         f"{src.n_values} weight values, {dtype.value if dtype is not None else model.dtype.name}; "
-        f"compile with: cc -std=c99 -O2 -c {targets[1]} (link with -lm)"
+        f"compile with: cc -std=c99 -O3 -c {targets[1]} (add -march=native for this machine's vector unit; link with -lm)"
     )
     if check:
         line, ok = c_check_line(model, output)
