@@ -153,6 +153,9 @@ def emit_batchnorm(ctx: CContext, step: Step, width: int) -> CStep:
 
 
 def emit_activation(ctx: CContext, step: Step, width: int) -> CStep:
+    if step.name in ("softmax", "log_softmax"):
+        fn, log = ctx.need("softmax"), int(step.name == "log_softmax")
+        return CStep(step, width, width, vec=lambda s, d: f"{fn}({d}, {s}, {width}, {log});")
     fn = ctx.need(f"act_{step.name}")
     return CStep(step, width, width, vec=lambda s, d: f"{fn}({d}, {s}, {width});")
 
@@ -270,6 +273,41 @@ static R P_tanh(R x)
 _TANH_F64 = """
 static R P_tanh(R x) { return tanh(x); }"""
 
+_ELMAN = """
+/* one Elman RNN step, ACT: h in place; work: 2*hid values */
+static void P_rnn_ACT(const P_layer *L, const R *x, R *h, R *c, R *work)
+{
+    R *gi = work, *gh = work + L->hid;
+    int j;
+    (void)c;
+    P_affine(gi, L->wih, L->bih, x, L->in, L->hid);
+    P_affine(gh, L->whh, L->bhh, h, L->hout, L->hid);
+    for (j = 0; j < L->hid; j++) {
+        const R v = gi[j] + gh[j];
+        h[j] = APPLY(v);
+    }
+}"""
+
+# elementwise activations: nn.GELU() is the exact erf form, nn.ELU(alpha=1.0), nn.LeakyReLU(negative_slope=0.01)
+_ACT_EXPR = {
+    "sigmoid": "P_sigmoid(v)",
+    "tanh": "TANH(v)",
+    "relu": "v > 0 ? v : (R)0",
+    "identity": "v",
+    "gelu": "(R)0.5 * v * ((R)1 + erf(v * SQRT1_2))",
+    "elu": "v > 0 ? v : expm1(v)",
+    "leaky_relu": "v >= 0 ? v : v * LEAKY",
+}
+_ELEMENTWISE = """
+static void P_act_NAME(R *restrict y, const R *restrict x, int n)
+{
+    int i;
+    for (i = 0; i < n; i++) {
+        const R v = x[i];
+        y[i] = EXPR;
+    }
+}"""
+
 _HELPERS = {
     "layer_t": """
 /* one layer-direction of a recurrent module: matrices transposed, NULL when absent */
@@ -330,31 +368,8 @@ static void P_gru(const P_layer *L, const R *x, R *h, R *c, R *work)
         h[j] = ((R)1 - z) * n + z * h[j];
     }
 }""",
-    "rnn_tanh": """
-/* one Elman RNN step, tanh: h in place; work: 2*hid values */
-static void P_rnn_tanh(const P_layer *L, const R *x, R *h, R *c, R *work)
-{
-    R *gi = work, *gh = work + L->hid;
-    int j;
-    (void)c;
-    P_affine(gi, L->wih, L->bih, x, L->in, L->hid);
-    P_affine(gh, L->whh, L->bhh, h, L->hout, L->hid);
-    for (j = 0; j < L->hid; j++) h[j] = TANH(gi[j] + gh[j]);
-}""",
-    "rnn_relu": """
-/* one Elman RNN step, relu: h in place; work: 2*hid values */
-static void P_rnn_relu(const P_layer *L, const R *x, R *h, R *c, R *work)
-{
-    R *gi = work, *gh = work + L->hid;
-    int j;
-    (void)c;
-    P_affine(gi, L->wih, L->bih, x, L->in, L->hid);
-    P_affine(gh, L->whh, L->bhh, h, L->hout, L->hid);
-    for (j = 0; j < L->hid; j++) {
-        const R v = gi[j] + gh[j];
-        h[j] = v > 0 ? v : (R)0;
-    }
-}""",
+    "rnn_tanh": _ELMAN.replace("ACT", "tanh").replace("APPLY(v)", "TANH(v)"),
+    "rnn_relu": _ELMAN.replace("ACT", "relu").replace("APPLY(v)", "v > 0 ? v : (R)0"),
     "layernorm": """
 /* LayerNorm over n values: biased variance, as torch; w and b may be NULL */
 static void P_layernorm(R *restrict y, const R *restrict x, const R *w, const R *b, R eps, int n)
@@ -384,69 +399,22 @@ static void P_batchnorm(R *restrict y, const R *restrict x, const R *mean, const
         y[i] = v;
     }
 }""",
-    "act_sigmoid": """
-static void P_act_sigmoid(R *restrict y, const R *restrict x, int n)
-{
-    int i;
-    for (i = 0; i < n; i++) y[i] = P_sigmoid(x[i]);
-}""",
-    "act_tanh": """
-static void P_act_tanh(R *restrict y, const R *restrict x, int n)
-{
-    int i;
-    for (i = 0; i < n; i++) y[i] = TANH(x[i]);
-}""",
-    "act_relu": """
-static void P_act_relu(R *restrict y, const R *restrict x, int n)
-{
-    int i;
-    for (i = 0; i < n; i++) y[i] = x[i] > 0 ? x[i] : (R)0;
-}""",
-    "act_identity": """
-static void P_act_identity(R *restrict y, const R *restrict x, int n)
-{
-    memcpy(y, x, (size_t)n * sizeof *y);
-}""",
-    "act_softmax": """
-static void P_act_softmax(R *restrict y, const R *restrict x, int n)
-{
-    R m = x[0], s = 0;
-    int i;
-    for (i = 1; i < n; i++) if (x[i] > m) m = x[i];
-    for (i = 0; i < n; i++) { y[i] = exp(x[i] - m); s += y[i]; }
-    for (i = 0; i < n; i++) y[i] /= s;
-}""",
-    "act_log_softmax": """
-static void P_act_log_softmax(R *restrict y, const R *restrict x, int n)
+    "softmax": """
+/* softmax (take_log 0) or log_softmax (1) over n values, shifted by their max as torch */
+static void P_softmax(R *restrict y, const R *restrict x, int n, int take_log)
 {
     R m = x[0], s = 0;
     int i;
     for (i = 1; i < n; i++) if (x[i] > m) m = x[i];
     for (i = 0; i < n; i++) s += exp(x[i] - m);
-    s = log(s);
-    for (i = 0; i < n; i++) y[i] = (x[i] - m) - s;
+    if (take_log) {
+        s = log(s);
+        for (i = 0; i < n; i++) y[i] = (x[i] - m) - s;
+    } else {
+        for (i = 0; i < n; i++) y[i] = exp(x[i] - m) / s;
+    }
 }""",
-    "act_gelu": """
-/* nn.GELU() default: the exact erf form */
-static void P_act_gelu(R *restrict y, const R *restrict x, int n)
-{
-    int i;
-    for (i = 0; i < n; i++) y[i] = (R)0.5 * x[i] * ((R)1 + erf(x[i] * SQRT1_2));
-}""",
-    "act_elu": """
-/* nn.ELU(alpha=1.0) */
-static void P_act_elu(R *restrict y, const R *restrict x, int n)
-{
-    int i;
-    for (i = 0; i < n; i++) y[i] = x[i] > 0 ? x[i] : expm1(x[i]);
-}""",
-    "act_leaky_relu": """
-/* nn.LeakyReLU(negative_slope=0.01) */
-static void P_act_leaky_relu(R *restrict y, const R *restrict x, int n)
-{
-    int i;
-    for (i = 0; i < n; i++) y[i] = x[i] >= 0 ? x[i] : x[i] * LEAKY;
-}""",
+    **{f"act_{name}": _ELEMENTWISE.replace("NAME", name).replace("EXPR", expr) for name, expr in _ACT_EXPR.items()},
 }
 
 _LIBM = ("tanh", "exp", "log", "sqrt", "erf", "expm1")
@@ -454,7 +422,8 @@ _LIBM = ("tanh", "exp", "log", "sqrt", "erf", "expm1")
 
 def runtime(ctx: CContext) -> str:
     """The C text of the helpers the emitters used, in dependency order."""
-    order = ["layer_t", "affine", "tanh", "sigmoid", "lstm", "gru", "rnn_tanh", "rnn_relu", "layernorm", "batchnorm"]
+    order = ["layer_t", "affine", "tanh", "sigmoid", "lstm", "gru", "rnn_tanh", "rnn_relu", "layernorm", "batchnorm",
+             "softmax"]
     order += [k for k in _HELPERS if k.startswith("act_")]
     parts = []
     for name in order:
