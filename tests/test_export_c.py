@@ -440,3 +440,14 @@ def test_export_check_and_verify_c(token_model, tmp_path):
     rnnjit.convert(tmp_path / "o.pth", tmp_path / "o.npz", chain=other.chain_spec())
     r = run("verify", tmp_path / "o.npz", "--c", tmp_path / "c")
     assert r.exit_code == 1 and "c: MISMATCH" in r.stdout, r.stdout + r.stderr
+
+
+def test_a_check_asked_for_without_a_compiler_is_a_failure(token_model, tmp_path, monkeypatch):
+    """verify --c on a machine without a C compiler says so and exits 1: a check asked for and not run fails."""
+    model, d = token_model
+    assert run("export-c", d / "m.npz", "-o", tmp_path / "c").exit_code == 0
+    monkeypatch.setattr("rnnjit.export.c_check.find_cc", lambda: None)
+    r = run("verify", d / "m.npz", "--c", tmp_path / "c")
+    assert r.exit_code == 1 and "c: NOT RUN: no C compiler found" in r.stdout, r.stdout + r.stderr
+    r = run("export-c", d / "m.npz", "-o", tmp_path / "c", "--overwrite", "--check")
+    assert r.exit_code == 1 and "c: NOT RUN" in r.stdout
