@@ -196,7 +196,7 @@ class _Writer:
                 f"static int {p}_advance({p}_state *s, const {p}_input *x, {p}_real *out)\n{{\n"
                 + _indent(body) + "\n}")
 
-    def finish(self, src_state: bool) -> str:
+    def finish(self) -> str:
         """The per-sequence tail applied to the reduction's vector ``v`` (or the state's pooling accumulator)."""
         p, plan = self.p, self.plan
         body = [f"{p}_real va[{self.P}_MAXW], vb[{self.P}_MAXW];",
@@ -428,7 +428,7 @@ class _Writer:
                 }}
                 """))
         if self.streaming:
-            parts += [self.streaming_api(), self.advance(), "", self.finish(True), "", self.seq_streaming(), ""]
+            parts += [self.streaming_api(), self.advance(), "", self.finish(), "", self.seq_streaming(), ""]
         else:
             parts += [self.seq_layers(), ""]
         parts.append(self.public_api())
@@ -442,7 +442,6 @@ class _Writer:
         c_fill = (f"if (c0) memcpy(s->c, c0, {P}_C_SIZE * sizeof *s->c); else for (i = 0; i < {P}_C_SIZE; i++) s->c[i] = 0;"
                   if self.c_size else "(void)c0; s->c[0] = 0;")
         c_get = f"if (cn) memcpy(cn, s->c, {P}_C_SIZE * sizeof *cn);" if self.c_size else "(void)cn;"
-        per_seq = self.plan.reduce == "pool"
         return textwrap.dedent(f"""\
             int {p}_reset_from({p}_state *s, const {p}_real *h0, const {p}_real *c0)
             {{
@@ -479,7 +478,7 @@ class _Writer:
                 if (!s || !x_t || !y_t) return {P}_ERR_ARGUMENT;
                 rc = {p}_advance(s, x_t, v);
                 if (rc) return rc;
-                {p}_finish(v, s->acc, s->t, y_t);{'' if per_seq else ''}
+                {p}_finish(v, s->acc, s->t, y_t);
                 return {P}_OK;
             }}
             """)
