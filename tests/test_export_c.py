@@ -219,6 +219,14 @@ COMBOS = {
     "bilstm-sum-bn-relu": (lambda: ChainNet(
         [("lstm", nn.LSTM(3, 4, batch_first=True, bidirectional=True)), "pool:sum", ("bn", nn.BatchNorm1d(8)),
          "relu", ("fc", nn.Linear(8, 2))], output="all", seed=6, scale=1.5), 0),
+    "lstm-l2norm-fc-all": (lambda: ChainNet(
+        [("lstm", nn.LSTM(3, 6, batch_first=True)), "l2norm", ("fc", nn.Linear(6, 2))], output="all", seed=8), 0),
+    "emb-gru-mean-l2norm-fc": (lambda: ChainNet(
+        [("emb", nn.Embedding(11, 4)), ("gru", nn.GRU(4, 5, batch_first=True)), "pool:mean", "l2norm",
+         ("fc", nn.Linear(5, 2))], output="all", seed=2), 11),
+    "l2norm-first-bilstm": (lambda: ChainNet(
+        ["l2norm", ("lstm", nn.LSTM(3, 4, batch_first=True, bidirectional=True)), ("fc", nn.Linear(8, 1))],
+        seed=3), 0),
     **{f"verify-{k}": (v, 20 if k.startswith("emb") else 0) for k, v in VERIFY.items()},
 }
 

@@ -7,8 +7,9 @@ or the last recurrent module's "last"/"final" output; the steps after it run
 once per sequence. Output mode "all" without pooling has no reduction: every
 step runs per step and the output is (T, O).
 
-Two drivers are generated, both from the same step emitters
-(`rnnjit.export.c_steps.C_EMITTERS`):
+Two drivers are generated, both from the same step emitters (the ``c_emit``
+slot of each entry of the step-kind table `rnnjit.kinds.KINDS`, written in
+`rnnjit.export.c_steps`):
 
 - unidirectional chains stream: ``NAME_step`` advances the state (every
   layer's h and c, a running pooling accumulator, the step count) by one
@@ -31,8 +32,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rnnjit.export.c_steps import C_EMITTERS, CContext, CStep, runtime
-from rnnjit.model import Model, renorm_rows
+from rnnjit.export.c_steps import CContext, CStep, runtime
+from rnnjit.kinds import KINDS
+from rnnjit.model import Model
 from rnnjit.spec import OUTPUT_MODES
 
 C_KEYWORDS = frozenset(
@@ -76,11 +78,14 @@ def _plan(model: Model, ctx: CContext, output: str) -> _Plan:
     width = model.input_size
     steps: list[CStep] = []
     for step in chain:
-        cs = C_EMITTERS[step.kind](ctx, step, width)
+        emit = KINDS[step.kind].c_emit
+        if emit is None:
+            raise ValueError(f"export-c cannot write a {step.kind} step ({step.label()!r}) yet: its kind has no C emitter")
+        cs = emit(ctx, step, width)
         steps.append(cs)
         width = cs.width_out
-    last_rnn = max(i for i, s in enumerate(chain) if s.kind == "rnn")
-    pool_at = next((i for i, s in enumerate(chain) if s.kind == "pool"), None)
+    last_rnn = max(i for i, s in enumerate(chain) if KINDS[s.kind].recurrent)
+    pool_at = next((i for i, s in enumerate(chain) if KINDS[s.kind].pools_time), None)
     if pool_at is not None:
         return _Plan(steps[:pool_at], "pool", steps[pool_at], steps[pool_at + 1 :], False)
     if output in ("last", "final"):
@@ -89,12 +94,10 @@ def _plan(model: Model, ctx: CContext, output: str) -> _Plan:
 
 
 def _weights(model: Model, dtype: np.dtype) -> dict[str, np.ndarray]:
-    """The weights scoring reads, in the export dtype: an embedding with max_norm renormalized (as `Model`)."""
+    """The weights scoring reads, in the export dtype (each kind's ``scoring_weights``: a max_norm table renormalized)."""
     w = {k: np.asarray(v, dtype=dtype) for k, v in model.weights.items()}
-    emb = model.embedding
-    if emb is not None and emb.max_norm is not None:
-        key = f"{emb.prefix}weight"
-        w[key] = renorm_rows(w[key], emb.max_norm)
+    for step in model.chain:
+        w.update(KINDS[step.kind].scoring_weights(step, w))
     return w
 
 
@@ -530,21 +533,11 @@ def _indent(lines, n: int = 4) -> str:
 
 
 def _describe_step(s) -> str:
-    if s.kind == "rnn":
-        r = s.rnn
-        extra = f", proj_size={r.proj_size}" if r.proj_size else ""
-        return (f"{s.name or 'rnn'}: {r.cell} input_size={r.input_size} hidden_size={r.hidden_size}{extra} "
-                f"num_layers={r.num_layers} bidirectional={r.bidirectional} bias={r.bias}")
-    if s.kind == "embedding":
-        mn = f" max_norm={s.max_norm:g}" if s.max_norm is not None else ""
-        return f"{s.name}: embedding {s.in_features} x {s.out_features}{mn}"
-    if s.kind == "linear":
-        return f"{s.name}: linear {s.in_features} -> {s.out_features}{'' if s.bias else ' (no bias)'}"
-    if s.kind in ("layernorm", "batchnorm"):
-        return f"{s.name or '(functional)'}: {s.kind} eps={s.eps:g} affine={s.affine}"
-    if s.kind == "pool":
-        return f"pool:{s.name} over each sequence's valid steps"
-    return s.label()
+    """``label: kind field=value ...`` from the step's bundle form (a recurrent module's own fields inline)."""
+    d = s.to_dict()
+    fields = {**{k: v for k, v in d.items() if k not in ("kind", "name", "rnn")}, **(d.get("rnn") or {})}
+    fields.pop("prefix", None)
+    return f"{s.label()}: {s.kind} {' '.join(f'{k}={v}' for k, v in fields.items())}".rstrip()
 
 
 def write(model: Model, out_dir, prefix: str = "model", dtype: str | None = None) -> CSource:

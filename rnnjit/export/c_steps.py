@@ -1,10 +1,11 @@
 """One C emitter per step kind: the chain's steps as C99 text.
 
-`C_EMITTERS` maps a step kind (`rnnjit.spec.STEP_KINDS`) to a function
-``emit(ctx, step, width) -> CStep`` that declares the step's weights in the
-generated file (``ctx.array``) and says how the step runs in C:
+Each entry of the step-kind table (`rnnjit.kinds.KINDS`) names its emitter in
+its ``c_emit`` slot: a function ``emit(ctx, step, width) -> CStep`` that
+declares the step's weights in the generated file (``ctx.array``) and says
+how the step runs in C:
 
-- per-vector steps (linear, layernorm, batchnorm, activation, dropout) give
+- per-vector steps (linear, layernorm, batchnorm, l2norm, activation, dropout) give
   ``vec(src, dst)``: C statements computing ``dst = step(src)`` for one vector
   (``src`` and ``dst`` never alias);
 - an embedding gives ``lookup(id, dst)``;
@@ -15,6 +16,7 @@ generated file (``ctx.array``) and says how the step runs in C:
 The math is `rnnjit.steps` and `rnnjit.reference` written in C: the same
 formulas in the same order where it matters (sigmoid as ``(1+tanh(v/2))/2``,
 LayerNorm with the biased variance, BatchNorm with its running statistics).
+This module imports numpy only, so the table can name its functions.
 Weight matrices are stored transposed (``in`` rows of ``out`` values), so a
 matrix-vector product is a sum of scaled rows: each output is its own
 accumulator, which a compiler vectorizes without reassociating floating point
@@ -27,10 +29,11 @@ import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
-from rnnjit.spec import Step
+Step = Any  # an `rnnjit.spec.Step` (not imported: rnnjit.spec stands on the table that names these emitters)
 
 
 def hex_literal(v: float, f32: bool) -> str:
@@ -152,6 +155,11 @@ def emit_batchnorm(ctx: CContext, step: Step, width: int) -> CStep:
     return CStep(step, width, width, vec=lambda s, d: f"{fn}({d}, {s}, {mean}, {var}, {w}, {b}, {eps}, {width});")
 
 
+def emit_l2norm(ctx: CContext, step: Step, width: int) -> CStep:
+    fn, eps = ctx.need("l2norm"), ctx.lit(step.eps)
+    return CStep(step, width, width, vec=lambda s, d: f"{fn}({d}, {s}, {eps}, {width});")
+
+
 def emit_activation(ctx: CContext, step: Step, width: int) -> CStep:
     if step.name in ("softmax", "log_softmax"):
         fn, log = ctx.need("softmax"), int(step.name == "log_softmax")
@@ -219,18 +227,6 @@ def emit_pool(ctx: CContext, step: Step, width: int) -> CStep:
     else:
         out = lambda a, cnt, d: f"memcpy({d}, {a}, {n} * sizeof({ctx.p}_real));"  # noqa: E731
     return CStep(step, width, width, acc_init=init, acc_add=add, acc_out=out)
-
-
-C_EMITTERS: dict[str, Callable[[CContext, Step, int], CStep]] = {
-    "embedding": emit_embedding,
-    "rnn": emit_rnn,
-    "pool": emit_pool,
-    "layernorm": emit_layernorm,
-    "batchnorm": emit_batchnorm,
-    "linear": emit_linear,
-    "activation": emit_activation,
-    "dropout": emit_dropout,
-}
 
 
 # ------------------------------------------------------------ C runtime
@@ -399,6 +395,17 @@ static void P_batchnorm(R *restrict y, const R *restrict x, const R *mean, const
         y[i] = v;
     }
 }""",
+    "l2norm": """
+/* F.normalize(x, p=2, dim=-1, eps): x / max(||x||_2, eps) */
+static void P_l2norm(R *restrict y, const R *restrict x, R eps, int n)
+{
+    R s = 0;
+    int i;
+    for (i = 0; i < n; i++) s += x[i] * x[i];
+    s = sqrt(s);
+    if (s < eps) s = eps;
+    for (i = 0; i < n; i++) y[i] = x[i] / s;
+}""",
     "softmax": """
 /* softmax (take_log 0) or log_softmax (1) over n values, shifted by their max as torch */
 static void P_softmax(R *restrict y, const R *restrict x, int n, int take_log)
@@ -423,7 +430,7 @@ _LIBM = ("tanh", "exp", "log", "sqrt", "erf", "expm1")
 def runtime(ctx: CContext) -> str:
     """The C text of the helpers the emitters used, in dependency order."""
     order = ["layer_t", "affine", "tanh", "sigmoid", "lstm", "gru", "rnn_tanh", "rnn_relu", "layernorm", "batchnorm",
-             "softmax"]
+             "l2norm", "softmax"]
     order += [k for k in _HELPERS if k.startswith("act_")]
     parts = []
     for name in order:
