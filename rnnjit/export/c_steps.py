@@ -174,7 +174,7 @@ def emit_dropout(ctx: CContext, step: Step, width: int) -> CStep:
 
 
 def emit_embedding(ctx: CContext, step: Step, width: int) -> CStep:
-    # max_norm rows are renormalized up front (`rnnjit.model.renorm_rows`), as Model scores them
+    # max_norm rows arrive renormalized (the kind's scoring_weights, `rnnjit.steps.renorm_rows`), as Model scores them
     table = ctx.array(
         f"{step.prefix}weight ({step.in_features}, {step.out_features})"
         + (f", rows renormalized to max_norm={step.max_norm:g}" if step.max_norm is not None else ""),
