@@ -459,3 +459,16 @@ def test_a_check_asked_for_without_a_compiler_is_a_failure(token_model, tmp_path
     assert r.exit_code == 1 and "c: NOT RUN: no C compiler found" in r.stdout, r.stdout + r.stderr
     r = run("export-c", d / "m.npz", "-o", tmp_path / "c", "--overwrite", "--check")
     assert r.exit_code == 1 and "c: NOT RUN" in r.stdout
+
+
+def test_a_kind_without_a_c_emitter_is_one_line(token_model, tmp_path, monkeypatch):
+    """A step kind whose table entry has no C emitter yet: export-c names the step, writes nothing."""
+    from dataclasses import replace
+
+    from rnnjit.kinds import KINDS
+
+    model, d = token_model
+    monkeypatch.setitem(KINDS, "pool", replace(KINDS["pool"], c_emit=None))
+    r = run("export-c", d / "m.npz", "-o", tmp_path / "c")
+    assert r.exit_code == 2 and "cannot write a pool step ('pool:mean') yet" in r.stderr, r.stderr
+    assert "\n" not in r.stderr.strip() and not (tmp_path / "c" / "model.c").exists()

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from rnnjit.errors import ArchitectureError, InputError
 from rnnjit.export.c_steps import CContext, CStep, runtime
 from rnnjit.kinds import KINDS
 from rnnjit.model import Model
@@ -80,7 +81,10 @@ def _plan(model: Model, ctx: CContext, output: str) -> _Plan:
     for step in chain:
         emit = KINDS[step.kind].c_emit
         if emit is None:
-            raise ValueError(f"export-c cannot write a {step.kind} step ({step.label()!r}) yet: its kind has no C emitter")
+            raise ArchitectureError(
+                f"export-c cannot write a {step.kind} step ({step.label()!r}) yet: its kind has no C emitter; "
+                "score this model with rnnjit instead"
+            )
         cs = emit(ctx, step, width)
         steps.append(cs)
         width = cs.width_out
@@ -112,13 +116,13 @@ def generate(model: Model, prefix: str = "model", dtype: str | None = None) -> C
     """
     problem = check_prefix(prefix)
     if problem:
-        raise ValueError(f"prefix {prefix!r} must be {problem}")
+        raise InputError(f"prefix {prefix!r} must be {problem}")
     dtype = str(np.dtype(dtype or model.dtype))
     if dtype not in ("float32", "float64"):
-        raise ValueError(f"dtype {dtype!r} is not supported; expected float32 or float64")
+        raise InputError(f"dtype {dtype!r} is not supported; expected float32 or float64")
     output = model.output
     if output not in OUTPUT_MODES:
-        raise ValueError(f"output mode {output!r} is not known")
+        raise InputError(f"output mode {output!r} is not known; expected one of {', '.join(OUTPUT_MODES)}")
     ctx = CContext(prefix, dtype, _weights(model, np.dtype(dtype)))
     plan = _plan(model, ctx, output)
     return _Writer(model, ctx, plan, dtype).write()
