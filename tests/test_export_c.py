@@ -472,3 +472,18 @@ def test_a_kind_without_a_c_emitter_is_one_line(token_model, tmp_path, monkeypat
     r = run("export-c", d / "m.npz", "-o", tmp_path / "c")
     assert r.exit_code == 2 and "cannot write a pool step ('pool:mean') yet" in r.stderr, r.stderr
     assert "\n" not in r.stderr.strip() and not (tmp_path / "c" / "model.c").exists()
+
+
+def test_benchmark_builds_score_what_the_numba_engine_scores(tmp_path):
+    """bench/c_export.py's two builds (-O2, -O3 -march=native) and the engine it races give the same scores."""
+    from bench.c_export import C_FLAGS, I, T, build
+
+    built = build("lstm-H32", tmp_path)
+    assert set(built.libs) == set(C_FLAGS)
+    x = np.random.default_rng(0).standard_normal((3, T, I)).astype(np.float32)
+    lengths = np.array([T, 40, 1], np.int64)
+    want = built.model.predict(x, lengths=lengths, engine="numpy")
+    for label, lib in built.libs.items():
+        y = np.zeros((3, 1), np.float32)
+        assert lib.m_score_batch(ptr(x), ptr(lengths), I64(3), I64(T), ptr(y), None) == 0
+        assert max_abs(y, want) <= TOL["float32"], label
