@@ -441,6 +441,8 @@ def test_export_check_and_verify_c(token_model, tmp_path):
     assert r.exit_code == 0 and "c: ok, max abs error" in r.stdout, r.stdout + r.stderr
     r = run("verify", d / "m.npz", "--c", tmp_path / "c")
     assert r.exit_code == 0 and "c: ok" in r.stdout, r.stdout + r.stderr
+    r = run("export-c", d / "m.npz", "-o", tmp_path / "c64", "--dtype", "float64", "--check")
+    assert r.exit_code == 0 and "c: ok" in r.stdout and "(float64)" in r.stdout, r.stdout + r.stderr
     # the C of another model is caught
     other = ChainNet([("emb", nn.Embedding(11, 3)), ("lstm", nn.LSTM(3, 4, batch_first=True)), "pool:mean",
                       ("fc", nn.Linear(4, 2))], output="all", seed=5)
