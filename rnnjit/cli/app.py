@@ -117,7 +117,7 @@ app.command("convert", cls=_Command)(with_memory_limit(convert_command))
 app.command("score", cls=_Command)(with_memory_limit(score_command))
 app.command("inspect", cls=_Command)(with_memory_limit(inspect_command))
 app.command("verify", cls=_Command)(with_memory_limit(verify_command))
-app.command("export-c", cls=_Command)(export_c_command)
+app.command("export-c", cls=_Command)(with_memory_limit(export_c_command))
 
 try:  # the bench command ships with the kernels work; register it when present
     from rnnjit.cli.bench_cmd import bench_command  # noqa: E402
