@@ -18,12 +18,10 @@ not by the size of the input:
 from __future__ import annotations
 
 import bisect
-import signal
 import sys
 import threading
 import time
 from collections.abc import Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -33,8 +31,9 @@ from rnnjit.engines import resolve as resolve_engine
 from rnnjit.errors import InputError
 from rnnjit.io import killpoints, pandas_meta
 from rnnjit.io.dataset import InputSet, open_input, prefetched, read_file
-from rnnjit.io.dataset_out import fingerprint, open_output_dir, output_rel
+from rnnjit.io.dataset_out import OutputDir, fingerprint, input_root
 from rnnjit.io.fs import remove_stale_temps, resolve
+from rnnjit.io.signals import Terminated, sigterm_as_interrupt  # noqa: F401 - Terminated: the CLI's
 from rnnjit.io.sinks import Sink
 from rnnjit.io.targets import check_file_output, refuse_input_as_output, refuse_output_inside_input, wants_dataset
 from rnnjit.plan import LAYOUTS, plan_scoring
@@ -83,30 +82,6 @@ class Progress:
 
 
 # --------------------------------------------------------------------------- driver
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (``timeout``, schedulers, Kubernetes) arrived: handled like Ctrl-C."""
-
-
-@contextmanager
-def _sigterm_as_interrupt():
-    """Raise `Terminated` in the main thread on SIGTERM, so temporary files are removed."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    fired = []
-
-    def handler(signum, frame):
-        if not fired:  # a second SIGTERM must not interrupt the clean-up of the first
-            fired.append(signum)
-            raise Terminated()
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 @dataclass
 class Summary(ScoreStats):
     """What a scoring run did: the scoring counters, plus input rows, files, time and output."""
@@ -117,6 +92,7 @@ class Summary(ScoreStats):
     layout: str = "list"
     files_written: int = 0
     files_done_before: int = 0
+    files_removed: int = 0  # outputs of inputs that are gone (or replaced by --overwrite)
     notes: list[str] = field(default_factory=list)
     engine: str = ""  # the engine that ran and its threads (rnnjit.engines)
     threads: int = 0
@@ -132,9 +108,11 @@ class Summary(ScoreStats):
         else:
             what = f"{self.rows:,} rows"
         files = ""
-        if self.files_written > 1 or self.files_done_before:
+        if self.files_written > 1 or self.files_done_before or self.files_removed:
             files = f" ({self.files_written:,} files written"
-            files += f", {self.files_done_before:,} already done)" if self.files_done_before else ")"
+            files += f", {self.files_done_before:,} already done" if self.files_done_before else ""
+            files += f", {self.files_removed:,} stale removed" if self.files_removed else ""
+            files += ")"
         ran = f", engine {self.engine} ({self.threads} thread{'s' if self.threads != 1 else ''})" if self.engine else ""
         notes = "".join(f"; {n.removeprefix('warning: ')}" for n in self.notes)
         return (
@@ -279,10 +257,11 @@ def score_dataset(
     summary.threads = engine_threads(summary.engine, options.threads)
     bar = Progress(inputs.count_rows() if progress else None, bool(progress))
     try:
-        with _sigterm_as_interrupt():
+        with sigterm_as_interrupt():
             if dataset_out:
+                roots = [input_root(i, filesystem) for i in inputs_given]
                 _score_to_dataset(model, inputs, plan, output, fmt or "parquet", batch_rows, overwrite, resume,
-                                  filesystem, summary, bar, warm)
+                                  filesystem, summary, bar, warm, roots)
             else:
                 refuse_input_as_output(target.loc, inputs.files)
                 _score_to_file(model, inputs, plan, target, batch_rows, summary, bar, warm)
@@ -302,13 +281,15 @@ def _score_to_file(model, inputs, plan, target, batch_rows, summary, bar, warm) 
     pieces = ((fi, b) for fi, f in enumerate(inputs.files)
               for b in read_file(f, inputs.schema, plan.columns, batch_rows, inputs.partition_fields))
     batches = where.track(prefetched(pieces))
-    sink = Sink.for_file(target, schema)
+    sink = None
     try:
+        sink = Sink.for_file(target, schema)
         for batch, consumed in plan.sequences(batches, model.dtype, where.locate):
             _score_into(model, batch, consumed, plan, summary, sink, bar, warm, where)
         sink.commit()
     except BaseException:
-        sink.abort()
+        if sink is not None:
+            sink.abort()
         raise
     finally:
         batches.close()  # stops the reader thread now, not when the generator is collected
@@ -329,44 +310,48 @@ def _score_into(model, batch, consumed, plan, summary, sink, bar, warm, where) -
 
 
 def _score_to_dataset(model, inputs, plan, output, fmt, batch_rows, overwrite, resume, filesystem,
-                      summary, bar, warm) -> None:
+                      summary, bar, warm, roots) -> None:
     fp = fingerprint(model, plan, fmt, {"layout": plan.layout})
-    out_dir, manifest = open_output_dir(output, filesystem, overwrite=overwrite, resume=resume, fp=fp)
-    summary.output = out_dir.uri.rstrip("/") + "/"
+    out_dir = OutputDir(output, filesystem, fmt, fp, roots)
+    summary.output = out_dir.uri
     schema = pandas_meta.restrict(inputs.schema, plan.output_schema, keep_range_index=plan.long is None)
-    last_ids = None
-    for fi, f in enumerate(inputs.files):
-        if resume and manifest.done(f):
-            summary.files_done_before += 1
-            bar.advance(manifest.files[f.rel].get("rows", 0))
-            last_ids = None
-            continue
-        rel = output_rel(f.rel, fmt)
-        target = out_dir.join(rel)
-        target.fs.create_dir(target.parent().path, recursive=True)
-        where = _Where(InputSet([f], inputs.schema, inputs.partition_fields, []))
-        where.named = True
-        pieces = ((0, b) for b in read_file(f, inputs.schema, plan.columns, batch_rows, inputs.partition_fields))
-        batches = where.track(prefetched(pieces))
-        sink = Sink(target, schema, fmt)
-        rows_before = summary.input_rows
-        try:
-            first = True
-            for batch, consumed in plan.sequences(batches, model.dtype, where.locate):
-                if plan.long is not None and first:
-                    _refuse_split_sequence(plan, last_ids, batch, inputs.files[fi - 1] if fi else None, f)
-                first = False
-                _score_into(model, batch, consumed, plan, summary, sink, bar, warm, where)
-                if plan.long is not None and batch.num_rows:
-                    last_ids = [batch.column(c)[batch.num_rows - 1].as_py() for c in plan.long.id_columns]
-            sink.commit()
-        except BaseException:
-            sink.abort()
-            raise
-        finally:
-            batches.close()
-        manifest.record(f, rel, summary.input_rows - rows_before)
-        summary.files_written += 1
+    with out_dir.opened(inputs.files, overwrite=overwrite, resume=resume) as out:
+        summary.files_done_before = out.done_before
+        bar.advance(out.done_rows)
+        index = {id(f): i for i, f in enumerate(inputs.files)}
+        last_ids, prev = None, None
+        for f, rel, footer in out.todo:
+            if prev is not None and index[id(f)] != index[id(prev)] + 1:
+                last_ids = None  # the file before this one was done before: nothing to compare with
+            target = out.target(rel)
+            where = _Where(InputSet([f], inputs.schema, inputs.partition_fields, []))
+            where.named = True
+            pieces = ((0, b) for b in read_file(f, inputs.schema, plan.columns, batch_rows, inputs.partition_fields))
+            batches = where.track(prefetched(pieces))
+            rows_before = summary.input_rows
+            sink = None
+            try:
+                sink = Sink(target, schema, fmt)
+                first = True
+                for batch, consumed in plan.sequences(batches, model.dtype, where.locate):
+                    if plan.long is not None and first:
+                        _refuse_split_sequence(plan, last_ids, batch, prev, f)
+                    first = False
+                    _score_into(model, batch, consumed, plan, summary, sink, bar, warm, where)
+                    if plan.long is not None and batch.num_rows:
+                        last_ids = [batch.column(c)[batch.num_rows - 1].as_py() for c in plan.long.id_columns]
+                sink.commit()
+            except BaseException:
+                if sink is not None:
+                    sink.abort()
+                raise
+            finally:
+                batches.close()
+            out.commit_file(f, footer, rel, summary.input_rows - rows_before)
+            summary.files_written += 1
+            prev = f
+        out.finish()
+        summary.files_removed = out.removed
 
 
 def _refuse_split_sequence(plan, last_ids, batch, prev, f) -> None:

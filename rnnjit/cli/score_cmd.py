@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
@@ -59,6 +60,25 @@ def sequence_column_option(sequence_column: str | None, features_column: str | N
     return features_column
 
 
+def _terminable(command):
+    """SIGTERM at any point of the command: the run's clean-up, one line, exit 143 (see `rnnjit.io.signals`)."""
+
+    @functools.wraps(command)
+    def run(*args, **kwargs):
+        from rnnjit.io.signals import Terminated, sigterm_as_interrupt
+
+        try:
+            with sigterm_as_interrupt():
+                return command(*args, **kwargs)
+        except Terminated:
+            err("error: terminated (SIGTERM); no output file was left half-written (committed dataset files are "
+                "kept for --resume; _SUCCESS is written only by a complete run)")
+            raise typer.Exit(EXIT_TERMINATED) from None
+
+    return run
+
+
+@_terminable
 def score_command(
     model: Annotated[str, typer.Option("--model", "-m", metavar="BUNDLE", help="Bundle (.npz): a path or a URI.")],
     input: Annotated[
@@ -220,9 +240,7 @@ def score_command(
             on_note=lambda note: err(note) if note.startswith("warning:") else None,
         )
     except Terminated:
-        err("error: terminated (SIGTERM); no output file was left half-written (committed dataset files are kept "
-            "for --resume)")
-        raise typer.Exit(EXIT_TERMINATED) from None
+        raise  # _terminable reports it
     except KeyboardInterrupt:
         err("error: interrupted; no output was written")
         raise typer.Exit(130) from None

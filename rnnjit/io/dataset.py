@@ -81,7 +81,7 @@ def _read_error(what, exc) -> InputError:
     )
 
 
-def _hidden(rel: str) -> bool:
+def is_hidden(rel: str) -> bool:
     """Spark/Hive/pyarrow convention: a path part starting with '.' or '_' is not data."""
     return any(p.startswith((".", "_")) and "=" not in p for p in rel.split("/") if p)
 
@@ -142,7 +142,7 @@ def _list_one(text, filesystem) -> tuple[list[tuple[Location, str, pafs.FileInfo
     data, skipped = [], []
     for floc, rel, info in found:
         size = info.size or 0
-        if _hidden(rel) or not _is_parquet(floc, rel, size):
+        if is_hidden(rel) or not _is_parquet(floc, rel, size):
             skipped.append(rel)
         else:
             data.append((floc, rel, info))
@@ -162,6 +162,32 @@ def _uri(root: Location, path: str) -> str:
         scheme = root.uri.split("://", 1)[0]
         return f"{scheme}://{path}" if path.startswith("/") or scheme != "file" else f"{scheme}:///{path}"
     return path
+
+
+def footer_hash(f: InputFile) -> str:
+    """A hash of ``f``'s Parquet footer (schema, row groups, row counts, column statistics).
+
+    Cheap (the last bytes of the file) and it changes with the content: a
+    same-size rewrite whose modification time was restored (``cp -p``,
+    ``rsync -t``) still has other statistics or offsets in its footer.
+    """
+    import hashlib
+    import struct
+
+    try:
+        with f.loc.fs.open_input_file(f.loc.path) as fh:
+            size = fh.size()
+            if size < 12:
+                raise OSError(f"{size} bytes is too short for Parquet")
+            fh.seek(size - 8)
+            tail = fh.read(8)
+            n = struct.unpack("<I", tail[:4])[0]
+            if tail[4:] != b"PAR1" or n + 12 > size:
+                raise OSError("no Parquet footer at its end")
+            fh.seek(size - 8 - n)
+            return hashlib.sha256(fh.read(n) + tail).hexdigest()[:32]
+    except (pa.ArrowException, OSError) as exc:
+        raise _read_error(f.uri, exc) from exc
 
 
 def _partition_type(values: list) -> pa.DataType:
