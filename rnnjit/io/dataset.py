@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 
 from rnnjit.errors import InputError
-from rnnjit.io.fs import Location, resolve
+from rnnjit.io.fs import Location, resolve, store_hint
 
 PARQUET_EXTENSIONS = (".parquet", ".parq", ".pq")
 _HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
@@ -75,10 +75,8 @@ class InputSet:
 
 def _read_error(what, exc) -> InputError:
     msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return InputError(
-        f"cannot read Parquet input {str(what)!r}: {msg}; "
-        "check that it is a complete Parquet file (not truncated, not another format)"
-    )
+    hint = store_hint(exc) or "check that it is a complete Parquet file (not truncated, not another format)"
+    return InputError(f"cannot read Parquet input {str(what)!r}: {msg}; {hint}")
 
 
 def is_hidden(rel: str) -> bool:
@@ -222,7 +220,10 @@ def open_input(inputs, filesystem: pafs.FileSystem | None = None) -> InputSet:
     files: list[InputFile] = []
     skipped: list[str] = []
     for text in inputs:
-        data, skip = _list_one(text, filesystem)
+        try:
+            data, skip = _list_one(text, filesystem)
+        except (pa.ArrowException, OSError) as exc:  # listing a store: credentials, endpoint
+            raise _read_error(resolve(text, filesystem).uri, exc) from exc
         skipped += skip
         for loc, rel, info in data:
             mtime = info.mtime_ns if info.mtime is not None else None

@@ -37,7 +37,7 @@ import pyarrow.fs as pafs
 from rnnjit.errors import InputError
 from rnnjit.io import killpoints
 from rnnjit.io.dataset import PARQUET_EXTENSIONS, footer_hash, is_hidden
-from rnnjit.io.fs import _HOST, Location, _pid_alive, is_uri, remove_stale_temps, resolve, split_query
+from rnnjit.io.fs import _HOST, Location, _pid_alive, is_uri, remove_stale_temps, resolve, split_query, store_hint
 from rnnjit.io.manifest import MANIFEST, VERSION, Manifest, safe_rel
 from rnnjit.io.signals import held
 from rnnjit.io.targets import FORMAT_EXT, OutputExistsError
@@ -325,7 +325,12 @@ class OutputDir:
     @contextmanager
     def opened(self, files, *, overwrite: bool, resume: bool):
         """Lock, check, clear ``_SUCCESS`` and write the starting manifest; release the lock at the end."""
-        info = self.loc.info()
+        try:
+            info = self.loc.info()
+        except (pa.ArrowException, OSError) as exc:
+            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise InputError(f"cannot open output directory {self.uri!r}: {msg}; "
+                             f"{store_hint(exc) or 'check the path and its permissions'}") from exc
         if info.type == pafs.FileType.File:
             raise InputError(
                 f"output {self.loc.uri!r} is a file but a dataset output is a directory; give a directory name "

@@ -84,6 +84,45 @@ def ends_in_slash(text: str) -> bool:
     return text.endswith("/") or text.endswith(os.sep)
 
 
+_SECRET_PARAMS = re.compile(r"((?:access_key|secret_key|session_token|sas_token|account_key)=)[^&]*", re.I)
+
+
+def shown(uri: str) -> str:
+    """A URI as messages show it: secrets in its query replaced by ``***``."""
+    return _SECRET_PARAMS.sub(r"\1***", str(uri))
+
+
+_CREDENTIALS = ("ACCESS_DENIED", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken",
+                "Forbidden", "HTTP status 403", "HTTP status 401", "No credentials", "credentials", "Permission denied")
+_CONNECTION = ("NETWORK_CONNECTION", "Could not connect", "Couldn't connect", "Connection refused",
+               "Could not resolve host", "Couldn't resolve host", "curlCode", "timed out", "Timeout")
+
+
+def store_hint(exc: BaseException) -> str | None:
+    """The hint for a failure of the store itself (credentials, permissions, the endpoint), else None."""
+    text = str(exc)
+    if any(k in text for k in _CREDENTIALS):
+        return "check the credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, a profile) and the permissions"
+    if any(k in text for k in _CONNECTION):
+        return ("check the endpoint (AWS_ENDPOINT_URL, or ?endpoint_override=HOST:PORT&scheme=http in the URI) "
+                "and that it is reachable")
+    return None
+
+
+def _from_uri(text: str) -> tuple[pafs.FileSystem, str]:
+    """`pyarrow.fs.FileSystem.from_uri`, with glob characters allowed in the path (its parser refuses ``[``)."""
+    head, query = split_query(text)
+    scheme, rest = head.split("://", 1)
+    cut = min((rest.find(c) for c in "*?[" if c in rest), default=-1)
+    if cut < 0:
+        return pafs.FileSystem.from_uri(text)
+    slash = rest.rfind("/", 0, cut)
+    if slash < 0:
+        raise ValueError("a glob in the bucket or host name")
+    fs, base = pafs.FileSystem.from_uri(f"{scheme}://{rest[:slash]}{query}")
+    return fs, base.rstrip("/") + rest[slash:]
+
+
 def resolve(location, filesystem: pafs.FileSystem | None = None) -> Location:
     """A `Location` for a local path, a URI, or a path on ``filesystem``.
 
@@ -96,13 +135,13 @@ def resolve(location, filesystem: pafs.FileSystem | None = None) -> Location:
         return Location(filesystem, text, text)
     if is_uri(text):
         try:
-            fs, path = pafs.FileSystem.from_uri(text)
+            fs, path = _from_uri(text)
         except (pa.ArrowException, OSError, ValueError) as exc:
             msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise InputError(
-                f"cannot open {text!r}: {msg}; rnnjit reads what pyarrow.fs reads (file://, s3://, gs://, "
-                "hdfs://, abfs:// when this pyarrow was built with them); check the URI and credentials"
-            ) from exc
+            hint = store_hint(exc) or (
+                "rnnjit reads what pyarrow.fs reads (file://, s3://, gs://, hdfs://, abfs:// when this pyarrow was "
+                "built with them); check the URI and credentials")
+            raise InputError(f"cannot open {shown(text)!r}: {shown(msg)}; {hint}") from exc
         return Location(fs, path, split_query(text)[0])  # messages never show the query (it may hold keys)
     return Location(pafs.LocalFileSystem(), os.path.abspath(text), text)
 
