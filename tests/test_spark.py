@@ -342,3 +342,73 @@ def test_named_state_column_must_exist_and_missing_input_is_one_line(spark, bund
                            tmp_path / "out"))
     assert line.startswith(f"error: cannot read Parquet input {str(tmp_path / 'nowhere')!r}: ") and "check the path" in line
     assert sorted(os.listdir(tmp_path)) == []
+
+
+# ------------------------------------------------------------------ the dataset contract (issue #19)
+def _hive(root, seqs):
+    for k, day in enumerate(["2026-12-01", "2026-12-02"]):
+        p = root / f"date={day}" / "part-0.parquet"
+        p.parent.mkdir(parents=True)
+        write(list_table(seqs[10 * k:10 * k + 10], ids=list(range(10 * k, 10 * k + 10))), p)
+    return root
+
+
+def _hive_back(out):
+    import pyarrow.dataset as ds
+
+    t = ds.dataset(out, format="parquet", partitioning="hive", ignore_prefixes=[".", "_"]).to_table()
+    return t.sort_by("id")
+
+
+def test_hive_partitions_same_layout_and_types_as_local(spark, bundle, seqs, tmp_path):
+    src = _hive(tmp_path / "seq", seqs)
+    args = ("-m", bundle, *NP)
+    assert run("score", *args, "-i", src, "-o", f"{tmp_path}/local/").exit_code == 0
+    r = run("score", "--runner", "spark", *args, "-i", src, "-o", tmp_path / "spark")
+    assert r.exit_code == 0, r.stderr
+    dirs = sorted(p.name for p in (tmp_path / "spark").iterdir() if p.is_dir())
+    assert dirs == sorted(p.name for p in (tmp_path / "local").iterdir() if p.is_dir()) == [
+        "date=2026-12-01", "date=2026-12-02"]
+    local, on_spark = _hive_back(tmp_path / "local"), _hive_back(tmp_path / "spark")
+    assert on_spark.schema.field("date").type == local.schema.field("date").type == pa.string()
+    assert on_spark.column("date").to_pylist() == local.column("date").to_pylist()
+    # one partition folder on its own keeps its column, on both runners
+    one = src / "date=2026-12-02"
+    assert run("score", *args, "-i", one, "-o", tmp_path / "l1.parquet").exit_code == 0
+    assert run("score", "--runner", "spark", *args, "-i", one, "-o", tmp_path / "s1").exit_code == 0
+    for out in (tmp_path / "l1.parquet", tmp_path / "s1"):
+        t = pq.read_table(out)
+        assert t.schema.field("date").type == pa.string() and set(t.column("date").to_pylist()) == {"2026-12-02"}
+
+
+@pytest.mark.parametrize("mistake", ["truncated file", "file without the sequence column", "mistyped column"])
+def test_read_level_failures_are_the_local_one_line_error(spark, bundle, seqs, tmp_path, mistake):
+    src = tmp_path / "in"
+    src.mkdir()
+    write(list_table(seqs[:5]), src / "a.parquet")
+    if mistake == "truncated file":
+        write(list_table(seqs[5:10]), src / "b.parquet")
+        data = (src / "b.parquet").read_bytes()
+        (src / "b.parquet").write_bytes(data[: len(data) // 2] + data[-8:])
+    elif mistake == "file without the sequence column":
+        write(list_table(seqs[5:10]).drop(["features"]), src / "b.parquet")
+    else:
+        write(pa.table({"id": [5], "features": ["not a sequence"]}), src / "b.parquet")
+    args = ("-m", bundle, "-i", src, "--on-invalid", "skip", *NP)
+    local = _error_line(run("score", *args, "-o", f"{tmp_path}/local/"))
+    on_spark = _error_line(run("score", "--runner", "spark", *args, "-o", tmp_path / "out"))
+    assert on_spark == local and "b.parquet" in local
+    assert sorted(os.listdir(tmp_path)) == ["in", "local"]
+
+
+def test_a_read_failure_inside_the_job_is_one_line(spark, bundle, seqs, tmp_path):
+    """A URI input is listed by Spark, not checked beforehand: the failure comes from a task."""
+    src = tmp_path / "in"
+    src.mkdir()
+    write(list_table(seqs[:5]), src / "a.parquet")
+    write(list_table(seqs[5:10]), src / "b.parquet")
+    data = (src / "b.parquet").read_bytes()
+    (src / "b.parquet").write_bytes(data[: len(data) // 2] + data[-8:])
+    line = _error_line(run("score", "--runner", "spark", "-m", bundle, "-i", f"file://{src}", "-o",
+                           f"file://{tmp_path}/out", *NP))
+    assert line.startswith("error: cannot read Parquet input 'file:") and "b.parquet" in line, line

@@ -96,6 +96,15 @@ def _is_parquet(loc: Location, rel: str, size: int) -> bool:
         return False
 
 
+def _root_partition(root: str) -> dict:
+    """The hive folders that end an input directory: ``seq/date=2026-12-01/`` keeps its ``date`` column."""
+    parts = [p for p in root.split("/") if p]
+    k = len(parts)
+    while k and "=" in parts[k - 1]:
+        k -= 1
+    return _partition("/".join(parts[k:]) + "/")
+
+
 def _partition(rel: str) -> dict:
     out = {}
     for part in rel.split("/")[:-1]:
@@ -198,7 +207,7 @@ def _partition_type(values: list) -> pa.DataType:
     return pa.int32() if all(-(2**31) <= i < 2**31 for i in ints) else pa.int64()
 
 
-def _footer_schema(f: InputFile) -> pa.Schema:
+def footer_schema(f: InputFile) -> pa.Schema:
     import pyarrow.parquet as pq
 
     try:
@@ -225,15 +234,17 @@ def open_input(inputs, filesystem: pafs.FileSystem | None = None) -> InputSet:
         except (pa.ArrowException, OSError) as exc:  # listing a store: credentials, endpoint
             raise _read_error(resolve(text, filesystem).uri, exc) from exc
         skipped += skip
+        root = resolve(text, filesystem)
+        above = _root_partition(root.path) if data and data[0][0].path != root.path else {}
         for loc, rel, info in data:
             mtime = info.mtime_ns if info.mtime is not None else None
-            files.append(InputFile(loc, rel, info.size or 0, mtime, _partition(rel)))
-    schema = _footer_schema(files[0])
+            files.append(InputFile(loc, rel, info.size or 0, mtime, {**above, **_partition(rel)}))
+    schema = footer_schema(files[0])
     for f in files[1:]:
         nulls = [n for n in schema.names if pa.types.is_null(schema.field(n).type)]
         if not nulls:
             break
-        other = _footer_schema(f)
+        other = footer_schema(f)
         for n in nulls:
             if n in other.names and not pa.types.is_null(other.field(n).type):
                 schema = schema.set(schema.get_field_index(n), other.field(n))
@@ -280,6 +291,26 @@ def castable(src: pa.DataType, dst: pa.DataType) -> bool:
     return (_num(src) and _num(dst)) or (_text(src) and _text(dst))
 
 
+def check_columns(f: InputFile, have: pa.Schema, schema: pa.Schema, cols: Sequence[str]) -> bool:
+    """Refuse a file (footer schema ``have``) that lacks a column of ``cols`` or types one beyond a cast.
+
+    Returns True when every column already has the type of ``schema`` (no cast needed).
+    """
+    missing = [c for c in cols if c not in have.names]
+    if missing:
+        raise InputError(
+            f"file {f.uri!r} has no column {missing[0]!r} (it has {', '.join(have.names)}); "
+            "every file of the input must have the same columns"
+        )
+    bad = next((c for c in cols if not castable(have.field(c).type, schema.field(c).type)), None)
+    if bad is not None:
+        raise InputError(
+            f"file {f.uri!r}: column {bad!r} has type {have.field(bad).type} but the first file has "
+            f"{schema.field(bad).type}; every file of the input must have the same schema"
+        )
+    return all(have.field(c).type == schema.field(c).type for c in cols)
+
+
 def read_file(f: InputFile, schema: pa.Schema, columns: Sequence[str], batch_rows: int,
               partition_fields: Iterable[pa.Field] = ()) -> Iterator[pa.RecordBatch]:
     """Batches of ``columns`` (typed as in ``schema``) from one file.
@@ -299,19 +330,7 @@ def read_file(f: InputFile, schema: pa.Schema, columns: Sequence[str], batch_row
         with f.loc.fs.open_input_file(f.loc.path) as fh:
             pf = pq.ParquetFile(fh, buffer_size=1 << 20, pre_buffer=False)
             have = pf.schema_arrow
-            missing = [c for c in cols if c not in have.names]
-            if missing:
-                raise InputError(
-                    f"file {f.uri!r} has no column {missing[0]!r} (it has {', '.join(have.names)}); "
-                    "every file of the input must have the same columns"
-                )
-            same = all(have.field(c).type == schema.field(c).type for c in cols)
-            bad = next((c for c in cols if not castable(have.field(c).type, schema.field(c).type)), None)
-            if bad is not None:
-                raise InputError(
-                    f"file {f.uri!r}: column {bad!r} has type {have.field(bad).type} but the first file has "
-                    f"{schema.field(bad).type}; every file of the input must have the same schema"
-                )
+            same = check_columns(f, have, schema, cols)
             for batch in pf.iter_batches(batch_size=batch_rows, columns=cols, use_threads=False):
                 if not batch.num_rows:
                     continue

@@ -14,6 +14,7 @@ import pyarrow as pa
 
 from rnnjit import errors
 from rnnjit.errors import InputError, RnnjitError
+from rnnjit.io.fs import is_uri
 from rnnjit.plan import plan_scoring
 from rnnjit.scoring import OUTPUT_COLUMNS, ScoreOptions, score_batch
 
@@ -79,7 +80,7 @@ def _bundle_bytes(spark, model) -> tuple[bytes, str | None]:
             with open(path, "rb") as fh:
                 return fh.read(), model.dtype.name
     path = os.fspath(model)
-    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", path):  # hdfs://, s3a://, abfss://, file://, ...
+    if is_uri(path):  # hdfs://, s3a://, abfss://, file://, ...
         try:
             rows = spark.read.format("binaryFile").load(path).select("content").take(2)
         except Exception as exc:  # Spark's AnalysisException, Py4J errors: any means unreadable
@@ -255,12 +256,7 @@ def score_dataframe(
     """
     _pyspark()
     spark = df.sparkSession
-    for flag, given in (("--h0-column", h0_column), ("--c0-column", c0_column)):
-        if given is not None and given not in df.columns:
-            raise InputError(
-                f"state column {given!r} ({flag}) not found; the input has columns {', '.join(df.columns)}; "
-                f"name an existing column, or drop {flag} to start from zeros"
-            )
+    check_state_columns(df, h0_column, c0_column)
     ids = tuple(id_columns)
     options = ScoreOptions(
         features_column=features_column,
@@ -274,6 +270,24 @@ def score_dataframe(
         engine=engine,
         threads=task_threads(spark, threads_per_task),
     )
+    return scored_frame(df, model, options, layout=layout, order_column=order_column,
+                        feature_columns=feature_columns, counts=_counts)[0]
+
+
+def check_state_columns(df, h0_column: str | None, c0_column: str | None) -> None:
+    """A state column the user named must exist (the defaults ``h0``/``c0`` are used only when present)."""
+    for flag, given in (("--h0-column", h0_column), ("--c0-column", c0_column)):
+        if given is not None and given not in df.columns:
+            raise InputError(
+                f"state column {given!r} ({flag}) not found; the input has columns {', '.join(df.columns)}; "
+                f"name an existing column, or drop {flag} to start from zeros"
+            )
+
+
+def scored_frame(df, model, options: ScoreOptions, *, layout: str = "list", order_column: str | None = None,
+                 feature_columns: Sequence[str] | None = None, counts=None):
+    """``(scored DataFrame, plan)`` for ``options`` as they are (``options.threads``: per task, already set)."""
+    spark = df.sparkSession
     bundle, local = _ship(spark, model)
     plan = plan_scoring(
         local, _arrow_schema(df), options, layout=layout, order_column=order_column, feature_columns=feature_columns
@@ -282,7 +296,7 @@ def score_dataframe(
     if plan.long is not None:
         ids = list(plan.long.id_columns)
         df = df.repartition(*ids).sortWithinPartitions(*ids, plan.long.order_column)
-    return df.mapInArrow(_score_partition(bundle, plan, _counts), spark_schema(plan.output_schema, df.schema))
+    return df.mapInArrow(_score_partition(bundle, plan, counts), spark_schema(plan.output_schema, df.schema)), plan
 
 
 def score_udf(model, *, output_mode: str | None = None, on_invalid: str = "error", engine: str | None = None,
