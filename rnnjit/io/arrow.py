@@ -21,17 +21,7 @@ import numpy as np
 import pyarrow as pa
 
 from rnnjit.errors import InputError, InputTypeError
-from rnnjit.io.shapes import as_steps
-
-_LIST_TYPES = (pa.types.is_list, pa.types.is_large_list, pa.types.is_fixed_size_list)
-
-
-def is_list_type(t: pa.DataType) -> bool:
-    return any(f(t) for f in _LIST_TYPES)
-
-
-def is_numeric_type(t: pa.DataType) -> bool:
-    return pa.types.is_floating(t) or pa.types.is_integer(t)
+from rnnjit.io.shapes import as_steps, is_list_type, is_numeric_type  # noqa: F401 - re-exported for readers
 
 
 def as_array(col) -> pa.Array:

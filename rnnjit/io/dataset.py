@@ -25,6 +25,7 @@ import pyarrow.fs as pafs
 
 from rnnjit.errors import InputError
 from rnnjit.io.fs import Location, resolve, store_hint
+from rnnjit.io.shapes import is_list_type, is_numeric_type
 
 PARQUET_EXTENSIONS = (".parquet", ".parq", ".pq")
 _HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
@@ -265,14 +266,6 @@ def _partition_array(f: InputFile, fld: pa.Field, n: int) -> pa.Array:
     return pa.array([v] * n, fld.type) if v is not None else pa.nulls(n, fld.type)
 
 
-def _list_like(t: pa.DataType) -> bool:
-    return pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)
-
-
-def _num(t: pa.DataType) -> bool:
-    return pa.types.is_integer(t) or pa.types.is_floating(t)
-
-
 def _text(t: pa.DataType) -> bool:
     return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
 
@@ -286,9 +279,9 @@ def castable(src: pa.DataType, dst: pa.DataType) -> bool:
     """
     if src == dst or pa.types.is_null(src):
         return True
-    if _list_like(src) and _list_like(dst):
+    if is_list_type(src) and is_list_type(dst):
         return castable(src.value_type, dst.value_type)
-    return (_num(src) and _num(dst)) or (_text(src) and _text(dst))
+    return (is_numeric_type(src) and is_numeric_type(dst)) or (_text(src) and _text(dst))
 
 
 def check_columns(f: InputFile, have: pa.Schema, schema: pa.Schema, cols: Sequence[str]) -> bool:
