@@ -30,7 +30,7 @@ from rnnjit.engines import engine_threads
 from rnnjit.engines import resolve as resolve_engine
 from rnnjit.errors import InputError
 from rnnjit.io import killpoints, pandas_meta
-from rnnjit.io.dataset import InputSet, open_input, prefetched, read_file
+from rnnjit.io.dataset import InputSet, footer_hash, open_input, prefetched, read_file
 from rnnjit.io.dataset_out import OutputDir, fingerprint, input_root
 from rnnjit.io.fs import remove_stale_temps, resolve
 from rnnjit.io.signals import Terminated, sigterm_as_interrupt  # noqa: F401 - Terminated: the CLI's
@@ -324,6 +324,8 @@ def _score_to_dataset(model, inputs, plan, output, fmt, batch_rows, overwrite, r
             if prev is not None and index[id(f)] != index[id(prev)] + 1:
                 last_ids = None  # the file before this one was done before: nothing to compare with
             target = out.target(rel)
+            if footer is None:  # before reading: a file rewritten while it is scored is redone by --resume
+                footer = footer_hash(f)
             where = _Where(InputSet([f], inputs.schema, inputs.partition_fields, []))
             where.named = True
             pieces = ((0, b) for b in read_file(f, inputs.schema, plan.columns, batch_rows, inputs.partition_fields))

@@ -374,3 +374,14 @@ def test_sigterm_during_model_loading_is_exit_143(bundle, tmp_path, monkeypatch)
     monkeypatch.setattr(rnnjit, "load", load_then_term)
     r = run("score", "--model", bundle, "-i", tmp_path / "in", "-o", f"{tmp_path}/out/", *NP)
     assert r.exit_code == 143 and not (tmp_path / "out").exists(), r.stderr
+
+
+def test_overwrite_refuses_a_directory_rnnjit_did_not_write(bundle, tmp_path):
+    """--overwrite removes what is not this run's output: only in a directory with rnnjit's manifest."""
+    put(tmp_path / "in/a.parquet", range(0, 4))
+    (tmp_path / "home").mkdir()
+    (tmp_path / "home/thesis.tex").write_text("years of work\n")
+    before = snapshot(tmp_path / "home")
+    r = run("score", "--model", bundle, "-i", tmp_path / "in", "-o", f"{tmp_path}/home/", "--overwrite", *NP)
+    assert r.exit_code == 2 and "that no rnnjit run wrote" in r.stderr, r.stderr
+    assert snapshot(tmp_path / "home") == before

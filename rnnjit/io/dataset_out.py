@@ -254,6 +254,12 @@ class OutputDir:
         man = self.manifest
         doc = man.read() if resume or not overwrite else None
         if overwrite:  # this run's output and nothing else
+            if data and not self.loc.join(MANIFEST).info().type == pafs.FileType.File:
+                raise InputError(
+                    f"output directory {self.uri!r} holds {len(data)} file(s) that no rnnjit run wrote (it has no "
+                    f"{MANIFEST}), e.g. {data[0]!r}; --overwrite replaces only a directory rnnjit wrote; empty it "
+                    "first, or choose another directory"
+                )
             man.remove = [r for r in data if r.casefold() not in wanted]
         elif not resume:
             if data or doc is not None:
@@ -368,8 +374,9 @@ class OutputDir:
                              "remove the link")
         return loc
 
-    def commit_file(self, f, footer: str | None, rel: str, rows: int) -> None:
-        self.manifest.record(f, footer if footer is not None else footer_hash(f), rel, rows)
+    def commit_file(self, f, footer: str, rel: str, rows: int) -> None:
+        """Record ``f``'s committed output (``footer``: its footer hash, taken before it was read)."""
+        self.manifest.record(f, footer, rel, rows)
 
     def finish(self) -> None:
         """Remove what this run replaces, rewrite the manifest, then write ``_SUCCESS``."""
