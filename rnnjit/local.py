@@ -37,7 +37,7 @@ from rnnjit.io.signals import Terminated, sigterm_as_interrupt  # noqa: F401 - T
 from rnnjit.io.sinks import Sink
 from rnnjit.io.targets import check_file_output, refuse_input_as_output, refuse_output_inside_input, wants_dataset
 from rnnjit.plan import LAYOUTS, plan_scoring
-from rnnjit.scoring import ScoreOptions, ScoreStats, score_batch
+from rnnjit.scoring import RunOptions, ScoreOptions, ScoreStats, score_batch
 
 # --------------------------------------------------------------------------- progress
 class Progress:
@@ -176,20 +176,12 @@ def score_dataset(
     model,
     input,
     output,
+    options: RunOptions | ScoreOptions | None = None,
     *,
-    options: ScoreOptions | None = None,
-    layout: str = "list",
-    order_column: str | None = None,
-    feature_columns: Sequence[str] | None = None,
-    fmt: str | None = None,
-    batch_rows: int = 4096,
-    overwrite: bool = False,
     progress: bool | None = None,
-    output_layout: str | None = None,
-    resume: bool = False,
     filesystem=None,
-    explicit_state: Sequence[str] = (),
     on_note=None,
+    **fields,
 ) -> Summary:
     """Score a Parquet dataset and write the result atomically.
 
@@ -199,50 +191,43 @@ def score_dataset(
     input : a Parquet file, directory, glob or URI, or a list of them (read in order).
     output : the file to write (parquet, csv or jsonl; see ``fmt``; ``"-"`` is
         standard output), or for a dataset output the directory.
-    options : ScoreOptions
-        Columns, output mode, state, invalid-row policy, engine, threads.
-        In the long layout ``options.id_columns`` is the sequence key.
-    layout : "list" (one row per sequence) or "long" (one row per step).
-    order_column, feature_columns : long layout only.
-    fmt : "parquet" | "csv" | "jsonl"; default from the output's extension, else parquet.
-    batch_rows : rows read per batch; bounds memory.
-    overwrite : replace an existing output.
+    options : RunOptions, or ScoreOptions for its ``score`` part
+        What to read and write (layout, batch_rows, fmt, overwrite, resume,
+        output_layout, explicit_state...) and how to score each batch (columns,
+        output mode, state, invalid-row policy, engine, threads). In the long
+        layout ``options.score.id_columns`` is the sequence key.
     progress : show a progress bar; default when stderr is a terminal.
-    output_layout : "file" or "dataset" (one output file per input file, same
-        relative paths); default: dataset when ``output`` ends with "/" or is a directory.
-    resume : dataset output only: skip input files whose output is committed and unchanged.
     filesystem : a `pyarrow.fs.FileSystem` holding both input and output
         (default: local paths, or the URI's filesystem).
-    explicit_state : state column names given by the user; each must exist.
     on_note : callable(str) told each note (warning) as it arises.
+    **fields : any field of `RunOptions` or `ScoreOptions` (``layout="long"``,
+        ``resume=True``...), applied over ``options``.
 
     Returns
     -------
     Summary
     """
-    options = options or ScoreOptions()
+    run = RunOptions.build(options, **fields)
     # Loading the compiled kernels takes a moment (numba import, cache): do it
     # while the dataset is opened and the first batch is read.
-    warm = threading.Thread(target=_warm_up, args=(model, options), daemon=True)
+    warm = threading.Thread(target=_warm_up, args=(model, run.score), daemon=True)
     warm.start()
-    if layout not in LAYOUTS:
-        raise InputError(f"layout {layout!r} is not known; expected one of {', '.join(LAYOUTS)}")
-    if not isinstance(batch_rows, (int, np.integer)) or batch_rows < 1:
-        raise InputError(f"batch_rows must be a positive integer, got {batch_rows!r}")
+    if run.layout not in LAYOUTS:
+        raise InputError(f"layout {run.layout!r} is not known; expected one of {', '.join(LAYOUTS)}")
     inputs_given = [input] if isinstance(input, (str, bytes)) or not isinstance(input, Sequence) else list(input)
-    dataset_out = wants_dataset(output, output_layout, filesystem)
-    if resume and not dataset_out:
-        raise InputError("--resume needs a dataset output (a directory: --output-layout dataset or a name ending in /)")
+    dataset_out = wants_dataset(output, run.output_layout, filesystem)
+    if run.resume and not dataset_out:
+        raise InputError("resume needs a dataset output (a directory: output_layout='dataset' or a name ending in /)")
     t0 = time.perf_counter()
     if not dataset_out:
-        target = check_file_output(output, overwrite, fmt, filesystem)
+        target = check_file_output(output, run.overwrite, run.fmt, filesystem)
         refuse_output_inside_input(target.loc, inputs_given, filesystem)
     else:
         refuse_output_inside_input(resolve(str(output).rstrip("/") or "/", filesystem), inputs_given, filesystem)
     inputs = open_input(inputs_given, filesystem)
-    plan = plan_scoring(model, inputs.schema, options, layout=layout, order_column=order_column,
-                        feature_columns=feature_columns, explicit_state=explicit_state)
-    summary = Summary(layout=layout)
+    plan = plan_scoring(model, inputs.schema, run.score, layout=run.layout, order_column=run.order_column,
+                        feature_columns=run.feature_columns, explicit_state=run.explicit_state)
+    summary = Summary(layout=run.layout)
     notes = list(plan.notes)
     if inputs.skipped:
         shown = ", ".join(inputs.skipped[:3]) + (", ..." if len(inputs.skipped) > 3 else "")
@@ -253,18 +238,17 @@ def score_dataset(
             on_note(n)
     if progress is None:
         progress = sys.stderr.isatty()
-    summary.engine = resolve_engine(options.engine)
-    summary.threads = engine_threads(summary.engine, options.threads)
+    summary.engine = resolve_engine(run.score.engine)
+    summary.threads = engine_threads(summary.engine, run.score.threads)
     bar = Progress(inputs.count_rows() if progress else None, bool(progress))
     try:
         with sigterm_as_interrupt():
             if dataset_out:
                 roots = [input_root(i, filesystem) for i in inputs_given]
-                _score_to_dataset(model, inputs, plan, output, fmt or "parquet", batch_rows, overwrite, resume,
-                                  filesystem, summary, bar, warm, roots)
+                _score_to_dataset(model, inputs, plan, output, run, filesystem, summary, bar, warm, roots)
             else:
                 refuse_input_as_output(target.loc, inputs.files)
-                _score_to_file(model, inputs, plan, target, batch_rows, summary, bar, warm)
+                _score_to_file(model, inputs, plan, target, run.batch_rows, summary, bar, warm)
     finally:
         bar.close()
     summary.seconds = time.perf_counter() - t0
@@ -309,13 +293,13 @@ def _score_into(model, batch, consumed, plan, summary, sink, bar, warm, where) -
     bar.advance(consumed)
 
 
-def _score_to_dataset(model, inputs, plan, output, fmt, batch_rows, overwrite, resume, filesystem,
-                      summary, bar, warm, roots) -> None:
+def _score_to_dataset(model, inputs, plan, output, run, filesystem, summary, bar, warm, roots) -> None:
+    fmt, batch_rows = run.fmt or "parquet", run.batch_rows
     fp = fingerprint(model, plan, fmt, {"layout": plan.layout})
     out_dir = OutputDir(output, filesystem, fmt, fp, roots)
     summary.output = out_dir.uri
     schema = pandas_meta.restrict(inputs.schema, plan.output_schema, keep_range_index=plan.long is None)
-    with out_dir.opened(inputs.files, overwrite=overwrite, resume=resume) as out:
+    with out_dir.opened(inputs.files, overwrite=run.overwrite, resume=run.resume) as out:
         summary.files_done_before = out.done_before
         bar.advance(out.done_rows)
         index = {id(f): i for i, f in enumerate(inputs.files)}

@@ -335,7 +335,7 @@ def test_named_state_column_must_exist_and_missing_input_is_one_line(spark, bund
     from rnnjit.spark import score_dataframe
 
     df = spark.createDataFrame(list_table(seqs))
-    with pytest.raises(rnnjit.InputError, match=r"^state column 'hn' \(--h0-column\) not found; the input has columns "
+    with pytest.raises(rnnjit.InputError, match=r"^state column 'hn' \(h0_column\) not found; the input has columns "
                                                  r"id, features; name an existing column"):
         score_dataframe(df, str(bundle), h0_column="hn")
     line = _error_line(run("score", "--runner", "spark", "-m", bundle, "-i", tmp_path / "nowhere", "-o",

@@ -17,17 +17,15 @@ import re
 import sys
 import time
 import uuid
-from collections.abc import Sequence
 from dataclasses import replace
 
 from rnnjit.errors import InputError
 from rnnjit.io.fs import is_uri
-from rnnjit.scoring import ScoreOptions
+from rnnjit.scoring import RunOptions, ScoreOptions
 from rnnjit.spark.frame import (
     _Counts,
     _first_line,
     _pyspark,
-    check_state_columns,
     scored_frame,
     task_threads,
     user_error,
@@ -218,18 +216,12 @@ def score_files(
     model,
     input,
     output,
+    options: RunOptions | ScoreOptions | None = None,
     *,
-    options: ScoreOptions | None = None,
-    layout: str = "list",
-    order_column: str | None = None,
-    feature_columns: Sequence[str] | None = None,
-    fmt: str | None = None,
-    batch_rows: int = 4096,
-    overwrite: bool = False,
     master: str | None = None,
     progress: bool | None = None,
     spark=None,
-    explicit_state: Sequence[str] = (),
+    **fields,
 ):
     """Score a Parquet dataset on Spark; write a Parquet dataset directory atomically.
 
@@ -238,16 +230,15 @@ def score_files(
     model : bundle path on this machine, or a URI Spark reads (``hdfs://...``).
     input : a Parquet file, directory or glob, local or a URI Spark reads, or a list of them; or a DataFrame.
     output : the directory to write (part files and ``_SUCCESS``).
-    options, layout, order_column, feature_columns, batch_rows, overwrite
-        As in `rnnjit.local.score_dataset`; ``options.threads`` is the numba
-        threads per task (default ``spark.task.cpus``); ``batch_rows`` sets
-        ``spark.sql.execution.arrow.maxRecordsPerBatch``.
-    fmt : only "parquet" (or None).
+    options : RunOptions (or ScoreOptions), as in `rnnjit.local.score_dataset`
+        ``options.score.threads`` is the numba threads per task (default
+        ``spark.task.cpus``); ``batch_rows`` sets
+        ``spark.sql.execution.arrow.maxRecordsPerBatch``; ``fmt`` only
+        "parquet"; ``resume`` and ``output_layout="file"`` are refused.
     master : Spark master URL when no session is active (``local[2]``, ``yarn``...).
     progress : Spark's progress bar on stderr; default when stderr is a terminal (new sessions only).
     spark : a SparkSession to use; default the active one, else a new one (stopped at the end).
-    explicit_state : the state columns the user named (``--h0-column``): each must exist;
-        ``options.h0_column``/``c0_column`` otherwise are used only when present.
+    **fields : any field of `RunOptions` or `ScoreOptions`, applied over ``options``.
 
     Returns
     -------
@@ -256,14 +247,15 @@ def score_files(
     _pyspark()
     from rnnjit.local import Summary
 
-    options = options or ScoreOptions()
-    if fmt not in (None, "parquet"):
+    run = RunOptions.build(options, **fields)
+    if run.fmt not in (None, "parquet"):
         raise InputError(
-            f"--format {fmt} is not available with --runner spark, which writes a Parquet dataset directory; "
-            "drop --format, or use --runner local"
+            f"fmt={run.fmt!r} is not available with the Spark runner, which writes a Parquet dataset directory; "
+            "drop fmt, or use the local runner"
         )
-    if not isinstance(batch_rows, int) or batch_rows < 1:
-        raise InputError(f"batch_rows must be a positive integer, got {batch_rows!r}")
+    if run.resume or run.output_layout == "file":
+        raise InputError("the Spark runner writes one Parquet dataset directory; drop resume and output_layout")
+    options, layout, batch_rows, overwrite = run.score, run.layout, run.batch_rows, run.overwrite
     frame = input if hasattr(input, "mapInArrow") else None
     if frame is not None:
         spark = spark or frame.sparkSession
@@ -291,11 +283,9 @@ def score_files(
         if out.exists() and not overwrite:
             raise _exists(output)
         df = frame if frame is not None else _read(spark, inputs, listing)
-        check_state_columns(df, *(c if c in explicit_state else None for c in (options.h0_column, options.c0_column)))
         counts = spark.sparkContext.accumulator([0] * 5, _Counts())
-        options = replace(options, threads=task_threads(spark, options.threads))
-        scored, plan = scored_frame(df, model, options, layout=layout, order_column=order_column,
-                                    feature_columns=feature_columns, counts=counts)
+        run = replace(run, score=replace(options, threads=task_threads(spark, options.threads)))
+        scored, plan = scored_frame(df, model, run, counts=counts)
         if listing is not None:
             _check_files(listing, plan)
         below = {k for f in (listing.files if listing is not None else []) for k in _partition_keys(f.rel)}
