@@ -22,6 +22,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -265,19 +266,27 @@ def _score_to_file(model, inputs, plan, target, batch_rows, summary, bar, warm) 
     pieces = ((fi, b) for fi, f in enumerate(inputs.files)
               for b in read_file(f, inputs.schema, plan.columns, batch_rows, inputs.partition_fields))
     batches = where.track(prefetched(pieces))
-    sink = None
-    try:
-        sink = Sink.for_file(target, schema)
+    with _writing(lambda: Sink.for_file(target, schema), batches) as sink:
         for batch, consumed in plan.sequences(batches, model.dtype, where.locate):
             _score_into(model, batch, consumed, plan, summary, sink, bar, warm, where)
+    summary.files_written = 1
+
+
+@contextmanager
+def _writing(make_sink, batches):
+    """The sink ``make_sink()`` makes, committed at the end of the block, removed on any error (Ctrl-C,
+    SIGTERM); the reader of ``batches`` is stopped either way (now, not when the generator is collected)."""
+    sink = None
+    try:
+        sink = make_sink()
+        yield sink
         sink.commit()
     except BaseException:
         if sink is not None:
             sink.abort()
         raise
     finally:
-        batches.close()  # stops the reader thread now, not when the generator is collected
-    summary.files_written = 1
+        batches.close()
 
 
 def _score_into(model, batch, consumed, plan, summary, sink, bar, warm, where) -> None:
@@ -315,9 +324,7 @@ def _score_to_dataset(model, inputs, plan, output, run, filesystem, summary, bar
             pieces = ((0, b) for b in read_file(f, inputs.schema, plan.columns, batch_rows, inputs.partition_fields))
             batches = where.track(prefetched(pieces))
             rows_before = summary.input_rows
-            sink = None
-            try:
-                sink = Sink(target, schema, fmt)
+            with _writing(lambda: Sink(target, schema, fmt), batches) as sink:
                 first = True
                 for batch, consumed in plan.sequences(batches, model.dtype, where.locate):
                     if plan.long is not None and first:
@@ -326,13 +333,6 @@ def _score_to_dataset(model, inputs, plan, output, run, filesystem, summary, bar
                     _score_into(model, batch, consumed, plan, summary, sink, bar, warm, where)
                     if plan.long is not None and batch.num_rows:
                         last_ids = [batch.column(c)[batch.num_rows - 1].as_py() for c in plan.long.id_columns]
-                sink.commit()
-            except BaseException:
-                if sink is not None:
-                    sink.abort()
-                raise
-            finally:
-                batches.close()
             out.commit_file(f, footer, rel, summary.input_rows - rows_before)
             summary.files_written += 1
             prev = f

@@ -101,22 +101,17 @@ def whole_root_grows_a_day(d, score):
     return r, [d / "seq"]
 
 
-def renamed_input_resume(d, score):
-    put(d / "in/a.parquet", range(0, 8))
-    put(d / "in/b.parquet", range(8, 16))
-    assert score("-i", d / "in").exit_code == 0
-    os.rename(d / "in/a.parquet", d / "in/c.parquet")  # compaction renames a file
-    r = score("-i", d / "in", "--resume")
-    assert "1 stale removed" in r.stderr or r.exit_code
-    return r, [d / "in"]
+def renamed_input(flag):
+    def steps(d, score):
+        put(d / "in/a.parquet", range(0, 8))
+        put(d / "in/b.parquet", range(8, 16))
+        assert score("-i", d / "in").exit_code == 0
+        os.rename(d / "in/a.parquet", d / "in/c.parquet")  # compaction renames a file
+        r = score("-i", d / "in", flag)
+        assert "1 stale removed" in r.stderr or r.exit_code
+        return r, [d / "in"]
 
-
-def renamed_input_overwrite(d, score):
-    put(d / "in/a.parquet", range(0, 8))
-    put(d / "in/b.parquet", range(8, 16))
-    assert score("-i", d / "in").exit_code == 0
-    os.rename(d / "in/a.parquet", d / "in/c.parquet")
-    return score("-i", d / "in", "--overwrite"), [d / "in"]
+    return steps
 
 
 def removed_input_resume(d, score):
@@ -199,8 +194,8 @@ RERUNS = [
     ("day 2 into day 1's directory with --resume is refused", day2_into_day1_resume),
     ("day 2 into day 1's directory with --overwrite holds day 2 only", day2_into_day1_overwrite),
     ("the whole root with a new day: --resume scores the new day", whole_root_grows_a_day),
-    ("a renamed input with --resume: the old output removed", renamed_input_resume),
-    ("a renamed input with --overwrite: the old output removed", renamed_input_overwrite),
+    ("a renamed input with --resume: the old output removed", renamed_input("--resume")),
+    ("a renamed input with --overwrite: the old output removed", renamed_input("--overwrite")),
     ("a removed partition with --resume: its output removed", removed_input_resume),
     ("a same-size rewrite with its mtime restored is redone", same_size_rewrite_with_mtime_restored),
     ("a second run beside a live run's lock is refused", run_beside_a_live_lock),
