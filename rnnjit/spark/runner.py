@@ -250,7 +250,7 @@ def score_files(
     run = RunOptions.build(options, **fields)
     if run.fmt not in (None, "parquet"):
         raise InputError(
-            f"fmt={run.fmt!r} is not available with the Spark runner, which writes a Parquet dataset directory; "
+            f"fmt {run.fmt!r} is not available with the Spark runner, which writes a Parquet dataset directory; "
             "drop fmt, or use the local runner"
         )
     if run.resume or run.output_layout == "file":
