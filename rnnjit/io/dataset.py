@@ -185,17 +185,16 @@ def footer_hash(f: InputFile) -> str:
     try:
         with f.loc.fs.open_input_file(f.loc.path) as fh:
             size = fh.size()
-            if size < 12:
-                raise OSError(f"{size} bytes is too short for Parquet")
-            fh.seek(size - 8)
+            fh.seek(max(size - 8, 0))
             tail = fh.read(8)
-            n = struct.unpack("<I", tail[:4])[0]
-            if tail[4:] != b"PAR1" or n + 12 > size:
-                raise OSError("no Parquet footer at its end")
-            fh.seek(size - 8 - n)
-            return hashlib.sha256(fh.read(n) + tail).hexdigest()[:32]
+            n = struct.unpack("<I", tail[:4])[0] if len(tail) == 8 else 0
+            if size >= 12 and tail[4:] == b"PAR1" and n + 12 <= size:
+                fh.seek(size - 8 - n)
+                return hashlib.sha256(fh.read(n) + tail).hexdigest()[:32]
     except (pa.ArrowException, OSError) as exc:
         raise _read_error(f.uri, exc) from exc
+    footer_schema(f)  # no footer: pyarrow's own words for what is wrong
+    raise _read_error(f.uri, OSError("no Parquet footer at its end"))
 
 
 def _partition_type(values: list) -> pa.DataType:
