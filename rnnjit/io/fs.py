@@ -93,7 +93,7 @@ def shown(uri: str) -> str:
 
 
 _CREDENTIALS = ("ACCESS_DENIED", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken",
-                "Forbidden", "HTTP status 403", "HTTP status 401", "No credentials", "credentials", "Permission denied")
+                "Forbidden", "HTTP status 403", "HTTP status 401", "No credentials", "credentials")
 _CONNECTION = ("NETWORK_CONNECTION", "Could not connect", "Couldn't connect", "Connection refused",
                "Could not resolve host", "Couldn't resolve host", "curlCode", "timed out", "Timeout")
 
@@ -103,6 +103,8 @@ def store_hint(exc: BaseException) -> str | None:
     text = str(exc)
     if any(k in text for k in _CREDENTIALS):
         return "check the credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, a profile) and the permissions"
+    if "Permission denied" in text:
+        return "check its permissions (and that this user may read it)"
     if any(k in text for k in _CONNECTION):
         return ("check the endpoint (AWS_ENDPOINT_URL, or ?endpoint_override=HOST:PORT&scheme=http in the URI) "
                 "and that it is reachable")
