@@ -350,5 +350,5 @@ def _refuse_split_sequence(plan, last_ids, batch, prev, f) -> None:
         raise InputError(
             f"sequence ({ids}) continues from file {prev.uri!r} into file {f.uri!r}; a dataset output scores "
             "each file on its own, so every file must hold whole sequences; write one output file instead "
-            "(--output-layout file), or repartition the input by the id column"
+            "(output_layout='file'), or repartition the input by the id column"
         )

@@ -97,7 +97,7 @@ def plan_scoring(
         if options.features_column not in names:
             raise InputError(
                 f"column {options.features_column!r} not found; the input has columns {', '.join(names)}; "
-                "name the sequence column with --sequence-column, or use --layout long for one row per step"
+                "name the sequence column with features_column, or use layout='long' for one row per step"
             )
         try:
             keep = pass_through_columns(schema, options)

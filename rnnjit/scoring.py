@@ -178,13 +178,13 @@ def pass_through_columns(schema: pa.Schema, options: ScoreOptions) -> list[str]:
             if c not in names:
                 raise InputError(
                     f"column {c!r} was asked for but the input has columns {', '.join(names)}; "
-                    "check --id-column"
+                    "check id_columns"
                 )
     clash = [c for c in cols if c in OUTPUT_COLUMNS]
     if clash:
         raise InputError(
             f"input column {clash[0]!r} would be overwritten by the output column of the same name; "
-            "rename it, or list the columns to keep with --id-column"
+            "rename it, or list the columns to keep with id_columns"
         )
     return cols
 
@@ -256,7 +256,7 @@ def _check_columns(batch, options: ScoreOptions) -> None:
     if options.features_column not in names:
         raise InputError(
             f"column {options.features_column!r} not found; the input has columns {', '.join(names)}; "
-            "name the sequence column with --sequence-column, or use --layout long for one row per step"
+            "name the sequence column with features_column, or use layout='long' for one row per step"
         )
 
 
@@ -326,7 +326,7 @@ def score_batch(model, batch, options: ScoreOptions | None = None, *, stats: Sco
 
     if dec.reasons and options.on_invalid == "error":
         first = next(iter(dec.reasons.values()))
-        raise InputError(f"{first}; fix or drop that row, or pass --on-invalid skip to write a null score for it")
+        raise InputError(f"{first}; fix or drop that row, or pass on_invalid='skip' to write a null score for it")
 
     rows = dec.rows
     shape_mode = _shape_mode(model, mode)

@@ -63,8 +63,11 @@ def sequence_column_option(sequence_column: str | None, features_column: str | N
 
 # Library errors name an option as the API spells it; the command says its flag.
 _FLAGS = {"h0_column": "--h0-column", "c0_column": "--c0-column", "batch_rows": "--batch-rows",
-          "output_layout='dataset'": "--output-layout dataset", "output_layout": "--output-layout",
-          "resume": "--resume", "fmt": "--format"}
+          "output_layout='dataset'": "--output-layout dataset", "output_layout='file'": "--output-layout file",
+          "output_layout": "--output-layout", "resume": "--resume", "fmt": "--format",
+          "layout='long'": "--layout long", "on_invalid='skip'": "--on-invalid skip", "id_columns": "--id-column",
+          "features_column": "--sequence-column", "feature_columns": "--feature-columns",
+          "emit_state": "--emit-state"}
 _API_WORDS = re.compile(r"(?<![\w-])(" + "|".join(re.escape(k) for k in _FLAGS) + r")(?![\w-])")
 
 
