@@ -414,3 +414,25 @@ def test_a_read_failure_inside_the_job_is_one_line(spark, bundle, seqs, tmp_path
     line = _error_line(run("score", "--runner", "spark", "-m", bundle, "-i", f"file://{src}", "-o",
                            f"file://{tmp_path}/out", *NP))
     assert line.startswith("error: cannot read Parquet input 'file:") and "b.parquet" in line, line
+
+
+def test_reruns_that_apply_to_spark(spark, bundle, seqs, tmp_path):
+    """The re-run catalogue's rows for a runner without --resume: refused and untouched, or exactly the inputs."""
+    src = _hive(tmp_path / "seq", seqs)
+    args = ("score", "--runner", "spark", "-m", bundle, "-o", tmp_path / "out", *NP)
+    assert run(*args, "-i", src / "date=2026-12-01").exit_code == 0
+    before = {p: p.read_bytes() for p in (tmp_path / "out").rglob("*") if p.is_file()}
+    assert "already exists" in _error_line(run(*args, "-i", src / "date=2026-12-02"))  # day 2 into day 1's
+    assert {p: p.read_bytes() for p in (tmp_path / "out").rglob("*") if p.is_file()} == before
+    assert run(*args, "-i", src / "date=2026-12-02", "--overwrite").exit_code == 0
+    assert _hive_back(tmp_path / "out").column("id").to_pylist() == list(range(10, 20))
+    (src / "date=2026-12-01" / "part-0.parquet").rename(src / "date=2026-12-01" / "compacted.parquet")
+    (src / "date=2026-12-02" / "part-0.parquet").unlink()  # retention
+    assert run(*args, "-i", src, "--overwrite").exit_code == 0
+    _finished_dataset_tree(tmp_path / "out")
+    assert _hive_back(tmp_path / "out").column("id").to_pylist() == list(range(0, 10))
+
+
+def _finished_dataset_tree(out):
+    assert (out / "_SUCCESS").is_file()
+    assert not [n for n in os.listdir(out.parent) if "rnnjit-tmp" in n or "rnnjit-old" in n]
