@@ -34,7 +34,7 @@ from rnnjit.io import killpoints, pandas_meta
 from rnnjit.io.dataset import InputSet, footer_hash, open_input, prefetched, read_file
 from rnnjit.io.dataset_out import OutputDir, fingerprint, input_root
 from rnnjit.io.fs import remove_stale_temps, resolve
-from rnnjit.io.signals import Terminated, sigterm_as_interrupt  # noqa: F401 - Terminated: the CLI's
+from rnnjit.io.signals import sigterm_as_interrupt
 from rnnjit.io.sinks import Sink
 from rnnjit.io.targets import check_file_output, refuse_input_as_output, refuse_output_inside_input, wants_dataset
 from rnnjit.plan import LAYOUTS, plan_scoring

@@ -190,7 +190,8 @@ def score_command(
     import rnnjit
     from rnnjit.io.fs import is_uri, local_copy
     from rnnjit.io.targets import check_file_output, wants_dataset
-    from rnnjit.local import Terminated, score_dataset
+    from rnnjit.io.signals import Terminated
+    from rnnjit.local import score_dataset
     from rnnjit.scoring import RunOptions, ScoreOptions
 
     fmt = format.value if format else None
