@@ -190,6 +190,15 @@ def stray_file_in_the_directory_stops_resume(d, score):
     return score("-i", d / "in", "--resume"), None
 
 
+def two_inputs_in_another_order(d, score):
+    put(d / "a/x.parquet", range(0, 4))
+    put(d / "b/y.parquet", range(4, 8))
+    assert score("-i", d / "a", "-i", d / "b").exit_code == 0
+    r = score("-i", d / "b", "-i", d / "a", "--resume")
+    assert "2 already done" in r.stderr or r.exit_code
+    return r, [d / "a", d / "b"]
+
+
 RERUNS = [
     ("day 2 into day 1's directory with --resume is refused", day2_into_day1_resume),
     ("day 2 into day 1's directory with --overwrite holds day 2 only", day2_into_day1_overwrite),
@@ -203,6 +212,7 @@ RERUNS = [
     ("a killed run, then another input: --resume refused, --overwrite clean", killed_run_then_a_different_run),
     ("--overwrite after a partition was renamed", overwrite_after_a_rename_in_a_partition),
     ("a file the manifest does not know stops --resume", stray_file_in_the_directory_stops_resume),
+    ("the same inputs given in another order resume", two_inputs_in_another_order),
 ]
 
 

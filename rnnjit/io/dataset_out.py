@@ -264,7 +264,7 @@ class OutputDir:
         elif not resume:
             if data or doc is not None:
                 hint, of = "", ""
-                if doc is not None and doc.get("inputs") == man.inputs:
+                if doc is not None and doc.get("version") == VERSION and sorted(doc["inputs"]) == sorted(man.inputs):
                     hint, of = "pass --resume to finish it, ", " of this input"
                 raise OutputExistsError(
                     f"output directory {self.uri!r} already holds {len(data)} output file(s){of}; {hint}pass --overwrite "
@@ -304,7 +304,7 @@ class OutputDir:
                 f"the output directory was written by a run with another {', '.join(diff)}; --resume would mix "
                 "two runs' scores; rerun with the same model and options, or pass --overwrite to start over"
             )
-        if doc["inputs"] != man.inputs:
+        if sorted(doc["inputs"]) != sorted(man.inputs):  # the order they were given in does not matter
             raise InputError(
                 f"output directory {self.uri!r} holds the scores of {', '.join(doc['inputs']) or 'nothing'}; this "
                 f"run reads {', '.join(man.inputs)}; --resume would mix the two; write to a new directory, or pass "
