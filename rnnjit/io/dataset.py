@@ -235,7 +235,8 @@ def open_input(inputs, filesystem: pafs.FileSystem | None = None) -> InputSet:
             raise _read_error(resolve(text, filesystem).uri, exc) from exc
         skipped += skip
         root = resolve(text, filesystem)
-        above = _root_partition(root.path) if data and data[0][0].path != root.path else {}
+        folder = data and data[0][0].path != root.path and not any(c in root.path for c in "*?[")
+        above = _root_partition(root.path) if folder else {}  # a folder that is itself a partition
         for loc, rel, info in data:
             mtime = info.mtime_ns if info.mtime is not None else None
             files.append(InputFile(loc, rel, info.size or 0, mtime, {**above, **_partition(rel)}))
