@@ -384,7 +384,7 @@ def test_kill_hook_with_an_unknown_signal_is_one_line(tmp_path, monkeypatch):
     data = write(pa.table({"features": pa.array([[[0.0, 0.0, 0.0]]], FEATURES_TYPE)}), tmp_path / "in.parquet")
     r = run("score", "-m", bundle, "-i", data, "-o", tmp_path / "out/")
     monkeypatch.setattr(killpoints, "_parsed", False)
-    assert r.exit_code == 2 and r.stderr.count("\n") == 1 and "names signal 'FOO'" in r.stderr
+    assert r.exit_code == 2 and r.stderr.count("\n") == 1 and "is not stage:n or stage:n:SIGNAL" in r.stderr
 
 
 # ------------------------------------------------------------------ #21 item 9: plain pickles of numpy arrays
