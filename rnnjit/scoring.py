@@ -34,6 +34,9 @@ from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+
+from rnnjit import memory
 
 from rnnjit.io.arrow import (
     decode_features,
@@ -70,6 +73,8 @@ class ScoreOptions:
     h0_column, c0_column : optional initial-state columns, used when present.
     engine, threads : passed to `Model.predict`.
     row_label : what messages call a row ("row", or "sequence" for grouped long input).
+    memory_limit : bytes (or "4G") the padded arrays of one batch may take; None:
+        `rnnjit.memory.limit()` (``$RNNJIT_MEMORY_LIMIT`` or 1 GiB).
     """
 
     features_column: str = "features"
@@ -83,6 +88,7 @@ class ScoreOptions:
     engine: str | None = None
     threads: int | None = None
     row_label: str = "row"
+    memory_limit: int | str | None = None
 
     def __post_init__(self):
         if self.on_invalid not in ON_INVALID:
@@ -240,9 +246,9 @@ def score_batches(model, batches, options: ScoreOptions | None = None, *, stats:
         seen += batch.num_rows
 
 
-def _row_namer(batch, id_columns, row_offset, row_label="row"):
+def _row_namer(batch, id_columns, row_offset, row_label="row", index=None):
     def name(i: int) -> str:
-        label = f"{row_label} {row_offset + i}"
+        label = f"{row_label} {row_offset + (i if index is None else int(index[i]))}"
         if id_columns:
             ids = ", ".join(f"{c}={batch.column(c)[i].as_py()!r}" for c in id_columns)
             label += f" ({ids})"
@@ -258,6 +264,49 @@ def _check_columns(batch, options: ScoreOptions) -> None:
             f"column {options.features_column!r} not found; the input has columns {', '.join(names)}; "
             "name the sequence column with features_column, or use layout='long' for one row per step"
         )
+
+
+# A batch is scored as one padded (rows, longest, features) array. Past this many padding cells beyond
+# twice the batch's real steps, or past the memory limit, its rows are scored in groups of similar length.
+PAD_SLACK_CELLS = 1 << 20
+
+
+def _step_bytes(model) -> int:
+    """Bytes one padded step of one row costs: the input and, per recurrent module, its outputs (x2, both buffers)."""
+    width = model.input_size + 2 * max(r.output_size for r in model.rnns) + model.output_dim
+    return width * np.dtype(model.dtype).itemsize
+
+
+def _row_lengths(col) -> np.ndarray | None:
+    """Steps per row from the list offsets alone (nothing decoded); None for a column type without them."""
+    try:
+        lengths = pc.list_value_length(col).fill_null(0)
+    except (pa.ArrowNotImplementedError, pa.ArrowInvalid, pa.ArrowTypeError):
+        return None
+    return np.asarray(lengths.to_numpy(zero_copy_only=False), dtype=np.int64)
+
+
+def length_groups(lengths: np.ndarray, step_bytes: int, limit: int) -> list[np.ndarray] | None:
+    """Row groups whose padded arrays stay within twice their real steps and within ``limit``; None: one group.
+
+    Rows are sorted by length (stably) and cut where the length crosses a power
+    of two, so no row is padded to more than twice its own length; a group
+    whose padded array would pass ``limit`` is cut into fewer rows. The
+    caller restores the input order.
+    """
+    B = lengths.size
+    if not B:
+        return None
+    T, real = int(lengths.max()), int(lengths.sum())
+    if B * T <= 2 * real + PAD_SLACK_CELLS and B * T * step_bytes <= limit:
+        return None
+    order = np.argsort(lengths, kind="stable")
+    bucket = np.floor(np.log2(np.maximum(lengths[order], 1))).astype(np.int64)
+    groups = []
+    for idx in np.split(order, np.flatnonzero(np.diff(bucket)) + 1):
+        rows = max(1, limit // max(int(lengths[idx].max()) * step_bytes, 1))
+        groups += [idx[i : i + rows] for i in range(0, idx.size, rows)]
+    return groups
 
 
 def score_batch(model, batch, options: ScoreOptions | None = None, *, stats: ScoreStats | None = None,
@@ -288,10 +337,35 @@ def score_batch(model, batch, options: ScoreOptions | None = None, *, stats: Sco
         batch = batch.combine_chunks()
         batch = batch.to_batches()[0] if batch.num_rows else pa.RecordBatch.from_pylist([], schema=batch.schema)
     _check_columns(batch, options)
+    lengths = _row_lengths(batch.column(options.features_column))
+    limit = memory.limit(options.memory_limit)
+    groups = None if lengths is None else length_groups(lengths, _step_bytes(model), limit)
+    if groups is None:
+        return _score_rows(model, batch, options, stats, row_offset, None, limit)
+    # One long sequence among short ones: score rows of similar length together, then restore the input order.
+    # A row's score does not depend on the other rows of its batch (the engines' batch-invariance), so the
+    # bits are those of the unsplit batch.
+    parts = [_score_rows(model, batch.take(pa.array(idx)), options, stats, row_offset, idx, limit) for idx in groups]
+    inverse = np.empty(batch.num_rows, dtype=np.int64)
+    inverse[np.concatenate(groups)] = np.arange(batch.num_rows)
+    joined = pa.Table.from_batches(parts).take(pa.array(inverse)).combine_chunks()
+    return joined.to_batches()[0]
+
+
+def _score_rows(model, batch, options: ScoreOptions, stats, row_offset: int, index, limit: int) -> pa.RecordBatch:
+    """`score_batch` for rows that are scored as one padded array; ``index`` maps them to the input batch's rows."""
     names = batch.schema.names
     keep = pass_through_columns(batch.schema, options)
     id_cols = tuple(options.id_columns) or tuple(c for c in keep if c == "id")
-    row_name = _row_namer(batch, id_cols, row_offset, options.row_label)
+    row_name = _row_namer(batch, id_cols, row_offset, options.row_label, index)
+    lengths = _row_lengths(batch.column(options.features_column))
+    if lengths is not None and lengths.size and int(lengths.max()) * batch.num_rows * _step_bytes(model) > limit:
+        r = int(np.argmax(lengths))
+        raise memory.InputMemoryError(
+            f"{row_name(r)}: its {int(lengths[r])} steps would need "
+            f"{memory.human(int(lengths[r]) * batch.num_rows * _step_bytes(model))} to score, past the memory limit "
+            f"of {memory.human(limit)}; raise it with --memory-limit (or {memory.ENV}), or split the sequence"
+        )
     mode = options.output_mode or model.output
     B = batch.num_rows
     col = batch.column(options.features_column)

@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from rnnjit import memory
 from rnnjit.errors import InputError, RnnjitError
 from rnnjit.cli._common import Engine, OutputMode, err, pick_engine, stderr_is_tty
 
@@ -210,7 +211,7 @@ def score_command(
     if layout is Layout.list and (feats or order_column):
         opt = "--feature-columns" if feats else "--order-column"
         raise rnnjit.InputError(f"{opt} applies to --layout long; for list input use --sequence-column")
-    if not is_uri(model) and not Path(model).is_file():
+    if not is_uri(model) and not Path(model).exists():  # not a regular file: rnnjit.load says what it is
         raise rnnjit.InputError(
             f"Invalid value for '--model': bundle {model!r} does not exist; create one with "
             f"`rnnjit convert model.pth --output {model}`"
@@ -229,6 +230,7 @@ def score_command(
             threads=threads,
             h0_column=h0_column or "h0",
             c0_column=c0_column or "c0",
+            memory_limit=memory.limit(),  # --memory-limit, carried to Spark's executors with the options
         ),
         layout=layout.value,
         order_column=order_column,

@@ -40,6 +40,11 @@ def verify_command(
     import rnnjit
     from rnnjit.verify import compare_weights, verify_reference
 
+    if against is not None:  # before any work: a device or FIFO would read without end or block
+        from rnnjit.errors import WeightFileError
+        from rnnjit.files import regular_file
+
+        regular_file(against, "weight file to compare with (--against)", WeightFileError)
     model = rnnjit.load(bundle)
     eng = pick_engine(engine)  # numba that cannot load: one warning line (or exit 2 with --engine numba)
     failures = []
