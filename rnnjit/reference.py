@@ -6,7 +6,8 @@ only.
 
 Engine contract (shared with `rnnjit.kernels`):
 
-``prepare(spec, weights) -> prepared`` once per model and dtype, then
+``prepare(spec, weights, precision=None) -> prepared`` once per model and
+precision (None: the weights' dtype; ``"bf16"``: see `bf16_round`), then
 ``run(prepared, x, lengths, h0, c0, select, threads, table=None) -> (y, hn, cn)`` where
 
 - ``x``: (B, T, I) C-contiguous, the weights' dtype; or, with ``table`` (an
@@ -52,14 +53,35 @@ def pool_steps(method: str, y: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     raise ValueError(f"pooling {method!r} is not known")
 
 
-def prepare(spec: RNNSpec, weights: Mapping[str, np.ndarray]):
-    return spec, dict(weights)
+PRECISIONS = ("float32", "float64", "bf16")
+"""What `prepare` takes as ``precision`` (the numba engine's table: `rnnjit.kernels.precision`)."""
 
 
-def _step(spec: RNNSpec, w: dict, x_t, h, c):
-    """One time step for the whole batch. Returns (h', c')."""
-    gi = x_t @ w["ih"].T
-    gh = h @ w["hh"].T
+def bf16_round(a: np.ndarray) -> np.ndarray:
+    """float32 values rounded to the nearest bfloat16 (ties to even), still as float32."""
+    u = np.ascontiguousarray(a, np.float32).view(np.uint32).astype(np.uint64)
+    return (((u + 0x7FFF + ((u >> 16) & 1)) >> 16) << 16).astype(np.uint32).view(np.float32).reshape(np.shape(a))
+
+
+def _same(a):
+    return a
+
+
+def prepare(spec: RNNSpec, weights: Mapping[str, np.ndarray], precision: str | None = None):
+    """``precision="bf16"`` emulates the numba engine's bf16 products: every weight and bias, and each step's
+    input and state, rounded to bfloat16 before a float32 product (slow; the oracle for the kernels)."""
+    if precision not in (None, *PRECISIONS):
+        raise ValueError(f"precision {precision!r} is not known; expected one of {', '.join(PRECISIONS)}")
+    if precision != "bf16":
+        return spec, dict(weights), _same
+    rounded = {k: bf16_round(np.asarray(v, np.float32)) if k.startswith(spec.prefix) else v for k, v in weights.items()}
+    return spec, rounded, bf16_round
+
+
+def _step(spec: RNNSpec, w: dict, x_t, h, c, rnd=_same):
+    """One time step for the whole batch; ``rnd`` rounds each product's input (`prepare`). Returns (h', c')."""
+    gi = rnd(x_t) @ w["ih"].T
+    gh = rnd(h) @ w["hh"].T
     if "b_ih" in w:
         gi = gi + w["b_ih"]
         gh = gh + w["b_hh"]
@@ -73,7 +95,7 @@ def _step(spec: RNNSpec, w: dict, x_t, h, c):
         c_new = f * c + i * cand
         h_new = o * np.tanh(c_new)
         if "hr" in w:
-            h_new = h_new @ w["hr"].T
+            h_new = rnd(h_new) @ w["hr"].T
         return h_new, c_new
     if spec.cell == "gru":
         r = sigmoid(gi[:, 0:H] + gh[:, 0:H])
@@ -88,7 +110,7 @@ def _step(spec: RNNSpec, w: dict, x_t, h, c):
 
 def run(prepared, x, lengths, h0=None, c0=None, select="all", threads=None, table=None):
     """Run the recurrent stack; see the module docstring for the contract."""
-    spec, weights = prepared
+    spec, weights, rnd = prepared
     lengths = np.asarray(lengths, dtype=np.int64)
     if table is not None:  # ids past a sequence's length may be anything: read row 0 there
         ids = np.asarray(x)
@@ -113,7 +135,7 @@ def run(prepared, x, lengths, h0=None, c0=None, select="all", threads=None, tabl
             steps = range(T - 1, -1, -1) if d else range(T)
             for t in steps:
                 active = (t < lengths)[:, None]
-                h_new, c_new = _step(spec, w, layer_in[:, t, :], h, c)
+                h_new, c_new = _step(spec, w, layer_in[:, t, :], h, c, rnd)
                 h = np.where(active, h_new, h)
                 if c is not None:
                     c = np.where(active, c_new, c)

@@ -36,12 +36,14 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit
+from numba.extending import overload
 
 from rnnjit.kernels._simd import (
     FEW, FEW_VECS, GROUP_ROWS, MR, NV, P_ROWS, fetch_add, mk_lanes, mk_lanes1, mk_rows_grouped, mk_rows_grouped_few,
 )
-from rnnjit.kernels.config import JIT
-from rnnjit.kernels.precision import VECTOR_BYTES
+from rnnjit.kernels.config import HELPER_JIT, JIT
+from rnnjit.kernels.pack import to_operand
+from rnnjit.kernels.precision import PRECISIONS, VECTOR_BYTES
 from rnnjit.kernels.update import LSTM, cell_update
 
 OUT_NONE, OUT_LAST, OUT_ALL, OUT_SUM, OUT_MAX = 0, 1, 2, 3, 4
@@ -68,6 +70,57 @@ def _skewed_zeros(n, like, skew):
     buf = np.zeros(n + extra, like.dtype)
     off = ((skew - buf.ctypes.data % PAGE) % PAGE) // like.itemsize
     return buf[off : off + n]
+
+
+def operand_of(a, w, n):
+    """The buffer the products read for ``a`` against weights ``w``: ``a`` itself when ``w`` holds ``a``'s
+    dtype, else ``n`` zeroed packed elements (`pack_operand` fills them each step)."""
+    return a if w.dtype == a.dtype else np.zeros(n, w.dtype)  # the plain-Python twin (NUMBA_DISABLE_JIT=1)
+
+
+@overload(operand_of, jit_options=HELPER_JIT)
+def _operand_of(a, w, n):
+    if w.dtype == a.dtype:
+        return lambda a, w, n: a
+    return lambda a, w, n: np.zeros(n, w.dtype)
+
+
+def pack_operand(a, aq, rows, bt):
+    """Round ``rows`` rows of ``bt`` floats of ``a`` to bfloat16 into ``aq``, rows 2k and 2k+1 in one uint32
+    (`rnnjit.kernels.pack.to_operand`, the same rounding); nothing when ``aq`` is ``a`` (`operand_of`)."""
+    if aq.dtype != a.dtype:  # the plain-Python twin (NUMBA_DISABLE_JIT=1)
+        aq[: -(-rows // 2) * bt] = to_operand(a[: rows * bt].reshape(rows, bt).T, PRECISIONS["bf16"]).T.reshape(-1)
+
+
+@overload(pack_operand, jit_options=HELPER_JIT)
+def _pack_operand(a, aq, rows, bt):
+    if aq.dtype == a.dtype:
+        return lambda a, aq, rows, bt: None
+
+    def impl(a, aq, rows, bt):
+        au = a.view(np.uint32)
+        if bt < 16:  # one-sequence and FEW tiles: plain indexes (a slice per row pair cost ~1 us per step)
+            for k in range(rows):
+                for l in range(bt):
+                    u = np.uint32(au[k * bt + l])
+                    b = (u + 0x7FFF + ((u >> 16) & 1)) >> 16
+                    at = (k // 2) * bt + l
+                    aq[at] = b if k % 2 == 0 else aq[at] | (b << 16)
+            return
+        for k in range((rows + 1) // 2):  # lane tiles: slices, so the lane loop vectorizes (see `rnnjit.kernels.update`)
+            lo = au[2 * k * bt : (2 * k + 1) * bt]
+            out = aq[k * bt : (k + 1) * bt]
+            if 2 * k + 1 < rows:
+                hi = au[(2 * k + 1) * bt : (2 * k + 2) * bt]
+                for l in range(bt):
+                    u, v = np.uint32(lo[l]), np.uint32(hi[l])
+                    out[l] = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16) | (((v + 0x7FFF + ((v >> 16) & 1)) >> 16) << 16)
+            else:
+                for l in range(bt):
+                    u = np.uint32(lo[l])
+                    out[l] = (u + 0x7FFF + ((u >> 16) & 1)) >> 16
+
+    return impl
 
 
 @njit(inline="always", **JIT)
@@ -175,6 +228,10 @@ def run_worker(
     slen = np.zeros(bt, np.int64)
     xoff = np.zeros(bt, np.int64)
     h_at = (I + 1) * bt  # first h row of z
+    Kw = w.shape[1]  # reduction length of the gate product in operand elements (K, or K / k_pack)
+    Hw = wr.shape[1]  # the same for the projection
+    zq = operand_of(z, w, Kw * bt)  # what the products read: z itself, or z packed (`rnnjit.kernels.precision`)
+    mq = operand_of(m, wr, Hw * bt)
     lv = VECTOR_BYTES // x.itemsize  # lanes per SIMD vector
     rows_few = FEW_VECS * lv  # rows per `mk_rows_grouped_few` call
     nvec = bt // lv  # SIMD vectors per tile row (bt > 1 is a multiple of lv)
@@ -217,13 +274,14 @@ def run_worker(
                 for l in range(bt):
                     zrow[l] = xf[xoff[l] + i]
             # -- gate pre-activations with biases, all gates at once
+            pack_operand(z, zq, K, bt)
             if bt == 1:
                 for q in range(n_pan // P_ROWS):
-                    mk_rows_grouped(wgf, q * K * P_ROWS * MR, z, 0, g, q * P_ROWS * MR, K)
+                    mk_rows_grouped(wgf, q * Kw * P_ROWS * MR, zq, 0, g, q * P_ROWS * MR, Kw)
             elif bt == FEW:
                 for r0 in range(0, n_pan * MR, rows_few):  # groups of GROUP_ROWS rows, `rows_few` per call
                     q, r = r0 // GROUP_ROWS, r0 % GROUP_ROWS
-                    mk_rows_grouped_few(wgf, q * K * GROUP_ROWS + r, z, 0, g, r0 * FEW, K)
+                    mk_rows_grouped_few(wgf, q * Kw * GROUP_ROWS + r, zq, 0, g, r0 * FEW, Kw)
             else:
                 # One weight panel at a time against every vector of the tile
                 # (the panel stays in L1 while the vectors pass), three
@@ -231,7 +289,7 @@ def run_worker(
                 # whose sequences have all ended are skipped (lengths are
                 # sorted within the tile, so the first such one ends the row).
                 for p in range(n_pan):
-                    panel_lanes(wf, (p * K + kstart[p]) * MR, z, kstart[p] * bt, g, p * MR * bt, bt, klen[p],
+                    panel_lanes(wf, (p * Kw + kstart[p]) * MR, zq, kstart[p] * bt, g, p * MR * bt, bt, klen[p],
                                 s, slen, nvec, lv)
             # -- activations and state update: flat, vectorized loops (`cell_update`)
             # The LSTM writes c' to a second buffer (the two swap every step)
@@ -246,19 +304,20 @@ def run_worker(
             if cell == LSTM:
                 c, c2 = c2, c
             if proj > 0:
+                pack_operand(m, mq, H, bt)
                 if bt == 1:
                     for q in range(n_pan_r // P_ROWS):
-                        mk_rows_grouped(wrgf, q * H * GROUP_ROWS, m, 0, pr, q * GROUP_ROWS, H)
+                        mk_rows_grouped(wrgf, q * Hw * GROUP_ROWS, mq, 0, pr, q * GROUP_ROWS, Hw)
                 elif bt == FEW:
                     for r0 in range(0, n_pan_r * MR, rows_few):
                         q, r = r0 // GROUP_ROWS, r0 % GROUP_ROWS
-                        mk_rows_grouped_few(wrgf, q * H * GROUP_ROWS + r, m, 0, pr, r0 * FEW, H)
+                        mk_rows_grouped_few(wrgf, q * Hw * GROUP_ROWS + r, mq, 0, pr, r0 * FEW, Hw)
                 else:
                     for p in range(n_pan_r):
                         for v in range(0, nvec - nvec % NV, NV):
-                            mk_lanes(wrf, p * H * MR, m, v * lv, bt, pr, p * MR * bt + v * lv, bt, H)
+                            mk_lanes(wrf, p * Hw * MR, mq, v * lv, bt, pr, p * MR * bt + v * lv, bt, Hw)
                         for v in range(nvec - nvec % NV, nvec):
-                            mk_lanes1(wrf, p * H * MR, m, v * lv, bt, pr, p * MR * bt + v * lv, bt, H)
+                            mk_lanes1(wrf, p * Hw * MR, mq, v * lv, bt, pr, p * MR * bt + v * lv, bt, Hw)
                 for q in range(HB):
                     zh[q] = pr[q]
             else:

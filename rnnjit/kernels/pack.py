@@ -12,6 +12,11 @@ GRU keeps PyTorch's linear-before-reset form with four gate blocks
 ``[r, z, n_x, n_h]``: ``n_x`` rows hold ``b_in | W_in`` (h columns zero) and
 ``n_h`` rows hold ``W_hn | b_hn`` (x columns zero); per-panel k ranges skip
 the zeros.
+
+A precision whose products read packed operands (`rnnjit.kernels.precision`,
+``k_pack`` > 1: bf16) packs the same float matrix afterwards (`to_operand`):
+``k_pack`` consecutive columns per element, so panels, groups and the
+kernels' index arithmetic stay the same with K counted in elements.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rnnjit.kernels._simd import MR, P_ROWS
+from rnnjit.kernels.precision import Precision
 
 CELL_CODES = {"lstm": 0, "gru": 1, "rnn_tanh": 2, "rnn_relu": 3}
 
@@ -30,7 +36,7 @@ CELL_CODES = {"lstm": 0, "gru": 1, "rnn_tanh": 2, "rnn_relu": 3}
 class PackedLayer:
     w: np.ndarray  # (panels, K, MR) gates, K = in_size + h_out + 2 (two bias columns)
     wg: np.ndarray  # (panels / P_ROWS, K, P_ROWS * MR): the same, groups interleaved (`group_panels`)
-    kstart: np.ndarray  # int64 (panels,) first k each panel reads
+    kstart: np.ndarray  # int64 (panels,) first k each panel reads (in operand elements)
     klen: np.ndarray  # int64 (panels,) how many k each panel reads
     wr: np.ndarray  # (panels_r, H, MR) projection, or a (P_ROWS, 1, MR) dummy
     wrg: np.ndarray  # the same, groups interleaved (`group_panels`), for the one- and few-sequence kernels
@@ -79,8 +85,30 @@ def padded_hidden(hidden: int) -> int:
     return _round_up(hidden, MR)
 
 
-def pack_layer(cell: str, w: Mapping[str, np.ndarray], hidden: int, h_out: int, dtype) -> PackedLayer:
+def bf16_bits(a: np.ndarray) -> np.ndarray:
+    """float32 -> the bfloat16 nearest to each value (ties to even), as uint32 holding the bits in the low half."""
+    u = np.ascontiguousarray(a, np.float32).view(np.uint32).astype(np.uint64)
+    return ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint32)
+
+
+def to_operand(a: np.ndarray, precision: Precision) -> np.ndarray:
+    """(N, K) float -> (N, ceil(K / k_pack)) of ``precision.operand``: columns packed, low index in the low bits.
+
+    The identity for precisions whose products read the compute dtype.
+    """
+    if precision.k_pack == 1:
+        return np.ascontiguousarray(a, precision.dtype)
+    n, k = a.shape
+    kp = _round_up(k, 2)
+    full = np.zeros((n, kp), np.float32)
+    full[:, :k] = a
+    bits = bf16_bits(full)
+    return np.ascontiguousarray(bits[:, 0::2] | (bits[:, 1::2] << 16))
+
+
+def pack_layer(cell: str, w: Mapping[str, np.ndarray], hidden: int, h_out: int, precision: Precision) -> PackedLayer:
     """Pack one direction of one layer; ``w`` has keys ih, hh and optionally b_ih, b_hh, hr."""
+    dtype, kp = precision.dtype, precision.k_pack
     ih = np.asarray(w["ih"], dtype)
     hh = np.asarray(w["hh"], dtype)
     in_size = ih.shape[1]
@@ -106,14 +134,15 @@ def pack_layer(cell: str, w: Mapping[str, np.ndarray], hidden: int, h_out: int, 
             ranges.append((0, K))
         full[rows, h0 : K - 1] = hh[src]
         full[rows, K - 1] = b_hh[src]
-    packed = panels(full)
+    packed = panels(to_operand(full, precision))
     n_pan = packed.shape[0]
     kstart = np.zeros(n_pan, np.int64)
     klen = np.zeros(n_pan, np.int64)  # padding panels read nothing and store zeros
     for p in range(min(n_pan, blocks * Hp // MR)):
-        kstart[p], klen[p] = ranges[p * MR // Hp]
+        k0, n = ranges[p * MR // Hp]
+        kstart[p], klen[p] = k0 // kp, -(-(k0 + n) // kp) - k0 // kp  # whole elements covering the range
     if "hr" in w:
-        wr = panels(np.asarray(w["hr"], dtype))
+        wr = panels(to_operand(np.asarray(w["hr"], dtype), precision))
     else:
-        wr = np.zeros((P_ROWS, 1, MR), dtype)
+        wr = np.zeros((P_ROWS, 1, MR), precision.operand)
     return PackedLayer(packed, group_panels(packed), kstart, klen, wr, group_panels(wr), in_size)
