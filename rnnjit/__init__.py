@@ -34,11 +34,11 @@ __all__ = [
 ]
 
 
-def load(path, *, dtype=None) -> Model:
+def load(path, *, dtype=None, precision="float32") -> Model:
     """Load and validate a bundle written by `convert`; see `rnnjit.bundle.load`."""
     from rnnjit.bundle import load as _load
 
-    return _load(path, dtype=dtype)
+    return _load(path, dtype=dtype, precision=precision)
 
 
 def convert(src, out, **kwargs):

@@ -63,7 +63,7 @@ def read_config(path: str | os.PathLike) -> dict[str, Any]:
     return config
 
 
-def load(path: str | os.PathLike, *, dtype: str | None = None) -> Model:
+def load(path: str | os.PathLike, *, dtype: str | None = None, precision: str = "float32") -> Model:
     """Load and validate a bundle.
 
     Parameters
@@ -72,6 +72,11 @@ def load(path: str | os.PathLike, *, dtype: str | None = None) -> Model:
     dtype : "float32" or "float64", optional
         Compute dtype; default is the bundle's own (float32 unless the model
         was float64 in PyTorch).
+    precision : "float32" or "bf16"
+        What the recurrent products compute in (`rnnjit.spec.PRECISIONS`):
+        "float32" is the dtype's own; "bf16" rounds weights and each step's
+        input and state to bfloat16 for the products (AVX512_BF16), everything
+        else stays float32. The bundle's weights are unchanged.
 
     Raises
     ------
@@ -82,7 +87,7 @@ def load(path: str | os.PathLike, *, dtype: str | None = None) -> Model:
     chain, output, bundle_dtype = validate(config, weights, path)
     if dtype is not None and str(dtype) not in DTYPES:
         raise BundleError(f"dtype {dtype!r} is not supported; expected one of {', '.join(DTYPES)}")
-    return Model(chain, weights, output=output, dtype=str(dtype or bundle_dtype), config=config)
+    return Model(chain, weights, output=output, dtype=str(dtype or bundle_dtype), config=config, precision=precision)
 
 
 def validate(config: Mapping[str, Any], weights: Mapping[str, np.ndarray], path="bundle"):

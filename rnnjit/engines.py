@@ -145,3 +145,13 @@ def engine_threads(name: str, threads: int | None) -> int:
     import numba
 
     return int(numba.get_num_threads())
+
+
+def check_precision(precision: str, name: str) -> None:
+    """Raise `PrecisionUnavailableError` when engine ``name`` (resolved) cannot run ``precision`` here.
+
+    The numba engine needs the CPU instructions of the precision's products
+    (`rnnjit.kernels.check_precision`); the numpy engine emulates them (slowly).
+    """
+    if name == "numba" and precision != "float32":
+        _load_numba()[0].check_precision(precision)

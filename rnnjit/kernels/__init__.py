@@ -46,7 +46,7 @@ from rnnjit.kernels.tiling import tile_width, tiles
 from rnnjit.errors import PrecisionUnavailableError
 from rnnjit.spec import RNNSpec
 
-__all__ = ["prepare", "run", "Prepared", "tile_width"]
+__all__ = ["check_precision", "prepare", "run", "Prepared", "tile_width"]
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,21 @@ class Prepared:
     dtype: np.dtype
     layers: tuple[PackedLayer, ...]  # index layer * D + direction
     precision: Precision = PRECISIONS["float32"]
+
+
+def check_precision(name: str) -> Precision:
+    """The table entry of precision ``name``; `PrecisionUnavailableError` when the compile target lacks its instructions."""
+    if name not in PRECISIONS:
+        raise ValueError(f"precision {name!r} is not known; expected one of {', '.join(PRECISIONS)}")
+    prec = PRECISIONS[name]
+    missing = missing_features(prec)
+    if missing:
+        raise PrecisionUnavailableError(
+            f"precision {name!r} needs the CPU instructions {', '.join(missing)}, which this CPU ({target_cpu()}) "
+            f"lacks; score at precision 'float32' (--precision float32) instead, or on a CPU that has them "
+            f"(AVX512_BF16: Intel Cooper Lake, Sapphire Rapids or later; AMD Zen 4 or later)"
+        )
+    return prec
 
 
 def prepare(spec: RNNSpec, weights: Mapping[str, np.ndarray], precision: str | None = None) -> Prepared:
@@ -70,17 +85,8 @@ def prepare(spec: RNNSpec, weights: Mapping[str, np.ndarray], precision: str | N
     """
     if precision is None:
         prec = precision_of(np.asarray(weights[f"{spec.prefix}weight_ih_l0"]).dtype)
-    elif precision in PRECISIONS:
-        prec = PRECISIONS[precision]
     else:
-        raise ValueError(f"precision {precision!r} is not known; expected one of {', '.join(PRECISIONS)}")
-    missing = missing_features(prec)
-    if missing:
-        raise PrecisionUnavailableError(
-            f"precision {prec.name!r} needs the CPU instructions {', '.join(missing)}, which this CPU "
-            f"({target_cpu()}) lacks; score at precision 'float32' instead, or on a CPU with them "
-            f"(AVX512_BF16: Intel Cooper Lake, Sapphire Rapids or later; AMD Zen 4 or later)"
-        )
+        prec = check_precision(precision)
     layers = []
     for _, _, sfx in spec.suffixes():
         w = spec.direction_weights(weights, sfx)

@@ -338,11 +338,19 @@ if config.DISABLE_JIT:  # pragma: no cover - exercised by the NUMBA_DISABLE_JIT=
     # Plain-Python equivalents, so the kernel logic runs (and is covered) without numba.
     import numpy as _np
 
+    def _k_major(x):
+        """(n, m) operands -> (n * k_pack, m) floats: bf16 pairs (uint32) unpacked, low half first."""
+        if x.dtype != _np.uint32:
+            return x
+        u = _np.ascontiguousarray(x, _np.uint32)
+        pair = _np.stack([(u << 16).view(_np.float32), (u & 0xFFFF0000).view(_np.float32)], axis=1)
+        return pair.reshape(2 * x.shape[0], *x.shape[1:])
+
     def _mk_lanes(nv, a, aoff, b, boff, ldb, c, coff, ldc, n):
-        width = nv * (VECTOR_BYTES // a.dtype.itemsize)
-        A = a[aoff : aoff + n * MR].reshape(n, MR) if n > 0 else _np.zeros((0, MR), a.dtype)
+        width = nv * (VECTOR_BYTES // c.dtype.itemsize)
+        A = a[aoff : aoff + n * MR].reshape(n, MR) if n > 0 else _np.zeros((0, MR), c.dtype)
         rows = _np.stack([b[boff + k * ldb : boff + k * ldb + width] for k in range(n)]) if n > 0 else None
-        out = A.T @ rows if n > 0 else _np.zeros((MR, width), a.dtype)
+        out = _k_major(A).T @ _k_major(rows) if n > 0 else _np.zeros((MR, width), c.dtype)
         for q in range(MR):
             c[coff + q * ldc : coff + q * ldc + width] = out[q]
 
@@ -364,12 +372,11 @@ if config.DISABLE_JIT:  # pragma: no cover - exercised by the NUMBA_DISABLE_JIT=
         return old
 
     def mk_rows_grouped_few(a, aoff, b, boff, c, coff, n):  # noqa: F811
-        rows = FEW_VECS * (VECTOR_BYTES // a.dtype.itemsize)
+        rows = FEW_VECS * (VECTOR_BYTES // c.dtype.itemsize)
         A = _np.stack([a[aoff + k * GROUP_ROWS : aoff + k * GROUP_ROWS + rows] for k in range(n)])
         Z = b[boff : boff + n * FEW].reshape(n, FEW)
-        c[coff : coff + rows * FEW] = (A.T @ Z).reshape(-1)
+        c[coff : coff + rows * FEW] = (_k_major(A).T @ _k_major(Z)).reshape(-1)
 
     def mk_rows_grouped(a, aoff, b, boff, c, coff, n):  # noqa: F811
         A = a[aoff : aoff + n * P_ROWS * MR].reshape(n, P_ROWS * MR)
-        c[coff : coff + P_ROWS * MR] = A.T @ b[boff : boff + n]
-
+        c[coff : coff + P_ROWS * MR] = _k_major(A).T @ _k_major(b[boff : boff + n].reshape(n, 1))[:, 0]

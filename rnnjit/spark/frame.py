@@ -217,6 +217,7 @@ def score_dataframe(
     h0_column: str | None = None,
     c0_column: str | None = None,
     engine: str | None = None,
+    precision: str | None = None,
     _counts=None,
 ):
     """Score a Spark DataFrame; returns a DataFrame with the rows the CLI writes.
@@ -232,8 +233,8 @@ def score_dataframe(
         ``s3a://``, ``file://``...), or a loaded model. It is broadcast once and
         loaded once per Python worker.
     features_column, id_columns, output_mode, emit_state, on_invalid, layout,
-    order_column, feature_columns, engine
-        As in ``rnnjit score`` (`rnnjit.scoring.ScoreOptions`).
+    order_column, feature_columns, engine, precision
+        As in ``rnnjit score`` (`rnnjit.scoring.ScoreOptions`); precision None: the loaded model's, else float32.
     h0_column, c0_column : str, optional
         Initial-state columns; a name given must exist. Default: ``h0``/``c0``
         when the input has them.
@@ -262,6 +263,7 @@ def score_dataframe(
                 f"name an existing column, or drop {flag} to start from zeros"
             )
     ids = tuple(id_columns)
+    bundle, local = _ship(spark, model)
     options = ScoreOptions(
         features_column=features_column,
         pass_through=ids or None,
@@ -273,8 +275,8 @@ def score_dataframe(
         c0_column=c0_column or "c0",
         engine=engine,
         threads=task_threads(spark, threads_per_task),
+        precision=precision or local.precision,  # the workers load the bundle: name the driver model's precision
     )
-    bundle, local = _ship(spark, model)
     plan = plan_scoring(
         local, _arrow_schema(df), options, layout=layout, order_column=order_column, feature_columns=feature_columns
     )

@@ -205,7 +205,7 @@ def score_files(
             threads_per_task=options.threads,
             h0_column=options.h0_column if options.h0_column in explicit_state else None,
             c0_column=options.c0_column if options.c0_column in explicit_state else None,
-            engine=options.engine, _counts=counts, **plan_kw,
+            engine=options.engine, precision=options.precision, _counts=counts, **plan_kw,
         )
         tmp = out.sibling("tmp")
         batch_conf = "spark.sql.execution.arrow.maxRecordsPerBatch"  # the rows mapInArrow hands a task at once
@@ -232,4 +232,5 @@ def score_files(
     return Summary(
         rows=rows, scored=scored_n, empty=empty, invalid=invalid, input_rows=input_rows,
         seconds=time.perf_counter() - t0, output=output, layout=layout,
+        precision=options.precision or getattr(model, "precision", "float32"),
     )
