@@ -57,10 +57,18 @@ PRECISIONS = ("float32", "float64", "bf16")
 """What `prepare` takes as ``precision`` (the numba engine's table: `rnnjit.kernels.precision`)."""
 
 
+def bf16_bits(a: np.ndarray) -> np.ndarray:
+    """float32 -> the bfloat16 nearest to each value (ties to even), as uint32 holding its bits in the low half.
+
+    The rounding of the numba engine's bf16 operands too (`rnnjit.kernels.pack.to_operand`, and per step
+    `rnnjit.kernels.layer.pack_operand`)."""
+    u = np.ascontiguousarray(a, np.float32).view(np.uint32).astype(np.uint64)
+    return ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint32)
+
+
 def bf16_round(a: np.ndarray) -> np.ndarray:
     """float32 values rounded to the nearest bfloat16 (ties to even), still as float32."""
-    u = np.ascontiguousarray(a, np.float32).view(np.uint32).astype(np.uint64)
-    return (((u + 0x7FFF + ((u >> 16) & 1)) >> 16) << 16).astype(np.uint32).view(np.float32).reshape(np.shape(a))
+    return (bf16_bits(a) << 16).view(np.float32).reshape(np.shape(a))
 
 
 def _same(a):

@@ -85,6 +85,13 @@ def _operand_of(a, w, n):
     return lambda a, w, n: np.zeros(n, w.dtype)
 
 
+@njit(inline="always", **JIT)
+def _bf16(bits):
+    """float32 bits -> the nearest bfloat16's bits (ties to even), in the low half (`rnnjit.reference.bf16_bits`)."""
+    u = np.uint32(bits)
+    return (u + 0x7FFF + ((u >> 16) & 1)) >> 16
+
+
 def pack_operand(a, aq, rows, bt):
     """Round ``rows`` rows of ``bt`` floats of ``a`` to bfloat16 into ``aq``, rows 2k and 2k+1 in one uint32
     (`rnnjit.kernels.pack.to_operand`, the same rounding); nothing when ``aq`` is ``a`` (`operand_of`)."""
@@ -102,8 +109,7 @@ def _pack_operand(a, aq, rows, bt):
         if bt < 16:  # one-sequence and FEW tiles: plain indexes (a slice per row pair cost ~1 us per step)
             for k in range(rows):
                 for l in range(bt):
-                    u = np.uint32(au[k * bt + l])
-                    b = (u + 0x7FFF + ((u >> 16) & 1)) >> 16
+                    b = _bf16(au[k * bt + l])
                     at = (k // 2) * bt + l
                     aq[at] = b if k % 2 == 0 else aq[at] | (b << 16)
             return
@@ -113,12 +119,10 @@ def _pack_operand(a, aq, rows, bt):
             if 2 * k + 1 < rows:
                 hi = au[(2 * k + 1) * bt : (2 * k + 2) * bt]
                 for l in range(bt):
-                    u, v = np.uint32(lo[l]), np.uint32(hi[l])
-                    out[l] = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16) | (((v + 0x7FFF + ((v >> 16) & 1)) >> 16) << 16)
+                    out[l] = _bf16(lo[l]) | (_bf16(hi[l]) << 16)
             else:
                 for l in range(bt):
-                    u = np.uint32(lo[l])
-                    out[l] = (u + 0x7FFF + ((u >> 16) & 1)) >> 16
+                    out[l] = _bf16(lo[l])
 
     return impl
 

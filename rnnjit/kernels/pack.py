@@ -28,6 +28,7 @@ import numpy as np
 
 from rnnjit.kernels._simd import MR, P_ROWS
 from rnnjit.kernels.precision import Precision
+from rnnjit.reference import bf16_bits
 
 CELL_CODES = {"lstm": 0, "gru": 1, "rnn_tanh": 2, "rnn_relu": 3}
 
@@ -83,12 +84,6 @@ def aligned_empty(shape, dtype, align: int = 64) -> np.ndarray:
 def padded_hidden(hidden: int) -> int:
     """Rows per gate block in the packed layout."""
     return _round_up(hidden, MR)
-
-
-def bf16_bits(a: np.ndarray) -> np.ndarray:
-    """float32 -> the bfloat16 nearest to each value (ties to even), as uint32 holding the bits in the low half."""
-    u = np.ascontiguousarray(a, np.float32).view(np.uint32).astype(np.uint64)
-    return ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint32)
 
 
 def to_operand(a: np.ndarray, precision: Precision) -> np.ndarray:

@@ -1,0 +1,58 @@
+"""The README's table of `rnnjit verify --precision` figures: what bf16 costs on the benchmark models.
+
+    python -m bench.precision_verify
+
+Per model: max and mean abs difference of bf16 from float32 (numba engine,
+`rnnjit.verify.precision_cost`), and for the classifiers the fraction of rows
+whose class changes. Models: the demo bundle (a trained sensor model) on its
+reference input and its 2,000-row Parquet file; the text classifier of the
+benchmarks (embedding, bidirectional LSTM, mean pooling, sigmoid; seeded
+initial weights) on its token batch; and the four LSTM shapes of the
+precision benchmark (seeded initial weights, standard normal input).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+import rnnjit
+from bench.precision import SHAPES
+from rnnjit.spec import RNNSpec
+from rnnjit.verify import precision_cost, reference_input, sample_cost
+
+DATA = Path(__file__).resolve().parent.parent / "data"
+
+
+def rows():
+    import torch
+
+    demo = rnnjit.load(DATA / "demo_bundle.npz")
+    yield "demo bundle (lstm,fc,sigmoid), reference input", precision_cost(demo, "bf16", *reference_input(demo))
+    yield "demo bundle, data/demo_sequences.parquet", sample_cost(demo, DATA / "demo_sequences.parquet", "bf16", 2000)
+    from bench.cases import TEXT_CASES
+    from bench.text_classifier import TextBench
+
+    tb = TextBench(TEXT_CASES[0], torch)
+    yield f"text classifier ({TEXT_CASES[0].B} token sequences)", precision_cost(tb.model, "bf16", tb.ids, tb.lengths)
+    for s in SHAPES:
+        torch.manual_seed(0)
+        mod = torch.nn.LSTM(s.I, s.H, batch_first=True)
+        w = {k: v.detach().numpy().copy() for k, v in mod.state_dict().items()}
+        model = rnnjit.Model(RNNSpec("lstm", s.I, s.H), (), w, output="last")
+        B = min(s.B, 256)
+        x = np.random.default_rng(0).standard_normal((B, s.T, s.I)).astype(np.float32)
+        yield f"LSTM I={s.I} H={s.H}, T={s.T} ({B} sequence{"s" if B > 1 else ""})", precision_cost(model, "bf16", x, np.full(B, s.T))
+
+
+def main() -> None:
+    print("| model and input | max abs diff | mean abs diff | rows whose class changes |")
+    print("|---|---|---|---|")
+    for name, r in rows():
+        changed = f"{r['changed']:.2%} ({r['rule']})" if r["changed"] is not None else "-"
+        print(f"| {name} | {r['max_abs_diff']:.1e} | {r['mean_abs_diff']:.1e} | {changed} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
