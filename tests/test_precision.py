@@ -200,3 +200,37 @@ def test_verify_input_needs_a_precision(bundle, sample):
     r = run("verify", bundle, "--input", sample)
     assert r.exit_code == 2
     assert "--input is the sample --precision compares on; add --precision bf16" in r.stderr
+
+
+# --------------------------------------------------------------------------------- fused chains
+def _chain_model(net, tmp_path):
+    import torch
+
+    torch.save(net.state_dict(), tmp_path / "m.pth")
+    chain = net.chain_spec()
+    rnnjit.convert(tmp_path / "m.pth", tmp_path / "m.npz", chain=chain,
+                   output=None if "pool:" in chain else net.output)  # fmt: skip
+    return rnnjit.load(tmp_path / "m.npz", precision="bf16")
+
+
+@pytest.mark.parametrize("kind", ["embedding-bilstm-meanpool", "lstm-gru-tagger"])
+def test_bf16_chains_with_fused_steps_follow_the_emulation_and_torch(tmp_path, kind):
+    from chain_models import ChainNet, float_batch, token_batch
+    from torch import nn
+
+    if kind == "embedding-bilstm-meanpool":
+        net = ChainNet([("emb", nn.Embedding(30, 6, padding_idx=0)),
+                        ("lstm", nn.LSTM(6, 16, batch_first=True, bidirectional=True, num_layers=2)),
+                        "pool:mean", ("fc", nn.Linear(32, 1)), "sigmoid"], output="all", seed=1)  # fmt: skip
+        x, lengths = token_batch(np.random.default_rng(1), 30, B=21, T=9)
+    else:
+        net = ChainNet([("lstm", nn.LSTM(3, 12, batch_first=True, bidirectional=True)),
+                        ("gru", nn.GRU(24, 8, batch_first=True)), ("fc", nn.Linear(8, 3)), "log_softmax"],
+                       output="all", seed=2)  # fmt: skip
+        x, lengths = float_batch(np.random.default_rng(2), 3, B=21, T=7)
+    model = _chain_model(net, tmp_path)
+    got = model.predict(x, lengths=lengths, engine="numba")
+    emulated = model.predict(x, lengths=lengths, engine="numpy")
+    want = net.run(x, lengths)
+    assert float(np.max(np.abs(got - emulated))) < 1e-3
+    assert 1e-6 < float(np.max(np.abs(got - want))) < 0.03
