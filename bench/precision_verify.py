@@ -43,7 +43,8 @@ def rows():
         model = rnnjit.Model(RNNSpec("lstm", s.I, s.H), (), w, output="last")
         B = min(s.B, 256)
         x = np.random.default_rng(0).standard_normal((B, s.T, s.I)).astype(np.float32)
-        yield f"LSTM I={s.I} H={s.H}, T={s.T} ({B} sequence{"s" if B > 1 else ""})", precision_cost(model, "bf16", x, np.full(B, s.T))
+        seqs = f"{B} sequences" if B > 1 else "1 sequence"
+        yield f"LSTM I={s.I} H={s.H}, T={s.T} ({seqs})", precision_cost(model, "bf16", x, np.full(B, s.T))
 
 
 def main() -> None:

@@ -9,7 +9,9 @@ from typing import Annotated, Optional
 import typer
 
 from rnnjit.errors import InputError
-from rnnjit.cli._common import PRECISION_HELP, Engine, OutputMode, Precision, err, pick_engine, pick_precision, stderr_is_tty
+from rnnjit.cli._common import (
+    PRECISION_HELP, Engine, OutputMode, Precision, err, pick_engine, pick_precision, stderr_is_tty,
+)
 
 EXIT_TERMINATED = 143  # 128 + SIGTERM, what a shell reports for a terminated job
 

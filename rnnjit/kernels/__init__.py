@@ -60,7 +60,8 @@ class Prepared:
 
 
 def check_precision(name: str) -> Precision:
-    """The table entry of precision ``name``; `PrecisionUnavailableError` when the compile target lacks its instructions."""
+    """The table entry of precision ``name``; `PrecisionUnavailableError` when the compile target lacks
+    its instructions."""
     if name not in PRECISIONS:
         raise ValueError(f"precision {name!r} is not known; expected one of {', '.join(PRECISIONS)}")
     prec = PRECISIONS[name]

@@ -113,7 +113,8 @@ def _pack_operand(a, aq, rows, bt):
                     at = (k // 2) * bt + l
                     aq[at] = b if k % 2 == 0 else aq[at] | (b << 16)
             return
-        for k in range((rows + 1) // 2):  # lane tiles: slices, so the lane loop vectorizes (see `rnnjit.kernels.update`)
+        # lane tiles: slices, so the lane loop vectorizes (see `rnnjit.kernels.update`)
+        for k in range((rows + 1) // 2):
             lo = au[2 * k * bt : (2 * k + 1) * bt]
             out = aq[k * bt : (k + 1) * bt]
             if 2 * k + 1 < rows:
