@@ -53,7 +53,7 @@ def pool_steps(method: str, y: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     raise ValueError(f"pooling {method!r} is not known")
 
 
-PRECISIONS = ("float32", "float64", "bf16")
+PRECISIONS = ("float32", "float64", "bf16", "int8")
 """What `prepare` takes as ``precision`` (the numba engine's table: `rnnjit.kernels.precision`)."""
 
 
@@ -75,11 +75,36 @@ def _same(a):
     return a
 
 
+def int8_round(a: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Symmetric int8 fake quantization along ``axis``: ``floor(v * inv + 0.5) / inv``, ``inv = 127 / max|v|``.
+
+    The numba engine's int8 inputs per sequence and step (`rnnjit.kernels.layer.pack_operand`), in the same
+    float32 operations; weights per row use `int8_weights`."""
+    a = np.asarray(a, np.float32)
+    top = np.max(np.abs(a), axis=axis, keepdims=True)
+    inv = np.where(top > 0, np.float32(127) / np.where(top > 0, top, 1), np.float32(0)).astype(np.float32)
+    scale = np.where(inv > 0, np.float32(1) / np.where(inv > 0, inv, 1), np.float32(0)).astype(np.float32)
+    return (np.floor(a * inv + np.float32(0.5)) * scale).astype(np.float32)
+
+
+def int8_weights(w: np.ndarray) -> np.ndarray:
+    """Each row rounded to ``floor(w / s + 0.5) * s``, ``s = max|row| / 127`` (`rnnjit.kernels.pack.int8_rows`)."""
+    w = np.asarray(w, np.float32)
+    top = np.max(np.abs(w), axis=1, keepdims=True) if w.shape[1] else np.zeros((w.shape[0], 1), np.float32)
+    sc = np.where(top > 0, top / np.float32(127), np.float32(1)).astype(np.float32)
+    return (np.clip(np.floor(w / sc + np.float32(0.5)), -127, 127) * sc).astype(np.float32)
+
+
 def prepare(spec: RNNSpec, weights: Mapping[str, np.ndarray], precision: str | None = None):
     """``precision="bf16"`` emulates the numba engine's bf16 products: every weight and bias, and each step's
-    input and state, rounded to bfloat16 before a float32 product (slow; the oracle for the kernels)."""
+    input and state, rounded to bfloat16 before a float32 product; ``"int8"`` its int8 products: weight
+    matrices per row and each step's input and state per sequence rounded to int8 levels (`int8_weights`,
+    `int8_round`), biases exact (slow; the oracles for the kernels)."""
     if precision not in (None, *PRECISIONS):
         raise ValueError(f"precision {precision!r} is not known; expected one of {', '.join(PRECISIONS)}")
+    if precision == "int8":  # weight matrices per row (biases stay float), inputs and state per sequence and step
+        mats = {k: int8_weights(v) for k, v in weights.items() if k.startswith(spec.prefix) and np.ndim(v) == 2}
+        return spec, {**weights, **mats}, int8_round
     if precision != "bf16":
         return spec, dict(weights), _same
     rounded = {k: bf16_round(np.asarray(v, np.float32)) if k.startswith(spec.prefix) else v for k, v in weights.items()}

@@ -18,10 +18,10 @@ OUTPUT_MODES = ("last", "final", "all")
 ACTIVATIONS = (
     "sigmoid", "softmax", "log_softmax", "tanh", "relu", "identity", "gelu", "elu", "leaky_relu",
 )
-PRECISIONS = ("float32", "bf16")
+PRECISIONS = ("float32", "bf16", "int8")
 """What the recurrent products compute in (``rnnjit.load(..., precision=)``, ``--precision``): ``float32`` is
-the model's own dtype (float64 too when loaded with ``dtype="float64"``); ``bf16`` is opt-in (the numba
-engine's table: `rnnjit.kernels.precision`)."""
+the model's own dtype (float64 too when loaded with ``dtype="float64"``); ``bf16`` and ``int8`` are opt-in
+(the numba engine's table: `rnnjit.kernels.precision`)."""
 
 POOLS = ("last", "mean", "max", "sum")
 # Step kinds. Modules with weights are named by their state_dict prefix.

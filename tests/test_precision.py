@@ -1,10 +1,10 @@
-"""Reduced precision (bf16): the kernels against their numpy emulation and PyTorch, bits across threads and
-batch splits, the CPU-feature guard, and the API and CLI that choose it and name it.
+"""Reduced precisions (bf16, int8): the kernels against their numpy emulation and PyTorch, bits across
+threads and batch splits, the CPU-feature guard, and the API and CLI that choose them and name them.
 
-The kernels' bf16 products (`rnnjit.kernels.precision`) and the reference engine's emulation round the same
-operands to bfloat16; they sum in different orders, so a pre-activation can round to a neighbouring bf16
-value in one and not the other. The emulation check is therefore on the mean difference, against the
-distance bf16 puts between either and float32.
+The kernels' reduced products (`rnnjit.kernels.precision`) and the reference engine's emulation round the
+same operands (to bfloat16, or to int8 levels); they sum in different orders, so a value can round to a
+neighbouring level in one and not the other. The emulation check is therefore on the mean difference,
+against the distance the precision puts between either and float32.
 """
 
 from __future__ import annotations
@@ -24,40 +24,44 @@ from rnnjit.kernels import precision as kprecision
 from rnnjit.scoring import PRECISION_KEY, ScoreOptions
 
 CELLS = ["lstm", "lstmp", "gru", "rnn_tanh", "rnn_relu"]
+REDUCED = ["bf16", "int8"]
+NEAR_TORCH = {"bf16": 0.05, "int8": 0.1}  # max abs difference from torch float32 (relu: relative to the outputs)
 
 
-def _emulation_gap(cell, B, seed):
-    """(kernel bf16, emulated bf16, torch float32) per-step outputs of a 2-layer bidirectional ragged batch."""
+def _emulation_gap(cell, B, seed, precision):
+    """(kernel, emulated, torch float32) per-step outputs of a 2-layer bidirectional ragged batch at ``precision``."""
     rng = np.random.default_rng(seed)
     mod, spec, weights = build(cell, 6, 24, 2, True, True, np.float32, seed)
     for k in weights:  # build() scales for saturation; bf16 is judged on weights of a trained model's size
         weights[k] = weights[k] / 3.0
     x = rng.standard_normal((B, 7, 6)).astype(np.float32)
     lengths = rng.integers(1, 8, B).astype(np.int64)
-    got = kernels.run(kernels.prepare(spec, weights, "bf16"), x, lengths, None, None, "all", 2)[0]
-    emu = reference.run(reference.prepare(spec, weights, "bf16"), x, lengths, None, None, "all")[0]
+    got = kernels.run(kernels.prepare(spec, weights, precision), x, lengths, None, None, "all", 2)[0]
+    emu = reference.run(reference.prepare(spec, weights, precision), x, lengths, None, None, "all")[0]
     mod.load_state_dict({k: __import__("torch").from_numpy(v) for k, v in weights.items()})
     want = torch_run(mod, x, lengths, None, None)[0]
     return got, emu, want
 
 
+@pytest.mark.parametrize("precision", REDUCED)
 @pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("B", [1, 4, 40], ids=lambda b: f"{b=}")  # one-sequence, FEW and lane tiles
-def test_bf16_kernels_follow_their_emulation_and_stay_near_torch_float32(cell, B):
-    got, emu, want = _emulation_gap(cell, B, seed=B)
-    bf16_cost = float(np.mean(np.abs(emu - want)))
-    assert bf16_cost > 1e-5  # the products really ran in bf16: never a silent float32
-    assert float(np.mean(np.abs(got - emu))) < 0.1 * bf16_cost
+def test_kernels_follow_their_emulation_and_stay_near_torch_float32(cell, B, precision):
+    got, emu, want = _emulation_gap(cell, B, B, precision)
+    cost = float(np.mean(np.abs(emu - want)))
+    assert cost > 1e-5  # the products really ran at the reduced precision: never a silent float32
+    assert float(np.mean(np.abs(got - emu))) < 0.1 * cost
     scale = max(1.0, float(np.max(np.abs(want)))) if cell == "rnn_relu" else 1.0
-    assert float(np.max(np.abs(got - want))) < 0.05 * scale
+    assert float(np.max(np.abs(got - want))) < NEAR_TORCH[precision] * scale
 
 
 @pytest.mark.skipif(numba.config.DISABLE_JIT, reason="the pure-Python twins sum with numpy in each tile's own order")
+@pytest.mark.parametrize("precision", REDUCED)
 @pytest.mark.parametrize("cell", CELLS)
-def test_bf16_bits_do_not_depend_on_threads_or_batch_splits(cell):
+def test_bits_do_not_depend_on_threads_or_batch_splits(cell, precision):
     rng = np.random.default_rng(5)
     _, spec, weights = build(cell, 5, 20, 2, True, True, np.float32, seed=5)
-    prepared = kernels.prepare(spec, weights, "bf16")
+    prepared = kernels.prepare(spec, weights, precision)
     x = rng.standard_normal((37, 6, 5)).astype(np.float32)
     lengths = rng.integers(1, 7, 37).astype(np.int64)
     whole = kernels.run(prepared, x, lengths, None, None, "all", 1)
@@ -70,12 +74,13 @@ def test_bf16_bits_do_not_depend_on_threads_or_batch_splits(cell):
     np.testing.assert_array_equal(alone[1][:, 0], whole[1][:, 30])
 
 
-def test_bf16_reads_embedding_rows_in_the_tile_as_it_reads_features():
+@pytest.mark.parametrize("precision", REDUCED)
+def test_embedding_rows_read_in_the_tile_as_features_are(precision):
     _, spec, weights = build("lstm", 6, 16, 1, True, True, np.float32, seed=2)
     table = np.random.default_rng(2).standard_normal((V, 6)).astype(np.float32)
     ids, lengths = tokens(21, 5, seed=2)
     x = table[np.where(np.arange(5)[None, :] < lengths[:, None], ids, 0)]
-    prepared = kernels.prepare(spec, weights, "bf16")
+    prepared = kernels.prepare(spec, weights, precision)
     for n in (1, 2):
         got = kernels.run(prepared, ids, lengths, None, None, "last", n, table=table)[0]
         np.testing.assert_array_equal(got, kernels.run(prepared, x, lengths, None, None, "last", 1)[0])
@@ -83,21 +88,23 @@ def test_bf16_reads_embedding_rows_in_the_tile_as_it_reads_features():
 
 @pytest.fixture
 def no_bf16(monkeypatch):
-    """A compile target without AVX512_BF16 (as numba sees it)."""
+    """A compile target without AVX512_BF16 and AVX512_VNNI (as numba sees it)."""
     monkeypatch.setattr(kprecision, "target_features", lambda: {"avx2", "fma", "avx512f"})
 
 
-def test_missing_instructions_are_one_clear_error_before_compiling(no_bf16):
+@pytest.mark.parametrize("precision, needs", [("bf16", "avx512bf16, avx512vl"), ("int8", "avx512vnni, avx512vl")])
+def test_missing_instructions_are_one_clear_error_before_compiling(no_bf16, precision, needs):
     _, spec, weights = build("gru", 3, 8, 1, False, True, np.float32)
-    with pytest.raises(PrecisionUnavailableError, match=r"precision 'bf16' needs the CPU instructions avx512bf16, "
-                       r"avx512vl, which .* lacks; score at precision 'float32'"):
-        kernels.prepare(spec, weights, "bf16")
+    with pytest.raises(PrecisionUnavailableError, match=rf"precision '{precision}' needs the CPU instructions "
+                       rf"{needs}, which .* lacks; score at precision 'float32'"):  # fmt: skip
+        kernels.prepare(spec, weights, precision)
     kernels.prepare(spec, weights)  # float32 needs nothing
 
 
 def test_target_features_follow_numba_cpu_features(monkeypatch):
-    monkeypatch.setattr("numba.config.CPU_FEATURES", "+avx2,+fma,-avx512bf16")
-    assert kprecision.missing_features(kprecision.PRECISIONS["bf16"]) == ["avx512bf16", "avx512vl"]
+    monkeypatch.setattr("numba.config.CPU_FEATURES", "+avx2,+fma,-avx512bf16,+avx512vl")
+    assert kprecision.missing_features(kprecision.PRECISIONS["bf16"]) == ["avx512bf16"]
+    assert kprecision.missing_features(kprecision.PRECISIONS["int8"]) == ["avx512vnni"]
     assert kprecision.missing_features(kprecision.PRECISIONS["float32"]) == []
 
 
@@ -123,10 +130,12 @@ def test_load_with_precision_scores_near_float32_and_says_so(bundle):
     np.testing.assert_array_equal(m16.with_precision("float32").predict(x), y32)
     emulated = m16.predict(x, engine="numpy")
     assert np.max(np.abs(emulated - y16)) < 1e-3
+    y8 = m32.with_precision("int8").predict(x)
+    assert 0 < np.max(np.abs(y32 - y8)) < 0.05 and not np.array_equal(y8, y16)
 
 
 def test_unknown_or_unfit_precisions_are_refused(bundle):
-    with pytest.raises(InputError, match="precision 'fp16' is not known; expected one of float32, bf16"):
+    with pytest.raises(InputError, match="precision 'fp16' is not known; expected one of float32, bf16, int8"):
         rnnjit.load(bundle, precision="fp16")
     with pytest.raises(InputError, match="precision 'bf16' computes everything outside its products in float32, "
                        "not float64; load the bundle with dtype='float32'"):
@@ -146,17 +155,18 @@ def sample(tmp_path):
     return write(list_table(random_sequences(60, 3, seed=1)), tmp_path / "in.parquet")
 
 
-def test_score_precision_is_in_the_summary_and_the_metadata(bundle, sample, tmp_path):
+@pytest.mark.parametrize("precision", REDUCED)
+def test_score_precision_is_in_the_summary_and_the_metadata(bundle, sample, tmp_path, precision):
     out16, out32 = tmp_path / "o16.parquet", tmp_path / "o32.parquet"
-    r = run("score", "--model", bundle, "--input", sample, "-o", out16, "--precision", "bf16")
+    r = run("score", "--model", bundle, "--input", sample, "-o", out16, "--precision", precision)
     assert r.exit_code == 0, r.stderr
-    assert "precision bf16 ->" in r.stderr
-    assert pq.read_schema(out16).metadata[PRECISION_KEY] == b"bf16"
+    assert f"precision {precision} ->" in r.stderr
+    assert pq.read_schema(out16).metadata[PRECISION_KEY] == precision.encode()
     r = run("score", "--model", bundle, "--input", sample, "-o", out32)
     assert r.exit_code == 0 and "precision float32 ->" in r.stderr
     assert pq.read_schema(out32).metadata[PRECISION_KEY] == b"float32"
     seqs = [np.asarray(s, np.float32) for s in pq.read_table(sample).column("features").to_pylist()]
-    want = rnnjit.load(bundle, precision="bf16").predict(seqs)
+    want = rnnjit.load(bundle, precision=precision).predict(seqs)
     got = np.asarray(pq.read_table(out16).column("score").to_pylist(), np.float32)
     np.testing.assert_array_equal(got, want)  # the CLI scores what the Python API scores
 
@@ -180,19 +190,20 @@ def test_numpy_engine_emulates_bf16_and_says_it_is_slow(bundle, sample, tmp_path
 
 def test_inspect_names_the_default_precision(bundle):
     r = run("inspect", bundle)
-    assert "precision      float32 by default (opt-in: --precision bf16" in r.stdout
+    assert "precision      float32 by default (opt-in: --precision bf16|int8" in r.stdout
 
 
-def test_verify_precision_reports_the_distance_from_float32(bundle, sample):
-    r = run("verify", bundle, "--precision", "bf16", "--input", sample, "--rows", "50")
+@pytest.mark.parametrize("precision", REDUCED)
+def test_verify_precision_reports_the_distance_from_float32(bundle, sample, precision):
+    r = run("verify", bundle, "--precision", precision, "--input", sample, "--rows", "50")
     assert r.exit_code == 0, r.stdout + r.stderr
-    ref_line, sample_line = [ln for ln in r.stdout.splitlines() if ln.startswith("precision bf16:")]
-    assert ref_line.startswith("precision bf16: reference input (")
-    assert sample_line.startswith("precision bf16: in.parquet (first 50 rows): max abs diff ")
+    ref_line, sample_line = [ln for ln in r.stdout.splitlines() if ln.startswith(f"precision {precision}:")]
+    assert ref_line.startswith(f"precision {precision}: reference input (")
+    assert sample_line.startswith(f"precision {precision}: in.parquet (first 50 rows): max abs diff ")
     assert "of rows change class (argmax)" in sample_line
     model = rnnjit.load(bundle)
     x = [np.asarray(s, np.float32) for s in pq.read_table(sample).column("features").to_pylist()[:50]]
-    diff = np.abs(model.predict(x) - model.with_precision("bf16").predict(x))
+    diff = np.abs(model.predict(x) - model.with_precision(precision).predict(x))
     assert f"max abs diff {diff.max():.2e}, mean abs diff {diff.mean():.2e} from float32" in sample_line
 
 
@@ -203,18 +214,19 @@ def test_verify_input_needs_a_precision(bundle, sample):
 
 
 # --------------------------------------------------------------------------------- fused chains
-def _chain_model(net, tmp_path):
+def _chain_model(net, tmp_path, precision):
     import torch
 
     torch.save(net.state_dict(), tmp_path / "m.pth")
     chain = net.chain_spec()
     rnnjit.convert(tmp_path / "m.pth", tmp_path / "m.npz", chain=chain,
                    output=None if "pool:" in chain else net.output)  # fmt: skip
-    return rnnjit.load(tmp_path / "m.npz", precision="bf16")
+    return rnnjit.load(tmp_path / "m.npz", precision=precision)
 
 
+@pytest.mark.parametrize("precision", REDUCED)
 @pytest.mark.parametrize("kind", ["embedding-bilstm-meanpool", "lstm-gru-tagger"])
-def test_bf16_chains_with_fused_steps_follow_the_emulation_and_torch(tmp_path, kind):
+def test_chains_with_fused_steps_follow_the_emulation_and_torch(tmp_path, kind, precision):
     from chain_models import ChainNet, float_batch, token_batch
     from torch import nn
 
@@ -228,9 +240,9 @@ def test_bf16_chains_with_fused_steps_follow_the_emulation_and_torch(tmp_path, k
                         ("gru", nn.GRU(24, 8, batch_first=True)), ("fc", nn.Linear(8, 3)), "log_softmax"],
                        output="all", seed=2)  # fmt: skip
         x, lengths = float_batch(np.random.default_rng(2), 3, B=21, T=7)
-    model = _chain_model(net, tmp_path)
+    model = _chain_model(net, tmp_path, precision)
     got = model.predict(x, lengths=lengths, engine="numba")
     emulated = model.predict(x, lengths=lengths, engine="numpy")
     want = net.run(x, lengths)
     assert float(np.max(np.abs(got - emulated))) < 1e-3
-    assert 1e-6 < float(np.max(np.abs(got - want))) < 0.03
+    assert 1e-6 < float(np.max(np.abs(got - want))) < {"bf16": 0.03, "int8": 0.06}[precision]

@@ -26,9 +26,11 @@ Engine = choices("Engine", ENGINES)
 OutputMode = choices("OutputMode", OUTPUT_MODES)
 Precision = choices("Precision", PRECISIONS)
 PRECISION_HELP = (
-    "float32 (default: the bundle's own dtype), or bf16: weights and each step's input and state rounded to "
-    "bfloat16 for the recurrent products (AVX512_BF16); see `rnnjit verify --precision` for what it costs."
+    "float32 (default: the bundle's own dtype); bf16: weights, each step's input and state rounded to bfloat16 "
+    "for the recurrent products (AVX512_BF16); int8: weights per row and each step's input and state per "
+    "sequence quantized to int8 (AVX512_VNNI). See `rnnjit verify --precision` for what it costs."
 )
+PRECISION_METAVAR = "|".join(PRECISIONS)
 
 
 def pick_precision(precision: Enum | None, engine: str) -> str:

@@ -10,7 +10,8 @@ import typer
 
 from rnnjit.errors import InputError
 from rnnjit.cli._common import (
-    PRECISION_HELP, Engine, OutputMode, Precision, err, pick_engine, pick_precision, stderr_is_tty,
+    PRECISION_HELP, PRECISION_METAVAR, Engine, OutputMode, Precision, err, pick_engine, pick_precision,
+    stderr_is_tty,
 )
 
 EXIT_TERMINATED = 143  # 128 + SIGTERM, what a shell reports for a terminated job
@@ -112,7 +113,7 @@ def score_command(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no summary.")] = False,
     engine: Annotated[Optional[Engine], typer.Option(help="numba (default when it loads) or numpy.")] = None,
-    precision: Annotated[Optional[Precision], typer.Option(metavar="float32|bf16", help=PRECISION_HELP)] = None,
+    precision: Annotated[Optional[Precision], typer.Option(metavar=PRECISION_METAVAR, help=PRECISION_HELP)] = None,
     features_column: Annotated[
         Optional[str], typer.Option("--features-column", hidden=True, help="Deprecated: use --sequence-column.")
     ] = None,

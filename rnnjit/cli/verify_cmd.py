@@ -8,7 +8,9 @@ from typing import Annotated, Optional
 import typer
 
 from rnnjit.assumptions import labels as assumption_labels
-from rnnjit.cli._common import EXIT_FAILED, PRECISION_HELP, Engine, Precision, fail, pick_engine, pick_precision
+from rnnjit.cli._common import (
+    EXIT_FAILED, PRECISION_HELP, PRECISION_METAVAR, Engine, Precision, fail, pick_engine, pick_precision,
+)
 
 
 def verify_command(
@@ -23,7 +25,8 @@ def verify_command(
     engine: Annotated[Optional[Engine], typer.Option(help="numba (default when available) or numpy.")] = None,
     precision: Annotated[
         Optional[Precision],
-        typer.Option(metavar="float32|bf16", help="Also score at this precision and print its distance from float32. "
+        typer.Option(metavar=PRECISION_METAVAR, help="Also score at this precision and print its distance from "
+                     "float32. "
                      + PRECISION_HELP),
     ] = None,
     input: Annotated[
@@ -44,8 +47,8 @@ def verify_command(
     whole chain on the reference input and compare outputs. Exit code 0 when
     everything matches, 1 when a check fails.
 
-    With --precision bf16, also score the reference input (and the first
-    --rows sequences of --input) at float32 and at bf16, and print the max and
+    With --precision bf16 or int8, also score the reference input (and the first
+    --rows sequences of --input) at float32 and at that precision, and print the max and
     mean abs difference from float32, and for a classifier head (sigmoid,
     softmax or log_softmax last) the fraction of rows whose class changes.
     """

@@ -59,6 +59,12 @@ class Prepared:
     precision: Precision = PRECISIONS["float32"]
 
 
+PRODUCT_CPUS = {
+    "dpbf16": "AVX512_BF16: Intel Cooper Lake, Sapphire Rapids or later; AMD Zen 4 or later",
+    "dpbusd": "AVX512_VNNI: Intel Cascade Lake, Ice Lake or later; AMD Zen 4 or later",
+}
+
+
 def check_precision(name: str) -> Precision:
     """The table entry of precision ``name``; `PrecisionUnavailableError` when the compile target lacks
     its instructions."""
@@ -70,7 +76,7 @@ def check_precision(name: str) -> Precision:
         raise PrecisionUnavailableError(
             f"precision {name!r} needs the CPU instructions {', '.join(missing)}, which this CPU ({target_cpu()}) "
             f"lacks; score at precision 'float32' (--precision float32) instead, or on a CPU that has them "
-            f"(AVX512_BF16: Intel Cooper Lake, Sapphire Rapids or later; AMD Zen 4 or later)"
+            f"({PRODUCT_CPUS[prec.product]})"
         )
     return prec
 
@@ -183,6 +189,7 @@ def _run_layers(prepared, rows, tok, lengths, h0, c0, hn, cn, top_mode, y_all, y
                 cell=cell, x=rows, tok=tok, w=pk.w, wg=pk.wg, kstart=pk.kstart, klen=pk.klen, wr=pk.wr, wrg=pk.wrg,
                 h0=h0[k], c0=c0[k], y=out, ycol=d * Ho, out_mode=mode, reverse=d == 1, hn=hn[k], cn=cn[k],
                 hidden=H, hp=hp, h_out=Ho, proj=spec.proj_size, bt=bt,
+                qs=pk.qs, qc=pk.qc, rqs=pk.rqs, rqc=pk.rqc, split=pk.split,
                 lens=lengths, order=order, tile_ptr=tile_ptr, next_tile=np.zeros(1, np.int64),
             )  # fmt: skip
             if team:

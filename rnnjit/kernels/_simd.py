@@ -74,18 +74,31 @@ def _dpbf16(builder, vecty):
     return lambda x, y, acc: builder.call(fn, [acc, builder.bitcast(x, bf), builder.bitcast(y, bf)])
 
 
-def _product(builder, opty, vecty):
-    """``mul_add(x, y, acc)`` for operand vectors ``opty`` into accumulators ``vecty``.
+def _dpbusd(builder, vecty):
+    """``acc + sum of 4 products`` per int32 lane (AVX512_VNNI ``vpdpbusd``): ``y``'s bytes unsigned, ``x``'s signed."""
+    count = vecty.count
+    i8 = ir.VectorType(ir.IntType(8), 4 * count)
+    name = f"llvm.x86.avx512.vpdpbusd.{32 * count}"
+    fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vecty, [vecty, i8, i8]), name)
+    return lambda x, y, acc: builder.call(fn, [acc, builder.bitcast(y, i8), builder.bitcast(x, i8)])
 
-    Float operands: one FMA per element. uint32 operands hold pairs of bf16
+
+def _product(builder, weights, vecty):
+    """``mul_add(x, y, acc)``: ``x`` a vector of weights (numba dtype ``weights``), ``y`` of inputs, into ``vecty``.
+
+    Float weights: one FMA per element. uint32 weights hold pairs of bf16
     (`rnnjit.kernels.precision`, ``k_pack`` 2): one ``vdpbf16ps`` adds both
-    products of each pair. The intrinsic is emitted only into kernels compiled
-    for such operands, so a float32 model never needs the instruction.
+    products of each pair. int32 weights hold four int8 against four unsigned
+    input bytes (``k_pack`` 4): ``vpdpbusd`` into int32. The intrinsics are
+    emitted only into kernels compiled for such operands, so a float32 model
+    never needs the instructions.
     """
-    if opty == vecty:
+    if isinstance(weights, types.Float):
         fma = _fma(builder, vecty)
         return lambda x, y, acc: builder.call(fma, [x, y, acc])
-    return _dpbf16(builder, vecty)
+    if weights == types.uint32:
+        return _dpbf16(builder, vecty)
+    return _dpbusd(builder, vecty)
 
 
 def _splat(builder, vecty, scalar):
@@ -138,7 +151,7 @@ def _prologue(context, builder, aty, cty, width, ptrs):
     vecty = ir.VectorType(context.get_value_type(cty.dtype), width)
     opty = ir.VectorType(context.get_value_type(aty.dtype), width)
     pointers = [_ptr(context, builder, ty, arr, off) for ty, arr, off in ptrs]
-    return vecty, opty, cty.dtype.bitwidth // 8, _product(builder, opty, vecty), pointers, ir.Constant(vecty, None)
+    return vecty, opty, cty.dtype.bitwidth // 8, _product(builder, aty.dtype, vecty), pointers, ir.Constant(vecty, None)
 
 
 def _lanes_kernel(nv: int, doc: str):
@@ -338,19 +351,24 @@ if config.DISABLE_JIT:  # pragma: no cover - exercised by the NUMBA_DISABLE_JIT=
     # Plain-Python equivalents, so the kernel logic runs (and is covered) without numba.
     import numpy as _np
 
-    def _k_major(x):
-        """(n, m) operands -> (n * k_pack, m) floats: bf16 pairs (uint32) unpacked, low half first."""
-        if x.dtype != _np.uint32:
-            return x
-        u = _np.ascontiguousarray(x, _np.uint32)
-        pair = _np.stack([(u << 16).view(_np.float32), (u & 0xFFFF0000).view(_np.float32)], axis=1)
-        return pair.reshape(2 * x.shape[0], *x.shape[1:])
+    def _k_major(x, weights):
+        """(n, m) operands -> (n * k_pack, m): bf16 pairs unpacked to float32 (uint32 weights: both operands),
+        int8 quads to int64 (int32 weights: signed; their inputs: unsigned bytes)."""
+        if weights == _np.uint32:
+            u = _np.ascontiguousarray(x, _np.uint32)
+            pair = _np.stack([(u << 16).view(_np.float32), (u & 0xFFFF0000).view(_np.float32)], axis=1)
+            return pair.reshape(2 * x.shape[0], *x.shape[1:])
+        if weights == _np.int32:
+            b = _np.ascontiguousarray(x).view(_np.int8 if x.dtype == _np.int32 else _np.uint8)
+            quad = b.reshape(*x.shape, 4).astype(_np.int64)
+            return _np.moveaxis(quad, -1, 1).reshape(4 * x.shape[0], *x.shape[1:])
+        return x
 
     def _mk_lanes(nv, a, aoff, b, boff, ldb, c, coff, ldc, n):
         width = nv * (VECTOR_BYTES // c.dtype.itemsize)
         A = a[aoff : aoff + n * MR].reshape(n, MR) if n > 0 else _np.zeros((0, MR), c.dtype)
         rows = _np.stack([b[boff + k * ldb : boff + k * ldb + width] for k in range(n)]) if n > 0 else None
-        out = _k_major(A).T @ _k_major(rows) if n > 0 else _np.zeros((MR, width), c.dtype)
+        out = _k_major(A, a.dtype).T @ _k_major(rows, a.dtype) if n > 0 else _np.zeros((MR, width), c.dtype)
         for q in range(MR):
             c[coff + q * ldc : coff + q * ldc + width] = out[q]
 
@@ -375,8 +393,8 @@ if config.DISABLE_JIT:  # pragma: no cover - exercised by the NUMBA_DISABLE_JIT=
         rows = FEW_VECS * (VECTOR_BYTES // c.dtype.itemsize)
         A = _np.stack([a[aoff + k * GROUP_ROWS : aoff + k * GROUP_ROWS + rows] for k in range(n)])
         Z = b[boff : boff + n * FEW].reshape(n, FEW)
-        c[coff : coff + rows * FEW] = (_k_major(A).T @ _k_major(Z)).reshape(-1)
+        c[coff : coff + rows * FEW] = (_k_major(A, a.dtype).T @ _k_major(Z, a.dtype)).reshape(-1)
 
     def mk_rows_grouped(a, aoff, b, boff, c, coff, n):  # noqa: F811
         A = a[aoff : aoff + n * P_ROWS * MR].reshape(n, P_ROWS * MR)
-        c[coff : coff + P_ROWS * MR] = _k_major(A).T @ _k_major(b[boff : boff + n].reshape(n, 1))[:, 0]
+        c[coff : coff + P_ROWS * MR] = _k_major(A, a.dtype).T @ _k_major(b[boff : boff + n].reshape(n, 1), a.dtype)[:, 0]

@@ -46,6 +46,7 @@ PRECISIONS = {
     "float32": Precision("float32", np.dtype(np.float32), np.dtype(np.float32), 1, "fma"),
     "float64": Precision("float64", np.dtype(np.float64), np.dtype(np.float64), 1, "fma"),
     "bf16": Precision("bf16", np.dtype(np.float32), np.dtype(np.uint32), 2, "dpbf16", ("avx512bf16", "avx512vl")),
+    "int8": Precision("int8", np.dtype(np.float32), np.dtype(np.int32), 4, "dpbusd", ("avx512vnni", "avx512vl")),
 }
 """Every precision the kernels run, by name.
 
@@ -53,6 +54,12 @@ bf16: weights and each step's input ``z`` rounded to bfloat16 (round to
 nearest even), two consecutive reduction indices per uint32 (the even one in
 the low half), products by ``vdpbf16ps`` into float32 accumulators; the
 one-sequence kernel's 8-row vectors use its 256-bit form (AVX512_VL).
+
+int8: weights symmetric per row, the x and h columns of a row with a scale
+each, four per int32 (`rnnjit.kernels.pack.int8_rows`); each step's x and h
+quantized per sequence (a scale each, `max|v| / 127`), offset by 128 to
+unsigned bytes; products by ``vpdpbusd`` into int32, then rescaled to float32
+with the biases added in float32 (`rnnjit.kernels.layer.gate_products`).
 """
 
 
