@@ -62,7 +62,7 @@ SHAPES = (Shape(1024, 100, 32, 128), Shape(256, 100, 256, 512), Shape(128, 50, 5
 CLASS = {
     "rnnjit float32": "float32", "torch float32": "float32", "onnxruntime float32": "float32",
     "rnnjit bf16": "bf16", "torch bf16 autocast": "bf16", "OpenVINO default": "bf16",
-    "onnxruntime int8 (dynamic)": "int8", "torch int8 (dynamic)": "int8",
+    "rnnjit int8": "int8", "onnxruntime int8 (dynamic)": "int8", "torch int8 (dynamic)": "int8",
 }  # fmt: skip
 """Each engine's precision class (the report compares rnnjit's entry with the faster peer of its class)."""
 
@@ -87,7 +87,7 @@ def engines(shape: Shape, threads: int, tmp: Path) -> tuple[dict, np.ndarray]:
     out: dict = {}
 
     model = rnnjit.Model(RNNSpec("lstm", shape.I, shape.H), (), weights, output="last")
-    for p in ("float32", "bf16"):
+    for p in ("float32", "bf16", "int8"):
         m = model.with_precision(p)
         out[f"rnnjit {p}"] = lambda m=m: m.predict(x, threads=threads)
 
@@ -184,18 +184,21 @@ def section(results: dict, threads: int, load_before: str, load_after: str, comm
         lines.append(f"| {shape} | " + " | ".join(cells) + " |")
     lines += ["", "Against the goals of issue #18 (ratios of the figures above):", ""]
     lines.append("| shape | bf16 / faster of torch bf16, OpenVINO default (goal >= 1.2) | bf16 / rnnjit float32 "
-                 "(goal >= 1.7 at H >= 512) |")
-    lines.append("|---|---|---|")
+                 "(goal >= 1.7 at H >= 512) | int8 / onnxruntime int8 (goal >= 1.2) | int8 / rnnjit float32 "
+                 "(goal >= 2.5 at H >= 512) |")
+    lines.append("|---|---|---|---|---|")
     for shape, r in results.items():
         peer = max(r["torch bf16 autocast"]["seq_s"], r["OpenVINO default"]["seq_s"])
-        lines.append(f"| {shape} | {r['rnnjit bf16']['seq_s'] / peer:.2f} | "
-                     f"{r['rnnjit bf16']['seq_s'] / r['rnnjit float32']['seq_s']:.2f} |")
+        f32 = r["rnnjit float32"]["seq_s"]
+        lines.append(f"| {shape} | {r['rnnjit bf16']['seq_s'] / peer:.2f} | {r['rnnjit bf16']['seq_s'] / f32:.2f} | "
+                     f"{r['rnnjit int8']['seq_s'] / r['onnxruntime int8 (dynamic)']['seq_s']:.2f} | "
+                     f"{r['rnnjit int8']['seq_s'] / f32:.2f} |")
     return "\n".join(lines) + "\n"
 
 
 def write_section(report: Path, tables: str, notes: Path) -> None:
     """Replace the section between the markers in ``report`` (append it when absent): the tables, then ``notes``."""
-    text = "\n".join([MARK_START, "## Reduced precision (bf16) beside the peers in its class", "", tables,
+    text = "\n".join([MARK_START, "## Reduced precision (bf16, int8) beside the peers in their class", "", tables,
                       notes.read_text().rstrip("\n"), MARK_END]) + "\n"
     old = report.read_text() if report.exists() else ""
     if MARK_START in old and MARK_END in old:
