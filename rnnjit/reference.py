@@ -1,8 +1,9 @@
 """The exact numpy reference engine: PyTorch's recurrent semantics, step by step.
 
 Slow and obviously correct. It is the oracle for the compiled kernels and the
-fallback where numba cannot be imported (``engine="numpy"``). It imports numpy
-only.
+fallback where numba cannot be imported (``engine="numpy"``). It needs numpy
+only; the logistic function and pooling over time are `rnnjit.steps`', shared
+with the chain's other steps.
 
 Engine contract (shared with `rnnjit.kernels`):
 
@@ -29,28 +30,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from rnnjit.spec import POOLS, RNNSpec
-
-
-def sigmoid(v: np.ndarray) -> np.ndarray:
-    """Logistic function without overflow: 1/(1+exp(-v)) == (1+tanh(v/2))/2."""
-    return 0.5 * (1.0 + np.tanh(0.5 * v))
-
-
-def pool_steps(method: str, y: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """Reduce (B, T, F) over each sequence's first ``lengths[b]`` steps (padding never counted)."""
-    B, T = y.shape[0], y.shape[1]
-    if method == "last":
-        return y[np.arange(B), lengths - 1] if T else np.zeros((B, y.shape[2]), y.dtype)
-    valid = (np.arange(T)[None, :] < lengths[:, None])[:, :, None]
-    if method == "max":
-        return np.where(valid, y, -np.inf).max(axis=1, initial=-np.inf).astype(y.dtype)
-    total = np.where(valid, y, 0).sum(axis=1)
-    if method == "sum":
-        return total.astype(y.dtype)
-    if method == "mean":
-        return (total / lengths[:, None].astype(y.dtype)).astype(y.dtype)
-    raise ValueError(f"pooling {method!r} is not known")
+from rnnjit.spec import RNNSpec
+from rnnjit.steps import POOLS, pool_steps, sigmoid
 
 
 PRECISIONS = ("float32", "float64", "bf16", "int8")

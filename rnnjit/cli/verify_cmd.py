@@ -38,14 +38,21 @@ def verify_command(
     sequence_column: Annotated[
         str, typer.Option(metavar="C", help="--input's column of sequences (list layout).")
     ] = "features",
+    c_dir: Annotated[
+        Optional[Path],
+        typer.Option("--c", exists=True, file_okay=False, metavar="DIR",
+                     help="A directory written by `rnnjit export-c`: compile it with the system C compiler and "
+                     "score the reference input with it."),
+    ] = None,
 ) -> None:
     """Recompute the reference input stored in the bundle and compare with the stored outputs.
 
     With --against, also re-read the weight file without torch and compare every
     tensor: each must be used by the bundle's chain or dropped on purpose with
     convert --ignore. When torch is importable, run torch's own modules for the
-    whole chain on the reference input and compare outputs. Exit code 0 when
-    everything matches, 1 when a check fails.
+    whole chain on the reference input and compare outputs. With --c, compile
+    the generated C and compare its outputs on the reference input. Exit code 0
+    when everything matches, 1 when a check fails (or a check asked for could not run).
 
     With --precision bf16 or int8, also score the reference input (and the first
     --rows sequences of --input) at float32 and at that precision, and print the max and
@@ -114,6 +121,13 @@ def verify_command(
                 failures.append("outputs differ from torch")
     if precision is not None:
         _print_precision_cost(model, prec, eng, input, rows, sequence_column)
+    if c_dir is not None:
+        from rnnjit.cli.export_c_cmd import c_check_line
+
+        line, ok = c_check_line(model, c_dir)
+        typer.echo(line)
+        if not ok:
+            failures.append("the generated C differs or did not run")
     if failures:
         raise fail(f"verification failed: {'; '.join(failures)}", EXIT_FAILED)
 
