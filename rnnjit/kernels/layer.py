@@ -283,13 +283,9 @@ def _acc_of(w, n):
     return lambda w, n: np.zeros(0, np.int32)
 
 
-def gate_products(w, wf, wgf, zq, g, acc, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv, rows_few, split, qs, qc,
-                  scales):  # fmt: skip
-    """All gate pre-activations of a step into ``g`` (float): one product (float, bf16), or for int8 weights
-    (int32 ``w``) one per segment (x, then h from element ``split``) into ``acc``, rescaled by `_int8_rows`."""
-    if w.dtype != np.int32:  # the plain-Python twin (NUMBA_DISABLE_JIT=1)
-        products_into(wf, wgf, zq, g, n_pan, Kw, bt, 0, Kw, kstart, klen, True, s, slen, nvec, lv, rows_few)
-        return
+@njit(inline="always", **JIT)
+def _int8_gates(wf, wgf, zq, g, acc, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv, rows_few, split, qs, qc, scales):
+    """`gate_products` for int8: the x segment, then h from element ``split``, into ``acc``; rescaled into ``g``."""
     n = n_pan * MR * bt
     products_into(wf, wgf, zq, acc[:n], n_pan, Kw, bt, 0, split, kstart, klen, False, s, slen, nvec, lv, rows_few)
     products_into(wf, wgf, zq, acc[n:], n_pan, Kw, bt, split, Kw - split, kstart, klen, False, s, slen, nvec, lv,
@@ -297,37 +293,12 @@ def gate_products(w, wf, wgf, zq, g, acc, n_pan, Kw, bt, kstart, klen, s, slen, 
     _int8_rows(g, acc, n_pan * MR, bt, qs, qc, scales)
 
 
-@overload(gate_products, inline="always", jit_options=HELPER_JIT)
-def _gate_products(w, wf, wgf, zq, g, acc, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv, rows_few, split, qs, qc,
-                   scales):  # fmt: skip
-    if w.dtype != numba_types.int32:
-
-        def one(w, wf, wgf, zq, g, acc, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv, rows_few, split, qs, qc,
-                scales):  # fmt: skip
-            products_into(wf, wgf, zq, g, n_pan, Kw, bt, 0, Kw, kstart, klen, True, s, slen, nvec, lv, rows_few)
-
-        return one
-
-    def two(w, wf, wgf, zq, g, acc, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv, rows_few, split, qs, qc, scales):
-        n = n_pan * MR * bt
-        products_into(wf, wgf, zq, acc[:n], n_pan, Kw, bt, 0, split, kstart, klen, False, s, slen, nvec, lv,
-                      rows_few)  # fmt: skip
-        products_into(wf, wgf, zq, acc[n:], n_pan, Kw, bt, split, Kw - split, kstart, klen, False, s, slen, nvec,
-                      lv, rows_few)  # fmt: skip
-        _int8_rows(g, acc, n_pan * MR, bt, qs, qc, scales)
-
-    return two
-
-
-def proj_products(wr, wrf, wrgf, mq, pr, racc, n_pan_r, Hw, bt, kstart, klen, s, slen, nvec, lv, rows_few, rqs,
-                  rqc, scales):  # fmt: skip
-    """An LSTMP's projection of the step's h (``mq``) into ``pr``: one product, or for int8 weights into ``racc``,
-    rescaled by `_int8_rows`."""
-    if wr.dtype == np.int32:  # the plain-Python twin (NUMBA_DISABLE_JIT=1)
-        products_into(wrf, wrgf, mq, racc, n_pan_r, Hw, bt, 0, Hw, kstart, klen, False, s, slen, nvec, lv, rows_few)
-        _int8_rows(pr, racc, n_pan_r * MR, bt, rqs, rqc, scales)
-    else:
-        _float_projection(wrf, wrgf, mq, pr, n_pan_r, Hw, bt, nvec, lv, rows_few)
+@njit(inline="always", **JIT)
+def _int8_projection(wrf, wrgf, mq, pr, racc, n_pan_r, Hw, bt, kstart, klen, s, slen, nvec, lv, rows_few, rqs, rqc,
+                     scales):  # fmt: skip
+    """`proj_products` for int8: one segment into ``racc``, rescaled into ``pr``."""
+    products_into(wrf, wrgf, mq, racc, n_pan_r, Hw, bt, 0, Hw, kstart, klen, False, s, slen, nvec, lv, rows_few)
+    _int8_rows(pr, racc, n_pan_r * MR, bt, rqs, rqc, scales)
 
 
 @njit(inline="always", **JIT)
@@ -348,6 +319,46 @@ def _float_projection(wrf, wrgf, mq, pr, n_pan_r, Hw, bt, nvec, lv, rows_few):
                 mk_lanes1(wrf, p * Hw * MR, mq, v * lv, bt, pr, p * MR * bt + v * lv, bt, Hw)
 
 
+def gate_products(w, wf, wgf, zq, g, acc, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv, rows_few, split, qs, qc,
+                  scales):  # fmt: skip
+    """All gate pre-activations of a step into ``g`` (float): one product (float, bf16), or for int8 weights
+    (int32 ``w``) `_int8_gates`. Chosen by ``w``'s dtype when compiling, so a float kernel holds no int8 code."""
+    if w.dtype != np.int32:  # the plain-Python twin (NUMBA_DISABLE_JIT=1)
+        products_into(wf, wgf, zq, g, n_pan, Kw, bt, 0, Kw, kstart, klen, True, s, slen, nvec, lv, rows_few)
+    else:
+        _int8_gates(wf, wgf, zq, g, acc, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv, rows_few, split, qs, qc,
+                    scales)  # fmt: skip
+
+
+@overload(gate_products, inline="always", jit_options=HELPER_JIT)
+def _gate_products(w, wf, wgf, zq, g, acc, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv, rows_few, split, qs, qc,
+                   scales):  # fmt: skip
+    if w.dtype != numba_types.int32:
+
+        def one(w, wf, wgf, zq, g, acc, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv, rows_few, split, qs, qc,
+                scales):  # fmt: skip
+            products_into(wf, wgf, zq, g, n_pan, Kw, bt, 0, Kw, kstart, klen, True, s, slen, nvec, lv, rows_few)
+
+        return one
+
+    def two(w, wf, wgf, zq, g, acc, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv, rows_few, split, qs, qc, scales):
+        _int8_gates(wf, wgf, zq, g, acc, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv, rows_few, split, qs, qc,
+                    scales)  # fmt: skip
+
+    return two
+
+
+def proj_products(wr, wrf, wrgf, mq, pr, racc, n_pan_r, Hw, bt, kstart, klen, s, slen, nvec, lv, rows_few, rqs,
+                  rqc, scales):  # fmt: skip
+    """An LSTMP's projection of the step's h (``mq``) into ``pr``: `_float_projection`, or for int8 weights
+    `_int8_projection` (chosen when compiling, as `gate_products`)."""
+    if wr.dtype == np.int32:  # the plain-Python twin (NUMBA_DISABLE_JIT=1)
+        _int8_projection(wrf, wrgf, mq, pr, racc, n_pan_r, Hw, bt, kstart, klen, s, slen, nvec, lv, rows_few, rqs,
+                         rqc, scales)  # fmt: skip
+    else:
+        _float_projection(wrf, wrgf, mq, pr, n_pan_r, Hw, bt, nvec, lv, rows_few)
+
+
 @overload(proj_products, inline="always", jit_options=HELPER_JIT)
 def _proj_products(wr, wrf, wrgf, mq, pr, racc, n_pan_r, Hw, bt, kstart, klen, s, slen, nvec, lv, rows_few, rqs, rqc,
                    scales):  # fmt: skip
@@ -361,8 +372,8 @@ def _proj_products(wr, wrf, wrgf, mq, pr, racc, n_pan_r, Hw, bt, kstart, klen, s
 
     def rescaled(wr, wrf, wrgf, mq, pr, racc, n_pan_r, Hw, bt, kstart, klen, s, slen, nvec, lv, rows_few, rqs, rqc,
                  scales):  # fmt: skip
-        products_into(wrf, wrgf, mq, racc, n_pan_r, Hw, bt, 0, Hw, kstart, klen, False, s, slen, nvec, lv, rows_few)
-        _int8_rows(pr, racc, n_pan_r * MR, bt, rqs, rqc, scales)
+        _int8_projection(wrf, wrgf, mq, pr, racc, n_pan_r, Hw, bt, kstart, klen, s, slen, nvec, lv, rows_few, rqs,
+                         rqc, scales)  # fmt: skip
 
     return rescaled
 
