@@ -86,7 +86,7 @@ def prepare(spec: RNNSpec, weights: Mapping[str, np.ndarray], precision: str | N
 
     ``precision`` None: the weights' dtype (float64 stays float64, anything
     else becomes float32, PyTorch's default); else a name of
-    `rnnjit.kernels.precision.PRECISIONS` (``"bf16"``). A precision whose
+    `rnnjit.kernels.precision.PRECISIONS` (``"bf16"``, ``"int8"``). A precision whose
     instructions the compile target lacks raises `PrecisionUnavailableError`
     here, before anything is compiled.
     """

@@ -14,9 +14,11 @@ GRU keeps PyTorch's linear-before-reset form with four gate blocks
 the zeros.
 
 A precision whose products read packed operands (`rnnjit.kernels.precision`,
-``k_pack`` > 1: bf16) packs the same float matrix afterwards (`to_operand`):
-``k_pack`` consecutive columns per element, so panels, groups and the
-kernels' index arithmetic stay the same with K counted in elements.
+``k_pack`` > 1) packs the same float matrix afterwards: bf16 two columns per
+uint32 (`to_operand`), int8 four per int32 with per-row scales, the x and h
+columns as two segments and the biases kept in float (`int8_rows`). Panels,
+groups and the kernels' index arithmetic stay the same with K counted in
+elements.
 """
 
 from __future__ import annotations
@@ -94,10 +96,9 @@ def padded_hidden(hidden: int) -> int:
 
 
 def to_operand(a: np.ndarray, precision: Precision) -> np.ndarray:
-    """(N, K) float -> (N, ceil(K / k_pack)) of ``precision.operand``: columns packed, low index in the low bits.
-
-    The identity for precisions whose products read the compute dtype.
-    """
+    """(N, K) float -> (N, ceil(K / 2)) uint32 for bf16: column pairs rounded (`rnnjit.reference.bf16_bits`),
+    the lower index in the low half. The identity for precisions whose products read the compute dtype
+    (int8 packs with `int8_rows`)."""
     if precision.k_pack == 1:
         return np.ascontiguousarray(a, precision.dtype)
     n, k = a.shape
