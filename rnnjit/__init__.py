@@ -34,15 +34,16 @@ __all__ = [
 ]
 
 
-def load(path, *, dtype=None, memory_limit=None) -> Model:
+def load(path, *, dtype=None, precision="float32", memory_limit=None) -> Model:
     """Load and validate a bundle written by `convert`; see `rnnjit.bundle.load`.
 
+    ``precision``: "float32" (default), "bf16" or "int8" (`rnnjit.spec.PRECISIONS`).
     ``memory_limit`` (bytes, or ``"4G"``): what the file may make rnnjit allocate;
     default ``$RNNJIT_MEMORY_LIMIT`` or 1 GiB (`rnnjit.memory`).
     """
     from rnnjit.bundle import load as _load
 
-    return _load(path, dtype=dtype, memory_limit=memory_limit)
+    return _load(path, dtype=dtype, precision=precision, memory_limit=memory_limit)
 
 
 def convert(src, out, *, memory_limit=None, **kwargs):

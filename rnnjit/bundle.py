@@ -67,7 +67,9 @@ def read_config(path: str | os.PathLike, *, memory_limit: int | str | None = Non
     return config
 
 
-def load(path: str | os.PathLike, *, dtype: str | None = None, memory_limit: int | str | None = None) -> Model:
+def load(
+    path: str | os.PathLike, *, dtype: str | None = None, precision: str = "float32", memory_limit: int | str | None = None
+) -> Model:
     """Load and validate a bundle.
 
     Parameters
@@ -76,6 +78,13 @@ def load(path: str | os.PathLike, *, dtype: str | None = None, memory_limit: int
     dtype : "float32" or "float64", optional
         Compute dtype; default is the bundle's own (float32 unless the model
         was float64 in PyTorch).
+    precision : "float32", "bf16" or "int8"
+        What the recurrent products compute in (`rnnjit.spec.PRECISIONS`):
+        "float32" is the dtype's own; "bf16" rounds weights and each step's
+        input and state to bfloat16 for the products (AVX512_BF16); "int8"
+        quantizes weights per row and each step's input and state per sequence
+        (AVX512_VNNI). Everything else stays float32. The bundle's weights are
+        unchanged.
     memory_limit : int or str, optional
         What the file may make rnnjit allocate (inflated members, in total),
         e.g. ``"4G"``; default ``$RNNJIT_MEMORY_LIMIT`` or 1 GiB (`rnnjit.memory`).
@@ -89,7 +98,7 @@ def load(path: str | os.PathLike, *, dtype: str | None = None, memory_limit: int
     chain, output, bundle_dtype = validate(config, weights, path)
     if dtype is not None and str(dtype) not in DTYPES:
         raise BundleError(f"dtype {dtype!r} is not supported; expected one of {', '.join(DTYPES)}")
-    return Model(chain, weights, output=output, dtype=str(dtype or bundle_dtype), config=config)
+    return Model(chain, weights, output=output, dtype=str(dtype or bundle_dtype), config=config, precision=precision)
 
 
 def validate(config: Mapping[str, Any], weights: Mapping[str, np.ndarray], path="bundle"):

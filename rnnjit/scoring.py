@@ -50,7 +50,7 @@ from rnnjit.io.arrow import (
 )
 from rnnjit.errors import InputError
 from rnnjit.io.tokens import decode_tokens
-from rnnjit.spec import OUTPUT_MODES
+from rnnjit.spec import OUTPUT_MODES, PRECISIONS
 
 ON_INVALID = ("error", "skip")
 OUTPUT_COLUMNS = ("score", "hn", "cn")
@@ -72,6 +72,8 @@ class ScoreOptions:
     on_invalid : "error" (default) or "skip" (null score, counted).
     h0_column, c0_column : optional initial-state columns, used when present.
     engine, threads : passed to `Model.predict`.
+    precision : what the recurrent products compute in (`rnnjit.spec.PRECISIONS`); None: the model's own
+        (``rnnjit.load(..., precision=)``). The output schema's metadata names the one used.
     row_label : what messages call a row ("row", or "sequence" for grouped long input).
     memory_limit : bytes (or "4G") the padded arrays of one batch may take; None:
         `rnnjit.memory.limit()` (``$RNNJIT_MEMORY_LIMIT`` or 1 GiB).
@@ -87,12 +89,15 @@ class ScoreOptions:
     c0_column: str = "c0"
     engine: str | None = None
     threads: int | None = None
+    precision: str | None = None
     row_label: str = "row"
     memory_limit: int | str | None = None
 
     def __post_init__(self):
         if self.on_invalid not in ON_INVALID:
             raise InputError(f"on_invalid={self.on_invalid!r} is not known; expected one of {', '.join(ON_INVALID)}")
+        if self.precision is not None and self.precision not in PRECISIONS:
+            raise InputError(f"precision {self.precision!r} is not known; expected one of {', '.join(PRECISIONS)}")
         if self.output_mode is not None and self.output_mode not in OUTPUT_MODES:
             raise InputError(
                 f"output mode {self.output_mode!r} is not known; expected one of {', '.join(OUTPUT_MODES)}"
@@ -195,8 +200,12 @@ def pass_through_columns(schema: pa.Schema, options: ScoreOptions) -> list[str]:
     return cols
 
 
+PRECISION_KEY = b"rnnjit.precision"
+"""The output schema's metadata key naming the precision the scores were computed at."""
+
+
 def output_schema(model, schema: pa.Schema, options: ScoreOptions) -> pa.Schema:
-    """Schema of every batch `score_batch` returns for input ``schema``."""
+    """Schema of every batch `score_batch` returns for input ``schema`` (metadata: `PRECISION_KEY`)."""
     mode = options.output_mode or model.output
     fields = [schema.field(c) for c in pass_through_columns(schema, options)]
     fields.append(pa.field("score", score_type(model.output_dim, _shape_mode(model, mode))))
@@ -204,7 +213,7 @@ def output_schema(model, schema: pa.Schema, options: ScoreOptions) -> pa.Schema:
         fields.append(pa.field("hn", state_type()))
         if model.has_cell_state:
             fields.append(pa.field("cn", state_type()))
-    return pa.schema(fields)
+    return pa.schema(fields, metadata={PRECISION_KEY: (options.precision or model.precision).encode()})
 
 
 def _shape_mode(model, mode: str) -> str:
@@ -333,6 +342,7 @@ def score_batch(model, batch, options: ScoreOptions | None = None, *, stats: Sco
         a list per step for "all"), and ``hn``/``cn`` (list<float32>) with emit_state.
     """
     options = options or ScoreOptions()
+    model = model.with_precision(options.precision)
     if isinstance(batch, pa.Table):
         batch = batch.combine_chunks()
         batch = batch.to_batches()[0] if batch.num_rows else pa.RecordBatch.from_pylist([], schema=batch.schema)

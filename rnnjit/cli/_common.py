@@ -15,7 +15,7 @@ import typer
 from rnnjit import engines, memory
 from rnnjit.engines import ENGINES
 from rnnjit.numba_loader import NumbaCacheWarning
-from rnnjit.spec import OUTPUT_MODES
+from rnnjit.spec import OUTPUT_MODES, PRECISIONS
 
 EXIT_USAGE = 2  # bad input or a user mistake
 EXIT_FAILED = 1  # the command ran but the check it performs failed (verify)
@@ -29,6 +29,23 @@ def choices(name: str, values) -> type[Enum]:
 
 Engine = choices("Engine", ENGINES)
 OutputMode = choices("OutputMode", OUTPUT_MODES)
+Precision = choices("Precision", PRECISIONS)
+PRECISION_HELP = (
+    "float32 (default: the bundle's own dtype); bf16: weights, each step's input and state rounded to bfloat16 "
+    "for the recurrent products (AVX512_BF16); int8: weights per row and each step's input and state per "
+    "sequence quantized to int8 (AVX512_VNNI). See `rnnjit verify --precision` for what it costs."
+)
+PRECISION_METAVAR = "|".join(PRECISIONS)
+
+
+def pick_precision(precision: Enum | None, engine: str) -> str:
+    """Resolve ``--precision`` for the resolved ``engine``: an error (exit 2) before any work when this CPU lacks
+    the instructions; the numpy engine emulates a reduced precision, slowly (one line says so)."""
+    name = precision.value if precision is not None else "float32"
+    engines.check_precision(name, engine)
+    if name != "float32" and engine == "numpy":
+        err(f"warning: the numpy engine emulates {name} products in numpy, about 100x slower than the numba engine")
+    return name
 
 
 MEMORY_LIMIT_HELP = (

@@ -6,10 +6,12 @@ import json
 from pathlib import Path
 from typing import Annotated, Any
 
+import numpy as np
 import typer
 
 from rnnjit.assumptions import labels as assumption_labels
 from rnnjit.cli._common import visible
+from rnnjit.spec import PRECISIONS
 
 
 def describe_step(step) -> str:
@@ -94,6 +96,8 @@ def bundle_info(model, path) -> dict[str, Any]:
         "assumed": model.config.get("assumed"),
         "recurrent_modules": len(model.rnns),
         "dtype": model.dtype.name,
+        "precision": model.dtype.name,  # what `rnnjit score` computes at without --precision
+        "precisions_opt_in": [p for p in PRECISIONS if p != "float32"] if model.dtype == np.float32 else [],
         "num_parameters": model.num_parameters,
         "feature_names": model.feature_names,
         "state_columns": state_columns(model),
@@ -140,6 +144,9 @@ def inspect_command(
                    f"{model.output_dim} value(s) per {'step' if model.returns_steps() else 'row'}"),
         ("parameters", f"{model.num_parameters:,}"),
         ("dtype", model.dtype.name),
+        ("precision", f"{info['precision']} by default" + (
+            f" (opt-in: --precision {'|'.join(info['precisions_opt_in'])}; rnnjit verify --precision shows the cost)"
+            if info["precisions_opt_in"] else "")),
     ]
     st = info["state_columns"]
     def shape(v):

@@ -12,7 +12,10 @@ import typer
 
 from rnnjit import memory
 from rnnjit.errors import InputError, RnnjitError
-from rnnjit.cli._common import Engine, OutputMode, err, pick_engine, stderr_is_tty
+from rnnjit.cli._common import (
+    PRECISION_HELP, PRECISION_METAVAR, Engine, OutputMode, Precision, err, pick_engine, pick_precision,
+    stderr_is_tty,
+)
 
 EXIT_TERMINATED = 143  # 128 + SIGTERM, what a shell reports for a terminated job
 
@@ -149,6 +152,7 @@ def score_command(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no summary.")] = False,
     engine: Annotated[Optional[Engine], typer.Option(help="numba (default when it loads) or numpy.")] = None,
+    precision: Annotated[Optional[Precision], typer.Option(metavar=PRECISION_METAVAR, help=PRECISION_HELP)] = None,
     features_column: Annotated[
         Optional[str], typer.Option("--features-column", hidden=True, help="Deprecated: use --sequence-column.")
     ] = None,
@@ -206,6 +210,7 @@ def score_command(
         check_file_output(output, overwrite, fmt)  # fail before loading anything
     sequence_column = sequence_column_option(sequence_column, features_column)
     eng = pick_engine(engine, threads)
+    prec = pick_precision(precision, eng)
     ids = _split(id_column)
     feats = _split(feature_columns)
     if layout is Layout.list and (feats or order_column):
@@ -228,6 +233,7 @@ def score_command(
             on_invalid=on_invalid.value,
             engine=eng,
             threads=threads,
+            precision=prec,
             h0_column=h0_column or "h0",
             c0_column=c0_column or "c0",
             memory_limit=memory.limit(),  # --memory-limit, carried to Spark's executors with the options

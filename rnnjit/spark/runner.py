@@ -319,4 +319,5 @@ def score_files(
     return Summary(
         rows=rows, scored=scored_n, empty=empty, invalid=invalid, input_rows=input_rows,
         seconds=time.perf_counter() - t0, output=output, layout=layout,
+        precision=options.precision or getattr(model, "precision", "float32"),
     )
