@@ -363,8 +363,11 @@ def score_batch(model, batch, options: ScoreOptions | None = None, *, stats: Sco
 
 
 def _score_rows(model, batch, options: ScoreOptions, stats, row_offset: int, index, limit: int) -> pa.RecordBatch:
-    """`score_batch` for rows that are scored as one padded array; ``index`` maps them to the input batch's rows."""
-    names = batch.schema.names
+    """`score_batch` for rows that are scored as one padded array; ``index`` maps them to the input batch's rows.
+
+    Three stages: `_decode` (Arrow columns to arrays, every row checked), `_predict`
+    (the model on the valid rows) and `_encode` (the output columns).
+    """
     keep = pass_through_columns(batch.schema, options)
     id_cols = tuple(options.id_columns) or tuple(c for c in keep if c == "id")
     row_name = _row_namer(batch, id_cols, row_offset, options.row_label, index)
@@ -376,77 +379,120 @@ def _score_rows(model, batch, options: ScoreOptions, stats, row_offset: int, ind
             f"{memory.human(int(lengths[r]) * batch.num_rows * _step_bytes(model))} to score, past the memory limit "
             f"of {memory.human(limit)}; raise it with --memory-limit (or {memory.ENV}), or split the sequence"
         )
-    mode = options.output_mode or model.output
-    B = batch.num_rows
+    d = _decode(model, batch, options, row_name)
+    shape_mode = _shape_mode(model, options.output_mode or model.output)
+    y, hs, cs = _predict(model, d, options, shape_mode, row_name)
+    out = _encode(model, batch, keep, d, y, hs, cs, options, shape_mode)
+    if stats is not None:
+        dec = d.dec
+        stats.rows += batch.num_rows
+        stats.scored += int(dec.rows.size)
+        stats.empty += int(dec.empty.sum())
+        stats.invalid += int(dec.invalid.sum())
+        if dec.reasons and not stats.first_invalid:
+            stats.first_invalid.append(next(iter(dec.reasons.values())))
+    return out
+
+
+@dataclass
+class _Decoded:
+    """One batch's inputs as arrays: the decoded sequences and the initial states (None where not given)."""
+
+    dec: object  # rnnjit.io.arrow.Decoded (or the token decoder's): x, lengths, rows, empty, invalid, reasons
+    parts: list  # state_parts(model): (L*D, H_out, H or 0) per recurrent module
+    h0: np.ndarray | None = None
+    h0_null: np.ndarray | None = None
+    c0: np.ndarray | None = None
+    c0_null: np.ndarray | None = None
+
+    @property
+    def h_width(self) -> int:
+        return sum(ld * h for ld, h, _ in self.parts)
+
+    @property
+    def c_width(self) -> int:
+        return sum(ld * c for ld, _, c in self.parts)
+
+
+def _decode(model, batch, options: ScoreOptions, row_name) -> _Decoded:
+    """Decode the sequence column and the state columns; an invalid row is an error unless on_invalid='skip'."""
+    names = batch.schema.names
     col = batch.column(options.features_column)
     if model.takes_tokens:
         dec = decode_tokens(col, model.embedding.in_features, options.features_column, row_name)
     else:
         dec = decode_features(col, model.input_size, model.dtype, options.features_column, row_name)
-    parts = state_parts(model)
-    lds = [p[0] for p in parts]
-    h_w = sum(ld * h for ld, h, _ in parts)
-    c_w = sum(ld * c for ld, _, c in parts)
-    one = len(parts) == 1
+    d = _Decoded(dec, state_parts(model))
+    lds = [p[0] for p in d.parts]
+    one = len(d.parts) == 1
     spec = model.spec
-    h0 = h0_null = c0 = c0_null = None
     if options.h0_column in names:
-        h0, h0_null = decode_state(
-            batch.column(options.h0_column), h_w, model.dtype, options.h0_column, row_name,
+        d.h0, d.h0_null = decode_state(
+            batch.column(options.h0_column), d.h_width, model.dtype, options.h0_column, row_name,
             f"= num_layers*num_directions ({lds[0]}) * h_out ({spec.h_out}), flattened row-major from PyTorch's "
             "(L*D, H_out)" if one else "= every recurrent module's (L*D, H_out) flattened row-major, in chain order",
         )
     if options.c0_column in names:
-        if not c_w:
+        if not d.c_width:
             raise InputError(
                 f"the input has a {options.c0_column!r} column but a "
                 f"{'/'.join(dict.fromkeys(r.cell for r in model.rnns))} model has no cell state; drop it"
             )
-        c0, c0_null = decode_state(
-            batch.column(options.c0_column), c_w, model.dtype, options.c0_column, row_name,
+        d.c0, d.c0_null = decode_state(
+            batch.column(options.c0_column), d.c_width, model.dtype, options.c0_column, row_name,
             f"= num_layers*num_directions ({lds[0]}) * hidden_size ({spec.hidden_size}), flattened row-major"
             if one else "= every LSTM module's (L*D, H) flattened row-major, in chain order",
         )
-
     if dec.reasons and options.on_invalid == "error":
         first = next(iter(dec.reasons.values()))
         raise InputError(f"{first}; fix or drop that row, or pass on_invalid='skip' to write a null score for it")
+    return d
 
+
+def _predict(model, d: _Decoded, options: ScoreOptions, shape_mode: str, row_name):
+    """The model on the valid rows: ``(y, hn per module, cn per module or None)``."""
+    dec, parts = d.dec, d.parts
+    one = len(parts) == 1
     rows = dec.rows
-    shape_mode = _shape_mode(model, mode)
-    if rows.size:
-        h0s = _split_state(h0[rows], parts, 1) if h0 is not None else None
-        c0s = _split_state(c0[rows], parts, 2) if c0 is not None else None
-        pred = model.predict(
-            dec.x,
-            lengths=dec.lengths,
-            h0=(h0s[0] if one else h0s) if h0s is not None else None,
-            c0=(c0s[0] if one else c0s) if c0s is not None else None,
-            output=mode,
-            return_state=options.emit_state,
-            engine=options.engine,
-            threads=options.threads,
-            row_name=lambda g: row_name(int(rows[g])),
-        )
-        y = pred[0] if options.emit_state else pred
-        if options.emit_state:
-            per_module = [pred[1]] if one else pred[1]
-            hs = [st[0] if isinstance(st, tuple) else st for st in per_module]
-            cs = [st[1] if isinstance(st, tuple) else None for st in per_module]
-    else:
+    if not rows.size:
         O = model.output_dim
         y = np.zeros((0, 0, O) if shape_mode == "all" else (0, O), np.float32)
         hs = [np.zeros((ld, 0, h), np.float32) for ld, h, _ in parts]
         cs = [np.zeros((ld, 0, c), np.float32) if c else None for ld, _, c in parts]
+        return y, hs, cs
+    h0s = _split_state(d.h0[rows], parts, 1) if d.h0 is not None else None
+    c0s = _split_state(d.c0[rows], parts, 2) if d.c0 is not None else None
+    pred = model.predict(
+        dec.x,
+        lengths=dec.lengths,
+        h0=(h0s[0] if one else h0s) if h0s is not None else None,
+        c0=(c0s[0] if one else c0s) if c0s is not None else None,
+        output=options.output_mode or model.output,
+        return_state=options.emit_state,
+        engine=options.engine,
+        threads=options.threads,
+        row_name=lambda g: row_name(int(rows[g])),
+    )
+    if not options.emit_state:
+        return pred, None, None
+    per_module = [pred[1]] if one else pred[1]
+    hs = [st[0] if isinstance(st, tuple) else st for st in per_module]
+    cs = [st[1] if isinstance(st, tuple) else None for st in per_module]
+    return pred[0], hs, cs
 
+
+def _encode(model, batch, keep, d: _Decoded, y, hs, cs, options: ScoreOptions, shape_mode: str) -> pa.RecordBatch:
+    """The output batch: pass-through columns, ``score``, and ``hn``/``cn`` with emit_state."""
+    dec, B = d.dec, batch.num_rows
+    rows = dec.rows
     columns = [batch.column(c) for c in keep]
     fields = [batch.schema.field(c) for c in keep]
     columns.append(encode_scores(y, rows, dec.lengths, B, shape_mode))
     fields.append(pa.field("score", score_type(model.output_dim, shape_mode)))
     if options.emit_state:
-        states = [("hn", _join_state(hs), h0, h0_null, h_w)]
-        if c_w:
-            states.append(("cn", _join_state(cs), c0, c0_null, c_w))
+        states = [("hn", _join_state(hs), d.h0, d.h0_null, d.h_width)]
+        if d.c_width:
+            states.append(("cn", _join_state(cs), d.c0, d.c0_null, d.c_width))
         for name, s, s0, s0_null, width in states:
             # an empty sequence keeps its initial state (so a day without data carries over);
             # invalid rows and empty rows without a given state get a null state
@@ -459,12 +505,4 @@ def _score_rows(model, batch, options: ScoreOptions, stats, row_offset: int, ind
             valid[rows] = True
             columns.append(encode_state(full, valid))
             fields.append(pa.field(name, state_type()))
-
-    if stats is not None:
-        stats.rows += B
-        stats.scored += int(rows.size)
-        stats.empty += int(dec.empty.sum())
-        stats.invalid += int(dec.invalid.sum())
-        if dec.reasons and not stats.first_invalid:
-            stats.first_invalid.append(next(iter(dec.reasons.values())))
     return pa.RecordBatch.from_arrays(columns, schema=pa.schema(fields))
