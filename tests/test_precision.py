@@ -96,7 +96,7 @@ def no_bf16(monkeypatch):
 def test_missing_instructions_are_one_clear_error_before_compiling(no_bf16, precision, needs):
     _, spec, weights = build("gru", 3, 8, 1, False, True, np.float32)
     with pytest.raises(PrecisionUnavailableError, match=rf"precision '{precision}' needs the CPU instructions "
-                       rf"{needs}, which .* lacks; score at precision 'float32'"):  # fmt: skip
+                       rf"{needs}, which .* lacks; score with precision='float32' instead"):  # fmt: skip
         kernels.prepare(spec, weights, precision)
     kernels.prepare(spec, weights)  # float32 needs nothing
 

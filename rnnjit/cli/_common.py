@@ -14,6 +14,7 @@ import typer
 
 from rnnjit import engines, memory
 from rnnjit.engines import ENGINES
+from rnnjit.errors import PrecisionUnavailableError
 from rnnjit.numba_loader import NumbaCacheWarning
 from rnnjit.spec import OUTPUT_MODES, PRECISIONS
 
@@ -42,7 +43,10 @@ def pick_precision(precision: Enum | None, engine: str) -> str:
     """Resolve ``--precision`` for the resolved ``engine``: an error (exit 2) before any work when this CPU lacks
     the instructions; the numpy engine emulates a reduced precision, slowly (one line says so)."""
     name = precision.value if precision is not None else "float32"
-    engines.check_precision(name, engine)
+    try:
+        engines.check_precision(name, engine)
+    except PrecisionUnavailableError as exc:  # the library names the API keyword; the command says its flag
+        raise PrecisionUnavailableError(str(exc).replace("precision='float32'", "--precision float32")) from None
     if name != "float32" and engine == "numpy":
         err(f"warning: the numpy engine emulates {name} products in numpy, about 100x slower than the numba engine")
     return name

@@ -75,7 +75,7 @@ def check_precision(name: str) -> Precision:
     if missing:
         raise PrecisionUnavailableError(
             f"precision {name!r} needs the CPU instructions {', '.join(missing)}, which this CPU ({target_cpu()}) "
-            f"lacks; score at precision 'float32' (--precision float32) instead, or on a CPU that has them "
+            f"lacks; score with precision='float32' instead, or on a CPU that has them "
             f"({PRODUCT_CPUS[prec.product]})"
         )
     return prec
