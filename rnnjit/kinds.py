@@ -10,9 +10,11 @@ a C emitter. `spec`, `chain`, `keys`, `model`, `bundle`, `assumptions` and the
 CLI's torch check look entries up here instead of asking ``if kind == ...``.
 
 Adding a kind: its numpy function in `rnnjit.steps`, one entry below (and its
-line in `KINDS`), its tests. An entry's functions take the `Step` itself;
-this module imports numpy and `rnnjit.steps` only, so `rnnjit.spec` (where
-`Step` lives) can stand on it.
+line in `KINDS`), its tests; for ``rnnjit export-c``, its C emitter in
+`rnnjit.export.c_steps` named in ``c_emit``. An entry's functions take the
+`Step` itself; this module imports numpy, `rnnjit.steps` and the C emitters
+(`rnnjit.export.c_steps`, itself numpy only), so `rnnjit.spec` (where `Step`
+lives) can stand on it.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from rnnjit import steps
+from rnnjit.export import c_steps
 from rnnjit.steps import POOLS
 
 ACTIVATIONS = tuple(steps.ACTIVATION_FUNCS)
@@ -104,7 +107,8 @@ class StepKind:
       per sequence), read and written by index (`rnnjit.model`).
     - ``guesses(step, chain)``: ``(option, record)`` pairs of named guesses; ``option``
       None when no chain token can state it (see `rnnjit.assumptions`).
-    - ``c_emit``: a C emitter, None until one is written.
+    - ``c_emit``: the C emitter ``emit(ctx, step, width) -> CStep`` of ``rnnjit export-c``
+      (`rnnjit.export.c_steps`), None until one is written.
     """
 
     kind: str
@@ -230,6 +234,7 @@ EMBEDDING = StepKind(
     scoring_weights=_embedding_scoring,
     fusion=Fusion("input", lambda step, weights: {"table": weights[f"{step.prefix}weight"]}),
     guesses=_embedding_guesses,
+    c_emit=c_steps.emit_embedding,
 )
 
 
@@ -299,6 +304,7 @@ RNN = StepKind(
     recurrent=True,
     check=_rnn_check,
     guesses=_rnn_guesses,
+    c_emit=c_steps.emit_rnn,
 )
 
 
@@ -329,6 +335,7 @@ POOL = StepKind(
     pools_time=True,
     check=_pool_check,
     fusion=Fusion("output", lambda step, weights: {"select": step.name}),
+    c_emit=c_steps.emit_pool,
 )
 
 
@@ -384,6 +391,7 @@ LAYERNORM = StepKind(
     fields=("in_features", "out_features", "bias", "affine", "eps"),
     guesses=_norm_guesses("LayerNorm"),
     per_vector=True,
+    c_emit=c_steps.emit_layernorm,
 )
 
 
@@ -418,6 +426,7 @@ BATCHNORM = StepKind(
     fields=("in_features", "out_features", "bias", "affine", "eps"),
     guesses=_norm_guesses("BatchNorm1d"),
     per_vector=True,
+    c_emit=c_steps.emit_batchnorm,
 )
 
 
@@ -441,6 +450,7 @@ L2NORM = StepKind(
     fields=("eps",),
     guesses=_l2norm_guesses,
     per_vector=True,
+    c_emit=c_steps.emit_l2norm,
 )
 
 
@@ -473,6 +483,7 @@ LINEAR = StepKind(
     alt_shape=lambda key, shape: (*shape, 1) if key.endswith("weight") else None,
     fields=("in_features", "out_features", "bias"),
     per_vector=True,
+    c_emit=c_steps.emit_linear,
 )
 
 
@@ -522,6 +533,7 @@ ACTIVATION = StepKind(
     check=_activation_check,
     guesses=_activation_guesses,
     per_vector=True,
+    c_emit=c_steps.emit_activation,
 )
 
 DROPOUT = StepKind(
@@ -534,6 +546,7 @@ DROPOUT = StepKind(
     words={"dropout": "dropout"},
     noop=True,
     per_vector=True,
+    c_emit=c_steps.emit_dropout,
 )
 
 

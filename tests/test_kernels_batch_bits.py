@@ -1,10 +1,9 @@
 """A sequence's outputs are the same bits alone, in a few-sequence tile and in a lane tile.
 
-The one-sequence path projects every step's input first and continues each
-sum over the h columns per step (`rnnjit.kernels.layer.project_inputs`); a
-bidirectional layer on two threads runs its directions at once. Neither may
-change a single bit against the lane tiles of a large batch (DESIGN: a row's
-score does not depend on the other rows of its batch).
+The one-sequence, few-sequence, team and lane paths, and a bidirectional
+layer running its directions at once on two threads, may not change a single
+bit against the lane tiles of a large batch (DESIGN: a row's score does not
+depend on the other rows of its batch).
 """
 
 from __future__ import annotations

@@ -67,7 +67,7 @@ def test_a_previous_runs_hn_column_is_noted(models):
 
 @pytest.mark.parametrize("model, schema, kw, message", [
     ("lstm", pa.schema([("id", pa.int64()), ("seq", FEATURES_TYPE)]), {},
-     r"^column 'features' not found; the input has columns id, seq; name the sequence column with --sequence-column"),
+     r"^column 'features' not found; the input has columns id, seq; name the sequence column with features_column"),
     ("lstm", LIST, {"layout": "wide"}, r"^layout 'wide' is not known; expected one of list, long$"),
     ("bilstm", LIST, {"options": ScoreOptions(emit_state=True)}, r"^--emit-state on a bidirectional model"),
     ("lstm", LIST, {"options": ScoreOptions(pass_through=("id", "region"))}, r"'region'"),

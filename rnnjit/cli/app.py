@@ -1,4 +1,4 @@
-"""The ``rnnjit`` command: convert, score, inspect, verify (and bench when installed).
+"""The ``rnnjit`` command: convert, score, inspect, verify, export-c (and bench when installed).
 
 Every user mistake ends the same way: one line ``error: ...`` on stderr (what
 was found, what was expected, how to fix it) and exit code 2, no traceback.
@@ -18,7 +18,7 @@ except ImportError:  # pragma: no cover - depends on the installed typer
     from click import exceptions as _cx
 
 from rnnjit._version import __version__
-from rnnjit.cli._common import EXIT_INTERRUPTED, EXIT_USAGE, err
+from rnnjit.cli._common import EXIT_INTERRUPTED, EXIT_USAGE, err, with_memory_limit
 from rnnjit.errors import RnnjitError
 
 
@@ -108,14 +108,16 @@ def _root(
 
 
 from rnnjit.cli.convert_cmd import convert_command  # noqa: E402
+from rnnjit.cli.export_c_cmd import export_c_command  # noqa: E402
 from rnnjit.cli.inspect_cmd import inspect_command  # noqa: E402
 from rnnjit.cli.score_cmd import score_command  # noqa: E402
 from rnnjit.cli.verify_cmd import verify_command  # noqa: E402
 
-app.command("convert", cls=_Command)(convert_command)
-app.command("score", cls=_Command)(score_command)
-app.command("inspect", cls=_Command)(inspect_command)
-app.command("verify", cls=_Command)(verify_command)
+app.command("convert", cls=_Command)(with_memory_limit(convert_command))
+app.command("score", cls=_Command)(with_memory_limit(score_command))
+app.command("inspect", cls=_Command)(with_memory_limit(inspect_command))
+app.command("verify", cls=_Command)(with_memory_limit(verify_command))
+app.command("export-c", cls=_Command)(with_memory_limit(export_c_command))
 
 try:  # the bench command ships with the kernels work; register it when present
     from rnnjit.cli.bench_cmd import bench_command  # noqa: E402

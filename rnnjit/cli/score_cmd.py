@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import functools
+import re
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from rnnjit.errors import InputError
-from rnnjit.cli._common import Engine, OutputMode, err, pick_engine, stderr_is_tty
+from rnnjit import memory
+from rnnjit.errors import InputError, RnnjitError
+from rnnjit.cli._common import (
+    PRECISION_HELP, PRECISION_METAVAR, Engine, OutputMode, Precision, err, pick_engine, pick_precision,
+    stderr_is_tty,
+)
 
 EXIT_TERMINATED = 143  # 128 + SIGTERM, what a shell reports for a terminated job
 
@@ -59,6 +65,42 @@ def sequence_column_option(sequence_column: str | None, features_column: str | N
     return features_column
 
 
+# Library errors name an option as the API spells it; the command says its flag.
+_FLAGS = {"h0_column": "--h0-column", "c0_column": "--c0-column", "batch_rows": "--batch-rows",
+          "output_layout='dataset'": "--output-layout dataset", "output_layout='file'": "--output-layout file",
+          "output_layout": "--output-layout", "resume": "--resume", "fmt": "--format",
+          "layout='long'": "--layout long", "on_invalid='skip'": "--on-invalid skip", "id_columns": "--id-column",
+          "features_column": "--sequence-column", "feature_columns": "--feature-columns",
+          "emit_state": "--emit-state"}
+_API_WORDS = re.compile(r"(?<![\w-])(" + "|".join(re.escape(k) for k in _FLAGS) + r")(?![\w-])")
+
+
+def cli_words(message: str) -> str:
+    """``message`` with the API names of options replaced by the command's flags."""
+    return _API_WORDS.sub(lambda m: _FLAGS[m.group(1)], message)
+
+
+def _terminable(command):
+    """SIGTERM at any point of the command: the run's clean-up, one line, exit 143 (see `rnnjit.io.signals`)."""
+
+    @functools.wraps(command)
+    def run(*args, **kwargs):
+        from rnnjit.io.signals import Terminated, sigterm_as_interrupt
+
+        try:
+            with sigterm_as_interrupt():
+                return command(*args, **kwargs)
+        except RnnjitError as exc:
+            raise type(exc)(cli_words(str(exc))) from None
+        except Terminated:
+            err("error: terminated (SIGTERM); no output file was left half-written (committed dataset files are "
+                "kept for --resume; _SUCCESS is written only by a complete run)")
+            raise typer.Exit(EXIT_TERMINATED) from None
+
+    return run
+
+
+@_terminable
 def score_command(
     model: Annotated[str, typer.Option("--model", "-m", metavar="BUNDLE", help="Bundle (.npz): a path or a URI.")],
     input: Annotated[
@@ -110,6 +152,7 @@ def score_command(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no summary.")] = False,
     engine: Annotated[Optional[Engine], typer.Option(help="numba (default when it loads) or numpy.")] = None,
+    precision: Annotated[Optional[Precision], typer.Option(metavar=PRECISION_METAVAR, help=PRECISION_HELP)] = None,
     features_column: Annotated[
         Optional[str], typer.Option("--features-column", hidden=True, help="Deprecated: use --sequence-column.")
     ] = None,
@@ -152,8 +195,9 @@ def score_command(
     import rnnjit
     from rnnjit.io.fs import is_uri, local_copy
     from rnnjit.io.targets import check_file_output, wants_dataset
-    from rnnjit.local import Terminated, score_dataset
-    from rnnjit.scoring import ScoreOptions
+    from rnnjit.io.signals import Terminated
+    from rnnjit.local import score_dataset
+    from rnnjit.scoring import RunOptions, ScoreOptions
 
     fmt = format.value if format else None
     lay = output_layout.value if output_layout else None
@@ -166,63 +210,57 @@ def score_command(
         check_file_output(output, overwrite, fmt)  # fail before loading anything
     sequence_column = sequence_column_option(sequence_column, features_column)
     eng = pick_engine(engine, threads)
+    prec = pick_precision(precision, eng)
     ids = _split(id_column)
     feats = _split(feature_columns)
     if layout is Layout.list and (feats or order_column):
         opt = "--feature-columns" if feats else "--order-column"
         raise rnnjit.InputError(f"{opt} applies to --layout long; for list input use --sequence-column")
-    if not is_uri(model) and not Path(model).is_file():
+    if not is_uri(model) and not Path(model).exists():  # not a regular file: rnnjit.load says what it is
         raise rnnjit.InputError(
             f"Invalid value for '--model': bundle {model!r} does not exist; create one with "
             f"`rnnjit convert model.pth --output {model}`"
         )
     with local_copy(model) as path:
         m = rnnjit.load(path)
-    options = ScoreOptions(
-        features_column=sequence_column,
-        pass_through=ids or None,
-        id_columns=ids,
-        output_mode=output_mode.value if output_mode else None,
-        emit_state=emit_state,
-        on_invalid=on_invalid.value,
-        engine=eng,
-        threads=threads,
-        h0_column=h0_column or "h0",
-        c0_column=c0_column or "c0",
+    options = RunOptions(  # built once here, passed whole to either runner
+        score=ScoreOptions(
+            features_column=sequence_column,
+            pass_through=ids or None,
+            id_columns=ids,
+            output_mode=output_mode.value if output_mode else None,
+            emit_state=emit_state,
+            on_invalid=on_invalid.value,
+            engine=eng,
+            threads=threads,
+            precision=prec,
+            h0_column=h0_column or "h0",
+            c0_column=c0_column or "c0",
+            memory_limit=memory.limit(),  # --memory-limit, carried to Spark's executors with the options
+        ),
+        layout=layout.value,
+        order_column=order_column,
+        feature_columns=feats or None,
+        explicit_state=tuple(c for c in (h0_column, c0_column) if c),
+        batch_rows=batch_rows,
+        fmt=fmt,
+        output_layout=lay,
+        overwrite=overwrite,
+        resume=resume,
     )
+    show = (not quiet) and stderr_is_tty()
     if runner is Runner.spark:  # the same options, plan and score_batch, run by Spark (rnnjit.spark)
         from rnnjit.spark.runner import score_files
 
-        summary = score_files(
-            model, list(input), output.rstrip("/"), options=options, layout=layout.value, order_column=order_column,
-            feature_columns=feats or None, fmt=fmt, batch_rows=batch_rows, overwrite=overwrite, master=master,
-            progress=(not quiet) and stderr_is_tty(), explicit_state=tuple(c for c in (h0_column, c0_column) if c),
-        )
+        summary = score_files(model, list(input), output.rstrip("/"), options, master=master, progress=show)
         if not quiet:
             err(summary.line())
         return
     try:
-        summary = score_dataset(
-            m,
-            list(input),
-            output,
-            options=options,
-            layout=layout.value,
-            order_column=order_column,
-            feature_columns=feats or None,
-            fmt=fmt,
-            batch_rows=batch_rows,
-            overwrite=overwrite,
-            progress=(not quiet) and stderr_is_tty(),
-            output_layout=lay,
-            resume=resume,
-            explicit_state=tuple(c for c in (h0_column, c0_column) if c),
-            on_note=lambda note: err(note) if note.startswith("warning:") else None,
-        )
+        summary = score_dataset(m, list(input), output, options, progress=show,
+                                on_note=lambda note: err(note) if note.startswith("warning:") else None)
     except Terminated:
-        err("error: terminated (SIGTERM); no output file was left half-written (committed dataset files are kept "
-            "for --resume)")
-        raise typer.Exit(EXIT_TERMINATED) from None
+        raise  # _terminable reports it
     except KeyboardInterrupt:
         err("error: interrupted; no output was written")
         raise typer.Exit(130) from None

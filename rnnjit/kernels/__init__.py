@@ -35,42 +35,71 @@ import numba
 import numpy as np
 
 from rnnjit.kernels import team_policy
-from rnnjit.kernels._simd import MR, NV
-from rnnjit.kernels.layer import OUT_ALL, OUT_LAST, OUT_MAX, OUT_NONE, OUT_SUM, project_inputs, run_worker
+from rnnjit.kernels._simd import MR
+from rnnjit.kernels.layer import OUT_ALL, OUT_LAST, OUT_MAX, OUT_NONE, OUT_SUM, run_worker
 from rnnjit.kernels.pack import CELL_CODES, PackedLayer, aligned_empty, pack_layer, padded_hidden
 from rnnjit.kernels.pool import parallel, run_jobs
-from rnnjit.kernels.precision import lanes, precision_of
+from rnnjit.kernels.precision import PRECISIONS, Precision, missing_features, precision_of, target_cpu
 from rnnjit.kernels.rows import prepare_steps, run_steps
 from rnnjit.kernels.team import NTH, SPINS, run_team, sync_words
 from rnnjit.kernels.team_policy import team_chunks
 from rnnjit.kernels.tiling import tile_width, tiles
+from rnnjit.errors import PrecisionUnavailableError
 from rnnjit.spec import RNNSpec
 
-__all__ = ["prepare", "run", "prepare_steps", "run_steps", "Prepared", "tile_width"]
+__all__ = ["check_precision", "prepare", "run", "prepare_steps", "run_steps", "Prepared", "tile_width"]
 
 
 @dataclass(frozen=True)
 class Prepared:
-    """A model's weights packed for the kernels, for one dtype."""
+    """A model's weights packed for the kernels, for one precision (``dtype``: the compute dtype)."""
 
     spec: RNNSpec
     dtype: np.dtype
     layers: tuple[PackedLayer, ...]  # index layer * D + direction
+    precision: Precision = PRECISIONS["float32"]
 
 
-def prepare(spec: RNNSpec, weights: Mapping[str, np.ndarray]) -> Prepared:
+PRODUCT_CPUS = {
+    "dpbf16": "AVX512_BF16: Intel Cooper Lake, Sapphire Rapids or later; AMD Zen 4 or later",
+    "dpbusd": "AVX512_VNNI: Intel Cascade Lake, Ice Lake or later; AMD Zen 4 or later",
+}
+
+
+def check_precision(name: str) -> Precision:
+    """The table entry of precision ``name``; `PrecisionUnavailableError` when the compile target lacks
+    its instructions."""
+    if name not in PRECISIONS:
+        raise ValueError(f"precision {name!r} is not known; expected one of {', '.join(PRECISIONS)}")
+    prec = PRECISIONS[name]
+    missing = missing_features(prec)
+    if missing:
+        raise PrecisionUnavailableError(
+            f"precision {name!r} needs the CPU instructions {', '.join(missing)}, which this CPU ({target_cpu()}) "
+            f"lacks; score with precision='float32' instead, or on a CPU that has them "
+            f"({PRODUCT_CPUS[prec.product]})"
+        )
+    return prec
+
+
+def prepare(spec: RNNSpec, weights: Mapping[str, np.ndarray], precision: str | None = None) -> Prepared:
     """Pack ``weights`` (PyTorch state_dict names, prefix ``spec.prefix``) for `run`.
 
-    The dtype is the weights' dtype: float64 stays float64, anything else
-    becomes float32 (PyTorch's default).
+    ``precision`` None: the weights' dtype (float64 stays float64, anything
+    else becomes float32, PyTorch's default); else a name of
+    `rnnjit.kernels.precision.PRECISIONS` (``"bf16"``, ``"int8"``). A precision whose
+    instructions the compile target lacks raises `PrecisionUnavailableError`
+    here, before anything is compiled.
     """
-    first = weights[f"{spec.prefix}weight_ih_l0"]
-    dtype = precision_of(np.asarray(first).dtype).dtype
+    if precision is None:
+        prec = precision_of(np.asarray(weights[f"{spec.prefix}weight_ih_l0"]).dtype)
+    else:
+        prec = check_precision(precision)
     layers = []
     for _, _, sfx in spec.suffixes():
         w = spec.direction_weights(weights, sfx)
-        layers.append(pack_layer(spec.cell, w, spec.hidden_size, spec.h_out, dtype))
-    return Prepared(spec, dtype, tuple(layers))
+        layers.append(pack_layer(spec.cell, w, spec.hidden_size, spec.h_out, prec))
+    return Prepared(spec, prec.dtype, tuple(layers), prec)
 
 
 def _writable(a: np.ndarray) -> np.ndarray:
@@ -141,12 +170,16 @@ a direction is a few microseconds, less than handing one to a pool thread
 """
 
 
-def _plan(spec, lengths, dtype, wbytes, threads):
+def _plan(prepared, lengths, wbytes, threads):
     """(tile width, order, tile_ptr, workers, team chunks or None) for one direction on ``threads`` threads."""
-    bt = tile_width(lengths.shape[0], threads, dtype, wbytes)
+    spec = prepared.spec
+    bt = tile_width(lengths.shape[0], threads, prepared.dtype, wbytes)
     order, tile_ptr = tiles(lengths, bt)
     workers = max(1, min(threads, tile_ptr.size - 1))
-    team = team_chunks(spec, bt, threads, wbytes) if tile_ptr.size == 2 else None
+    # one tile on several threads (`team`) only where the products read z itself: a packed z would need
+    # every chunk of a step done before the next step's z is packed
+    one_tile = tile_ptr.size == 2 and prepared.precision.k_pack == 1
+    team = team_chunks(spec, bt, threads, wbytes) if one_tile else None
     return bt, order, tile_ptr, (threads if team else workers), team
 
 
@@ -164,9 +197,9 @@ def _run_layers(prepared, rows, tok, lengths, h0, c0, hn, cn, top_mode, y_all, y
     B, T = lengths.shape[0], tok.shape[1]
     D, L, Ho, H = spec.num_directions, spec.num_layers, spec.h_out, spec.hidden_size
     wbytes = max(pk.w.nbytes for pk in prepared.layers)
-    plans = [_plan(spec, lengths, dtype, wbytes, threads)]
+    plans = [_plan(prepared, lengths, wbytes, threads)]
     if D == 2 and threads >= 2 and float(lengths.sum()) * prepared.layers[0].w.nbytes >= SPLIT_WORK:
-        split = [_plan(spec, lengths, dtype, wbytes, t) for t in (threads // 2, threads - threads // 2)]
+        split = [_plan(prepared, lengths, wbytes, t) for t in (threads // 2, threads - threads // 2)]
         if not any(p[4] for p in split):
             plans = split
     cell = CELL_CODES[spec.cell]
@@ -186,6 +219,7 @@ def _run_layers(prepared, rows, tok, lengths, h0, c0, hn, cn, top_mode, y_all, y
                 cell=cell, x=rows, tok=tok, w=pk.w, wg=pk.wg, kstart=pk.kstart, klen=pk.klen, wr=pk.wr, wrg=pk.wrg,
                 h0=h0[k], c0=c0[k], y=out, ycol=d * Ho, out_mode=mode, reverse=d == 1, hn=hn[k], cn=cn[k],
                 hidden=H, hp=hp, h_out=Ho, proj=spec.proj_size, bt=bt,
+                qs=pk.qs, qc=pk.qc, rqs=pk.rqs, rqc=pk.rqc, split=pk.split,
                 lens=lengths, order=order, tile_ptr=tile_ptr, next_tile=np.zeros(1, np.int64),
             )  # fmt: skip
             if len(plans) == 2:
@@ -246,15 +280,8 @@ def _run_team(values: dict, workers, chunks):
     sync = np.zeros(sync_words(nch), np.int64)
     sync[NTH] = workers
     maxlen = int(slen.max())
-    proj_x = np.zeros(1, dtype)
-    if bt == 1:  # every step's input projection first: per step the team reads only the h columns
-        lv = lanes(dtype)
-        R, lp = w.shape[0] * MR, NV * lv
-        proj_x = aligned_empty(T * R, dtype)
-        project_inputs(w.reshape(-1), K, w.shape[0], rows.reshape(-1), tok, int(seq[0]), maxlen, T, I,
-                       np.zeros((I + 1) * lp, dtype), np.zeros(R * lp, dtype), proj_x, lv)  # fmt: skip
     values.update(
-        proj_x=proj_x, seq=seq, slen=slen, nb=B, maxlen=maxlen, zbuf=zbuf.reshape(2, K * bt), cbuf=cbuf.reshape(2, H * bt),
+        seq=seq, slen=slen, nb=B, maxlen=maxlen, zbuf=zbuf.reshape(2, K * bt), cbuf=cbuf.reshape(2, H * bt),
         g=_line_zeros(w.shape[0] * MR * bt, dtype), m=_line_zeros(H * bt, dtype), sync=sync,
         nblk=1 if values["cell"] in (CELL_CODES["rnn_tanh"], CELL_CODES["rnn_relu"]) else 4, cb=cb, nch=nch,
     )  # fmt: skip

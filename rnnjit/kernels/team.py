@@ -35,7 +35,7 @@ from numba import config, njit, types
 from numba.extending import intrinsic
 
 from rnnjit.kernels._simd import (
-    GROUP_ROWS, MR, P_ROWS, _ptr, atomic_load, cpu_relax, fetch_add, mk_rows_grouped_from,
+    MR, P_ROWS, _ptr, atomic_load, cpu_relax, fetch_add, mk_rows_grouped,
 )
 from rnnjit.kernels.config import JIT
 from rnnjit.kernels.precision import VECTOR_BYTES
@@ -83,7 +83,7 @@ if config.DISABLE_JIT:  # pragma: no cover - exercised by the NUMBA_DISABLE_JIT=
 def run_team(
     cell, x, tok, seq, slen, nb, maxlen, zbuf, cbuf, g, m, sync,
     w, wg, kstart, klen, nblk, y, ycol, out_mode, reverse, hn, cn,
-    hidden, hp, bt, cb, nch, proj_x,
+    hidden, hp, bt, cb, nch,
 ):  # fmt: skip
     """One thread's part in running one tile: every step, its own chunks first, then any left unclaimed.
 
@@ -93,10 +93,7 @@ def run_team(
     a view per step, the reference counting of its ~20 array arguments cost
     ~0.5 us per step (measured, batch of one, H=128: 0.62 us per step with
     the chunk's work skipped). ``x``/``tok``: the layer's input rows and
-    token ids, as for `rnnjit.kernels.layer.run_worker`. A one-sequence tile
-    reads ``proj_x``, its input projection for every step
-    (`rnnjit.kernels.layer.project_inputs`): per step the team reads only the
-    h columns of the weights.
+    token ids, as for `rnnjit.kernels.layer.run_worker`.
     """
     T = tok.shape[1]
     I = x.shape[1]
@@ -117,7 +114,6 @@ def run_team(
     HB = H * bt
     lv = VECTOR_BYTES // x.itemsize
     nvec = bt // lv
-    R = w.shape[0] * MR  # gate rows of one step of ``proj_x``
     spins = 0
     tid = fetch_add(sync, TID, 1)
     first = (tid * nch) // max(sync[NTH], 1)  # this thread's own chunks start here
@@ -131,7 +127,6 @@ def run_team(
             spins += 1
         zc, zn = (s % 2) * KB, ((s + 1) % 2) * KB  # offsets of this step's z and the next
         cc, cx = (s % 2) * HB, ((s + 1) % 2) * HB
-        t_in = slen[0] - 1 - s if reverse else s  # the step of a one-sequence tile (``proj_x``)
         for k in range(nch):
             ch = (first + k) % nch
             at = CLAIM + 8 * ch
@@ -144,9 +139,7 @@ def run_team(
                 if bt == 1:
                     for ub in range(ub0, ub1, P_ROWS):
                         p = q * UB + ub  # a multiple of P_ROWS: the team needs UB % P_ROWS == 0 here
-                        # the input columns are summed already (``proj_x``, `project_inputs`)
-                        mk_rows_grouped_from(wgf, p * K * MR + (I + 1) * GROUP_ROWS, zf, zc + I + 1, g, p * MR,
-                                             K - I - 1, proj_x, t_in * R + p * MR)  # fmt: skip
+                        mk_rows_grouped(wgf, p * K * MR, zf, zc, g, p * MR, K)
                 else:
                     for ub in range(ub0, ub1):
                         p = q * UB + ub
