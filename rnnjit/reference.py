@@ -42,8 +42,6 @@ from rnnjit.kinds import KINDS
 from rnnjit.spec import RNNSpec
 from rnnjit.steps import POOLS, pool_steps, sigmoid
 
-__all__ = ["prepare", "run", "prepare_steps", "run_steps", "pool_steps", "sigmoid"]
-
 
 def prepare_steps(steps, weights: Mapping[str, np.ndarray], in_features: int, dtype):
     """A run of per-vector steps for `run_steps`: the steps and the weights, as they are."""
