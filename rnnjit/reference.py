@@ -31,6 +31,22 @@ import numpy as np
 from rnnjit.spec import POOLS, RNNSpec
 
 
+def matmul_rows(x: np.ndarray, w_t: np.ndarray) -> np.ndarray:
+    """``x @ w_t`` for ``x`` (..., K) and ``w_t`` (K, N), each output row from its own input row alone.
+
+    A row's numbers must not depend on the rows batched with it, their count
+    or the thread count (README "Same bits for a row"). BLAS does not promise
+    that: gemm's blocking and its small-matrix and gemv paths depend on the
+    row count, and even fixed-size row blocks gave a row other bits at
+    another position in its block (OpenBLAS Haswell kernels, measured), while
+    a per-row gemv is split across threads for large weights. numpy's own
+    einsum loop (``optimize=False`` never calls BLAS; numpy runs it in one
+    thread) accumulates each output over k in an order fixed by K alone.
+    Cost: bench/REPORT.md "Same bits for a row".
+    """
+    return np.einsum("...k,kn->...n", x, w_t, optimize=False)
+
+
 def sigmoid(v: np.ndarray) -> np.ndarray:
     """Logistic function without overflow: 1/(1+exp(-v)) == (1+tanh(v/2))/2."""
     return 0.5 * (1.0 + np.tanh(0.5 * v))
@@ -44,7 +60,11 @@ def pool_steps(method: str, y: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     valid = (np.arange(T)[None, :] < lengths[:, None])[:, :, None]
     if method == "max":
         return np.where(valid, y, -np.inf).max(axis=1, initial=-np.inf).astype(y.dtype)
-    total = np.where(valid, y, 0).sum(axis=1)
+    # summed step by step from +0: numpy's pairwise sum groups the steps by the batch's longest
+    # sequence (one output feature) and padding would then change a row's bits
+    total = np.zeros((B, y.shape[2]), y.dtype)
+    for t in range(T):
+        total += np.where(valid[:, t], y[:, t], 0)
     if method == "sum":
         return total.astype(y.dtype)
     if method == "mean":
@@ -53,13 +73,21 @@ def pool_steps(method: str, y: np.ndarray, lengths: np.ndarray) -> np.ndarray:
 
 
 def prepare(spec: RNNSpec, weights: Mapping[str, np.ndarray]):
-    return spec, dict(weights)
+    """The spec and, per layer-direction suffix, its weights with the matrices transposed once for `matmul_rows`."""
+    per_direction = {}
+    for _, _, sfx in spec.suffixes():
+        w = spec.direction_weights(weights, sfx)
+        for role in ("ih", "hh", "hr"):
+            if role in w:
+                w[role] = np.ascontiguousarray(w[role].T)
+        per_direction[sfx] = w
+    return spec, per_direction
 
 
 def _step(spec: RNNSpec, w: dict, x_t, h, c):
-    """One time step for the whole batch. Returns (h', c')."""
-    gi = x_t @ w["ih"].T
-    gh = h @ w["hh"].T
+    """One time step for the whole batch (``w``'s matrices transposed, see `prepare`). Returns (h', c')."""
+    gi = matmul_rows(x_t, w["ih"])
+    gh = matmul_rows(h, w["hh"])
     if "b_ih" in w:
         gi = gi + w["b_ih"]
         gh = gh + w["b_hh"]
@@ -73,7 +101,7 @@ def _step(spec: RNNSpec, w: dict, x_t, h, c):
         c_new = f * c + i * cand
         h_new = o * np.tanh(c_new)
         if "hr" in w:
-            h_new = h_new @ w["hr"].T
+            h_new = matmul_rows(h_new, w["hr"])
         return h_new, c_new
     if spec.cell == "gru":
         r = sigmoid(gi[:, 0:H] + gh[:, 0:H])
@@ -88,7 +116,7 @@ def _step(spec: RNNSpec, w: dict, x_t, h, c):
 
 def run(prepared, x, lengths, h0=None, c0=None, select="all", threads=None, table=None):
     """Run the recurrent stack; see the module docstring for the contract."""
-    spec, weights = prepared
+    spec, per_direction = prepared
     lengths = np.asarray(lengths, dtype=np.int64)
     if table is not None:  # ids past a sequence's length may be anything: read row 0 there
         ids = np.asarray(x)
@@ -104,7 +132,7 @@ def run(prepared, x, lengths, h0=None, c0=None, select="all", threads=None, tabl
         out = np.zeros((B, T, D * spec.h_out), dtype)
         for d in range(D):
             sfx = f"_l{layer}" + ("_reverse" if d else "")
-            w = spec.direction_weights(weights, sfx)
+            w = per_direction[sfx]
             k = layer * D + d
             h = np.zeros((B, spec.h_out), dtype) if h0 is None else h0[k].astype(dtype, copy=True)
             c = None

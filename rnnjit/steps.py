@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from rnnjit.reference import sigmoid
+from rnnjit.reference import matmul_rows, sigmoid
 from rnnjit.spec import Step
 
 _SQRT1_2 = 1.0 / math.sqrt(2.0)
@@ -106,7 +106,7 @@ def apply_step(step: Step, weights: Mapping[str, np.ndarray], y: np.ndarray) -> 
     """Apply one per-vector step (linear, layernorm, batchnorm, activation, dropout) along the last axis."""
     dtype = y.dtype
     if step.kind == "linear":
-        y = y @ linear_weight(weights, step).T
+        y = matmul_rows(y, np.ascontiguousarray(linear_weight(weights, step).T))
         if step.bias:
             y = y + weights[f"{step.prefix}bias"]
     elif step.kind == "layernorm":
