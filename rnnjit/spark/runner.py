@@ -26,6 +26,7 @@ from rnnjit.spark.frame import (
     _first_line,
     _pyspark,
     score_dataframe,
+    task_threads,
     user_error,
 )
 
@@ -69,8 +70,6 @@ def _output_checks(inputs: list[str], output: str, overwrite: bool) -> None:
     out = Path(output)
     if out.exists() and not overwrite:
         raise _exists(output)
-    if not out.parent.exists():
-        raise InputError(f"the directory of output {output!r} does not exist; create it first")
     for src in inputs:
         if os.path.isdir(src) and Path(src).resolve() in out.resolve().parents:
             raise InputError(
@@ -113,6 +112,7 @@ class _Output:
     def commit(self, tmp) -> None:
         """Rename ``tmp`` to the output, replacing an old output only once the new one is complete."""
         old = None
+        self.fs.mkdirs(self.path.getParent())  # a dataset output creates its missing parents, as on one machine
         if self.fs.exists(self.path):
             old = self.sibling("old")
             if not self.fs.rename(self.path, old):
@@ -191,6 +191,7 @@ def score_files(
             progress = sys.stderr.isatty()
         spark, created = _session(master, progress)
     t0 = time.perf_counter()  # from a running session: JVM start-up is Spark's, not the scoring's
+    threads = task_threads(spark, options.threads)  # numba threads per task, named on the summary line
     try:
         if not early and here and _default_fs_is_local(spark):
             _output_checks(inputs, output, overwrite)
@@ -229,7 +230,11 @@ def score_files(
         if created:
             spark.stop()
     input_rows, rows, scored_n, empty, invalid = counts.value
+    from rnnjit.engines import resolve
+
+    engine = resolve(options.engine)  # as resolved here; each executor resolves it the same way on its own
     return Summary(
         rows=rows, scored=scored_n, empty=empty, invalid=invalid, input_rows=input_rows,
-        seconds=time.perf_counter() - t0, output=output, layout=layout,
+        seconds=time.perf_counter() - t0, output=output, layout=layout, engine=engine,
+        threads=1 if engine == "numpy" else threads,
     )
