@@ -32,6 +32,7 @@ import numpy as np
 
 from bench.cases import BATCH_CURVE, Case
 from rnnjit import kernels
+from rnnjit.kernels import team_policy
 from rnnjit.kernels._simd import FEW
 
 WIDTHS = {"bt1": 1, "few": FEW, "l16": 16, "l32": 32, "l48": 48}
@@ -39,7 +40,7 @@ WIDTHS = {"bt1": 1, "few": FEW, "l16": 16, "l32": 32, "l48": 48}
 
 def _forced(prepared, x, lengths, threads, bt=None, team=None):
     """A call of `kernels.run` with the tile width and the team choice forced (None: the policy's)."""
-    tw, tc, l2 = kernels.tile_width, kernels.team_chunks, getattr(kernels, "L2_BYTES", 0)
+    tw, tc, l2 = kernels.tile_width, kernels.team_chunks, team_policy.L2_BYTES
 
     def call():
         if bt is not None:
@@ -47,12 +48,12 @@ def _forced(prepared, x, lengths, threads, bt=None, team=None):
         if team is False:
             kernels.team_chunks = lambda *a: None
         if team is True:
-            kernels.L2_BYTES = 0  # a batch of one runs as a team whatever its weights
+            team_policy.L2_BYTES = 0  # a batch of one runs as a team whatever its weights
         try:
-            kernels._team_paused_until = 0.0  # measure the path, not the back-off
+            team_policy._team_paused_until = 0.0  # measure the path, not the back-off
             return kernels.run(prepared, x, lengths, None, None, "last", threads)
         finally:
-            kernels.tile_width, kernels.team_chunks, kernels.L2_BYTES = tw, tc, l2
+            kernels.tile_width, kernels.team_chunks, team_policy.L2_BYTES = tw, tc, l2
 
     return call
 

@@ -18,6 +18,7 @@ import pytest
 from test_kernels import SELECTS, TOL, build, max_err, pooled_tol, torch_run
 
 from rnnjit import kernels, reference
+from rnnjit.kernels import team_policy, tiling
 
 CELLS = ["lstm", "lstmp", "gru", "rnn_tanh", "rnn_relu"]
 
@@ -27,7 +28,7 @@ CELLS = ["lstm", "lstmp", "gru", "rnn_tanh", "rnn_relu"]
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=lambda d: d.__name__)
 def test_small_batches_match_reference_torch_and_any_thread_count(cell, B, dtype, monkeypatch):
     if B == "1 team":
-        monkeypatch.setattr(kernels, "L2_BYTES", 0)  # the team path of weights larger than L2
+        monkeypatch.setattr(team_policy, "L2_BYTES", 0)  # the team path of weights larger than L2
         B = 1
     elif B == "13 team":
         monkeypatch.setattr(kernels, "tile_width", lambda *_: 16)  # one lane tile shared by a team
@@ -46,7 +47,7 @@ def test_small_batches_match_reference_torch_and_any_thread_count(cell, B, dtype
     for select in SELECTS:
         runs = []
         for n in (1, 2, 3):
-            kernels._team_paused_until = 0.0  # a stalled team on a busy machine must not skip the team path
+            team_policy._team_paused_until = 0.0  # a stalled team on a busy machine must not skip the team path
             runs.append(kernels.run(prepared, x, lengths, h0, c0, select, n))
         want = reference.run(ref, x, lengths, h0, c0, select)
         for name, g, w in zip(("y", "hn", "cn"), runs[0], want):
@@ -78,12 +79,12 @@ def test_tile_width(B, expected):
 
 def test_batch_of_one_runs_on_one_thread_while_its_weights_fit_in_l2():
     spec = build("lstm", 5, 128, 1, False, True, np.float32)[1]
-    kernels._team_paused_until = 0.0
-    assert kernels.team_chunks(spec, 1, 2, kernels.L2_BYTES) is None
-    assert kernels.team_chunks(spec, 1, 2, kernels.L2_BYTES + 1) == (8, 2)
-    assert kernels.team_chunks(spec, 16, 2, kernels.L2_BYTES) is not None  # one lane tile: a team
+    team_policy._team_paused_until = 0.0
+    assert team_policy.team_chunks(spec, 1, 2, team_policy.L2_BYTES) is None
+    assert team_policy.team_chunks(spec, 1, 2, team_policy.L2_BYTES + 1) == (8, 2)
+    assert team_policy.team_chunks(spec, 16, 2, team_policy.L2_BYTES) is not None  # one lane tile: a team
 
 
 def test_wide_tiles_for_large_weights():
-    assert kernels.tile_width(4096, 2, np.dtype(np.float32), 64 << 20) == 16 * kernels.WIDE_VECS
+    assert kernels.tile_width(4096, 2, np.dtype(np.float32), 64 << 20) == 16 * tiling.WIDE_VECS
     assert kernels.tile_width(256, 2, np.dtype(np.float32), 64 << 20) == 128  # one tile per thread

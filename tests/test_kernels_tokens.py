@@ -19,6 +19,7 @@ from test_kernels import SELECTS, TOL, build, max_err, torch_run
 
 import rnnjit.model
 from rnnjit import kernels, reference
+from rnnjit.kernels import team_policy
 from rnnjit.model import Model
 from rnnjit.spec import RNNSpec, Step, rnn_step
 
@@ -48,7 +49,7 @@ def test_table_rows_read_in_the_tile_match_the_embedded_batch(cell, B, dtype):
     prepared, ref = kernels.prepare(spec, weights), reference.prepare(spec, weights)
     for select in SELECTS:
         for n in (1, 2):
-            kernels._team_paused_until = 0.0  # a stalled team on a busy machine must not skip the team path
+            team_policy._team_paused_until = 0.0  # a stalled team on a busy machine must not skip the team path
             got = kernels.run(prepared, ids, lengths, None, None, select, n, table=table)
             want = kernels.run(prepared, x, lengths, None, None, select, n)
             for g, w in zip(got, want):

@@ -24,6 +24,8 @@ from numba import config, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from rnnjit.kernels.precision import VECTOR_BYTES
+
 _X86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
 
 MR = 8  # rows per weight panel
@@ -31,9 +33,9 @@ NV = 3  # vectors of sequences per tile: 8x3 accumulators + 3 + 1 of 32 register
 P_ROWS = 8  # panels per call in the single-sequence kernel: 8 accumulator chains cover the FMA latency
 
 
-def lanes(dtype) -> int:
-    """Sequences per SIMD vector: 16 float32 or 8 float64 (one 512-bit register)."""
-    return 16 if dtype.itemsize == 4 else 8
+def _vector_lanes(bitwidth: int) -> int:
+    """Accumulators of ``bitwidth`` bits per SIMD vector (`rnnjit.kernels.precision.VECTOR_BYTES`)."""
+    return VECTOR_BYTES * 8 // bitwidth
 
 
 def _ptr(context, builder, arrty, arr, off):
@@ -41,8 +43,12 @@ def _ptr(context, builder, arrty, arr, off):
     return builder.gep(data, [off])
 
 
+_FMA_SUFFIX = {ir.FloatType: "f32", ir.DoubleType: "f64"}
+
+
 def _fma(builder, vecty):
-    name = f"llvm.fma.v{vecty.count}{'f32' if isinstance(vecty.element, ir.FloatType) else 'f64'}"
+    """``llvm.fma`` for ``vecty``: the product of the full-precision entries (`rnnjit.kernels.precision`)."""
+    name = f"llvm.fma.v{vecty.count}{_FMA_SUFFIX[type(vecty.element)]}"
     return cgutils.get_or_insert_function(builder.module, ir.FunctionType(vecty, [vecty] * 3), name)
 
 
@@ -88,12 +94,13 @@ def _reduction_loop(builder, n, init, body):
     return out
 
 
-def _prologue(context, builder, aty, width, ptrs):
-    """What every micro-kernel opens with: the vector type of ``width`` elements, its alignment,
-    the FMA intrinsic, the operands' element pointers (``ptrs``: (type, array, offset) each) and a zero vector."""
-    vecty = ir.VectorType(context.get_value_type(aty.dtype), width)
+def _prologue(context, builder, cty, width, ptrs):
+    """What every micro-kernel opens with: the accumulators' vector type (``width`` elements of the
+    output ``cty``'s dtype), its alignment, the FMA intrinsic, the operands' element pointers
+    (``ptrs``: (type, array, offset) each) and a zero vector."""
+    vecty = ir.VectorType(context.get_value_type(cty.dtype), width)
     pointers = [_ptr(context, builder, ty, arr, off) for ty, arr, off in ptrs]
-    return vecty, aty.dtype.bitwidth // 8, _fma(builder, vecty), pointers, ir.Constant(vecty, None)
+    return vecty, cty.dtype.bitwidth // 8, _fma(builder, vecty), pointers, ir.Constant(vecty, None)
 
 
 def _lanes_kernel(nv: int, doc: str):
@@ -112,9 +119,9 @@ def _lanes_codegen(NV):
     def codegen(context, builder, signature, args):
         aty, _, bty, _, _, cty, _, _, _ = signature.args
         a_, aoff_, b_, boff_, ldb_, c_, coff_, ldc_, n_ = args
-        L = 16 if aty.dtype.bitwidth == 32 else 8
+        L = _vector_lanes(cty.dtype.bitwidth)
         vecty, align, fma, (pa, pb, pc), zero = _prologue(
-            context, builder, aty, L, [(aty, a_, aoff_), (bty, b_, boff_), (cty, c_, coff_)]
+            context, builder, cty, L, [(aty, a_, aoff_), (bty, b_, boff_), (cty, c_, coff_)]
         )
         i64 = ir.IntType(64)
 
@@ -167,7 +174,7 @@ def mk_rows_grouped(typingctx, a, aoff, b, boff, c, coff, n):
         aty, _, bty, _, cty, _, _ = signature.args
         a_, aoff_, b_, boff_, c_, coff_, n_ = args
         vecty, align, fma, (pa, pb, pc), zero = _prologue(
-            context, builder, aty, MR, [(aty, a_, aoff_), (bty, b_, boff_), (cty, c_, coff_)]
+            context, builder, cty, MR, [(aty, a_, aoff_), (bty, b_, boff_), (cty, c_, coff_)]
         )
         i64 = ir.IntType(64)
 
@@ -210,10 +217,10 @@ def mk_rows_grouped_few(typingctx, a, aoff, b, boff, c, coff, n):
     def codegen(context, builder, signature, args):
         aty, _, bty, _, cty, _, _ = signature.args
         a_, aoff_, b_, boff_, c_, coff_, n_ = args
-        L = 16 if aty.dtype.bitwidth == 32 else 8
+        L = _vector_lanes(cty.dtype.bitwidth)
         RV = FEW_VECS
         vecty, align, fma, (pa, pb, pc), zero = _prologue(
-            context, builder, aty, L, [(aty, a_, aoff_), (bty, b_, boff_), (cty, c_, coff_)]
+            context, builder, cty, L, [(aty, a_, aoff_), (bty, b_, boff_), (cty, c_, coff_)]
         )
         i64, i32 = ir.IntType(64), ir.IntType(32)
 
@@ -294,7 +301,7 @@ if config.DISABLE_JIT:  # pragma: no cover - exercised by the NUMBA_DISABLE_JIT=
     import numpy as _np
 
     def _mk_lanes(nv, a, aoff, b, boff, ldb, c, coff, ldc, n):
-        width = nv * (16 if a.dtype.itemsize == 4 else 8)
+        width = nv * (VECTOR_BYTES // a.dtype.itemsize)
         A = a[aoff : aoff + n * MR].reshape(n, MR) if n > 0 else _np.zeros((0, MR), a.dtype)
         rows = _np.stack([b[boff + k * ldb : boff + k * ldb + width] for k in range(n)]) if n > 0 else None
         out = A.T @ rows if n > 0 else _np.zeros((MR, width), a.dtype)
@@ -319,7 +326,7 @@ if config.DISABLE_JIT:  # pragma: no cover - exercised by the NUMBA_DISABLE_JIT=
         return old
 
     def mk_rows_grouped_few(a, aoff, b, boff, c, coff, n):  # noqa: F811
-        rows = FEW_VECS * (16 if a.dtype.itemsize == 4 else 8)
+        rows = FEW_VECS * (VECTOR_BYTES // a.dtype.itemsize)
         A = _np.stack([a[aoff + k * GROUP_ROWS : aoff + k * GROUP_ROWS + rows] for k in range(n)])
         Z = b[boff : boff + n * FEW].reshape(n, FEW)
         c[coff : coff + rows * FEW] = (A.T @ Z).reshape(-1)

@@ -41,6 +41,7 @@ from rnnjit.kernels._simd import (
     FEW, FEW_VECS, GROUP_ROWS, MR, NV, P_ROWS, fetch_add, mk_lanes, mk_lanes1, mk_rows_grouped, mk_rows_grouped_few,
 )
 from rnnjit.kernels.config import JIT
+from rnnjit.kernels.precision import VECTOR_BYTES
 from rnnjit.kernels.update import LSTM, cell_update
 
 OUT_NONE, OUT_LAST, OUT_ALL, OUT_SUM, OUT_MAX = 0, 1, 2, 3, 4
@@ -174,7 +175,7 @@ def run_worker(
     slen = np.zeros(bt, np.int64)
     xoff = np.zeros(bt, np.int64)
     h_at = (I + 1) * bt  # first h row of z
-    lv = 16 if x.itemsize == 4 else 8  # lanes per SIMD vector
+    lv = VECTOR_BYTES // x.itemsize  # lanes per SIMD vector
     rows_few = FEW_VECS * lv  # rows per `mk_rows_grouped_few` call
     nvec = bt // lv  # SIMD vectors per tile row (bt > 1 is a multiple of lv)
     zh = z[h_at : h_at + HB]  # the h rows of z

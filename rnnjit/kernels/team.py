@@ -38,6 +38,7 @@ from rnnjit.kernels._simd import (
     MR, P_ROWS, _ptr, atomic_load, cpu_relax, fetch_add, mk_rows_grouped,
 )
 from rnnjit.kernels.config import JIT
+from rnnjit.kernels.precision import VECTOR_BYTES
 from rnnjit.kernels.layer import emit, panel_lanes, step_row
 from rnnjit.kernels.update import cell_update
 
@@ -111,7 +112,7 @@ def run_team(
     KB = K * bt
     h_at = (I + 1) * bt
     HB = H * bt
-    lv = 16 if x.itemsize == 4 else 8
+    lv = VECTOR_BYTES // x.itemsize
     nvec = bt // lv
     spins = 0
     tid = fetch_add(sync, TID, 1)

@@ -1,0 +1,59 @@
+"""When one tile runs as a team of threads (`rnnjit.kernels.team`), and when teams pause on a busy machine.
+
+The measurements behind the constants are in bench/report_notes.md ("Tiling and
+team constants"), each under the constant's name.
+"""
+
+from __future__ import annotations
+
+import time
+
+from rnnjit.kernels._simd import FEW, MR, P_ROWS
+from rnnjit.kernels.pack import padded_hidden
+from rnnjit.spec import RNNSpec
+
+STALL_SPINS = 300
+"""Spin-wait rounds per step above which a team run counts as stalled (another process had a core)."""
+
+TEAM_PAUSE = 30.0
+"""Seconds small batches run on one thread after a stalled team run, before a team is tried again.
+
+A team waits for every chunk of a step before the next: when another
+process takes one of the cores, a claimed chunk can wait a whole scheduler
+time slice, so a stalled run (`note_spins`) turns teams off for a while.
+"""
+
+_team_paused_until = 0.0
+
+L2_BYTES = 1 << 20
+"""One core's L2 cache on the reference machine (AMD EPYC Zen 4): packed weights up to this size stay in it between steps."""
+
+
+def team_chunks(spec: RNNSpec, bt: int, threads: int, weight_bytes: int = 0) -> tuple[int, int] | None:
+    """(unit blocks per chunk, chunks per step) when one tile should run on ``threads`` (`team`), else None.
+
+    A team needs two threads, no projection, and chunks of whole row-kernel
+    calls (P_ROWS blocks of MR units for one sequence). A batch of one whose
+    packed weights fit in one core's L2 (`L2_BYTES`) runs on one thread: its
+    step is ~2.1 us, bound by reading the weights from L2, and the team's
+    per-step hand-off costs more than halving that read saves (measured:
+    bench/report_notes.md, `L2_BYTES`).
+    """
+    if threads < 2 or spec.proj_size or time.monotonic() < _team_paused_until:
+        return None
+    ub = padded_hidden(spec.hidden_size) // MR
+    if bt == 1:
+        if weight_bytes <= L2_BYTES:
+            return None
+        return (P_ROWS, ub // P_ROWS) if ub % P_ROWS == 0 else None
+    if bt == FEW:  # no FEW-sequence team kernel: one FEW tile runs on one thread
+        return None
+    cb = max(1, ub // (2 * threads))
+    return cb, -(-ub // cb)
+
+
+def note_spins(spins: int, steps: int) -> None:
+    """Pause teams for `TEAM_PAUSE` seconds when a team run waited more than `STALL_SPINS` rounds per step."""
+    global _team_paused_until
+    if spins > STALL_SPINS * steps:
+        _team_paused_until = time.monotonic() + TEAM_PAUSE

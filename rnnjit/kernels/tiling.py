@@ -1,0 +1,90 @@
+"""Tiling: how many sequences a tile holds (a cost model over the candidates) and which sequences go in which tile.
+
+The measurements behind the constants are in bench/report_notes.md ("Tiling and
+team constants"), each under the constant's name.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from rnnjit.kernels._simd import FEW, NV
+from rnnjit.kernels.precision import lanes
+
+WIDE_VECS = 12
+"""Most SIMD vectors in one tile row when a layer's weights are large (see `tile_width`)."""
+
+WIDE_WEIGHTS = 8 << 20
+"""Packed weights above this many bytes make tiles wider, to read each panel once per more sequences (measured: bench/report_notes.md)."""
+
+SMALL_TILES_UP_TO = 128
+"""Largest batch for which one-sequence and FEW-sequence tiles are weighed against lane tiles (`tile_width`)."""
+
+ONE_TILE_COST = 3.0
+FEW_TILE_COST = 4.3
+"""Time per step of a one-sequence tile (`mk_rows_grouped`) and of a FEW-sequence tile (`mk_rows_grouped_few`),
+in sequence-steps of a full micro-kernel row of a lane tile (measured: bench/report_notes.md)."""
+
+LANES1_COST = 1.15
+"""Cost of one SIMD vector of a tile in the one-vector micro-kernel (`mk_lanes1`), relative to `mk_lanes` (NV vectors;
+measured: bench/report_notes.md)."""
+
+
+def _makespan(vecs: int, w: int, threads: int) -> float:
+    """Time to run ``vecs`` SIMD vectors of sequences in tiles of ``w`` vectors on ``threads`` threads.
+
+    Longest tile first onto the least loaded thread, as the tile counter
+    hands them out; a tile of ``v`` vectors costs ``v // NV * NV`` full
+    micro-kernel rows plus `LANES1_COST` per remaining vector.
+    """
+    tiles = [w] * (vecs // w) + ([vecs % w] if vecs % w else [])
+    load = [0.0] * max(threads, 1)
+    for v in tiles:
+        k = load.index(min(load))
+        load[k] += v // NV * NV + v % NV * LANES1_COST
+    return max(load)
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def tile_width(B: int, threads: int, dtype, weight_bytes: int) -> int:
+    """Sequences per tile: 1, FEW or a multiple of the SIMD lanes, whichever the cost model finishes first.
+
+    Each candidate's time is the busiest thread's (tiles handed out longest
+    first to the least loaded thread): lane tiles by `_makespan`, one- and
+    FEW-sequence tiles (batches up to `SMALL_TILES_UP_TO`) by `ONE_TILE_COST`
+    and `FEW_TILE_COST` per tile. The widest tile within 4% of the best wins
+    (fewer tiles, less bookkeeping). So every thread gets about the same work
+    (B=128 on 2 threads: 32 FEW tiles, not 48+48+32 lanes, which left one
+    thread a third of the work), at most one micro-kernel row (NV vectors) of
+    lanes for most models, and up to `WIDE_VECS` vectors when the weights are
+    larger than `WIDE_WEIGHTS`: each weight panel is then read once per step
+    for that many sequences, not once per 48.
+    """
+    th = max(threads, 1)
+    lv = lanes(dtype)
+    vecs = -(-B // lv)
+    cap = WIDE_VECS if weight_bytes > WIDE_WEIGHTS else NV
+    cost = {lv * w: _makespan(vecs, w, th) * lv for w in range(1, min(cap, vecs) + 1)}
+    if B <= SMALL_TILES_UP_TO:
+        cost[FEW] = _ceil_div(_ceil_div(B, FEW), th) * FEW_TILE_COST  # rounds of tiles on the busiest thread
+        cost[1] = _ceil_div(B, th) * ONE_TILE_COST
+    best = min(cost.values())
+    return max(w for w, t in cost.items() if t <= best * 1.04)
+
+
+def tiles(lengths: np.ndarray, bt: int):
+    """Sort by length (longest first) and cut into tiles of ``bt``.
+
+    Returns (order, tile_ptr): tile k holds ``order[tile_ptr[k]:tile_ptr[k+1]]``;
+    tile 0 has the longest sequences, so workers taking tiles in order balance
+    like longest-processing-time-first.
+    """
+    B = lengths.shape[0]
+    order = np.argsort(-lengths, kind="stable").astype(np.int64)
+    tile_ptr = np.arange(0, B + bt, bt, dtype=np.int64)
+    tile_ptr[-1] = B
+    tile_ptr = np.unique(tile_ptr)
+    return order, tile_ptr
