@@ -18,7 +18,7 @@ def verify_command(
     ],
     against: Annotated[
         Optional[Path],
-        typer.Option(exists=True, dir_okay=False, readable=True,
+        typer.Option(exists=True, dir_okay=False, readable=True, metavar="FILE",
                      help="The original weight file: compare weights (torch-free), and outputs with torch if installed."),
     ] = None,
     engine: Annotated[Optional[Engine], typer.Option(metavar=metavar(ENGINES), help=ENGINE_HELP)] = None,
