@@ -63,8 +63,7 @@ def config_options(doc: dict[str, Any], where: str) -> dict[str, Any]:
     for key, value in doc.items():
         name = str(key).replace("_", "-")
         if name == "output" and value in OUTPUT_MODES:
-            err(f"warning: config key 'output' is deprecated for the output mode; write \"output-mode\": {value!r}"
-                .replace("'", '"'))
+            err(f'warning: config key "output" is deprecated for the output mode; write "output-mode": "{value}"')
             name = "output-mode"
         if name not in CONFIG_OPTIONS:
             raise ConfigError(f"config {where!r}: key {key!r} is not a convert option; the keys are convert's option "

@@ -19,6 +19,7 @@ import time
 import uuid
 from collections.abc import Sequence
 
+from rnnjit.engines import resolve as resolve_engine
 from rnnjit.errors import InputError
 from rnnjit.scoring import ScoreOptions
 from rnnjit.spark.frame import (
@@ -230,9 +231,7 @@ def score_files(
         if created:
             spark.stop()
     input_rows, rows, scored_n, empty, invalid = counts.value
-    from rnnjit.engines import resolve
-
-    engine = resolve(options.engine)  # as resolved here; each executor resolves it the same way on its own
+    engine = resolve_engine(options.engine)  # as resolved here; each executor resolves it the same way on its own
     return Summary(
         rows=rows, scored=scored_n, empty=empty, invalid=invalid, input_rows=input_rows,
         seconds=time.perf_counter() - t0, output=output, layout=layout, engine=engine,
