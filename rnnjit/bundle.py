@@ -23,7 +23,8 @@ from rnnjit.errors import BundleError, WeightFileError
 from rnnjit.formats.npz import arrays as npz_arrays
 from rnnjit.infer import check_rnn_weights
 from rnnjit.model import Model
-from rnnjit.spec import CELLS, OUTPUT_MODES, RNNSpec, Step, chain_widths, check_step, rnn_step
+from rnnjit.kinds import KINDS
+from rnnjit.spec import OUTPUT_MODES, RNNSpec, Step, chain_widths, check_step, rnn_step
 
 CONFIG_KEY = "__rnnjit__"
 FORMAT = "rnnjit-bundle"
@@ -93,9 +94,8 @@ def validate(config: Mapping[str, Any], weights: Mapping[str, np.ndarray], path=
     """
     chain, output, dtype = _check_config(dict(config), path)
     weights = dict(weights)
-    for step in chain:
-        if step.kind == "rnn":
-            _check_sizes(step.rnn, weights, path)
+    for spec in (s.rnn for s in chain if KINDS[s.kind].recurrent):
+        _check_sizes(spec, weights, path)
     _check_weights(chain, weights, path)
     return chain, output, dtype
 
@@ -163,21 +163,11 @@ def _check_config(config: dict, path):
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         what = "'rnn' or 'head'" if version == 1 else "'chain'"
         raise bad(f"the {what} section is malformed ({exc!r}); re-create the bundle") from exc
-    for step in chain:  # kinds and names here; widths once the weights are checked
+    for step in chain:  # kinds, names and what each kind's entry checks here; widths once the weights are checked
         try:
             check_step(step)
         except ValueError as exc:
             raise bad(f"the chain is malformed: {exc}; re-create the bundle") from exc
-        if step.kind != "rnn":
-            continue
-        spec = step.rnn
-        if spec.cell not in CELLS:
-            raise bad(f"cell {spec.cell!r} is not known; expected one of {', '.join(CELLS)}")
-        for name in ("input_size", "hidden_size", "num_layers"):
-            if getattr(spec, name) < 1:
-                raise bad(f"rnn.{name} is {getattr(spec, name)}; expected a positive integer")
-        if spec.proj_size < 0 or (spec.proj_size and spec.cell != "lstm"):
-            raise bad(f"rnn.proj_size is {spec.proj_size}; expected 0, or a positive size for an lstm")
     output = config.get("output", "last")
     if output not in OUTPUT_MODES:
         raise bad(f"output mode {output!r} is not known; expected one of {', '.join(OUTPUT_MODES)}")
@@ -219,15 +209,15 @@ def _check_weights(chain, weights: dict, path) -> None:
         return BundleError(f"{path}: {msg}")
 
     for step in chain:
-        if step.kind == "rnn":
+        entry = KINDS[step.kind]
+        if entry.recurrent:  # also refuses stray layers or directions under the module's prefix
             check_rnn_weights(step.rnn, weights, error=error)
             continue
         for key, shape in step.expected_shapes().items():
             if key not in weights:
                 raise error(f"missing key {key!r} ({step.kind} {step.name!r}, expected shape {shape})")
             found = weights[key].shape
-            conv1d = step.kind == "linear" and key.endswith("weight") and found == (*shape, 1)
-            if found != shape and not conv1d:
+            if found != shape and found != entry.alt_shape(key, shape):
                 raise error(f"key {key!r} has shape {found}; expected {shape}")
     try:
         chain_widths(chain)

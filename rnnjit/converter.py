@@ -14,7 +14,7 @@ from rnnjit import assumptions, bundle
 from rnnjit._version import __version__
 from rnnjit.errors import ArchitectureError
 from rnnjit.infer import infer_dtype
-from rnnjit.chain import build_chain, explicit_eps, explicit_max_norm, explicit_nonlinearity, infer_chain, parse_chain
+from rnnjit.chain import build_chain, infer_chain, parse_chain
 from rnnjit.keys import account, check_supported, ignored_keys, used_keys
 from rnnjit.model import Model
 from rnnjit.spec import OUTPUT_MODES, recurrent_specs
@@ -93,7 +93,7 @@ def convert(
     ignore_list = [n.strip().rstrip(".") for item in ignore_list for n in str(item).split(",") if n.strip()]
     ignore_list = [_without_stripped_prefix(n, sd, info.get("stripped_prefix")) for n in ignore_list]
     check_supported(sd, ignore_list, source=Path(src).name)
-    tokens = parse_chain(opts.get("chain"))
+    tokens = parse_chain(opts.get("chain"), sd) if opts.get("chain") is not None else []
     if tokens:
         for clash in ("head", "rnn_prefix"):
             if opts.get(clash) is not None:
@@ -102,7 +102,7 @@ def convert(
         steps = build_chain(sd, tokens, nonlinearity=opts.get("nonlinearity"))
     else:
         steps = _infer_chain_without_ignored(sd, ignore_list, opts)
-    pooled = next((s.label() for s in steps if s.kind == "pool"), None)
+    pooled = next((s.label() for s in steps if s.entry.pools_time), None)
     mode = opts.get("output") or ("all" if pooled else "last")
     if mode not in OUTPUT_MODES:
         raise ArchitectureError(f"output mode {mode!r} is not known; expected one of {', '.join(OUTPUT_MODES)}")
@@ -117,10 +117,8 @@ def convert(
         output_given=opts.get("output") is not None,
         nonlinearity_given=opts.get("nonlinearity") is not None,
         head_inferred=not tokens and opts.get("head") is None,
-        explicit_eps=explicit_eps(tokens),
+        stated=[set(t.options) for t in tokens] if tokens else None,
         weight_dtypes=_file_dtypes(sd, used_keys(steps), info.get("widened") or ()),
-        explicit_nonlinearity=explicit_nonlinearity(tokens),
-        explicit_max_norm=explicit_max_norm(tokens),
     )
     input_size = Model(steps, {}, output=mode).input_size
     names = opts.get("feature_names")
@@ -129,7 +127,7 @@ def convert(
     if names is not None and len(names) != input_size:
         raise ArchitectureError(
             f"{len(names)} feature names were given but the model takes input_size={input_size} "
-            f"{'token id' if steps[0].kind == 'embedding' else 'features'} per step"
+            f"{'token id' if steps[0].entry.reads_tokens else 'features'} per step"
         )
 
     dtype = infer_dtype(recurrent_specs(steps), sd)

@@ -1,8 +1,10 @@
 """Engine selection: ``"numba"`` (compiled kernels, default) or ``"numpy"`` (reference).
 
 An engine is a module with ``prepare(spec, weights)`` and
-``run(prepared, x, lengths, h0, c0, select, threads)``; the contract is in
-`rnnjit.reference`. numba is imported only when the numba engine is asked for,
+``run(prepared, x, lengths, h0, c0, select, threads, table=None)``; the
+contract is in `rnnjit.reference`. ``select`` and ``table`` also carry the
+steps an engine runs inside its launch (a pooling, an embedding's table; see
+`rnnjit.kinds.Fusion`). numba is imported only when the numba engine is asked for,
 so ``import rnnjit`` and ``engine="numpy"`` work where numba cannot be loaded.
 
 When numba cannot be loaded (not installed; ``import numba`` failing with

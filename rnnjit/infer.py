@@ -13,6 +13,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from rnnjit.errors import ArchitectureError
+from rnnjit.chain_tokens import parse_token, split_chain, with_options
+from rnnjit.kinds import KINDS
 from rnnjit.spec import ACTIVATIONS, HeadStep, RNNSpec
 
 _CELL_BY_GATES = {4: "lstm", 3: "gru", 1: "rnn"}
@@ -164,13 +166,6 @@ def linear_layers(sd: Mapping[str, np.ndarray], exclude_prefix: str = "") -> dic
     return found
 
 
-def parse_head(head: str | Sequence[str] | None) -> list[str] | None:
-    if head is None:
-        return None
-    tokens = head.split(",") if isinstance(head, str) else list(head)
-    return [t.strip() for t in tokens if t and t.strip()]
-
-
 def infer_head(
     sd: Mapping[str, np.ndarray], spec: RNNSpec, head=None, *, exclude: Sequence[str] = ()
 ) -> tuple[HeadStep, ...]:
@@ -182,7 +177,7 @@ def infer_head(
     read from weights.
     """
     layers = {n: v for n, v in linear_layers(sd, exclude_prefix=spec.prefix).items() if n not in exclude}
-    tokens = parse_head(head)
+    tokens = split_chain(head)
     width = spec.output_size
     if tokens is None:
         takers = [n for n, (i, _, _) in layers.items() if i == width]
@@ -203,19 +198,19 @@ def infer_head(
         tokens = [name]
 
     steps: list[HeadStep] = []
-    for tok in tokens:
-        low = tok.lower()
-        if low in ACTIVATIONS:
-            steps.append(HeadStep("activation", low))
+    for text in tokens:
+        try:
+            tok = parse_token(text, layers)
+        except ValueError as exc:
+            raise ArchitectureError(str(exc)) from None
+        if tok.operation and not KINDS[tok.kind].pools_time:  # an activation, dropout, l2norm
+            steps.append(_with_options(HeadStep(tok.kind, tok.name, **KINDS[tok.kind].defaults()), tok))
             continue
-        if low == "dropout":
-            steps.append(HeadStep("dropout", "dropout"))
-            continue
-        name = tok[: -len(".weight")] if tok.endswith(".weight") else tok.rstrip(".")
-        if name not in layers:
+        name = tok.name
+        if tok.kind not in (None, "linear") or name not in layers:
             cand = ", ".join(layers) or "none"
             raise ArchitectureError(
-                f"head step {tok!r} is neither an activation ({', '.join(ACTIVATIONS)}) nor a linear layer "
+                f"head step {text!r} is neither an activation ({', '.join(ACTIVATIONS)}) nor a linear layer "
                 f"in the weights (linear layers: {cand})"
             )
         i, o, b = layers[name]
@@ -225,9 +220,16 @@ def infer_head(
                 f"({'the recurrent output' if not any(s.kind == 'linear' for s in steps) else 'the previous layer'}); "
                 "check the order of --head, or the output mode"
             )
-        steps.append(HeadStep("linear", name, i, o, b))
+        steps.append(_with_options(HeadStep("linear", name, i, o, b), tok))
         width = o
     return tuple(steps)
+
+
+def _with_options(step, tok):
+    try:
+        return with_options(step, tok)
+    except ValueError as exc:
+        raise ArchitectureError(str(exc)) from None
 
 
 def infer_dtype(specs: RNNSpec | Sequence[RNNSpec], sd: Mapping[str, np.ndarray]) -> str:

@@ -15,7 +15,8 @@ import numpy as np
 
 from rnnjit.errors import ArchitectureError
 from rnnjit.infer import infer_spec
-from rnnjit.spec import Step
+from rnnjit.kinds import KINDS
+from rnnjit.spec import Step, input_width
 
 
 def module_of(key: str) -> str:
@@ -42,7 +43,7 @@ def suggest_chain(sd: Mapping[str, np.ndarray], chain: Sequence[Step], extra: Se
     groups: list[tuple[int, list[str]]] = []
     lead: list[str] = []
     for step in chain:
-        if step.kind in ("activation", "pool", "dropout") or (step.kind == "layernorm" and not step.name):
+        if not KINDS[step.kind].module(step):
             (groups[-1][1] if groups else lead).append(step.label())
         else:
             groups.append((order.get(step.name, len(order)), [step.label()]))
@@ -88,10 +89,11 @@ def _guess(sd, name: str, keys: list[str], chain: Sequence[Step]) -> str:
     if w.ndim == 3:
         return "a Conv1d"
     if w.ndim == 2:
-        rnn = next((s.rnn for s in chain if s.kind == "rnn"), None)
-        if f"{p}bias" not in sd and rnn is not None and w.shape[1] == rnn.input_size and chain[0].kind != "embedding":
+        rnn = next((s.rnn for s in chain if KINDS[s.kind].recurrent), None)
+        if f"{p}bias" not in sd and rnn is not None and w.shape[1] == rnn.input_size \
+                and not KINDS[chain[0].kind].reads_tokens:
             return "an Embedding"
-        tail = [s for s in chain if s.kind in ("linear", "rnn")]
+        tail = [s for s in chain if s.kind == "linear" or KINDS[s.kind].recurrent]
         if tail and tail[-1].kind == "linear" and w.shape[1] == tail[-1].out_features:
             return f"a Linear after {tail[-1].name!r}, where the head stops"
         return "a Linear"
@@ -101,14 +103,11 @@ def _guess(sd, name: str, keys: list[str], chain: Sequence[Step]) -> str:
 def _guess_loose(w, chain: Sequence[Step]) -> str:
     """What a tensor registered on the model itself (no module) may be, from its shape."""
     shape = tuple(np.shape(w))
-    for s in chain:
-        if s.kind == "rnn":
-            r = s.rnn
-            ld = r.num_layers * r.num_directions
-            if shape in ((ld, 1, r.h_out), (ld, r.h_out), (ld, 1, r.hidden_size), (ld, r.hidden_size)):
-                return "a learned initial state"
-    first = next((s for s in chain if s.kind != "activation"), None)
-    if first is not None and first.kind == "rnn" and shape == (first.rnn.input_size,):
+    for r in (s.rnn for s in chain if KINDS[s.kind].recurrent):
+        ld = r.num_layers * r.num_directions
+        if shape in ((ld, 1, r.h_out), (ld, r.h_out), (ld, 1, r.hidden_size), (ld, r.hidden_size)):
+            return "a learned initial state"
+    if shape == (input_width(chain),):
         return "input statistics"
     return "a tensor of the model itself"
 

@@ -3,8 +3,9 @@
 A model is a chain of steps (`rnnjit.spec.Step`): an optional embedding, one
 or more recurrent modules run by an engine (`rnnjit.engines`), then pooling,
 normalization, linear layers and activations in numpy (`rnnjit.steps`).
-Two steps run inside the engine when they touch a recurrent module (dropout
-between them does not count): an embedding that feeds one (the engine reads
+A step whose kind declares a `rnnjit.kinds.Fusion` runs inside the engine
+when it touches a recurrent module on the declared side (dropout between
+them does not count): today an embedding that feeds one (the engine reads
 table rows by token id, no (B, T, E) array) and a pooling right after the
 last one (the engine pools in its output pass, no (B, T, F) array).
 
@@ -26,21 +27,8 @@ import numpy as np
 from rnnjit.engines import get_engine
 from rnnjit.errors import InputError, InputTypeError
 from rnnjit.inputs import check_features, check_lengths, check_tokens
-from rnnjit.spec import OUTPUT_MODES, RNNSpec, Step, chain_widths, rnn_step
-from rnnjit.reference import pool_steps
-from rnnjit.steps import apply_step, check_token_ids, embed
-
-
-def renorm_rows(table: np.ndarray, max_norm: float) -> np.ndarray:
-    """``nn.Embedding(max_norm=...)``: each row whose 2-norm exceeds ``max_norm`` scaled to ``max_norm / (norm + 1e-7)``.
-
-    torch renormalizes the rows a forward pass looks up, in place; a row once
-    renormalized stays as it is, so renormalizing every row up front gives
-    the lookups torch gives (in any order, on any call).
-    """
-    norm = np.sqrt(np.square(table, dtype=np.float64).sum(axis=1))
-    scale = np.where(norm > max_norm, max_norm / (norm + 1e-7), 1.0)
-    return np.ascontiguousarray(table * scale[:, None].astype(table.dtype), dtype=table.dtype)
+from rnnjit.kinds import KINDS
+from rnnjit.spec import OUTPUT_MODES, RNNSpec, Step, chain_widths, input_width, rnn_step
 
 
 class Model:
@@ -69,34 +57,41 @@ class Model:
         self.chain = tuple(chain)
         self.dtype = np.dtype(dtype)
         self.weights = {k: np.ascontiguousarray(v, dtype=self.dtype) for k, v in weights.items()}
-        # what scoring reads: the bundle's weights, an embedding with max_norm renormalized
+        # what scoring reads: the bundle's weights, with what a step replaces (an embedding's max_norm)
         self._scoring = dict(self.weights)
-        emb = self.chain[0] if self.chain and self.chain[0].kind == "embedding" else None
-        if emb is not None and emb.max_norm is not None and f"{emb.prefix}weight" in self.weights:
-            key = f"{emb.prefix}weight"
-            self._scoring[key] = renorm_rows(self.weights[key], emb.max_norm)
+        for step in self.chain:
+            self._scoring.update(KINDS[step.kind].scoring_weights(step, self.weights))
         self.output = output
         self.config = dict(config or {})
-        self._rnn_index = tuple(i for i, s in enumerate(self.chain) if s.kind == "rnn")
+        self._rnn_index = tuple(i for i, s in enumerate(self.chain) if KINDS[s.kind].recurrent)
         self._output_dim = chain_widths(self.chain)
         self._prepared: dict[tuple[str, int], Any] = {}
-        self._fused = self._fused_steps()
+        self._fused_into = self._fusions()
+        self._fused = frozenset(j for js in self._fused_into.values() for j in js)
 
-    def _fused_steps(self) -> frozenset[int]:
-        """Indices of the steps an engine runs with its recurrent module (see the module docstring)."""
-        def next_step(i):  # the next step after i that is not a dropout, or None
-            j = i + 1
-            while j < len(self.chain) and self.chain[j].kind == "dropout":
-                j += 1
-            return j if j < len(self.chain) else None
+    def _fusions(self) -> dict[int, tuple[int, ...]]:
+        """Recurrent step index -> the steps its engine launch runs, in chain order.
 
-        fused = set()
-        first = self.chain[0]
-        if first.kind == "embedding" and (j := next_step(0)) is not None and self.chain[j].kind == "rnn":
-            fused.add(0)
-        if (j := next_step(self._rnn_index[-1])) is not None and self.chain[j].kind == "pool":
-            fused.add(j)
-        return frozenset(fused)
+        Each kind says in the table whether an engine can run it per tile with
+        a recurrent module (`rnnjit.kinds.Fusion`) and on which side: the run
+        of such steps right before a module (``"input"``) and right after it
+        (``"output"``) goes into its launch; no-op steps (dropout) in a run
+        are skipped over. The engine gets each fused step's ``engine_args``.
+        """
+        out = {}
+        for i in self._rnn_index:
+            fused = []
+            for d, position in ((-1, "input"), (1, "output")):
+                j = i + d
+                while 0 <= j < len(self.chain):
+                    kind = KINDS[self.chain[j].kind]
+                    if kind.fusion is not None and kind.fusion.position == position:
+                        fused.append(j)
+                    elif not kind.noop:
+                        break
+                    j += d
+            out[i] = tuple(sorted(fused))
+        return out
 
     # ------------------------------------------------------------------ info
     @property
@@ -116,7 +111,8 @@ class Model:
 
     @property
     def embedding(self) -> Step | None:
-        return self.chain[0] if self.chain[0].kind == "embedding" else None
+        """The first step when it reads token ids (an embedding), else None."""
+        return self.chain[0] if KINDS[self.chain[0].kind].reads_tokens else None
 
     @property
     def takes_tokens(self) -> bool:
@@ -126,14 +122,7 @@ class Model:
     @property
     def input_size(self) -> int:
         """Values per input step: 1 token id, or the features the first step takes."""
-        if self.takes_tokens:
-            return 1
-        for step in self.chain:  # the first step that fixes a width (activations do not)
-            if step.kind == "rnn":
-                return step.rnn.input_size
-            if step.kind in ("linear", "batchnorm") or (step.kind == "layernorm" and step.name):
-                return step.in_features
-        raise AssertionError("a chain has a recurrent module")
+        return 1 if self.takes_tokens else input_width(self.chain)
 
     @property
     def has_cell_state(self) -> bool:
@@ -141,7 +130,7 @@ class Model:
 
     @property
     def pooling(self) -> str | None:
-        return next((s.name for s in self.chain if s.kind == "pool"), None)
+        return next((s.name for s in self.chain if KINDS[s.kind].pools_time), None)
 
     @property
     def assumed(self) -> list[dict[str, Any]]:
@@ -170,7 +159,7 @@ class Model:
         return ",".join(s.label() for s in self.chain)
 
     def __repr__(self) -> str:
-        if self.chain[0].kind == "rnn" and len(self._rnn_index) == 1:  # one module and a head, as before chains
+        if self._rnn_index == (0,):  # one module and a head, as before chains
             s = self.spec
             return (
                 f"Model(cell={s.cell!r}, input_size={s.input_size}, hidden_size={s.hidden_size}, "
@@ -251,38 +240,30 @@ class Model:
         eng = get_engine(engine)
         last_rnn = self._rnn_index[-1]
         states = []
-        y, table = x, None
+        y = x
         for i, step in enumerate(self.chain):
-            if step.kind == "embedding":
-                check_token_ids(step, self._scoring, x, lengths, row_name)
-                if i in self._fused:
-                    table = self._scoring[f"{step.prefix}weight"]
-                else:
-                    y = embed(step, self._scoring, x, lengths)
-            elif step.kind == "rnn":
-                k = len(states)
-                sel = mode if i == last_rnn else "all"
-                if i == last_rnn and self.pooling and (pool_at := self._pool_index()) in self._fused:
-                    sel = self.chain[pool_at].name
-                if table is None:
-                    y = np.ascontiguousarray(y, dtype=self.dtype)
-                y, hn, cn = eng.run(self._prepare(eng, i), y, lengths, h0s[k], c0s[k], sel, threads, table=table)
-                table = None
-                states.append((hn, cn) if step.rnn.has_cell_state else hn)
-            elif step.kind == "pool":
-                if i not in self._fused:
-                    y = pool_steps(step.name, y, lengths)
-            else:
-                y = apply_step(step, self._scoring, y)
+            kind = KINDS[step.kind]
+            if kind.check_input is not None:
+                kind.check_input(step, self._scoring, y, lengths, row_name)
+            if i in self._fused:
+                continue  # the recurrent module's launch runs it
+            if not kind.recurrent:
+                y = kind.apply(step, self._scoring, y, lengths)
+                continue
+            k = len(states)
+            args = {"select": mode if i == last_rnn else "all"}
+            for j in self._fused_into[i]:
+                args.update(KINDS[self.chain[j].kind].fusion.engine_args(self.chain[j], self._scoring))
+            if "table" not in args:
+                y = np.ascontiguousarray(y, dtype=self.dtype)
+            y, hn, cn = eng.run(self._prepare(eng, i), y, lengths, h0s[k], c0s[k], args.pop("select"), threads, **args)
+            states.append((hn, cn) if step.rnn.has_cell_state else hn)
         if self.returns_steps(mode) and last_rnn < len(self.chain) - 1:
             y = np.where((np.arange(T)[None, :] < lengths[:, None])[:, :, None], y, 0)
         y = np.ascontiguousarray(y, dtype=self.dtype)
         if not return_state:
             return y
         return (y, states[0]) if len(states) == 1 else (y, states)
-
-    def _pool_index(self) -> int:
-        return next(i for i, s in enumerate(self.chain) if s.kind == "pool")
 
     def _prepare(self, eng, i: int):
         key = (eng.__name__, i)

@@ -1,8 +1,9 @@
 """The exact numpy reference engine: PyTorch's recurrent semantics, step by step.
 
 Slow and obviously correct. It is the oracle for the compiled kernels and the
-fallback where numba cannot be imported (``engine="numpy"``). It imports numpy
-only.
+fallback where numba cannot be imported (``engine="numpy"``). It needs numpy
+only; the logistic function and pooling over time are `rnnjit.steps`', shared
+with the chain's other steps.
 
 Engine contract (shared with `rnnjit.kernels`):
 
@@ -28,48 +29,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from rnnjit.spec import POOLS, RNNSpec
-
-
-def matmul_rows(x: np.ndarray, w_t: np.ndarray) -> np.ndarray:
-    """``x @ w_t`` for ``x`` (..., K) and ``w_t`` (K, N), each output row from its own input row alone.
-
-    A row's numbers must not depend on the rows batched with it, their count
-    or the thread count (README "Same bits for a row"). BLAS does not promise
-    that: gemm's blocking and its small-matrix and gemv paths depend on the
-    row count, and even fixed-size row blocks gave a row other bits at
-    another position in its block (OpenBLAS Haswell kernels, measured), while
-    a per-row gemv is split across threads for large weights. numpy's own
-    einsum loop (``optimize=False`` never calls BLAS; numpy runs it in one
-    thread) accumulates each output over k in an order fixed by K alone.
-    Cost: bench/REPORT.md "Same bits for a row".
-    """
-    return np.einsum("...k,kn->...n", x, w_t, optimize=False)
-
-
-def sigmoid(v: np.ndarray) -> np.ndarray:
-    """Logistic function without overflow: 1/(1+exp(-v)) == (1+tanh(v/2))/2."""
-    return 0.5 * (1.0 + np.tanh(0.5 * v))
-
-
-def pool_steps(method: str, y: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """Reduce (B, T, F) over each sequence's first ``lengths[b]`` steps (padding never counted)."""
-    B, T = y.shape[0], y.shape[1]
-    if method == "last":
-        return y[np.arange(B), lengths - 1] if T else np.zeros((B, y.shape[2]), y.dtype)
-    valid = (np.arange(T)[None, :] < lengths[:, None])[:, :, None]
-    if method == "max":
-        return np.where(valid, y, -np.inf).max(axis=1, initial=-np.inf).astype(y.dtype)
-    # summed step by step from +0: numpy's pairwise sum groups the steps by the batch's longest
-    # sequence (one output feature) and padding would then change a row's bits
-    total = np.zeros((B, y.shape[2]), y.dtype)
-    for t in range(T):
-        total += np.where(valid[:, t], y[:, t], 0)
-    if method == "sum":
-        return total.astype(y.dtype)
-    if method == "mean":
-        return (total / lengths[:, None].astype(y.dtype)).astype(y.dtype)
-    raise ValueError(f"pooling {method!r} is not known")
+from rnnjit.spec import RNNSpec
+from rnnjit.steps import POOLS, matmul_rows, pool_steps, sigmoid
 
 
 def prepare(spec: RNNSpec, weights: Mapping[str, np.ndarray]):

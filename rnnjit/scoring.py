@@ -104,13 +104,9 @@ class ScoreStats:
     first_invalid: list[str] = field(default_factory=list)
 
 
-def _names(schema: pa.Schema) -> list[str]:
-    return list(schema.names)
-
-
 def pass_through_columns(schema: pa.Schema, options: ScoreOptions) -> list[str]:
     """The input columns copied to the output, validated against ``schema``."""
-    names = _names(schema)
+    names = schema.names
     if options.pass_through is None:
         skip = {options.features_column, options.h0_column, options.c0_column}
         cols = [n for n in names if n not in skip]
@@ -196,7 +192,7 @@ def _row_namer(batch, id_columns, row_offset, row_label="row"):
 
 
 def _check_columns(batch, options: ScoreOptions) -> None:
-    names = _names(batch.schema)
+    names = batch.schema.names
     if options.features_column not in names:
         raise InputError(
             f"column {options.features_column!r} not found; the input has columns {', '.join(names)}; "
@@ -232,7 +228,7 @@ def score_batch(model, batch, options: ScoreOptions | None = None, *, stats: Sco
         batch = batch.combine_chunks()
         batch = batch.to_batches()[0] if batch.num_rows else pa.RecordBatch.from_pylist([], schema=batch.schema)
     _check_columns(batch, options)
-    names = _names(batch.schema)
+    names = batch.schema.names
     keep = pass_through_columns(batch.schema, options)
     id_cols = tuple(options.id_columns) or tuple(c for c in keep if c == "id")
     row_name = _row_namer(batch, id_cols, row_offset, options.row_label)

@@ -3,8 +3,9 @@
 A model is a chain of `Step`: an optional embedding, one or more recurrent
 modules (each described by an `RNNSpec` in PyTorch's terms), pooling over
 time, normalization, linear layers and activations. Everything round-trips
-through plain JSON dicts (the bundle config). `chain_widths` checks that the
-widths of consecutive steps agree.
+through plain JSON dicts (the bundle config). What each kind of step owns,
+takes, gives and does is its entry in the step-kind table (`rnnjit.kinds`);
+`chain_widths` checks that the widths of consecutive steps agree.
 """
 
 from __future__ import annotations
@@ -12,16 +13,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-CELLS = ("lstm", "gru", "rnn_tanh", "rnn_relu")
+# the names of cells, activations and poolings are the table's; spec hands them on as before
+from rnnjit.kinds import ACTIVATIONS, CELLS, KINDS, POOLS, StepKind  # noqa: F401
+
 GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
 OUTPUT_MODES = ("last", "final", "all")
-ACTIVATIONS = (
-    "sigmoid", "softmax", "log_softmax", "tanh", "relu", "identity", "gelu", "elu", "leaky_relu",
-)
-POOLS = ("last", "mean", "max", "sum")
-# Step kinds. Modules with weights are named by their state_dict prefix.
-STEP_KINDS = ("embedding", "rnn", "pool", "layernorm", "batchnorm", "linear", "activation", "dropout")
-WEIGHTED_KINDS = ("embedding", "rnn", "layernorm", "batchnorm", "linear")
+STEP_KINDS = tuple(KINDS)
 
 
 @dataclass(frozen=True)
@@ -124,7 +121,7 @@ class RNNSpec:
 
 @dataclass(frozen=True)
 class Step:
-    """One step of a model's chain.
+    """One step of a model's chain; its kind's entry in `rnnjit.kinds.KINDS` says what it is.
 
     ``kind`` is one of `STEP_KINDS`. ``name`` is the state_dict prefix without
     the trailing dot for steps with weights (``"emb"``, ``"lstm"``, ``"fc"``,
@@ -142,6 +139,7 @@ class Step:
     - ``batchnorm``: ``nn.BatchNorm1d`` in eval mode (running statistics) over
       ``in_features`` channels, ``affine``, ``eps``.
     - ``linear``: ``weight`` (out, in) or a Conv1d's (out, in, 1), ``bias``.
+    - ``l2norm``: ``F.normalize(p=2, dim=-1, eps=eps)``, no weights.
     - ``pool``, ``activation``, ``dropout`` (a no-op) have no weights.
     """
 
@@ -160,56 +158,32 @@ class Step:
         """State_dict prefix with the trailing dot (``""`` for the module itself)."""
         return f"{self.name}." if self.name else ""
 
+    @property
+    def entry(self) -> StepKind:
+        """The kind's entry in the step-kind table."""
+        return KINDS[self.kind]
+
     def expected_shapes(self) -> dict[str, tuple[int, ...]]:
         """Every state_dict key the step reads and its PyTorch shape (a Conv1d's is checked apart)."""
-        p, n, o = self.prefix, self.in_features, self.out_features
-        if self.kind == "rnn":
-            return self.rnn.expected_shapes()
-        if self.kind == "embedding":
-            return {f"{p}weight": (n, o)}
-        if self.kind == "linear":
-            shapes = {f"{p}weight": (o, n)}
-            if self.bias:
-                shapes[f"{p}bias"] = (o,)
-            return shapes
-        if self.kind == "layernorm" and self.name:
-            shapes = {f"{p}weight": (n,)} if self.affine else {}
-            if self.bias:
-                shapes[f"{p}bias"] = (n,)
-            return shapes
-        if self.kind == "batchnorm":
-            shapes = {f"{p}running_mean": (n,), f"{p}running_var": (n,)}
-            if self.affine:
-                shapes.update({f"{p}weight": (n,), f"{p}bias": (n,)})
-            return shapes
-        return {}
+        return self.entry.shapes(self)
 
     def label(self) -> str:
         """How the step is written in ``--chain``."""
-        if self.kind == "pool":
-            return f"pool:{self.name}"
-        if self.kind == "layernorm" and not self.name:
-            return "layernorm"
-        if self.kind in ("activation", "dropout"):
-            return self.name if self.kind == "activation" else "dropout"
-        return self.name or self.kind
+        return self.entry.label(self)
 
     def to_dict(self) -> dict[str, Any]:
-        if self.kind in ("activation", "pool", "dropout"):
-            return {"kind": self.kind, "name": self.name}
-        if self.kind == "rnn":
-            return {"kind": "rnn", "name": self.name, "rnn": self.rnn.to_dict()}
-        d = {"kind": self.kind, "name": self.name, "in_features": self.in_features,
-             "out_features": self.out_features, "bias": self.bias}
-        if self.kind in ("layernorm", "batchnorm"):
-            d.update(affine=self.affine, eps=self.eps)
-        if self.kind == "embedding" and self.max_norm is not None:
-            d["max_norm"] = self.max_norm
+        d: dict[str, Any] = {"kind": self.kind, "name": self.name}
+        for name in self.entry.fields:
+            value = getattr(self, name)
+            if value is not None:
+                d[name] = value.to_dict() if name == "rnn" else value
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Step:
         rnn = RNNSpec.from_dict(d["rnn"]) if d.get("rnn") is not None else None
+        entry = KINDS.get(str(d["kind"]))
+        eps = entry.defaults().get("eps", 1e-5) if entry is not None else 1e-5
         return cls(
             kind=str(d["kind"]),
             name=str(d["name"]),
@@ -217,7 +191,7 @@ class Step:
             out_features=int(d.get("out_features", 0)),
             bias=bool(d.get("bias", False)),
             affine=bool(d.get("affine", False)),
-            eps=float(d.get("eps", 1e-5)),
+            eps=float(d.get("eps", eps)),
             rnn=rnn,
             max_norm=None if d.get("max_norm") is None else float(d["max_norm"]),
         )
@@ -234,29 +208,39 @@ def rnn_step(spec: RNNSpec) -> Step:
 
 def recurrent_specs(chain) -> tuple[RNNSpec, ...]:
     """The `RNNSpec` of every recurrent module, in chain order."""
-    return tuple(s.rnn for s in chain if s.kind == "rnn")
+    return tuple(s.rnn for s in chain if KINDS[s.kind].recurrent)
 
 
 def check_step(step: Step) -> None:
-    """A known kind, activation and pooling method (ValueError otherwise)."""
-    if step.kind not in STEP_KINDS:
+    """A known kind, and what its entry's ``check`` asks (a known activation, pooling method, cell...); ValueError otherwise."""
+    if step.kind not in KINDS:
         raise ValueError(f"step kind {step.kind!r} is not known; expected one of {', '.join(STEP_KINDS)}")
-    if step.kind == "activation" and step.name not in ACTIVATIONS:
-        raise ValueError(f"activation {step.name!r} is not known; expected one of {', '.join(ACTIVATIONS)}")
-    if step.kind == "pool" and step.name not in POOLS:
-        raise ValueError(f"pooling {step.name!r} is not known; expected pool:{'|'.join(POOLS)}")
-    if step.kind == "rnn" and step.rnn is None:
-        raise ValueError(f"recurrent step {step.name!r} has no 'rnn' description")
-    if step.max_norm is not None and not (step.kind == "embedding" and 0 < step.max_norm < float("inf")):
-        raise ValueError(f"max_norm {step.max_norm!r} of step {step.name!r}: only an embedding has one, a positive number")
+    entry = KINDS[step.kind]
+    if step.max_norm is not None and entry.option("max_norm") is None:
+        owners = " or ".join(k for k, e in KINDS.items() if e.option("max_norm"))
+        raise ValueError(f"max_norm {step.max_norm!r} of step {step.name!r}: only an {owners} has one, a positive number")
+    entry.check(step)
+
+
+def input_width(chain) -> int | None:
+    """Values per input step the chain takes: those of the first step that fixes a width
+    (activations, pooling and parameter-free norms do not); None when the first step reads token ids."""
+    for step in chain:
+        entry = KINDS[step.kind]
+        if entry.reads_tokens:
+            return None
+        if (takes := entry.takes(step)) is not None:
+            return takes
+    return None
 
 
 def chain_widths(chain, input_width: int | None = None) -> int:
     """Check that consecutive steps agree on widths; return the chain's output width.
 
-    Rules: an embedding only first; at least one recurrent module; at most one
-    ``pool``, after the last recurrent module. ``input_width`` is the width of a
-    float input (None: taken from the first step that fixes it).
+    Rules: a step that reads token ids only first; at least one recurrent
+    module; at most one pooling over time, after the last recurrent module.
+    ``input_width`` is the width of a float input (None: taken from the first
+    step that fixes it).
 
     Raises
     ------
@@ -264,33 +248,24 @@ def chain_widths(chain, input_width: int | None = None) -> int:
         Naming the step whose input width disagrees with what it receives.
     """
     chain = list(chain)
-    rnns = [i for i, s in enumerate(chain) if s.kind == "rnn"]
+    for step in chain:
+        check_step(step)
+    rnns = [i for i, s in enumerate(chain) if KINDS[s.kind].recurrent]
     if not rnns:
         raise ValueError("the chain has no recurrent module; rnnjit scores RNN/LSTM/GRU models")
-    pools = [i for i, s in enumerate(chain) if s.kind == "pool"]
+    pools = [i for i, s in enumerate(chain) if KINDS[s.kind].pools_time]
     if len(pools) > 1 or (pools and pools[0] < rnns[-1]):
         raise ValueError("the chain may pool over time once, after the last recurrent module")
     width = input_width
     for i, step in enumerate(chain):
-        check_step(step)
-        if step.kind == "embedding":
-            if i:
-                raise ValueError(f"embedding {step.name!r} must be the first step (it reads token ids)")
-            width = step.out_features
-            continue
-        takes = {"rnn": step.rnn.input_size if step.rnn else 0, "linear": step.in_features,
-                 "batchnorm": step.in_features}.get(step.kind)
-        if step.kind == "layernorm" and step.name:
-            takes = step.in_features
+        entry = KINDS[step.kind]
+        if entry.reads_tokens and i:
+            raise ValueError(f"{step.kind} {step.name!r} must be the first step (it reads token ids)")
+        takes = entry.takes(step)
         if takes is not None:
             if width is not None and takes != width:
                 what = "the input" if i == 0 else f"{chain[i - 1].label()!r}"
                 raise ValueError(f"{step.label()!r} takes {takes} values but {what} gives {width}")
             width = takes
-        if step.kind == "rnn":
-            width = step.rnn.output_size
-        elif step.kind == "linear":
-            width = step.out_features
-        elif step.kind == "layernorm" and not step.name and width is None:
-            raise ValueError("a parameter-free layernorm cannot come first; its width is unknown")
+        width = entry.gives(step, width)
     return int(width)

@@ -2,7 +2,10 @@
 
 Each function maps values along the last axis of an array of any leading
 shape (a per-step (B, T, F) or a per-sequence (B, F) tensor) and keeps its
-dtype. Pooling over time is `rnnjit.reference.pool_steps` (engines also pool in their output pass).
+dtype; `pool_steps` reduces over time (engines also pool in their output
+pass). The step-kind table (`rnnjit.kinds`) names which function applies
+which kind. This module imports numpy only: the reference engine and the
+table both stand on it.
 """
 
 from __future__ import annotations
@@ -12,10 +15,53 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from rnnjit.reference import matmul_rows, sigmoid
-from rnnjit.spec import Step
+from rnnjit.errors import InputError
 
 _SQRT1_2 = 1.0 / math.sqrt(2.0)
+POOLS = ("last", "mean", "max", "sum")
+
+
+def matmul_rows(x: np.ndarray, w_t: np.ndarray) -> np.ndarray:
+    """``x @ w_t`` for ``x`` (..., K) and ``w_t`` (K, N), each output row from its own input row alone.
+
+    A row's numbers must not depend on the rows batched with it, their count
+    or the thread count (README "Same bits for a row"). BLAS does not promise
+    that: gemm's blocking and its small-matrix and gemv paths depend on the
+    row count, and even fixed-size row blocks gave a row other bits at
+    another position in its block (OpenBLAS Haswell kernels, measured), while
+    a per-row gemv is split across threads for large weights. numpy's own
+    einsum loop (``optimize=False`` never calls BLAS; numpy runs it in one
+    thread) accumulates each output over k in an order fixed by K alone.
+    Cost: bench/REPORT.md "Same bits for a row".
+    """
+    return np.einsum("...k,kn->...n", x, w_t, optimize=False)
+
+
+def sigmoid(v: np.ndarray) -> np.ndarray:
+    """Logistic function without overflow: 1/(1+exp(-v)) == (1+tanh(v/2))/2."""
+    return 0.5 * (1.0 + np.tanh(0.5 * v))
+
+
+def pool_steps(method: str, y: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Reduce (B, T, F) over each sequence's first ``lengths[b]`` steps (padding never counted)."""
+    B, T = y.shape[0], y.shape[1]
+    if method == "last":
+        return y[np.arange(B), lengths - 1] if T else np.zeros((B, y.shape[2]), y.dtype)
+    valid = (np.arange(T)[None, :] < lengths[:, None])[:, :, None]
+    if method == "max":
+        return np.where(valid, y, -np.inf).max(axis=1, initial=-np.inf).astype(y.dtype)
+    # summed step by step from +0: numpy's pairwise sum groups the steps by the batch's longest
+    # sequence (one output feature) and padding would then change a row's bits
+    total = np.zeros((B, y.shape[2]), y.dtype)
+    for t in range(T):
+        total += np.where(valid[:, t], y[:, t], 0)
+    if method == "sum":
+        return total.astype(y.dtype)
+    if method == "mean":
+        return (total / lengths[:, None].astype(y.dtype)).astype(y.dtype)
+    raise ValueError(f"pooling {method!r} is not known")
+
+
 _erf_ufunc = None
 
 
@@ -77,13 +123,20 @@ ACTIVATION_FUNCS = {
 }
 
 
-def linear_weight(weights: Mapping[str, np.ndarray], step: Step) -> np.ndarray:
+def linear_weight(weights: Mapping[str, np.ndarray], step) -> np.ndarray:
     """(out, in) weight of a linear step; a Conv1d weight (out, in, 1) is squeezed."""
     w = weights[f"{step.prefix}weight"]
     return w.reshape(w.shape[0], w.shape[1])
 
 
-def _layer_norm(step: Step, weights, y: np.ndarray) -> np.ndarray:
+def linear(step, weights, y: np.ndarray) -> np.ndarray:
+    out = matmul_rows(y, np.ascontiguousarray(linear_weight(weights, step).T))
+    if step.bias:
+        out = out + weights[f"{step.prefix}bias"]
+    return out
+
+
+def layer_norm(step, weights, y: np.ndarray) -> np.ndarray:
     mean = y.mean(axis=-1, keepdims=True)
     var = np.square(y - mean).mean(axis=-1, keepdims=True)  # biased, as torch
     out = (y - mean) / np.sqrt(var + step.eps)
@@ -94,7 +147,7 @@ def _layer_norm(step: Step, weights, y: np.ndarray) -> np.ndarray:
     return out
 
 
-def _batch_norm(step: Step, weights, y: np.ndarray) -> np.ndarray:
+def batch_norm(step, weights, y: np.ndarray) -> np.ndarray:
     p = step.prefix
     out = (y - weights[f"{p}running_mean"]) / np.sqrt(weights[f"{p}running_var"] + step.eps)
     if step.affine:
@@ -102,38 +155,29 @@ def _batch_norm(step: Step, weights, y: np.ndarray) -> np.ndarray:
     return out
 
 
-def apply_step(step: Step, weights: Mapping[str, np.ndarray], y: np.ndarray) -> np.ndarray:
-    """Apply one per-vector step (linear, layernorm, batchnorm, activation, dropout) along the last axis."""
-    dtype = y.dtype
-    if step.kind == "linear":
-        y = matmul_rows(y, np.ascontiguousarray(linear_weight(weights, step).T))
-        if step.bias:
-            y = y + weights[f"{step.prefix}bias"]
-    elif step.kind == "layernorm":
-        y = _layer_norm(step, weights, y)
-    elif step.kind == "batchnorm":
-        y = _batch_norm(step, weights, y)
-    elif step.kind == "activation":
-        y = ACTIVATION_FUNCS[step.name](y)
-    elif step.kind != "dropout":  # dropout is a no-op in eval mode
-        raise ValueError(f"step kind {step.kind!r} is not a per-vector step")
-    return np.asarray(y, dtype=dtype)
+def l2_normalize(step, weights, y: np.ndarray) -> np.ndarray:
+    """``F.normalize(y, p=2, dim=-1, eps=step.eps)``: ``y / max(||y||_2, eps)``."""
+    norm = np.sqrt(np.square(y).sum(axis=-1, keepdims=True))
+    return y / np.maximum(norm, y.dtype.type(step.eps))
 
 
-def apply_head(head, weights: Mapping[str, np.ndarray], y: np.ndarray) -> np.ndarray:
-    """Apply a sequence of per-vector steps along the last axis of ``y``."""
-    for step in head:
-        y = apply_step(step, weights, y)
-    return y
+def renorm_rows(table: np.ndarray, max_norm: float) -> np.ndarray:
+    """``nn.Embedding(max_norm=...)``: each row whose 2-norm exceeds ``max_norm`` scaled to ``max_norm / (norm + 1e-7)``.
+
+    torch renormalizes the rows a forward pass looks up, in place; a row once
+    renormalized stays as it is, so renormalizing every row up front gives
+    the lookups torch gives (in any order, on any call).
+    """
+    norm = np.sqrt(np.square(table, dtype=np.float64).sum(axis=1))
+    scale = np.where(norm > max_norm, max_norm / (norm + 1e-7), 1.0)
+    return np.ascontiguousarray(table * scale[:, None].astype(table.dtype), dtype=table.dtype)
 
 
-def check_token_ids(step: Step, weights: Mapping[str, np.ndarray], ids: np.ndarray, lengths: np.ndarray, row_name=None):
+def check_token_ids(step, weights: Mapping[str, np.ndarray], ids: np.ndarray, lengths: np.ndarray, row_name=None):
     """Raise `InputError` naming the first sequence whose valid steps hold an id outside ``0 <= id < num_embeddings``.
 
     Run before any table read: the kernels read table rows by id unchecked.
     """
-    from rnnjit.errors import InputError
-
     n = weights[f"{step.prefix}weight"].shape[0]
     valid = np.arange(ids.shape[1])[None, :] < lengths[:, None]
     bad = valid & ((ids < 0) | (ids >= n))
@@ -146,7 +190,7 @@ def check_token_ids(step: Step, weights: Mapping[str, np.ndarray], ids: np.ndarr
         )
 
 
-def embed(step: Step, weights: Mapping[str, np.ndarray], ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+def embed(step, weights: Mapping[str, np.ndarray], ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """Look up (B, T) token ids (checked by `check_token_ids`) in the embedding table; padding positions give zeros.
 
     Used when the embedding does not feed a recurrent module directly (which

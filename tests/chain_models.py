@@ -14,10 +14,22 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+class L2Norm(nn.Module):
+    """``F.normalize(x, p=2, dim=-1, eps=eps)`` as a module, the way a forward() writes it inline."""
+
+    def __init__(self, eps: float = 1e-12):
+        super().__init__()
+        self.eps = eps
+
+    def forward(self, x):
+        return nn.functional.normalize(x, p=2.0, dim=-1, eps=self.eps)
+
+
 OPS = {
     "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "relu": nn.ReLU, "gelu": nn.GELU, "elu": nn.ELU,
     "leaky_relu": nn.LeakyReLU, "softmax": lambda: nn.Softmax(dim=-1), "log_softmax": lambda: nn.LogSoftmax(dim=-1),
     "dropout": lambda: nn.Dropout(0.5),
+    "l2norm": L2Norm,
 }
 
 

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from rnnjit.kinds import KINDS
+
 
 def torch_compare(model, weight_file, engine=None):
     """Compare model.predict with torch on the stored reference input.
@@ -80,75 +82,14 @@ def _unwrap_as_convert_does(torch, obj, weight_file):
     return {k: torch.from_numpy(np.array(v)) for k, v in sd.items() if isinstance(v, np.ndarray)}
 
 
-def _torch_rnn(torch, spec, sd):
-    kw = dict(num_layers=spec.num_layers, bias=spec.bias, batch_first=True, bidirectional=spec.bidirectional)
-    if spec.cell == "lstm":
-        net = torch.nn.LSTM(spec.input_size, spec.hidden_size, proj_size=spec.proj_size, **kw)
-    elif spec.cell == "gru":
-        net = torch.nn.GRU(spec.input_size, spec.hidden_size, **kw)
-    else:
-        net = torch.nn.RNN(spec.input_size, spec.hidden_size, nonlinearity=spec.cell.split("_")[1], **kw)
-    dtype = next(iter(sd.values())).dtype
-    net = net.to(dtype)
-    net.load_state_dict({k[len(spec.prefix):]: sd[k] for k in spec.expected_shapes()})
-    return net
-
-
 def torch_chain(torch, model, sd, x, lengths, mode):
-    """PyTorch's own modules and functions, step by step, on the weights torch read from the file."""
-    F = torch.nn.functional
-    acts = {
-        "sigmoid": torch.sigmoid, "softmax": lambda v: torch.softmax(v, dim=-1),
-        "log_softmax": lambda v: torch.log_softmax(v, dim=-1), "tanh": torch.tanh, "relu": torch.relu,
-        "identity": lambda v: v, "gelu": F.gelu, "elu": F.elu, "leaky_relu": F.leaky_relu,
-    }
+    """PyTorch's own modules and functions, step by step (each kind's ``torch`` in `rnnjit.kinds`), on the weights torch read from the file."""
     lens = torch.from_numpy(lengths)
-    T = x.shape[1]
-    mask = (torch.arange(T)[None, :] < lens[:, None])
-    last_rnn = max(i for i, s in enumerate(model.chain) if s.kind == "rnn")
+    last_rnn = max(i for i, s in enumerate(model.chain) if KINDS[s.kind].recurrent)
     y = x
     for i, step in enumerate(model.chain):
-        p = step.prefix
-        if step.kind == "embedding":
-            y = F.embedding(y, sd[f"{p}weight"].clone(), max_norm=step.max_norm)  # max_norm renormalizes in place
-        elif step.kind == "rnn":
-            net = _torch_rnn(torch, step.rnn, sd)
-            packed = torch.nn.utils.rnn.pack_padded_sequence(y, lens, batch_first=True, enforce_sorted=False)
-            out, hn = net(packed)
-            hn = hn[0] if isinstance(hn, tuple) else hn
-            out, _ = torch.nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=T)
-            sel = mode if i == last_rnn else "all"
-            if sel == "all":
-                y = out
-            elif sel == "last":
-                y = out[torch.arange(x.shape[0]), lens - 1]
-            else:
-                s, D = step.rnn, step.rnn.num_directions
-                y = torch.cat([hn[(s.num_layers - 1) * D + d] for d in range(D)], dim=1)
-        elif step.kind == "pool":
-            m = mask[:, :, None]
-            if step.name == "last":
-                y = y[torch.arange(x.shape[0]), lens - 1]
-            elif step.name == "max":
-                y = y.masked_fill(~m, float("-inf")).max(dim=1).values
-            else:
-                y = (y * m).sum(dim=1)
-                if step.name == "mean":
-                    y = y / lens[:, None].to(y.dtype)
-        elif step.kind == "linear":
-            w = sd[f"{p}weight"]
-            y = F.linear(y, w.reshape(w.shape[0], w.shape[1]), sd.get(f"{p}bias") if step.bias else None)
-        elif step.kind == "layernorm":
-            y = F.layer_norm(y, (y.shape[-1],), sd.get(f"{p}weight") if step.affine else None,
-                             sd.get(f"{p}bias") if step.bias else None, step.eps)
-        elif step.kind == "batchnorm":
-            flat = y.reshape(-1, y.shape[-1])
-            flat = F.batch_norm(flat, sd[f"{p}running_mean"], sd[f"{p}running_var"],
-                                sd.get(f"{p}weight") if step.affine else None,
-                                sd.get(f"{p}bias") if step.affine else None, False, 0.0, step.eps)
-            y = flat.reshape(y.shape)
-        elif step.kind == "activation":
-            y = acts[step.name](y)
+        y = KINDS[step.kind].torch(torch, step, sd, y, lens, mode if i == last_rnn else "all")
     if y.dim() == 3:
+        mask = torch.arange(x.shape[1])[None, :] < lens[:, None]
         y = y * mask[:, :, None].to(y.dtype)
     return y
