@@ -3,7 +3,7 @@
     python -m bench.same_bits [--rounds 5]
 
 Times `Model.predict(..., engine="numpy")` with its products as shipped
-(`rnnjit.reference.matmul_rows`: numpy's einsum loop, each row on its own)
+(`rnnjit.steps.matmul_rows`: numpy's einsum loop, each row on its own)
 against the same engine with the products handed to BLAS (``x @ w_t``, a
 row's bits then depend on the batch), with BLAS's own threads and limited to
 one (threadpoolctl), in alternating calls in one process, and prints the
@@ -41,19 +41,15 @@ def _blas_one_thread(x, w_t):
         return x @ w_t
 
 
-def _with_products(fn):
-    """Run ``fn`` with the chain's products replaced by ``fn`` (None: as shipped)."""
+def _predict(model, x, lengths, products):
+    """``model.predict`` on the numpy engine with the chain's products replaced by ``products`` (None: as shipped)."""
     saved = reference.matmul_rows, steps.matmul_rows
-
-    def call(model, x, lengths, products):
-        if products is not None:
-            reference.matmul_rows = steps.matmul_rows = products
-        try:
-            return model.predict(x, lengths=lengths, engine="numpy")
-        finally:
-            reference.matmul_rows, steps.matmul_rows = saved
-
-    return call
+    if products is not None:
+        reference.matmul_rows = steps.matmul_rows = products
+    try:
+        return model.predict(x, lengths=lengths, engine="numpy")
+    finally:
+        reference.matmul_rows, steps.matmul_rows = saved
 
 
 def _random_bundle(d: Path, cell: str, I: int, H: int, out: int) -> rnnjit.Model:
@@ -92,16 +88,15 @@ def main() -> None:
             m = _random_bundle(Path(tmp), cell, 32, H, 8)
             cases.append((f"{cell.upper()} 32->{H}, fc 8 + softmax, {B} rows x 50 steps", m,
                           rng.standard_normal((B, 50, 32)).astype(np.float32), np.full(B, 50)))
-        call = _with_products(None)
         print("| case | row-invariant (s) | BLAS (s) | BLAS, 1 thread (s) | ratio to BLAS | to BLAS 1 thread |")
         print("|---|---:|---:|---:|---:|---:|")
         for name, model, xs, ls in cases:
             times: dict[str, list[float]] = {"rows": [], "blas": [], "blas1": []}
-            call(model, xs, ls, None)  # warm-up (numba's erf ufunc, caches)
+            _predict(model, xs, ls, None)  # warm-up (numba's erf ufunc, caches)
             for _ in range(args.rounds):
                 for key, products in (("rows", None), ("blas", _blas), ("blas1", _blas_one_thread)):
                     t0 = time.perf_counter()
-                    call(model, xs, ls, products)
+                    _predict(model, xs, ls, products)
                     times[key].append(time.perf_counter() - t0)
             r, b, b1 = (statistics.median(times[k]) for k in ("rows", "blas", "blas1"))
             print(f"| {name} | {r:.3f} | {b:.3f} | {b1:.3f} | {r / b:.2f}x | {r / b1:.2f}x |")
