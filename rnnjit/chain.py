@@ -17,10 +17,10 @@ from itertools import takewhile
 
 import numpy as np
 
+from rnnjit.chain_tokens import Token, parse_token, split_chain, with_options
 from rnnjit.errors import ArchitectureError
 from rnnjit.infer import infer_head, infer_spec, rnn_prefixes
 from rnnjit.keys import module_names, modules, suggest_chain
-from rnnjit.chain_tokens import Token, parse_token, split_chain, with_options
 from rnnjit.kinds import ACTIVATIONS, KINDS, POOLS
 from rnnjit.spec import Step, chain_widths, input_width, rnn_step
 
@@ -31,7 +31,7 @@ def _keys_under(sd, name: str) -> list[str]:
 
 
 def parse_chain(chain: str | Sequence[str], sd: Mapping[str, np.ndarray]) -> list[Token]:
-    """``--chain`` as `Token` s, read against the modules the weights hold (one-line `ArchitectureError` otherwise)."""
+    """``--chain`` read into tokens (`Token`) against the modules the weights hold; `ArchitectureError` for a bad option."""
     names = set(modules(sd)) | {p[:-1] if p else "" for p in rnn_prefixes(sd)}
     try:
         return [parse_token(t, names) for t in split_chain(chain) or ()]

@@ -12,8 +12,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from rnnjit.errors import ArchitectureError
 from rnnjit.chain_tokens import parse_token, split_chain, with_options
+from rnnjit.errors import ArchitectureError
 from rnnjit.kinds import KINDS
 from rnnjit.spec import ACTIVATIONS, HeadStep, RNNSpec
 

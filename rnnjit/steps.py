@@ -4,8 +4,8 @@ Each function maps values along the last axis of an array of any leading
 shape (a per-step (B, T, F) or a per-sequence (B, F) tensor) and keeps its
 dtype; `pool_steps` reduces over time (engines also pool in their output
 pass). The step-kind table (`rnnjit.kinds`) names which function applies
-which kind. This module imports numpy only: the reference engine and the
-table both stand on it.
+which kind. Nothing here imports another rnnjit module but `rnnjit.errors`
+(numba only lazily, for erf): the reference engine and the table both stand on it.
 """
 
 from __future__ import annotations

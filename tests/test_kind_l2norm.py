@@ -22,24 +22,8 @@ from chain_models import ChainNet, L2Norm, float_batch, token_batch
 from cli_helpers import list_table, run, write
 from rnnjit.kinds import KINDS
 from rnnjit.spec import Step
-from torch_models import ENGINES, TOL, max_abs
-
-DTYPES = ("float32", "float64")
-TORCH_DTYPE = {"float32": torch.float32, "float64": torch.float64}
-
-
-def _convert(net: ChainNet, tmp_path, dtype="float32", chain=None, **kw):
-    net = net.to(TORCH_DTYPE[dtype])
-    torch.save(net.state_dict(), tmp_path / "m.pth")
-    rnnjit.convert(tmp_path / "m.pth", tmp_path / "m.npz", chain=chain or net.chain_spec(), **kw)
-    return rnnjit.load(tmp_path / "m.npz")
-
-
-def _check(net, model, x, lengths, dtype, engine):
-    expect = net.run(x, lengths, TORCH_DTYPE[dtype])
-    got = model.predict(x, lengths=lengths, engine=engine)
-    assert got.dtype == np.dtype(dtype) and got.shape == expect.shape
-    assert max_abs(got, expect) <= TOL[dtype] * max(1.0, float(np.abs(expect).max()))
+from test_chain import DTYPES, check, convert
+from torch_models import ENGINES, max_abs
 
 
 @pytest.mark.parametrize("engine", ENGINES)
@@ -48,41 +32,41 @@ def _check(net, model, x, lengths, dtype, engine):
 def test_l2norm_after_the_recurrent_module_matches_torch(tmp_path, engine, dtype, output):
     net = ChainNet([("lstm", nn.LSTM(3, 6, batch_first=True)), "l2norm", ("fc", nn.Linear(6, 2))],
                    output=output, seed=1)
-    model = _convert(net, tmp_path, dtype, output=output)
+    model = convert(net, tmp_path, dtype)
     assert model.describe() == "lstm,l2norm,fc"
     x, lengths = float_batch(np.random.default_rng(0), 3, 7, 5, dtype)
-    _check(net, model, x, lengths, dtype, engine)
+    check(net, model, x, lengths, dtype, engine)
 
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_l2norm_between_embedding_pooling_and_head_matches_torch(tmp_path, engine):
     net = ChainNet([("emb", nn.Embedding(11, 4)), ("gru", nn.GRU(4, 5, batch_first=True)), "pool:mean", "l2norm",
                     ("fc", nn.Linear(5, 1)), "sigmoid"], output="all", seed=2)
-    model = _convert(net, tmp_path)
+    model = convert(net, tmp_path, "float32")
     ids, lengths = token_batch(np.random.default_rng(1), 11, 6, 8)
-    _check(net, model, ids, lengths, "float32", engine)
+    check(net, model, ids, lengths, "float32", engine)
 
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_l2norm_first_normalizes_the_input_features(tmp_path, engine):
     net = ChainNet(["l2norm", ("lstm", nn.LSTM(3, 4, batch_first=True)), ("fc", nn.Linear(4, 1))], seed=3)
-    model = _convert(net, tmp_path)
+    model = convert(net, tmp_path, "float32")
     assert model.input_size == 3  # the first step that fixes the width is the LSTM
     x, lengths = float_batch(np.random.default_rng(2), 3, 5, 6)
-    _check(net, model, x, lengths, "float32", engine)
+    check(net, model, x, lengths, "float32", engine)
 
 
 def test_stated_eps_is_used_and_not_named_as_a_guess(tmp_path, monkeypatch):
     # eps=0.5 is larger than the norm of the small vectors below: the stated value changes the scores
     monkeypatch.setitem(chain_models.OPS, "l2norm:eps=0.5", lambda: L2Norm(0.5))
     net = ChainNet([("lstm", nn.LSTM(2, 3, batch_first=True)), "l2norm:eps=0.5", ("fc", nn.Linear(3, 1))], seed=4)
-    model = _convert(net, tmp_path)
+    model = convert(net, tmp_path, "float32")
     step = model.chain[1]
     assert (step.kind, step.eps) == ("l2norm", 0.5)
     assert not any(a["what"] == "eps" for a in model.assumed)
     x, lengths = float_batch(np.random.default_rng(3), 2, 4, 3)
     x *= 1e-3
-    _check(net, model, x, lengths, "float32", "numpy")
+    check(net, model, x, lengths, "float32", "numpy")
     rnnjit.convert(tmp_path / "m.pth", tmp_path / "default.npz", chain="lstm,l2norm,fc")
     default = rnnjit.load(tmp_path / "default.npz")
     assert max_abs(default.predict(x, lengths=lengths), model.predict(x, lengths=lengths)) > 1e-3
@@ -90,7 +74,7 @@ def test_stated_eps_is_used_and_not_named_as_a_guess(tmp_path, monkeypatch):
 
 def test_unstated_eps_is_named_as_a_guess(tmp_path):
     net = ChainNet([("lstm", nn.LSTM(2, 3, batch_first=True)), "l2norm", ("fc", nn.Linear(3, 1))], seed=5)
-    model = _convert(net, tmp_path)
+    model = convert(net, tmp_path, "float32")
     eps = [a for a in model.assumed if a["what"] == "eps"]
     assert len(eps) == 1 and eps[0]["assumed"] == "1e-12"
     assert "l2norm: eps assumed 1e-12 (F.normalize's default" in eps[0]["note"]
@@ -99,7 +83,7 @@ def test_unstated_eps_is_named_as_a_guess(tmp_path):
 
 def test_bundle_round_trip_keeps_the_step_and_its_eps(tmp_path):
     net = ChainNet([("lstm", nn.LSTM(2, 3, batch_first=True)), "l2norm", ("fc", nn.Linear(3, 1))], seed=6)
-    _convert(net, tmp_path, chain="lstm,l2norm:eps=1e-6,fc")
+    convert(net, tmp_path, "float32", chain="lstm,l2norm:eps=1e-6,fc")
     doc = json.loads(str(np.load(tmp_path / "m.npz", allow_pickle=False)["__rnnjit__"][()]))
     assert doc["chain"][1] == {"kind": "l2norm", "name": "", "eps": 1e-6}
     step = Step.from_dict(doc["chain"][1])
@@ -127,7 +111,7 @@ def test_cli_convert_and_score(tmp_path):
 
 def test_verify_against_builds_l2norm_in_torch(tmp_path):
     net = ChainNet([("lstm", nn.LSTM(3, 4, batch_first=True)), "l2norm", ("fc", nn.Linear(4, 1))], seed=8)
-    _convert(net, tmp_path)
+    convert(net, tmp_path, "float32")
     r = run("verify", tmp_path / "m.npz", "--against", tmp_path / "m.pth", "--engine", "numpy")
     assert r.exit_code == 0, r.stdout + r.stderr
     assert "torch: ok" in r.stdout
