@@ -10,9 +10,11 @@ a C emitter. `spec`, `chain`, `keys`, `model`, `bundle`, `assumptions` and the
 CLI's torch check look entries up here instead of asking ``if kind == ...``.
 
 Adding a kind: its numpy function in `rnnjit.steps`, one entry below (and its
-line in `KINDS`), its tests. An entry's functions take the `Step` itself;
-this module imports numpy and `rnnjit.steps` only, so `rnnjit.spec` (where
-`Step` lives) can stand on it.
+line in `KINDS`), its tests; for ``rnnjit export-c``, its C emitter in
+`rnnjit.export.c_steps` named in ``c_emit``. An entry's functions take the
+`Step` itself; this module imports numpy, `rnnjit.steps` and the C emitters
+(`rnnjit.export.c_steps`, itself numpy only), so `rnnjit.spec` (where `Step`
+lives) can stand on it.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from rnnjit import steps
+from rnnjit.export import c_steps
 from rnnjit.steps import POOLS
 
 ACTIVATIONS = tuple(steps.ACTIVATION_FUNCS)
@@ -100,7 +103,8 @@ class StepKind:
     - ``fusion``: a `Fusion`, or None: numpy runs the step between launches.
     - ``guesses(step, chain)``: ``(option, record)`` pairs of named guesses; ``option``
       None when no chain token can state it (see `rnnjit.assumptions`).
-    - ``c_emit``: a C emitter, None until one is written.
+    - ``c_emit``: the C emitter ``emit(ctx, step, width) -> CStep`` of ``rnnjit export-c``
+      (`rnnjit.export.c_steps`), None until one is written.
     """
 
     kind: str
@@ -225,6 +229,7 @@ EMBEDDING = StepKind(
     scoring_weights=_embedding_scoring,
     fusion=Fusion("input", lambda step, weights: {"table": weights[f"{step.prefix}weight"]}),
     guesses=_embedding_guesses,
+    c_emit=c_steps.emit_embedding,
 )
 
 
@@ -294,6 +299,7 @@ RNN = StepKind(
     recurrent=True,
     check=_rnn_check,
     guesses=_rnn_guesses,
+    c_emit=c_steps.emit_rnn,
 )
 
 
@@ -324,6 +330,7 @@ POOL = StepKind(
     pools_time=True,
     check=_pool_check,
     fusion=Fusion("output", lambda step, weights: {"select": step.name}),
+    c_emit=c_steps.emit_pool,
 )
 
 
@@ -378,6 +385,7 @@ LAYERNORM = StepKind(
     from_weights=lambda sd, p: dict(_square(sd[f"{p}weight"]), bias=f"{p}bias" in sd, affine=True),
     fields=("in_features", "out_features", "bias", "affine", "eps"),
     guesses=_norm_guesses("LayerNorm"),
+    c_emit=c_steps.emit_layernorm,
 )
 
 
@@ -411,6 +419,7 @@ BATCHNORM = StepKind(
     from_weights=lambda sd, p: dict(_square(sd[f"{p}running_mean"]), affine=f"{p}weight" in sd),
     fields=("in_features", "out_features", "bias", "affine", "eps"),
     guesses=_norm_guesses("BatchNorm1d"),
+    c_emit=c_steps.emit_batchnorm,
 )
 
 
@@ -433,6 +442,7 @@ L2NORM = StepKind(
     options=(_eps(1e-12),),
     fields=("eps",),
     guesses=_l2norm_guesses,
+    c_emit=c_steps.emit_l2norm,
 )
 
 
@@ -464,6 +474,7 @@ LINEAR = StepKind(
     # a Conv1d with kernel size 1 holds its weight as (out, in, 1)
     alt_shape=lambda key, shape: (*shape, 1) if key.endswith("weight") else None,
     fields=("in_features", "out_features", "bias"),
+    c_emit=c_steps.emit_linear,
 )
 
 
@@ -512,6 +523,7 @@ ACTIVATION = StepKind(
     words={a: a for a in ACTIVATIONS},
     check=_activation_check,
     guesses=_activation_guesses,
+    c_emit=c_steps.emit_activation,
 )
 
 DROPOUT = StepKind(
@@ -523,6 +535,7 @@ DROPOUT = StepKind(
     torch=lambda torch, step, sd, y, lens, select: y,
     words={"dropout": "dropout"},
     noop=True,
+    c_emit=c_steps.emit_dropout,
 )
 
 

@@ -253,12 +253,15 @@ def _synopsis() -> dict[str, set[str]]:
     found: dict[str, set[str]] = {}
     cmd = None
     for line in block.splitlines():
+        line = line.strip()
         m = re.match(r"rnnjit (\w[\w-]*)", line)
         if m:
             cmd = m.group(1)
             found.setdefault(cmd, set())
-        if cmd is not None:
-            found[cmd] |= set(re.findall(r"(?<![\w-])(?:--[a-z][a-z0-9-]*|-[a-zA-Z]\b)", line))
+        if cmd is None or not line.startswith(("rnnjit ", "[", "(")):
+            continue  # a description line
+        usage = re.split(r"(?<=\S)\s{3,}", line)[0]  # what follows 3+ spaces describes the command
+        found[cmd] |= set(re.findall(r"(?<![\w-])(?:--[a-z][a-z0-9-]*|-[a-zA-Z]\b)", usage))
     return found
 
 

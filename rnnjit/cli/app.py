@@ -1,4 +1,4 @@
-"""The ``rnnjit`` command: convert, score, inspect, verify (and bench when installed).
+"""The ``rnnjit`` command: convert, score, inspect, verify, export-c (and bench when installed).
 
 Every user mistake ends the same way: one line ``error: ...`` on stderr (what
 was found, what was expected, how to fix it) and exit code 2, no traceback.
@@ -131,6 +131,7 @@ def _root(
 
 
 from rnnjit.cli.convert_cmd import convert_command  # noqa: E402
+from rnnjit.cli.export_c_cmd import export_c_command  # noqa: E402
 from rnnjit.cli.inspect_cmd import inspect_command  # noqa: E402
 from rnnjit.cli.score_cmd import score_command  # noqa: E402
 from rnnjit.cli.verify_cmd import verify_command  # noqa: E402
@@ -139,6 +140,7 @@ app.command("convert", cls=_Command)(convert_command)
 app.command("score", cls=_Command)(score_command)
 app.command("inspect", cls=_Command)(inspect_command)
 app.command("verify", cls=_Command)(verify_command)
+app.command("export-c", cls=_Command)(export_c_command)
 
 try:  # the bench command ships with the kernels work; register it when present
     from rnnjit.cli.bench_cmd import bench_command  # noqa: E402

@@ -22,14 +22,21 @@ def verify_command(
                      help="The original weight file: compare weights (torch-free), and outputs with torch if installed."),
     ] = None,
     engine: Annotated[Optional[Engine], typer.Option(metavar=metavar(ENGINES), help=ENGINE_HELP)] = None,
+    c_dir: Annotated[
+        Optional[Path],
+        typer.Option("--c", exists=True, file_okay=False, metavar="DIR",
+                     help="A directory written by `rnnjit export-c`: compile it with the system C compiler and "
+                     "score the reference input with it."),
+    ] = None,
 ) -> None:
     """Recompute the reference input stored in the bundle and compare with the stored outputs.
 
     With --against, also re-read the weight file without torch and compare every
     tensor: each must be used by the bundle's chain or dropped on purpose with
     convert --ignore. When torch is importable, run torch's own modules for the
-    whole chain on the reference input and compare outputs. Exit code 0 when
-    everything matches, 1 when a check fails.
+    whole chain on the reference input and compare outputs. With --c, compile
+    the generated C and compare its outputs on the reference input. Exit code 0
+    when everything matches, 1 when a check fails (or a check asked for could not run).
     """
     import rnnjit
     from rnnjit.verify import compare_weights, verify_reference
@@ -89,5 +96,12 @@ def verify_command(
             )
             if not t["ok"]:
                 failures.append("outputs differ from torch")
+    if c_dir is not None:
+        from rnnjit.cli.export_c_cmd import c_check_line
+
+        line, ok = c_check_line(model, c_dir)
+        typer.echo(line)
+        if not ok:
+            failures.append("the generated C differs or did not run")
     if failures:
         raise fail(f"verification failed: {'; '.join(failures)}", EXIT_FAILED)
