@@ -138,3 +138,13 @@ def test_choice_options_show_their_choices_the_same_way_and_say_what_each_does(c
         assert "last: the output at each sequence's last valid step; final:" in help_text
     if command in ("score", "verify"):
         assert "--engine numba|numpy" in help_text and "numpy: the exact numpy reference engine" in help_text
+
+
+def test_a_dataset_output_creates_its_parents_and_a_file_output_does_not(tmp_path):
+    bundle = make_bundle(tmp_path, input_size=3)
+    src = write(list_table(random_sequences(4, 3)), tmp_path / "in.parquet")
+    r = run("score", "-m", bundle, "-i", src, "-o", f"{tmp_path}/scores/2026-11-23/", "--quiet")
+    assert r.exit_code == 0, r.stderr
+    assert (tmp_path / "scores" / "2026-11-23" / "in.parquet").is_file()
+    msg = _one_error(run("score", "-m", bundle, "-i", src, "-o", tmp_path / "typo" / "s.parquet"))
+    assert msg.endswith("does not exist; create it first") and not (tmp_path / "typo").exists()
