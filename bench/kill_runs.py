@@ -1,16 +1,18 @@
 """Kill real ``rnnjit score`` runs with SIGKILL at dozens of points; check nothing is lost or half-written.
 
-    python -m bench.kill_runs [--files 8] [--rows 40] [--chains 5] [--seed 1]
+    python -m bench.kill_runs [--files 8] [--rows 40] [--chains 5] [--seed 1] [--signal KILL|TERM]
 
 1. Builds a hive-partitioned dataset (``--files`` files of about ``--rows``
    sequences; hostile rows: NaN, null sequences and steps, |x| = 1e30, empty
    sequences, scored with ``--on-invalid skip``; hostile files: an empty pandas
    partition, a zero-row file, ``_SUCCESS`` and a README) and scores it once
    without interruption: the reference.
-2. Dataset output: for every stage (read, score, write, commit before the
-   rename, renamed after it, manifest) and every arrival n = 1, 2, ... until
-   the run finishes before the n-th arrival, runs ``rnnjit score`` with
-   ``RNNJIT_KILL_AT=stage:n`` (the process SIGKILLs itself there), checks that
+2. Dataset output: for every stage (lock, start, read, score, write, commit
+   before the rename, renamed after it, manifest) and every arrival n = 1, 2,
+   ... until the run finishes before the n-th arrival, runs ``rnnjit score``
+   with ``RNNJIT_KILL_AT=stage:n`` (the process SIGKILLs itself there; with
+   ``--signal TERM`` it gets SIGTERM, must exit 143 and leave no temporary
+   file and no ``_SUCCESS``), checks that
    every output file present is identical to the reference's (a file that
    looks finished is finished), then ``--resume`` and compares the whole
    output with the reference, row for row.
@@ -41,7 +43,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 ROOT = Path(__file__).resolve().parent.parent
-STAGES = ("read", "score", "write", "commit", "renamed", "manifest")
+STAGES = ("lock", "start", "read", "score", "write", "commit", "renamed", "manifest")
+FILE_STAGES = ("read", "score", "write", "commit")
 
 
 def make_inputs(root: Path, n_files: int, rows: int, seed: int) -> tuple[Path, Path]:
@@ -76,8 +79,12 @@ def make_inputs(root: Path, n_files: int, rows: int, seed: int) -> tuple[Path, P
     return bundle, src
 
 
+SIGNAL = "KILL"
+KILLED = {"KILL": -9, "TERM": 143}
+
+
 def score(bundle, src, out, *extra, kill=None) -> int:
-    env = {**os.environ, "RNNJIT_KILL_AT": kill or ""}
+    env = {**os.environ, "RNNJIT_KILL_AT": f"{kill}:{SIGNAL}" if kill else ""}
     args = [sys.executable, "-m", "rnnjit.cli", "score", "--model", str(bundle), "-i", str(src), "-o", str(out),
             "--batch-rows", "5", "--on-invalid", "skip", "--engine", "numpy", "-q", *extra]
     return subprocess.run(args, cwd=ROOT, env=env, capture_output=True, timeout=600).returncode
@@ -103,7 +110,11 @@ def main(argv=None) -> int:
     ap.add_argument("--rows", type=int, default=40)
     ap.add_argument("--chains", type=int, default=5)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--signal", choices=sorted(KILLED), default="KILL")
     a = ap.parse_args(argv)
+    global SIGNAL
+    SIGNAL = a.signal
+    killed = KILLED[a.signal]
     t0 = time.time()
     work = Path(tempfile.mkdtemp(prefix="rnnjit-kill-"))
     try:
@@ -122,12 +133,15 @@ def main(argv=None) -> int:
             while True:
                 out = work / f"ds-{stage}-{n}"
                 rc = score(bundle, src, f"{out}/", kill=f"{stage}:{n}")
-                if rc != -9:
+                if rc != killed:
                     assert rc == 0, (stage, n, rc)
                     break
                 fig["kills"] += 1
                 by_stage[stage] = by_stage.get(stage, 0) + 1
                 present = outputs(out) if out.exists() else {}
+                if a.signal == "TERM":  # handled: nothing left but committed outputs and the manifest
+                    fig["half_written_seen"] += len([p for p in out.rglob("*") if "rnnjit-tmp" in p.name or
+                                                     p.name in ("_SUCCESS", "_rnnjit.lock")])
                 fig["half_written_seen"] += sum(1 for k, t in present.items() if not t.equals(want[k]))
                 assert score(bundle, src, f"{out}/", "--resume") == 0
                 lost, dup, differ = compare(outputs(out), want)
@@ -136,11 +150,11 @@ def main(argv=None) -> int:
                 fig["survived"] += int(lost == dup == differ == 0)
                 shutil.rmtree(out)
                 n += 1
-        for stage in ("read", "score", "write", "commit"):  # single-file output
+        for stage in FILE_STAGES:  # single-file output
             for n in (1, 2, 5, 9):
                 out = work / f"one-{stage}-{n}.parquet"
                 rc = score(bundle, src, out, kill=f"{stage}:{n}")
-                if rc != -9:
+                if rc != killed:
                     continue
                 fig["file_kills"] += 1
                 leftovers = [p for p in work.iterdir() if p.name.startswith(f".{out.name}")]
@@ -158,13 +172,14 @@ def main(argv=None) -> int:
                 rc = score(bundle, src, f"{out}/", "--resume", kill=kill)
                 if rc == 0:
                     break
-                assert rc == -9, rc
+                assert rc == killed, rc
                 kills += 1
             chain_kills.append(kills)
             lost, dup, differ = compare(outputs(out), want)
             fig["rows_lost"] += lost
             fig["rows_duplicated"] += dup
             fig["chains_equal"] = fig.get("chains_equal", 0) + int(lost == dup == differ == 0)
+        print(f"signal: SIG{a.signal}")
         print(f"dataset: {len(want)} Parquet files ({a.files} with rows, 2 empty) and 2 that are not data, "
               f"{total_rows} rows; seconds: {time.time() - t0:.0f}")
         print(f"dataset-output kills: {fig['kills']} ({', '.join(f'{k} {v}' for k, v in by_stage.items())}), "

@@ -18,7 +18,6 @@ not by the size of the input:
 from __future__ import annotations
 
 import bisect
-import signal
 import sys
 import threading
 import time
@@ -32,13 +31,14 @@ from rnnjit.engines import engine_threads
 from rnnjit.engines import resolve as resolve_engine
 from rnnjit.errors import InputError
 from rnnjit.io import killpoints, pandas_meta
-from rnnjit.io.dataset import InputSet, open_input, prefetched, read_file
-from rnnjit.io.dataset_out import fingerprint, open_output_dir, output_rel
+from rnnjit.io.dataset import InputSet, footer_hash, open_input, prefetched, read_file
+from rnnjit.io.dataset_out import OutputDir, fingerprint, input_root
 from rnnjit.io.fs import remove_stale_temps, resolve
+from rnnjit.io.signals import sigterm_as_interrupt
 from rnnjit.io.sinks import Sink
 from rnnjit.io.targets import check_file_output, refuse_input_as_output, refuse_output_inside_input, wants_dataset
 from rnnjit.plan import LAYOUTS, plan_scoring
-from rnnjit.scoring import ScoreOptions, ScoreStats, score_batch
+from rnnjit.scoring import RunOptions, ScoreOptions, ScoreStats, score_batch
 
 # --------------------------------------------------------------------------- progress
 class Progress:
@@ -83,30 +83,6 @@ class Progress:
 
 
 # --------------------------------------------------------------------------- driver
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (``timeout``, schedulers, Kubernetes) arrived: handled like Ctrl-C."""
-
-
-@contextmanager
-def _sigterm_as_interrupt():
-    """Raise `Terminated` in the main thread on SIGTERM, so temporary files are removed."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    fired = []
-
-    def handler(signum, frame):
-        if not fired:  # a second SIGTERM must not interrupt the clean-up of the first
-            fired.append(signum)
-            raise Terminated()
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 @dataclass
 class Summary(ScoreStats):
     """What a scoring run did: the scoring counters, plus input rows, files, time and output."""
@@ -117,6 +93,7 @@ class Summary(ScoreStats):
     layout: str = "list"
     files_written: int = 0
     files_done_before: int = 0
+    files_removed: int = 0  # outputs of inputs that are gone (or replaced by --overwrite)
     notes: list[str] = field(default_factory=list)
     engine: str = ""  # the engine that ran and its threads (rnnjit.engines)
     threads: int = 0
@@ -132,9 +109,11 @@ class Summary(ScoreStats):
         else:
             what = f"{self.rows:,} rows"
         files = ""
-        if self.files_written > 1 or self.files_done_before:
+        if self.files_written > 1 or self.files_done_before or self.files_removed:
             files = f" ({self.files_written:,} files written"
-            files += f", {self.files_done_before:,} already done)" if self.files_done_before else ")"
+            files += f", {self.files_done_before:,} already done" if self.files_done_before else ""
+            files += f", {self.files_removed:,} stale removed" if self.files_removed else ""
+            files += ")"
         ran = f", engine {self.engine} ({self.threads} thread{'s' if self.threads != 1 else ''})" if self.engine else ""
         notes = "".join(f"; {n.removeprefix('warning: ')}" for n in self.notes)
         return (
@@ -198,20 +177,12 @@ def score_dataset(
     model,
     input,
     output,
+    options: RunOptions | ScoreOptions | None = None,
     *,
-    options: ScoreOptions | None = None,
-    layout: str = "list",
-    order_column: str | None = None,
-    feature_columns: Sequence[str] | None = None,
-    fmt: str | None = None,
-    batch_rows: int = 4096,
-    overwrite: bool = False,
     progress: bool | None = None,
-    output_layout: str | None = None,
-    resume: bool = False,
     filesystem=None,
-    explicit_state: Sequence[str] = (),
     on_note=None,
+    **fields,
 ) -> Summary:
     """Score a Parquet dataset and write the result atomically.
 
@@ -221,50 +192,43 @@ def score_dataset(
     input : a Parquet file, directory, glob or URI, or a list of them (read in order).
     output : the file to write (parquet, csv or jsonl; see ``fmt``; ``"-"`` is
         standard output), or for a dataset output the directory.
-    options : ScoreOptions
-        Columns, output mode, state, invalid-row policy, engine, threads.
-        In the long layout ``options.id_columns`` is the sequence key.
-    layout : "list" (one row per sequence) or "long" (one row per step).
-    order_column, feature_columns : long layout only.
-    fmt : "parquet" | "csv" | "jsonl"; default from the output's extension, else parquet.
-    batch_rows : rows read per batch; bounds memory.
-    overwrite : replace an existing output.
+    options : RunOptions, or ScoreOptions for its ``score`` part
+        What to read and write (layout, batch_rows, fmt, overwrite, resume,
+        output_layout, explicit_state...) and how to score each batch (columns,
+        output mode, state, invalid-row policy, engine, threads). In the long
+        layout ``options.score.id_columns`` is the sequence key.
     progress : show a progress bar; default when stderr is a terminal.
-    output_layout : "file" or "dataset" (one output file per input file, same
-        relative paths); default: dataset when ``output`` ends with "/" or is a directory.
-    resume : dataset output only: skip input files whose output is committed and unchanged.
     filesystem : a `pyarrow.fs.FileSystem` holding both input and output
         (default: local paths, or the URI's filesystem).
-    explicit_state : state column names given by the user; each must exist.
     on_note : callable(str) told each note (warning) as it arises.
+    **fields : any field of `RunOptions` or `ScoreOptions` (``layout="long"``,
+        ``resume=True``...), applied over ``options``.
 
     Returns
     -------
     Summary
     """
-    options = options or ScoreOptions()
+    run = RunOptions.build(options, **fields)
     # Loading the compiled kernels takes a moment (numba import, cache): do it
     # while the dataset is opened and the first batch is read.
-    warm = threading.Thread(target=_warm_up, args=(model, options), daemon=True)
+    warm = threading.Thread(target=_warm_up, args=(model, run.score), daemon=True)
     warm.start()
-    if layout not in LAYOUTS:
-        raise InputError(f"layout {layout!r} is not known; expected one of {', '.join(LAYOUTS)}")
-    if not isinstance(batch_rows, (int, np.integer)) or batch_rows < 1:
-        raise InputError(f"batch_rows must be a positive integer, got {batch_rows!r}")
+    if run.layout not in LAYOUTS:
+        raise InputError(f"layout {run.layout!r} is not known; expected one of {', '.join(LAYOUTS)}")
     inputs_given = [input] if isinstance(input, (str, bytes)) or not isinstance(input, Sequence) else list(input)
-    dataset_out = wants_dataset(output, output_layout, filesystem)
-    if resume and not dataset_out:
-        raise InputError("--resume needs a dataset output (a directory: --output-layout dataset or a name ending in /)")
+    dataset_out = wants_dataset(output, run.output_layout, filesystem)
+    if run.resume and not dataset_out:
+        raise InputError("resume needs a dataset output (a directory: output_layout='dataset' or a name ending in /)")
     t0 = time.perf_counter()
     if not dataset_out:
-        target = check_file_output(output, overwrite, fmt, filesystem)
+        target = check_file_output(output, run.overwrite, run.fmt, filesystem)
         refuse_output_inside_input(target.loc, inputs_given, filesystem)
     else:
         refuse_output_inside_input(resolve(str(output).rstrip("/") or "/", filesystem), inputs_given, filesystem)
     inputs = open_input(inputs_given, filesystem)
-    plan = plan_scoring(model, inputs.schema, options, layout=layout, order_column=order_column,
-                        feature_columns=feature_columns, explicit_state=explicit_state)
-    summary = Summary(layout=layout)
+    plan = plan_scoring(model, inputs.schema, run.score, layout=run.layout, order_column=run.order_column,
+                        feature_columns=run.feature_columns, explicit_state=run.explicit_state)
+    summary = Summary(layout=run.layout)
     notes = list(plan.notes)
     if inputs.skipped:
         shown = ", ".join(inputs.skipped[:3]) + (", ..." if len(inputs.skipped) > 3 else "")
@@ -275,17 +239,17 @@ def score_dataset(
             on_note(n)
     if progress is None:
         progress = sys.stderr.isatty()
-    summary.engine = resolve_engine(options.engine)
-    summary.threads = engine_threads(summary.engine, options.threads)
+    summary.engine = resolve_engine(run.score.engine)
+    summary.threads = engine_threads(summary.engine, run.score.threads)
     bar = Progress(inputs.count_rows() if progress else None, bool(progress))
     try:
-        with _sigterm_as_interrupt():
+        with sigterm_as_interrupt():
             if dataset_out:
-                _score_to_dataset(model, inputs, plan, output, fmt or "parquet", batch_rows, overwrite, resume,
-                                  filesystem, summary, bar, warm)
+                roots = [input_root(i, filesystem) for i in inputs_given]
+                _score_to_dataset(model, inputs, plan, output, run, filesystem, summary, bar, warm, roots)
             else:
                 refuse_input_as_output(target.loc, inputs.files)
-                _score_to_file(model, inputs, plan, target, batch_rows, summary, bar, warm)
+                _score_to_file(model, inputs, plan, target, run.batch_rows, summary, bar, warm)
     finally:
         bar.close()
     summary.seconds = time.perf_counter() - t0
@@ -302,17 +266,27 @@ def _score_to_file(model, inputs, plan, target, batch_rows, summary, bar, warm) 
     pieces = ((fi, b) for fi, f in enumerate(inputs.files)
               for b in read_file(f, inputs.schema, plan.columns, batch_rows, inputs.partition_fields))
     batches = where.track(prefetched(pieces))
-    sink = Sink.for_file(target, schema)
-    try:
+    with _writing(lambda: Sink.for_file(target, schema), batches) as sink:
         for batch, consumed in plan.sequences(batches, model.dtype, where.locate):
             _score_into(model, batch, consumed, plan, summary, sink, bar, warm, where)
+    summary.files_written = 1
+
+
+@contextmanager
+def _writing(make_sink, batches):
+    """The sink ``make_sink()`` makes, committed at the end of the block, removed on any error (Ctrl-C,
+    SIGTERM); the reader of ``batches`` is stopped either way (now, not when the generator is collected)."""
+    sink = None
+    try:
+        sink = make_sink()
+        yield sink
         sink.commit()
     except BaseException:
-        sink.abort()
+        if sink is not None:
+            sink.abort()
         raise
     finally:
-        batches.close()  # stops the reader thread now, not when the generator is collected
-    summary.files_written = 1
+        batches.close()
 
 
 def _score_into(model, batch, consumed, plan, summary, sink, bar, warm, where) -> None:
@@ -328,45 +302,42 @@ def _score_into(model, batch, consumed, plan, summary, sink, bar, warm, where) -
     bar.advance(consumed)
 
 
-def _score_to_dataset(model, inputs, plan, output, fmt, batch_rows, overwrite, resume, filesystem,
-                      summary, bar, warm) -> None:
+def _score_to_dataset(model, inputs, plan, output, run, filesystem, summary, bar, warm, roots) -> None:
+    fmt, batch_rows = run.fmt or "parquet", run.batch_rows
     fp = fingerprint(model, plan, fmt, {"layout": plan.layout})
-    out_dir, manifest = open_output_dir(output, filesystem, overwrite=overwrite, resume=resume, fp=fp)
-    summary.output = out_dir.uri.rstrip("/") + "/"
+    out_dir = OutputDir(output, filesystem, fmt, fp, roots)
+    summary.output = out_dir.uri
     schema = pandas_meta.restrict(inputs.schema, plan.output_schema, keep_range_index=plan.long is None)
-    last_ids = None
-    for fi, f in enumerate(inputs.files):
-        if resume and manifest.done(f):
-            summary.files_done_before += 1
-            bar.advance(manifest.files[f.rel].get("rows", 0))
-            last_ids = None
-            continue
-        rel = output_rel(f.rel, fmt)
-        target = out_dir.join(rel)
-        target.fs.create_dir(target.parent().path, recursive=True)
-        where = _Where(InputSet([f], inputs.schema, inputs.partition_fields, []))
-        where.named = True
-        pieces = ((0, b) for b in read_file(f, inputs.schema, plan.columns, batch_rows, inputs.partition_fields))
-        batches = where.track(prefetched(pieces))
-        sink = Sink(target, schema, fmt)
-        rows_before = summary.input_rows
-        try:
-            first = True
-            for batch, consumed in plan.sequences(batches, model.dtype, where.locate):
-                if plan.long is not None and first:
-                    _refuse_split_sequence(plan, last_ids, batch, inputs.files[fi - 1] if fi else None, f)
-                first = False
-                _score_into(model, batch, consumed, plan, summary, sink, bar, warm, where)
-                if plan.long is not None and batch.num_rows:
-                    last_ids = [batch.column(c)[batch.num_rows - 1].as_py() for c in plan.long.id_columns]
-            sink.commit()
-        except BaseException:
-            sink.abort()
-            raise
-        finally:
-            batches.close()
-        manifest.record(f, rel, summary.input_rows - rows_before)
-        summary.files_written += 1
+    with out_dir.opened(inputs.files, overwrite=run.overwrite, resume=run.resume) as out:
+        summary.files_done_before = out.done_before
+        bar.advance(out.done_rows)
+        index = {id(f): i for i, f in enumerate(inputs.files)}
+        last_ids, prev = None, None
+        for f, rel, footer in out.todo:
+            if prev is not None and index[id(f)] != index[id(prev)] + 1:
+                last_ids = None  # the file before this one was done before: nothing to compare with
+            target = out.target(rel)
+            if footer is None:  # before reading: a file rewritten while it is scored is redone by --resume
+                footer = footer_hash(f)
+            where = _Where(InputSet([f], inputs.schema, inputs.partition_fields, []))
+            where.named = True
+            pieces = ((0, b) for b in read_file(f, inputs.schema, plan.columns, batch_rows, inputs.partition_fields))
+            batches = where.track(prefetched(pieces))
+            rows_before = summary.input_rows
+            with _writing(lambda: Sink(target, schema, fmt), batches) as sink:
+                first = True
+                for batch, consumed in plan.sequences(batches, model.dtype, where.locate):
+                    if plan.long is not None and first:
+                        _refuse_split_sequence(plan, last_ids, batch, prev, f)
+                    first = False
+                    _score_into(model, batch, consumed, plan, summary, sink, bar, warm, where)
+                    if plan.long is not None and batch.num_rows:
+                        last_ids = [batch.column(c)[batch.num_rows - 1].as_py() for c in plan.long.id_columns]
+            out.commit_file(f, footer, rel, summary.input_rows - rows_before)
+            summary.files_written += 1
+            prev = f
+        out.finish()
+        summary.files_removed = out.removed
 
 
 def _refuse_split_sequence(plan, last_ids, batch, prev, f) -> None:
@@ -379,5 +350,5 @@ def _refuse_split_sequence(plan, last_ids, batch, prev, f) -> None:
         raise InputError(
             f"sequence ({ids}) continues from file {prev.uri!r} into file {f.uri!r}; a dataset output scores "
             "each file on its own, so every file must hold whole sequences; write one output file instead "
-            "(--output-layout file), or repartition the input by the id column"
+            "(output_layout='file'), or repartition the input by the id column"
         )

@@ -70,7 +70,7 @@ def plan_scoring(
 ) -> ScorePlan:
     """Check ``schema`` against the model and options; see `ScorePlan`.
 
-    ``explicit_state``: state column names the user gave (``--h0-column``):
+    ``explicit_state``: state column names the user gave (``h0_column``):
     each must exist, where the defaults ``h0``/``c0`` are used only when present.
 
     Raises `InputError` naming the missing or mistyped column and the fix.
@@ -97,7 +97,7 @@ def plan_scoring(
         if options.features_column not in names:
             raise InputError(
                 f"column {options.features_column!r} not found; the input has columns {', '.join(names)}; "
-                "name the sequence column with --sequence-column, or use --layout long for one row per step"
+                "name the sequence column with features_column, or use layout='long' for one row per step"
             )
         try:
             keep = pass_through_columns(schema, options)
@@ -117,7 +117,11 @@ def _state_checks(model, names: list[str], options: ScoreOptions, explicit: Sequ
     """Refuse what cannot carry state; note yesterday's ``hn``/``cn`` joined back without a rename."""
     for c in explicit:
         if c not in names:
-            raise InputError(f"state column {c!r} not found; the input has columns {', '.join(names)}")
+            opt = "c0_column" if c == options.c0_column and c != options.h0_column else "h0_column"
+            raise InputError(
+                f"state column {c!r} ({opt}) not found; the input has columns {', '.join(names)}; "
+                f"name an existing column, or drop {opt} to start from zeros"
+            )
     if options.emit_state and any(r.bidirectional for r in model.rnns):  # any module, not only the first
         raise InputError(
             "--emit-state on a bidirectional model: its reverse direction reads each sequence from the end, "

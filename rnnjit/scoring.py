@@ -30,7 +30,7 @@ module this is PyTorch's (L*D, H_out) flattened, as before.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 import pyarrow as pa
@@ -104,6 +104,68 @@ class ScoreStats:
     first_invalid: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class RunOptions:
+    """How a runner reads and writes a dataset, around the per-batch `ScoreOptions`.
+
+    One object for `rnnjit.local.score_dataset`, `rnnjit.spark.score_files` and
+    `rnnjit.spark.score_dataframe`, built once at the edge (the CLI) and
+    passed down whole. Each runner also takes any field below (or of
+    `ScoreOptions`) as a keyword, which `build` folds into the object.
+
+    Attributes
+    ----------
+    score : ScoreOptions
+    layout : "list" (one row per sequence) or "long" (one row per step).
+    order_column, feature_columns : long layout only.
+    explicit_state : state column names the user named; each must exist
+        (``score.h0_column``/``c0_column`` otherwise are used only when present).
+    batch_rows : rows read per batch; bounds memory.
+    fmt : "parquet" | "csv" | "jsonl"; default from the output's extension.
+    output_layout : "file" | "dataset"; default from the output's name.
+    overwrite : replace an existing output (a dataset directory: hold this run's output only).
+    resume : dataset output: redo only the input files without a committed, unchanged output.
+    """
+
+    score: ScoreOptions = field(default_factory=ScoreOptions)
+    layout: str = "list"
+    order_column: str | None = None
+    feature_columns: tuple[str, ...] | None = None
+    explicit_state: tuple[str, ...] = ()
+    batch_rows: int = 4096
+    fmt: str | None = None
+    output_layout: str | None = None
+    overwrite: bool = False
+    resume: bool = False
+
+    def __post_init__(self):
+        if not isinstance(self.batch_rows, (int, np.integer)) or isinstance(self.batch_rows, bool) \
+                or self.batch_rows < 1:
+            raise InputError(f"batch_rows must be a positive integer, got {self.batch_rows!r}")
+        if self.feature_columns is not None:
+            object.__setattr__(self, "feature_columns", tuple(self.feature_columns))
+        object.__setattr__(self, "explicit_state", tuple(self.explicit_state))
+
+    @classmethod
+    def build(cls, options: RunOptions | ScoreOptions | None = None, **given) -> RunOptions:
+        """``options`` (a `RunOptions`, a `ScoreOptions` for its ``score``, or None) with the fields ``given``.
+
+        Raises `TypeError` for a keyword that is neither a `RunOptions` nor a `ScoreOptions` field.
+        """
+        run = options if isinstance(options, RunOptions) else cls(score=options or ScoreOptions())
+        score_names = {f.name for f in fields(ScoreOptions)}
+        run_names = {f.name for f in fields(cls)} - {"score"}
+        unknown = sorted(set(given) - score_names - run_names)
+        if unknown:
+            raise TypeError(f"unexpected keyword argument(s) {', '.join(unknown)}; expected fields of RunOptions "
+                            "or ScoreOptions")
+        score = {k: v for k, v in given.items() if k in score_names}
+        if score:
+            run = replace(run, score=replace(run.score, **score))
+        rest = {k: v for k, v in given.items() if k in run_names}
+        return replace(run, **rest) if rest else run
+
+
 def pass_through_columns(schema: pa.Schema, options: ScoreOptions) -> list[str]:
     """The input columns copied to the output, validated against ``schema``."""
     names = schema.names
@@ -116,15 +178,15 @@ def pass_through_columns(schema: pa.Schema, options: ScoreOptions) -> list[str]:
             if c not in names:
                 raise InputError(
                     f"column {c!r} was asked for but the input has columns {', '.join(names)}; "
-                    "check --id-column"
+                    "check id_columns"
                 )
     written = OUTPUT_COLUMNS if options.emit_state else ("score",)  # hn/cn pass through unless this run writes them
     clash = [c for c in cols if c in written]
     if clash:
-        by = "the score column" if clash[0] == "score" else "the state column --emit-state writes"
+        by = "the score column" if clash[0] == "score" else "the state column emit_state writes"
         raise InputError(
             f"input column {clash[0]!r} would be overwritten by {by} of the same name; "
-            "rename it, or list the columns to keep with --id-column"
+            "rename it, or list the columns to keep with id_columns"
         )
     return cols
 
@@ -196,7 +258,7 @@ def _check_columns(batch, options: ScoreOptions) -> None:
     if options.features_column not in names:
         raise InputError(
             f"column {options.features_column!r} not found; the input has columns {', '.join(names)}; "
-            "name the sequence column with --sequence-column, or use --layout long for one row per step"
+            "name the sequence column with features_column, or use layout='long' for one row per step"
         )
 
 
@@ -266,7 +328,7 @@ def score_batch(model, batch, options: ScoreOptions | None = None, *, stats: Sco
 
     if dec.reasons and options.on_invalid == "error":
         first = next(iter(dec.reasons.values()))
-        raise InputError(f"{first}; fix or drop that row, or pass --on-invalid skip to write a null score for it")
+        raise InputError(f"{first}; fix or drop that row, or pass on_invalid='skip' to write a null score for it")
 
     rows = dec.rows
     shape_mode = _shape_mode(model, mode)

@@ -114,7 +114,7 @@ def test_dataset_output_refuses_a_filled_directory_without_resume_or_overwrite(b
     src = make_dataset(tmp_path / "in")
     assert run("score", "--model", bundle, "-i", src, "-o", f"{tmp_path}/out/", *NP).exit_code == 0
     r = run("score", "--model", bundle, "-i", src, "-o", f"{tmp_path}/out/", *NP)
-    assert r.exit_code == 2 and "already holds 5 file(s); pass --resume to finish it" in r.stderr
+    assert r.exit_code == 2 and "already holds 4 output file(s) of this input; pass --resume to finish it" in r.stderr
     r = run("score", "--model", bundle, "-i", src, "-o", f"{tmp_path}/out/", "--overwrite", *NP)
     assert r.exit_code == 0 and "(4 files written)" in r.stderr
 

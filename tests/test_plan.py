@@ -64,14 +64,14 @@ def test_a_previous_runs_hn_column_is_noted(models):
     plan = plan_scoring(models["lstm"], schema, ScoreOptions())
     assert "hn" in plan.output_schema.names and len(plan.notes) == 1
     # with it, it would clash with the run's own hn: the error carries the note
-    with pytest.raises(InputError, match=r"'hn' would be overwritten by the state column --emit-state writes.*"
+    with pytest.raises(InputError, match=r"'hn' would be overwritten by the state column emit_state writes.*"
                                          r"pass --h0-column hn"):
         plan_scoring(models["lstm"], schema, ScoreOptions(emit_state=True))
 
 
 @pytest.mark.parametrize("model, schema, kw, message", [
     ("lstm", pa.schema([("id", pa.int64()), ("seq", FEATURES_TYPE)]), {},
-     r"^column 'features' not found; the input has columns id, seq; name the sequence column with --sequence-column"),
+     r"^column 'features' not found; the input has columns id, seq; name the sequence column with features_column"),
     ("lstm", LIST, {"layout": "wide"}, r"^layout 'wide' is not known; expected one of list, long$"),
     ("bilstm", LIST, {"options": ScoreOptions(emit_state=True)}, r"^--emit-state on a bidirectional model"),
     ("lstm", LIST, {"options": ScoreOptions(pass_through=("id", "region"))}, r"'region'"),

@@ -86,7 +86,7 @@ def test_invalid_rows_error_or_skip():
     model = _model()
     bad = [np.ones((2, 3), np.float32), np.full((2, 3), np.nan, np.float32), np.ones((1, 3), np.float32)]
     t = list_table(bad, ids=[7, 8, 9])
-    with pytest.raises(InputError, match=r"row 1 \(id=8\): step 0 of column 'features' holds NaN or inf; .*--on-invalid skip"):
+    with pytest.raises(InputError, match=r"row 1 \(id=8\): step 0 of column 'features' holds NaN or inf; .*on_invalid='skip'"):
         score_batch(model, t, ScoreOptions(engine="numpy"))
     with pytest.raises(InputError, match=r"row 11 \(id=8\)"):
         score_batch(model, t, ScoreOptions(engine="numpy"), row_offset=10)

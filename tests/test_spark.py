@@ -335,10 +335,104 @@ def test_named_state_column_must_exist_and_missing_input_is_one_line(spark, bund
     from rnnjit.spark import score_dataframe
 
     df = spark.createDataFrame(list_table(seqs))
-    with pytest.raises(rnnjit.InputError, match=r"^state column 'hn' \(--h0-column\) not found; the input has columns "
+    with pytest.raises(rnnjit.InputError, match=r"^state column 'hn' \(h0_column\) not found; the input has columns "
                                                  r"id, features; name an existing column"):
         score_dataframe(df, str(bundle), h0_column="hn")
     line = _error_line(run("score", "--runner", "spark", "-m", bundle, "-i", tmp_path / "nowhere", "-o",
                            tmp_path / "out"))
-    assert line.startswith(f"error: cannot read Parquet input {str(tmp_path / 'nowhere')!r}: ") and "check the path" in line
+    # the local runner's listing, so the local runner's line
+    assert line == _error_line(run("score", "-m", bundle, "-i", tmp_path / "nowhere", "-o", tmp_path / "out"))
+    assert line == f"error: input {str(tmp_path / 'nowhere')!r} does not exist; give a Parquet file, a directory, a glob or a URI"
     assert sorted(os.listdir(tmp_path)) == []
+
+
+# ------------------------------------------------------------------ the dataset contract (issue #19)
+def _hive(root, seqs):
+    for k, day in enumerate(["2026-12-01", "2026-12-02"]):
+        p = root / f"date={day}" / "part-0.parquet"
+        p.parent.mkdir(parents=True)
+        write(list_table(seqs[10 * k:10 * k + 10], ids=list(range(10 * k, 10 * k + 10))), p)
+    return root
+
+
+def _hive_back(out):
+    import pyarrow.dataset as ds
+
+    t = ds.dataset(out, format="parquet", partitioning="hive", ignore_prefixes=[".", "_"]).to_table()
+    return t.sort_by("id")
+
+
+def test_hive_partitions_same_layout_and_types_as_local(spark, bundle, seqs, tmp_path):
+    src = _hive(tmp_path / "seq", seqs)
+    args = ("-m", bundle, *NP)
+    assert run("score", *args, "-i", src, "-o", f"{tmp_path}/local/").exit_code == 0
+    r = run("score", "--runner", "spark", *args, "-i", src, "-o", tmp_path / "spark")
+    assert r.exit_code == 0, r.stderr
+    dirs = sorted(p.name for p in (tmp_path / "spark").iterdir() if p.is_dir())
+    assert dirs == sorted(p.name for p in (tmp_path / "local").iterdir() if p.is_dir()) == [
+        "date=2026-12-01", "date=2026-12-02"]
+    local, on_spark = _hive_back(tmp_path / "local"), _hive_back(tmp_path / "spark")
+    assert on_spark.schema.field("date").type == local.schema.field("date").type == pa.string()
+    assert on_spark.column("date").to_pylist() == local.column("date").to_pylist()
+    # one partition folder on its own keeps its column, on both runners
+    one = src / "date=2026-12-02"
+    assert run("score", *args, "-i", one, "-o", tmp_path / "l1.parquet").exit_code == 0
+    assert run("score", "--runner", "spark", *args, "-i", one, "-o", tmp_path / "s1").exit_code == 0
+    for out in (tmp_path / "l1.parquet", tmp_path / "s1"):
+        t = pq.read_table(out)
+        assert t.schema.field("date").type == pa.string() and set(t.column("date").to_pylist()) == {"2026-12-02"}
+
+
+@pytest.mark.parametrize("mistake", ["truncated file", "file without the sequence column", "mistyped column"])
+def test_read_level_failures_are_the_local_one_line_error(spark, bundle, seqs, tmp_path, mistake):
+    src = tmp_path / "in"
+    src.mkdir()
+    write(list_table(seqs[:5]), src / "a.parquet")
+    if mistake == "truncated file":
+        write(list_table(seqs[5:10]), src / "b.parquet")
+        data = (src / "b.parquet").read_bytes()
+        (src / "b.parquet").write_bytes(data[: len(data) // 2] + data[-8:])
+    elif mistake == "file without the sequence column":
+        write(list_table(seqs[5:10]).drop(["features"]), src / "b.parquet")
+    else:
+        write(pa.table({"id": [5], "features": ["not a sequence"]}), src / "b.parquet")
+    args = ("-m", bundle, "-i", src, "--on-invalid", "skip", *NP)
+    local = _error_line(run("score", *args, "-o", f"{tmp_path}/local/"))
+    on_spark = _error_line(run("score", "--runner", "spark", *args, "-o", tmp_path / "out"))
+    assert on_spark == local and "b.parquet" in local
+    assert sorted(os.listdir(tmp_path)) == ["in", "local"]
+
+
+def test_a_read_failure_inside_the_job_is_one_line(spark, bundle, seqs, tmp_path):
+    """A URI input is listed by Spark, not checked beforehand: the failure comes from a task."""
+    src = tmp_path / "in"
+    src.mkdir()
+    write(list_table(seqs[:5]), src / "a.parquet")
+    write(list_table(seqs[5:10]), src / "b.parquet")
+    data = (src / "b.parquet").read_bytes()
+    (src / "b.parquet").write_bytes(data[: len(data) // 2] + data[-8:])
+    line = _error_line(run("score", "--runner", "spark", "-m", bundle, "-i", f"file://{src}", "-o",
+                           f"file://{tmp_path}/out", *NP))
+    assert line.startswith("error: cannot read Parquet input 'file:") and "b.parquet" in line, line
+
+
+def test_reruns_that_apply_to_spark(spark, bundle, seqs, tmp_path):
+    """The re-run catalogue's rows for a runner without --resume: refused and untouched, or exactly the inputs."""
+    src = _hive(tmp_path / "seq", seqs)
+    args = ("score", "--runner", "spark", "-m", bundle, "-o", tmp_path / "out", *NP)
+    assert run(*args, "-i", src / "date=2026-12-01").exit_code == 0
+    before = {p: p.read_bytes() for p in (tmp_path / "out").rglob("*") if p.is_file()}
+    assert "already exists" in _error_line(run(*args, "-i", src / "date=2026-12-02"))  # day 2 into day 1's
+    assert {p: p.read_bytes() for p in (tmp_path / "out").rglob("*") if p.is_file()} == before
+    assert run(*args, "-i", src / "date=2026-12-02", "--overwrite").exit_code == 0
+    assert _hive_back(tmp_path / "out").column("id").to_pylist() == list(range(10, 20))
+    (src / "date=2026-12-01" / "part-0.parquet").rename(src / "date=2026-12-01" / "compacted.parquet")
+    (src / "date=2026-12-02" / "part-0.parquet").unlink()  # retention
+    assert run(*args, "-i", src, "--overwrite").exit_code == 0
+    _finished_dataset_tree(tmp_path / "out")
+    assert _hive_back(tmp_path / "out").column("id").to_pylist() == list(range(0, 10))
+
+
+def _finished_dataset_tree(out):
+    assert (out / "_SUCCESS").is_file()
+    assert not [n for n in os.listdir(out.parent) if "rnnjit-tmp" in n or "rnnjit-old" in n]

@@ -122,7 +122,7 @@ MISTAKES = [
     ("emit-state-mean-pool", _list, "mean-pool", ("--emit-state",), "o.parquet",
      ["--emit-state on a model that pools over time (pool:mean)", "without --emit-state"]),
     ("h0-column-missing", _list, "named", ("--h0-column", "yesterday"), "o.parquet",
-     ["state column 'yesterday' not found"]),
+     ["state column 'yesterday' (--h0-column) not found"]),
     ("output-is-input", _list, "named", ("--overwrite",), "in.parquet",
      ["is the input file", "would destroy the input"]),
     ("output-is-fifo", _fifo, "named", ("--overwrite",), "out.parquet", ["not a regular file"]),

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import functools
+import re
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from rnnjit.errors import InputError
+from rnnjit.errors import InputError, RnnjitError
 from rnnjit.cli._common import (ENGINE_HELP, OUTPUT_MODE_HELP, Engine, OutputMode, err, metavar, pick_engine,
                                 stderr_is_tty)
 from rnnjit.engines import ENGINES
@@ -82,6 +84,42 @@ def key_columns_option(layout: Layout, id_columns: tuple[str, ...], key_columns:
     return key_columns or id_columns
 
 
+# Library errors name an option as the API spells it; the command says its flag.
+_FLAGS = {"h0_column": "--h0-column", "c0_column": "--c0-column", "batch_rows": "--batch-rows",
+          "output_layout='dataset'": "--output-layout dataset", "output_layout='file'": "--output-layout file",
+          "output_layout": "--output-layout", "resume": "--resume", "fmt": "--format",
+          "layout='long'": "--layout long", "on_invalid='skip'": "--on-invalid skip", "id_columns": "--id-column",
+          "features_column": "--sequence-column", "feature_columns": "--feature-columns",
+          "emit_state": "--emit-state"}
+_API_WORDS = re.compile(r"(?<![\w-])(" + "|".join(re.escape(k) for k in _FLAGS) + r")(?![\w-])")
+
+
+def cli_words(message: str) -> str:
+    """``message`` with the API names of options replaced by the command's flags."""
+    return _API_WORDS.sub(lambda m: _FLAGS[m.group(1)], message)
+
+
+def _terminable(command):
+    """SIGTERM at any point of the command: the run's clean-up, one line, exit 143 (see `rnnjit.io.signals`)."""
+
+    @functools.wraps(command)
+    def run(*args, **kwargs):
+        from rnnjit.io.signals import Terminated, sigterm_as_interrupt
+
+        try:
+            with sigterm_as_interrupt():
+                return command(*args, **kwargs)
+        except RnnjitError as exc:
+            raise type(exc)(cli_words(str(exc))) from None
+        except Terminated:
+            err("error: terminated (SIGTERM); no output file was left half-written (committed dataset files are "
+                "kept for --resume; _SUCCESS is written only by a complete run)")
+            raise typer.Exit(EXIT_TERMINATED) from None
+
+    return run
+
+
+@_terminable
 def score_command(
     model: Annotated[str, typer.Option("--model", "-m", metavar="BUNDLE", help="Bundle (.npz): a path or a URI.")],
     input: Annotated[
@@ -189,8 +227,9 @@ def score_command(
     import rnnjit
     from rnnjit.io.fs import is_uri, local_copy
     from rnnjit.io.targets import check_file_output, wants_dataset
-    from rnnjit.local import Terminated, score_dataset
-    from rnnjit.scoring import ScoreOptions
+    from rnnjit.io.signals import Terminated
+    from rnnjit.local import score_dataset
+    from rnnjit.scoring import RunOptions, ScoreOptions
 
     fmt = format.value if format else None
     lay = output_layout.value if output_layout else None
@@ -215,51 +254,42 @@ def score_command(
         )
     with local_copy(model) as path:
         m = rnnjit.load(path)
-    options = ScoreOptions(
-        features_column=sequence_column,
-        pass_through=ids or None,
-        id_columns=ids,
-        output_mode=output_mode.value if output_mode else None,
-        emit_state=emit_state,
-        on_invalid=on_invalid.value,
-        engine=eng,
-        threads=threads,
-        h0_column=h0_column or "h0",
-        c0_column=c0_column or "c0",
+    options = RunOptions(  # built once here, passed whole to either runner
+        score=ScoreOptions(
+            features_column=sequence_column,
+            pass_through=ids or None,
+            id_columns=ids,
+            output_mode=output_mode.value if output_mode else None,
+            emit_state=emit_state,
+            on_invalid=on_invalid.value,
+            engine=eng,
+            threads=threads,
+            h0_column=h0_column or "h0",
+            c0_column=c0_column or "c0",
+        ),
+        layout=layout.value,
+        order_column=order_column,
+        feature_columns=feats or None,
+        explicit_state=tuple(c for c in (h0_column, c0_column) if c),
+        batch_rows=batch_rows,
+        fmt=fmt,
+        output_layout=lay,
+        overwrite=overwrite,
+        resume=resume,
     )
+    show = (not quiet) and stderr_is_tty()
     if runner is Runner.spark:  # the same options, plan and score_batch, run by Spark (rnnjit.spark)
         from rnnjit.spark.runner import score_files
 
-        summary = score_files(
-            model, list(input), output.rstrip("/"), options=options, layout=layout.value, order_column=order_column,
-            feature_columns=feats or None, fmt=fmt, batch_rows=batch_rows, overwrite=overwrite, master=master,
-            progress=(not quiet) and stderr_is_tty(), explicit_state=tuple(c for c in (h0_column, c0_column) if c),
-        )
+        summary = score_files(model, list(input), output.rstrip("/"), options, master=master, progress=show)
         if not quiet:
             err(summary.line())
         return
     try:
-        summary = score_dataset(
-            m,
-            list(input),
-            output,
-            options=options,
-            layout=layout.value,
-            order_column=order_column,
-            feature_columns=feats or None,
-            fmt=fmt,
-            batch_rows=batch_rows,
-            overwrite=overwrite,
-            progress=(not quiet) and stderr_is_tty(),
-            output_layout=lay,
-            resume=resume,
-            explicit_state=tuple(c for c in (h0_column, c0_column) if c),
-            on_note=lambda note: err(note) if note.startswith("warning:") else None,
-        )
+        summary = score_dataset(m, list(input), output, options, progress=show,
+                                on_note=lambda note: err(note) if note.startswith("warning:") else None)
     except Terminated:
-        err("error: terminated (SIGTERM); no output file was left half-written (committed dataset files are kept "
-            "for --resume)")
-        raise typer.Exit(EXIT_TERMINATED) from None
+        raise  # _terminable reports it
     except KeyboardInterrupt:
         err("error: interrupted; no output was written")
         raise typer.Exit(130) from None

@@ -21,17 +21,7 @@ import numpy as np
 import pyarrow as pa
 
 from rnnjit.errors import InputError, InputTypeError
-from rnnjit.io.shapes import as_steps
-
-_LIST_TYPES = (pa.types.is_list, pa.types.is_large_list, pa.types.is_fixed_size_list)
-
-
-def is_list_type(t: pa.DataType) -> bool:
-    return any(f(t) for f in _LIST_TYPES)
-
-
-def is_numeric_type(t: pa.DataType) -> bool:
-    return pa.types.is_floating(t) or pa.types.is_integer(t)
+from rnnjit.io.shapes import as_steps, is_list_type, is_numeric_type  # noqa: F401 - re-exported for readers
 
 
 def as_array(col) -> pa.Array:
@@ -148,7 +138,7 @@ def decode_features(col, input_size: int, dtype=np.float32, column: str = "featu
         raise InputTypeError(
             f"column {column!r} has type {t}; expected list<list<float>>, list<fixed_size_list<float>>, "
             "fixed_size_list<fixed_size_list<float>> or a (T, I) fixed_shape_tensor "
-            f"(one row per sequence, {input_size} values per step); for one row per step use --layout long"
+            f"(one row per sequence, {input_size} values per step); for one row per step use layout='long'"
         )
     B = len(arr)
     I = int(input_size)
@@ -287,7 +277,7 @@ def decode_state(col, width: int, dtype=np.float32, column: str = "h0", row_name
         r = int(np.flatnonzero(wrong)[0])
         raise InputError(
             f"{row_name(r)}: column {column!r} has {int(n[r])} values; expected {width} {shape_hint}".rstrip()
-            + "; write it as the previous run's --emit-state output does"
+            + "; write it as the previous run's emit_state output does"
         )
     out = np.zeros((B, width), dtype=dtype)
     if B and not nulls.all():
@@ -394,7 +384,7 @@ def sequences_from_steps(table: pa.Table, feature_columns: Sequence[str], starts
         if not is_numeric_type(col.type):
             raise InputTypeError(
                 f"feature column {name!r} has type {col.type}; expected a number; "
-                "pick numeric columns with --feature-columns"
+                "pick numeric columns with feature_columns"
             )
         if col.null_count:
             null_steps |= np.asarray(col.is_null())

@@ -24,7 +24,8 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 
 from rnnjit.errors import InputError
-from rnnjit.io.fs import Location, resolve
+from rnnjit.io.fs import Location, resolve, store_hint
+from rnnjit.io.shapes import is_list_type, is_numeric_type
 
 PARQUET_EXTENSIONS = (".parquet", ".parq", ".pq")
 _HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
@@ -75,13 +76,11 @@ class InputSet:
 
 def _read_error(what, exc) -> InputError:
     msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return InputError(
-        f"cannot read Parquet input {str(what)!r}: {msg}; "
-        "check that it is a complete Parquet file (not truncated, not another format)"
-    )
+    hint = store_hint(exc) or "check that it is a complete Parquet file (not truncated, not another format)"
+    return InputError(f"cannot read Parquet input {str(what)!r}: {msg}; {hint}")
 
 
-def _hidden(rel: str) -> bool:
+def is_hidden(rel: str) -> bool:
     """Spark/Hive/pyarrow convention: a path part starting with '.' or '_' is not data."""
     return any(p.startswith((".", "_")) and "=" not in p for p in rel.split("/") if p)
 
@@ -96,6 +95,15 @@ def _is_parquet(loc: Location, rel: str, size: int) -> bool:
             return fh.read(4) == b"PAR1"
     except (pa.ArrowException, OSError):
         return False
+
+
+def _root_partition(root: str) -> dict:
+    """The hive folders that end an input directory: ``seq/date=2026-12-01/`` keeps its ``date`` column."""
+    parts = [p for p in root.split("/") if p]
+    k = len(parts)
+    while k and "=" in parts[k - 1]:
+        k -= 1
+    return _partition("/".join(parts[k:]) + "/")
 
 
 def _partition(rel: str) -> dict:
@@ -142,7 +150,7 @@ def _list_one(text, filesystem) -> tuple[list[tuple[Location, str, pafs.FileInfo
     data, skipped = [], []
     for floc, rel, info in found:
         size = info.size or 0
-        if _hidden(rel) or not _is_parquet(floc, rel, size):
+        if is_hidden(rel) or not _is_parquet(floc, rel, size):
             skipped.append(rel)
         else:
             data.append((floc, rel, info))
@@ -164,6 +172,31 @@ def _uri(root: Location, path: str) -> str:
     return path
 
 
+def footer_hash(f: InputFile) -> str:
+    """A hash of ``f``'s Parquet footer (schema, row groups, row counts, column statistics).
+
+    Cheap (the last bytes of the file) and it changes with the content: a
+    same-size rewrite whose modification time was restored (``cp -p``,
+    ``rsync -t``) still has other statistics or offsets in its footer.
+    """
+    import hashlib
+    import struct
+
+    try:
+        with f.loc.fs.open_input_file(f.loc.path) as fh:
+            size = fh.size()
+            fh.seek(max(size - 8, 0))
+            tail = fh.read(8)
+            n = struct.unpack("<I", tail[:4])[0] if len(tail) == 8 else 0
+            if size >= 12 and tail[4:] == b"PAR1" and n + 12 <= size:
+                fh.seek(size - 8 - n)
+                return hashlib.sha256(fh.read(n) + tail).hexdigest()[:32]
+    except (pa.ArrowException, OSError) as exc:
+        raise _read_error(f.uri, exc) from exc
+    footer_schema(f)  # no footer: pyarrow's own words for what is wrong
+    raise _read_error(f.uri, OSError("no Parquet footer at its end"))
+
+
 def _partition_type(values: list) -> pa.DataType:
     """pyarrow's hive inference: int32 when every value is an integer in range, else string."""
     vals = [v for v in values if v is not None]
@@ -174,7 +207,7 @@ def _partition_type(values: list) -> pa.DataType:
     return pa.int32() if all(-(2**31) <= i < 2**31 for i in ints) else pa.int64()
 
 
-def _footer_schema(f: InputFile) -> pa.Schema:
+def footer_schema(f: InputFile) -> pa.Schema:
     import pyarrow.parquet as pq
 
     try:
@@ -196,17 +229,23 @@ def open_input(inputs, filesystem: pafs.FileSystem | None = None) -> InputSet:
     files: list[InputFile] = []
     skipped: list[str] = []
     for text in inputs:
-        data, skip = _list_one(text, filesystem)
+        try:
+            data, skip = _list_one(text, filesystem)
+        except (pa.ArrowException, OSError) as exc:  # listing a store: credentials, endpoint
+            raise _read_error(resolve(text, filesystem).uri, exc) from exc
         skipped += skip
+        root = resolve(text, filesystem)
+        folder = data and data[0][0].path != root.path and not any(c in root.path for c in "*?[")
+        above = _root_partition(root.path) if folder else {}  # a folder that is itself a partition
         for loc, rel, info in data:
             mtime = info.mtime_ns if info.mtime is not None else None
-            files.append(InputFile(loc, rel, info.size or 0, mtime, _partition(rel)))
-    schema = _footer_schema(files[0])
+            files.append(InputFile(loc, rel, info.size or 0, mtime, {**above, **_partition(rel)}))
+    schema = footer_schema(files[0])
     for f in files[1:]:
         nulls = [n for n in schema.names if pa.types.is_null(schema.field(n).type)]
         if not nulls:
             break
-        other = _footer_schema(f)
+        other = footer_schema(f)
         for n in nulls:
             if n in other.names and not pa.types.is_null(other.field(n).type):
                 schema = schema.set(schema.get_field_index(n), other.field(n))
@@ -227,14 +266,6 @@ def _partition_array(f: InputFile, fld: pa.Field, n: int) -> pa.Array:
     return pa.array([v] * n, fld.type) if v is not None else pa.nulls(n, fld.type)
 
 
-def _list_like(t: pa.DataType) -> bool:
-    return pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)
-
-
-def _num(t: pa.DataType) -> bool:
-    return pa.types.is_integer(t) or pa.types.is_floating(t)
-
-
 def _text(t: pa.DataType) -> bool:
     return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
 
@@ -248,9 +279,29 @@ def castable(src: pa.DataType, dst: pa.DataType) -> bool:
     """
     if src == dst or pa.types.is_null(src):
         return True
-    if _list_like(src) and _list_like(dst):
+    if is_list_type(src) and is_list_type(dst):
         return castable(src.value_type, dst.value_type)
-    return (_num(src) and _num(dst)) or (_text(src) and _text(dst))
+    return (is_numeric_type(src) and is_numeric_type(dst)) or (_text(src) and _text(dst))
+
+
+def check_columns(f: InputFile, have: pa.Schema, schema: pa.Schema, cols: Sequence[str]) -> bool:
+    """Refuse a file (footer schema ``have``) that lacks a column of ``cols`` or types one beyond a cast.
+
+    Returns True when every column already has the type of ``schema`` (no cast needed).
+    """
+    missing = [c for c in cols if c not in have.names]
+    if missing:
+        raise InputError(
+            f"file {f.uri!r} has no column {missing[0]!r} (it has {', '.join(have.names)}); "
+            "every file of the input must have the same columns"
+        )
+    bad = next((c for c in cols if not castable(have.field(c).type, schema.field(c).type)), None)
+    if bad is not None:
+        raise InputError(
+            f"file {f.uri!r}: column {bad!r} has type {have.field(bad).type} but the first file has "
+            f"{schema.field(bad).type}; every file of the input must have the same schema"
+        )
+    return all(have.field(c).type == schema.field(c).type for c in cols)
 
 
 def read_file(f: InputFile, schema: pa.Schema, columns: Sequence[str], batch_rows: int,
@@ -272,19 +323,7 @@ def read_file(f: InputFile, schema: pa.Schema, columns: Sequence[str], batch_row
         with f.loc.fs.open_input_file(f.loc.path) as fh:
             pf = pq.ParquetFile(fh, buffer_size=1 << 20, pre_buffer=False)
             have = pf.schema_arrow
-            missing = [c for c in cols if c not in have.names]
-            if missing:
-                raise InputError(
-                    f"file {f.uri!r} has no column {missing[0]!r} (it has {', '.join(have.names)}); "
-                    "every file of the input must have the same columns"
-                )
-            same = all(have.field(c).type == schema.field(c).type for c in cols)
-            bad = next((c for c in cols if not castable(have.field(c).type, schema.field(c).type)), None)
-            if bad is not None:
-                raise InputError(
-                    f"file {f.uri!r}: column {bad!r} has type {have.field(bad).type} but the first file has "
-                    f"{schema.field(bad).type}; every file of the input must have the same schema"
-                )
+            same = check_columns(f, have, schema, cols)
             for batch in pf.iter_batches(batch_size=batch_rows, columns=cols, use_threads=False):
                 if not batch.num_rows:
                     continue

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+import stat
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -28,7 +29,8 @@ import pyarrow.fs as pafs
 from rnnjit.errors import InputError
 
 TMP_MARK = ".rnnjit-tmp-"
-_TMP_RE = re.compile(r"\.rnnjit-tmp-(\d+)(?:-(.+))?$")
+# pid, then host (older versions: pid only, or pid-host), then mkstemp's random characters
+_TMP_RE = re.compile(r"\.rnnjit-tmp-(\d+)(?:-(.+?))?(?:-[a-z0-9_]{8})?$")
 
 
 @dataclass(frozen=True)
@@ -61,8 +63,66 @@ class Location:
         return self.path.rstrip("/").rsplit("/", 1)[-1]
 
 
+URI_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
 def is_uri(text: str) -> bool:
-    return bool(re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", str(text)))
+    return bool(URI_RE.match(str(text)))
+
+
+def split_query(uri: str) -> tuple[str, str]:
+    """``(uri without its query, "?query" or "")``: ``s3://b/out/?endpoint_override=h`` is the folder ``out/``."""
+    head, sep, query = str(uri).partition("?")
+    return head, sep + query
+
+
+def ends_in_slash(text: str) -> bool:
+    """True for a name that says "directory": a trailing ``/``, before any URI query string."""
+    text = str(text)
+    if is_uri(text):
+        text = split_query(text)[0]
+    return text.endswith("/") or text.endswith(os.sep)
+
+
+_SECRET_PARAMS = re.compile(r"((?:access_key|secret_key|session_token|sas_token|account_key)=)[^&]*", re.I)
+
+
+def shown(uri: str) -> str:
+    """A URI as messages show it: secrets in its query replaced by ``***``."""
+    return _SECRET_PARAMS.sub(r"\1***", str(uri))
+
+
+_CREDENTIALS = ("ACCESS_DENIED", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken",
+                "Forbidden", "HTTP status 403", "HTTP status 401", "No credentials", "credentials")
+_CONNECTION = ("NETWORK_CONNECTION", "Could not connect", "Couldn't connect", "Connection refused",
+               "Could not resolve host", "Couldn't resolve host", "curlCode", "timed out", "Timeout")
+
+
+def store_hint(exc: BaseException) -> str | None:
+    """The hint for a failure of the store itself (credentials, permissions, the endpoint), else None."""
+    text = str(exc)
+    if any(k in text for k in _CREDENTIALS):
+        return "check the credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, a profile) and the permissions"
+    if "Permission denied" in text:
+        return "check its permissions (and that this user may read it)"
+    if any(k in text for k in _CONNECTION):
+        return ("check the endpoint (AWS_ENDPOINT_URL, or ?endpoint_override=HOST:PORT&scheme=http in the URI) "
+                "and that it is reachable")
+    return None
+
+
+def _from_uri(text: str) -> tuple[pafs.FileSystem, str]:
+    """`pyarrow.fs.FileSystem.from_uri`, with glob characters allowed in the path (its parser refuses ``[``)."""
+    head, query = split_query(text)
+    scheme, rest = head.split("://", 1)
+    cut = min((rest.find(c) for c in "*?[" if c in rest), default=-1)
+    if cut < 0:
+        return pafs.FileSystem.from_uri(text)
+    slash = rest.rfind("/", 0, cut)
+    if slash < 0:
+        raise ValueError("a glob in the bucket or host name")
+    fs, base = pafs.FileSystem.from_uri(f"{scheme}://{rest[:slash]}{query}")
+    return fs, base.rstrip("/") + rest[slash:]
 
 
 def resolve(location, filesystem: pafs.FileSystem | None = None) -> Location:
@@ -77,14 +137,14 @@ def resolve(location, filesystem: pafs.FileSystem | None = None) -> Location:
         return Location(filesystem, text, text)
     if is_uri(text):
         try:
-            fs, path = pafs.FileSystem.from_uri(text)
+            fs, path = _from_uri(text)
         except (pa.ArrowException, OSError, ValueError) as exc:
             msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise InputError(
-                f"cannot open {text!r}: {msg}; rnnjit reads what pyarrow.fs reads (file://, s3://, gs://, "
-                "hdfs://, abfs:// when this pyarrow was built with them); check the URI and credentials"
-            ) from exc
-        return Location(fs, path, text)
+            hint = store_hint(exc) or (
+                "rnnjit reads what pyarrow.fs reads (file://, s3://, gs://, hdfs://, abfs:// when this pyarrow was "
+                "built with them); check the URI and credentials")
+            raise InputError(f"cannot open {shown(text)!r}: {shown(msg)}; {hint}") from exc
+        return Location(fs, path, split_query(text)[0])  # messages never show the query (it may hold keys)
     return Location(pafs.LocalFileSystem(), os.path.abspath(text), text)
 
 
@@ -104,11 +164,75 @@ def is_dir(loc: Location) -> bool:
 
 # --------------------------------------------------------------------------- temporary names
 _HOST = socket.gethostname().replace("/", "_")
+_RAND = 8  # random characters that end a temporary name (mkstemp's count)
 
 
-def temp_name(name: str) -> str:
-    """Hidden temporary name for ``name``, carrying this process's pid and host."""
-    return f".{name}{TMP_MARK}{os.getpid()}-{_HOST}"
+def temp_prefix(name: str) -> str:
+    """The start of a temporary name for ``name``: hidden, then this process's pid and host.
+
+    The pid and host let a later run tell a dead run's leftovers from a live
+    one's; the name ends in random characters (`open_temp`), so it cannot be
+    guessed and planted in advance.
+    """
+    return f".{name}{TMP_MARK}{os.getpid()}-{_HOST}-"
+
+
+def open_temp(target: "Location"):
+    """Create a temporary file beside ``target``; returns ``(location, binary file object)``.
+
+    On a local disk the file is created by `tempfile.mkstemp` in the target's
+    directory: an unpredictable name, created exclusively (``O_CREAT|O_EXCL``
+    never follows a link planted under that name), mode 0600 until `finish_mode`.
+    Elsewhere (object stores: no links) the name carries a random token.
+    """
+    directory = target.parent()
+    prefix = temp_prefix(target.name)
+    if target.local:
+        import tempfile
+
+        fd, path = tempfile.mkstemp(prefix=prefix, dir=directory.path)
+        try:
+            fh = os.fdopen(fd, "wb")
+        except BaseException:
+            os.close(fd)
+            os.unlink(path)
+            raise
+        return Location(target.fs, path, directory.join(os.path.basename(path)).uri), fh
+    import secrets
+
+    loc = directory.join(prefix + secrets.token_hex(_RAND // 2))
+    return loc, loc.fs.open_output_stream(loc.path)
+
+
+_UMASK: list[int] = []
+
+
+def _umask() -> int:
+    if not _UMASK:
+        try:  # Linux: read it without changing it (os.umask would, for every thread)
+            with open("/proc/self/status") as fh:
+                _UMASK.append(next(int(ln.split()[1], 8) for ln in fh if ln.startswith("Umask:")))
+        except (OSError, StopIteration, ValueError):
+            old = os.umask(0o022)
+            os.umask(old)
+            _UMASK.append(old)
+    return _UMASK[0]
+
+
+def finish_mode(tmp: "Location", target: "Location") -> None:
+    """Give a local temporary file the mode its rename will publish.
+
+    The mode of the file it replaces (``--overwrite`` keeps a 0600 output
+    0600), else the umask's for a new file, as ``open()`` would have made it.
+    """
+    if not tmp.local:
+        return
+    try:
+        st = os.lstat(target.path)
+        mode = stat.S_IMODE(st.st_mode) if stat.S_ISREG(st.st_mode) else None
+    except FileNotFoundError:
+        mode = None
+    os.chmod(tmp.path, mode if mode is not None else 0o666 & ~_umask())
 
 
 def _pid_alive(pid: int) -> bool:
@@ -121,27 +245,51 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _own_dead_temp(info: pafs.FileInfo, local: bool) -> bool:
+    """True for a temporary file that a dead run of this host, as this user, created."""
+    m = _TMP_RE.search(info.base_name)
+    if not m or not info.base_name.startswith("."):
+        return False
+    pid, host = int(m.group(1)), m.group(2)
+    if (host or _HOST) != _HOST or pid == os.getpid() or _pid_alive(pid):
+        return False
+    if local:  # a regular file of ours, not a link someone planted under a temporary-looking name
+        try:
+            st = os.lstat(info.path)
+        except OSError:
+            return False
+        return stat.S_ISREG(st.st_mode) and st.st_uid == os.getuid()
+    return True
+
+
+def _walk_local(root: str, recursive: bool):
+    """``FileInfo`` of the files under ``root`` without following symbolic links."""
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        for n in filenames:
+            yield pafs.FileInfo(os.path.join(dirpath, n), pafs.FileType.File)
+        if not recursive:
+            return
+
+
 def remove_stale_temps(directory: Location, recursive: bool = False) -> int:
     """Remove temporary files of dead runs of this host in ``directory``; returns how many.
 
     A temporary name carries the writer's pid and host: only files of this host
     whose pid is no longer alive are removed (another machine's run, or one
-    still going, is left alone). Names from older versions (pid only) count as
-    this host's.
+    still going, is left alone). On a local disk only regular files owned by
+    this user are removed, and no symbolic link is followed or removed: the
+    clean-up touches only what an rnnjit run of this user created.
     """
     try:
-        infos = directory.fs.get_file_info(pafs.FileSelector(directory.path, recursive=recursive))
+        if directory.local:
+            infos = list(_walk_local(directory.path, recursive))
+        else:
+            infos = directory.fs.get_file_info(pafs.FileSelector(directory.path, recursive=recursive))
     except (FileNotFoundError, pa.ArrowException, OSError):
         return 0
     removed = 0
     for info in infos:
-        if info.type != pafs.FileType.File:
-            continue
-        m = _TMP_RE.search(info.base_name)
-        if not m or not info.base_name.startswith("."):
-            continue
-        pid, host = int(m.group(1)), m.group(2)
-        if (host or _HOST) != _HOST or pid == os.getpid() or _pid_alive(pid):
+        if info.type != pafs.FileType.File or not _own_dead_temp(info, directory.local):
             continue
         try:
             directory.fs.delete_file(info.path)

@@ -12,11 +12,13 @@ import pyarrow as pa
 from rnnjit.errors import InputTypeError
 
 
-def _is_list(t) -> bool:
+def is_list_type(t: pa.DataType) -> bool:
+    """Any Arrow list: list, large_list or fixed_size_list (the one check every reader uses)."""
     return pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)
 
 
-def _is_num(t) -> bool:
+def is_numeric_type(t: pa.DataType) -> bool:
+    """An integer or floating type: what a feature or state value may be."""
     return pa.types.is_floating(t) or pa.types.is_integer(t)
 
 
@@ -50,7 +52,7 @@ def as_steps(arr: pa.Array, input_size: int, column: str) -> pa.Array:
             pa.list_(steps.type, shape[0]), len(storage), [storage.buffers()[0]],
             offset=storage.offset, children=[steps],
         )
-    if _is_list(t) and _is_num(t.value_type):
+    if is_list_type(t) and is_numeric_type(t.value_type):
         if input_size != 1:
             raise InputTypeError(
                 f"column {column!r} has type {t}; expected list<list<float>> ({input_size} values per step): "

@@ -1,8 +1,10 @@
 """Output sinks: Parquet, CSV or JSON lines, written under a temporary name and renamed when complete.
 
-A sink writes to a hidden temporary file beside its target (the name carries
-this process's pid and host, so a later run can tell a dead run's leftovers
-from a live one's) and `commit` renames it into place; `abort` removes it. No
+A sink writes to a hidden temporary file beside its target, created
+exclusively under an unpredictable name (`rnnjit.io.fs.open_temp`: the name
+also carries this process's pid and host, so a later run can tell a dead run's
+leftovers from a live one's), and `commit` gives it the mode of the file it
+replaces (or the umask's) and renames it into place; `abort` removes it. No
 reader ever sees a half-written file under the target name. Standard output
 has no such promise: what was printed stays printed.
 
@@ -19,7 +21,8 @@ import sys
 import pyarrow as pa
 
 from rnnjit.io import killpoints
-from rnnjit.io.fs import Location, temp_name
+from rnnjit.io.signals import held
+from rnnjit.io.fs import Location, finish_mode, open_temp
 from rnnjit.io.text import csv_header_names, csv_table, jsonl_rows
 from rnnjit.io.targets import FileTarget
 
@@ -49,19 +52,26 @@ class Sink:
         self._buf: list[pa.RecordBatch] = []
         self._buf_rows = self._buf_bytes = 0
         self._writer = None
-        self._fh = None
+        self._fh = self._raw = None
         self._csv_header = True
         if target is None:
             self.tmp = None
             self._fh = sys.stdout.buffer
             return
-        self.tmp = target.parent().join(temp_name(target.name))
-        if fmt == "parquet":
-            import pyarrow.parquet as pq
+        with held():  # a SIGTERM between creating the file and storing its name would leave it behind
+            self.tmp, self._raw = open_temp(target)
+        try:
+            if fmt == "parquet":
+                import pyarrow.parquet as pq
 
-            self._writer = pq.ParquetWriter(self.tmp.path, schema, filesystem=self.tmp.fs)
-        else:
-            self._fh = self.tmp.fs.open_output_stream(self.tmp.path, compression=compression)
+                self._writer = pq.ParquetWriter(self._raw, schema)
+            elif compression:
+                self._fh = pa.CompressedOutputStream(self._raw, compression)
+            else:
+                self._fh = self._raw
+        except BaseException:
+            self.abort()
+            raise
 
     @classmethod
     def for_file(cls, target: FileTarget, schema: pa.Schema, **kw) -> "Sink":
@@ -109,12 +119,16 @@ class Sink:
             else:
                 self._fh.close()
             self._fh = None
+        if self._raw is not None and not self._raw.closed:
+            self._raw.close()  # a compressed stream or a Parquet writer may leave the file open
+        self._raw = None
 
     def commit(self) -> None:
         """Finish the file and rename it into place (atomic on a local disk; see `rnnjit.io.fs`)."""
         self._close()
         if self.tmp is None:
             return
+        finish_mode(self.tmp, self.target)
         killpoints.reach("commit")
         self.tmp.fs.move(self.tmp.path, self.target.path)
         killpoints.reach("renamed")

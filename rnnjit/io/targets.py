@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import pyarrow.fs as pafs
 
 from rnnjit.errors import InputError
-from rnnjit.io.fs import Location, is_uri, resolve
+from rnnjit.io.fs import Location, ends_in_slash, is_uri, resolve
 
 FORMATS = ("parquet", "csv", "jsonl")
 OUTPUT_LAYOUTS = ("file", "dataset")
@@ -86,7 +86,7 @@ def wants_dataset(output, layout: str | None, filesystem=None) -> bool:
         return False
     if layout:
         return layout == "dataset"
-    if text.endswith("/") or text.endswith(os.sep):
+    if ends_in_slash(text):
         return True
     loc = resolve(output, filesystem)
     return loc.info().type == pafs.FileType.Directory

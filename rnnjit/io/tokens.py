@@ -45,7 +45,7 @@ def decode_tokens(col, n_embeddings: int, column: str = "tokens", row_name=None)
     if not is_token_type(arr.type):
         raise InputTypeError(
             f"column {column!r} has type {arr.type}; this model starts with an embedding and takes token ids: "
-            "expected list<int> (one row per sequence, one id per step); for one row per step use --layout long "
+            "expected list<int> (one row per sequence, one id per step); for one row per step use layout='long' "
             "with the id column as the only feature column"
         )
     B = len(arr)

@@ -7,15 +7,15 @@ import os
 import re
 import tempfile
 import threading
-from collections.abc import Sequence
 from dataclasses import replace
 
 import pyarrow as pa
 
 from rnnjit import errors
 from rnnjit.errors import InputError, RnnjitError
+from rnnjit.io.fs import is_uri
 from rnnjit.plan import plan_scoring
-from rnnjit.scoring import OUTPUT_COLUMNS, ScoreOptions, score_batch
+from rnnjit.scoring import OUTPUT_COLUMNS, RunOptions, ScoreOptions, score_batch
 
 _INSTALL = 'the Spark runner needs pyspark 4.1 or later: pip install "rnnjit[spark]"'
 
@@ -79,7 +79,7 @@ def _bundle_bytes(spark, model) -> tuple[bytes, str | None]:
             with open(path, "rb") as fh:
                 return fh.read(), model.dtype.name
     path = os.fspath(model)
-    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", path):  # hdfs://, s3a://, abfss://, file://, ...
+    if is_uri(path):  # hdfs://, s3a://, abfss://, file://, ...
         try:
             rows = spark.read.format("binaryFile").load(path).select("content").take(2)
         except Exception as exc:  # Spark's AnalysisException, Py4J errors: any means unreadable
@@ -201,24 +201,8 @@ def task_threads(spark, threads_per_task: int | None) -> int:
 
 
 # --------------------------------------------------------------------------- the API
-def score_dataframe(
-    df,
-    model,
-    *,
-    features_column: str = "features",
-    id_columns: Sequence[str] = (),
-    output_mode: str | None = None,
-    emit_state: bool = False,
-    on_invalid: str = "error",
-    threads_per_task: int | None = None,
-    layout: str = "list",
-    order_column: str | None = None,
-    feature_columns: Sequence[str] | None = None,
-    h0_column: str | None = None,
-    c0_column: str | None = None,
-    engine: str | None = None,
-    _counts=None,
-):
+def score_dataframe(df, model, options: RunOptions | ScoreOptions | None = None, *,
+                    threads_per_task: int | None = None, _counts=None, **fields):
     """Score a Spark DataFrame; returns a DataFrame with the rows the CLI writes.
 
     Parameters
@@ -231,14 +215,17 @@ def score_dataframe(
         A bundle path on the driver, a URI Spark can read (``hdfs://``,
         ``s3a://``, ``file://``...), or a loaded model. It is broadcast once and
         loaded once per Python worker.
-    features_column, id_columns, output_mode, emit_state, on_invalid, layout,
-    order_column, feature_columns, engine
-        As in ``rnnjit score`` (`rnnjit.scoring.ScoreOptions`).
-    h0_column, c0_column : str, optional
-        Initial-state columns; a name given must exist. Default: ``h0``/``c0``
-        when the input has them.
+    options : RunOptions, or ScoreOptions for its ``score`` part
+        The object `rnnjit.local.score_dataset` takes (its ``layout``,
+        ``order_column``, ``feature_columns`` and ``explicit_state`` apply here).
     threads_per_task : int, optional
-        Numba threads per task; default ``spark.task.cpus``.
+        Numba threads per task; default ``options.score.threads``, else ``spark.task.cpus``.
+    **fields
+        Any field of `RunOptions` or `ScoreOptions` as a keyword
+        (``features_column``, ``id_columns``, ``output_mode``, ``emit_state``,
+        ``on_invalid``, ``engine``, ``layout``...). ``id_columns`` alone also
+        sets the pass-through columns; ``h0_column``/``c0_column`` given here
+        must exist (default: ``h0``/``c0`` when the input has them).
 
     Returns
     -------
@@ -255,34 +242,30 @@ def score_dataframe(
     """
     _pyspark()
     spark = df.sparkSession
-    for flag, given in (("--h0-column", h0_column), ("--c0-column", c0_column)):
-        if given is not None and given not in df.columns:
-            raise InputError(
-                f"state column {given!r} ({flag}) not found; the input has columns {', '.join(df.columns)}; "
-                f"name an existing column, or drop {flag} to start from zeros"
-            )
-    ids = tuple(id_columns)
-    options = ScoreOptions(
-        features_column=features_column,
-        pass_through=ids or None,
-        id_columns=ids,
-        output_mode=output_mode,
-        emit_state=emit_state,
-        on_invalid=on_invalid,
-        h0_column=h0_column or "h0",
-        c0_column=c0_column or "c0",
-        engine=engine,
-        threads=task_threads(spark, threads_per_task),
-    )
+    named = tuple(fields[k] for k in ("h0_column", "c0_column") if fields.get(k) is not None)
+    for k in ("h0_column", "c0_column"):
+        if k in fields and fields[k] is None:
+            del fields[k]  # None: the default name, used when present
+    if "id_columns" in fields and "pass_through" not in fields:
+        fields["id_columns"] = tuple(fields["id_columns"])
+        fields["pass_through"] = fields["id_columns"] or None
+    run = RunOptions.build(options, **fields)
+    run = replace(run, explicit_state=tuple(dict.fromkeys([*run.explicit_state, *named])),
+                  score=replace(run.score, threads=task_threads(spark, threads_per_task or run.score.threads)))
+    return scored_frame(df, model, run, counts=_counts)[0]
+
+
+def scored_frame(df, model, run: RunOptions, *, counts=None):
+    """``(scored DataFrame, plan)`` for ``run`` as it is (``run.score.threads``: per task, already set)."""
+    spark = df.sparkSession
     bundle, local = _ship(spark, model)
-    plan = plan_scoring(
-        local, _arrow_schema(df), options, layout=layout, order_column=order_column, feature_columns=feature_columns
-    )
+    plan = plan_scoring(local, _arrow_schema(df), run.score, layout=run.layout, order_column=run.order_column,
+                        feature_columns=run.feature_columns, explicit_state=run.explicit_state)
     df = df.select(*plan.columns)
     if plan.long is not None:
         ids = list(plan.long.id_columns)
         df = df.repartition(*ids).sortWithinPartitions(*ids, plan.long.order_column)
-    return df.mapInArrow(_score_partition(bundle, plan, _counts), spark_schema(plan.output_schema, df.schema))
+    return df.mapInArrow(_score_partition(bundle, plan, counts), spark_schema(plan.output_schema, df.schema)), plan
 
 
 def score_udf(model, *, output_mode: str | None = None, on_invalid: str = "error", engine: str | None = None,
