@@ -34,15 +34,26 @@ __all__ = [
 ]
 
 
-def load(path, *, dtype=None) -> Model:
-    """Load and validate a bundle written by `convert`; see `rnnjit.bundle.load`."""
+def load(path, *, dtype=None, precision="float32", memory_limit=None) -> Model:
+    """Load and validate a bundle written by `convert`; see `rnnjit.bundle.load`.
+
+    ``precision``: "float32" (default), "bf16" or "int8" (`rnnjit.spec.PRECISIONS`).
+    ``memory_limit`` (bytes, or ``"4G"``): what the file may make rnnjit allocate;
+    default ``$RNNJIT_MEMORY_LIMIT`` or 1 GiB (`rnnjit.memory`).
+    """
     from rnnjit.bundle import load as _load
 
-    return _load(path, dtype=dtype)
+    return _load(path, dtype=dtype, precision=precision, memory_limit=memory_limit)
 
 
-def convert(src, out, **kwargs):
-    """Convert a PyTorch weight file to a bundle; see `rnnjit.converter.convert`."""
+def convert(src, out, *, memory_limit=None, **kwargs):
+    """Convert a PyTorch weight file to a bundle; see `rnnjit.converter.convert`.
+
+    ``memory_limit`` (bytes, or ``"4G"``): what the weight file may make rnnjit
+    allocate; default ``$RNNJIT_MEMORY_LIMIT`` or 1 GiB (`rnnjit.memory`).
+    """
     from rnnjit.converter import convert as _convert
+    from rnnjit.memory import limited
 
-    return _convert(src, out, **kwargs)
+    with limited(memory_limit):
+        return _convert(src, out, **kwargs)

@@ -19,8 +19,11 @@ from typing import Any
 
 import numpy as np
 
+from rnnjit import bundle_schema
 from rnnjit.errors import BundleError, WeightFileError
 from rnnjit.formats.npz import arrays as npz_arrays
+from rnnjit.files import regular_file
+from rnnjit.memory import BundleMemoryError, MemoryBudget
 from rnnjit.infer import check_rnn_weights
 from rnnjit.model import Model
 from rnnjit.kinds import KINDS
@@ -58,13 +61,15 @@ def _umask() -> int:
     return mask
 
 
-def read_config(path: str | os.PathLike) -> dict[str, Any]:
+def read_config(path: str | os.PathLike, *, memory_limit: int | str | None = None) -> dict[str, Any]:
     """The bundle's JSON document, without loading or checking the weights."""
-    config, _ = _read(path, weights=False)
+    config, _ = _read(path, weights=False, memory_limit=memory_limit)
     return config
 
 
-def load(path: str | os.PathLike, *, dtype: str | None = None) -> Model:
+def load(
+    path: str | os.PathLike, *, dtype: str | None = None, precision: str = "float32", memory_limit: int | str | None = None
+) -> Model:
     """Load and validate a bundle.
 
     Parameters
@@ -73,17 +78,27 @@ def load(path: str | os.PathLike, *, dtype: str | None = None) -> Model:
     dtype : "float32" or "float64", optional
         Compute dtype; default is the bundle's own (float32 unless the model
         was float64 in PyTorch).
+    precision : "float32", "bf16" or "int8"
+        What the recurrent products compute in (`rnnjit.spec.PRECISIONS`):
+        "float32" is the dtype's own; "bf16" rounds weights and each step's
+        input and state to bfloat16 for the products (AVX512_BF16); "int8"
+        quantizes weights per row and each step's input and state per sequence
+        (AVX512_VNNI). Everything else stays float32. The bundle's weights are
+        unchanged.
+    memory_limit : int or str, optional
+        What the file may make rnnjit allocate (inflated members, in total),
+        e.g. ``"4G"``; default ``$RNNJIT_MEMORY_LIMIT`` or 1 GiB (`rnnjit.memory`).
 
     Raises
     ------
     BundleError
         For anything wrong with the file, naming the key and both shapes.
     """
-    config, weights = _read(path, weights=True)
+    config, weights = _read(path, weights=True, memory_limit=memory_limit)
     chain, output, bundle_dtype = validate(config, weights, path)
     if dtype is not None and str(dtype) not in DTYPES:
         raise BundleError(f"dtype {dtype!r} is not supported; expected one of {', '.join(DTYPES)}")
-    return Model(chain, weights, output=output, dtype=str(dtype or bundle_dtype), config=config)
+    return Model(chain, weights, output=output, dtype=str(dtype or bundle_dtype), config=config, precision=precision)
 
 
 def validate(config: Mapping[str, Any], weights: Mapping[str, np.ndarray], path="bundle"):
@@ -97,13 +112,15 @@ def validate(config: Mapping[str, Any], weights: Mapping[str, np.ndarray], path=
     for spec in (s.rnn for s in chain if KINDS[s.kind].recurrent):
         _check_sizes(spec, weights, path)
     _check_weights(chain, weights, path)
+    bundle_schema.check_values(chain, weights, path)
     return chain, output, dtype
 
 
-def _read(path, *, weights: bool):
+def _read(path, *, weights: bool, memory_limit=None):
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise BundleError(f"bundle {path} does not exist; create one with `rnnjit convert model.pth --output {path}`")
+    regular_file(path, "bundle", BundleError)
     # Members are read by rnnjit.formats.npz, which checks every .npy header's
     # claimed size against the file before allocating (np.load does not).
     try:
@@ -112,7 +129,8 @@ def _read(path, *, weights: bool):
                 raise BundleError(f"{path} holds a single array, not a bundle; re-create it with `rnnjit convert`")
             fh.seek(0)
             config, arrays = None, {}
-            for key, arr in npz_arrays(fh, str(path)):
+            budget = MemoryBudget(str(path), memory_limit, BundleMemoryError)
+            for key, arr in npz_arrays(fh, str(path), budget):
                 if key == CONFIG_KEY:
                     config = _parse_config(arr, path)
                     if not weights:
@@ -154,6 +172,7 @@ def _check_config(config: dict, path):
             f"format_version {version!r} is not supported by rnnjit (knows 1..{FORMAT_VERSION}); "
             "upgrade rnnjit or re-convert the model"
         )
+    bundle_schema.check_document(config, path)  # every key's JSON type and range, before anything reads them
     try:
         if version == 1:
             chain = (rnn_step(RNNSpec.from_dict(config["rnn"])),

@@ -1,6 +1,6 @@
 """Engine selection: ``"numba"`` (compiled kernels, default) or ``"numpy"`` (reference).
 
-An engine is a module with ``prepare(spec, weights)`` and
+An engine is a module with ``prepare(spec, weights, precision=None)`` and
 ``run(prepared, x, lengths, h0, c0, select, threads, table=None)``; the
 contract is in `rnnjit.reference`. ``select`` and ``table`` also carry the
 steps an engine runs inside its launch (a pooling, an embedding's table; see
@@ -147,3 +147,13 @@ def engine_threads(name: str, threads: int | None) -> int:
     import numba
 
     return int(numba.get_num_threads())
+
+
+def check_precision(precision: str, name: str) -> None:
+    """Raise `PrecisionUnavailableError` when engine ``name`` (resolved) cannot run ``precision`` here.
+
+    The numba engine needs the CPU instructions of the precision's products
+    (`rnnjit.kernels.check_precision`); the numpy engine emulates them (slowly).
+    """
+    if name == "numba" and precision != "float32":
+        _load_numba()[0].check_precision(precision)

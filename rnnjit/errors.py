@@ -33,3 +33,7 @@ class InputError(RnnjitError):
 
 class InputTypeError(InputError, TypeError):
     """Input has the wrong type or dtype."""
+
+
+class PrecisionUnavailableError(InputError):
+    """A reduced precision was asked for on a CPU (or compile target) without the instructions it needs."""

@@ -97,6 +97,7 @@ class Summary(ScoreStats):
     notes: list[str] = field(default_factory=list)
     engine: str = ""  # the engine that ran and its threads (rnnjit.engines)
     threads: int = 0
+    precision: str = ""  # what the recurrent products computed in (rnnjit.spec.PRECISIONS)
 
     @property
     def rows_per_second(self) -> float:
@@ -115,6 +116,7 @@ class Summary(ScoreStats):
             files += f", {self.files_removed:,} stale removed" if self.files_removed else ""
             files += ")"
         ran = f", engine {self.engine} ({self.threads} thread{'s' if self.threads != 1 else ''})" if self.engine else ""
+        ran += f", precision {self.precision}" if self.precision else ""
         notes = "".join(f"; {n.removeprefix('warning: ')}" for n in self.notes)
         return (
             f"scored {what} ({self.invalid:,} invalid, {self.empty:,} empty) in {self.seconds:.2f} s, "
@@ -126,7 +128,7 @@ def _warm_up(model, options: ScoreOptions) -> None:
     try:
         # the model's own input: token ids, or the first step's width (not the recurrent module's)
         x = np.zeros((1, 1), np.int64) if model.takes_tokens else np.zeros((1, 1, model.input_size), model.dtype)
-        model.predict(x, engine=options.engine)
+        model.with_precision(options.precision).predict(x, engine=options.engine)
     except Exception:  # noqa: BLE001 - the real call reports any problem
         pass
 
@@ -241,6 +243,7 @@ def score_dataset(
         progress = sys.stderr.isatty()
     summary.engine = resolve_engine(run.score.engine)
     summary.threads = engine_threads(summary.engine, run.score.threads)
+    summary.precision = run.score.precision or model.precision
     bar = Progress(inputs.count_rows() if progress else None, bool(progress))
     try:
         with sigterm_as_interrupt():

@@ -19,6 +19,7 @@ chain order (see `rnnjit.scoring`). A single module keeps PyTorch's plain
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -28,8 +29,20 @@ from rnnjit.engines import get_engine
 from rnnjit.errors import InputError, InputTypeError
 from rnnjit.inputs import check_features, check_lengths, check_tokens
 from rnnjit.kinds import KINDS
-from rnnjit.spec import OUTPUT_MODES, RNNSpec, Step, chain_widths, input_width, rnn_step
+from rnnjit.spec import OUTPUT_MODES, PRECISIONS, RNNSpec, Step, chain_widths, input_width, rnn_step
 from rnnjit.steps import renorm_rows  # noqa: F401 - its home until the table; callers import it from here
+
+
+def check_precision(precision, dtype: np.dtype) -> str:
+    """``precision`` if it is one of `PRECISIONS` and computes with ``dtype``, else an `InputError`."""
+    if precision not in PRECISIONS:
+        raise InputError(f"precision {precision!r} is not known; expected one of {', '.join(PRECISIONS)}")
+    if precision != "float32" and dtype != np.float32:
+        raise InputError(
+            f"precision {precision!r} computes everything outside its products in float32, not {dtype.name}; "
+            f"load the bundle with dtype='float32' (the default) to use it"
+        )
+    return precision
 
 
 class Model:
@@ -50,6 +63,7 @@ class Model:
         output: str = "last",
         dtype: str = "float32",
         config: Mapping[str, Any] | None = None,
+        precision: str = "float32",
     ) -> None:
         if isinstance(chain, RNNSpec):
             chain = (rnn_step(chain), *head)
@@ -57,6 +71,7 @@ class Model:
             weights = head
         self.chain = tuple(chain)
         self.dtype = np.dtype(dtype)
+        self.precision = check_precision(precision, self.dtype)
         self.weights = {k: np.ascontiguousarray(v, dtype=self.dtype) for k, v in weights.items()}
         # what scoring reads: the bundle's weights, with what a step replaces (an embedding's max_norm)
         self._scoring = dict(self.weights)
@@ -67,8 +82,21 @@ class Model:
         self._rnn_index = tuple(i for i, s in enumerate(self.chain) if KINDS[s.kind].recurrent)
         self._output_dim = chain_widths(self.chain)
         self._prepared: dict[tuple[str, int], Any] = {}
+        self._variants: dict[str, Model] = {}  # `with_precision`
         self._fused_into = self._fusions()
         self._fused = frozenset(j for js in self._fused_into.values() for j in js)
+
+    def with_precision(self, precision: str | None) -> Model:
+        """This model scoring at ``precision`` (None: as it is): the same weights, its own prepared kernels."""
+        if precision is None or precision == self.precision:
+            return self
+        other = self._variants.get(precision)
+        if other is None:
+            other = copy.copy(self)
+            other.precision = check_precision(precision, self.dtype)
+            other._prepared, other._variants = {}, {self.precision: self}
+            self._variants[precision] = other
+        return other
 
     def _fusions(self) -> dict[int, tuple[int, ...]]:
         """Recurrent step index -> the steps its engine launch runs, in chain order.
@@ -165,12 +193,16 @@ class Model:
             return (
                 f"Model(cell={s.cell!r}, input_size={s.input_size}, hidden_size={s.hidden_size}, "
                 f"proj_size={s.proj_size}, num_layers={s.num_layers}, bidirectional={s.bidirectional}, "
-                f"output={self.output!r}, output_dim={self.output_dim}, dtype={self.dtype.name!r})"
+                f"output={self.output!r}, output_dim={self.output_dim}, dtype={self.dtype.name!r}"
+                f"{self._precision_repr()})"
             )
         return (
             f"Model(chain={self.describe()!r}, input_size={self.input_size}, output={self.output!r}, "
-            f"output_dim={self.output_dim}, dtype={self.dtype.name!r})"
+            f"output_dim={self.output_dim}, dtype={self.dtype.name!r}{self._precision_repr()})"
         )
+
+    def _precision_repr(self) -> str:
+        return "" if self.precision == "float32" else f", precision={self.precision!r}"
 
     # --------------------------------------------------------------- scoring
     def predict(
@@ -269,7 +301,8 @@ class Model:
     def _prepare(self, eng, i: int):
         key = (eng.__name__, i)
         if key not in self._prepared:
-            self._prepared[key] = eng.prepare(self.chain[i].rnn, self._scoring)
+            precision = None if self.precision == "float32" else self.precision  # None: the weights' dtype
+            self._prepared[key] = eng.prepare(self.chain[i].rnn, self._scoring, precision)
         return self._prepared[key]
 
     # ------------------------------------------------------------ validation

@@ -18,6 +18,17 @@ kernels this module chooses, in order:
    another user could write to is never used);
 5. no cache: the kernels compile in every process (a few seconds).
 
+numba unpickles the cache's index and loads the machine code it points to, so
+a cache directory another user can write to lets that user run code in this
+process. Every place is used only when it is a directory owned by this user,
+not writable by group or others, and writable (`trust_problem`); the
+directory next to the sources may instead share the sources' owner and
+permissions (a cache there is no easier to plant than the code itself). A
+place that fails is skipped for the next one; when the environment named it
+(``NUMBA_CACHE_DIR``, ``XDG_CACHE_HOME``) or someone else owns it, one
+`NumbaCacheWarning` per process says so. ``rnnjit bench`` reports the place
+really used.
+
 Only rnnjit's own kernels see choices 3-5 (numba's setting is restored after
 the import); other numba code in the process keeps numba's defaults.
 
@@ -31,7 +42,9 @@ from __future__ import annotations
 
 import importlib
 import os
+import stat
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -49,30 +62,49 @@ class NumbaLoadError(Exception):
         self.fix = fix
 
 
+class NumbaCacheWarning(RuntimeWarning):
+    """A cache directory was not used (not trusted or not writable); the kernels use the next place."""
+
+
 @dataclass(frozen=True)
 class CachePlan:
-    """Where the kernels' compiled code is cached: ``source`` names the rule, ``path`` the directory."""
+    """Where the kernels' compiled code is cached: ``source`` names the rule, ``path`` the directory.
+
+    ``refused`` holds one line per place that was skipped with a reason worth a warning.
+    """
 
     source: str  # "NUMBA_CACHE_DIR" | "next to the sources" | "user cache" | "temporary" | "none"
     path: str | None
+    refused: tuple[str, ...] = ()
 
     def describe(self) -> str:
         return f"{self.path} ({self.source})" if self.path else "none (the kernels compile in every process)"
 
 
-def _writable(path: Path, private: bool = False) -> bool:
-    """True when ``path`` exists or can be created and a file can be written in it (what numba checks)."""
+def trust_problem(path: Path, like: Path | None = None) -> str | None:
+    """None when ``path`` is a cache directory safe to use, else why not (created 0700 when missing).
+
+    Safe: a directory owned by this user that group and others cannot write,
+    and that this user can write. With ``like`` (the kernel sources' folder),
+    the owner and write bits of ``like`` are accepted instead.
+    """
     try:
-        path.mkdir(mode=0o700 if private else 0o777, parents=True, exist_ok=True)
-        if private:
-            st = path.stat()
-            # A directory someone else owns or can write to could hold planted machine code.
-            if st.st_uid != os.getuid() or st.st_mode & 0o022:
-                return False
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        st = os.stat(path)
+        if not stat.S_ISDIR(st.st_mode):
+            return "is not a directory"
+        mode = stat.S_IMODE(st.st_mode)
+        ref = os.stat(like) if like is not None else None
+        owner_ok = st.st_uid == os.getuid() or (ref is not None and st.st_uid == ref.st_uid)
+        if not owner_ok:
+            return f"is owned by another user (uid {st.st_uid})"
+        extra = mode & 0o022 & ~(stat.S_IMODE(ref.st_mode) if ref is not None else 0)
+        if extra:
+            return f"can be written by {'group and others' if extra == 0o022 else 'others' if extra & 0o002 else 'its group'} (mode {mode:04o})"
         tempfile.TemporaryFile(dir=path).close()
-    except OSError:
-        return False
-    return True
+    except OSError as exc:
+        return f"cannot be written ({exc.strerror or exc})"
+    return None
 
 
 def user_cache_dir(environ=None) -> Path:
@@ -83,20 +115,30 @@ def user_cache_dir(environ=None) -> Path:
 
 
 def choose_cache(environ=None, kernels_dir: Path = KERNELS_DIR) -> CachePlan:
-    """The first writable place of the order in the module docstring."""
+    """The first trusted, writable place of the order in the module docstring."""
     environ = os.environ if environ is None else environ
+    refused: list[str] = []
     if environ.get("NUMBA_CACHE_DIR"):
-        return CachePlan("NUMBA_CACHE_DIR", environ["NUMBA_CACHE_DIR"])
+        why = trust_problem(Path(environ["NUMBA_CACHE_DIR"]))
+        if why is None:
+            return CachePlan("NUMBA_CACHE_DIR", environ["NUMBA_CACHE_DIR"])
+        refused.append(f"NUMBA_CACHE_DIR={environ['NUMBA_CACHE_DIR']!r} {why}")
     in_tree = kernels_dir / "__pycache__"
-    if _writable(in_tree):
-        return CachePlan("next to the sources", str(in_tree))
+    if trust_problem(in_tree, like=kernels_dir) is None:  # a read-only install: silently the next place
+        return CachePlan("next to the sources", str(in_tree), tuple(refused))
     user = user_cache_dir(environ)
-    if _writable(user):
-        return CachePlan("user cache", str(user))
+    why = trust_problem(user)
+    if why is None:
+        return CachePlan("user cache", str(user), tuple(refused))
+    if environ.get("XDG_CACHE_HOME") or "owned by" in why or "written by" in why:
+        refused.append(f"the user cache {str(user)!r} {why}")
     tmp = Path(tempfile.gettempdir()) / f"rnnjit-numba-{os.getuid()}"
-    if _writable(tmp, private=True):
-        return CachePlan("temporary", str(tmp))
-    return CachePlan("none", None)
+    why = trust_problem(tmp)
+    if why is None:
+        return CachePlan("temporary", str(tmp), tuple(refused))
+    if "owned by" in why or "written by" in why:
+        refused.append(f"the temporary cache {str(tmp)!r} {why}")
+    return CachePlan("none", None, tuple(refused))
 
 
 def _one_line(exc: BaseException) -> str:
@@ -140,11 +182,23 @@ def load_kernels() -> tuple[ModuleType, CachePlan]:
     """
     config, Dispatcher = _import_numba()
     plan = choose_cache()
+    if plan.refused:
+        used = plan.describe() if plan.path else "no cache (the kernels compile in every process)"
+        warnings.warn(
+            NumbaCacheWarning(
+                f"numba cache directory not used: {'; '.join(plan.refused)}; numba would load machine code from it, "
+                f"so rnnjit's kernels use {used} instead; point NUMBA_CACHE_DIR to a directory only you can write"
+            ),
+            stacklevel=2,
+        )
     saved_dir, saved_enable = config.CACHE_DIR, Dispatcher.enable_caching
     try:
         if plan.source in ("user cache", "temporary"):
             config.CACHE_DIR = plan.path
+        elif plan.source == "next to the sources":
+            config.CACHE_DIR = ""  # numba's own first place (a refused NUMBA_CACHE_DIR is not used)
         elif plan.source == "none":
+            config.CACHE_DIR = ""  # not a NUMBA_CACHE_DIR that was refused
             Dispatcher.enable_caching = lambda self: None  # decorate without a cache
         return importlib.import_module(KERNELS), plan
     except RuntimeError as exc:

@@ -52,7 +52,7 @@ class ScorePlan:
         ``locate(n) -> (file, row in file)`` names input rows in long-layout messages.
         """
         if self.long is not None:
-            yield from group_long(iter(batches), self.long, dtype, locate)
+            yield from group_long(iter(batches), self.long, dtype, locate, memory_limit=self.options.memory_limit)
         else:
             for b in batches:
                 yield b, b.num_rows

@@ -7,7 +7,8 @@ with the chain's other steps.
 
 Engine contract (shared with `rnnjit.kernels`):
 
-``prepare(spec, weights) -> prepared`` once per model and dtype, then
+``prepare(spec, weights, precision=None) -> prepared`` once per model and
+precision (None: the weights' dtype; ``"bf16"``: see `bf16_round`), then
 ``run(prepared, x, lengths, h0, c0, select, threads, table=None) -> (y, hn, cn)`` where
 
 - ``x``: (B, T, I) C-contiguous, the weights' dtype; or, with ``table`` (an
@@ -33,22 +34,81 @@ from rnnjit.spec import RNNSpec
 from rnnjit.steps import POOLS, matmul_rows, pool_steps, sigmoid
 
 
-def prepare(spec: RNNSpec, weights: Mapping[str, np.ndarray]):
-    """The spec and, per layer-direction suffix, its weights with the matrices transposed once for `matmul_rows`."""
-    per_direction = {}
+PRECISIONS = ("float32", "float64", "bf16", "int8")
+"""What `prepare` takes as ``precision`` (the numba engine's table: `rnnjit.kernels.precision`)."""
+
+
+def bf16_bits(a: np.ndarray) -> np.ndarray:
+    """float32 -> the bfloat16 nearest to each value (ties to even), as uint32 holding its bits in the low half.
+
+    The rounding of the numba engine's bf16 operands too (`rnnjit.kernels.pack.to_operand`, and per step
+    `rnnjit.kernels.layer.pack_operand`)."""
+    u = np.ascontiguousarray(a, np.float32).view(np.uint32).astype(np.uint64)
+    return ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint32)
+
+
+def bf16_round(a: np.ndarray) -> np.ndarray:
+    """float32 values rounded to the nearest bfloat16 (ties to even), still as float32."""
+    return (bf16_bits(a) << 16).view(np.float32).reshape(np.shape(a))
+
+
+def _same(a):
+    return a
+
+
+def int8_round(a: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Symmetric int8 fake quantization along ``axis``: ``floor(v * inv + 0.5) / inv``, ``inv = 127 / max|v|``.
+
+    The numba engine's int8 inputs per sequence and step (`rnnjit.kernels.layer.pack_operand`), in the same
+    float32 operations; weights per row use `int8_weights`."""
+    a = np.asarray(a, np.float32)
+    top = np.max(np.abs(a), axis=axis, keepdims=True)
+    inv = np.where(top > 0, np.float32(127) / np.where(top > 0, top, 1), np.float32(0)).astype(np.float32)
+    scale = np.where(inv > 0, np.float32(1) / np.where(inv > 0, inv, 1), np.float32(0)).astype(np.float32)
+    return (np.floor(a * inv + np.float32(0.5)) * scale).astype(np.float32)
+
+
+def int8_weights(w: np.ndarray) -> np.ndarray:
+    """Each row rounded to ``floor(w / s + 0.5) * s``, ``s = max|row| / 127`` (`rnnjit.kernels.pack.int8_rows`)."""
+    w = np.asarray(w, np.float32)
+    top = np.max(np.abs(w), axis=1, keepdims=True) if w.shape[1] else np.zeros((w.shape[0], 1), np.float32)
+    sc = np.where(top > 0, top / np.float32(127), np.float32(1)).astype(np.float32)
+    return (np.clip(np.floor(w / sc + np.float32(0.5)), -127, 127) * sc).astype(np.float32)
+
+
+def prepare(spec: RNNSpec, weights: Mapping[str, np.ndarray], precision: str | None = None):
+    """``precision="bf16"`` emulates the numba engine's bf16 products: every weight and bias, and each step's
+    input and state, rounded to bfloat16 before a float32 product; ``"int8"`` its int8 products: weight
+    matrices per row and each step's input and state per sequence rounded to int8 levels (`int8_weights`,
+    `int8_round`), biases exact (slow; the oracles for the kernels)."""
+    if precision not in (None, *PRECISIONS):
+        raise ValueError(f"precision {precision!r} is not known; expected one of {', '.join(PRECISIONS)}")
+    if precision == "int8":  # weight matrices per row (biases stay float), inputs and state per sequence and step
+        mats = {k: int8_weights(v) for k, v in weights.items() if k.startswith(spec.prefix) and np.ndim(v) == 2}
+        return spec, _per_direction(spec, {**weights, **mats}), int8_round
+    if precision != "bf16":
+        return spec, _per_direction(spec, weights), _same
+    rounded = {k: bf16_round(np.asarray(v, np.float32)) if k.startswith(spec.prefix) else v for k, v in weights.items()}
+    return spec, _per_direction(spec, rounded), bf16_round
+
+
+def _per_direction(spec: RNNSpec, weights: Mapping[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
+    """Per layer-direction suffix, its weights by role, the matrices transposed once for `matmul_rows`."""
+    out = {}
     for _, _, sfx in spec.suffixes():
         w = spec.direction_weights(weights, sfx)
         for role in ("ih", "hh", "hr"):
             if role in w:
                 w[role] = np.ascontiguousarray(w[role].T)
-        per_direction[sfx] = w
-    return spec, per_direction
+        out[sfx] = w
+    return out
 
 
-def _step(spec: RNNSpec, w: dict, x_t, h, c):
-    """One time step for the whole batch (``w``'s matrices transposed, see `prepare`). Returns (h', c')."""
-    gi = matmul_rows(x_t, w["ih"])
-    gh = matmul_rows(h, w["hh"])
+def _step(spec: RNNSpec, w: dict, x_t, h, c, rnd=_same):
+    """One time step for the whole batch (``w``'s matrices transposed, `_per_direction`); ``rnd`` rounds each
+    product's input (`prepare`). Returns (h', c')."""
+    gi = matmul_rows(rnd(x_t), w["ih"])
+    gh = matmul_rows(rnd(h), w["hh"])
     if "b_ih" in w:
         gi = gi + w["b_ih"]
         gh = gh + w["b_hh"]
@@ -62,7 +122,7 @@ def _step(spec: RNNSpec, w: dict, x_t, h, c):
         c_new = f * c + i * cand
         h_new = o * np.tanh(c_new)
         if "hr" in w:
-            h_new = matmul_rows(h_new, w["hr"])
+            h_new = matmul_rows(rnd(h_new), w["hr"])
         return h_new, c_new
     if spec.cell == "gru":
         r = sigmoid(gi[:, 0:H] + gh[:, 0:H])
@@ -77,7 +137,7 @@ def _step(spec: RNNSpec, w: dict, x_t, h, c):
 
 def run(prepared, x, lengths, h0=None, c0=None, select="all", threads=None, table=None):
     """Run the recurrent stack; see the module docstring for the contract."""
-    spec, per_direction = prepared
+    spec, per_direction, rnd = prepared
     lengths = np.asarray(lengths, dtype=np.int64)
     if table is not None:  # ids past a sequence's length may be anything: read row 0 there
         ids = np.asarray(x)
@@ -102,7 +162,7 @@ def run(prepared, x, lengths, h0=None, c0=None, select="all", threads=None, tabl
             steps = range(T - 1, -1, -1) if d else range(T)
             for t in steps:
                 active = (t < lengths)[:, None]
-                h_new, c_new = _step(spec, w, layer_in[:, t, :], h, c)
+                h_new, c_new = _step(spec, w, layer_in[:, t, :], h, c, rnd)
                 h = np.where(active, h_new, h)
                 if c is not None:
                     c = np.where(active, c_new, c)

@@ -18,6 +18,10 @@ from rnnjit.kinds import ACTIVATIONS, CELLS, KINDS, POOLS, StepKind  # noqa: F40
 
 GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
 OUTPUT_MODES = ("last", "final", "all")
+PRECISIONS = ("float32", "bf16", "int8")
+"""What the recurrent products compute in (``rnnjit.load(..., precision=)``, ``--precision``): ``float32`` is
+the model's own dtype (float64 too when loaded with ``dtype="float64"``); ``bf16`` and ``int8`` are opt-in
+(the numba engine's table: `rnnjit.kernels.precision`)."""
 STEP_KINDS = tuple(KINDS)
 
 

@@ -82,3 +82,89 @@ def compare_weights(model: Model, path: str | os.PathLike) -> dict[str, Any]:
         "mismatched": mismatched,
         "different": differ,
     }
+
+
+CLASSIFIER_TAILS = {"sigmoid": "0.5 threshold", "softmax": "argmax", "log_softmax": "argmax"}
+"""A chain ending in one of these activations is a classifier: `precision_cost` counts rows whose class changes."""
+
+
+def classifier_rule(model: Model) -> str | None:
+    """How the model's last step picks a class ("argmax" or "0.5 threshold"), or None for other heads."""
+    last = model.chain[-1]
+    return CLASSIFIER_TAILS.get(last.name) if last.kind == "activation" else None
+
+
+def _classes(y: np.ndarray, rule: str) -> np.ndarray:
+    """Per row: the class index (argmax) or every output's side of 0.5 (threshold), as rows of integers."""
+    y = y.reshape(y.shape[0], -1)
+    return np.argmax(y, axis=1)[:, None] if rule == "argmax" else (y > 0.5).astype(np.int8)
+
+
+def compare_outputs(full: np.ndarray, reduced: np.ndarray, rule: str | None) -> dict[str, Any]:
+    """Max and mean abs difference of two (rows, ...) score arrays, and with a classifier ``rule`` the fraction
+    of rows whose class changes (for per-step scores a row is a step)."""
+    full = np.asarray(full, np.float64)
+    reduced = np.asarray(reduced, np.float64)
+    diff = np.abs(full - reduced)
+    out = {
+        "n_rows": int(full.shape[0]),
+        "max_abs_diff": float(diff.max()) if diff.size else 0.0,
+        "mean_abs_diff": float(diff.mean()) if diff.size else 0.0,
+        "rule": rule,
+        "changed": None,
+    }
+    if rule is not None and full.shape[0]:
+        out["changed"] = float(np.mean(np.any(_classes(full, rule) != _classes(reduced, rule), axis=1)))
+    return out
+
+
+def precision_cost(model: Model, precision: str, x, lengths, engine: str | None = None) -> dict[str, Any]:
+    """Score ``x`` at the model's precision and at ``precision``; `compare_outputs` of the two.
+
+    Per-step scores ("all" without pooling) are compared on each sequence's valid steps.
+    """
+    full = model.predict(x, lengths=lengths, engine=engine)
+    reduced = model.with_precision(precision).predict(x, lengths=lengths, engine=engine)
+    if model.returns_steps():
+        valid = np.arange(full.shape[1])[None, :] < np.asarray(lengths)[:, None]
+        full, reduced = full[valid], reduced[valid]
+    return compare_outputs(full, reduced, classifier_rule(model))
+
+
+def reference_input(model: Model):
+    """The reference input stored at convert time: ``(x, lengths)``, or None when the bundle has none."""
+    ref = model.config.get("reference")
+    if not ref:
+        return None
+    x = np.asarray(ref["x"], dtype=np.int64 if model.takes_tokens else model.dtype)
+    return x, np.asarray(ref["lengths"], dtype=np.int64)
+
+
+def _score_rows(column, width: int) -> np.ndarray:
+    """A ``score`` column (nulls dropped) as (rows, width): a row per sequence, or per step for per-step scores."""
+    import pyarrow as pa
+
+    values = column.drop_null()
+    while not (pa.types.is_floating(values.type)):
+        values = values.flatten()
+    return values.to_numpy(zero_copy_only=False).reshape(-1, width)
+
+
+def sample_cost(model: Model, path, precision: str, rows: int, options=None) -> dict[str, Any]:
+    """`compare_outputs` on the first ``rows`` rows of a list-layout Parquet file, scored by `score_batch`
+    (``options``: a `rnnjit.scoring.ScoreOptions`, e.g. the sequence column) at float32 and at ``precision``.
+    Rows that do not decode (null, NaN) are skipped in both."""
+    import dataclasses
+
+    import pyarrow.parquet as pq
+
+    from rnnjit.scoring import ScoreOptions, score_batch
+
+    base = dataclasses.replace(options or ScoreOptions(), pass_through=(), emit_state=False, on_invalid="skip")
+    batch = next(pq.ParquetFile(path).iter_batches(batch_size=rows, columns=[base.features_column]), None)
+    if batch is None:
+        raise BundleError(f"{os.fspath(path)} has no rows; give a Parquet file with sequences to compare on")
+    full = score_batch(model, batch, dataclasses.replace(base, precision="float32")).column("score")
+    reduced = score_batch(model, batch, dataclasses.replace(base, precision=precision)).column("score")
+    w = model.output_dim
+    return compare_outputs(_score_rows(full, w), _score_rows(reduced, w), classifier_rule(model))

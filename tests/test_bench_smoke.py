@@ -115,3 +115,22 @@ def test_the_reference_falls_back_to_one_recorded_pytest_benchmark_run(tmp_path)
     doc["benchmarks"][0]["extra_info"]["paired_torch_ratio"] = 2.5
     assert baseline.torch_ratios(doc) == {"c": 2.5}
     assert baseline.load_reference(tmp_path, "openblas-haswell", quick=False) is None
+
+
+def test_precision_bench_builds_every_engine_and_renders(tmp_path, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("openvino")
+    from bench import precision
+
+    monkeypatch.setattr(precision, "BUDGET_S", 0.0)  # one round: this checks the code, not the speed
+    shape = precision.Shape(3, 4, 5, 8)
+    res = precision.measure(shape, 1, 1, tmp_path)
+    assert set(res) == set(precision.CLASS)
+    assert res["rnnjit float32"]["max_abs"] < 1e-5 and 0 < res["rnnjit bf16"]["max_abs"] < 0.05
+    report = tmp_path / "REPORT.md"
+    report.write_text("# Report\n\nkept\n")
+    table = precision.section({shape.name: res}, 1, "load a", "load b", "cmd", cpu=True)
+    precision.write_section(report, table, precision.NOTES)
+    precision.write_section(report, table, precision.NOTES)  # a second run replaces, not appends
+    text = report.read_text()
+    assert text.count(precision.MARK_START) == 1 and "kept" in text and "| B=3 T=4 I=5 H=8 |" in text

@@ -113,7 +113,7 @@ WEIGHT_FILES = {
     ),
     "100 tensors each expanding one storage to 32 MiB": (
         _pickle_zip(dumps({f"w{i}": Tensor(Storage("0", 4), 0, (1 << 23,), (0,)) for i in range(100)}), {"0": F4}),
-        "more than a \\d+-byte file can hold",
+        "past the memory limit",
     ),
     "dicts shared 2**40 ways (exponential flattening)": (_shared_dicts(40), "loads"),
     "zip member names with newlines (fuzz: two-line message)": (
@@ -197,7 +197,7 @@ BUNDLES = {
     "config hidden_size 10**12": (lambda m: {"__rnnjit__.npy": _config_npy(m, _set(("chain", 0, "rnn", "hidden_size"), 10**12))}, "hidden"),
     "config num_layers 1e308 (fuzz: endless loop over layers)": (
         lambda m: {"__rnnjit__.npy": _config_npy(m, _set(("chain", 0, "rnn", "num_layers"), 1e308))},
-        "num_layers is 1e.308 but the file holds 4 arrays",
+        "'chain\\[0\\]\\.rnn\\.num_layers' is 1e\\+308; expected an integer >= 1",
     ),
     "config num_layers 2**63 (fuzz: endless loop over layers)": (
         lambda m: {"__rnnjit__.npy": _config_npy(m, _set(("chain", 0, "rnn", "num_layers"), 2**63))},

@@ -271,19 +271,19 @@ def test_readonly_install_without_any_writable_dir_compiles_uncached(files, read
 
 
 @needs_numba
-def test_unwritable_numba_cache_dir_falls_back_and_names_it(files, readonly_site, tmp_path):
-    """NUMBA_CACHE_DIR wins, so an unwritable one leaves numba without a locator: numpy, one line saying why."""
+@pytest.mark.parametrize("cache_dir", ["/dev/null/cache", "/proc/rnnjit-cache"])
+def test_unwritable_numba_cache_dir_falls_back_and_names_it(files, readonly_site, tmp_path, cache_dir):
+    """An unwritable NUMBA_CACHE_DIR is skipped for the next place: one warning line, still the numba engine."""
     site, home, work = readonly_site
-    env = env_with(PYTHONPATH=site, HOME=home, TMPDIR=work, NUMBA_CACHE_DIR="/dev/null/cache")
+    env = env_with(PYTHONPATH=site, HOME=home, TMPDIR=work, NUMBA_CACHE_DIR=cache_dir)
     out = work / "s.parquet"
     r = rnnjit_cmd("score", "-m", files["bundle"], "-i", files["in"], "-o", out, env=env, cwd=work, unprivileged=True)
     assert r.returncode == 0, r.stderr
     warning, summary = stderr_lines(r)
-    assert warning.startswith("warning: the numba engine cannot be loaded: numba found no writable cache directory "
-                              "(RuntimeError: cannot cache function")
-    assert "NUMBA_CACHE_DIR='/dev/null/cache' is not writable" in warning
-    assert "engine numpy" in summary
-    check_scores(out, files["expected"], atol=1e-6)
+    assert warning.startswith(f"warning: numba cache directory not used: NUMBA_CACHE_DIR={cache_dir!r} cannot be written")
+    assert "(temporary) instead" in warning  # the read-only HOME has no user cache
+    assert "engine numba" in summary
+    check_scores(out, files["expected"])
 
 
 # ------------------------------------------------------------------ the order of cache places
@@ -295,8 +295,10 @@ def test_cache_order(tmp_path, monkeypatch):
     kernels = tmp_path / "kernels"
     monkeypatch.setattr("tempfile.tempdir", str(tmp_path / "tmp"))
 
-    plan = choose_cache({"NUMBA_CACHE_DIR": "/somewhere"}, kernels_dir=blocked / "k")
-    assert (plan.source, plan.path) == ("NUMBA_CACHE_DIR", "/somewhere")
+    mine = tmp_path / "mine"
+    plan = choose_cache({"NUMBA_CACHE_DIR": str(mine)}, kernels_dir=blocked / "k")
+    assert (plan.source, plan.path, plan.refused) == ("NUMBA_CACHE_DIR", str(mine), ())
+    assert stat.S_IMODE(mine.stat().st_mode) == 0o700  # created private
     plan = choose_cache({"XDG_CACHE_HOME": str(tmp_path / "xdg")}, kernels_dir=kernels)
     assert (plan.source, plan.path) == ("next to the sources", str(kernels / "__pycache__"))
     plan = choose_cache({"XDG_CACHE_HOME": str(tmp_path / "xdg")}, kernels_dir=blocked / "k")
@@ -322,6 +324,41 @@ def test_temp_cache_that_others_can_write_is_refused(tmp_path, monkeypatch):
     planted.chmod(0o777)
     plan = choose_cache({"XDG_CACHE_HOME": str(blocked)}, kernels_dir=blocked / "k")
     assert (plan.source, plan.path) == ("none", None)
+    assert any("can be written by group and others (mode 0777)" in r for r in plan.refused)
+
+
+def test_numba_cache_dir_others_can_write_is_not_used(tmp_path, monkeypatch):
+    """NUMBA_CACHE_DIR (or XDG_CACHE_HOME) pointing at a directory others can write: skipped, and said why."""
+    from rnnjit.numba_loader import choose_cache
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    kernels = tmp_path / "kernels"
+    kernels.mkdir()
+    plan = choose_cache({"NUMBA_CACHE_DIR": str(shared)}, kernels_dir=kernels)
+    assert (plan.source, plan.path) == ("next to the sources", str(kernels / "__pycache__"))
+    assert plan.refused == (f"NUMBA_CACHE_DIR={str(shared)!r} can be written by group and others (mode 0777)",)
+    (tmp_path / "xdg" / "rnnjit" / "numba").mkdir(parents=True, mode=0o775)
+    (tmp_path / "xdg" / "rnnjit" / "numba").chmod(0o775)
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path / "tmp"))
+    plan = choose_cache({"XDG_CACHE_HOME": str(tmp_path / "xdg")}, kernels_dir=blocked / "k")
+    assert plan.source == "temporary" and "can be written by its group (mode 0775)" in plan.refused[0]
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="giving a directory to another user needs root")
+def test_numba_cache_dir_owned_by_another_user_is_not_used(tmp_path):
+    from rnnjit.numba_loader import choose_cache
+
+    theirs = tmp_path / "theirs"
+    theirs.mkdir(mode=0o700)
+    os.chown(theirs, 65534, 65534)
+    kernels = tmp_path / "kernels"
+    kernels.mkdir()
+    plan = choose_cache({"NUMBA_CACHE_DIR": str(theirs)}, kernels_dir=kernels)
+    assert plan.source == "next to the sources" and "is owned by another user (uid 65534)" in plan.refused[0]
 
 
 # ------------------------------------------------------------------ the numba-free distribution

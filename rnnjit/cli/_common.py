@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import sys
+import typing
 import warnings
 from enum import Enum
+from typing import Annotated, Optional
 
 import typer
 
-from rnnjit import engines
+from rnnjit import engines, memory
 from rnnjit.engines import ENGINES
-from rnnjit.spec import OUTPUT_MODES
+from rnnjit.errors import PrecisionUnavailableError
+from rnnjit.numba_loader import NumbaCacheWarning
+from rnnjit.spec import OUTPUT_MODES, PRECISIONS
 
 EXIT_USAGE = 2  # bad input or a user mistake
 EXIT_FAILED = 1  # the command ran but the check it performs failed (verify)
@@ -24,6 +30,57 @@ def choices(name: str, values) -> type[Enum]:
 
 Engine = choices("Engine", ENGINES)
 OutputMode = choices("OutputMode", OUTPUT_MODES)
+Precision = choices("Precision", PRECISIONS)
+PRECISION_HELP = (
+    "float32 (default: the bundle's own dtype); bf16: weights, each step's input and state rounded to bfloat16 "
+    "for the recurrent products (AVX512_BF16); int8: weights per row and each step's input and state per "
+    "sequence quantized to int8 (AVX512_VNNI). See `rnnjit verify --precision` for what it costs."
+)
+PRECISION_METAVAR = "|".join(PRECISIONS)
+
+
+def pick_precision(precision: Enum | None, engine: str) -> str:
+    """Resolve ``--precision`` for the resolved ``engine``: an error (exit 2) before any work when this CPU lacks
+    the instructions; the numpy engine emulates a reduced precision, slowly (one line says so)."""
+    name = precision.value if precision is not None else "float32"
+    try:
+        engines.check_precision(name, engine)
+    except PrecisionUnavailableError as exc:  # the library names the API keyword; the command says its flag
+        raise PrecisionUnavailableError(str(exc).replace("precision='float32'", "--precision float32")) from None
+    if name != "float32" and engine == "numpy":
+        err(f"warning: the numpy engine emulates {name} products in numpy, about 100x slower than the numba engine")
+    return name
+
+
+MEMORY_LIMIT_HELP = (
+    "Most memory one input may make rnnjit allocate (inflated archive members, tensors, padded batches), "
+    "e.g. 4G; default $RNNJIT_MEMORY_LIMIT or 1G. A larger file is refused with one line naming this option."
+)
+
+
+def with_memory_limit(command):
+    """Add ``--memory-limit SIZE`` to a typer command and run it under that limit (`rnnjit.memory.limited`)."""
+    hints = typing.get_type_hints(command, include_extras=True)  # the command module's names, not ours
+    sig = inspect.signature(command)
+    sig = sig.replace(parameters=[p.replace(annotation=hints.get(p.name, p.annotation)) for p in sig.parameters.values()])
+    option = inspect.Parameter(
+        "memory_limit", inspect.Parameter.KEYWORD_ONLY, default=None,
+        annotation=Annotated[Optional[str], typer.Option("--memory-limit", metavar="SIZE", help=MEMORY_LIMIT_HELP)],
+    )
+
+    @functools.wraps(command)
+    def run(*args, memory_limit: Optional[str] = None, **kwargs):
+        with memory.limited(memory_limit):
+            return command(*args, **kwargs)
+
+    run.__signature__ = sig.replace(parameters=[*sig.parameters.values(), option])
+    return run
+
+
+def visible(text: str) -> str:
+    """``text`` with control characters escaped (``\\x1b``): names from a file never drive the terminal."""
+    text = str(text)
+    return text if text.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 # One wording per option in every command, with what each choice does.
 OUTPUT_MODE_HELP = (
@@ -42,9 +99,9 @@ def metavar(values) -> str:
 
 
 def err(message: str) -> None:
-    """Print one line to stderr (newlines in ``message`` are folded)."""
+    """Print one line to stderr (newlines in ``message`` are folded, control characters escaped)."""
     line = " ".join(str(message).split())
-    typer.echo(line, err=True)
+    typer.echo(visible(line), err=True)
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
@@ -63,9 +120,10 @@ def pick_engine(engine: Enum | None, threads: int | None = None) -> str:
     """
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", engines.NumbaUnavailableWarning)
+        warnings.simplefilter("always", NumbaCacheWarning)
         name = engines.resolve(engine.value if engine is not None else None)
     for w in caught:
-        if issubclass(w.category, engines.NumbaUnavailableWarning):
+        if issubclass(w.category, (engines.NumbaUnavailableWarning, NumbaCacheWarning)):
             err(f"warning: {w.message}")
         else:  # not ours: hand it back to the warnings machinery
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)

@@ -19,7 +19,7 @@ except ImportError:  # pragma: no cover - depends on the installed typer
     from click import exceptions as _cx
 
 from rnnjit._version import __version__
-from rnnjit.cli._common import EXIT_INTERRUPTED, EXIT_USAGE, err
+from rnnjit.cli._common import EXIT_INTERRUPTED, EXIT_USAGE, err, with_memory_limit
 from rnnjit.errors import RnnjitError
 
 
@@ -136,11 +136,11 @@ from rnnjit.cli.inspect_cmd import inspect_command  # noqa: E402
 from rnnjit.cli.score_cmd import score_command  # noqa: E402
 from rnnjit.cli.verify_cmd import verify_command  # noqa: E402
 
-app.command("convert", cls=_Command)(convert_command)
-app.command("score", cls=_Command)(score_command)
-app.command("inspect", cls=_Command)(inspect_command)
-app.command("verify", cls=_Command)(verify_command)
-app.command("export-c", cls=_Command)(export_c_command)
+app.command("convert", cls=_Command)(with_memory_limit(convert_command))
+app.command("score", cls=_Command)(with_memory_limit(score_command))
+app.command("inspect", cls=_Command)(with_memory_limit(inspect_command))
+app.command("verify", cls=_Command)(with_memory_limit(verify_command))
+app.command("export-c", cls=_Command)(with_memory_limit(export_c_command))
 
 try:  # the bench command ships with the kernels work; register it when present
     from rnnjit.cli.bench_cmd import bench_command  # noqa: E402

@@ -8,8 +8,9 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from rnnjit.cli._common import OUTPUT_MODE_HELP, OutputMode, err, metavar
+from rnnjit.cli._common import OUTPUT_MODE_HELP, OutputMode, err, metavar, visible
 from rnnjit.errors import RnnjitError
+from rnnjit.files import regular_file
 from rnnjit.spec import OUTPUT_MODES
 
 
@@ -17,8 +18,17 @@ class ConfigError(RnnjitError):
     """The --config file cannot be read."""
 
 
+MAX_CONFIG_BYTES = 1 << 20
+
+
 def read_config(path: Path) -> dict[str, Any]:
     """A convert config from JSON or TOML (a top-level table, or a ``[rnnjit]`` table)."""
+    regular_file(path, "convert config (JSON or TOML)", ConfigError)  # not /dev/zero, not a FIFO
+    if path.stat().st_size > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            f"config {str(path)!r} holds {path.stat().st_size} bytes; a convert config is a few lines of JSON or TOML, "
+            "check the path"
+        )
     text = path.read_bytes()
     if path.suffix.lower() == ".toml":
         try:
@@ -199,11 +209,11 @@ def convert_command(
     )
     from rnnjit.cli.inspect_cmd import checkpoint_notes, describe_chain
 
-    typer.echo(
+    typer.echo(visible(  # module names come from the weight file: control characters shown escaped
         f"wrote {out}: {describe_chain(model)}, output {model.output} -> {model.output_dim} value(s) per "
         f"{'step' if model.returns_steps() else 'row'}, {model.num_parameters:,} parameters"
-    )
+    ))
     for line in checkpoint_notes(model):
-        typer.echo(f"  {line}")
+        typer.echo(visible(f"  {line}"))
     for a in model.assumed:  # defaults the weights cannot confirm: say each and how to state it
         err(f"note: {a['note']}")

@@ -6,9 +6,12 @@ import json
 from pathlib import Path
 from typing import Annotated, Any
 
+import numpy as np
 import typer
 
 from rnnjit.assumptions import labels as assumption_labels
+from rnnjit.cli._common import visible
+from rnnjit.spec import PRECISIONS
 
 
 def describe_step(step) -> str:
@@ -93,6 +96,8 @@ def bundle_info(model, path) -> dict[str, Any]:
         "assumed": model.config.get("assumed"),
         "recurrent_modules": len(model.rnns),
         "dtype": model.dtype.name,
+        "precision": model.dtype.name,  # what `rnnjit score` computes at without --precision
+        "precisions_opt_in": [p for p in PRECISIONS if p != "float32"] if model.dtype == np.float32 else [],
         "num_parameters": model.num_parameters,
         "feature_names": model.feature_names,
         "state_columns": state_columns(model),
@@ -101,6 +106,11 @@ def bundle_info(model, path) -> dict[str, Any]:
         "reference_sequences": int(len(ref["lengths"])) if ref and "lengths" in ref else 0,
     }
     return info
+
+
+def _echo(line: str) -> None:
+    """One line of the text report: names come from the bundle file, so control characters are shown escaped."""
+    typer.echo(visible(line))
 
 
 def inspect_command(
@@ -115,7 +125,7 @@ def inspect_command(
     model = rnnjit.load(bundle)
     info = bundle_info(model, bundle)
     if as_json:
-        typer.echo(json.dumps(info, indent=2))
+        typer.echo(json.dumps(info, indent=2))  # json escapes control characters
         return
     s = model.spec
     inp = "token ids" if model.takes_tokens else str(model.input_size)
@@ -134,6 +144,9 @@ def inspect_command(
                    f"{model.output_dim} value(s) per {'step' if model.returns_steps() else 'row'}"),
         ("parameters", f"{model.num_parameters:,}"),
         ("dtype", model.dtype.name),
+        ("precision", f"{info['precision']} by default" + (
+            f" (opt-in: --precision {'|'.join(info['precisions_opt_in'])}; rnnjit verify --precision shows the cost)"
+            if info["precisions_opt_in"] else "")),
     ]
     st = info["state_columns"]
     def shape(v):
@@ -149,21 +162,21 @@ def inspect_command(
                  else ", ".join(labels) + " (not in the weights; see below)" if labels else "nothing"))
     width = max(len(k) for k, _ in rows)
     for k, v in rows:
-        typer.echo(f"{k:<{width}}  {v}")
+        _echo(f"{k:<{width}}  {v}")
     for a in model.assumed:
-        typer.echo(f"  note: {a['note']}")
-    typer.echo("weights")
+        _echo(f"  note: {a['note']}")
+    _echo("weights")
     kw = max(len(k) for k in info["weights"]) if info["weights"] else 0
     for k, shape in info["weights"].items():
-        typer.echo(f"  {k:<{kw}}  {tuple(shape)}")
+        _echo(f"  {k:<{kw}}  {tuple(shape)}")
     prov = info["provenance"] or {}
     if prov:
-        typer.echo("provenance")
+        _echo("provenance")
         for k in ("source", "sha256", "source_format", "stripped_prefix", "unwrapped", "rnnjit_version", "created"):
             if prov.get(k) not in (None, "", []):
-                typer.echo(f"  {k:<15} {prov[k]}")
+                _echo(f"  {k:<15} {prov[k]}")
         dropped = prov.get("dropped_keys") or []
         if dropped:
-            typer.echo(f"  {'dropped_keys':<15} {', '.join(dropped)}")
+            _echo(f"  {'dropped_keys':<15} {', '.join(dropped)}")
         for line in checkpoint_notes(model):
-            typer.echo(f"  {line}")
+            _echo(f"  {line}")

@@ -10,9 +10,12 @@ from typing import Annotated, Optional
 
 import typer
 
+from rnnjit import memory
 from rnnjit.errors import InputError, RnnjitError
-from rnnjit.cli._common import (ENGINE_HELP, OUTPUT_MODE_HELP, Engine, OutputMode, err, metavar, pick_engine,
-                                stderr_is_tty)
+from rnnjit.cli._common import (
+    ENGINE_HELP, OUTPUT_MODE_HELP, PRECISION_HELP, PRECISION_METAVAR, Engine, OutputMode, Precision, err, metavar,
+    pick_engine, pick_precision, stderr_is_tty,
+)
 from rnnjit.engines import ENGINES
 from rnnjit.spec import OUTPUT_MODES
 
@@ -184,6 +187,7 @@ def score_command(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no summary.")] = False,
     engine: Annotated[Optional[Engine], typer.Option(metavar=metavar(ENGINES), help=ENGINE_HELP)] = None,
+    precision: Annotated[Optional[Precision], typer.Option(metavar=PRECISION_METAVAR, help=PRECISION_HELP)] = None,
     features_column: Annotated[
         Optional[str], typer.Option("--features-column", hidden=True, help="Deprecated: use --sequence-column.")
     ] = None,
@@ -242,12 +246,13 @@ def score_command(
         check_file_output(output, overwrite, fmt)  # fail before loading anything
     sequence_column = sequence_column_option(sequence_column, features_column)
     eng = pick_engine(engine, threads)
+    prec = pick_precision(precision, eng)
     ids = key_columns_option(layout, _split(id_column), _split(key_column))
     feats = _split(feature_columns)
     if layout is Layout.list and (feats or order_column):
         opt = "--feature-columns" if feats else "--order-column"
         raise rnnjit.InputError(f"{opt} applies to --layout long; for list input use --sequence-column")
-    if not is_uri(model) and not Path(model).is_file():
+    if not is_uri(model) and not Path(model).exists():  # not a regular file: rnnjit.load says what it is
         raise rnnjit.InputError(
             f"Invalid value for '--model': bundle {model!r} does not exist; create one with "
             f"`rnnjit convert model.pth --output {model}`"
@@ -264,8 +269,10 @@ def score_command(
             on_invalid=on_invalid.value,
             engine=eng,
             threads=threads,
+            precision=prec,
             h0_column=h0_column or "h0",
             c0_column=c0_column or "c0",
+            memory_limit=memory.limit(),  # --memory-limit, carried to Spark's executors with the options
         ),
         layout=layout.value,
         order_column=order_column,

@@ -34,7 +34,9 @@ import numpy as np
 from rnnjit.errors import WeightFileError
 from rnnjit.formats.guard import printable
 from rnnjit.formats.placeholder import PICKLED_MODULE, is_placeholder, looks_like_module, qualname
+from rnnjit.formats.numpy_pickle import NumpyArray
 from rnnjit.formats.torch_pickle import LazyTensor
+from rnnjit.memory import MemoryBudget
 
 CONVENTIONAL_KEYS = (
     "state_dict", "model_state_dict", "model_state", "model", "net", "network",
@@ -51,7 +53,7 @@ MAX_FLAT_ENTRIES = 200_000
 
 
 def is_tensor(value: Any) -> bool:
-    return isinstance(value, (np.ndarray, LazyTensor))
+    return isinstance(value, (np.ndarray, LazyTensor, NumpyArray))
 
 
 class _Holders:
@@ -108,7 +110,14 @@ def _check_no_placeholder(node: Mapping, prefix: str, source: str) -> None:
 
 
 def _flatten(
-    node: Mapping, prefix: str, out: dict[str, Any], skipped: list[str], source: str, holds: _Holders, seen: set[int]
+    node: Mapping,
+    prefix: str,
+    out: dict[str, Any],
+    skipped: list[str],
+    source: str,
+    holds: _Holders,
+    seen: set[int],
+    budget: MemoryBudget,
 ) -> None:
     # A dict met again (pickles share objects) is flattened once: shared
     # levels would otherwise multiply into 2**depth keys.
@@ -117,6 +126,8 @@ def _flatten(
         _check_no_placeholder(node, prefix, source)
     for key, value in node.items():
         name = f"{prefix}{key}"
+        # dotted names grow with depth, and a pickle can repeat one long key at every level
+        budget.take(len(name), "the checkpoint's key names")
         if len(out) + len(skipped) > MAX_FLAT_ENTRIES:
             raise WeightFileError(f"{source}: the checkpoint holds more than {MAX_FLAT_ENTRIES} entries (corrupt file?)")
         nested_training_state = isinstance(value, Mapping) and _is_training_state(key)
@@ -125,12 +136,12 @@ def _flatten(
         elif is_tensor(value):
             if name in out:
                 raise WeightFileError(
-                    f"{source}: flattening nested dicts gives the key {name!r} twice; "
+                    f"{source}: flattening nested dicts gives the key {printable(name, 120)!r} twice; "
                     "save the state_dict itself with torch.save(model.state_dict(), path)"
                 )
             out[name] = value
         else:
-            _flatten(value, name + ".", out, skipped, source, holds, seen)
+            _flatten(value, name + ".", out, skipped, source, holds, seen, budget)
 
 
 def _conventional_child(node: Mapping, holds: _Holders) -> str | None:
@@ -156,7 +167,7 @@ def _no_tensors(obj: Any, source: str, placeholders: list[str]) -> WeightFileErr
         if qualname(obj).startswith(_MODEL_MODULES) or looks_like_module(obj):
             what = f"a whole pickled model ({qualname(obj)}), not a state_dict"
     elif isinstance(obj, Mapping):
-        keys = ", ".join(repr(k) for k in list(obj)[:8])
+        keys = ", ".join(printable(repr(k), 60) for k in list(obj)[:8])
         what = f"no tensors (top-level keys: {keys or 'none'})"
         if models:
             what += f"; it holds a whole pickled model: {models[0]}"
@@ -171,7 +182,7 @@ def _no_tensors(obj: Any, source: str, placeholders: list[str]) -> WeightFileErr
 
 
 def unwrap(
-    obj: Any, source: str, placeholders: list[str] | None = None
+    obj: Any, source: str, placeholders: list[str] | None = None, budget: MemoryBudget | None = None
 ) -> tuple[dict[str, Any], str | None, list[str]]:
     """Return ``(flat, unwrapped, skipped)``.
 
@@ -182,6 +193,7 @@ def unwrap(
     make the error for a file without tensors more precise.
     """
     placeholders = placeholders or []
+    budget = budget or MemoryBudget(source)
     if not isinstance(obj, Mapping):
         raise _no_tensors(obj, source, placeholders)
     holds = _Holders()
@@ -205,15 +217,18 @@ def unwrap(
             else:
                 break
         prefix = ".".join(path + [""])
+        budget.take(len(prefix) * len(node), "the checkpoint's key names")
         skipped += [f"{prefix}{k}" for k in node if k != child]
         path.append(child)
         node = node[child]
         if id(node) in seen:
-            raise WeightFileError(f"{source}: the checkpoint's dicts loop back at {'.'.join(path)!r} (corrupt file?)")
+            raise WeightFileError(
+                f"{source}: the checkpoint's dicts loop back at {printable('.'.join(path), 120)!r} (corrupt file?)"
+            )
         seen.add(id(node))
 
     flat: dict[str, Any] = {}
-    _flatten(node, "", flat, skipped, source, holds, set())
+    _flatten(node, "", flat, skipped, source, holds, set(), budget)
     if not flat:
         raise _no_tensors(obj, source, placeholders)
     return flat, (".".join(path) or None), skipped

@@ -3,7 +3,9 @@
 A header (safetensors JSON, ``.npy`` header, pickle, zip directory) can claim
 any size. Every reader compares what it is told against the bytes the file
 really holds before it allocates, so a 1 kB file that claims 10**12 elements
-is refused in microseconds instead of exhausting memory.
+is refused in microseconds instead of exhausting memory. What a file can
+legitimately make rnnjit allocate (inflated members, storages, tensors, key
+text) is charged to the operation's `rnnjit.memory.MemoryBudget`.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import zipfile
 
 from rnnjit.errors import WeightFileError
 from rnnjit.formats.guard import printable
+from rnnjit.memory import MemoryBudget
 
 MiB = 1 << 20
 # Bytes a file may make us allocate beyond its own size: expanded tensors
@@ -24,8 +27,10 @@ MAX_EXPANDED_BYTES = 64 * MiB
 MAX_INFLATE_RATIO = 100
 
 
-def check_zip_member(info: zipfile.ZipInfo, nbytes: int, file_size: int, source: str, what: str) -> None:
-    """Refuse to read ``nbytes`` from a member that cannot hold them or would inflate absurdly."""
+def check_zip_member(
+    info: zipfile.ZipInfo, nbytes: int, file_size: int, source: str, what: str, budget: MemoryBudget
+) -> None:
+    """Refuse to read ``nbytes`` from a member that cannot hold them or would inflate absurdly; charge them."""
     if info.file_size < nbytes:
         raise WeightFileError(
             f"{source}: {what} ({printable(info.filename, 80)}) holds {info.file_size} bytes "
@@ -45,20 +50,4 @@ def check_zip_member(info: zipfile.ZipInfo, nbytes: int, file_size: int, source:
             f"to {nbytes}; "
             "refusing a decompression bomb"
         )
-
-
-class Budget:
-    """Total bytes the arrays of one file may take: a few times its size, plus `SLACK_BYTES`."""
-
-    def __init__(self, file_size: int, source: str) -> None:
-        self.left = 4 * file_size + SLACK_BYTES  # x4: bfloat16 widens to float32, tied weights repeat
-        self.file_size = file_size
-        self.source = source
-
-    def take(self, nbytes: int, name: str) -> None:
-        if nbytes > self.left:
-            raise WeightFileError(
-                f"{self.source}: tensor {name!r} needs {nbytes} bytes, more than a {self.file_size}-byte file "
-                "can hold with its other tensors; refusing to allocate that (corrupt file?)"
-            )
-        self.left -= nbytes
+    budget.take(nbytes, f"{what} ({printable(info.filename, 80)})")

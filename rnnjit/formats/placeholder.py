@@ -146,23 +146,41 @@ def _worth_a_look(value: Any) -> bool:
     return is_placeholder(value) or isinstance(value, (Mapping, list, tuple, set, frozenset))
 
 
+# A path is built only for a listed placeholder, from links (parent link, piece):
+# building every container's dotted path would cost depth x key length each.
+_Link = tuple  # (parent _Link | None, piece: str)
+
+
+def _path(link: _Link | None, limit: int = 160) -> str:
+    pieces: list[str] = []
+    while link is not None:
+        link, piece = link
+        pieces.append(printable(piece, 40))
+        if sum(map(len, pieces)) > limit:
+            pieces.append("...")
+            break
+    return "".join(reversed(pieces)).lstrip(".")
+
+
 def find(obj: Any) -> list[str]:
     """``"argparse.Namespace (at 'args')"`` for each placeholder reachable through dicts, lists, tuples, sets.
 
     Iterative (a hostile pickle can nest past the recursion limit) and each
     container is visited once (pickles can share and loop objects). The
     inside of a placeholder is not searched: it is one object set aside.
+    Time and memory are linear in the number of containers, whatever the
+    length of their keys.
     """
     found: list[str] = []
     total = 0
     seen: set[int] = set()
-    stack: list[tuple[str, Any]] = [("", obj)]
+    stack: list[tuple[_Link | None, Any]] = [(None, obj)]
     while stack:
-        path, value = stack.pop()
+        link, value = stack.pop()
         if is_placeholder(value):
             total += 1
             if len(found) < MAX_LISTED:
-                where = f"at {path!r}" if path else "the whole file"
+                where = f"at {_path(link)!r}" if link else "the whole file"
                 if looks_like_module(value):
                     where += f", {PICKLED_MODULE}"
                 found.append(f"{qualname(value)} ({where})")
@@ -171,14 +189,14 @@ def find(obj: Any) -> list[str]:
             continue
         if isinstance(value, Mapping):
             seen.add(id(value))
-            children = [(f"{path}.{k}" if path else str(k), v) for k, v in value.items() if _worth_a_look(v)]
-            children += [(f"{path}[key]", k) for k in value if is_placeholder(k)]
+            children = [((link, f".{k}"), v) for k, v in value.items() if _worth_a_look(v)]
+            children += [((link, "[key]"), k) for k in value if is_placeholder(k)]
         elif isinstance(value, (list, tuple)):
             seen.add(id(value))
-            children = [(f"{path}[{i}]", v) for i, v in enumerate(value) if _worth_a_look(v)]
+            children = [((link, f"[{i}]"), v) for i, v in enumerate(value) if _worth_a_look(v)]
         elif isinstance(value, (set, frozenset)):
             seen.add(id(value))
-            children = [(f"{path}{{...}}", v) for v in value if _worth_a_look(v)]
+            children = [((link, "{...}"), v) for v in value if _worth_a_look(v)]
         else:
             continue
         stack.extend(reversed(children))

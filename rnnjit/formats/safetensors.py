@@ -13,6 +13,8 @@ import math
 import numpy as np
 
 from rnnjit.errors import WeightFileError
+from rnnjit.formats.guard import printable
+from rnnjit.memory import MemoryBudget
 
 DTYPES = {
     "F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": "<u2",
@@ -35,7 +37,7 @@ def _bad(source: str, what: str) -> WeightFileError:
     return WeightFileError(f"{source}: safetensors {what}; the file is corrupt or truncated, save it again")
 
 
-def read(data: bytes, source: str) -> tuple[dict[str, np.ndarray], list[str]]:
+def read(data: bytes, source: str, budget: MemoryBudget) -> tuple[dict[str, np.ndarray], list[str]]:
     """Return the tensors in header order (as ``safetensors.safe_open().keys()``), BF16 widened to float32,
     and the names of the widened ones.
 
@@ -82,6 +84,8 @@ def read(data: bytes, source: str) -> tuple[dict[str, np.ndarray], list[str]]:
     out: dict[str, np.ndarray] = {}
     widened = []
     for begin, name, dtype, shape, end in entries:
+        # ranges may overlap: each tensor is a copy, charged (a widened BF16 twice its bytes)
+        budget.take((end - begin) * (2 if dtype == "BF16" else 1), f"tensor {printable(name, 80)!r}")
         raw = np.frombuffer(body[begin:end], dtype=DTYPES[dtype]).reshape(shape)
         arr = np.array(raw, dtype=raw.dtype.newbyteorder("="), order="C")
         if dtype == "BF16":

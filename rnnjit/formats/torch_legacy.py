@@ -22,6 +22,7 @@ import numpy as np
 
 from rnnjit.errors import WeightFileError
 from rnnjit.formats.torch_pickle import ITEMSIZE, LazyTensor, load_pickle, load_plain
+from rnnjit.memory import MemoryBudget
 
 MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
 PROTOCOL_VERSION = 1001
@@ -32,7 +33,21 @@ def is_legacy_pickle(data: bytes) -> bool:
     return len(data) >= 2 and data[0] == 0x80 and 2 <= data[1] <= 5
 
 
-def read(data: bytes, source: str) -> tuple[Any, Callable[[LazyTensor, str], np.ndarray]]:
+def has_magic(data: bytes) -> bool:
+    """True when the first pickle is torch's magic number (a LONG1 of 10 bytes, after an optional FRAME)."""
+    head = data[2:]
+    if head[:1] == b"\x95":  # FRAME (protocol 4+) and its 8-byte length
+        head = head[9:]
+    return head[:2] == b"\x8a\x0a" and int.from_bytes(head[2:12], "little", signed=True) == MAGIC_NUMBER
+
+
+def read_plain(data: bytes, source: str, budget: MemoryBudget) -> Any:
+    """A plain pickle (``pickle.dump`` of a dict of numpy arrays): the object, numpy arrays rebuilt."""
+    obj, _ = load_pickle(data, source, numpy_arrays=True, budget=budget)
+    return obj
+
+
+def read(data: bytes, source: str, budget: MemoryBudget) -> tuple[Any, Callable[[LazyTensor, str], np.ndarray]]:
     """Unpickle the stream's object; return it and a function that builds one tensor."""
     f = io.BytesIO(data)
     magic = load_plain(f, source, "the file header")
@@ -48,7 +63,7 @@ def read(data: bytes, source: str) -> tuple[Any, Callable[[LazyTensor, str], np.
             "re-save it with a current PyTorch"
         )
     load_plain(f, source, "the sys_info record")
-    obj, unpickler = load_pickle(f, source, legacy=True)
+    obj, unpickler = load_pickle(f, source, legacy=True, budget=budget)
     keys = load_plain(f, source, "the storage key list")
     if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
         raise WeightFileError(f"{source}: the storage key list is {type(keys).__name__}; expected a list of strings")

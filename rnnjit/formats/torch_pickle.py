@@ -29,10 +29,12 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from rnnjit.errors import UnsafePickleError, WeightFileError
+from rnnjit.formats import numpy_pickle
 from rnnjit.formats.guard import guarded, printable
 from rnnjit.formats.limits import MAX_EXPANDED_BYTES
 from rnnjit.formats.pickle_scan import check_opcodes
 from rnnjit.formats.placeholder import PlaceholderTypes, is_hostile
+from rnnjit.memory import MemoryBudget
 
 # Element type codes: numpy dtype strings without byte order; "bf16" is bfloat16,
 # read as uint16 and widened to float32 (numpy has no bfloat16).
@@ -267,7 +269,54 @@ def _codecs_encode(text, encoding="utf-8"):
     return text.encode("latin1")
 
 
-ALLOWED_GLOBALS: dict[str, Any] = {
+class Global:
+    """An allow-listed function as the unpickler hands it out: callable, and nothing can be set on it.
+
+    pickle's BUILD sets state or attributes on whatever object is on the stack,
+    including a global it loaded: on a plain function that would set
+    ``__defaults__`` of rnnjit's own stand-in and change every later load in the
+    process. A `Global` has no ``__dict__`` and refuses a state, so BUILD only
+    ever reaches the fresh objects the stand-ins return (`LazyTensor`,
+    ``OrderedDict``, placeholders), never something shared between loads.
+    """
+
+    __slots__ = ("name", "_fn")
+
+    def __init__(self, name: str, fn: Any) -> None:
+        self.name = name
+        self._fn = fn
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._fn(*args, **kwargs)
+
+    def __setstate__(self, state: Any) -> None:
+        raise WeightFileError(
+            f"the pickle tries to set the state of the global {self.name}; torch.save never does that "
+            "(corrupt or hostile file?)"
+        )
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+def _inert(name: str, obj: Any) -> Any:
+    """``obj`` as `find_class` may return it: a `Global`, or a builtin type nothing can be set on.
+
+    ``OrderedDict``, ``set``, ``frozenset`` and ``complex`` stay types (NEWOBJ
+    needs a type); as immutable builtin types they refuse BUILD and setattr.
+    """
+    if isinstance(obj, numpy_pickle.NdarrayClass):  # no state, no attributes (__slots__ = ())
+        return obj
+    if isinstance(obj, type):
+        if not obj.__flags__ & _IMMUTABLE_TYPE:
+            raise TypeError(f"{name}: only immutable builtin types may be allow-listed")
+        return obj
+    return Global(name, obj)
+
+
+_IMMUTABLE_TYPE = 1 << 8  # Py_TPFLAGS_IMMUTABLETYPE (static builtin types)
+
+_ALLOWED: dict[str, Any] = {
     "torch._utils._rebuild_tensor": _rebuild_tensor,
     "torch._utils._rebuild_tensor_v2": _rebuild_tensor_v2,
     "torch._utils._rebuild_tensor_v3": _rebuild_tensor_v3,
@@ -280,6 +329,9 @@ ALLOWED_GLOBALS: dict[str, Any] = {
     "builtins.complex": complex,
     "_codecs.encode": _codecs_encode,
 }
+ALLOWED_GLOBALS: dict[str, Any] = {name: _inert(name, obj) for name, obj in _ALLOWED.items()}
+# Plain pickles of numpy arrays (not torch.save files): numpy's own array pickling, rebuilt from validated data.
+NUMPY_GLOBALS: dict[str, Any] = {name: _inert(name, obj) for name, obj in numpy_pickle.globals_table().items()}
 
 
 def _py3_name(module: str, name: str) -> tuple[str, str]:
@@ -302,10 +354,13 @@ class TorchUnpickler(pickle.Unpickler):
     ``storages`` collects every storage named by a persistent id, by key.
     """
 
-    def __init__(self, file: io.BufferedIOBase, source: str, *, legacy: bool = False) -> None:
+    def __init__(
+        self, file: io.BufferedIOBase, source: str, *, legacy: bool = False, numpy_arrays: bool = False
+    ) -> None:
         super().__init__(file)
         self.source = source
         self.legacy = legacy
+        self.numpy_arrays = numpy_arrays
         self.storages: dict[str, StorageRef] = {}
         self.placeholders = PlaceholderTypes(source)
 
@@ -314,6 +369,8 @@ class TorchUnpickler(pickle.Unpickler):
         key = f"{module}.{name}"
         if key in ALLOWED_GLOBALS:
             return ALLOWED_GLOBALS[key]
+        if self.numpy_arrays and key in NUMPY_GLOBALS:
+            return NUMPY_GLOBALS[key]
         if (module == "torch" and name in STORAGE_TYPES) or key == "torch.storage.UntypedStorage":
             return StorageType(name, STORAGE_TYPES[name])
         if module == "torch" and name in TORCH_DTYPES:
@@ -377,11 +434,22 @@ class _NoGlobals(pickle.Unpickler):
         raise WeightFileError(f"{self.source}: unexpected persistent id in a header pickle (corrupt file?)")
 
 
-def load_pickle(data: bytes | io.BufferedIOBase, source: str, *, legacy: bool = False) -> tuple[Any, TorchUnpickler]:
-    """Unpickle one torch pickle; return the object and the unpickler (its ``storages``)."""
+def load_pickle(
+    data: bytes | io.BufferedIOBase,
+    source: str,
+    *,
+    legacy: bool = False,
+    numpy_arrays: bool = False,
+    budget: MemoryBudget | None = None,
+) -> tuple[Any, TorchUnpickler]:
+    """Unpickle one torch pickle; return the object and the unpickler (its ``storages``).
+
+    ``numpy_arrays``: also rebuild pickled numpy arrays (`rnnjit.formats.numpy_pickle`),
+    for plain pickles; in a torch.save file they stay placeholders (side data, not weights).
+    """
     f = io.BytesIO(data) if isinstance(data, (bytes, bytearray, memoryview)) else data
-    check_opcodes(f, source)
-    up = TorchUnpickler(f, source, legacy=legacy)
+    check_opcodes(f, source, budget)
+    up = TorchUnpickler(f, source, legacy=legacy, numpy_arrays=numpy_arrays)
     obj = guarded("the pickled state_dict", source, up.load)
     return obj, up
 

@@ -17,6 +17,7 @@ from rnnjit.errors import WeightFileError
 from rnnjit.formats.guard import guarded, printable
 from rnnjit.formats.limits import check_zip_member
 from rnnjit.formats.torch_pickle import SAVE_HINT, LazyTensor, load_pickle
+from rnnjit.memory import MemoryBudget
 
 # A state_dict pickle is kilobytes; refuse to inflate something absurd.
 MAX_PICKLE_BYTES = 1 << 28
@@ -26,7 +27,9 @@ def is_torch_zip(zf: zipfile.ZipFile) -> bool:
     return any(n.endswith("/data.pkl") and n.count("/") == 1 for n in zf.namelist())
 
 
-def _member(zf: zipfile.ZipFile, name: str, nbytes: int, file_size: int, source: str, what: str) -> bytes:
+def _member(
+    zf: zipfile.ZipFile, name: str, nbytes: int, file_size: int, source: str, what: str, budget: MemoryBudget
+) -> bytes:
     """Read the first ``nbytes`` of member ``name``, with clear errors."""
     try:
         info = zf.getinfo(name)
@@ -35,7 +38,7 @@ def _member(zf: zipfile.ZipFile, name: str, nbytes: int, file_size: int, source:
             f"{source}: {what} ({printable(name, 80)}) is missing from the archive; "
             "the file is incomplete, save it again"
         ) from None
-    check_zip_member(info, nbytes, file_size, source, what)
+    check_zip_member(info, nbytes, file_size, source, what, budget)
 
     def read() -> bytes:
         with zf.open(info) as f:
@@ -49,10 +52,14 @@ def _member(zf: zipfile.ZipFile, name: str, nbytes: int, file_size: int, source:
     return buf
 
 
-def read(zf: zipfile.ZipFile, file_size: int, source: str) -> tuple[Any, Callable[[LazyTensor, str], np.ndarray]]:
+def read(
+    zf: zipfile.ZipFile, file_size: int, source: str, budget: MemoryBudget
+) -> tuple[Any, Callable[[LazyTensor, str], np.ndarray]]:
     """Unpickle the archive's object; return it and a function that builds one tensor.
 
     ``file_size`` is the archive's size in bytes: no member may claim more.
+    Every member read (inflated) is charged to ``budget``: each storage once,
+    whatever the number of tensors that view it.
 
     The object holds `LazyTensor` leaves; ``build(tensor, name)`` reads its
     storage (once per storage) and returns the numpy array.
@@ -80,8 +87,8 @@ def read(zf: zipfile.ZipFile, file_size: int, source: str) -> tuple[Any, Callabl
     size = zf.getinfo(pkls[0]).file_size
     if size > MAX_PICKLE_BYTES:
         raise WeightFileError(f"{source}: data.pkl claims {size} bytes; a state_dict pickle is far smaller (corrupt file?)")
-    pkl = _member(zf, pkls[0], size, file_size, source, "data.pkl")
-    obj, unpickler = load_pickle(pkl, source)
+    pkl = _member(zf, pkls[0], size, file_size, source, "data.pkl", budget)
+    obj, unpickler = load_pickle(pkl, source, budget=budget)
     cache: dict[str, bytes] = {}
 
     def build(tensor: LazyTensor, name: str) -> np.ndarray:
@@ -90,8 +97,16 @@ def read(zf: zipfile.ZipFile, file_size: int, source: str) -> tuple[Any, Callabl
         if buf is None:
             whole = unpickler.storages[ref.key]
             buf = cache[ref.key] = _member(
-                zf, f"{root}data/{ref.key}", whole.nbytes, file_size, source, f"the storage of tensor {name!r}"
+                zf, f"{root}data/{ref.key}", whole.nbytes, file_size, source,
+                f"the storage of tensor {printable(name, 80)!r}", budget,
             )
         return tensor.to_numpy(buf, byteorder, name)
 
+    def release(key: str) -> None:
+        """Drop storage ``key`` once every tensor that views it is built, and give its bytes back."""
+        buf = cache.pop(key, None)
+        if buf is not None:
+            budget.give_back(len(buf))
+
+    build.release = release  # type: ignore[attr-defined]
     return obj, build

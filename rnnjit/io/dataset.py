@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 
 from rnnjit.errors import InputError
+from rnnjit.files import regular_file
 from rnnjit.io.fs import Location, resolve, store_hint
 from rnnjit.io.shapes import is_list_type, is_numeric_type
 
@@ -146,6 +147,9 @@ def _list_one(text, filesystem) -> tuple[list[tuple[Location, str, pafs.FileInfo
             for i in sorted((i for i in infos if i.type == pafs.FileType.File), key=lambda i: i.path):
                 found.append((Location(loc.fs, i.path, _uri(loc, i.path)), i.path[len(base):].lstrip("/"), i))
         else:  # a file named on its own is read whatever its name: an error beats a silent skip
+            if loc.local and info.type != pafs.FileType.File:  # a FIFO would block the read, a device never end
+                regular_file(loc.path, "input (a Parquet file, a directory, a glob or a URI)", InputError,
+                             directory_ok=True)
             return [(loc, info.base_name, info)], []
     data, skipped = [], []
     for floc, rel, info in found:

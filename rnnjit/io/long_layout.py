@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from rnnjit import memory
 from rnnjit.errors import InputError
 from rnnjit.io.arrow import as_array, is_numeric_type, sequences_from_steps
 
@@ -172,7 +173,7 @@ def _check_values(batch: pa.RecordBatch, layout: LongLayout, dtype, first_row: i
 
 
 def group_long(batches: Iterator[pa.RecordBatch], layout: LongLayout, dtype,
-               locate=None) -> Iterator[tuple[pa.RecordBatch, int]]:
+               locate=None, memory_limit: int | str | None = None) -> Iterator[tuple[pa.RecordBatch, int]]:
     """Turn sorted one-row-per-step batches into list-layout batches of whole sequences.
 
     Yields ``(batch, input_rows_consumed)``. The last sequence of each input batch
@@ -181,11 +182,19 @@ def group_long(batches: Iterator[pa.RecordBatch], layout: LongLayout, dtype,
     ``locate(n) -> (file or None, row within it)`` names the n-th input row
     (0-based, over all batches) in messages; an input that is not sorted across
     two files names both files.
+
+    Time is linear in the input: the held-back rows are kept as a list of
+    slices, each new batch is compared with the last held-back row only, and
+    the slices are joined once, when the sequence ends. A sequence whose held
+    rows pass the memory limit (`rnnjit.memory`) is refused with one line.
     """
-    carry: pa.Table | None = None
-    carried_from = 0  # input row number of carry's first row
+    carry: list[pa.Table] = []  # the unfinished sequence's rows, in input order
+    carry_rows = 0
+    carry_bytes = 0
+    carried_from = 0  # input row number of the first held-back row
     rows_seen = 0
     key_cols = [*layout.id_columns]
+    limit = memory.limit(memory_limit)
     for batch in batches:
         for c in [*key_cols, layout.order_column]:
             col = batch.column(c)
@@ -197,13 +206,16 @@ def group_long(batches: Iterator[pa.RecordBatch], layout: LongLayout, dtype,
         if layout.check_values:
             _check_values(batch, layout, dtype, rows_seen, locate)
         rows_seen += batch.num_rows
-        tbl = pa.Table.from_batches([batch]) if carry is None else pa.concat_tables([carry, pa.Table.from_batches([batch])])
+        new = pa.Table.from_batches([batch])
+        e = 1 if carry else 0  # tbl's row 0 is the last held-back row
+        tbl = pa.concat_tables([carry[-1].slice(carry[-1].num_rows - 1), new]) if e else new
+        base = carried_from + carry_rows - e  # input row number of tbl's row 0
         changed, decreased = _key_compare(tbl, key_cols)
         if decreased.any():
             i = int(np.flatnonzero(decreased)[0]) + 1
             sort_hint = (f"sort it by ({', '.join(key_cols)}, {layout.order_column}) first, e.g. "
                          f"ORDER BY {', '.join(key_cols)}, {layout.order_column}")
-            here, before = (locate(carried_from + i), locate(carried_from + i - 1)) if locate else ((None, 0),) * 2
+            here, before = (locate(base + i), locate(base + i - 1)) if locate else ((None, 0),) * 2
             if here[0] and before[0] and here[0] != before[0]:
                 raise InputError(
                     f"long-layout input is not sorted across files: file {here[0]!r} starts with ({_ids(tbl, key_cols, i)}) "
@@ -211,7 +223,7 @@ def group_long(batches: Iterator[pa.RecordBatch], layout: LongLayout, dtype,
                     f"in the order given (a directory's in path order): name them in order, or {sort_hint}"
                 )
             raise InputError(
-                f"long-layout input is not sorted: {_row_at(locate, carried_from + i)} ({_ids(tbl, key_cols, i)}) "
+                f"long-layout input is not sorted: {_row_at(locate, base + i)} ({_ids(tbl, key_cols, i)}) "
                 f"comes after ({_ids(tbl, key_cols, i - 1)}); {sort_hint}"
             )
         order = as_array(tbl.column(layout.order_column))
@@ -221,20 +233,35 @@ def group_long(batches: Iterator[pa.RecordBatch], layout: LongLayout, dtype,
             if not_inc.any():
                 i = int(np.flatnonzero(not_inc)[0]) + 1
                 raise InputError(
-                    f"long-layout input is not sorted: {_row_at(locate, carried_from + i)} ({_ids(tbl, key_cols, i)}) has "
+                    f"long-layout input is not sorted: {_row_at(locate, base + i)} ({_ids(tbl, key_cols, i)}) has "
                     f"{layout.order_column}={order[i].as_py()!r} after {order[i - 1].as_py()!r} in the same sequence; "
                     f"{layout.order_column} must increase within a sequence; sort by "
                     f"({', '.join(key_cols)}, {layout.order_column}) and drop duplicate steps"
                 )
         starts = np.concatenate([[0], np.flatnonzero(changed) + 1]).astype(np.int64)
-        last = int(starts[-1])
+        last = int(starts[-1])  # tbl row where the unfinished sequence starts
         if len(starts) > 1:
-            done = tbl.slice(0, last)
-            yield _to_list_batch(done, starts, layout, dtype), last
-        carry = tbl.slice(last).combine_chunks()
-        carried_from += last
-    if carry is not None and carry.num_rows:
-        yield _to_list_batch(carry, np.array([0, carry.num_rows]), layout, dtype), carry.num_rows
+            done = pa.concat_tables([*carry, new.slice(0, last - e)])
+            done_starts = starts + (carry_rows - e)
+            done_starts[0] = 0
+            yield _to_list_batch(done, done_starts, layout, dtype), done.num_rows
+            carried_from += done.num_rows
+            carry, carry_rows, carry_bytes = [], 0, 0
+            rest = new.slice(last - e)
+        else:
+            rest = new
+        carry.append(rest)
+        carry_rows += rest.num_rows
+        carry_bytes += rest.nbytes
+        if carry_bytes > limit:
+            raise memory.InputMemoryError(
+                f"{_row_at(locate, carried_from)} ({_ids(carry[0], key_cols, 0)}): one sequence of more than "
+                f"{carry_rows} steps ({memory.human(carry_bytes)}) is past the memory limit of {memory.human(limit)}; "
+                f"raise it with --memory-limit (or {memory.ENV}), or split the sequence"
+            )
+    if carry_rows:
+        tail = pa.concat_tables(carry)
+        yield _to_list_batch(tail, np.array([0, carry_rows]), layout, dtype), carry_rows
 
 
 def _to_list_batch(tbl: pa.Table, starts: np.ndarray, layout: LongLayout, dtype) -> pa.RecordBatch:

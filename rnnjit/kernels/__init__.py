@@ -39,37 +39,66 @@ from rnnjit.kernels._simd import MR
 from rnnjit.kernels.layer import OUT_ALL, OUT_LAST, OUT_MAX, OUT_NONE, OUT_SUM, run_worker
 from rnnjit.kernels.pack import CELL_CODES, PackedLayer, aligned_empty, pack_layer, padded_hidden
 from rnnjit.kernels.pool import parallel
-from rnnjit.kernels.precision import precision_of
+from rnnjit.kernels.precision import PRECISIONS, Precision, missing_features, precision_of, target_cpu
 from rnnjit.kernels.team import NTH, SPINS, run_team, sync_words
 from rnnjit.kernels.team_policy import team_chunks
 from rnnjit.kernels.tiling import tile_width, tiles
+from rnnjit.errors import PrecisionUnavailableError
 from rnnjit.spec import RNNSpec
 
-__all__ = ["prepare", "run", "Prepared", "tile_width"]
+__all__ = ["check_precision", "prepare", "run", "Prepared", "tile_width"]
 
 
 @dataclass(frozen=True)
 class Prepared:
-    """A model's weights packed for the kernels, for one dtype."""
+    """A model's weights packed for the kernels, for one precision (``dtype``: the compute dtype)."""
 
     spec: RNNSpec
     dtype: np.dtype
     layers: tuple[PackedLayer, ...]  # index layer * D + direction
+    precision: Precision = PRECISIONS["float32"]
 
 
-def prepare(spec: RNNSpec, weights: Mapping[str, np.ndarray]) -> Prepared:
+PRODUCT_CPUS = {
+    "dpbf16": "AVX512_BF16: Intel Cooper Lake, Sapphire Rapids or later; AMD Zen 4 or later",
+    "dpbusd": "AVX512_VNNI: Intel Cascade Lake, Ice Lake or later; AMD Zen 4 or later",
+}
+
+
+def check_precision(name: str) -> Precision:
+    """The table entry of precision ``name``; `PrecisionUnavailableError` when the compile target lacks
+    its instructions."""
+    if name not in PRECISIONS:
+        raise ValueError(f"precision {name!r} is not known; expected one of {', '.join(PRECISIONS)}")
+    prec = PRECISIONS[name]
+    missing = missing_features(prec)
+    if missing:
+        raise PrecisionUnavailableError(
+            f"precision {name!r} needs the CPU instructions {', '.join(missing)}, which this CPU ({target_cpu()}) "
+            f"lacks; score with precision='float32' instead, or on a CPU that has them "
+            f"({PRODUCT_CPUS[prec.product]})"
+        )
+    return prec
+
+
+def prepare(spec: RNNSpec, weights: Mapping[str, np.ndarray], precision: str | None = None) -> Prepared:
     """Pack ``weights`` (PyTorch state_dict names, prefix ``spec.prefix``) for `run`.
 
-    The dtype is the weights' dtype: float64 stays float64, anything else
-    becomes float32 (PyTorch's default).
+    ``precision`` None: the weights' dtype (float64 stays float64, anything
+    else becomes float32, PyTorch's default); else a name of
+    `rnnjit.kernels.precision.PRECISIONS` (``"bf16"``, ``"int8"``). A precision whose
+    instructions the compile target lacks raises `PrecisionUnavailableError`
+    here, before anything is compiled.
     """
-    first = weights[f"{spec.prefix}weight_ih_l0"]
-    dtype = precision_of(np.asarray(first).dtype).dtype
+    if precision is None:
+        prec = precision_of(np.asarray(weights[f"{spec.prefix}weight_ih_l0"]).dtype)
+    else:
+        prec = check_precision(precision)
     layers = []
     for _, _, sfx in spec.suffixes():
         w = spec.direction_weights(weights, sfx)
-        layers.append(pack_layer(spec.cell, w, spec.hidden_size, spec.h_out, dtype))
-    return Prepared(spec, dtype, tuple(layers))
+        layers.append(pack_layer(spec.cell, w, spec.hidden_size, spec.h_out, prec))
+    return Prepared(spec, prec.dtype, tuple(layers), prec)
 
 
 def _writable(a: np.ndarray) -> np.ndarray:
@@ -139,7 +168,10 @@ def _run_layers(prepared, rows, tok, lengths, h0, c0, hn, cn, top_mode, y_all, y
     bt = tile_width(B, threads, dtype, wbytes)
     order, tile_ptr = tiles(lengths, bt)
     workers = max(1, min(threads, tile_ptr.size - 1))
-    team = team_chunks(spec, bt, threads, wbytes) if tile_ptr.size == 2 else None
+    # one tile on several threads (`team`) only where the products read z itself: a packed z would need
+    # every chunk of a step done before the next step's z is packed
+    one_tile = tile_ptr.size == 2 and prepared.precision.k_pack == 1
+    team = team_chunks(spec, bt, threads, wbytes) if one_tile else None
     if team:
         workers = threads
     cell = CELL_CODES[spec.cell]
@@ -157,6 +189,7 @@ def _run_layers(prepared, rows, tok, lengths, h0, c0, hn, cn, top_mode, y_all, y
                 cell=cell, x=rows, tok=tok, w=pk.w, wg=pk.wg, kstart=pk.kstart, klen=pk.klen, wr=pk.wr, wrg=pk.wrg,
                 h0=h0[k], c0=c0[k], y=out, ycol=d * Ho, out_mode=mode, reverse=d == 1, hn=hn[k], cn=cn[k],
                 hidden=H, hp=hp, h_out=Ho, proj=spec.proj_size, bt=bt,
+                qs=pk.qs, qc=pk.qc, rqs=pk.rqs, rqc=pk.rqc, split=pk.split,
                 lens=lengths, order=order, tile_ptr=tile_ptr, next_tile=np.zeros(1, np.int64),
             )  # fmt: skip
             if team:

@@ -52,6 +52,55 @@ def _fma(builder, vecty):
     return cgutils.get_or_insert_function(builder.module, ir.FunctionType(vecty, [vecty] * 3), name)
 
 
+class _BFloat(ir.types.Type):
+    """LLVM's ``bfloat`` (llvmlite has no class for it): the element type of the bf16 dot-product intrinsic."""
+
+    def _to_string(self):
+        return "bfloat"
+
+    def __eq__(self, other):
+        return isinstance(other, _BFloat)
+
+    def __hash__(self):
+        return hash("bfloat")
+
+
+def _dpbf16(builder, vecty):
+    """``acc + x.even * y.even + x.odd * y.odd`` per float32 lane (AVX512_BF16 ``vdpbf16ps``) on i32 pair vectors."""
+    count = vecty.count
+    bf = ir.VectorType(_BFloat(), 2 * count)
+    name = f"llvm.x86.avx512bf16.dpbf16ps.{32 * count}"
+    fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vecty, [vecty, bf, bf]), name)
+    return lambda x, y, acc: builder.call(fn, [acc, builder.bitcast(x, bf), builder.bitcast(y, bf)])
+
+
+def _dpbusd(builder, vecty):
+    """``acc + sum of 4 products`` per int32 lane (AVX512_VNNI ``vpdpbusd``): ``y``'s bytes unsigned, ``x``'s signed."""
+    count = vecty.count
+    i8 = ir.VectorType(ir.IntType(8), 4 * count)
+    name = f"llvm.x86.avx512.vpdpbusd.{32 * count}"
+    fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vecty, [vecty, i8, i8]), name)
+    return lambda x, y, acc: builder.call(fn, [acc, builder.bitcast(y, i8), builder.bitcast(x, i8)])
+
+
+def _product(builder, weights, vecty):
+    """``mul_add(x, y, acc)``: ``x`` a vector of weights (numba dtype ``weights``), ``y`` of inputs, into ``vecty``.
+
+    Float weights: one FMA per element. uint32 weights hold pairs of bf16
+    (`rnnjit.kernels.precision`, ``k_pack`` 2): one ``vdpbf16ps`` adds both
+    products of each pair. int32 weights hold four int8 against four unsigned
+    input bytes (``k_pack`` 4): ``vpdpbusd`` into int32. The intrinsics are
+    emitted only into kernels compiled for such operands, so a float32 model
+    never needs the instructions.
+    """
+    if isinstance(weights, types.Float):
+        fma = _fma(builder, vecty)
+        return lambda x, y, acc: builder.call(fma, [x, y, acc])
+    if weights == types.uint32:
+        return _dpbf16(builder, vecty)
+    return _dpbusd(builder, vecty)
+
+
 def _splat(builder, vecty, scalar):
     v = builder.insert_element(ir.Constant(vecty, ir.Undefined), scalar, ir.Constant(ir.IntType(32), 0))
     mask = ir.Constant(ir.VectorType(ir.IntType(32), vecty.count), [0] * vecty.count)
@@ -94,13 +143,15 @@ def _reduction_loop(builder, n, init, body):
     return out
 
 
-def _prologue(context, builder, cty, width, ptrs):
+def _prologue(context, builder, aty, cty, width, ptrs):
     """What every micro-kernel opens with: the accumulators' vector type (``width`` elements of the
-    output ``cty``'s dtype), its alignment, the FMA intrinsic, the operands' element pointers
-    (``ptrs``: (type, array, offset) each) and a zero vector."""
+    output ``cty``'s dtype), the operands' vector type (``width`` elements of ``aty``'s dtype), the
+    alignment of both (operand and accumulator elements have one size), the product (`_product`),
+    the operands' element pointers (``ptrs``: (type, array, offset) each) and a zero vector."""
     vecty = ir.VectorType(context.get_value_type(cty.dtype), width)
+    opty = ir.VectorType(context.get_value_type(aty.dtype), width)
     pointers = [_ptr(context, builder, ty, arr, off) for ty, arr, off in ptrs]
-    return vecty, cty.dtype.bitwidth // 8, _fma(builder, vecty), pointers, ir.Constant(vecty, None)
+    return vecty, opty, cty.dtype.bitwidth // 8, _product(builder, aty.dtype, vecty), pointers, ir.Constant(vecty, None)
 
 
 def _lanes_kernel(nv: int, doc: str):
@@ -120,20 +171,20 @@ def _lanes_codegen(NV):
         aty, _, bty, _, _, cty, _, _, _ = signature.args
         a_, aoff_, b_, boff_, ldb_, c_, coff_, ldc_, n_ = args
         L = _vector_lanes(cty.dtype.bitwidth)
-        vecty, align, fma, (pa, pb, pc), zero = _prologue(
-            context, builder, cty, L, [(aty, a_, aoff_), (bty, b_, boff_), (cty, c_, coff_)]
+        vecty, opty, align, mul_add, (pa, pb, pc), zero = _prologue(
+            context, builder, aty, cty, L, [(aty, a_, aoff_), (bty, b_, boff_), (cty, c_, coff_)]
         )
         i64 = ir.IntType(64)
 
         def body(k, accs):
             bk = builder.gep(pb, [builder.mul(k, ldb_)])
-            bv = [_vload(builder, vecty, builder.gep(bk, [ir.Constant(i64, v * L)]), align) for v in range(NV)]
+            bv = [_vload(builder, opty, builder.gep(bk, [ir.Constant(i64, v * L)]), align) for v in range(NV)]
             ak = builder.gep(pa, [builder.mul(k, ir.Constant(i64, MR))])
             out = list(accs)
             for q in range(MR):
-                s = _splat(builder, vecty, builder.load(builder.gep(ak, [ir.Constant(i64, q)])))
+                s = _splat(builder, opty, builder.load(builder.gep(ak, [ir.Constant(i64, q)])))
                 for v in range(NV):
-                    out[q * NV + v] = builder.call(fma, [s, bv[v], accs[q * NV + v]])
+                    out[q * NV + v] = mul_add(s, bv[v], accs[q * NV + v])
             return out
 
         res = _reduction_loop(builder, n_, [zero] * (MR * NV), body)
@@ -173,16 +224,16 @@ def mk_rows_grouped(typingctx, a, aoff, b, boff, c, coff, n):
     def codegen(context, builder, signature, args):
         aty, _, bty, _, cty, _, _ = signature.args
         a_, aoff_, b_, boff_, c_, coff_, n_ = args
-        vecty, align, fma, (pa, pb, pc), zero = _prologue(
-            context, builder, cty, MR, [(aty, a_, aoff_), (bty, b_, boff_), (cty, c_, coff_)]
+        vecty, opty, align, mul_add, (pa, pb, pc), zero = _prologue(
+            context, builder, aty, cty, MR, [(aty, a_, aoff_), (bty, b_, boff_), (cty, c_, coff_)]
         )
         i64 = ir.IntType(64)
 
         def body(k, accs):
-            s = _splat(builder, vecty, builder.load(builder.gep(pb, [k])))
+            s = _splat(builder, opty, builder.load(builder.gep(pb, [k])))
             ak = builder.gep(pa, [builder.mul(k, ir.Constant(i64, MR * P_ROWS))])
             return [
-                builder.call(fma, [_vload(builder, vecty, builder.gep(ak, [ir.Constant(i64, p * MR)]), align), s, accs[p]])
+                mul_add(_vload(builder, opty, builder.gep(ak, [ir.Constant(i64, p * MR)]), align), s, accs[p])
                 for p in range(P_ROWS)
             ]
 
@@ -219,20 +270,20 @@ def mk_rows_grouped_few(typingctx, a, aoff, b, boff, c, coff, n):
         a_, aoff_, b_, boff_, c_, coff_, n_ = args
         L = _vector_lanes(cty.dtype.bitwidth)
         RV = FEW_VECS
-        vecty, align, fma, (pa, pb, pc), zero = _prologue(
-            context, builder, cty, L, [(aty, a_, aoff_), (bty, b_, boff_), (cty, c_, coff_)]
+        vecty, opty, align, mul_add, (pa, pb, pc), zero = _prologue(
+            context, builder, aty, cty, L, [(aty, a_, aoff_), (bty, b_, boff_), (cty, c_, coff_)]
         )
         i64, i32 = ir.IntType(64), ir.IntType(32)
 
         def body(k, accs):
             ak = builder.gep(pa, [builder.mul(k, ir.Constant(i64, GROUP_ROWS))])
-            wv = [_vload(builder, vecty, builder.gep(ak, [ir.Constant(i64, v * L)]), align) for v in range(RV)]
+            wv = [_vload(builder, opty, builder.gep(ak, [ir.Constant(i64, v * L)]), align) for v in range(RV)]
             bk = builder.gep(pb, [builder.mul(k, ir.Constant(i64, FEW))])
             out = list(accs)
             for s in range(FEW):
-                sp = _splat(builder, vecty, builder.load(builder.gep(bk, [ir.Constant(i64, s)])))
+                sp = _splat(builder, opty, builder.load(builder.gep(bk, [ir.Constant(i64, s)])))
                 for v in range(RV):
-                    out[v * FEW + s] = builder.call(fma, [wv[v], sp, accs[v * FEW + s]])
+                    out[v * FEW + s] = mul_add(wv[v], sp, accs[v * FEW + s])
             return out
 
         res = _reduction_loop(builder, n_, [zero] * (RV * FEW), body)
@@ -300,11 +351,24 @@ if config.DISABLE_JIT:  # pragma: no cover - exercised by the NUMBA_DISABLE_JIT=
     # Plain-Python equivalents, so the kernel logic runs (and is covered) without numba.
     import numpy as _np
 
+    def _k_major(x, weights):
+        """(n, m) operands -> (n * k_pack, m): bf16 pairs unpacked to float32 (uint32 weights: both operands),
+        int8 quads to int64 (int32 weights: signed; their inputs: unsigned bytes)."""
+        if weights == _np.uint32:
+            u = _np.ascontiguousarray(x, _np.uint32)
+            pair = _np.stack([(u << 16).view(_np.float32), (u & 0xFFFF0000).view(_np.float32)], axis=1)
+            return pair.reshape(2 * x.shape[0], *x.shape[1:])
+        if weights == _np.int32:
+            b = _np.ascontiguousarray(x).view(_np.int8 if x.dtype == _np.int32 else _np.uint8)
+            quad = b.reshape(*x.shape, 4).astype(_np.int64)
+            return _np.moveaxis(quad, -1, 1).reshape(4 * x.shape[0], *x.shape[1:])
+        return x
+
     def _mk_lanes(nv, a, aoff, b, boff, ldb, c, coff, ldc, n):
-        width = nv * (VECTOR_BYTES // a.dtype.itemsize)
-        A = a[aoff : aoff + n * MR].reshape(n, MR) if n > 0 else _np.zeros((0, MR), a.dtype)
+        width = nv * (VECTOR_BYTES // c.dtype.itemsize)
+        A = a[aoff : aoff + n * MR].reshape(n, MR) if n > 0 else _np.zeros((0, MR), c.dtype)
         rows = _np.stack([b[boff + k * ldb : boff + k * ldb + width] for k in range(n)]) if n > 0 else None
-        out = A.T @ rows if n > 0 else _np.zeros((MR, width), a.dtype)
+        out = _k_major(A, a.dtype).T @ _k_major(rows, a.dtype) if n > 0 else _np.zeros((MR, width), c.dtype)
         for q in range(MR):
             c[coff + q * ldc : coff + q * ldc + width] = out[q]
 
@@ -326,12 +390,11 @@ if config.DISABLE_JIT:  # pragma: no cover - exercised by the NUMBA_DISABLE_JIT=
         return old
 
     def mk_rows_grouped_few(a, aoff, b, boff, c, coff, n):  # noqa: F811
-        rows = FEW_VECS * (VECTOR_BYTES // a.dtype.itemsize)
+        rows = FEW_VECS * (VECTOR_BYTES // c.dtype.itemsize)
         A = _np.stack([a[aoff + k * GROUP_ROWS : aoff + k * GROUP_ROWS + rows] for k in range(n)])
         Z = b[boff : boff + n * FEW].reshape(n, FEW)
-        c[coff : coff + rows * FEW] = (A.T @ Z).reshape(-1)
+        c[coff : coff + rows * FEW] = (_k_major(A, a.dtype).T @ _k_major(Z, a.dtype)).reshape(-1)
 
     def mk_rows_grouped(a, aoff, b, boff, c, coff, n):  # noqa: F811
         A = a[aoff : aoff + n * P_ROWS * MR].reshape(n, P_ROWS * MR)
-        c[coff : coff + P_ROWS * MR] = A.T @ b[boff : boff + n]
-
+        c[coff : coff + P_ROWS * MR] = _k_major(A, a.dtype).T @ _k_major(b[boff : boff + n].reshape(n, 1), a.dtype)[:, 0]

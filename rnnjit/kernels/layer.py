@@ -36,12 +36,15 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit
+from numba import types as numba_types
+from numba.extending import overload
 
 from rnnjit.kernels._simd import (
     FEW, FEW_VECS, GROUP_ROWS, MR, NV, P_ROWS, fetch_add, mk_lanes, mk_lanes1, mk_rows_grouped, mk_rows_grouped_few,
 )
-from rnnjit.kernels.config import JIT
-from rnnjit.kernels.precision import VECTOR_BYTES
+from rnnjit.kernels.config import HELPER_JIT, JIT
+from rnnjit.kernels.pack import to_operand
+from rnnjit.kernels.precision import PRECISIONS, VECTOR_BYTES
 from rnnjit.kernels.update import LSTM, cell_update
 
 OUT_NONE, OUT_LAST, OUT_ALL, OUT_SUM, OUT_MAX = 0, 1, 2, 3, 4
@@ -68,6 +71,114 @@ def _skewed_zeros(n, like, skew):
     buf = np.zeros(n + extra, like.dtype)
     off = ((skew - buf.ctypes.data % PAGE) % PAGE) // like.itemsize
     return buf[off : off + n]
+
+
+def operand_of(a, w, n):
+    """The buffer the products read for ``a`` against weights ``w``: ``a`` itself when ``w`` holds ``a``'s
+    dtype, else ``n`` zeroed uint32 of packed inputs (`pack_operand` fills them each step)."""
+    return a if w.dtype == a.dtype else np.zeros(n, np.uint32)  # the plain-Python twin (NUMBA_DISABLE_JIT=1)
+
+
+@overload(operand_of, jit_options=HELPER_JIT)
+def _operand_of(a, w, n):
+    if w.dtype == a.dtype:
+        return lambda a, w, n: a
+    return lambda a, w, n: np.zeros(n, np.uint32)  # bf16 pairs, or int8 inputs' unsigned quads
+
+
+@njit(inline="always", **JIT)
+def _bf16(bits):
+    """float32 bits -> the nearest bfloat16's bits (ties to even), in the low half (`rnnjit.reference.bf16_bits`)."""
+    u = np.uint32(bits)
+    return (u + 0x7FFF + ((u >> 16) & 1)) >> 16
+
+
+def pack_operand(a, aq, w, rows, bt, x0, nx, h0, nh, scales):
+    """Fill the products' input ``aq`` from ``rows`` rows of ``bt`` floats of ``a`` for weights ``w``;
+    nothing when ``aq`` is ``a`` (float weights, `operand_of`).
+
+    bf16 (uint32 ``w``): every row rounded to bfloat16, rows 2k and 2k+1 in
+    one uint32 (`rnnjit.reference.bf16_bits`, the same rounding). int8 (int32
+    weights, so uint32 ``aq`` of quads): the segments of rows ``[x0, x0+nx)``
+    and ``[h0, h0+nh)`` quantized per lane, each to ``floor(v * 127 / max|v| + 0.5) + 128``
+    (an unsigned byte), four rows per element, the second segment from the
+    next whole element; the lane's scales ``max|v| / 127`` go to ``scales[j * bt + lane]``.
+    """
+    if w.dtype == np.uint32:  # the plain-Python twins (NUMBA_DISABLE_JIT=1)
+        aq[: -(-rows // 2) * bt] = to_operand(a[: rows * bt].reshape(rows, bt).T, PRECISIONS["bf16"]).T.reshape(-1)
+    elif w.dtype == np.int32:
+        _int8_inputs(a, aq, bt, x0, nx, h0, nh, scales)
+
+
+@overload(pack_operand, jit_options=HELPER_JIT)
+def _pack_operand(a, aq, w, rows, bt, x0, nx, h0, nh, scales):
+    if isinstance(w.dtype, numba_types.Float):
+        return lambda a, aq, w, rows, bt, x0, nx, h0, nh, scales: None
+    if w.dtype == numba_types.int32:
+        return lambda a, aq, w, rows, bt, x0, nx, h0, nh, scales: _int8_inputs(a, aq, bt, x0, nx, h0, nh, scales)
+
+    def bf16(a, aq, w, rows, bt, x0, nx, h0, nh, scales):
+        au = a.view(np.uint32)
+        if bt < 16:  # one-sequence and FEW tiles: plain indexes (a slice per row pair cost ~1 us per step)
+            for k in range(rows):
+                for l in range(bt):
+                    b = _bf16(au[k * bt + l])
+                    at = (k // 2) * bt + l
+                    aq[at] = b if k % 2 == 0 else aq[at] | (b << 16)
+            return
+        # lane tiles: slices, so the lane loop vectorizes (see `rnnjit.kernels.update`)
+        for k in range((rows + 1) // 2):
+            lo = au[2 * k * bt : (2 * k + 1) * bt]
+            out = aq[k * bt : (k + 1) * bt]
+            if 2 * k + 1 < rows:
+                hi = au[(2 * k + 1) * bt : (2 * k + 2) * bt]
+                for l in range(bt):
+                    out[l] = _bf16(lo[l]) | (_bf16(hi[l]) << 16)
+            else:
+                for l in range(bt):
+                    out[l] = _bf16(lo[l])
+
+    return bf16
+
+
+@njit(**JIT)
+def _int8_inputs(a, aq, bt, x0, nx, h0, nh, scales):
+    """`pack_operand` for int8: two segments of rows, quantized per lane to unsigned bytes, four rows per uint32.
+
+    Lane tiles go row by row through slices (the lane loops vectorize); one-
+    and FEW-sequence tiles by plain indexes (a slice per row cost ~1 us per step).
+    """
+    ab = aq.view(np.uint8)
+    q0 = 0
+    for j in range(2):
+        r0, n = (x0, nx) if j == 0 else (h0, nh)
+        top = scales[j * bt : (j + 1) * bt]
+        top[:] = 0
+        if bt < 16:
+            for i in range(n):
+                for l in range(bt):
+                    top[l] = max(top[l], abs(a[(r0 + i) * bt + l]))
+        else:
+            for i in range(n):
+                row = a[(r0 + i) * bt : (r0 + i + 1) * bt]
+                for l in range(bt):
+                    top[l] = max(top[l], abs(row[l]))
+        for l in range(bt):
+            top[l] = np.float32(127) / top[l] if top[l] > 0 else np.float32(0)  # the inverse scale, for now
+        if bt < 16:
+            for i in range(n):
+                at = (q0 + i // 4) * bt * 4 + i % 4
+                for l in range(bt):
+                    ab[at + 4 * l] = np.uint8(np.int32(np.floor(a[(r0 + i) * bt + l] * top[l] + np.float32(0.5))) + 128)
+        else:
+            for i in range(n):
+                row = a[(r0 + i) * bt : (r0 + i + 1) * bt]
+                at = (q0 + i // 4) * bt * 4 + i % 4
+                for l in range(bt):
+                    ab[at + 4 * l] = np.uint8(np.int32(np.floor(row[l] * top[l] + np.float32(0.5))) + 128)
+        for l in range(bt):
+            top[l] = np.float32(1) / top[l] if top[l] > 0 else np.float32(0)  # the scale max|v| / 127
+        q0 += (n + 3) // 4
 
 
 @njit(inline="always", **JIT)
@@ -135,12 +246,186 @@ def emit(cell, out_mode, s, nb, seq, slen, reverse, j0, j1, cu0, cu1, hsrc, h_at
                     cn[b, u] = csrc[c_at + u * bt + l]
 
 
+@njit(inline="always", **JIT)
+def products_into(wf, wgf, zq, c, n_pan, Kw, bt, k0, nk, kstart, klen, ranges, s, slen, nvec, lv, rows_few):
+    """Every panel of the packed weights against reduction elements ``[k0, k0 + nk)`` of ``zq``, into ``c``.
+
+    ``ranges``: lane tiles read each panel's own ``kstart``/``klen`` instead
+    (the float and bf16 gate product: GRU's zero blocks skipped).
+    """
+    if bt == 1:
+        for q in range(n_pan // P_ROWS):
+            mk_rows_grouped(wgf, (q * Kw + k0) * GROUP_ROWS, zq, k0, c, q * GROUP_ROWS, nk)
+    elif bt == FEW:
+        for r0 in range(0, n_pan * MR, rows_few):  # groups of GROUP_ROWS rows, `rows_few` per call
+            q, r = r0 // GROUP_ROWS, r0 % GROUP_ROWS
+            mk_rows_grouped_few(wgf, (q * Kw + k0) * GROUP_ROWS + r, zq, k0 * FEW, c, r0 * FEW, nk)
+    else:
+        # One weight panel at a time against every vector of the tile
+        # (the panel stays in L1 while the vectors pass), three
+        # vectors per call, one at a time for the remainder; vectors
+        # whose sequences have all ended are skipped (lengths are
+        # sorted within the tile, so the first such one ends the row).
+        for p in range(n_pan):
+            a0, n = (kstart[p], klen[p]) if ranges else (k0, nk)
+            panel_lanes(wf, (p * Kw + a0) * MR, zq, a0 * bt, c, p * MR * bt, bt, n, s, slen, nvec, lv)
+
+
+def acc_of(w, n):
+    """The int32 accumulators of int8 products (int32 ``w``: ``n`` of them; otherwise none)."""
+    return np.zeros(n if w.dtype == np.int32 else 0, np.int32)  # the plain-Python twin
+
+
+@overload(acc_of, jit_options=HELPER_JIT)
+def _acc_of(w, n):
+    if w.dtype == numba_types.int32:
+        return lambda w, n: np.zeros(n, np.int32)
+    return lambda w, n: np.zeros(0, np.int32)
+
+
+@njit(inline="always", **JIT)
+def _int8_gates(wf, wgf, zq, g, acc, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv, rows_few, split, qs, qc, scales):
+    """`gate_products` for int8: the x segment, then h from element ``split``, into ``acc``; rescaled into ``g``."""
+    n = n_pan * MR * bt
+    products_into(wf, wgf, zq, acc[:n], n_pan, Kw, bt, 0, split, kstart, klen, False, s, slen, nvec, lv, rows_few)
+    products_into(wf, wgf, zq, acc[n:], n_pan, Kw, bt, split, Kw - split, kstart, klen, False, s, slen, nvec, lv,
+                  rows_few)  # fmt: skip
+    _int8_rows(g, acc, n_pan * MR, bt, qs, qc, scales)
+
+
+@njit(inline="always", **JIT)
+def _int8_projection(wrf, wrgf, mq, pr, racc, n_pan_r, Hw, bt, kstart, klen, s, slen, nvec, lv, rows_few, rqs, rqc,
+                     scales):  # fmt: skip
+    """`proj_products` for int8: one segment into ``racc``, rescaled into ``pr``."""
+    products_into(wrf, wrgf, mq, racc, n_pan_r, Hw, bt, 0, Hw, kstart, klen, False, s, slen, nvec, lv, rows_few)
+    _int8_rows(pr, racc, n_pan_r * MR, bt, rqs, rqc, scales)
+
+
+@njit(inline="always", **JIT)
+def _float_projection(wrf, wrgf, mq, pr, n_pan_r, Hw, bt, nvec, lv, rows_few):
+    """The float and bf16 projection: every vector of the tile (`proj_products`)."""
+    if bt == 1:
+        for q in range(n_pan_r // P_ROWS):
+            mk_rows_grouped(wrgf, q * Hw * GROUP_ROWS, mq, 0, pr, q * GROUP_ROWS, Hw)
+    elif bt == FEW:
+        for r0 in range(0, n_pan_r * MR, rows_few):
+            q, r = r0 // GROUP_ROWS, r0 % GROUP_ROWS
+            mk_rows_grouped_few(wrgf, q * Hw * GROUP_ROWS + r, mq, 0, pr, r0 * FEW, Hw)
+    else:
+        for p in range(n_pan_r):
+            for v in range(0, nvec - nvec % NV, NV):
+                mk_lanes(wrf, p * Hw * MR, mq, v * lv, bt, pr, p * MR * bt + v * lv, bt, Hw)
+            for v in range(nvec - nvec % NV, nvec):
+                mk_lanes1(wrf, p * Hw * MR, mq, v * lv, bt, pr, p * MR * bt + v * lv, bt, Hw)
+
+
+def gate_products(w, wf, wgf, zq, g, acc, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv, rows_few, split, qs, qc,
+                  scales):  # fmt: skip
+    """All gate pre-activations of a step into ``g`` (float): one product (float, bf16), or for int8 weights
+    (int32 ``w``) `_int8_gates`. Chosen by ``w``'s dtype when compiling, so a float kernel holds no int8 code."""
+    if w.dtype != np.int32:  # the plain-Python twin (NUMBA_DISABLE_JIT=1)
+        products_into(wf, wgf, zq, g, n_pan, Kw, bt, 0, Kw, kstart, klen, True, s, slen, nvec, lv, rows_few)
+    else:
+        _int8_gates(wf, wgf, zq, g, acc, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv, rows_few, split, qs, qc,
+                    scales)  # fmt: skip
+
+
+@overload(gate_products, inline="always", jit_options=HELPER_JIT)
+def _gate_products(w, wf, wgf, zq, g, acc, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv, rows_few, split, qs, qc,
+                   scales):  # fmt: skip
+    if w.dtype != numba_types.int32:
+
+        def one(w, wf, wgf, zq, g, acc, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv, rows_few, split, qs, qc,
+                scales):  # fmt: skip
+            products_into(wf, wgf, zq, g, n_pan, Kw, bt, 0, Kw, kstart, klen, True, s, slen, nvec, lv, rows_few)
+
+        return one
+
+    def two(w, wf, wgf, zq, g, acc, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv, rows_few, split, qs, qc, scales):
+        _int8_gates(wf, wgf, zq, g, acc, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv, rows_few, split, qs, qc,
+                    scales)  # fmt: skip
+
+    return two
+
+
+def proj_products(wr, wrf, wrgf, mq, pr, racc, n_pan_r, Hw, bt, kstart, klen, s, slen, nvec, lv, rows_few, rqs,
+                  rqc, scales):  # fmt: skip
+    """An LSTMP's projection of the step's h (``mq``) into ``pr``: `_float_projection`, or for int8 weights
+    `_int8_projection` (chosen when compiling, as `gate_products`)."""
+    if wr.dtype == np.int32:  # the plain-Python twin (NUMBA_DISABLE_JIT=1)
+        _int8_projection(wrf, wrgf, mq, pr, racc, n_pan_r, Hw, bt, kstart, klen, s, slen, nvec, lv, rows_few, rqs,
+                         rqc, scales)  # fmt: skip
+    else:
+        _float_projection(wrf, wrgf, mq, pr, n_pan_r, Hw, bt, nvec, lv, rows_few)
+
+
+@overload(proj_products, inline="always", jit_options=HELPER_JIT)
+def _proj_products(wr, wrf, wrgf, mq, pr, racc, n_pan_r, Hw, bt, kstart, klen, s, slen, nvec, lv, rows_few, rqs, rqc,
+                   scales):  # fmt: skip
+    if wr.dtype != numba_types.int32:
+
+        def one(wr, wrf, wrgf, mq, pr, racc, n_pan_r, Hw, bt, kstart, klen, s, slen, nvec, lv, rows_few, rqs, rqc,
+                scales):  # fmt: skip
+            _float_projection(wrf, wrgf, mq, pr, n_pan_r, Hw, bt, nvec, lv, rows_few)
+
+        return one
+
+    def rescaled(wr, wrf, wrgf, mq, pr, racc, n_pan_r, Hw, bt, kstart, klen, s, slen, nvec, lv, rows_few, rqs, rqc,
+                 scales):  # fmt: skip
+        _int8_projection(wrf, wrgf, mq, pr, racc, n_pan_r, Hw, bt, kstart, klen, s, slen, nvec, lv, rows_few, rqs,
+                         rqc, scales)  # fmt: skip
+
+    return rescaled
+
+
+@njit(**JIT)
+def _int8_rows(g, acc, rows, bt, qs, qc, scales):
+    """int32 accumulators -> float rows: per segment ``(acc - correction) * row scale * lane scale``, plus the bias.
+
+    ``acc`` holds the x segment's accumulators, then the h segment's (none
+    for a projection). ``qs``: rows of x scales, h scales, biases; ``qc``: of
+    x and h corrections (`rnnjit.kernels.pack.PackedLayer`).
+    """
+    n = rows * bt
+    two = acc.shape[0] >= 2 * n
+    sx, sh, bias, cx, ch = qs[0], qs[1], qs[2], qc[0], qc[1]
+    if bt == 1:  # one loop over the rows: it vectorizes
+        s0, s1 = scales[0], scales[1]
+        if two:
+            for r in range(rows):
+                g[r] = np.float32(acc[r] - cx[r]) * (sx[r] * s0) + bias[r] + np.float32(acc[n + r] - ch[r]) * (sh[r] * s1)
+        else:
+            for r in range(rows):
+                g[r] = np.float32(acc[r] - cx[r]) * (sx[r] * s0) + bias[r]
+        return
+    if bt == FEW:  # one flat loop (FEW is a constant: the row and lane of an index are a shift and a mask)
+        ah = acc[n:] if two else acc[:n]
+        hs = scales[bt:] if two else scales[:bt]
+        for i in range(n):
+            r, l = i // FEW, i % FEW
+            v = np.float32(acc[i] - cx[r]) * (sx[r] * scales[l]) + bias[r]
+            g[i] = v + np.float32(ah[i] - ch[r]) * (sh[r] * hs[l]) if two else v
+        return
+    for r in range(rows):
+        ax = acc[r * bt : (r + 1) * bt]
+        out = g[r * bt : (r + 1) * bt]
+        if two:
+            ah = acc[n + r * bt : n + (r + 1) * bt]
+            for l in range(bt):
+                out[l] = np.float32(ax[l] - cx[r]) * (sx[r] * scales[l]) + bias[r] + np.float32(ah[l] - ch[r]) * (
+                    sh[r] * scales[bt + l])
+        else:
+            for l in range(bt):
+                out[l] = np.float32(ax[l] - cx[r]) * (sx[r] * scales[l]) + bias[r]
+
+
 @njit(**JIT)
 def run_worker(
     cell, x, tok, lens, order, tile_ptr, next_tile,
     w, wg, kstart, klen, wr, wrg,
     h0, c0, y, ycol, out_mode, reverse, hn, cn,
     hidden, hp, h_out, proj, bt,
+    qs, qc, rqs, rqc, split,
 ):  # fmt: skip
     """One thread's share: tiles from the shared counter, through every step, scratch allocated once.
 
@@ -175,6 +460,13 @@ def run_worker(
     slen = np.zeros(bt, np.int64)
     xoff = np.zeros(bt, np.int64)
     h_at = (I + 1) * bt  # first h row of z
+    Kw = w.shape[1]  # reduction length of the gate product in operand elements (K, or K / k_pack)
+    Hw = wr.shape[1]  # the same for the projection
+    zq = operand_of(z, w, Kw * bt)  # what the products read: z itself, or z packed (`rnnjit.kernels.precision`)
+    mq = operand_of(m, wr, Hw * bt)
+    acc = acc_of(w, 2 * n_pan * MR * bt)  # int8: the x and h segments' int32 accumulators (`gate_products`)
+    racc = acc_of(wr, n_pan_r * MR * bt)
+    scales = np.zeros(2 * bt, x.dtype)  # int8: each lane's input scales (`pack_operand`)
     lv = VECTOR_BYTES // x.itemsize  # lanes per SIMD vector
     rows_few = FEW_VECS * lv  # rows per `mk_rows_grouped_few` call
     nvec = bt // lv  # SIMD vectors per tile row (bt > 1 is a multiple of lv)
@@ -217,22 +509,9 @@ def run_worker(
                 for l in range(bt):
                     zrow[l] = xf[xoff[l] + i]
             # -- gate pre-activations with biases, all gates at once
-            if bt == 1:
-                for q in range(n_pan // P_ROWS):
-                    mk_rows_grouped(wgf, q * K * P_ROWS * MR, z, 0, g, q * P_ROWS * MR, K)
-            elif bt == FEW:
-                for r0 in range(0, n_pan * MR, rows_few):  # groups of GROUP_ROWS rows, `rows_few` per call
-                    q, r = r0 // GROUP_ROWS, r0 % GROUP_ROWS
-                    mk_rows_grouped_few(wgf, q * K * GROUP_ROWS + r, z, 0, g, r0 * FEW, K)
-            else:
-                # One weight panel at a time against every vector of the tile
-                # (the panel stays in L1 while the vectors pass), three
-                # vectors per call, one at a time for the remainder; vectors
-                # whose sequences have all ended are skipped (lengths are
-                # sorted within the tile, so the first such one ends the row).
-                for p in range(n_pan):
-                    panel_lanes(wf, (p * K + kstart[p]) * MR, z, kstart[p] * bt, g, p * MR * bt, bt, klen[p],
-                                s, slen, nvec, lv)
+            pack_operand(z, zq, w, K, bt, 1, I, I + 1, h_out, scales)
+            gate_products(w, wf, wgf, zq, g, acc, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv, rows_few, split,
+                          qs, qc, scales)  # fmt: skip
             # -- activations and state update: flat, vectorized loops (`cell_update`)
             # The LSTM writes c' to a second buffer (the two swap every step)
             # instead of updating c in place. Measured: with the in-place
@@ -246,19 +525,9 @@ def run_worker(
             if cell == LSTM:
                 c, c2 = c2, c
             if proj > 0:
-                if bt == 1:
-                    for q in range(n_pan_r // P_ROWS):
-                        mk_rows_grouped(wrgf, q * H * GROUP_ROWS, m, 0, pr, q * GROUP_ROWS, H)
-                elif bt == FEW:
-                    for r0 in range(0, n_pan_r * MR, rows_few):
-                        q, r = r0 // GROUP_ROWS, r0 % GROUP_ROWS
-                        mk_rows_grouped_few(wrgf, q * H * GROUP_ROWS + r, m, 0, pr, r0 * FEW, H)
-                else:
-                    for p in range(n_pan_r):
-                        for v in range(0, nvec - nvec % NV, NV):
-                            mk_lanes(wrf, p * H * MR, m, v * lv, bt, pr, p * MR * bt + v * lv, bt, H)
-                        for v in range(nvec - nvec % NV, nvec):
-                            mk_lanes1(wrf, p * H * MR, m, v * lv, bt, pr, p * MR * bt + v * lv, bt, H)
+                pack_operand(m, mq, wr, H, bt, 0, H, H, 0, scales)
+                proj_products(wr, wrf, wrgf, mq, pr, racc, n_pan_r, Hw, bt, kstart, klen, s, slen, nvec, lv,
+                              rows_few, rqs, rqc, scales)  # fmt: skip
                 for q in range(HB):
                     zh[q] = pr[q]
             else:

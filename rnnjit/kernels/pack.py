@@ -12,16 +12,25 @@ GRU keeps PyTorch's linear-before-reset form with four gate blocks
 ``[r, z, n_x, n_h]``: ``n_x`` rows hold ``b_in | W_in`` (h columns zero) and
 ``n_h`` rows hold ``W_hn | b_hn`` (x columns zero); per-panel k ranges skip
 the zeros.
+
+A precision whose products read packed operands (`rnnjit.kernels.precision`,
+``k_pack`` > 1) packs the same float matrix afterwards: bf16 two columns per
+uint32 (`to_operand`), int8 four per int32 with per-row scales, the x and h
+columns as two segments and the biases kept in float (`int8_rows`). Panels,
+groups and the kernels' index arithmetic stay the same with K counted in
+elements.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from rnnjit.kernels._simd import MR, P_ROWS
+from rnnjit.kernels.precision import Precision
+from rnnjit.reference import bf16_bits
 
 CELL_CODES = {"lstm": 0, "gru": 1, "rnn_tanh": 2, "rnn_relu": 3}
 
@@ -30,11 +39,18 @@ CELL_CODES = {"lstm": 0, "gru": 1, "rnn_tanh": 2, "rnn_relu": 3}
 class PackedLayer:
     w: np.ndarray  # (panels, K, MR) gates, K = in_size + h_out + 2 (two bias columns)
     wg: np.ndarray  # (panels / P_ROWS, K, P_ROWS * MR): the same, groups interleaved (`group_panels`)
-    kstart: np.ndarray  # int64 (panels,) first k each panel reads
+    kstart: np.ndarray  # int64 (panels,) first k each panel reads (in operand elements)
     klen: np.ndarray  # int64 (panels,) how many k each panel reads
     wr: np.ndarray  # (panels_r, H, MR) projection, or a (P_ROWS, 1, MR) dummy
     wrg: np.ndarray  # the same, groups interleaved (`group_panels`), for the one- and few-sequence kernels
     in_size: int
+    # int8 only (`int8_rows`; empty otherwise): rows of x scales, h scales and biases of the gate rows, and the
+    # x and h offset corrections of the unsigned inputs; the same for the projection (h: 0); x quads in a row
+    qs: np.ndarray = field(default_factory=lambda: np.zeros((3, 0), np.float32))
+    qc: np.ndarray = field(default_factory=lambda: np.zeros((2, 0), np.int32))
+    rqs: np.ndarray = field(default_factory=lambda: np.zeros((3, 0), np.float32))
+    rqc: np.ndarray = field(default_factory=lambda: np.zeros((2, 0), np.int32))
+    split: int = 0
 
 
 def _round_up(n: int, m: int) -> int:
@@ -79,8 +95,56 @@ def padded_hidden(hidden: int) -> int:
     return _round_up(hidden, MR)
 
 
-def pack_layer(cell: str, w: Mapping[str, np.ndarray], hidden: int, h_out: int, dtype) -> PackedLayer:
+def to_operand(a: np.ndarray, precision: Precision) -> np.ndarray:
+    """(N, K) float -> (N, ceil(K / 2)) uint32 for bf16: column pairs rounded (`rnnjit.reference.bf16_bits`),
+    the lower index in the low half. The identity for precisions whose products read the compute dtype
+    (int8 packs with `int8_rows`)."""
+    if precision.k_pack == 1:
+        return np.ascontiguousarray(a, precision.dtype)
+    n, k = a.shape
+    kp = _round_up(k, 2)
+    full = np.zeros((n, kp), np.float32)
+    full[:, :k] = a
+    bits = bf16_bits(full)
+    return np.ascontiguousarray(bits[:, 0::2] | (bits[:, 1::2] << 16))
+
+
+def int8_rows(mat: np.ndarray, segments) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Symmetric int8 per row and column segment: ``(quads, scales, corrections)``.
+
+    Each segment ``(c0, c1)`` of ``mat``'s columns gets per row the scale
+    ``max|w| / 127`` and values ``floor(w / scale + 0.5)`` in [-127, 127],
+    stored 4 per int32 (column j in byte j % 4; a segment starts a new int32).
+    The products read inputs offset by 128 (unsigned, `rnnjit.kernels.layer.pack_operand`),
+    so each row and segment also gets ``128 * sum(values)`` to subtract.
+    """
+    rows = mat.shape[0]
+    quads = [-(-(c1 - c0) // 4) for c0, c1 in segments]
+    q = np.zeros((rows, 4 * sum(quads)), np.int8)
+    scale = np.zeros((rows, 3), np.float32)
+    corr = np.zeros((rows, 2), np.int32)
+    at = 0
+    for j, ((c0, c1), nq) in enumerate(zip(segments, quads)):
+        seg = np.asarray(mat[:, c0:c1], np.float32)
+        top = np.abs(seg).max(axis=1) if c1 > c0 else np.zeros(rows, np.float32)
+        sc = np.where(top > 0, top / np.float32(127), np.float32(1)).astype(np.float32)
+        vals = np.clip(np.floor(seg / sc[:, None] + np.float32(0.5)), -127, 127).astype(np.int8)
+        q[:, 4 * at : 4 * at + (c1 - c0)] = vals
+        scale[:, j], corr[:, j] = sc, 128 * vals.astype(np.int32).sum(axis=1)
+        at += nq
+    return np.ascontiguousarray(q).view(np.int32), scale, corr
+
+
+def _rows(a: np.ndarray, n: int) -> np.ndarray:
+    """``a`` with rows zero-padded to ``n`` (the panels' padding)."""
+    out = np.zeros((n, *a.shape[1:]), a.dtype)
+    out[: a.shape[0]] = a
+    return out
+
+
+def pack_layer(cell: str, w: Mapping[str, np.ndarray], hidden: int, h_out: int, precision: Precision) -> PackedLayer:
     """Pack one direction of one layer; ``w`` has keys ih, hh and optionally b_ih, b_hh, hr."""
+    dtype, kp = precision.dtype, precision.k_pack
     ih = np.asarray(w["ih"], dtype)
     hh = np.asarray(w["hh"], dtype)
     in_size = ih.shape[1]
@@ -106,14 +170,43 @@ def pack_layer(cell: str, w: Mapping[str, np.ndarray], hidden: int, h_out: int, 
             ranges.append((0, K))
         full[rows, h0 : K - 1] = hh[src]
         full[rows, K - 1] = b_hh[src]
-    packed = panels(full)
+    if precision.product == "dpbusd":
+        return _pack_int8(full, w, in_size, h_out, dtype, precision)
+    packed = panels(to_operand(full, precision))
     n_pan = packed.shape[0]
     kstart = np.zeros(n_pan, np.int64)
     klen = np.zeros(n_pan, np.int64)  # padding panels read nothing and store zeros
     for p in range(min(n_pan, blocks * Hp // MR)):
-        kstart[p], klen[p] = ranges[p * MR // Hp]
+        k0, n = ranges[p * MR // Hp]
+        kstart[p], klen[p] = k0 // kp, -(-(k0 + n) // kp) - k0 // kp  # whole elements covering the range
     if "hr" in w:
-        wr = panels(np.asarray(w["hr"], dtype))
+        wr = panels(to_operand(np.asarray(w["hr"], dtype), precision))
     else:
-        wr = np.zeros((P_ROWS, 1, MR), dtype)
+        wr = np.zeros((P_ROWS, 1, MR), precision.operand)
     return PackedLayer(packed, group_panels(packed), kstart, klen, wr, group_panels(wr), in_size)
+
+
+def _pack_int8(full: np.ndarray, w, in_size: int, h_out: int, dtype, precision: Precision) -> PackedLayer:
+    """`pack_layer` for int8: x and h columns as two segments (`int8_rows`), the two bias columns summed in float."""
+    K = full.shape[1]
+    q, scale, corr = int8_rows(full, [(1, 1 + in_size), (1 + in_size, K - 1)])
+    scale[:, 2] = full[:, 0] + full[:, K - 1]
+    packed = panels(q)
+    n_pan = packed.shape[0]
+    kstart = np.zeros(n_pan, np.int64)
+    klen = np.full(n_pan, packed.shape[1], np.int64)
+    if "hr" in w:
+        hr = np.asarray(w["hr"], dtype)
+        rq, rscale, rcorr = int8_rows(hr, [(0, hr.shape[1])])
+        wr = panels(rq)
+    else:
+        wr = np.zeros((P_ROWS, 1, MR), precision.operand)
+        rscale, rcorr = np.zeros((0, 3), np.float32), np.zeros((0, 2), np.int32)
+    n_r = wr.shape[0] * MR
+
+    def fields(a, n):  # (rows, fields) -> (fields, n rows), rows zero-padded as the panels are
+        return np.ascontiguousarray(_rows(a, n).T)
+
+    return PackedLayer(packed, group_panels(packed), kstart, klen, wr, group_panels(wr), in_size,
+                       fields(scale, n_pan * MR), fields(corr, n_pan * MR), fields(rscale, n_r), fields(rcorr, n_r),
+                       -(-in_size // 4))  # fmt: skip

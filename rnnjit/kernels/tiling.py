@@ -15,7 +15,8 @@ WIDE_VECS = 12
 """Most SIMD vectors in one tile row when a layer's weights are large (see `tile_width`)."""
 
 WIDE_WEIGHTS = 8 << 20
-"""Packed weights above this many bytes make tiles wider, to read each panel once per more sequences (measured: bench/report_notes.md)."""
+"""Packed weights above this many bytes make tiles wider, to read each panel once per more sequences
+(measured: bench/report_notes.md)."""
 
 SMALL_TILES_UP_TO = 128
 """Largest batch for which one-sequence and FEW-sequence tiles are weighed against lane tiles (`tile_width`)."""

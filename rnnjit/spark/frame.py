@@ -259,6 +259,8 @@ def scored_frame(df, model, run: RunOptions, *, counts=None):
     """``(scored DataFrame, plan)`` for ``run`` as it is (``run.score.threads``: per task, already set)."""
     spark = df.sparkSession
     bundle, local = _ship(spark, model)
+    # the workers load the bundle themselves: they score at the driver model's precision unless one is named
+    run = replace(run, score=replace(run.score, precision=run.score.precision or local.precision))
     plan = plan_scoring(local, _arrow_schema(df), run.score, layout=run.layout, order_column=run.order_column,
                         feature_columns=run.feature_columns, explicit_state=run.explicit_state)
     df = df.select(*plan.columns)

@@ -321,4 +321,5 @@ def score_files(
         rows=rows, scored=scored_n, empty=empty, invalid=invalid, input_rows=input_rows,
         seconds=time.perf_counter() - t0, output=output, layout=layout, engine=engine,
         threads=1 if engine == "numpy" else run.score.threads,  # numba threads per task
+        precision=options.precision or getattr(model, "precision", "float32"),
     )

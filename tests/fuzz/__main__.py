@@ -81,13 +81,16 @@ def main(argv: list[str] | None = None) -> int:
     seed_dir = Path(tempfile.mkdtemp(prefix="rnnjit-fuzz-seeds-"))
     files = seeds.build(seed_dir)
     seed_bytes = {f: [p.read_bytes() for p in ps] for f, ps in files.items()}
-    worker = Worker(seed_dir, args.seed)
+    worker = None
     total_fail = 0
     print(
         f"{'format':<12} {'cases':>6} {'loaded':>7} {'refused':>8} {'failed':>7} {'seconds':>8} "
         f"{'slowest case s':>14} {'peak RSS MB':>11}"
     )
     for fmt in args.format or seeds.FORMATS:
+        if worker is not None:
+            worker.stop()
+        worker = Worker(seed_dir, args.seed)  # one process per reader: its peak RSS is that reader's
         counts: collections.Counter = collections.Counter()
         slowest = peak = 0.0
         t0 = time.perf_counter()
@@ -111,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{slowest:>14.3f} {peak:>11.0f}",
             flush=True,
         )
-    worker.stop()
+    if worker is not None:
+        worker.stop()
     print(f"total failures: {total_fail}" + (f" (cases saved in {args.out})" if total_fail else ""))
     return 1 if total_fail else 0
 

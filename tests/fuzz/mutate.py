@@ -18,6 +18,8 @@ import zipfile
 
 import numpy as np
 
+from tests.fuzz import attacks
+
 INTERESTING_INTS = [0, 1, -1, 2, 7, 255, 256, 65535, 2**31 - 1, 2**31, 2**32, 10**12, 2**62, 2**63 - 1, -(2**31)]
 GLOBALS = [
     b"os\nsystem", b"builtins\neval", b"builtins\nexec", b"subprocess\nPopen", b"collections\nOrderedDict",
@@ -245,10 +247,34 @@ def mutate(fmt: str, data: bytes, rng: random.Random, seeds: list[bytes]) -> byt
     return blind(data, rng, seeds)
 
 
+ATTACK_SHARE = 0.12  # cases that take one of the attack shapes of tests/fuzz/attacks.py
+
+
+def _parquet_case(rng: random.Random) -> bytes:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    seqs = attacks.skewed_lengths(rng, input_size=2)
+    lengths = np.array([len(s) for s in seqs], np.int64)
+    offsets = pa.array(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32))
+    steps = pa.FixedSizeListArray.from_arrays(pa.array(np.concatenate(seqs).reshape(-1)), 2)
+    table = pa.table({"id": pa.array(np.arange(len(seqs))), "features": pa.ListArray.from_arrays(offsets, steps)})
+    out = io.BytesIO()
+    pq.write_table(table, out)
+    return out.getvalue()
+
+
 def case(fmt: str, seeds: list[bytes], index: int, base_seed: int) -> bytes:
     """The bytes of case ``index`` of ``fmt``: deterministic."""
     rng = random.Random(f"{base_seed}-{fmt}-{index}")
+    if fmt == "parquet":  # scoring, not reading: the skewed-length shape, every case
+        return _parquet_case(rng)
     data = rng.choice(seeds)
+    if rng.random() < ATTACK_SHARE:
+        try:
+            return attacks.attack(fmt, data, rng)
+        except Exception:  # noqa: BLE001 - a seed that does not fit the shape: mutate it as usual
+            pass
     for _ in range(1 if rng.random() < 0.8 else rng.randint(2, 3)):
         data = mutate(fmt, data, rng, seeds)
     return data

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-FORMATS = ("pth-zip", "pth-legacy", "safetensors", "npz", "bundle")
+FORMATS = ("pth-zip", "pth-legacy", "safetensors", "npz", "bundle", "parquet")
 
 
 def _net():
@@ -67,6 +67,7 @@ def build(folder: Path) -> dict[str, list[Path]]:
         head = "head.0,sigmoid" if name == "lstm" else "fc"
         rnnjit.convert(folder / f"{name}-sd-pth-zip.pth", folder / f"{name}-bundle.npz", head=head)
         out["bundle"].append(folder / f"{name}-bundle.npz")
+    out["parquet"].append(folder / "gru-bundle.npz")  # parquet cases are built per case and scored with this bundle
     return out
 
 
@@ -83,6 +84,8 @@ def existing(folder: Path) -> dict[str, list[Path]]:
             out["safetensors"].append(path)
         elif n.endswith("-bundle.npz"):
             out["bundle"].append(path)
+            if n.startswith("gru-"):
+                out["parquet"].append(path)
         elif n.endswith(".npz"):
             out["npz"].append(path)
     return out
