@@ -5,8 +5,8 @@ short oscillation burst (a few cycles of a sine/cosine pair on two channels),
 anywhere in a sequence of 20..80 steps. Trains in a few seconds on a CPU with
 torch; everything is seeded.
 
-    python data/make_demo.py          # writes data/demo_model.pth,
-                                      # data/demo_bundle.npz, data/demo_sequences.parquet
+    python data/make_demo.py          # writes data/demo_model.pth, data/demo_bundle.npz,
+                                      # data/demo_sequences.parquet, data/demo_steps.parquet
 
 Only this script needs torch; the files it writes are scored without it.
 """
@@ -90,6 +90,20 @@ def train(seed: int = 0):
     return net, batchify
 
 
+def write_steps(table: pa.Table, path: Path, n: int = 200) -> None:
+    """The first ``n`` sequences in the long layout (README "Real runs"): customer, t, one column per feature."""
+    table = table.slice(0, n)
+    seqs = table.column("features").to_pylist()
+    lengths = [len(s) for s in seqs]
+    steps = np.asarray([step for s in seqs for step in s], np.float32)
+    cols = {
+        "customer": pa.array(np.repeat(table.column("id").to_numpy(), lengths), pa.int64()),
+        "t": pa.array(np.concatenate([np.arange(k) for k in lengths]), pa.int32()),
+    }
+    cols.update({name: pa.array(steps[:, j]) for j, name in enumerate(FEATURES)})
+    pq.write_table(pa.table(cols), path, compression="zstd")
+
+
 def main() -> None:
     import torch
 
@@ -108,6 +122,7 @@ def main() -> None:
         {"id": pa.array(np.arange(1, len(seqs) + 1), pa.int64()), "label": pa.array(labels), "features": features}
     )
     pq.write_table(table, HERE / "demo_sequences.parquet", row_group_size=1000, compression="zstd")
+    write_steps(table, HERE / "demo_steps.parquet")
 
     scores = model.predict(seqs, engine="numpy")[:, 0]
     with torch.no_grad():

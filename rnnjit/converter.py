@@ -15,7 +15,7 @@ from rnnjit._version import __version__
 from rnnjit.errors import ArchitectureError
 from rnnjit.infer import infer_dtype
 from rnnjit.chain import build_chain, infer_chain, parse_chain
-from rnnjit.keys import account, check_supported, used_keys
+from rnnjit.keys import account, check_supported, ignored_keys, used_keys
 from rnnjit.model import Model
 from rnnjit.spec import OUTPUT_MODES, recurrent_specs
 
@@ -91,6 +91,7 @@ def convert(
         ignore_list = [ignore_list]
     # repeated or comma-separated, as --feature-columns
     ignore_list = [n.strip().rstrip(".") for item in ignore_list for n in str(item).split(",") if n.strip()]
+    ignore_list = [_without_stripped_prefix(n, sd, info.get("stripped_prefix")) for n in ignore_list]
     check_supported(sd, ignore_list, source=Path(src).name)
     tokens = parse_chain(opts.get("chain"), sd) if opts.get("chain") is not None else []
     if tokens:
@@ -100,9 +101,7 @@ def convert(
                 raise ArchitectureError(f"{flag} and --chain were both given; write the whole model in --chain only")
         steps = build_chain(sd, tokens, nonlinearity=opts.get("nonlinearity"))
     else:
-        steps = infer_chain(
-            sd, rnn_prefix=opts.get("rnn_prefix"), nonlinearity=opts.get("nonlinearity"), head=opts.get("head")
-        )
+        steps = _infer_chain_without_ignored(sd, ignore_list, opts)
     pooled = next((s.label() for s in steps if s.entry.pools_time), None)
     mode = opts.get("output") or ("all" if pooled else "last")
     if mode not in OUTPUT_MODES:
@@ -163,6 +162,31 @@ def convert(
         cfg["reference"] = make_reference(model)
     bundle.write(out, weights, cfg)
     return bundle.load(out)
+
+
+def _infer_chain_without_ignored(sd, ignore_list, opts):
+    """`infer_chain`; where the weights leave it open, modules named by --ignore are no candidates.
+
+    Without that, dropping an attention block with --ignore attn led to an error offering its
+    ``attn.out_proj`` as the head, and a chain offered for two recurrent modules listed the CNN
+    layers just ignored. A chain the whole file gives is kept, so ignoring a module it uses stays
+    the clear "--ignore would drop ..." error.
+    """
+    kw = {"rnn_prefix": opts.get("rnn_prefix"), "nonlinearity": opts.get("nonlinearity"), "head": opts.get("head")}
+    try:
+        return infer_chain(sd, **kw)
+    except ArchitectureError:
+        dropped = set(ignored_keys(sd, ignore_list))
+        if not dropped:
+            raise
+    return infer_chain({k: v for k, v in sd.items() if k not in dropped}, **kw)
+
+
+def _without_stripped_prefix(name: str, sd, prefix: str | None) -> str:
+    """``--ignore module.enc`` for a DataParallel file: its keys lost ``module.``, so the module is ``enc``."""
+    if prefix and name.startswith(prefix) and not any(k == name or k.startswith(f"{name}.") for k in sd):
+        return name[len(prefix):]
+    return name
 
 
 def _merge_options(config, **explicit):

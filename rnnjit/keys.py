@@ -127,11 +127,23 @@ def check_supported(sd: Mapping[str, np.ndarray], ignore: Sequence[str] = (), *,
     if found:
         name, what = next(iter(found.items()))
         more = f" (and {', '.join(list(found)[1:])})" if len(found) > 1 else ""
+        drop = " ".join(f"--ignore {m}" for m in _enclosing_modules(sd, list(found)))
         raise ArchitectureError(
             f"{source}: module {name!r} is {what}{more}, which rnnjit does not run: it scores embeddings, "
             "RNN/LSTM/GRU, pooling, LayerNorm/BatchNorm1d, linear layers and kernel-1 Conv1d; if the model's "
-            f"forward() does not use it, drop it with --ignore {name}"
+            f"forward() does not use it, drop it with {drop}"
         )
+
+
+def _enclosing_modules(sd: Mapping[str, np.ndarray], modules: Sequence[str]) -> list[str]:
+    """The fewest modules to ``--ignore`` that hold ``modules``: a top-level module (a CNN front-end with its
+    convolutions and norms) when it holds no recurrent module, else each module itself."""
+    out: dict[str, None] = {}
+    for m in modules:
+        top = m.split(".")[0]
+        rnn_inside = any(k.startswith(f"{top}.") and "weight_ih_l" in k for k in sd)
+        out[m if rnn_inside else top] = None
+    return list(out)
 
 
 def unused_keys(sd: Mapping[str, np.ndarray], chain: Sequence[Step], ignored_keys=()) -> tuple[list[str], list[str]]:

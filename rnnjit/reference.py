@@ -40,7 +40,7 @@ import numpy as np
 
 from rnnjit.kinds import KINDS
 from rnnjit.spec import RNNSpec
-from rnnjit.steps import POOLS, pool_steps, sigmoid
+from rnnjit.steps import POOLS, matmul_rows, pool_steps, sigmoid
 
 
 def prepare_steps(steps, weights: Mapping[str, np.ndarray], in_features: int, dtype):
@@ -109,17 +109,30 @@ def prepare(spec: RNNSpec, weights: Mapping[str, np.ndarray], precision: str | N
         raise ValueError(f"precision {precision!r} is not known; expected one of {', '.join(PRECISIONS)}")
     if precision == "int8":  # weight matrices per row (biases stay float), inputs and state per sequence and step
         mats = {k: int8_weights(v) for k, v in weights.items() if k.startswith(spec.prefix) and np.ndim(v) == 2}
-        return spec, {**weights, **mats}, int8_round
+        return spec, _per_direction(spec, {**weights, **mats}), int8_round
     if precision != "bf16":
-        return spec, dict(weights), _same
+        return spec, _per_direction(spec, weights), _same
     rounded = {k: bf16_round(np.asarray(v, np.float32)) if k.startswith(spec.prefix) else v for k, v in weights.items()}
-    return spec, rounded, bf16_round
+    return spec, _per_direction(spec, rounded), bf16_round
+
+
+def _per_direction(spec: RNNSpec, weights: Mapping[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
+    """Per layer-direction suffix, its weights by role, the matrices transposed once for `matmul_rows`."""
+    out = {}
+    for _, _, sfx in spec.suffixes():
+        w = spec.direction_weights(weights, sfx)
+        for role in ("ih", "hh", "hr"):
+            if role in w:
+                w[role] = np.ascontiguousarray(w[role].T)
+        out[sfx] = w
+    return out
 
 
 def _step(spec: RNNSpec, w: dict, x_t, h, c, rnd=_same):
-    """One time step for the whole batch; ``rnd`` rounds each product's input (`prepare`). Returns (h', c')."""
-    gi = rnd(x_t) @ w["ih"].T
-    gh = rnd(h) @ w["hh"].T
+    """One time step for the whole batch (``w``'s matrices transposed, `_per_direction`); ``rnd`` rounds each
+    product's input (`prepare`). Returns (h', c')."""
+    gi = matmul_rows(rnd(x_t), w["ih"])
+    gh = matmul_rows(rnd(h), w["hh"])
     if "b_ih" in w:
         gi = gi + w["b_ih"]
         gh = gh + w["b_hh"]
@@ -133,7 +146,7 @@ def _step(spec: RNNSpec, w: dict, x_t, h, c, rnd=_same):
         c_new = f * c + i * cand
         h_new = o * np.tanh(c_new)
         if "hr" in w:
-            h_new = rnd(h_new) @ w["hr"].T
+            h_new = matmul_rows(rnd(h_new), w["hr"])
         return h_new, c_new
     if spec.cell == "gru":
         r = sigmoid(gi[:, 0:H] + gh[:, 0:H])
@@ -148,7 +161,7 @@ def _step(spec: RNNSpec, w: dict, x_t, h, c, rnd=_same):
 
 def run(prepared, x, lengths, h0=None, c0=None, select="all", threads=None, table=None):
     """Run the recurrent stack; see the module docstring for the contract."""
-    spec, weights, rnd = prepared
+    spec, per_direction, rnd = prepared
     lengths = np.asarray(lengths, dtype=np.int64)
     if table is not None:  # ids past a sequence's length may be anything: read row 0 there
         ids = np.asarray(x)
@@ -164,7 +177,7 @@ def run(prepared, x, lengths, h0=None, c0=None, select="all", threads=None, tabl
         out = np.zeros((B, T, D * spec.h_out), dtype)
         for d in range(D):
             sfx = f"_l{layer}" + ("_reverse" if d else "")
-            w = spec.direction_weights(weights, sfx)
+            w = per_direction[sfx]
             k = layer * D + d
             h = np.zeros((B, spec.h_out), dtype) if h0 is None else h0[k].astype(dtype, copy=True)
             c = None

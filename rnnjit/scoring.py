@@ -191,10 +191,12 @@ def pass_through_columns(schema: pa.Schema, options: ScoreOptions) -> list[str]:
                     f"column {c!r} was asked for but the input has columns {', '.join(names)}; "
                     "check id_columns"
                 )
-    clash = [c for c in cols if c in OUTPUT_COLUMNS]
+    written = OUTPUT_COLUMNS if options.emit_state else ("score",)  # hn/cn pass through unless this run writes them
+    clash = [c for c in cols if c in written]
     if clash:
+        by = "the score column" if clash[0] == "score" else "the state column emit_state writes"
         raise InputError(
-            f"input column {clash[0]!r} would be overwritten by the output column of the same name; "
+            f"input column {clash[0]!r} would be overwritten by {by} of the same name; "
             "rename it, or list the columns to keep with id_columns"
         )
     return cols

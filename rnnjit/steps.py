@@ -21,6 +21,22 @@ _SQRT1_2 = 1.0 / math.sqrt(2.0)
 POOLS = ("last", "mean", "max", "sum")
 
 
+def matmul_rows(x: np.ndarray, w_t: np.ndarray) -> np.ndarray:
+    """``x @ w_t`` for ``x`` (..., K) and ``w_t`` (K, N), each output row from its own input row alone.
+
+    A row's numbers must not depend on the rows batched with it, their count
+    or the thread count (README "Same bits for a row"). BLAS does not promise
+    that: gemm's blocking and its small-matrix and gemv paths depend on the
+    row count, and even fixed-size row blocks gave a row other bits at
+    another position in its block (OpenBLAS Haswell kernels, measured), while
+    a per-row gemv is split across threads for large weights. numpy's own
+    einsum loop (``optimize=False`` never calls BLAS; numpy runs it in one
+    thread) accumulates each output over k in an order fixed by K alone.
+    Cost: bench/REPORT.md "Same bits for a row".
+    """
+    return np.einsum("...k,kn->...n", x, w_t, optimize=False)
+
+
 def sigmoid(v: np.ndarray) -> np.ndarray:
     """Logistic function without overflow: 1/(1+exp(-v)) == (1+tanh(v/2))/2."""
     return 0.5 * (1.0 + np.tanh(0.5 * v))
@@ -34,7 +50,11 @@ def pool_steps(method: str, y: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     valid = (np.arange(T)[None, :] < lengths[:, None])[:, :, None]
     if method == "max":
         return np.where(valid, y, -np.inf).max(axis=1, initial=-np.inf).astype(y.dtype)
-    total = np.where(valid, y, 0).sum(axis=1)
+    # summed step by step from +0: numpy's pairwise sum groups the steps by the batch's longest
+    # sequence (one output feature) and padding would then change a row's bits
+    total = np.zeros((B, y.shape[2]), y.dtype)
+    for t in range(T):
+        total += np.where(valid[:, t], y[:, t], 0)
     if method == "sum":
         return total.astype(y.dtype)
     if method == "mean":
@@ -110,7 +130,7 @@ def linear_weight(weights: Mapping[str, np.ndarray], step) -> np.ndarray:
 
 
 def linear(step, weights, y: np.ndarray) -> np.ndarray:
-    out = y @ linear_weight(weights, step).T
+    out = matmul_rows(y, np.ascontiguousarray(linear_weight(weights, step).T))
     if step.bias:
         out = out + weights[f"{step.prefix}bias"]
     return out

@@ -102,7 +102,7 @@ def test_score_text_formats(files, tmp_path, fmt):
 def test_score_long_layout(files, tmp_path):
     src = write(long_table(files["seqs"], names=["a", "b", "c"]), tmp_path / "long.parquet")
     out = tmp_path / "s.parquet"
-    r = run(*score_args(files, out, "--layout", "long", "--id-column", "id", "--order-column", "t",
+    r = run(*score_args(files, out, "--layout", "long", "--key-column", "id", "--order-column", "t",
                         "--batch-rows", "4", src=src))
     assert r.exit_code == 0, r.stderr
     assert "scored 9 sequences from " in r.stderr
@@ -133,8 +133,9 @@ def test_convert_flags_config_json_and_toml(tmp_path):
     m = rnnjit.load(tmp_path / "a.npz")
     assert m.output == "final" and m.feature_names == ["x", "y", "z"] and m.output_dim == 2
 
-    (tmp_path / "c.json").write_text(json.dumps({"nonlinearity": "relu", "head": "out,sigmoid", "output": "all"}))
-    (tmp_path / "c.toml").write_text('[rnnjit]\nnonlinearity = "relu"\nhead = ["out", "sigmoid"]\noutput = "all"\n')
+    # the config takes the CLI's option names, with - or _
+    (tmp_path / "c.json").write_text(json.dumps({"nonlinearity": "relu", "head": "out,sigmoid", "output-mode": "all"}))
+    (tmp_path / "c.toml").write_text('[rnnjit]\nnonlinearity = "relu"\nhead = ["out", "sigmoid"]\noutput_mode = "all"\n')
     for cfg in ("c.json", "c.toml"):
         r = run("convert", tmp_path / "w.npz", "--output", tmp_path / "b.npz", "--config", tmp_path / cfg,
                 "--output-mode", "last", "--overwrite")  # the flag wins over the file
@@ -142,6 +143,18 @@ def test_convert_flags_config_json_and_toml(tmp_path):
         m = rnnjit.load(tmp_path / "b.npz")
         assert m.output == "last" and m.head[-1].name == "sigmoid" and m.spec.cell == "rnn_relu"
 
+    r = run("convert", tmp_path / "w.npz", "--output", tmp_path / "b.npz", "--config", tmp_path / "c.json",
+            "--overwrite")
+    assert r.exit_code == 0 and rnnjit.load(tmp_path / "b.npz").output == "all", r.stderr
+    (tmp_path / "old.json").write_text(json.dumps({"nonlinearity": "relu", "head": "out", "output": "final"}))
+    r = run("convert", tmp_path / "w.npz", "--output", tmp_path / "b.npz", "--config", tmp_path / "old.json",
+            "--overwrite")  # the old key still works, with one warning line
+    assert r.exit_code == 0 and rnnjit.load(tmp_path / "b.npz").output == "final", r.stderr
+    assert [ln for ln in r.stderr.splitlines() if ln.startswith("warning:")] == [
+        'warning: config key "output" is deprecated for the output mode; write "output-mode": "final"']
+    (tmp_path / "typo.json").write_text(json.dumps({"outputmode": "all"}))
+    one_error_line(run("convert", tmp_path / "w.npz", "--output", tmp_path / "x.npz", "--config", tmp_path / "typo.json"),
+                   "key 'outputmode' is not a convert option; the keys are convert's option names: rnn-prefix,")
     (tmp_path / "bad.json").write_text("{nope")
     one_error_line(run("convert", tmp_path / "w.npz", "--output", tmp_path / "x.npz", "--config", tmp_path / "bad.json"),
                    "is not valid JSON")
@@ -235,7 +248,7 @@ def test_zero_length_sequences_are_counted_not_errors(files, tmp_path):
 def test_bad_unsorted_long_input(files, out, tmp_path):
     seqs = random_sequences(3, 3, min_len=2, max_len=2)
     src = write(long_table(seqs, ids=[1, 2, 1], names=["a", "b", "c"]), tmp_path / "l.parquet")
-    one_error_line(run(*score_args(files, out, "--layout", "long", "--id-column", "id", "--order-column", "t",
+    one_error_line(run(*score_args(files, out, "--layout", "long", "--key-column", "id", "--order-column", "t",
                                    src=src)),
                    "long-layout input is not sorted: row 4 (id=1) comes after (id=2); sort it by (id, t)")
 
@@ -277,7 +290,11 @@ def test_bad_h0_length(files, out, tmp_path):
 
 def test_bad_usage_is_one_line(files, out):
     one_error_line(run("score", "--model", files["bundle"], "--input", files["in"]), "Missing option '--output'")
-    one_error_line(run(*score_args(files, out, "--layout", "wide")), "'--layout'")
+    assert one_error_line(run(*score_args(files, out, "--layout", "wide"))) == \
+        "error: --layout 'wide' is not one of list, long"
+    assert one_error_line(run(*score_args(files, out, "--output-mode", "bogus"))) == \
+        "error: --output-mode 'bogus' is not one of last, final, all"
+    one_error_line(run(*score_args(files, out, "--key-column", "id")), "--key-column applies to --layout long")
     one_error_line(run(*score_args(files, out, "--batch-rows", "0")), "--batch-rows")
     one_error_line(run(*score_args(files, out, "--order-column", "t")), "--order-column applies to --layout long")
     one_error_line(run("frobnicate"), "No such command 'frobnicate'")

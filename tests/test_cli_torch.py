@@ -71,7 +71,7 @@ def test_long_layout_matches_torch(tmp_path):
     seqs = random_sequences(29, 3, seed=2, min_len=1, max_len=15)
     ids = [f"user-{i:03d}" for i in range(len(seqs))]
     src = write(long_table(seqs, ids=ids), tmp_path / "long.parquet", row_group_size=17)
-    t = _score(bundle, src, tmp_path / "o.parquet", "--layout", "long", "--id-column", "id", "--order-column", "t",
+    t = _score(bundle, src, tmp_path / "o.parquet", "--layout", "long", "--key-column", "id", "--order-column", "t",
                "--feature-columns", "f0,f1,f2", "--batch-rows", "5", "--engine", "numpy")
     assert t.column("id").to_pylist() == ids
     with torch.no_grad():

@@ -260,7 +260,7 @@ def test_long_layout_sequence_past_the_memory_limit_is_one_line(tmp_path):
     t = pa.table({"id": np.zeros(n, np.int64), "t": np.arange(n), "a": np.ones(n, np.float32),
                   "b": np.ones(n, np.float32), "c": np.ones(n, np.float32)})
     data = write(t, tmp_path / "long.parquet", row_group_size=4096)
-    r = run("score", "-m", bundle, "-i", data, "-o", tmp_path / "o.parquet", "--layout", "long", "--id-column", "id",
+    r = run("score", "-m", bundle, "-i", data, "-o", tmp_path / "o.parquet", "--layout", "long", "--key-column", "id",
             "--order-column", "t", "--memory-limit", "256K", "--batch-rows", "4096")
     assert r.exit_code == 2 and r.stderr.count("\n") == 1, r.stderr
     assert "one sequence of more than" in r.stderr and "(id=0)" in r.stderr

@@ -101,7 +101,7 @@ def test_long_layout_order_must_increase(model, tmp_path):
 
 def test_long_layout_needs_id_and_order(model, seqs, tmp_path):
     src = write(long_table(seqs), tmp_path / "l.parquet")
-    with pytest.raises(InputError, match="needs --id-column"):
+    with pytest.raises(InputError, match="needs --key-column"):
         score_dataset(model, src, tmp_path / "o.parquet", layout="long", order_column="t")
     with pytest.raises(InputError, match="needs --order-column"):
         score_dataset(model, src, tmp_path / "o.parquet", options=ScoreOptions(id_columns=("id",)), layout="long")

@@ -60,9 +60,13 @@ def test_a_previous_runs_hn_column_is_noted(models):
     schema = LIST.append(pa.field("hn", pa.list_(pa.float32())))
     plan = plan_scoring(models["lstm"], schema, ScoreOptions(pass_through=("id",)))
     assert len(plan.notes) == 1 and "pass --h0-column hn" in plan.notes[0]
-    # copied through, it would clash with the output's hn: the error carries the note
-    with pytest.raises(InputError, match=r"'hn' would be overwritten.*pass --h0-column hn"):
-        plan_scoring(models["lstm"], schema, ScoreOptions())
+    # without --emit-state it is copied through like any column, with the note (README "State columns")
+    plan = plan_scoring(models["lstm"], schema, ScoreOptions())
+    assert "hn" in plan.output_schema.names and len(plan.notes) == 1
+    # with it, it would clash with the run's own hn: the error carries the note
+    with pytest.raises(InputError, match=r"'hn' would be overwritten by the state column emit_state writes.*"
+                                         r"pass --h0-column hn"):
+        plan_scoring(models["lstm"], schema, ScoreOptions(emit_state=True))
 
 
 @pytest.mark.parametrize("model, schema, kw, message", [

@@ -143,7 +143,7 @@ def test_long_layout_sequences_cut_across_files_same_rows_as_local(spark, bundle
     starts = np.cumsum([0] + [len(s) for s in nonempty])
     cuts = [int(starts[5]) + 1, int(starts[20]) + 2]  # both cuts fall inside a sequence
     src = _split_files(table, tmp_path / "in", cuts=cuts)
-    args = ("-m", bundle, "-i", src, "--layout", "long", "--id-column", "id", "--order-column", "t",
+    args = ("-m", bundle, "-i", src, "--layout", "long", "--key-column", "id", "--order-column", "t",
             "--feature-columns", "f0,f1,f2", "--batch-rows", "5", *NP)
     r = run("score", *args, "-o", tmp_path / "local.parquet")
     assert r.exit_code == 0, r.stderr

@@ -94,7 +94,7 @@ def test_sentiment_tutorial_long_layout_integer_column(tutorial, engine):
                      "token": pa.array([r[2] for r in rows], pa.int32())})
     pq.write_table(long, d / "long.parquet")
     r = run("score", "-m", d / "s.npz", "-i", d / "long.parquet", "-o", d / f"long-{engine}.parquet",
-            "--layout", "long", "--id-column", "review_id", "--order-column", "pos", "--feature-columns", "token",
+            "--layout", "long", "--key-column", "review_id", "--order-column", "pos", "--feature-columns", "token",
             "--engine", engine, "--quiet")
     assert r.exit_code == 0, r.stderr
     got = np.asarray(pq.read_table(d / f"long-{engine}.parquet").column("score").to_pylist())

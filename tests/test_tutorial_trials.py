@@ -294,7 +294,7 @@ def test_parquet_long_layout_gives_torch_numbers(converted):
     cols = {"sensor": ids, "t": t, **{n: flat[:, j] for j, n in enumerate(names)}}
     pq.write_table(pa.table(cols), d / "long.parquet")
     r = run("score", "-m", d / "b.npz", "-i", d / "long.parquet", "-o", d / "long_scores.parquet", "--overwrite",
-            "--layout", "long", "--id-column", "sensor", "--order-column", "t", "--feature-columns", ",".join(names))
+            "--layout", "long", "--key-column", "sensor", "--order-column", "t", "--feature-columns", ",".join(names))
     assert r.exit_code == 0, r.stderr
     table = pq.read_table(d / "long_scores.parquet")
     assert table["sensor"].to_pylist() == list(range(len(seqs)))

@@ -104,7 +104,7 @@ def _fifo(d):
     return _list(d)
 
 
-LONG = ("--layout", "long", "--id-column", "id", "--order-column", "t")
+LONG = ("--layout", "long", "--key-column", "id", "--order-column", "t")
 # (id, setup(d) -> input, bundle, extra args, output name, fragments of the one error line)
 MISTAKES = [
     ("bundle-feature-missing", lambda d: _long(d, ["a", "b", "x"]), "named", LONG, "o.parquet",

@@ -82,6 +82,21 @@ def visible(text: str) -> str:
     text = str(text)
     return text if text.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
+# One wording per option in every command, with what each choice does.
+OUTPUT_MODE_HELP = (
+    "last: the output at each sequence's last valid step; final: the last layer's final hidden "
+    "states (hn, directions concatenated); all: every valid step's output (a list per row)."
+)
+ENGINE_HELP = (
+    "numba: the compiled kernels (the default when numba loads); numpy: the exact numpy reference "
+    "engine, slower, needs only numpy."
+)
+
+
+def metavar(values) -> str:
+    """The metavar of a choice option: ``last|final|all`` (the same style in every command)."""
+    return "|".join(values)
+
 
 def err(message: str) -> None:
     """Print one line to stderr (newlines in ``message`` are folded, control characters escaped)."""

@@ -6,6 +6,7 @@ Used by ``rnnjit verify --against``; nothing else in rnnjit imports torch.
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 
 import numpy as np
 
@@ -29,25 +30,19 @@ def torch_compare(model, weight_file, engine=None):
     from rnnjit.verify import tolerance
 
     try:  # torch reads the file itself, so this also checks rnnjit's reader
-        sd = torch.load(str(weight_file), map_location="cpu", weights_only=True)
+        obj = torch.load(str(weight_file), map_location="cpu", weights_only=True)
     except Exception:  # noqa: BLE001 - safetensors or npz: read it torch-free, run torch on it
         from rnnjit.formats import read_state_dict
 
         arrays, _ = read_state_dict(weight_file)
         sd = {k: torch.from_numpy(np.array(v)) for k, v in arrays.items()}
-    if not isinstance(sd, dict):
-        return {"skipped": "the file does not hold a state_dict"}
-    for wrap in ("state_dict", "model", "model_state_dict", "net"):
-        if wrap in sd and isinstance(sd[wrap], dict) and not any(torch.is_tensor(v) for v in sd.values()):
-            sd = sd[wrap]
-            break
-    keys = set(model.weights)
-    for strip in ("", "module.", "model.", "_orig_mod.", "module._orig_mod."):
-        if all(strip + k in sd for k in keys):
-            sd = {k: sd[strip + k] for k in keys}
-            break
     else:
-        return {"skipped": "the file's keys do not match the bundle's (prefix?)"}
+        sd = _unwrap_as_convert_does(torch, obj, weight_file)
+    missing = sorted(set(model.weights) - set(sd))
+    if missing:
+        return {"skipped": f"tensor {missing[0]!r} of the bundle is not in {Path(weight_file).name} as torch reads it "
+                f"({len(missing)} missing; is it the file the bundle was converted from?)"}
+    sd = {k: sd[k] for k in model.weights}
 
     dtype = torch.float64 if model.dtype == np.float64 else torch.float32
     x = np.asarray(ref["x"], dtype=np.int64 if model.takes_tokens else model.dtype)
@@ -62,6 +57,29 @@ def torch_compare(model, weight_file, engine=None):
     tol = 10 * tolerance(model.dtype, float(np.max(np.abs(expected))) if expected.size else 1.0)
     return {"ok": err <= tol, "max_abs_error": err, "tolerance": tol, "n_sequences": int(B),
             "torch_version": torch.__version__}
+
+
+def _unwrap_as_convert_does(torch, obj, weight_file):
+    """The state_dict inside what ``torch.load`` returned, found by convert's own rules.
+
+    `rnnjit.formats.checkpoint.unwrap` and `strip_prefix` (what `convert`
+    runs) see the checkpoint with torch's tensors as numpy arrays, so a
+    wrapper convert unwraps (``{"model_state": sd}``, ``module.``, ...) is
+    unwrapped here the same way.
+    """
+    from rnnjit.formats import checkpoint
+
+    def plain(node, seen):
+        if torch.is_tensor(node):
+            t = node.detach().cpu()
+            return (t.float() if t.dtype == torch.bfloat16 else t).numpy()
+        if isinstance(node, dict) and id(node) not in seen:
+            return {k: plain(v, seen | {id(node)}) for k, v in node.items()}
+        return node
+
+    flat, _, _ = checkpoint.unwrap(plain(obj, frozenset()), Path(weight_file).name)
+    sd, _, _ = checkpoint.strip_prefix(flat)
+    return {k: torch.from_numpy(np.array(v)) for k, v in sd.items() if isinstance(v, np.ndarray)}
 
 
 def torch_chain(torch, model, sd, x, lengths, mode):

@@ -6,6 +6,7 @@ was found, what was expected, how to fix it) and exit code 2, no traceback.
 
 from __future__ import annotations
 
+import re
 import sys
 from typing import Annotated, Any, Optional
 
@@ -26,6 +27,24 @@ _NoArgsIsHelp = getattr(_cx, "NoArgsIsHelpError", ())  # `rnnjit` alone: show th
 _Abort = getattr(_cx, "Abort", typer.Abort)
 
 
+_NOT_ONE_OF = re.compile(r"'(?P<value>[^']*)' is not one of (?P<choices>'[^']*'(?:,? (?:or )?'[^']*')*)")
+
+
+def _bad_choice(exc) -> str | None:
+    """``--output-mode 'bogus' is not one of last, final, all`` for a choice option given another word.
+
+    click and typer word it as ``Invalid value for '--output-mode': [Value error, ]'bogus' is not one of
+    'last', 'final', 'all'.``, depending on their version; the option and the choices are what matter.
+    """
+    param = getattr(exc, "param", None)
+    m = _NOT_ONE_OF.search(str(getattr(exc, "message", "")))
+    if param is None or m is None or not getattr(param, "opts", None):
+        return None
+    flag = max(param.opts, key=len)
+    choices = ", ".join(re.findall(r"'([^']*)'", m.group("choices")))
+    return f"{flag} {m.group('value')!r} is not one of {choices}"
+
+
 class _OneLineErrors(TyperGroup):
     """Turn usage errors and `RnnjitError` into one ``error:`` line and exit code 2."""
 
@@ -38,6 +57,10 @@ class _OneLineErrors(TyperGroup):
             typer.echo(exc.ctx.get_help() if exc.ctx else str(exc), err=True)
             sys.exit(EXIT_USAGE)
         except _cx.UsageError as exc:
+            bad_choice = _bad_choice(exc)
+            if bad_choice:
+                err(f"error: {bad_choice}")
+                sys.exit(EXIT_USAGE)
             cmd = exc.ctx.command_path if exc.ctx else "rnnjit"
             err(f"error: {exc.format_message()} (see '{cmd} --help')")
             sys.exit(EXIT_USAGE)

@@ -81,12 +81,15 @@ def bench_command(
         bool, typer.Option("--quick/--full", help="A few small shapes (default), or the benchmark report's grid.")
     ] = True,
     threads: Annotated[
-        Optional[int], typer.Option("--threads", min=1, help="Threads for rnnjit and torch (default: all cores).")
+        Optional[int],
+        typer.Option("--threads", min=1, metavar="N", help="Threads for rnnjit and torch (default: all cores)."),
     ] = None,
     vs_torch: Annotated[
         bool, typer.Option("--torch/--no-torch", help="Also time torch on the same data when it is installed.")
     ] = True,
-    rounds: Annotated[int, typer.Option("--rounds", min=1, help="Timed rounds per shape; the best counts.")] = 3,
+    rounds: Annotated[
+        int, typer.Option("--rounds", min=1, metavar="N", help="Timed rounds per shape; the best counts.")
+    ] = 3,
 ) -> None:
     """Measure scoring throughput (sequences/s) on this machine, vs torch CPU if installed."""
     from rnnjit.engines import engine_threads, get_engine, numba_load_error

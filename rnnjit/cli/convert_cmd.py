@@ -8,7 +8,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from rnnjit.cli._common import OutputMode, err, visible
+from rnnjit.cli._common import OUTPUT_MODE_HELP, OutputMode, err, metavar, visible
 from rnnjit.errors import RnnjitError
 from rnnjit.files import regular_file
 from rnnjit.spec import OUTPUT_MODES
@@ -53,7 +53,35 @@ def read_config(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config {str(path)!r} holds a {type(doc).__name__}; expected an object of convert options")
     if set(doc) == {"rnnjit"} and isinstance(doc["rnnjit"], dict):
         doc = doc["rnnjit"]
-    return {k.replace("-", "_"): v for k, v in doc.items()}
+    return config_options(doc, str(path))
+
+
+# The config file takes convert's option names (``output-mode`` or ``output_mode``), the CLI's words,
+# mapped here to `rnnjit.convert`'s keyword arguments.
+CONFIG_OPTIONS = {
+    "rnn-prefix": "rnn_prefix", "nonlinearity": "nonlinearity", "head": "head", "chain": "chain",
+    "ignore": "ignore", "output-mode": "output", "feature-names": "feature_names", "reference": "reference",
+}  # fmt: skip
+
+
+def config_options(doc: dict[str, Any], where: str) -> dict[str, Any]:
+    """``--config`` keys (convert's option names, ``-`` or ``_``) as `rnnjit.convert` keyword arguments.
+
+    ``output`` holding an output mode was the key's old name: it still works, with a one-line warning.
+    """
+    out: dict[str, Any] = {}
+    for key, value in doc.items():
+        name = str(key).replace("_", "-")
+        if name == "output" and value in OUTPUT_MODES:
+            err(f'warning: config key "output" is deprecated for the output mode; write "output-mode": "{value}"')
+            name = "output-mode"
+        if name not in CONFIG_OPTIONS:
+            raise ConfigError(f"config {where!r}: key {key!r} is not a convert option; the keys are convert's option "
+                              f"names: {', '.join(CONFIG_OPTIONS)} (with - or _)")
+        if name == "feature-names" and isinstance(value, str):  # "a,b,c" as on the command line
+            value = [n.strip() for n in value.split(",") if n.strip()]
+        out[CONFIG_OPTIONS[name]] = value
+    return out
 
 
 def bundle_and_mode(output: str | None, out: str | None, mode: str | None) -> tuple[Path, str | None]:
@@ -116,13 +144,19 @@ def convert_command(
         Optional[str],
         typer.Option(metavar="PREFIX", help="state_dict prefix of the RNN module when the file holds several."),
     ] = None,
-    nonlinearity: Annotated[Optional[str], typer.Option(metavar="tanh|relu", help="nn.RNN's activation.")] = None,
+    nonlinearity: Annotated[
+        Optional[str], typer.Option(metavar="tanh|relu", help="nn.RNN's activation (not in its weights; default tanh).")
+    ] = None,
     head: Annotated[
-        Optional[str], typer.Option(metavar="CHAIN", help='Head chain, e.g. "fc,sigmoid" or "relu,decoder.2,sigmoid".')
+        Optional[str],
+        typer.Option(metavar="HEAD", help='The steps after the recurrent module, in forward() order: linear layers by '
+                     'state_dict prefix and activations, e.g. "fc,sigmoid" or "relu,decoder.2,sigmoid".')
     ] = None,
     output_mode: Annotated[
         Optional[OutputMode],
-        typer.Option("--output-mode", help="The bundle's output mode (default: the --config file's, else last)."),
+        typer.Option("--output-mode", metavar=metavar(OUTPUT_MODES),
+                     help="What the last recurrent module hands on. " + OUTPUT_MODE_HELP
+                     + " Default: the --config file's, else last."),
     ] = None,
     chain: Annotated[
         Optional[str],

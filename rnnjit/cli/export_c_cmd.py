@@ -40,7 +40,8 @@ def export_c_command(
         str, typer.Option(metavar="NAME", help="File name and the prefix of every C symbol (macros in capitals).")
     ] = "model",
     dtype: Annotated[
-        Optional[CDtype], typer.Option(help="The C code's real type (default: the bundle's dtype).")
+        Optional[CDtype],
+        typer.Option(metavar="float32|float64", help="The C code's real type (default: the bundle's dtype)."),
     ] = None,
     check: Annotated[
         bool, typer.Option("--check", help="Then compile it with the system C compiler and score the bundle's "

@@ -13,9 +13,11 @@ import typer
 from rnnjit import memory
 from rnnjit.errors import InputError, RnnjitError
 from rnnjit.cli._common import (
-    PRECISION_HELP, PRECISION_METAVAR, Engine, OutputMode, Precision, err, pick_engine, pick_precision,
-    stderr_is_tty,
+    ENGINE_HELP, OUTPUT_MODE_HELP, PRECISION_HELP, PRECISION_METAVAR, Engine, OutputMode, Precision, err, metavar,
+    pick_engine, pick_precision, stderr_is_tty,
 )
+from rnnjit.engines import ENGINES
+from rnnjit.spec import OUTPUT_MODES
 
 EXIT_TERMINATED = 143  # 128 + SIGTERM, what a shell reports for a terminated job
 
@@ -63,6 +65,26 @@ def sequence_column_option(sequence_column: str | None, features_column: str | N
                          "--features-column is the old name of --sequence-column: drop it")
     err("warning: --features-column is deprecated; use --sequence-column")
     return features_column
+
+
+def key_columns_option(layout: Layout, id_columns: tuple[str, ...], key_columns: tuple[str, ...]) -> tuple[str, ...]:
+    """The columns that identify a row in the output: ``--id-column`` (list layout) or ``--key-column`` (long).
+
+    ``--id-column`` used to name the long layout's sequence key too; that
+    spelling still works there, with a one-line deprecation warning.
+    """
+    if layout is Layout.list:
+        if key_columns:
+            raise InputError("--key-column applies to --layout long (the sequence key); to copy columns of list "
+                             f"input to the output use --id-column {','.join(key_columns)}")
+        return id_columns
+    if id_columns and key_columns and id_columns != key_columns:
+        raise InputError(f"--id-column {','.join(id_columns)} and --key-column {','.join(key_columns)} disagree; "
+                         "with --layout long --id-column is the old name of --key-column: drop it")
+    if id_columns and not key_columns:
+        err(f"warning: --id-column is deprecated for the long layout's sequence key; use --key-column "
+            f"{','.join(id_columns)}")
+    return key_columns or id_columns
 
 
 # Library errors name an option as the API spells it; the command says its flag.
@@ -113,7 +135,11 @@ def score_command(
         typer.Option("--output", "-o", metavar="PATH", help="File to write (.parquet, .csv, .jsonl; .gz/.zst "
                      "compress text; - for stdout), or a directory (ending in /) for one output file per input file."),
     ],
-    layout: Annotated[Layout, typer.Option(help="list: one row per sequence; long: one row per step.")] = Layout.list,
+    layout: Annotated[
+        Layout,
+        typer.Option(metavar="list|long", help="The input's layout. list: one row per sequence, its steps in "
+                     "--sequence-column; long: one row per step, grouped by --key-column, ordered by --order-column."),
+    ] = Layout.list,
     sequence_column: Annotated[
         Optional[str],
         typer.Option(metavar="COLUMN", help="List layout: the list<list<float>> column.  [default: features]"),
@@ -126,14 +152,20 @@ def score_command(
     ] = None,
     id_column: Annotated[
         Optional[list[str]],
-        typer.Option(metavar="COLUMN", help="Column to copy to the output (repeatable). Long layout: the sequence key. "
-                     "List layout default: every column except features/h0/c0."),
+        typer.Option(metavar="COLUMN", help="List layout: a column to copy to the output (repeatable; default: "
+                     "every column except the sequence and state columns)."),
+    ] = None,
+    key_column: Annotated[
+        Optional[list[str]],
+        typer.Option(metavar="COLUMN", help="Long layout: the column(s) that identify a sequence (repeatable); "
+                     "its steps are grouped by them, and they are copied to the output."),
     ] = None,
     order_column: Annotated[
         Optional[str], typer.Option(metavar="COLUMN", help="Long layout: the step order column.")
     ] = None,
     output_mode: Annotated[
-        Optional[OutputMode], typer.Option(help="last, final or all (default: the bundle's).")
+        Optional[OutputMode],
+        typer.Option(metavar=metavar(OUTPUT_MODES), help=OUTPUT_MODE_HELP + " Default: the bundle's."),
     ] = None,
     batch_rows: Annotated[int, typer.Option(min=1, metavar="N", help="Rows per batch; bounds memory.")] = 4096,
     threads: Annotated[
@@ -144,14 +176,17 @@ def score_command(
     ] = False,
     format: Annotated[
         Optional[Format],
-        typer.Option("--format", help="parquet, csv or jsonl (default: from the extension, else parquet)."),
+        typer.Option("--format", metavar="parquet|csv|jsonl", help="parquet; csv (a vector score as score_0.., "
+                     "lists as JSON text); jsonl (one JSON object per row). Default: from the extension, else "
+                     "parquet."),
     ] = None,
     on_invalid: Annotated[
-        OnInvalid, typer.Option(help="error: stop at a null/NaN/inf row; skip: write a null score and count it.")
+        OnInvalid, typer.Option(metavar="error|skip", help="error: stop at a null/NaN/inf row, naming it; skip: "
+                                "write a null score for it and count it.")
     ] = OnInvalid.error,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no summary.")] = False,
-    engine: Annotated[Optional[Engine], typer.Option(help="numba (default when it loads) or numpy.")] = None,
+    engine: Annotated[Optional[Engine], typer.Option(metavar=metavar(ENGINES), help=ENGINE_HELP)] = None,
     precision: Annotated[Optional[Precision], typer.Option(metavar=PRECISION_METAVAR, help=PRECISION_HELP)] = None,
     features_column: Annotated[
         Optional[str], typer.Option("--features-column", hidden=True, help="Deprecated: use --sequence-column.")
@@ -167,8 +202,9 @@ def score_command(
     ] = None,
     output_layout: Annotated[
         Optional[OutputLayout],
-        typer.Option(help="file: one output file; dataset: a directory with one output file per input file, "
-                     "same relative paths (default: dataset when --output ends with / or is a directory)."),
+        typer.Option(metavar="file|dataset", help="file: one output file; dataset: a directory with one output "
+                     "file per input file, same relative paths (default: dataset when --output ends with / or is "
+                     "a directory)."),
     ] = None,
     resume: Annotated[
         bool, typer.Option("--resume", help="Dataset output: skip input files whose output is already committed and "
@@ -211,7 +247,7 @@ def score_command(
     sequence_column = sequence_column_option(sequence_column, features_column)
     eng = pick_engine(engine, threads)
     prec = pick_precision(precision, eng)
-    ids = _split(id_column)
+    ids = key_columns_option(layout, _split(id_column), _split(key_column))
     feats = _split(feature_columns)
     if layout is Layout.list and (feats or order_column):
         opt = "--feature-columns" if feats else "--order-column"

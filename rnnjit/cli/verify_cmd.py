@@ -9,8 +9,10 @@ import typer
 
 from rnnjit.assumptions import labels as assumption_labels
 from rnnjit.cli._common import (
-    EXIT_FAILED, PRECISION_HELP, PRECISION_METAVAR, Engine, Precision, fail, pick_engine, pick_precision,
+    ENGINE_HELP, EXIT_FAILED, PRECISION_HELP, PRECISION_METAVAR, Engine, Precision, fail, metavar, pick_engine,
+    pick_precision,
 )
+from rnnjit.engines import ENGINES
 
 
 def verify_command(
@@ -19,10 +21,10 @@ def verify_command(
     ],
     against: Annotated[
         Optional[Path],
-        typer.Option(exists=True, dir_okay=False, readable=True,
+        typer.Option(exists=True, dir_okay=False, readable=True, metavar="FILE",
                      help="The original weight file: compare weights (torch-free), and outputs with torch if installed."),
     ] = None,
-    engine: Annotated[Optional[Engine], typer.Option(help="numba (default when available) or numpy.")] = None,
+    engine: Annotated[Optional[Engine], typer.Option(metavar=metavar(ENGINES), help=ENGINE_HELP)] = None,
     precision: Annotated[
         Optional[Precision],
         typer.Option(metavar=PRECISION_METAVAR, help="Also score at this precision and print its distance from "
@@ -105,9 +107,10 @@ def verify_command(
 
         t = torch_compare(model, against, engine=eng)
         if t is None:
-            typer.echo("torch: not installed, skipped")
-        elif t.get("skipped"):
-            typer.echo(f"torch: skipped ({t['skipped']})")
+            typer.echo("torch: not installed, not run (pip install torch to compare with PyTorch's own modules)")
+        elif t.get("skipped"):  # asked for with --against and torch is there: a check that did not run fails
+            typer.echo(f"torch: NOT RUN ({t['skipped']})")
+            failures.append("the torch check could not run")
         else:
             status = "ok" if t["ok"] else "MISMATCH"
             # torch runs the chain the bundle describes, so what convert assumed is not checked here

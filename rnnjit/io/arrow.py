@@ -159,6 +159,13 @@ def decode_features(col, input_size: int, dtype=np.float32, column: str = "featu
     widths = np.diff(inner_off)
     live = ~(row_null[step_row] | step_null) if S else np.zeros(0, dtype=bool)
     wrong = live & (widths != I)
+    if wrong.any() and wrong.sum() == live.sum() and len(set(widths[live].tolist())) == 1:
+        # every step has the same other width: the bundle and the input do not match, no row is at fault
+        raise InputError(
+            f"column {column!r} has {int(widths[live][0])} values per step in every row; the model expects "
+            f"input_size={I}: the input and the bundle do not match; select the features the model was trained "
+            "on, or score with the bundle of the model trained on these"
+        )
     if wrong.any():
         s = int(np.flatnonzero(wrong)[0])
         r = int(step_row[s])

@@ -57,7 +57,7 @@ def resolve_long_layout(schema: pa.Schema, model, id_columns, order_column, feat
     names = list(schema.names)
     have = ", ".join(names)
     if not id_columns:
-        raise InputError("--layout long needs --id-column (the sequence key); e.g. --id-column customer_id")
+        raise InputError("--layout long needs --key-column (the sequence key); e.g. --key-column customer_id")
     if not order_column:
         raise InputError("--layout long needs --order-column (the time step within a sequence); e.g. --order-column t")
     for c in [*id_columns, order_column, *(feature_columns or ())]:
@@ -97,8 +97,8 @@ def resolve_long_layout(schema: pa.Schema, model, id_columns, order_column, feat
             raise InputError(
                 f"the model takes {I} input feature(s) and the bundle names none, so rnnjit will not guess "
                 f"which columns they are or their order; the numeric candidates are {', '.join(cands) or 'none'}; "
-                f"list them in model order with --feature-columns (e.g. --feature-columns {','.join(cands[:I]) or 'a,b'}), "
-                "or convert with --feature-names"
+                f"name the {I} columns the model was trained on, in its input order, with --feature-columns "
+                "(comma-separated; the file's column order says nothing about it), or convert with --feature-names"
             )
     for c in feats:
         if not is_numeric_type(schema.field(c).type):

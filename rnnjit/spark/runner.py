@@ -19,6 +19,7 @@ import time
 import uuid
 from dataclasses import replace
 
+from rnnjit.engines import resolve as resolve_engine
 from rnnjit.errors import InputError
 from rnnjit.io.fs import is_uri
 from rnnjit.scoring import RunOptions, ScoreOptions
@@ -69,8 +70,6 @@ def _output_checks(inputs: list[str], output: str, overwrite: bool) -> None:
     out = Path(output)
     if out.exists() and not overwrite:
         raise _exists(output)
-    if not out.parent.exists():
-        raise InputError(f"the directory of output {output!r} does not exist; create it first")
     for src in inputs:
         if os.path.isdir(src) and Path(src).resolve() in out.resolve().parents:
             raise InputError(
@@ -196,6 +195,7 @@ class _Output:
         An output that appeared while this run was going (another run's) is replaced only with ``overwrite``.
         """
         old = None
+        self.fs.mkdirs(self.path.getParent())  # a dataset output creates its missing parents, as on one machine
         if self.fs.exists(self.path):
             if not overwrite:
                 raise _exists(self.name)
@@ -316,8 +316,10 @@ def score_files(
         if created:
             spark.stop()
     input_rows, rows, scored_n, empty, invalid = counts.value
+    engine = resolve_engine(options.engine)  # as resolved here; each executor resolves it the same way on its own
     return Summary(
         rows=rows, scored=scored_n, empty=empty, invalid=invalid, input_rows=input_rows,
-        seconds=time.perf_counter() - t0, output=output, layout=layout,
+        seconds=time.perf_counter() - t0, output=output, layout=layout, engine=engine,
+        threads=1 if engine == "numpy" else run.score.threads,  # numba threads per task
         precision=options.precision or getattr(model, "precision", "float32"),
     )
