@@ -131,10 +131,13 @@ def load_note(load: float, ncpu: int | None) -> list[str]:
 def node_ids(cases: list[str]) -> list[str]:
     """pytest node ids measuring the paired rnnjit/torch ratio of ``cases``: what a re-run of the suspects runs."""
     from bench.cases import TEXT_CASES
+    from bench.real_models import REAL_CASES
 
     text = {c.name for c in TEXT_CASES}
+    real = {c.name for c in REAL_CASES}
     ids = []
     for c in cases:
-        where = "test_bench_text.py::test_text_classifier" if c in text else "test_bench_engines.py::test_engine"
+        where = ("test_bench_text.py::test_text_classifier" if c in text else
+                 "test_bench_real.py::test_real_model" if c in real else "test_bench_engines.py::test_engine")
         ids.append(f"bench/{where}[{c}-rnnjit]")  # its paired ratio times torch too
     return ids

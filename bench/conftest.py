@@ -64,18 +64,29 @@ class Bench:
             self.lengths = np.full(case.B, case.T, np.int64)
         self.xt = torch.from_numpy(self.x)
         self.steps = int(self.lengths.sum())
+        self._model = None
         self._prepared = None
         self._ort = None
 
     @property
-    def prepared(self):
-        if self._prepared is None:
-            from rnnjit import kernels
+    def model(self):
+        """The module as `rnnjit.Model` (one recurrent module, no head): what ``rnnjit.load`` gives a user."""
+        if self._model is None:
+            from rnnjit.model import Model
             from rnnjit.spec import RNNSpec
 
             c = self.case
             spec = RNNSpec(c.cell, c.I, c.H, c.layers, c.bidir, True, c.proj)
-            self._prepared = kernels.prepare(spec, self.weights)
+            self._model = Model(spec, (), self.weights, dtype=c.dtype)
+        return self._model
+
+    @property
+    def prepared(self):
+        """The module packed for `rnnjit.kernels.run`: for tools that time one kernel path (bench/small_batch.py)."""
+        if self._prepared is None:
+            from rnnjit import kernels
+
+            self._prepared = kernels.prepare(self.model.spec, self.model.weights)
         return self._prepared
 
     def onnx_session(self, threads: int):
@@ -155,12 +166,10 @@ def runner(b: Bench, engine: str, threads: int):
     import torch
 
     c = b.case
-    if engine in ("rnnjit", "rnnjit_all"):
-        from rnnjit import kernels
-
-        select = "last" if engine == "rnnjit" else "all"
-        prepared, x, lengths = b.prepared, b.x, b.lengths
-        return lambda: kernels.run(prepared, x, lengths, None, None, select, threads)
+    if engine in ("rnnjit", "rnnjit_all"):  # the public entry, Model.predict, as a user calls it
+        output = "last" if engine == "rnnjit" else "all"
+        model, x, lengths = b.model, b.x, b.lengths
+        return lambda: model.predict(x, lengths, output=output, engine="numba", threads=threads)
     if engine == "torch":
 
         def run_torch():

@@ -23,7 +23,16 @@ GOALS = [  # (case, versus engine, minimum ratio rnnjit/versus, label); versus "
     ("text_classifier", "torch_packed", 1.0, ("text classifier (embedding, bidirectional LSTM, mean pool, linear, "
                                                "sigmoid; padded token batches) faster than torch (its packed forward)")),
     ("text_classifier", "onnxruntime", 1.0, "text classifier faster than onnxruntime"),
-]
+    ("lstm_b1", "onnxruntime", 1.2, "batch of 1 through Model.predict >= 1.2x onnxruntime"),
+    *((f"{name}{sfx}", vs, need, f"{label}{' batch of 1' if sfx else ''} {what}")
+      for name, label in (("speaker_encoder", "speaker encoder"), ("beat_tracker", "beat tracker"),
+                          ("ocr_head", "OCR head"), ("polyphone_tagger", "polyphone tagger"),
+                          ("onset_detector", "onset detector"))
+      for sfx in ("", "_b1")
+      for vs, need, what in (("torch", 1.5 if not sfx else 1.3, f">= {1.5 if not sfx else 1.3}x its torch forward"),
+                             ("onnxruntime", 1.0, "not slower than onnxruntime"),
+                             ("openvino", 1.0, "not slower than OpenVINO f32"))),
+]  # fmt: skip
 
 
 def goal_cell(ratios, res, case, vs, need) -> str:

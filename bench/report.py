@@ -194,7 +194,7 @@ def section(label, data, shown):
     ]
     ratios = {}
     for name, engines in res.items():
-        if name == "sgemm" or "rnnjit" not in engines:
+        if name == "sgemm" or "rnnjit" not in engines or engines["rnnjit"][1].get("real"):
             continue
         rate = {e: info["sequences"] / t for e, (t, info) in engines.items()}
         t_r, info = engines["rnnjit"]
@@ -219,8 +219,40 @@ def section(label, data, shown):
             f"n/a | {tgf} | {cell('rnnjit_all')} |"
         )
     lines.append("")
-    lines += parity_lines(res)
+    lines += parity_lines({n: e for n, e in res.items() if not e.get("rnnjit", (0, {}))[1].get("real")})
+    lines += real_section(res, ratios)
     return lines, ratios, res
+
+
+REAL_ENGINES = ("torch", "onnxruntime", "openvino")
+
+
+def real_section(res, ratios) -> list[str]:
+    """The whole-model table (bench/real_models.py): ms per call of each engine, rnnjit's ratios, parity."""
+    names = [n for n, e in res.items() if e.get("rnnjit", (0, {}))[1].get("real")]
+    if not names:
+        return []
+    lines = ["Whole models (bench/real_models.py; random weights of the real shapes), `Model.predict` against each "
+             "model's own torch forward (packed where lengths vary), onnxruntime and OpenVINO with "
+             "`INFERENCE_PRECISION_HINT=f32` (both from the same torch.onnx export); milliseconds per call:", "",
+             "| model | shape | rnnjit | torch | onnxruntime | OpenVINO f32 | rnnjit/torch | rnnjit/ort | rnnjit/OV "
+             "| rnnjit max abs diff |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    for n in names:
+        e = res[n]
+        t_r, info = e["rnnjit"]
+        ms = {k: f"{e[k][0] * 1e3:,.2f}" if k in e else "n/a" for k in ("rnnjit", *REAL_ENGINES)}
+        rs = []
+        for k in REAL_ENGINES:
+            if k in e:
+                ratios[n, k] = e[k][0] / t_r
+                rs.append(f"{ratios[n, k]:.2f}x")
+            else:
+                rs.append("n/a")
+        lines.append(f"| {n} | {info['shape']} | {ms['rnnjit']} | {ms['torch']} | {ms['onnxruntime']} | "
+                     f"{ms['openvino']} | {' | '.join(rs)} | {info['max_abs_diff']:.1e} |")  # fmt: skip
+    return lines + ["", "OpenVINO's default inference precision on this CPU (AVX512_BF16) is bf16, which does not "
+                    "compute the model's float32 numbers; every OpenVINO figure here is f32. An engine missing from a "
+                    "row could not run the export or did not match torch (bench/real_models.py says which).", ""]
 
 
 def parity_lines(res) -> list[str]:
@@ -271,6 +303,19 @@ def profile_section(extra) -> list[str]:
     r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     if r.returncode != 0:
         return ["## Per-part profile", "", f"(bench.profile_parts failed: {r.stderr.strip().splitlines()[-1:]})", ""]
+    return [r.stdout]
+
+
+def cli_section(extra, quick: bool) -> list[str]:
+    """The CLI end to end on the polyphone tagger's shape vs Model.predict (`bench.cli_tagger`), in a fresh process."""
+    env = make_env({k: None for k in BLAS_VARS}, extra)
+    cmd = [sys.executable, "-m", "bench.cli_tagger", "--threads", extra["RNNJIT_BENCH_THREADS"]]
+    cmd += ["--rows", "2048", "--batch-rows", "1024", "--repeat", "2"] if quick else []
+    print("+", " ".join(cmd[1:]), flush=True)
+    r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    if r.returncode != 0:
+        return ["## The CLI end to end on the polyphone tagger's shape", "",
+                f"(bench.cli_tagger failed: {r.stderr.strip().splitlines()[-1:]})", ""]  # fmt: skip
     return [r.stdout]
 
 
@@ -384,6 +429,7 @@ def main(argv=None):
             "the recorded median and below every recorded run is measured again in a fresh process; only a case "
             "still below on that re-run is a WARNING (never a failure: the machines are noisy). See bench/baseline.py "
             "for the measurements behind this rule.", "", *compared, ""]  # fmt: skip
+    doc += cli_section(extra, args.quick)
     if args.profile:
         doc += profile_section(extra)
     png = out.with_suffix(".png")

@@ -11,7 +11,7 @@ import pytest
 
 from bench.cases import QUICK, TEXT_CASES
 from bench.text_classifier import PARITY_ATOL, max_abs_diff, text_runner
-from bench.timing import paired_ratio, rounds_for, warm_call_s
+from bench.timing import time_whole_model, warm_call_s
 
 ENGINES = ("rnnjit", "torch", "torch_packed", "onnxruntime")
 
@@ -25,15 +25,8 @@ def test_text_classifier(benchmark, text_benches, threads, case, engine):
         pytest.skip(fn)
     y = fn()  # warm-up: compilation (numba JIT, cached after the first process), first-call setup
     call_s = warm_call_s(fn)
-    diff = max_abs_diff(b, y)
-    benchmark.group = case.name
-    benchmark.extra_info.update(
-        case=case.name, engine=engine, threads=threads, sequences=case.B, steps=b.steps, shape=case.shape,
-        gflop=case.flops(b.steps) / 1e9, quick=QUICK, max_abs_diff=diff,
+    time_whole_model(
+        benchmark, engine, fn, lambda: text_runner(b, "torch", threads), call_s, max_abs_diff(b, y), PARITY_ATOL,
+        "torch's packed forward", case=case.name, threads=threads, sequences=case.B, steps=b.steps,
+        shape=case.shape, gflop=case.flops(b.steps) / 1e9, quick=QUICK,
     )  # fmt: skip
-    if engine == "rnnjit":
-        assert diff <= PARITY_ATOL, f"rnnjit differs from torch's packed forward by {diff:.2e} (> {PARITY_ATOL})"
-        torch_fn = text_runner(b, "torch", threads)  # the ratio CI compares: calls alternated with torch's
-        torch_fn()  # warm-up: torch's first-call setup
-        benchmark.extra_info["paired_torch_ratio"] = paired_ratio(fn, torch_fn, call_s + warm_call_s(torch_fn))
-    benchmark.pedantic(fn, rounds=rounds_for(call_s), iterations=1, warmup_rounds=0)

@@ -52,3 +52,22 @@ def paired_ratio(fast, slow, call_s: float) -> float:
         t2 = time.perf_counter()
         best_fast, best_slow = min(best_fast, t1 - t0), min(best_slow, t2 - t1)
     return best_slow / best_fast
+
+
+def time_whole_model(benchmark, engine: str, fn, make_torch, call_s: float, diff: float, atol: float, oracle: str,
+                     **info) -> None:  # fmt: skip
+    """Time a whole model's warm call ``fn`` (the minimum over `rounds_for`); rnnjit also gets its paired ratio.
+
+    ``diff``: the first call's max abs difference from ``oracle`` (what torch
+    computes); rnnjit fails the case beyond ``atol`` (a fast wrong score is
+    not a result). ``make_torch()`` gives torch's call, alternated with
+    rnnjit's for the ratio CI compares. ``info`` goes to extra_info.
+    """
+    benchmark.group = info["case"]
+    benchmark.extra_info.update(engine=engine, max_abs_diff=diff, **info)
+    if engine == "rnnjit":
+        assert diff <= atol, f"rnnjit differs from {oracle} by {diff:.2e} (> {atol})"
+        torch_fn = make_torch()
+        torch_fn()  # warm-up: torch's first-call setup
+        benchmark.extra_info["paired_torch_ratio"] = paired_ratio(fn, torch_fn, call_s + warm_call_s(torch_fn))
+    benchmark.pedantic(fn, rounds=rounds_for(call_s), iterations=1, warmup_rounds=0)

@@ -101,6 +101,10 @@ class StepKind:
     - ``torch(torch, step, sd, y, lens, select)``: the same step with PyTorch's
       own modules (``torch`` is the imported module, so rnnjit never imports it).
     - ``fusion``: a `Fusion`, or None: numpy runs the step between launches.
+    - ``per_vector``: maps each vector on its own (no weights shared across
+      time, no reduction over steps): a run of such steps is one call of the
+      engine's ``run_steps`` on the rows it applies to (valid steps, or one
+      per sequence), read and written by index (`rnnjit.model`).
     - ``guesses(step, chain)``: ``(option, record)`` pairs of named guesses; ``option``
       None when no chain token can state it (see `rnnjit.assumptions`).
     - ``c_emit``: the C emitter ``emit(ctx, step, width) -> CStep`` of ``rnnjit export-c``
@@ -129,6 +133,7 @@ class StepKind:
     check_input: Callable[..., None] | None = None
     scoring_weights: Callable[[Any, Mapping[str, np.ndarray]], dict[str, np.ndarray]] = lambda step, w: {}
     fusion: Fusion | None = None
+    per_vector: bool = False
     guesses: Callable[[Any, Sequence[Any]], list[tuple[str | None, dict[str, Any]]]] = lambda step, chain: []
     c_emit: Callable[..., Any] | None = None
 
@@ -385,6 +390,7 @@ LAYERNORM = StepKind(
     from_weights=lambda sd, p: dict(_square(sd[f"{p}weight"]), bias=f"{p}bias" in sd, affine=True),
     fields=("in_features", "out_features", "bias", "affine", "eps"),
     guesses=_norm_guesses("LayerNorm"),
+    per_vector=True,
     c_emit=c_steps.emit_layernorm,
 )
 
@@ -419,6 +425,7 @@ BATCHNORM = StepKind(
     from_weights=lambda sd, p: dict(_square(sd[f"{p}running_mean"]), affine=f"{p}weight" in sd),
     fields=("in_features", "out_features", "bias", "affine", "eps"),
     guesses=_norm_guesses("BatchNorm1d"),
+    per_vector=True,
     c_emit=c_steps.emit_batchnorm,
 )
 
@@ -442,6 +449,7 @@ L2NORM = StepKind(
     options=(_eps(1e-12),),
     fields=("eps",),
     guesses=_l2norm_guesses,
+    per_vector=True,
     c_emit=c_steps.emit_l2norm,
 )
 
@@ -474,6 +482,7 @@ LINEAR = StepKind(
     # a Conv1d with kernel size 1 holds its weight as (out, in, 1)
     alt_shape=lambda key, shape: (*shape, 1) if key.endswith("weight") else None,
     fields=("in_features", "out_features", "bias"),
+    per_vector=True,
     c_emit=c_steps.emit_linear,
 )
 
@@ -523,6 +532,7 @@ ACTIVATION = StepKind(
     words={a: a for a in ACTIVATIONS},
     check=_activation_check,
     guesses=_activation_guesses,
+    per_vector=True,
     c_emit=c_steps.emit_activation,
 )
 
@@ -535,6 +545,7 @@ DROPOUT = StepKind(
     torch=lambda torch, step, sd, y, lens, select: y,
     words={"dropout": "dropout"},
     noop=True,
+    per_vector=True,
     c_emit=c_steps.emit_dropout,
 )
 

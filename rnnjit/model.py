@@ -1,13 +1,20 @@
 """`Model`: a loaded bundle, ready to score batches of sequences.
 
 A model is a chain of steps (`rnnjit.spec.Step`): an optional embedding, one
-or more recurrent modules run by an engine (`rnnjit.engines`), then pooling,
-normalization, linear layers and activations in numpy (`rnnjit.steps`).
-A step whose kind declares a `rnnjit.kinds.Fusion` runs inside the engine
-when it touches a recurrent module on the declared side (dropout between
-them does not count): today an embedding that feeds one (the engine reads
-table rows by token id, no (B, T, E) array) and a pooling right after the
-last one (the engine pools in its output pass, no (B, T, F) array).
+or more recurrent modules, pooling, normalization, linear layers and
+activations, run by the engine (`rnnjit.engines`) on the rows they apply to,
+never on padding:
+
+- a step whose kind declares a `rnnjit.kinds.Fusion` runs inside the engine
+  when it touches a recurrent module on the declared side (dropout between
+  them does not count): an embedding that feeds one (the engine reads table
+  rows by token id, no (B, T, E) array) and a pooling right after the last one
+  (the engine pools in its output pass, no (B, T, F) array);
+- a run of steps whose kind is ``per_vector`` (linear, norms, activations,
+  dropout) is one ``run_steps`` call of the engine over the valid steps (or
+  one row per sequence after ``last``/``final``/pooling), written packed when
+  a recurrent module follows, which reads them by index (no padded (B, T, F)
+  array between modules), or into the padded result when the chain ends there.
 
 State layout with several recurrent modules: ``h0``/``c0`` (and the returned
 states) are lists with one entry per recurrent module in chain order, each in
@@ -272,31 +279,99 @@ class Model:
 
         eng = get_engine(engine)
         last_rnn = self._rnn_index[-1]
+        valid = np.arange(T)[None, :] < lengths[:, None]
+        # Per-step values are rows of a 2-d array: step t of sequence b is row idx[b, t], or with idx
+        # None row b*T + t of a padded batch; per-sequence values are (B, F); rows None: the token ids x.
+        rows = None if self.takes_tokens else np.ascontiguousarray(x, dtype=self.dtype).reshape(B * T, x.shape[2])
+        idx, per_step, run = None, True, []
         states = []
-        y = x
         for i, step in enumerate(self.chain):
             kind = KINDS[step.kind]
-            if kind.check_input is not None:
-                kind.check_input(step, self._scoring, y, lengths, row_name)
+            if kind.check_input is not None:  # a check of the model's input (an embedding's token ids)
+                kind.check_input(step, self._scoring, x, lengths, row_name)
             if i in self._fused:
                 continue  # the recurrent module's launch runs it
-            if not kind.recurrent:
-                y = kind.apply(step, self._scoring, y, lengths)
+            if kind.per_vector:  # collected, then run together on the rows they apply to
+                run.append(i)
+                continue
+            if run:
+                rows, idx = self._run_rows(eng, run, rows, idx, per_step, valid, threads, last=False)
+                run = []
+            if not kind.recurrent:  # numpy between launches (an embedding or a pooling no module runs)
+                y = kind.apply(step, self._scoring, self._padded(x, rows, idx, per_step, valid), lengths)
+                rows, idx, per_step = (y.reshape(B * T, y.shape[2]), None, True) if y.ndim == 3 else (y, None, False)
                 continue
             k = len(states)
             args = {"select": mode if i == last_rnn else "all"}
             for j in self._fused_into[i]:
                 args.update(KINDS[self.chain[j].kind].fusion.engine_args(self.chain[j], self._scoring))
-            if "table" not in args:
-                y = np.ascontiguousarray(y, dtype=self.dtype)
-            y, hn, cn = eng.run(self._prepare(eng, i), y, lengths, h0s[k], c0s[k], args.pop("select"), threads, **args)
+            if "table" in args:  # token ids read through a fused embedding
+                y_in = x
+            elif idx is None:  # a padded batch
+                y_in = rows.reshape(B, T, rows.shape[1])
+            else:  # the packed valid steps of the steps before, read by index
+                y_in, args["table"] = idx, rows
+            y, hn, cn = eng.run(self._prepare(eng, i), y_in, lengths, h0s[k], c0s[k], args.pop("select"), threads,
+                                **args)  # fmt: skip
+            per_step = y.ndim == 3
+            rows, idx = (y.reshape(B * T, y.shape[2]) if per_step else y), None
             states.append((hn, cn) if step.rnn.has_cell_state else hn)
-        if self.returns_steps(mode) and last_rnn < len(self.chain) - 1:
-            y = np.where((np.arange(T)[None, :] < lengths[:, None])[:, :, None], y, 0)
-        y = np.ascontiguousarray(y, dtype=self.dtype)
+        if run:
+            rows, idx = self._run_rows(eng, run, rows, idx, per_step, valid, threads, last=True)
+        y = np.ascontiguousarray(self._padded(x, rows, idx, per_step, valid), dtype=self.dtype)
         if not return_state:
             return y
         return (y, states[0]) if len(states) == 1 else (y, states)
+
+    @staticmethod
+    def _padded(x, rows, idx, per_step, valid):
+        """The current value as numpy steps take it: (B, T, F) padded, (B, F) per sequence, or the token ids."""
+        if rows is None:
+            return x
+        if not per_step:
+            return rows
+        if idx is None:
+            return rows.reshape(*valid.shape, rows.shape[1])
+        y = rows[idx]
+        y[~valid] = 0
+        return y
+
+    def _run_rows(self, eng, run, rows, idx, per_step, valid, threads, last):
+        """Run the per-vector steps ``run`` (chain indices) on the rows they apply to; the new (rows, idx).
+
+        Per step: the valid steps only, written packed (the next recurrent
+        module reads them by index) or, for the chain's last steps, into the
+        padded (B*T, O) result (zeros past each length). Per sequence: B rows.
+        """
+        if all(KINDS[self.chain[j].kind].noop for j in run):
+            return rows, idx
+        if rows is None:  # token ids straight into per-vector steps: no chain has that (an embedding comes first)
+            raise InputError("per-vector steps cannot read token ids; the chain needs an embedding first")
+        key = (eng.__name__, run[0])
+        if key not in self._prepared:
+            self._prepared[key] = eng.prepare_steps([self.chain[j] for j in run], self._scoring, rows.shape[1],
+                                                    self.dtype)  # fmt: skip
+        width = rows.shape[1]
+        for j in run:
+            width = KINDS[self.chain[j].kind].gives(self.chain[j], width)
+        prepared = self._prepared[key]
+        if not per_step:
+            src_idx = np.arange(rows.shape[0], dtype=np.int64)
+            out = np.empty((rows.shape[0], width), self.dtype)
+            eng.run_steps(prepared, rows, src_idx, out, src_idx, threads)
+            return out, None
+        flat = np.flatnonzero(valid)  # b*T + t of every valid step, sequence by sequence
+        src_idx = flat if idx is None else idx.reshape(-1)[flat]
+        if last:
+            out = np.zeros((valid.size, width), self.dtype)
+            eng.run_steps(prepared, rows, src_idx, out, flat, threads)
+            return out, None
+        packed = np.arange(flat.size, dtype=np.int64)
+        out = np.empty((flat.size, width), self.dtype)
+        eng.run_steps(prepared, rows, src_idx, out, packed, threads)
+        new_idx = np.zeros(valid.size, np.int64)
+        new_idx[flat] = packed
+        return out, new_idx.reshape(valid.shape)
 
     def _prepare(self, eng, i: int):
         key = (eng.__name__, i)

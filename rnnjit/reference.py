@@ -22,6 +22,14 @@ precision (None: the weights' dtype; ``"bf16"``: see `bf16_round`), then
   concatenated; ``"sum"``, ``"mean"``, ``"max"``: y is (B, D*H_out), the
   per-step outputs pooled over each sequence's valid steps (`pool_steps`).
 - hn: (L*D, B, H_out); cn: (L*D, B, H) for LSTM, else None.
+
+and for a run of per-vector steps (kinds with ``per_vector`` in `rnnjit.kinds`:
+linear, norms, activations, dropout): ``prepare_steps(steps, weights,
+in_features, dtype) -> prepared`` once, then ``run_steps(prepared, src,
+src_idx, dst, dst_idx, threads)``, which sets ``dst[dst_idx[r]]`` to the
+steps applied to ``src[src_idx[r]]`` (2-d row arrays, int64 indexes): only
+the rows a model needs (valid steps, or one per sequence) are computed, read
+and written where they live.
 """
 
 from __future__ import annotations
@@ -30,8 +38,24 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from rnnjit.kinds import KINDS
 from rnnjit.spec import RNNSpec
 from rnnjit.steps import POOLS, matmul_rows, pool_steps, sigmoid
+
+
+def prepare_steps(steps, weights: Mapping[str, np.ndarray], in_features: int, dtype):
+    """A run of per-vector steps for `run_steps`: the steps and the weights, as they are."""
+    return tuple(steps), weights
+
+
+def run_steps(prepared, src: np.ndarray, src_idx: np.ndarray, dst: np.ndarray, dst_idx: np.ndarray, threads=None):
+    """``dst[dst_idx[r]] = steps(src[src_idx[r]])``, each step its kind's numpy function (the oracle of the kernels')."""
+    steps, weights = prepared
+    if src_idx.size:
+        y = src[src_idx]
+        for s in steps:
+            y = KINDS[s.kind].apply(s, weights, y, None)
+        dst[dst_idx] = y
 
 
 PRECISIONS = ("float32", "float64", "bf16", "int8")

@@ -16,7 +16,7 @@ def test_runners_agree_on_a_tiny_case():
 
     case = Case("tiny", "lstm", 5, 4, 3, 8, varlen=(1, 4))
     b = Bench(case, torch)
-    y_rnnjit = runner(b, "rnnjit_all", 1)()[0]
+    y_rnnjit = runner(b, "rnnjit_all", 1)()  # Model.predict, every step
     out, _ = runner(b, "torch", 1)()
     packed = runner(b, "torch_packed", 1)()
     assert y_rnnjit.shape == (5, 4, 8) and out.shape == (5, 4, 8) and packed is not None
@@ -60,6 +60,21 @@ def test_text_classifier_case_runs_through_the_public_api_with_torchs_numbers():
     if not isinstance(ort, str):
         assert max_abs_diff(b, ort()) <= PARITY_ATOL
     assert "V=50 E=4" in case.shape and case.flops(b.steps) > 0
+
+
+@pytest.mark.parametrize("arch", ["speaker", "beat", "ocr", "tagger", "onset"])
+def test_real_architectures_run_through_the_public_api_with_torchs_numbers(arch):
+    import torch
+
+    from bench.real_models import PARITY_ATOL, RealBench, RealCase, max_abs_diff, real_runner
+
+    case = RealCase(f"tiny_{arch}", arch, 3, 6, varlen=(2, 6) if arch == "tagger" else None)
+    b = RealBench(case, torch)
+    for engine in ("rnnjit", "torch"):
+        assert max_abs_diff(b, real_runner(b, engine, 1)()) <= PARITY_ATOL
+    ort = real_runner(b, "onnxruntime", 1)
+    if not isinstance(ort, str):
+        assert max_abs_diff(b, ort()) <= PARITY_ATOL
 
 
 def test_rounds_fill_the_time_budget_within_bounds():

@@ -38,15 +38,16 @@ from rnnjit.kernels import team_policy
 from rnnjit.kernels._simd import MR
 from rnnjit.kernels.layer import OUT_ALL, OUT_LAST, OUT_MAX, OUT_NONE, OUT_SUM, run_worker
 from rnnjit.kernels.pack import CELL_CODES, PackedLayer, aligned_empty, pack_layer, padded_hidden
-from rnnjit.kernels.pool import parallel
+from rnnjit.kernels.pool import parallel, run_jobs
 from rnnjit.kernels.precision import PRECISIONS, Precision, missing_features, precision_of, target_cpu
+from rnnjit.kernels.rows import prepare_steps, run_steps
 from rnnjit.kernels.team import NTH, SPINS, run_team, sync_words
 from rnnjit.kernels.team_policy import team_chunks
 from rnnjit.kernels.tiling import tile_width, tiles
 from rnnjit.errors import PrecisionUnavailableError
 from rnnjit.spec import RNNSpec
 
-__all__ = ["check_precision", "prepare", "run", "Prepared", "tile_width"]
+__all__ = ["check_precision", "prepare", "run", "prepare_steps", "run_steps", "Prepared", "tile_width"]
 
 
 @dataclass(frozen=True)
@@ -159,21 +160,48 @@ def run(prepared: Prepared, x, lengths, h0=None, c0=None, select="all", threads=
     return np.ascontiguousarray(y), hn, (cn if c_shape else None)
 
 
-def _run_layers(prepared, rows, tok, lengths, h0, c0, hn, cn, top_mode, y_all, y_last, threads):
-    """Every layer and direction; the first layer reads ``rows``/``tok`` (see `run_worker`), the top one writes ``top_mode``."""
-    spec, dtype = prepared.spec, prepared.dtype
-    B, T = lengths.shape[0], tok.shape[1]
-    D, L, Ho, H = spec.num_directions, spec.num_layers, spec.h_out, spec.hidden_size
-    wbytes = max(pk.w.nbytes for pk in prepared.layers)
-    bt = tile_width(B, threads, dtype, wbytes)
+SPLIT_WORK = 3e7
+"""Steps x packed weight bytes of one direction above which a bidirectional layer runs its directions at once.
+
+Below it (a polyphone tagger's sentence alone: 24 steps x 50 KB) the work of
+a direction is a few microseconds, less than handing one to a pool thread
+(15-90 us, bench/report_notes.md); measured at load 4: tagger batch of one
+0.36 ms with the split, onnxruntime 0.13 ms.
+"""
+
+
+def _plan(prepared, lengths, wbytes, threads):
+    """(tile width, order, tile_ptr, workers, team chunks or None) for one direction on ``threads`` threads."""
+    spec = prepared.spec
+    bt = tile_width(lengths.shape[0], threads, prepared.dtype, wbytes)
     order, tile_ptr = tiles(lengths, bt)
     workers = max(1, min(threads, tile_ptr.size - 1))
     # one tile on several threads (`team`) only where the products read z itself: a packed z would need
     # every chunk of a step done before the next step's z is packed
     one_tile = tile_ptr.size == 2 and prepared.precision.k_pack == 1
     team = team_chunks(spec, bt, threads, wbytes) if one_tile else None
-    if team:
-        workers = threads
+    return bt, order, tile_ptr, (threads if team else workers), team
+
+
+def _run_layers(prepared, rows, tok, lengths, h0, c0, hn, cn, top_mode, y_all, y_last, threads):
+    """Every layer and direction; the first layer reads ``rows``/``tok`` (see `run_worker`), the top one writes ``top_mode``.
+
+    A bidirectional layer on two or more threads runs its directions at the
+    same time, each on its share of the threads with its own tiles (no team):
+    the two directions are the same work, so the threads stay balanced at any
+    batch size, and a small batch needs no per-step hand-off between threads
+    (a batch of one ran each direction as a team, whose every step waits for
+    both threads; on a shared machine a stalled step costs a time slice).
+    """
+    spec, dtype = prepared.spec, prepared.dtype
+    B, T = lengths.shape[0], tok.shape[1]
+    D, L, Ho, H = spec.num_directions, spec.num_layers, spec.h_out, spec.hidden_size
+    wbytes = max(pk.w.nbytes for pk in prepared.layers)
+    plans = [_plan(prepared, lengths, wbytes, threads)]
+    if D == 2 and threads >= 2 and float(lengths.sum()) * prepared.layers[0].w.nbytes >= SPLIT_WORK:
+        split = [_plan(prepared, lengths, wbytes, t) for t in (threads // 2, threads - threads // 2)]
+        if not any(p[4] for p in split):
+            plans = split
     cell = CELL_CODES[spec.cell]
     hp = padded_hidden(H)
     no_tokens = np.zeros((0, T), np.int64)
@@ -182,9 +210,11 @@ def _run_layers(prepared, rows, tok, lengths, h0, c0, hn, cn, top_mode, y_all, y
             out, mode = np.zeros((B, T, D * Ho), dtype), OUT_ALL
         else:
             out, mode = (y_all if top_mode == OUT_ALL else y_last), top_mode
+        jobs = []
         for d in range(D):
             k = layer * D + d
             pk = prepared.layers[k]
+            bt, order, tile_ptr, workers, team = plans[d % len(plans)]
             values = dict(
                 cell=cell, x=rows, tok=tok, w=pk.w, wg=pk.wg, kstart=pk.kstart, klen=pk.klen, wr=pk.wr, wrg=pk.wrg,
                 h0=h0[k], c0=c0[k], y=out, ycol=d * Ho, out_mode=mode, reverse=d == 1, hn=hn[k], cn=cn[k],
@@ -192,10 +222,14 @@ def _run_layers(prepared, rows, tok, lengths, h0, c0, hn, cn, top_mode, y_all, y
                 qs=pk.qs, qc=pk.qc, rqs=pk.rqs, rqc=pk.rqc, split=pk.split,
                 lens=lengths, order=order, tile_ptr=tile_ptr, next_tile=np.zeros(1, np.int64),
             )  # fmt: skip
-            if team:
+            if len(plans) == 2:
+                jobs += [(run_worker, kernel_args(run_worker, values))] * workers
+            elif team:
                 _run_team(values, workers, team)
             else:
                 parallel(workers, run_worker, kernel_args(run_worker, values))
+        if jobs:
+            run_jobs(jobs)
         if layer < L - 1:
             rows, tok = out.reshape(B * T, D * Ho), no_tokens
 

@@ -30,3 +30,28 @@ def parallel(workers: int, fn, args: tuple) -> None:
     for f in futures:
         if not f.cancel():
             f.result()
+
+
+def run_jobs(jobs: list) -> None:
+    """Run ``fn(*args)`` for every ``(fn, args)`` of ``jobs`` at once: the last in this thread, the others in the pool.
+
+    Jobs of different kinds (the two directions of a layer, each sharing out
+    its own tiles) do not cover each other's work, so a job the pool has not
+    started when this thread is done is taken back and run here, not dropped.
+    """
+    global _pool, _pool_size
+    if len(jobs) == 1:
+        jobs[0][0](*jobs[0][1])
+        return
+    with _pool_lock:
+        if _pool is None or _pool_size < len(jobs) - 1:
+            _pool_size = len(jobs) - 1
+            _pool = ThreadPoolExecutor(max_workers=_pool_size, thread_name_prefix="rnnjit")
+        pool = _pool
+    futures = [(pool.submit(fn, *args), fn, args) for fn, args in jobs[:-1]]
+    jobs[-1][0](*jobs[-1][1])
+    for f, fn, args in futures:
+        if f.cancel():
+            fn(*args)
+        else:
+            f.result()

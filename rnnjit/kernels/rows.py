@@ -1,0 +1,339 @@
+"""The chain's per-vector steps (linear, LayerNorm, BatchNorm, l2norm, activations) compiled, on valid rows only.
+
+A run of consecutive per-vector steps is one *program* (`prepare_steps`),
+applied by `run_steps` to a list of rows: the valid steps of every sequence
+(per-step steps) or one row per sequence (after ``last``/``final``/pooling).
+Rows are read through an index array from wherever they live (the padded
+output of a recurrent module, a packed array of valid steps, an embedding
+table read by token id) and written through another (a packed array that the
+next recurrent module reads by index, or the padded (B, T, O) result): no
+padded (B, T, F) array is built between steps, and padding is never computed.
+
+Layout ("rows in lanes", as the recurrent kernel's): a tile of up to
+``NV * lanes`` rows (48 float32, 24 float64) is gathered into a (features,
+lanes) buffer, every step of the program runs on it while it is in cache, and
+the result is scattered. A linear layer is the recurrent kernel's micro-kernel
+(`mk_lanes`: one MR-row weight panel against three vectors of lanes, the
+accumulators in registers): a wide output layer (876 outputs in the
+polyphone tagger) runs at the machine's FMA rate, not as a numpy product per
+batch.
+
+Same bits for a row whatever else is in its batch: lanes never mix, every
+output is one FMA chain over the input features in order (the same in
+`mk_lanes` and `mk_lanes1`), and reductions over features (softmax, LayerNorm)
+run per lane in feature order; no BLAS call, whose blocking would depend on
+the number of rows.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+from numba import njit
+
+from rnnjit.kernels._simd import MR, NV, fetch_add, mk_lanes, mk_lanes1
+from rnnjit.kernels.activations import sigmoid, tanh
+from rnnjit.kernels.config import JIT
+from rnnjit.kernels.pool import parallel
+from rnnjit.kernels.precision import VECTOR_BYTES, lanes
+
+LINEAR, ACTIVATION, LAYERNORM, BATCHNORM, L2NORM = 0, 1, 2, 3, 4
+"""Op codes of a program row ``[code, in, out, a, b, c]`` (see `prepare_steps` for a, b, c)."""
+
+ACT_CODES = {"identity": 0, "relu": 1, "sigmoid": 2, "tanh": 3, "softmax": 4, "log_softmax": 5, "gelu": 6,
+             "elu": 7, "leaky_relu": 8}  # fmt: skip
+_SQRT1_2 = 1.0 / math.sqrt(2.0)
+
+
+@njit(**JIT)
+def _softmax_lanes(cur, fi, bt, used, stat, log):
+    """Softmax (or log-softmax) over the ``fi`` feature rows of each lane, in place."""
+    m = stat[0:bt]
+    s = stat[bt : 2 * bt]
+    for l in range(used):
+        m[l] = cur[l]
+        s[l] = 0
+    for f in range(1, fi):
+        row = cur[f * bt : f * bt + used]
+        for l in range(used):
+            m[l] = max(m[l], row[l])
+    for f in range(fi):
+        row = cur[f * bt : f * bt + used]
+        for l in range(used):
+            v = row[l] - m[l]
+            e = np.exp(v)
+            s[l] += e
+            row[l] = v if log else e
+    if log:
+        for l in range(used):
+            s[l] = np.log(s[l])
+        for f in range(fi):
+            row = cur[f * bt : f * bt + used]
+            for l in range(used):
+                row[l] -= s[l]
+    else:
+        for f in range(fi):
+            row = cur[f * bt : f * bt + used]
+            for l in range(used):
+                row[l] /= s[l]
+
+
+@njit(**JIT)
+def _activation(cur, code, fi, bt, used, stat):
+    """Activation ``code`` (`ACT_CODES`) on ``fi`` feature rows of ``used`` lanes, in place."""
+    if code == 4 or code == 5:
+        _softmax_lanes(cur, fi, bt, used, stat, code == 5)
+        return
+    zero = cur[0] - cur[0]
+    for f in range(fi):
+        row = cur[f * bt : f * bt + used]
+        if code == 1:
+            for l in range(used):
+                row[l] = max(row[l], zero)
+        elif code == 2:
+            for l in range(used):
+                row[l] = sigmoid(row[l])
+        elif code == 3:
+            for l in range(used):
+                row[l] = tanh(row[l])
+        elif code == 6:
+            for l in range(used):
+                v = row[l]
+                row[l] = 0.5 * v * (1.0 + math.erf(v * _SQRT1_2))
+        elif code == 7:
+            for l in range(used):
+                v = row[l]
+                row[l] = v if v > 0 else np.expm1(min(v, zero))
+        elif code == 8:
+            for l in range(used):
+                v = row[l]
+                row[l] = v if v >= 0 else v * 0.01
+
+
+@njit(**JIT)
+def _layernorm(cur, fi, bt, used, stat, wts, wo, bo, eps):
+    """LayerNorm over the feature rows of each lane (biased variance, as torch), optional weight and bias."""
+    mean = stat[0:bt]
+    var = stat[bt : 2 * bt]
+    for l in range(used):
+        mean[l] = 0
+        var[l] = 0
+    for f in range(fi):
+        row = cur[f * bt : f * bt + used]
+        for l in range(used):
+            mean[l] += row[l]
+    for l in range(used):
+        mean[l] /= fi
+    for f in range(fi):
+        row = cur[f * bt : f * bt + used]
+        for l in range(used):
+            d = row[l] - mean[l]
+            var[l] += d * d
+    for l in range(used):
+        var[l] = np.sqrt(var[l] / fi + eps)
+    one = eps * 0 + 1  # in the rows' dtype
+    for f in range(fi):
+        row = cur[f * bt : f * bt + used]
+        w = wts[wo + f] if wo >= 0 else one
+        b = wts[bo + f] if bo >= 0 else one - one
+        for l in range(used):
+            row[l] = (row[l] - mean[l]) / var[l] * w + b
+
+
+@njit(**JIT)
+def _l2norm(cur, fi, bt, used, stat, eps):
+    """``F.normalize(p=2)`` over the feature rows of each lane: x / max(||x||, eps)."""
+    norm = stat[0:bt]
+    for l in range(used):
+        norm[l] = 0
+    for f in range(fi):
+        row = cur[f * bt : f * bt + used]
+        for l in range(used):
+            norm[l] += row[l] * row[l]
+    for l in range(used):
+        norm[l] = max(np.sqrt(norm[l]), eps)
+    for f in range(fi):
+        row = cur[f * bt : f * bt + used]
+        for l in range(used):
+            row[l] /= norm[l]
+
+
+@njit(**JIT)
+def rows_worker(src, src_idx, dst, dst_idx, prog, wts, width, next_tile):
+    """One thread's share: tiles of rows from the shared counter, each gathered, run through ``prog``, scattered.
+
+    ``src`` (rows, F_in) is read at rows ``src_idx``; result row r goes to
+    ``dst[dst_idx[r]]`` (dst (rows, F_out)). ``width``: rows of each tile
+    buffer (the widest step, rounded up to MR).
+    """
+    n = src_idx.shape[0]
+    fin = src.shape[1]
+    fout = dst.shape[1]
+    lv = VECTOR_BYTES // src.itemsize  # rows per SIMD vector
+    bt = NV * lv
+    sf = src.reshape(src.size)
+    df = dst.reshape(dst.size)
+    a = np.zeros(width * bt, src.dtype)
+    b = np.zeros(width * bt, src.dtype)
+    stat = np.zeros(2 * bt, src.dtype)
+    n_tiles = (n + bt - 1) // bt
+    while True:
+        tile = fetch_add(next_tile, 0, 1)
+        if tile >= n_tiles:
+            break
+        r0 = tile * bt
+        nr = min(bt, n - r0)
+        nvec = (nr + lv - 1) // lv
+        used = nvec * lv
+        cur, nxt = a, b
+        for l in range(nr):
+            off = src_idx[r0 + l] * fin
+            for f in range(fin):
+                cur[f * bt + l] = sf[off + f]
+        for f in range(fin):
+            for l in range(nr, used):
+                cur[f * bt + l] = 0
+        for op in range(prog.shape[0]):
+            code, fi, fo = prog[op, 0], prog[op, 1], prog[op, 2]
+            if code == LINEAR:
+                wo, bo = prog[op, 3], prog[op, 4]
+                for p in range((fo + MR - 1) // MR):
+                    v = 0
+                    while v < nvec:
+                        if v + NV <= nvec:
+                            mk_lanes(wts, wo + p * fi * MR, cur, v * lv, bt, nxt, p * MR * bt + v * lv, bt, fi)
+                            v += NV
+                        else:
+                            mk_lanes1(wts, wo + p * fi * MR, cur, v * lv, bt, nxt, p * MR * bt + v * lv, bt, fi)
+                            v += 1
+                if bo >= 0:
+                    for o in range(fo):
+                        bias = wts[bo + o]
+                        row = nxt[o * bt : o * bt + used]
+                        for l in range(used):
+                            row[l] += bias
+                cur, nxt = nxt, cur
+            elif code == ACTIVATION:
+                _activation(cur, prog[op, 3], fi, bt, used, stat)
+            elif code == LAYERNORM:
+                _layernorm(cur, fi, bt, used, stat, wts, prog[op, 3], prog[op, 4], wts[prog[op, 5]])
+            elif code == L2NORM:  # x / max(||x||_2, eps) per lane (eps at offset a)
+                _l2norm(cur, fi, bt, used, stat, wts[prog[op, 3]])
+            else:  # BATCHNORM: (x - mean) / sqrt(var + eps), then weight and bias (offsets a, b, c, c + fi)
+                mo, so, ao = prog[op, 3], prog[op, 4], prog[op, 5]
+                for f in range(fi):
+                    row = cur[f * bt : f * bt + used]
+                    mu, sd = wts[mo + f], wts[so + f]
+                    w = wts[ao + f] if ao >= 0 else sd / sd
+                    bb = wts[ao + fi + f] if ao >= 0 else mu - mu
+                    for l in range(used):
+                        row[l] = (row[l] - mu) / sd * w + bb
+        for l in range(nr):
+            off = dst_idx[r0 + l] * fout
+            for f in range(fout):
+                df[off + f] = cur[f * bt + l]
+
+
+@dataclass(frozen=True)
+class PreparedSteps:
+    """A run of per-vector steps as one program: ``prog`` rows (`LINEAR`...), their weights packed in ``wts``."""
+
+    prog: np.ndarray  # int64 (ops, 6)
+    wts: np.ndarray  # flat, the dtype of the rows
+    width: int  # rows of a tile buffer
+    in_features: int
+    out_features: int
+    dtype: np.dtype
+
+
+def _linear_panels(w: np.ndarray) -> np.ndarray:
+    """(out, in) -> flat panels of MR output rows, k-major (``p[panel, k, r] = w[panel*MR + r, k]``), rows zero-padded."""
+    o, k = w.shape
+    rows = -(-o // MR) * MR
+    full = np.zeros((rows, k), w.dtype)
+    full[:o] = w
+    return full.reshape(rows // MR, MR, k).transpose(0, 2, 1).ravel()
+
+
+def _linear_op(s, weights, width, put):
+    w = weights[f"{s.prefix}weight"]
+    w = np.asarray(w.reshape(w.shape[0], w.shape[1]))
+    bo = put(weights[f"{s.prefix}bias"]) if s.bias else -1
+    return (LINEAR, width, w.shape[0], put(_linear_panels(w)), bo, 0), w.shape[0]
+
+
+def _layernorm_op(s, weights, width, put):
+    wo = put(weights[f"{s.prefix}weight"]) if s.name and s.affine else -1
+    bo = put(weights[f"{s.prefix}bias"]) if s.name and s.bias else -1
+    return (LAYERNORM, width, width, wo, bo, put([s.eps])), width
+
+
+def _batchnorm_op(s, weights, width, put):
+    p = s.prefix
+    var = np.asarray(weights[f"{p}running_var"])
+    mo, so = put(weights[f"{p}running_mean"]), put(np.sqrt(var + var.dtype.type(s.eps)))
+    ao = put(np.concatenate([weights[f"{p}weight"], weights[f"{p}bias"]])) if s.affine else -1
+    return (BATCHNORM, width, width, mo, so, ao), width
+
+
+OPS = {
+    "linear": _linear_op,
+    "activation": lambda s, weights, width, put: ((ACTIVATION, width, width, ACT_CODES[s.name], 0, 0), width),
+    "layernorm": _layernorm_op,
+    "batchnorm": _batchnorm_op,
+    "l2norm": lambda s, weights, width, put: ((L2NORM, width, width, put([s.eps]), 0, 0), width),
+    "dropout": None,  # a no-op in eval mode
+}
+"""Step kind -> ``op(step, weights, width, put) -> (program row, width out)``; ``put`` stores an array in ``wts``."""
+
+
+def prepare_steps(steps: Sequence, weights: Mapping[str, np.ndarray], in_features: int, dtype) -> PreparedSteps:
+    """Pack a run of per-vector steps (`rnnjit.spec.Step` of the kinds in `OPS`) as one program.
+
+    ``in_features`` is the width of the rows the run receives; ``weights``
+    hold the steps' tensors under their state_dict names.
+    """
+    dtype = np.dtype(dtype)
+    parts: list[np.ndarray] = []
+    size = 0
+
+    def put(a) -> int:
+        nonlocal size
+        a = np.ascontiguousarray(a, dtype=dtype).ravel()
+        parts.append(a)
+        size += a.size
+        return size - a.size
+
+    prog = []
+    width = widest = in_features
+    for s in steps:
+        if s.kind not in OPS:
+            raise ValueError(f"step kind {s.kind!r} is not a per-vector step the kernels run")
+        if OPS[s.kind] is not None:
+            row, width = OPS[s.kind](s, weights, width, put)
+            prog.append(row)
+        widest = max(widest, width)
+    wts = np.concatenate(parts) if parts else np.zeros(1, dtype)
+    prog_a = np.array(prog, dtype=np.int64).reshape(len(prog), 6)
+    return PreparedSteps(prog_a, wts, -(-widest // MR) * MR, in_features, width, dtype)
+
+
+def run_steps(prepared: PreparedSteps, src: np.ndarray, src_idx: np.ndarray, dst: np.ndarray, dst_idx: np.ndarray,
+              threads: int) -> None:  # fmt: skip
+    """``dst[dst_idx[r]] = steps(src[src_idx[r]])`` for every r, on up to ``threads`` threads.
+
+    ``src`` (rows, in_features) and ``dst`` (rows, out_features) C-contiguous
+    in the prepared dtype; indexes int64, in range (checked by the caller).
+    """
+    threads = numba.get_num_threads() if threads is None else int(threads)
+    n = src_idx.shape[0]
+    if n == 0:
+        return
+    bt = NV * lanes(prepared.dtype)
+    workers = max(1, min(threads, -(-n // bt)))
+    args = (src, src_idx, dst, dst_idx, prepared.prog, prepared.wts, prepared.width, np.zeros(1, np.int64))
+    parallel(workers, rows_worker, args)

@@ -1,0 +1,173 @@
+"""The compiled per-vector steps (`rnnjit.kernels.rows`) against the numpy reference and torch.
+
+Each step kind on its own and in runs, both dtypes, widths that are not
+multiples of the panel height or the lanes, rows read and written through
+indexes; the same bits for a row whatever else is in its call and on any
+thread count; and whole models whose linear layers sit in front of, between
+and after recurrent modules (`Model.predict`) against torch, with bit-identity
+across batch splits and threads.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from rnnjit import kernels, reference
+from rnnjit.kinds import ACTIVATIONS
+from rnnjit.model import Model
+from rnnjit.spec import RNNSpec, Step, rnn_step
+
+TOL = {"float32": 2e-5, "float64": 1e-12}
+
+
+def _weights(step_list, width, rng, dtype):
+    w = {}
+    for s in step_list:
+        p = s.prefix
+        if s.kind == "linear":
+            w[f"{p}weight"] = rng.standard_normal((s.out_features, s.in_features)).astype(dtype) / np.sqrt(s.in_features)
+            if s.bias:
+                w[f"{p}bias"] = rng.standard_normal(s.out_features).astype(dtype)
+        elif s.kind == "layernorm" and s.name:
+            if s.affine:
+                w[f"{p}weight"] = rng.standard_normal(s.in_features).astype(dtype)
+            if s.bias:
+                w[f"{p}bias"] = rng.standard_normal(s.in_features).astype(dtype)
+        elif s.kind == "batchnorm":
+            n = s.in_features
+            w[f"{p}running_mean"] = rng.standard_normal(n).astype(dtype)
+            w[f"{p}running_var"] = rng.uniform(0.5, 2.0, n).astype(dtype)
+            if s.affine:
+                w[f"{p}weight"] = rng.standard_normal(n).astype(dtype)
+                w[f"{p}bias"] = rng.standard_normal(n).astype(dtype)
+    return w
+
+
+RUNS = {  # name: (input width, steps)
+    "linear": (13, [Step("linear", "fc", 13, 21, bias=True)]),
+    "linear_no_bias": (16, [Step("linear", "fc", 16, 8)]),
+    "wide_linear": (32, [Step("linear", "fc", 32, 877, bias=True)]),
+    "one_output": (50, [Step("linear", "fc", 50, 1, bias=True), Step("activation", "sigmoid")]),
+    **{f"act_{a}": (19, [Step("activation", a)]) for a in ACTIVATIONS},
+    "layernorm": (24, [Step("layernorm", "ln", 24, 24, bias=True, affine=True, eps=1e-5)]),
+    "layernorm_plain": (24, [Step("layernorm", "", eps=1e-3)]),
+    "batchnorm": (10, [Step("batchnorm", "bn", 10, 10, affine=True, eps=1e-5)]),
+    "batchnorm_plain": (10, [Step("batchnorm", "bn", 10, 10, eps=1e-3)]),
+    "l2norm": (23, [Step("l2norm", "", eps=1e-12)]),
+    "mlp": (64, [Step("linear", "fc1", 64, 32, bias=True), Step("activation", "relu"), Step("dropout", "d"),
+                 Step("linear", "fc2", 32, 97, bias=True), Step("activation", "log_softmax")]),
+    "norm_sandwich": (40, [Step("batchnorm", "bn", 40, 40, affine=True), Step("linear", "fc", 40, 33, bias=True),
+                           Step("layernorm", "ln", 33, 33, bias=True, affine=True), Step("activation", "tanh")]),
+}  # fmt: skip
+
+
+def _run(engine, prep, src, src_idx, n_dst, width, dst_idx, threads):
+    dst = np.full((n_dst, width), -7.0, src.dtype)  # rows not written keep -7
+    engine.run_steps(prep, src, src_idx, dst, dst_idx, threads)
+    return dst
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("name", RUNS)
+def test_run_steps_matches_the_numpy_reference(name, dtype):
+    fin, run = RUNS[name]
+    rng = np.random.default_rng(len(name))
+    w = _weights(run, fin, rng, dtype)
+    src = (2 * rng.standard_normal((120, fin))).astype(dtype)
+    src_idx = rng.permutation(120)[:101].astype(np.int64)  # 101 rows: two full tiles and a ragged one
+    dst_idx = rng.permutation(130)[:101].astype(np.int64)
+    fout = next((s.out_features for s in reversed(run) if s.kind == "linear"), fin)
+    got = _run(kernels, kernels.prepare_steps(run, w, fin, dtype), src, src_idx, 130, fout, dst_idx, 2)
+    want = _run(reference, reference.prepare_steps(run, w, fin, dtype), src, src_idx, 130, fout, dst_idx, 2)
+    assert got.dtype == np.dtype(dtype)
+    np.testing.assert_allclose(got, want, rtol=TOL[dtype], atol=TOL[dtype])
+    untouched = np.setdiff1d(np.arange(130), dst_idx)
+    assert (got[untouched] == -7).all()
+
+
+@pytest.mark.parametrize("name", ["wide_linear", "mlp", "norm_sandwich", "act_softmax", "l2norm"])
+def test_a_rows_bits_do_not_depend_on_the_other_rows_or_the_threads(name):
+    fin, run = RUNS[name]
+    rng = np.random.default_rng(3)
+    w = _weights(run, fin, rng, "float32")
+    prep = kernels.prepare_steps(run, w, fin, "float32")
+    fout = next((s.out_features for s in reversed(run) if s.kind == "linear"), fin)
+    src = rng.standard_normal((70, fin)).astype(np.float32)
+    every = np.arange(70, dtype=np.int64)
+    whole = _run(kernels, prep, src, every, 70, fout, every, 2)
+    assert np.array_equal(whole, _run(kernels, prep, src, every, 70, fout, every, 1))
+    for r in (0, 17, 69):  # alone, in a one-vector tile
+        one = np.array([r], np.int64)
+        assert np.array_equal(_run(kernels, prep, src, one, 1, fout, np.zeros(1, np.int64), 2)[0], whole[r])
+    shuffled = rng.permutation(70).astype(np.int64)  # other neighbours in every tile
+    assert np.array_equal(_run(kernels, prep, src, shuffled, 70, fout, shuffled, 2), whole)
+
+
+def _torch_model(arch):
+    nn = torch.nn
+    torch.manual_seed(7)
+    if arch == "front":  # linear (+activation) in front of the recurrent module, per-step head
+        mods = {"fc_in": nn.Linear(9, 12), "lstm": nn.LSTM(12, 10, 2, batch_first=True), "fc_out": nn.Linear(10, 3)}
+        chain = (Step("linear", "fc_in", 9, 12, bias=True), Step("activation", "tanh"),
+                 rnn_step(RNNSpec("lstm", 12, 10, 2, False, True, 0, "lstm.")),
+                 Step("linear", "fc_out", 10, 3, bias=True), Step("activation", "softmax"))  # fmt: skip
+
+        def fwd(x):
+            return torch.softmax(mods["fc_out"](mods["lstm"](torch.tanh(mods["fc_in"](x)))[0]), -1)
+    elif arch == "between":  # [BiLSTM + linear] x2, then a linear per step (the OCR head)
+        mods = {"r1": nn.LSTM(9, 8, bidirectional=True, batch_first=True), "f1": nn.Linear(16, 7),
+                "n1": nn.LayerNorm(7), "r2": nn.GRU(7, 6, bidirectional=True, batch_first=True),
+                "f2": nn.Linear(12, 5)}  # fmt: skip
+        chain = (rnn_step(RNNSpec("lstm", 9, 8, 1, True, True, 0, "r1.")), Step("linear", "f1", 16, 7, bias=True),
+                 Step("layernorm", "n1", 7, 7, bias=True, affine=True), Step("dropout", "d"),
+                 rnn_step(RNNSpec("gru", 7, 6, 1, True, True, 0, "r2.")), Step("linear", "f2", 12, 5, bias=True))
+
+        def fwd(x):
+            return mods["f2"](mods["r2"](mods["n1"](mods["f1"](mods["r1"](x)[0])))[0])
+    else:  # "final": stacked LSTM, last layer's final state, linear + relu (the speaker encoder)
+        mods = {"lstm": nn.LSTM(9, 11, 3, batch_first=True), "fc": nn.Linear(11, 13)}
+        chain = (rnn_step(RNNSpec("lstm", 9, 11, 3, False, True, 0, "lstm.")),
+                 Step("linear", "fc", 11, 13, bias=True), Step("activation", "relu"))
+
+        def fwd(x):
+            return torch.relu(mods["fc"](mods["lstm"](x)[1][0][-1]))
+    for m in mods.values():
+        m.eval()
+    weights = {f"{n}.{k}": v.detach().numpy() for n, m in mods.items() for k, v in m.state_dict().items()}
+    return chain, weights, fwd
+
+
+@pytest.mark.parametrize("engine", ["numba", "numpy"])
+@pytest.mark.parametrize("arch", ["front", "between", "final"])
+def test_models_with_linear_layers_around_recurrent_modules_match_torch(arch, engine):
+    chain, weights, fwd = _torch_model(arch)
+    model = Model(chain, weights, output="final" if arch == "final" else "all")
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((37, 11, 9)).astype(np.float32)
+    with torch.inference_mode():
+        want = fwd(torch.from_numpy(x)).numpy()
+    got = model.predict(x, engine=engine)
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ["front", "between", "final"])
+def test_model_rows_are_the_same_bits_alone_in_any_batch_and_on_any_thread_count(arch):
+    chain, weights, _ = _torch_model(arch)
+    model = Model(chain, weights, output="final" if arch == "final" else "all")
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((53, 12, 9)).astype(np.float32)
+    lengths = rng.integers(1, 13, 53)
+    lengths[0] = 12
+    whole = model.predict(x, lengths, engine="numba", threads=2)
+    assert np.array_equal(whole, model.predict(x, lengths, engine="numba", threads=1))
+    for lo, hi in ((0, 1), (5, 6), (1, 20), (20, 53)):
+        part = model.predict(x[lo:hi], lengths[lo:hi], engine="numba", threads=2)
+        if part.ndim == 3:  # a shorter batch pads to its own longest sequence
+            assert np.array_equal(part, whole[lo:hi, : part.shape[1]])
+            assert not whole[lo:hi, part.shape[1] :].any()
+        else:
+            assert np.array_equal(part, whole[lo:hi])
+    ref = model.predict(x, lengths, engine="numpy")
+    np.testing.assert_allclose(whole, ref, atol=1e-5, rtol=1e-5)
