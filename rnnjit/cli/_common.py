@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import inspect
 import sys
-import typing
 import warnings
 from enum import Enum
 from typing import Annotated, Optional
@@ -60,9 +59,9 @@ MEMORY_LIMIT_HELP = (
 
 def with_memory_limit(command):
     """Add ``--memory-limit SIZE`` to a typer command and run it under that limit (`rnnjit.memory.limited`)."""
-    hints = typing.get_type_hints(command, include_extras=True)  # the command module's names, not ours
-    sig = inspect.signature(command)
-    sig = sig.replace(parameters=[p.replace(annotation=hints.get(p.name, p.annotation)) for p in sig.parameters.values()])
+    # Annotations resolved in the command module's names, not ours. Not typing.get_type_hints: before Python
+    # 3.11 it wraps an annotation whose default is None in Optional[...], hiding the Annotated typer reads.
+    sig = inspect.signature(command, eval_str=True)
     option = inspect.Parameter(
         "memory_limit", inspect.Parameter.KEYWORD_ONLY, default=None,
         annotation=Annotated[Optional[str], typer.Option("--memory-limit", metavar="SIZE", help=MEMORY_LIMIT_HELP)],
