@@ -150,11 +150,13 @@ _FLAGS: dict[str, dict[str, str]] = {
               "fmt": "--format", "layout=": "--layout", "on_invalid": "--on-invalid", "id_columns": "--id-column",
               "key_columns": "--key-column", "order_column": "--order-column",
               "features_column": "--sequence-column", "feature_columns": "--feature-columns",
-              "emit_state": "--emit-state", "feature_names": "convert --feature-names"},
+              "emit_state": "--emit-state", "feature_names": "--feature-names"},
     "convert": {"rnn_prefix": "--rnn-prefix", "nonlinearity=": "--nonlinearity", "head=": "--head",
                 "chain=": "--chain", "ignore=": "--ignore", "output=": "--output-mode",
                 "feature_names": "--feature-names"},
 }
+_LONG_KEY = {"id_columns": "--key-column"}  # with --layout long the sequence key's flag is --key-column
+_COMMA_LISTS = {"--feature-names", "--feature-columns", "--key-column", "--id-column"}  # "a,b,c" on the command line
 _VALUE = r"'[^']*'|\[[^\]]*\]|[\w.]+"
 _WORDS = {
     cmd: (table := {**_FLAGS["*"], **_FLAGS.get(cmd, {})},
@@ -170,18 +172,21 @@ def _flag_value(flag: str, value: str) -> str:
         return flag
     if value.startswith("["):
         items = re.findall(r"'([^']*)'", value)
-        if flag == "--feature-names" or flag.endswith(" --feature-names"):
+        if flag in _COMMA_LISTS:
             return _flag_value(flag, repr(",".join(items)))
         return " ".join(_flag_value(flag, repr(i)) for i in items)
     if value.startswith("'"):
         value = value[1:-1]
-        return f"{flag} {value}" if re.fullmatch(r"[\w.:/-]+", value) else f"{flag} '{value}'"
+        plain = r"[\w.:/,-]+" if flag in _COMMA_LISTS else r"[\w.:/-]+"
+        return f"{flag} {value}" if re.fullmatch(plain, value) else f"{flag} '{value}'"
     return f"{flag} {value}"
 
 
 def cli_words(message: str, command: str | None = "score") -> str:
     """``message`` with the API names of options (and their keyword values) written as ``command``'s flags."""
     table, pattern = _WORDS.get(command or "*", _WORDS["*"])
+    if command == "score" and "layout='long'" in message:
+        table = {**table, **_LONG_KEY}
 
     def flag(m: re.Match) -> str:
         word, value = m.group(1), m.group(2)
