@@ -144,7 +144,7 @@ def stderr_is_tty() -> bool:
 # ``chain='emb,lstm,...'``, ``ignore=['attn']``); a command's error, warning and note lines say its flag.
 # ``name=`` keys are words of plain prose too ("the chain"), so only their keyword form is translated.
 _FLAGS: dict[str, dict[str, str]] = {
-    "*": {"memory_limit": "--memory-limit", "engine=": "--engine"},
+    "*": {"memory_limit": "--memory-limit"},
     "score": {"h0_column": "--h0-column", "c0_column": "--c0-column", "batch_rows": "--batch-rows",
               "output_layout": "--output-layout", "resume": "--resume", "overwrite": "--overwrite",
               "fmt": "--format", "layout=": "--layout", "on_invalid": "--on-invalid", "id_columns": "--id-column",
@@ -154,6 +154,7 @@ _FLAGS: dict[str, dict[str, str]] = {
     "convert": {"rnn_prefix": "--rnn-prefix", "nonlinearity=": "--nonlinearity", "head=": "--head",
                 "chain=": "--chain", "ignore=": "--ignore", "output=": "--output-mode",
                 "feature_names": "--feature-names"},
+    "export-c": {"overwrite": "--overwrite"},
 }
 _LONG_KEY = {"id_columns": "--key-column"}  # with --layout long the sequence key's flag is --key-column
 _COMMA_LISTS = {"--feature-names", "--feature-columns", "--key-column", "--id-column"}  # "a,b,c" on the command line
@@ -161,9 +162,10 @@ _VALUE = r"'[^']*'|\[[^\]]*\]|[\w.]+"
 _WORDS = {
     cmd: (table := {**_FLAGS["*"], **_FLAGS.get(cmd, {})},
           re.compile(r"(?<![\w-])(" + "|".join(re.escape(k.rstrip("=")) for k in sorted(table, key=len, reverse=True))
-                     + r")(?:=(" + _VALUE + r"))?(?![\w-])"))
-    for cmd in ("*", "score", "convert")
+                     + r")(?:(=)(" + _VALUE + r")?)?(?![\w-])"))
+    for cmd in ("*", "score", "convert", "export-c")
 }
+_WORDS["verify"] = _WORDS["inspect"] = _WORDS["convert"]  # their notes and errors say how to convert
 
 
 def _flag_value(flag: str, value: str) -> str:
@@ -189,9 +191,9 @@ def cli_words(message: str, command: str | None = "score") -> str:
         table = {**table, **_LONG_KEY}
 
     def flag(m: re.Match) -> str:
-        word, value = m.group(1), m.group(2)
+        word, equals, value = m.groups()
         name = word if word in table else word + "="
-        if name not in table or (name.endswith("=") and value is None):
+        if name not in table or (name.endswith("=") and not equals):
             return m.group(0)
         return _flag_value(table[name], value) if value is not None else table[name]
 
