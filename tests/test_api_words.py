@@ -56,3 +56,46 @@ def test_emit_state_refusal_both_ways(tmp_path):
     r = run("score", "-m", bundle, "-i", src, "-o", tmp_path / "b.parquet", "--emit-state")
     assert r.exit_code == 2 and r.stderr.startswith("error: --emit-state on a bidirectional model")
     assert r.stderr.rstrip().endswith("without --emit-state") and "emit_state" not in r.stderr
+
+
+@pytest.fixture
+def ln_dropped(tmp_path):
+    """An LSTM, a LayerNorm, a Linear: inferred as lstm,fc, which leaves the LayerNorm's weights unused."""
+    torch = pytest.importorskip("torch")
+    from torch import nn
+    from torch_models import LSTM, modules
+
+    torch.manual_seed(0)
+    torch.save(modules(lstm=LSTM(), ln=nn.LayerNorm(4), fc=nn.Linear(4, 1)).state_dict(), tmp_path / "m.pth")
+    return tmp_path / "m.pth"
+
+
+def test_convert_unused_module_both_ways(tmp_path, ln_dropped):
+    with pytest.raises(rnnjit.ArchitectureError) as exc:
+        rnnjit.convert(ln_dropped, tmp_path / "a.npz")
+    msg = str(exc.value)
+    assert "e.g. chain='lstm,ln,fc', or drop them on purpose with ignore=['ln']" in msg and "--" not in msg
+    rnnjit.convert(ln_dropped, tmp_path / "a.npz", chain="lstm,ln,fc")  # the keywords, pasted
+    rnnjit.convert(ln_dropped, tmp_path / "b.npz", ignore=["ln"])
+
+    r = run("convert", ln_dropped, "-o", tmp_path / "c.npz")
+    assert r.exit_code == 2 and "e.g. --chain 'lstm,ln,fc', or drop them on purpose with --ignore ln" in r.stderr
+    assert "chain=" not in r.stderr and "ignore=" not in r.stderr
+    assert run("convert", ln_dropped, "-o", tmp_path / "c.npz", "--chain", "lstm,ln,fc").exit_code == 0  # pasted
+    assert run("convert", ln_dropped, "-o", tmp_path / "d.npz", "--ignore", "ln").exit_code == 0
+
+
+def test_convert_option_clash_and_notes_both_ways(tmp_path, ln_dropped):
+    with pytest.raises(rnnjit.ArchitectureError, match=r"^head= and chain= were both given; write the whole model "
+                                                       r"in chain= only$"):
+        rnnjit.convert(ln_dropped, tmp_path / "a.npz", chain="lstm,ln,fc", head="fc")
+    r = run("convert", ln_dropped, "-o", tmp_path / "b.npz", "--chain", "lstm,ln,fc", "--head", "fc")
+    assert r.stderr == "error: --head and --chain were both given; write the whole model in --chain only\n"
+
+    model = rnnjit.convert(ln_dropped, tmp_path / "a.npz", ignore="ln")
+    note = next(a["note"] for a in model.assumed if a["note"].startswith("output mode assumed last"))
+    assert note.endswith("to score every step: output='all'; to pool over time: chain='lstm,pool:mean,fc'")
+    r = run("convert", ln_dropped, "-o", tmp_path / "b.npz", "--ignore", "ln")
+    assert r.exit_code == 0
+    assert "to score every step: --output-mode all; to pool over time: --chain 'lstm,pool:mean,fc'\n" in r.stderr
+    assert run("convert", ln_dropped, "-o", tmp_path / "c.npz", "--ignore", "ln", "--output-mode", "all").exit_code == 0
