@@ -131,7 +131,7 @@ def test_output_exists_and_overwrite(model, seqs, tmp_path):
     src = write(list_table(seqs), tmp_path / "in.parquet")
     out = tmp_path / "o.parquet"
     out.write_text("yesterday")
-    with pytest.raises(InputError, match="already exists; pass --overwrite"):
+    with pytest.raises(InputError, match="already exists; pass overwrite=True to replace it"):
         score_dataset(model, src, out, options=NP)
     assert out.read_text() == "yesterday"
     score_dataset(model, src, out, options=NP, overwrite=True)
