@@ -114,7 +114,7 @@ MISTAKES = [
     ("feature-columns-move-one-bundle-name", lambda d: _long(d, ["x", "a", "b"]), "named",
      (*LONG, "--feature-columns", "a,x,b"), "o.parquet", ["puts 'b' at input 2, but the bundle names it as input 1"]),
     ("no-names-refuses-to-guess", lambda d: _long(d, ["f4", "f0", "f1"]), "plain", LONG, "o.parquet",
-     ["will not guess", "candidates are f4, f0, f1", "--feature-columns"]),
+     ["will not guess", "candidates are f4, f0, f1", "with --feature-columns (in model order", "convert with --feature-names"]),
     ("emit-state-bidirectional", _list, "bidir", ("--emit-state",), "o.parquet",
      ["--emit-state on a bidirectional model"]),
     ("emit-state-bidirectional-second-module", _list, "uni-then-bidir", ("--emit-state",), "o.parquet",

@@ -150,10 +150,10 @@ _FLAGS: dict[str, dict[str, str]] = {
               "fmt": "--format", "layout=": "--layout", "on_invalid": "--on-invalid", "id_columns": "--id-column",
               "key_columns": "--key-column", "order_column": "--order-column",
               "features_column": "--sequence-column", "feature_columns": "--feature-columns",
-              "emit_state": "--emit-state", "feature_names": "--feature-names"},
+              "emit_state": "--emit-state", "feature_names=": "--feature-names"},
     "convert": {"rnn_prefix": "--rnn-prefix", "nonlinearity=": "--nonlinearity", "head=": "--head",
                 "chain=": "--chain", "ignore=": "--ignore", "output=": "--output-mode",
-                "feature_names": "--feature-names"},
+                "feature_names=": "--feature-names"},
     "export-c": {"overwrite": "--overwrite"},
 }
 _LONG_KEY = {"id_columns": "--key-column"}  # with --layout long the sequence key's flag is --key-column

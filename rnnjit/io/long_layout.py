@@ -98,7 +98,7 @@ def resolve_long_layout(schema: pa.Schema, model, id_columns, order_column, feat
                 f"the model takes {I} input feature(s) and the bundle names none, so rnnjit will not guess "
                 f"which columns they are or their order; the numeric candidates are {', '.join(cands) or 'none'}; "
                 f"name the {I} columns the model was trained on, in its input order, with feature_columns "
-                "(in model order; the file's column order says nothing about it), or convert with feature_names"
+                "(in model order; the file's column order says nothing about it), or convert with feature_names="
             )
     for c in feats:
         if not is_numeric_type(schema.field(c).type):
