@@ -73,7 +73,8 @@ def test_several_recurrent_modules_are_listed_and_one_can_be_chosen(tmp_path):
             self.decoder = nn.LSTM(4, 4)
 
     path = save(Two(), tmp_path / "two.pth")
-    with pytest.raises(ArchitectureError, match=r"'encoder', 'decoder'.*chain='encoder,decoder'.*or pick one with rnn_prefix$"):
+    with pytest.raises(ArchitectureError, match=r"'encoder', 'decoder'.*chain='encoder,decoder'.*or pick "
+                                                r"one with rnn_prefix$"):
         rnnjit.convert(path, tmp_path / "b.npz")
     assert not (tmp_path / "b.npz").exists()
     # picking one drops the other's tensors: refused unless that is said out loud

@@ -169,7 +169,8 @@ _WORDS["verify"] = _WORDS["inspect"] = _WORDS["convert"]  # their notes and erro
 
 
 def _flag_value(flag: str, value: str) -> str:
-    """``--chain 'emb,lstm'`` for ``chain='emb,lstm'``; a list repeats the flag; quotes only where the shell needs them."""
+    """``--chain 'emb,lstm'`` for ``chain='emb,lstm'``; a list repeats the flag (or joins it with commas);
+    quotes only where the shell needs them."""
     if value == "True":
         return flag
     if value.startswith("["):
