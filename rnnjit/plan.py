@@ -136,9 +136,9 @@ def _state_checks(model, names: list[str], options: ScoreOptions, explicit: Sequ
     pairs = [("hn", options.h0_column, "h0_column")]
     if model.has_cell_state:
         pairs.append(("cn", options.c0_column, "c0_column"))
-    for out, state, flag in pairs:
+    for out, state, keyword in pairs:
         if out in names and state not in names:
             yield (
                 f"warning: the input has a {out!r} column but no {state!r}: scoring starts from a zero state; "
-                f"if {out!r} is the previous run's final state, pass {flag}={out!r} (or rename it to {state!r})"
+                f"if {out!r} is the previous run's final state, pass {keyword}={out!r} (or rename it to {state!r})"
             )
