@@ -85,7 +85,7 @@ def _head_record(chain: Sequence[Step]) -> dict[str, Any] | None:
     return record(
         "head_activation", "none", f"no activation around {fc!r}",
         f"chain inferred as {inferred!r}: head {fc!r} assumed to have no activation (not in the weights): "
-        f"scores are its raw outputs (logits); if forward() applies one, state the head: --head '{fc},sigmoid' "
+        f"scores are its raw outputs (logits); if forward() applies one, state the head: head='{fc},sigmoid' "
         f"(or softmax, log_softmax; 'relu,{fc}' for one before it)",
     )
 
@@ -99,12 +99,12 @@ def _output_record(chain: Sequence[Step]) -> dict[str, Any]:
         note = (
             "output mode assumed last: [forward, backward] outputs at each sequence's last valid step, what "
             "out[:, -1] gives; a forward() that uses hn, e.g. torch.cat((hn[-2], hn[-1]), 1), gets "
-            "other numbers: --output-mode final (both exist and differ for a bidirectional module)"
+            "other numbers: output='final' (both exist and differ for a bidirectional module)"
         )
     else:
         note = (
             "output mode assumed last: the output at each sequence's last valid step (equal to hn[-1]); "
-            f"to score every step: --output-mode all; to pool over time: --chain '{pooled}'"
+            f"to score every step: output='all'; to pool over time: chain='{pooled}'"
         )
     return record("output_mode", "last", "output mode last", note)
 

@@ -128,7 +128,7 @@ def _matrix_step(sd, tok: Token, kind: str, i: int, next_width: int | None) -> S
         if emb_fits and lin_fits:
             raise ArchitectureError(
                 f"chain step {tok.text!r} ({p}weight {tuple(w.shape)}, no bias) could be an nn.Embedding or a "
-                f"bias-free nn.Linear; say which: --chain 'embedding:{name},...' or 'linear:{name},...'"
+                f"bias-free nn.Linear; say which: chain='embedding:{name},...' or chain='linear:{name},...'"
             )
         kind = "embedding" if emb_fits else "linear"
     elif kind == "2d":  # only the first step reads token ids
@@ -143,7 +143,7 @@ def check_chain(chain: Sequence[Step]) -> int:
     try:
         chain_widths(chain)
     except ValueError as exc:
-        raise ArchitectureError(f"{exc}; check the order of --chain / --head") from exc
+        raise ArchitectureError(f"{exc}; check the order of chain= / head=") from exc
     for i, step in enumerate(chain):
         if step.kind == "activation" and step.name in ("softmax", "log_softmax"):
             w = chain_widths(chain[:i]) if any(KINDS[s.kind].recurrent for s in chain[:i]) else None
@@ -151,7 +151,7 @@ def check_chain(chain: Sequence[Step]) -> int:
                 always = "1.0" if step.name == "softmax" else "0.0"
                 raise ArchitectureError(
                     f"{step.name} over a single value gives {always} for every input; "
-                    "for one logit use sigmoid (e.g. --head 'fc,sigmoid')"
+                    "for one logit use sigmoid (e.g. head='fc,sigmoid')"
                 )
     return chain_widths(chain)
 
@@ -173,8 +173,8 @@ def infer_chain(
     if rnn_prefix is None and len(found) > 1:
         raise ArchitectureError(
             f"found {len(found)} recurrent modules: {', '.join(repr(p[:-1]) for p in found)}; say how the model "
-            f"chains them, e.g. --chain '{suggest_chain(sd, [])}' (file order; add activations and pooling "
-            "as the forward() does), or pick one with --rnn-prefix"
+            f"chains them, e.g. chain='{suggest_chain(sd, [])}' (file order; add activations and pooling "
+            "as the forward() does), or pick one with rnn_prefix"
         )
     spec = infer_spec(sd, rnn_prefix=rnn_prefix, nonlinearity=nonlinearity)
     pos = {k: i for i, k in enumerate(sd)}
@@ -190,7 +190,7 @@ def infer_chain(
     if len(embs) > 1:
         raise ArchitectureError(
             f"several modules could be the embedding that feeds {spec.prefix[:-1]!r}: {', '.join(embs)}; "
-            f"pick one with --chain '{embs[0]},{spec.prefix[:-1]},...'"
+            f"pick one with chain='{embs[0]},{spec.prefix[:-1]},...'"
         )
     tail = infer_head(sd, spec, head, exclude=embs)
     lead = (Step("embedding", embs[0], **KINDS["embedding"].from_weights(sd, f"{embs[0]}.")),) if embs else ()

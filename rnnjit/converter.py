@@ -97,8 +97,7 @@ def convert(
     if tokens:
         for clash in ("head", "rnn_prefix"):
             if opts.get(clash) is not None:
-                flag = "--" + clash.replace("_", "-")
-                raise ArchitectureError(f"{flag} and --chain were both given; write the whole model in --chain only")
+                raise ArchitectureError(f"{clash}= and chain= were both given; write the whole model in chain= only")
         steps = build_chain(sd, tokens, nonlinearity=opts.get("nonlinearity"))
     else:
         steps = _infer_chain_without_ignored(sd, ignore_list, opts)
@@ -109,7 +108,7 @@ def convert(
     if pooled and mode != "all":
         raise ArchitectureError(
             f"the chain pools over time ({pooled}), which needs every step of the last recurrent module; "
-            f"output mode {mode!r} does not apply: drop --output-mode, or use pool:last instead of {pooled}"
+            f"output mode {mode!r} does not apply: drop output=, or use pool:last instead of {pooled}"
         )
     ignored, non_weight = account(sd, steps, ignore_list, source=Path(src).name)
     assumed = assumptions.find(

@@ -50,7 +50,7 @@ def infer_spec(
         if prefix not in found:
             raise ArchitectureError(
                 f"no recurrent module with prefix {prefix!r}; found {_list_prefixes(found)}; "
-                "pass one of these as --rnn-prefix"
+                "pass one of these as rnn_prefix"
             )
     elif not found:
         sample = ", ".join(list(sd)[:6]) or "none"
@@ -61,7 +61,7 @@ def infer_spec(
     elif len(found) > 1:
         raise ArchitectureError(
             f"found {len(found)} recurrent modules: {_list_prefixes(found)}; "
-            "choose one with --rnn-prefix (rnn_prefix=...)"
+            "choose one with rnn_prefix"
         )
     else:
         prefix = found[0]
@@ -186,14 +186,14 @@ def infer_head(
         if len(takers) > 1:
             raise ArchitectureError(
                 f"several linear layers take the recurrent output (width {width}): {', '.join(takers)}; "
-                f"pick the head with --head, e.g. --head '{takers[0]},sigmoid'"
+                f"pick the head with head=, e.g. head='{takers[0]},sigmoid'"
             )
         name = takers[0]
         follow = [n for n, (i, _, _) in layers.items() if i == layers[name][1] and n != name]
         if follow:
             raise ArchitectureError(
                 f"linear layers {name} -> {follow[0]} look chained, and activations between them cannot be "
-                f"read from the weights; spell the head out, e.g. --head '{name},relu,{follow[0]},sigmoid'"
+                f"read from the weights; spell the head out, e.g. head='{name},relu,{follow[0]},sigmoid'"
             )
         tokens = [name]
 
@@ -218,7 +218,7 @@ def infer_head(
             raise ArchitectureError(
                 f"head layer {name!r} takes {i} inputs but receives {width} "
                 f"({'the recurrent output' if not any(s.kind == 'linear' for s in steps) else 'the previous layer'}); "
-                "check the order of --head, or the output mode"
+                "check the order of head=, or the output mode"
             )
         steps.append(_with_options(HeadStep("linear", name, i, o, b), tok))
         width = o

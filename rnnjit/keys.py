@@ -127,7 +127,7 @@ def check_supported(sd: Mapping[str, np.ndarray], ignore: Sequence[str] = (), *,
     if found:
         name, what = next(iter(found.items()))
         more = f" (and {', '.join(list(found)[1:])})" if len(found) > 1 else ""
-        drop = " ".join(f"--ignore {m}" for m in _enclosing_modules(sd, list(found)))
+        drop = f"ignore={_enclosing_modules(sd, list(found))!r}"
         raise ArchitectureError(
             f"{source}: module {name!r} is {what}{more}, which rnnjit does not run: it scores embeddings, "
             "RNN/LSTM/GRU, pooling, LayerNorm/BatchNorm1d, linear layers and kernel-1 Conv1d; if the model's "
@@ -172,12 +172,12 @@ def account(sd: Mapping[str, np.ndarray], chain: Sequence[Step], ignore: Sequenc
         keys = [k for k in sd if k == name or k.startswith(f"{name}.")]
         if not keys:
             raise ArchitectureError(
-                f"--ignore {name!r} matches no tensor; modules in {source}: {', '.join(module_names(sd)) or 'none'}"
+                f"ignore={name!r} matches no tensor; modules in {source}: {', '.join(module_names(sd)) or 'none'}"
             )
         clash = [k for k in keys if k in used]
         if clash:
             raise ArchitectureError(
-                f"--ignore {name!r} would drop {clash[0]!r}, which the chain uses; remove it from --ignore or the chain"
+                f"ignore={name!r} would drop {clash[0]!r}, which the chain uses; remove it from ignore= or the chain"
             )
         ignored.extend(keys)
     unused, non_weight = unused_keys(sd, chain, ignored)
@@ -188,7 +188,7 @@ def account(sd: Mapping[str, np.ndarray], chain: Sequence[Step], ignore: Sequenc
     if loose:
         parts = [f"{k} {tuple(np.shape(sd[k]))} ({_guess_loose(sd[k], chain)}?)" for k in loose]
         in_modules = [k for k in unused if "." in k]
-        drop = " ".join(f"--ignore {k}" for k in unused)
+        drop = f"ignore={list(unused)!r}"
         raise ArchitectureError(
             f"{source}: {len(unused)} tensor{'s are' if len(unused) != 1 else ' is'} not used by the chain {shown!r}: "
             f"{'; '.join(parts)}{' and ' + ', '.join(in_modules) if in_modules else ''}; "
@@ -201,16 +201,16 @@ def account(sd: Mapping[str, np.ndarray], chain: Sequence[Step], ignore: Sequenc
         by_module.setdefault(module_of(k), []).append(k)
     parts = [f"{', '.join(keys)} ({_guess(sd, m, keys, chain)}?)" for m, keys in by_module.items()]
     names = [m for m in by_module]
-    drop = " ".join(f"--ignore {m or repr('')}" for m in names)
+    drop = f"ignore={names!r}"
     has_linear_unused = any("Linear" in _guess(sd, m, k, chain) for m, k in by_module.items())
     if not any(s.kind == "linear" for s in chain) and has_linear_unused:
         raise ArchitectureError(
             f"{source}: the chain {shown!r} has no head, so raw recurrent outputs would be scored, but the file "
-            f"holds {'; '.join(parts)}; add the head, e.g. --head '{names[0]}' (with its activation, e.g. "
-            f"'{names[0]},sigmoid'), or score raw outputs on purpose with {drop}"
+            f"holds {'; '.join(parts)}; add the head, e.g. head='{names[0]}' (with its activation, e.g. "
+            f"head='{names[0]},sigmoid'), or score raw outputs on purpose with {drop}"
         )
     raise ArchitectureError(
         f"{source}: {len(unused)} tensor{'s are' if len(unused) != 1 else ' is'} not used by the chain {shown!r}: "
         f"{'; '.join(parts)}; scores would differ from the PyTorch model; add them to the chain, e.g. "
-        f"--chain '{suggest_chain(sd, chain, names)}', or drop them on purpose with {drop}"
+        f"chain='{suggest_chain(sd, chain, names)}', or drop them on purpose with {drop}"
     )

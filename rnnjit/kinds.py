@@ -210,7 +210,7 @@ def _embedding_guesses(step, chain):
     return [("max_norm", record(
         "max_norm", "none", f"embedding {t!r} without max_norm",
         f"embedding {t!r}: assumed no max_norm (nn.Embedding's default; not in the weights); "
-        f"if it was built with max_norm=M, write {t}:max_norm=M in --chain ({t}:max_norm=none states the default)",
+        f"if it was built with max_norm=M, write {t}:max_norm=M in chain= ({t}:max_norm=none states the default)",
     ))]
 
 
@@ -284,8 +284,8 @@ def _rnn_guesses(step, chain):
     return [("nonlinearity", record(
         "nonlinearity", "tanh", f"nn.RNN {who} nonlinearity tanh",
         f"nn.RNN {who}: nonlinearity assumed tanh (not in the weights); "
-        f"if it was built with nonlinearity='relu': --nonlinearity relu"
-        f"{f' (or {step.name}:relu in --chain for this module only)' if several else ''}",
+        f"if the nn.RNN was built with relu: nonlinearity='relu'"
+        f"{f' (or {step.name}:relu in chain= for this module only)' if several else ''}",
     ))]
 
 

@@ -48,7 +48,7 @@ class InputMemoryError(MemoryLimitError, InputError):
     """A batch of input rows would need more memory than the limit."""
 
 
-def parse_size(text: str | int, what: str = "--memory-limit") -> int:
+def parse_size(text: str | int, what: str = "memory_limit") -> int:
     """``"4G"`` -> 4294967296; bytes as an int pass through. Binary units (K=1024)."""
     if isinstance(text, int) and not isinstance(text, bool):
         value = text
@@ -128,7 +128,7 @@ class MemoryBudget:
         suggest = _suggest(need_bytes if cap == self.limit else need_bytes // 2)
         raise self.error(
             f"{self.source}: {what} would need {need} {how} of {have}; refusing to allocate that (corrupt or "
-            f"hostile file?); if the input is genuine, raise the limit with --memory-limit {suggest} "
+            f"hostile file?); if the input is genuine, raise the limit with memory_limit='{suggest}' "
             f"(or {ENV}={suggest})"
         )
 

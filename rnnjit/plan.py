@@ -124,21 +124,21 @@ def _state_checks(model, names: list[str], options: ScoreOptions, explicit: Sequ
             )
     if options.emit_state and any(r.bidirectional for r in model.rnns):  # any module, not only the first
         raise InputError(
-            "--emit-state on a bidirectional model: its reverse direction reads each sequence from the end, "
-            "so a state carried into tomorrow's chunk cannot continue it; score whole sequences without --emit-state"
+            "emit_state on a bidirectional model: its reverse direction reads each sequence from the end, "
+            "so a state carried into tomorrow's chunk cannot continue it; score whole sequences without emit_state"
         )
     if options.emit_state and model.pooling not in (None, "last"):
         raise InputError(
-            f"--emit-state on a model that pools over time (pool:{model.pooling}): each score would cover only "
+            f"emit_state on a model that pools over time (pool:{model.pooling}): each score would cover only "
             "the steps of its own chunk, so chunks carried on with the state do not add up to the whole "
-            "sequence's score; score whole sequences without --emit-state"
+            "sequence's score; score whole sequences without emit_state"
         )
-    pairs = [("hn", options.h0_column, "--h0-column")]
+    pairs = [("hn", options.h0_column, "h0_column")]
     if model.has_cell_state:
-        pairs.append(("cn", options.c0_column, "--c0-column"))
-    for out, state, flag in pairs:
+        pairs.append(("cn", options.c0_column, "c0_column"))
+    for out, state, keyword in pairs:
         if out in names and state not in names:
             yield (
                 f"warning: the input has a {out!r} column but no {state!r}: scoring starts from a zero state; "
-                f"if {out!r} is the previous run's final state, pass {flag} {out} (or rename it to {state!r})"
+                f"if {out!r} is the previous run's final state, pass {keyword}={out!r} (or rename it to {state!r})"
             )

@@ -379,7 +379,7 @@ def _score_rows(model, batch, options: ScoreOptions, stats, row_offset: int, ind
         raise memory.InputMemoryError(
             f"{row_name(r)}: its {int(lengths[r])} steps would need "
             f"{memory.human(int(lengths[r]) * batch.num_rows * _step_bytes(model))} to score, past the memory limit "
-            f"of {memory.human(limit)}; raise it with --memory-limit (or {memory.ENV}), or split the sequence"
+            f"of {memory.human(limit)}; raise it with memory_limit (or {memory.ENV}), or split the sequence"
         )
     d = _decode(model, batch, options, row_name)
     shape_mode = _shape_mode(model, options.output_mode or model.output)

@@ -157,7 +157,7 @@ def test_resume_skips_committed_files_and_redoes_changed_ones(model, tmp_path):
 def test_resume_refuses_another_model_or_options(bundle, model, tmp_path):
     src = make_dataset(tmp_path / "in")
     score_dataset(model, src, f"{tmp_path}/out/", options=ScoreOptions(engine="numpy"))
-    with pytest.raises(InputError, match=r"written by a run with another options; --resume would mix"):
+    with pytest.raises(InputError, match=r"written by a run with another options; resume=True would mix"):
         score_dataset(model, src, f"{tmp_path}/out/", options=ScoreOptions(engine="numpy", output_mode="final"),
                       resume=True)
     other = rnnjit.load(make_bundle(tmp_path, feature_names=["a", "b", "c"], seed=3, name="other.npz"))

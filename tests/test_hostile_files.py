@@ -14,6 +14,7 @@ import io
 import json
 import os
 import pickle
+import re
 import zipfile
 
 import numpy as np
@@ -157,11 +158,12 @@ def test_npz_members_inflating_past_the_budget_together_are_refused(tmp_path):
     assert path.stat().st_size < 64 << 10
     with pytest.raises(MemoryLimitError, match=r"past the memory limit of (1 MiB|1048576 bytes); refusing to allocate") as exc:
         read_state_dict(path, memory_limit="1M")
-    assert isinstance(exc.value, WeightFileError) and "--memory-limit" in _one_line(exc)
+    assert isinstance(exc.value, WeightFileError) and "raise the limit with memory_limit='" in _one_line(exc)
     sd, _ = read_state_dict(path, memory_limit="4M")  # raised: read
     assert len(sd) == 8
     r = run("convert", path, "-o", tmp_path / "b.npz", "--memory-limit", "1M")
     assert r.exit_code == 2 and r.stderr.count("\n") == 1 and "past the memory limit" in r.stderr
+    assert re.search(r"raise the limit with --memory-limit \d+[MG] \(or RNNJIT_MEMORY_LIMIT=", r.stderr), r.stderr
 
 
 def test_bundle_whose_members_inflate_is_refused_by_inspect_verify_score(tmp_path):

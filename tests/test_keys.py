@@ -64,16 +64,16 @@ def test_account_returns_ignored_and_non_weight_keys():
 
 @pytest.mark.parametrize("extra, chain, ignore, message", [
     ({"out.weight": (2, 1), "out.bias": (2,)}, CHAIN, (),
-     r"out\.weight, out\.bias \(a Linear after 'fc', where the head stops\?\).*--chain 'emb,lstm,pool:mean,ln,fc,"
-     r"sigmoid,out'.*--ignore out$"),
+     r"out\.weight, out\.bias \(a Linear after 'fc', where the head stops\?\).*chain='emb,lstm,pool:mean,ln,fc,"
+     r"sigmoid,out'.*ignore=\['out'\]$"),
     ({"gate.weight": (3,)}, CHAIN, (), r"gate\.weight \(a LayerNorm without bias, or a PReLU\?\)"),
     ({"bn.running_mean": (3,), "bn.running_var": (3,)}, CHAIN, (), r"\(a BatchNorm1d\?\)"),
     ({"criterion.weight": (5,)}, CHAIN, (), r"\(a loss function's weights, unused at inference\?\)"),
-    ({"h0": (1, 1, 3)}, CHAIN, (), r"h0 \(1, 1, 3\) \(a learned initial state\?\).*--ignore h0$"),
+    ({"h0": (1, 1, 3)}, CHAIN, (), r"h0 \(1, 1, 3\) \(a learned initial state\?\).*ignore=\['h0'\]$"),
     ({"mean": (4,)}, CHAIN[1:], (), r"mean \(4,\) \(input statistics\?\)"),
-    ({}, CHAIN[:3], (), r"the chain 'emb,lstm,pool:mean' has no head.*--head 'ln'"),
-    ({}, CHAIN, ("nothing",), r"^--ignore 'nothing' matches no tensor; modules in the file: emb, lstm, ln, fc$"),
-    ({}, CHAIN, ("fc",), r"^--ignore 'fc' would drop 'fc\.weight', which the chain uses"),
+    ({}, CHAIN[:3], (), r"the chain 'emb,lstm,pool:mean' has no head.*head='ln'"),
+    ({}, CHAIN, ("nothing",), r"^ignore='nothing' matches no tensor; modules in the file: emb, lstm, ln, fc$"),
+    ({}, CHAIN, ("fc",), r"^ignore='fc' would drop 'fc\.weight', which the chain uses"),
 ])
 def test_account_names_each_unused_tensor_and_the_fix(extra, chain, ignore, message):
     with pytest.raises(ArchitectureError, match=message):
@@ -82,7 +82,7 @@ def test_account_names_each_unused_tensor_and_the_fix(extra, chain, ignore, mess
 
 @pytest.mark.parametrize("extra, message", [
     ({"attn.in_proj_weight": (9, 3)}, r"module 'attn' is attention \(nn\.MultiheadAttention"),
-    ({"conv.weight": (4, 4, 3)}, r"module 'conv' is a convolution with kernel size 3.*--ignore conv$"),
+    ({"conv.weight": (4, 4, 3)}, r"module 'conv' is a convolution with kernel size 3.*ignore=\['conv'\]$"),
 ])
 def test_check_supported_refuses_modules_rnnjit_never_runs(extra, message):
     sd = _sd(**extra)

@@ -101,9 +101,9 @@ def test_long_layout_order_must_increase(model, tmp_path):
 
 def test_long_layout_needs_id_and_order(model, seqs, tmp_path):
     src = write(long_table(seqs), tmp_path / "l.parquet")
-    with pytest.raises(InputError, match="needs --key-column"):
+    with pytest.raises(InputError, match=r"layout='long' needs id_columns .*; e.g. id_columns=\['customer_id'\]"):
         score_dataset(model, src, tmp_path / "o.parquet", layout="long", order_column="t")
-    with pytest.raises(InputError, match="needs --order-column"):
+    with pytest.raises(InputError, match="needs order_column"):
         score_dataset(model, src, tmp_path / "o.parquet", options=ScoreOptions(id_columns=("id",)), layout="long")
     with pytest.raises(InputError, match=r"column 'when' not found; the input has columns id, t, f0, f1, f2"):
         score_dataset(model, src, tmp_path / "o.parquet", options=ScoreOptions(id_columns=("id",)), layout="long",
@@ -131,7 +131,7 @@ def test_output_exists_and_overwrite(model, seqs, tmp_path):
     src = write(list_table(seqs), tmp_path / "in.parquet")
     out = tmp_path / "o.parquet"
     out.write_text("yesterday")
-    with pytest.raises(InputError, match="already exists; pass --overwrite"):
+    with pytest.raises(InputError, match="already exists; pass overwrite=True to replace it"):
         score_dataset(model, src, out, options=NP)
     assert out.read_text() == "yesterday"
     score_dataset(model, src, out, options=NP, overwrite=True)

@@ -59,13 +59,13 @@ def test_long_layout_groups_steps_into_a_features_column(models):
 def test_a_previous_runs_hn_column_is_noted(models):
     schema = LIST.append(pa.field("hn", pa.list_(pa.float32())))
     plan = plan_scoring(models["lstm"], schema, ScoreOptions(pass_through=("id",)))
-    assert len(plan.notes) == 1 and "pass --h0-column hn" in plan.notes[0]
+    assert len(plan.notes) == 1 and "pass h0_column='hn'" in plan.notes[0]
     # without --emit-state it is copied through like any column, with the note (README "State columns")
     plan = plan_scoring(models["lstm"], schema, ScoreOptions())
     assert "hn" in plan.output_schema.names and len(plan.notes) == 1
     # with it, it would clash with the run's own hn: the error carries the note
     with pytest.raises(InputError, match=r"'hn' would be overwritten by the state column emit_state writes.*"
-                                         r"pass --h0-column hn"):
+                                         r"pass h0_column='hn'"):
         plan_scoring(models["lstm"], schema, ScoreOptions(emit_state=True))
 
 
@@ -73,7 +73,7 @@ def test_a_previous_runs_hn_column_is_noted(models):
     ("lstm", pa.schema([("id", pa.int64()), ("seq", FEATURES_TYPE)]), {},
      r"^column 'features' not found; the input has columns id, seq; name the sequence column with features_column"),
     ("lstm", LIST, {"layout": "wide"}, r"^layout 'wide' is not known; expected one of list, long$"),
-    ("bilstm", LIST, {"options": ScoreOptions(emit_state=True)}, r"^--emit-state on a bidirectional model"),
+    ("bilstm", LIST, {"options": ScoreOptions(emit_state=True)}, r"^emit_state on a bidirectional model"),
     ("lstm", LIST, {"options": ScoreOptions(pass_through=("id", "region"))}, r"'region'"),
 ])
 def test_plan_refuses_before_any_row_is_read(models, model, schema, kw, message):

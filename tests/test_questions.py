@@ -234,7 +234,7 @@ def test_several_recurrent_modules_need_rnn_prefix(tmp_path, engine):
         rnnjit.convert(tmp_path / "s2s.pth", tmp_path / "b.npz")
     msg = str(exc.value)
     assert "'encoder'" in msg and "'decoder'" in msg and "rnn_prefix" in msg.replace("-", "_")
-    assert "--chain 'encoder,decoder,out'" in msg
+    assert "chain='encoder,decoder,out'" in msg
     assert "\n" not in msg
     assert not (tmp_path / "b.npz").exists()
 

@@ -7,7 +7,7 @@ import pytest
 from cli_helpers import list_table, make_bundle, random_sequences, write
 
 import rnnjit
-from rnnjit.cli.score_cmd import cli_words
+from rnnjit.cli._common import cli_words
 from rnnjit.local import score_dataset
 from rnnjit.scoring import RunOptions, ScoreOptions
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import re
 import sys
 import warnings
 from enum import Enum
@@ -136,3 +137,64 @@ def stderr_is_tty() -> bool:
         return sys.stderr.isatty()
     except (AttributeError, ValueError):
         return False
+
+
+# Library messages name an option as the Python API spells it (``emit_state``, ``on_invalid='skip'``,
+# ``chain='emb,lstm,...'``, ``ignore=['attn']``); a command's error, warning and note lines say its flag.
+# ``name=`` keys are words of plain prose too ("the chain"), so only their keyword form is translated.
+_FLAGS: dict[str, dict[str, str]] = {
+    "*": {"memory_limit": "--memory-limit"},
+    "score": {"h0_column": "--h0-column", "c0_column": "--c0-column", "batch_rows": "--batch-rows",
+              "output_layout": "--output-layout", "resume": "--resume", "overwrite": "--overwrite",
+              "fmt": "--format", "layout=": "--layout", "on_invalid": "--on-invalid", "id_columns": "--id-column",
+              "key_columns": "--key-column", "order_column": "--order-column",
+              "features_column": "--sequence-column", "feature_columns": "--feature-columns",
+              "emit_state": "--emit-state", "feature_names=": "--feature-names"},
+    "convert": {"rnn_prefix": "--rnn-prefix", "nonlinearity=": "--nonlinearity", "head=": "--head",
+                "chain=": "--chain", "ignore=": "--ignore", "output=": "--output-mode",
+                "feature_names=": "--feature-names"},
+    "export-c": {"overwrite": "--overwrite"},
+}
+_LONG_KEY = {"id_columns": "--key-column"}  # with --layout long the sequence key's flag is --key-column
+_COMMA_LISTS = {"--feature-names", "--feature-columns", "--key-column", "--id-column"}  # "a,b,c" on the command line
+_VALUE = r"'[^']*'|\[[^\]]*\]|[\w.]+"
+_WORDS = {
+    cmd: (table := {**_FLAGS["*"], **_FLAGS.get(cmd, {})},
+          re.compile(r"(?<![\w-])(" + "|".join(re.escape(k.rstrip("=")) for k in sorted(table, key=len, reverse=True))
+                     + r")(?:(=)(" + _VALUE + r")?)?(?![\w-])"))
+    for cmd in ("*", "score", "convert", "export-c")
+}
+_WORDS["verify"] = _WORDS["inspect"] = _WORDS["convert"]  # their notes and errors say how to convert
+
+
+def _flag_value(flag: str, value: str) -> str:
+    """``--chain 'emb,lstm'`` for ``chain='emb,lstm'``; a list repeats the flag (or joins it with commas);
+    quotes only where the shell needs them."""
+    if value == "True":
+        return flag
+    if value.startswith("["):
+        items = re.findall(r"'([^']*)'", value)
+        if flag in _COMMA_LISTS:
+            return _flag_value(flag, repr(",".join(items)))
+        return " ".join(_flag_value(flag, repr(i)) for i in items)
+    if value.startswith("'"):
+        value = value[1:-1]
+        plain = r"[\w.:/,-]+" if flag in _COMMA_LISTS else r"[\w.:/-]+"
+        return f"{flag} {value}" if re.fullmatch(plain, value) else f"{flag} '{value}'"
+    return f"{flag} {value}"
+
+
+def cli_words(message: str, command: str | None = "score") -> str:
+    """``message`` with the API names of options (and their keyword values) written as ``command``'s flags."""
+    table, pattern = _WORDS.get(command or "*", _WORDS["*"])
+    if command == "score" and "layout='long'" in message:
+        table = {**table, **_LONG_KEY}
+
+    def flag(m: re.Match) -> str:
+        word, equals, value = m.groups()
+        name = word if word in table else word + "="
+        if name not in table or (name.endswith("=") and not equals):
+            return m.group(0)
+        return _flag_value(table[name], value) if value is not None else table[name]
+
+    return pattern.sub(flag, message)

@@ -19,7 +19,7 @@ except ImportError:  # pragma: no cover - depends on the installed typer
     from click import exceptions as _cx
 
 from rnnjit._version import __version__
-from rnnjit.cli._common import EXIT_INTERRUPTED, EXIT_USAGE, err, with_memory_limit
+from rnnjit.cli._common import EXIT_INTERRUPTED, EXIT_USAGE, cli_words, err, with_memory_limit
 from rnnjit.errors import RnnjitError
 
 
@@ -48,6 +48,11 @@ def _bad_choice(exc) -> str | None:
 class _OneLineErrors(TyperGroup):
     """Turn usage errors and `RnnjitError` into one ``error:`` line and exit code 2."""
 
+    def _command(self, args) -> str | None:
+        """The subcommand ``args`` (or the process's arguments) run: whose flags its errors name."""
+        words = list(sys.argv[1:] if args is None else args)
+        return next((w for w in words if w in self.commands), None)
+
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra: Any):
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
@@ -68,7 +73,7 @@ class _OneLineErrors(TyperGroup):
             err(f"error: {exc.format_message()}")
             sys.exit(exc.exit_code)
         except RnnjitError as exc:
-            err(f"error: {exc}")
+            err(f"error: {cli_words(str(exc), self._command(args))}")
             sys.exit(EXIT_USAGE)
         except _Abort:
             err("error: interrupted; no output was written")

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from rnnjit.cli._common import OUTPUT_MODE_HELP, OutputMode, err, metavar, visible
+from rnnjit.cli._common import OUTPUT_MODE_HELP, OutputMode, cli_words, err, metavar, visible
 from rnnjit.errors import RnnjitError
 from rnnjit.files import regular_file
 from rnnjit.spec import OUTPUT_MODES
@@ -216,4 +216,4 @@ def convert_command(
     for line in checkpoint_notes(model):
         typer.echo(visible(f"  {line}"))
     for a in model.assumed:  # defaults the weights cannot confirm: say each and how to state it
-        err(f"note: {a['note']}")
+        err(f"note: {cli_words(a['note'], 'convert')}")

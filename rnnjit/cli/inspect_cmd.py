@@ -10,7 +10,7 @@ import numpy as np
 import typer
 
 from rnnjit.assumptions import labels as assumption_labels
-from rnnjit.cli._common import visible
+from rnnjit.cli._common import cli_words, visible
 from rnnjit.spec import PRECISIONS
 
 
@@ -164,7 +164,7 @@ def inspect_command(
     for k, v in rows:
         _echo(f"{k:<{width}}  {v}")
     for a in model.assumed:
-        _echo(f"  note: {a['note']}")
+        _echo(f"  note: {cli_words(a['note'], 'convert')}")
     _echo("weights")
     kw = max(len(k) for k in info["weights"]) if info["weights"] else 0
     for k, shape in info["weights"].items():

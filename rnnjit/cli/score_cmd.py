@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import re
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
@@ -11,10 +10,10 @@ from typing import Annotated, Optional
 import typer
 
 from rnnjit import memory
-from rnnjit.errors import InputError, RnnjitError
+from rnnjit.errors import InputError
 from rnnjit.cli._common import (
-    ENGINE_HELP, OUTPUT_MODE_HELP, PRECISION_HELP, PRECISION_METAVAR, Engine, OutputMode, Precision, err, metavar,
-    pick_engine, pick_precision, stderr_is_tty,
+    ENGINE_HELP, OUTPUT_MODE_HELP, PRECISION_HELP, PRECISION_METAVAR, Engine, OutputMode, Precision, cli_words, err,
+    metavar, pick_engine, pick_precision, stderr_is_tty,
 )
 from rnnjit.engines import ENGINES
 from rnnjit.spec import OUTPUT_MODES
@@ -87,21 +86,6 @@ def key_columns_option(layout: Layout, id_columns: tuple[str, ...], key_columns:
     return key_columns or id_columns
 
 
-# Library errors name an option as the API spells it; the command says its flag.
-_FLAGS = {"h0_column": "--h0-column", "c0_column": "--c0-column", "batch_rows": "--batch-rows",
-          "output_layout='dataset'": "--output-layout dataset", "output_layout='file'": "--output-layout file",
-          "output_layout": "--output-layout", "resume": "--resume", "fmt": "--format",
-          "layout='long'": "--layout long", "on_invalid='skip'": "--on-invalid skip", "id_columns": "--id-column",
-          "features_column": "--sequence-column", "feature_columns": "--feature-columns",
-          "emit_state": "--emit-state"}
-_API_WORDS = re.compile(r"(?<![\w-])(" + "|".join(re.escape(k) for k in _FLAGS) + r")(?![\w-])")
-
-
-def cli_words(message: str) -> str:
-    """``message`` with the API names of options replaced by the command's flags."""
-    return _API_WORDS.sub(lambda m: _FLAGS[m.group(1)], message)
-
-
 def _terminable(command):
     """SIGTERM at any point of the command: the run's clean-up, one line, exit 143 (see `rnnjit.io.signals`)."""
 
@@ -112,8 +96,6 @@ def _terminable(command):
         try:
             with sigterm_as_interrupt():
                 return command(*args, **kwargs)
-        except RnnjitError as exc:
-            raise type(exc)(cli_words(str(exc))) from None
         except Terminated:
             err("error: terminated (SIGTERM); no output file was left half-written (committed dataset files are "
                 "kept for --resume; _SUCCESS is written only by a complete run)")
@@ -294,7 +276,7 @@ def score_command(
         return
     try:
         summary = score_dataset(m, list(input), output, options, progress=show,
-                                on_note=lambda note: err(note) if note.startswith("warning:") else None)
+                                on_note=lambda note: err(cli_words(note)) if note.startswith("warning:") else None)
     except Terminated:
         raise  # _terminable reports it
     except KeyboardInterrupt:

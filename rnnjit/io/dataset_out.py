@@ -257,7 +257,7 @@ class OutputDir:
             if data and not self.loc.join(MANIFEST).info().type == pafs.FileType.File:
                 raise InputError(
                     f"output directory {self.uri!r} holds {len(data)} file(s) that no rnnjit run wrote (it has no "
-                    f"{MANIFEST}), e.g. {data[0]!r}; --overwrite replaces only a directory rnnjit wrote; empty it "
+                    f"{MANIFEST}), e.g. {data[0]!r}; overwrite=True replaces only a directory rnnjit wrote; empty it "
                     "first, or choose another directory"
                 )
             man.remove = [r for r in data if r.casefold() not in wanted]
@@ -265,16 +265,16 @@ class OutputDir:
             if data or doc is not None:
                 hint, of = "", ""
                 if doc is not None and doc.get("version") == VERSION and sorted(doc["inputs"]) == sorted(man.inputs):
-                    hint, of = "pass --resume to finish it, ", " of this input"
+                    hint, of = "pass resume=True to finish it, ", " of this input"
                 raise OutputExistsError(
-                    f"output directory {self.uri!r} already holds {len(data)} output file(s){of}; {hint}pass --overwrite "
+                    f"output directory {self.uri!r} already holds {len(data)} output file(s){of}; {hint}pass overwrite=True "
                     "to make it hold this run's output only, or choose another directory"
                 )
         elif doc is None:
             if data:
                 raise InputError(
-                    f"output directory {self.uri!r} holds {len(data)} file(s) but no rnnjit manifest, so --resume "
-                    "cannot tell what they are; pass --overwrite to replace them, or choose another directory"
+                    f"output directory {self.uri!r} holds {len(data)} file(s) but no rnnjit manifest, so resume=True "
+                    "cannot tell what they are; pass overwrite=True to replace them, or choose another directory"
                 )
         else:
             self._resume_from(doc, expected, data)
@@ -295,20 +295,20 @@ class OutputDir:
         if doc.get("version") != VERSION:
             raise InputError(
                 f"output directory {self.uri!r} was written by another rnnjit version (manifest version "
-                f"{doc.get('version')!r}, this one writes {VERSION}); pass --overwrite to score it again"
+                f"{doc.get('version')!r}, this one writes {VERSION}); pass overwrite=True to score it again"
             )
         if doc["fingerprint"] != man.fingerprint:
             old, new = doc["fingerprint"], man.fingerprint
             diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
             raise InputError(
-                f"the output directory was written by a run with another {', '.join(diff)}; --resume would mix "
-                "two runs' scores; rerun with the same model and options, or pass --overwrite to start over"
+                f"the output directory was written by a run with another {', '.join(diff)}; resume=True would mix "
+                "two runs' scores; rerun with the same model and options, or pass overwrite=True to start over"
             )
         if sorted(doc["inputs"]) != sorted(man.inputs):  # the order they were given in does not matter
             raise InputError(
                 f"output directory {self.uri!r} holds the scores of {', '.join(doc['inputs']) or 'nothing'}; this "
-                f"run reads {', '.join(man.inputs)}; --resume would mix the two; write to a new directory, or pass "
-                "--overwrite to make it hold this run's output only"
+                f"run reads {', '.join(man.inputs)}; resume=True would mix the two; write to a new directory, or pass "
+                "overwrite=True to make it hold this run's output only"
             )
         for rel, rec in doc["files"].items():
             if rec["output"] != output_rel(rel, self.fmt):
@@ -318,8 +318,8 @@ class OutputDir:
         stray = [r for r in data if r.casefold() not in known]
         if stray:
             raise InputError(
-                f"output directory {self.uri!r} holds {stray[0]!r}, which its manifest does not know; --resume "
-                "touches only files it wrote; move it away, or pass --overwrite to make the directory hold this "
+                f"output directory {self.uri!r} holds {stray[0]!r}, which its manifest does not know; resume=True "
+                "touches only files it wrote; move it away, or pass overwrite=True to make the directory hold this "
                 "run's output only"
             )
         wanted = {r.casefold() for r in expected.values()}
@@ -340,7 +340,7 @@ class OutputDir:
         if info.type == pafs.FileType.File:
             raise InputError(
                 f"output {self.loc.uri!r} is a file but a dataset output is a directory; give a directory name "
-                "(ending in /), or drop --output-layout dataset"
+                "(ending in /), or drop output_layout='dataset'"
             )
         if self.loc.local and os.path.islink(self.loc.path.rstrip("/")) and not os.path.isdir(self.loc.path):
             raise InputError(f"output {self.loc.uri!r} is a symbolic link to nothing; remove it or give a directory")

@@ -52,14 +52,14 @@ def resolve_long_layout(schema: pa.Schema, model, id_columns, order_column, feat
     the bundle's ``feature_names`` (every one must be present; the file's column
     order never matters). Without either, a model with one input feature takes
     the only numeric column left (and says so); otherwise rnnjit stops and
-    lists the candidates for ``--feature-columns``.
+    lists the candidates for ``feature_columns``.
     """
     names = list(schema.names)
     have = ", ".join(names)
     if not id_columns:
-        raise InputError("--layout long needs --key-column (the sequence key); e.g. --key-column customer_id")
+        raise InputError("layout='long' needs id_columns (the sequence key); e.g. id_columns=['customer_id']")
     if not order_column:
-        raise InputError("--layout long needs --order-column (the time step within a sequence); e.g. --order-column t")
+        raise InputError("layout='long' needs order_column (the time step within a sequence); e.g. order_column='t'")
     for c in [*id_columns, order_column, *(feature_columns or ())]:
         if c not in names:
             raise InputError(f"column {c!r} not found; the input has columns {have}")
@@ -74,9 +74,9 @@ def resolve_long_layout(schema: pa.Schema, model, id_columns, order_column, feat
         if moved:
             c, i = moved[0]
             raise InputError(
-                f"--feature-columns puts {c!r} at input {i}, but the bundle names it as input "
+                f"feature_columns puts {c!r} at input {i}, but the bundle names it as input "
                 f"{bundle_names.index(c)} (its features, in model order: {', '.join(bundle_names)}); "
-                "list the columns in model order, or drop --feature-columns to use the bundle's names"
+                "list the columns in model order, or drop feature_columns to use the bundle's names"
             )
     elif bundle_names:
         missing = [f for f in bundle_names if f not in names]
@@ -84,7 +84,7 @@ def resolve_long_layout(schema: pa.Schema, model, id_columns, order_column, feat
             raise InputError(
                 f"the bundle's feature {missing[0]!r} is not a column of the input "
                 f"({len(missing)} of {len(bundle_names)} missing: {', '.join(missing)}); the input has columns "
-                f"{have}; rename the column, or map columns to the model's inputs with --feature-columns"
+                f"{have}; rename the column, or map columns to the model's inputs with feature_columns"
             )
         feats = tuple(bundle_names)
     else:
@@ -97,19 +97,19 @@ def resolve_long_layout(schema: pa.Schema, model, id_columns, order_column, feat
             raise InputError(
                 f"the model takes {I} input feature(s) and the bundle names none, so rnnjit will not guess "
                 f"which columns they are or their order; the numeric candidates are {', '.join(cands) or 'none'}; "
-                f"name the {I} columns the model was trained on, in its input order, with --feature-columns "
-                "(comma-separated; the file's column order says nothing about it), or convert with --feature-names"
+                f"name the {I} columns the model was trained on, in its input order, with feature_columns "
+                "(in model order; the file's column order says nothing about it), or convert with feature_names="
             )
     for c in feats:
         if not is_numeric_type(schema.field(c).type):
             raise InputError(
                 f"feature column {c!r} has type {schema.field(c).type}; expected a number; "
-                "pick numeric columns with --feature-columns"
+                "pick numeric columns with feature_columns"
             )
     if len(feats) != I:
         raise InputError(
             f"found {len(feats)} feature columns ({', '.join(feats) or 'none'}) but the model expects "
-            f"input_size={I}; list them in order with --feature-columns a,b,c"
+            f"input_size={I}; list them in order with feature_columns=['a', 'b', 'c']"
         )
     return LongLayout(
         id_columns=tuple(id_columns),
@@ -168,7 +168,7 @@ def _check_values(batch: pa.RecordBatch, layout: LongLayout, dtype, first_row: i
             ids = ", ".join(f"{k}={batch.column(k)[i].as_py()!r}" for k in layout.id_columns)
             raise InputError(
                 f"{_row_at(locate, first_row + i)} ({ids}): column {c!r} {what}; fix or drop that step, "
-                "or pass --on-invalid skip to write a null score for its sequence"
+                "or pass on_invalid='skip' to write a null score for its sequence"
             )
 
 
@@ -257,7 +257,7 @@ def group_long(batches: Iterator[pa.RecordBatch], layout: LongLayout, dtype,
             raise memory.InputMemoryError(
                 f"{_row_at(locate, carried_from)} ({_ids(carry[0], key_cols, 0)}): one sequence of more than "
                 f"{carry_rows} steps ({memory.human(carry_bytes)}) is past the memory limit of {memory.human(limit)}; "
-                f"raise it with --memory-limit (or {memory.ENV}), or split the sequence"
+                f"raise it with memory_limit (or {memory.ENV}), or split the sequence"
             )
     if carry_rows:
         tail = pa.concat_tables(carry)

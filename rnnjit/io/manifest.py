@@ -111,7 +111,7 @@ class Manifest:
     def _bad(self, what: str) -> InputError:
         return InputError(
             f"the manifest {self.loc.uri!r} {what}; rnnjit cannot tell what the directory holds; "
-            "pass --overwrite to score every file again, or choose another directory"
+            "pass overwrite=True to score every file again, or choose another directory"
         )
 
     def done(self, f, footer: str) -> bool:

@@ -57,7 +57,7 @@ def as_steps(arr: pa.Array, input_size: int, column: str) -> pa.Array:
             raise InputTypeError(
                 f"column {column!r} has type {t}; expected list<list<float>> ({input_size} values per step): "
                 "a list of numbers is one value per step, which fits only a model with input_size=1; "
-                "write each step as a list, or use --layout long for one row per step"
+                "write each step as a list, or use layout='long' for one row per step"
             )
         if pa.types.is_fixed_size_list(t):
             steps = pa.FixedSizeListArray.from_arrays(arr.values, 1)

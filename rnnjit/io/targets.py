@@ -63,8 +63,8 @@ def infer_format(output, fmt: str | None) -> tuple[str, str | None]:
     ext_fmt, comp = _split_ext(name.rstrip("/").rsplit("/", 1)[-1])
     if fmt and ext_fmt and fmt != ext_fmt:
         raise InputError(
-            f"output {name!r} has a .{ext_fmt} name but --format {fmt} was given; "
-            f"name it with a {FORMAT_EXT[fmt]} extension, or drop --format"
+            f"output {name!r} has a .{ext_fmt} name but fmt={fmt!r} was given; "
+            f"name it with a {FORMAT_EXT[fmt]} extension, or drop fmt"
         )
     fmt = fmt or ext_fmt or "parquet"
     if comp and fmt == "parquet":
@@ -126,7 +126,7 @@ def check_file_output(output, overwrite: bool, fmt: str | None = None, filesyste
         if st is not None and stat.S_ISDIR(st.st_mode):
             raise InputError(
                 f"output {loc.uri!r} is a directory; give a file name, e.g. {os.path.join(loc.uri, 'scores.parquet')!r}, "
-                "or pass --output-layout dataset to write one output file per input file"
+                "or pass output_layout='dataset' to write one output file per input file"
             )
         if st is not None and not stat.S_ISREG(st.st_mode):
             raise InputError(
@@ -135,16 +135,16 @@ def check_file_output(output, overwrite: bool, fmt: str | None = None, filesyste
             )
         if st is not None and not overwrite:
             raise OutputExistsError(
-                f"output {loc.uri!r} already exists; pass --overwrite to replace it, or choose another name"
+                f"output {loc.uri!r} already exists; pass overwrite=True to replace it, or choose another name"
             )
         if not os.path.isdir(os.path.dirname(real)):
             raise InputError(f"the directory of output {loc.uri!r} does not exist; create it first")
         return FileTarget(loc, fmt, comp)
     info = loc.info()
     if info.type == pafs.FileType.Directory:
-        raise InputError(f"output {loc.uri!r} is a directory; give a file name, or pass --output-layout dataset")
+        raise InputError(f"output {loc.uri!r} is a directory; give a file name, or pass output_layout='dataset'")
     if info.type == pafs.FileType.File and not overwrite:
-        raise OutputExistsError(f"output {loc.uri!r} already exists; pass --overwrite to replace it, or choose another name")
+        raise OutputExistsError(f"output {loc.uri!r} already exists; pass overwrite=True to replace it, or choose another name")
     return FileTarget(loc, fmt, comp)
 
 

@@ -60,7 +60,7 @@ def _default_fs_is_local(spark) -> bool:
 
 
 def _exists(output: str) -> InputError:
-    return InputError(f"output {output!r} already exists; pass --overwrite to replace it, or choose another name")
+    return InputError(f"output {output!r} already exists; pass overwrite=True to replace it, or choose another name")
 
 
 def _output_checks(inputs: list[str], output: str, overwrite: bool) -> None:
