@@ -39,6 +39,8 @@ def torch_ratios(data) -> dict[str, float]:
     paired = {}
     for bm in data["benchmarks"]:
         info = bm["extra_info"]
+        if "case" not in info:  # not a grid case (the C export's, reported by bench.c_export)
+            continue
         times.setdefault(info["case"], {})[info["engine"]] = bm["stats"]["min"]
         if info["engine"] == "rnnjit" and "paired_torch_ratio" in info:
             paired[info["case"]] = info["paired_torch_ratio"]

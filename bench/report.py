@@ -119,6 +119,8 @@ def rows_by_case(data):
     res = {}
     for bm in data["benchmarks"]:
         info = bm["extra_info"]
+        if "case" not in info:  # not a grid case (the C export's, reported by bench.c_export)
+            continue
         res.setdefault(info["case"], {})[info["engine"]] = (bm["stats"]["min"], info)
     return res
 
