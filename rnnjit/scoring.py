@@ -353,19 +353,22 @@ def score_batch(model, batch, options: ScoreOptions | None = None, *, stats: Sco
     limit = memory.limit(options.memory_limit)
     groups = None if lengths is None else length_groups(lengths, _step_bytes(model), limit)
     if groups is None:
-        return _score_rows(model, batch, options, stats, row_offset, None, limit)
+        return _score_rows(model, batch, options, stats, row_offset, None, limit, lengths)
     # One long sequence among short ones: score rows of similar length together, then restore the input order.
     # A row's score does not depend on the other rows of its batch (the engines' batch-invariance), so the
     # bits are those of the unsplit batch.
-    parts = [_score_rows(model, batch.take(pa.array(idx)), options, stats, row_offset, idx, limit) for idx in groups]
+    parts = [_score_rows(model, batch.take(pa.array(idx)), options, stats, row_offset, idx, limit, lengths[idx])
+             for idx in groups]
     inverse = np.empty(batch.num_rows, dtype=np.int64)
     inverse[np.concatenate(groups)] = np.arange(batch.num_rows)
     joined = pa.Table.from_batches(parts).take(pa.array(inverse)).combine_chunks()
     return joined.to_batches()[0]
 
 
-def _score_rows(model, batch, options: ScoreOptions, stats, row_offset: int, index, limit: int) -> pa.RecordBatch:
-    """`score_batch` for rows that are scored as one padded array; ``index`` maps them to the input batch's rows.
+def _score_rows(model, batch, options: ScoreOptions, stats, row_offset: int, index, limit: int,
+                lengths: np.ndarray | None) -> pa.RecordBatch:
+    """`score_batch` for rows that are scored as one padded array; ``index`` maps them to the input batch's rows,
+    ``lengths`` are their steps as `score_batch` read them (None for a column type without list offsets).
 
     Three stages: `_decode` (Arrow columns to arrays, every row checked), `_predict`
     (the model on the valid rows) and `_encode` (the output columns).
@@ -373,7 +376,6 @@ def _score_rows(model, batch, options: ScoreOptions, stats, row_offset: int, ind
     keep = pass_through_columns(batch.schema, options)
     id_cols = tuple(options.id_columns) or tuple(c for c in keep if c == "id")
     row_name = _row_namer(batch, id_cols, row_offset, options.row_label, index)
-    lengths = _row_lengths(batch.column(options.features_column))
     if lengths is not None and lengths.size and int(lengths.max()) * batch.num_rows * _step_bytes(model) > limit:
         r = int(np.argmax(lengths))
         raise memory.InputMemoryError(
