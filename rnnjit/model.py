@@ -223,6 +223,7 @@ class Model:
         engine: str | None = None,
         threads: int | None = None,
         row_name=None,
+        packed: bool = False,
     ):
         """Score a batch of sequences.
 
@@ -252,12 +253,17 @@ class Model:
             Threads for the numba engine (default: numba's default).
         row_name : callable(int) -> str, optional
             Names sequence b in messages (scoring passes the input row).
+        packed : bool
+            With per-step output: return only the valid steps, ``(sum(lengths), O)``,
+            sequence after sequence (``np.concatenate([y[b, :lengths[b]] for b in
+            range(B)])`` of the padded result, the same bits), without building the
+            padded array. Per-sequence outputs are (B, O) either way.
 
         Returns
         -------
         ndarray
             (B, O) per sequence, or (B, T_max, O) for "all" without pooling,
-            zero past each length.
+            zero past each length; with ``packed``, (sum(lengths), O).
         """
         mode = self.output if output is None else output
         if mode not in OUTPUT_MODES:
@@ -316,9 +322,12 @@ class Model:
             per_step = y.ndim == 3
             rows, idx = (y.reshape(B * T, y.shape[2]) if per_step else y), None
             states.append((hn, cn) if step.rnn.has_cell_state else hn)
-        if run:
-            rows, idx = self._run_rows(eng, run, rows, idx, per_step, valid, threads, last=True)
-        y = np.ascontiguousarray(self._padded(x, rows, idx, per_step, valid), dtype=self.dtype)
+        if run:  # the chain's last per-vector steps write the padded result, or with ``packed`` the valid steps
+            rows, idx = self._run_rows(eng, run, rows, idx, per_step, valid, threads, last=not packed)
+        if packed and per_step:
+            y = np.ascontiguousarray(self._packed(x, rows, idx, valid), dtype=self.dtype)
+        else:
+            y = np.ascontiguousarray(self._padded(x, rows, idx, per_step, valid), dtype=self.dtype)
         if not return_state:
             return y
         return (y, states[0]) if len(states) == 1 else (y, states)
@@ -335,6 +344,13 @@ class Model:
         y = rows[idx]
         y[~valid] = 0
         return y
+
+    @staticmethod
+    def _packed(x, rows, idx, valid):
+        """The current per-step value's valid steps, (S, F) sequence by sequence."""
+        if idx is not None:  # rows already are the valid steps in that order (`_run_rows` writes them so)
+            return rows
+        return Model._padded(x, rows, idx, True, valid)[valid]
 
     def _run_rows(self, eng, run, rows, idx, per_step, valid, threads, last):
         """Run the per-vector steps ``run`` (chain indices) on the rows they apply to; the new (rows, idx).

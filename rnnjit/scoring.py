@@ -454,13 +454,14 @@ def _decode(model, batch, options: ScoreOptions, row_name) -> _Decoded:
 
 
 def _predict(model, d: _Decoded, options: ScoreOptions, shape_mode: str, row_name):
-    """The model on the valid rows: ``(y, hn per module, cn per module or None)``."""
+    """The model on the valid rows: ``(y, hn per module, cn per module or None)``; per-step scores packed
+    (the valid steps, row after row: what `encode_scores` wraps without a copy)."""
     dec, parts = d.dec, d.parts
     one = len(parts) == 1
     rows = dec.rows
     if not rows.size:
         O = model.output_dim
-        y = np.zeros((0, 0, O) if shape_mode == "all" else (0, O), np.float32)
+        y = np.zeros((0, O), np.float32)
         hs = [np.zeros((ld, 0, h), np.float32) for ld, h, _ in parts]
         cs = [np.zeros((ld, 0, c), np.float32) if c else None for ld, _, c in parts]
         return y, hs, cs
@@ -476,6 +477,7 @@ def _predict(model, d: _Decoded, options: ScoreOptions, shape_mode: str, row_nam
         engine=options.engine,
         threads=options.threads,
         row_name=lambda g: row_name(int(rows[g])),
+        packed=shape_mode == "all",  # the valid steps only: the score column's values as they are
     )
     if not options.emit_state:
         return pred, None, None

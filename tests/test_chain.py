@@ -165,6 +165,35 @@ def test_all_output_with_per_step_head_is_zero_past_each_length(tmp_path, engine
     assert pad.any() and np.all(y[pad] == 0)
 
 
+PACKED_CHAINS = {
+    "per-step head": lambda: [("gru", nn.GRU(3, 4, batch_first=True)), ("ln", nn.LayerNorm(4)),
+                              ("fc", nn.Linear(4, 2))],
+    "embedding tagger": lambda: [("emb", nn.Embedding(11, 3)), ("lstm", nn.LSTM(3, 4, batch_first=True,
+                                 bidirectional=True)), ("fc1", nn.Linear(8, 4)), "relu", ("fc2", nn.Linear(4, 6))],
+    "recurrent last": lambda: [("lstm", nn.LSTM(3, 4, batch_first=True, bidirectional=True)),
+                               ("gru", nn.GRU(8, 2, batch_first=True))],
+    "pooled": lambda: [("gru", nn.GRU(3, 4, batch_first=True)), "pool:max", ("fc", nn.Linear(4, 2))],
+}
+
+
+@pytest.mark.parametrize("chain", list(PACKED_CHAINS), ids=lambda c: f"chain={c!r}")
+def test_packed_output_is_the_valid_steps_of_the_padded_one_bit_for_bit(tmp_path, engine, chain):
+    net = ChainNet(PACKED_CHAINS[chain](), output="all", seed=8, scale=2.0)
+    model = convert(net, tmp_path, "float32")
+    rng = np.random.default_rng(8)
+    if model.takes_tokens:
+        x, lengths = token_batch(rng, 11, B=5, T=7)
+    else:
+        x, lengths = float_batch(rng, 3, B=5, T=7)
+    padded = model.predict(x, lengths=lengths, engine=engine)
+    packed = model.predict(x, lengths=lengths, engine=engine, packed=True)
+    if chain == "pooled":  # one vector per sequence: nothing to pack
+        np.testing.assert_array_equal(packed, padded)
+        return
+    assert packed.shape == (lengths.sum(), model.output_dim) and packed.flags.c_contiguous
+    np.testing.assert_array_equal(packed, np.concatenate([padded[b, : lengths[b]] for b in range(len(lengths))]))
+
+
 def test_pooled_model_refuses_another_output_mode(tmp_path):
     net = ChainNet([("lstm", nn.LSTM(3, 4, batch_first=True)), "pool:mean", ("fc", nn.Linear(4, 1))], output="all")
     model = convert(net, tmp_path, "float32")

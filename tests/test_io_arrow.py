@@ -132,15 +132,26 @@ def test_decode_non_numeric_and_non_list():
 def test_encode_scores_with_nulls(O, mode, rng):
     rows = np.array([0, 2, 3])
     lengths = np.array([2, 1, 3])
-    y = rng.normal(size=(3, 3, O) if mode == "all" else (3, O)).astype(np.float32)
+    y = rng.normal(size=(lengths.sum() if mode == "all" else 3, O)).astype(np.float32)
     arr = encode_scores(y, rows, lengths, 5, mode)
     arr.validate(full=True)
     got = arr.to_pylist()
     assert got[1] is None and got[4] is None
+    starts = np.concatenate([[0], np.cumsum(lengths)])
     for j, r in enumerate(rows):
-        exp = y[j, : lengths[j]] if mode == "all" else y[j]
+        exp = y[starts[j] : starts[j + 1]] if mode == "all" else y[j]
         exp = exp[..., 0] if O == 1 else exp
         np.testing.assert_array_equal(np.asarray(got[r], np.float32), exp)
+
+
+def test_encode_scores_all_wraps_the_packed_steps_without_a_copy(rng):
+    lengths = np.array([3, 1, 4])
+    y = rng.normal(size=(8, 5)).astype(np.float32)
+    arr = encode_scores(y, np.arange(3), lengths, 3, "all")
+    leaf = arr.values.values if pa.types.is_fixed_size_list(arr.type.value_type) else arr.values
+    assert leaf.buffers()[1].address == y.ctypes.data
+    with pytest.raises(ValueError, match="hold 7 steps; the rows' lengths sum to 8"):
+        encode_scores(y[:7], np.arange(3), lengths, 3, "all")
 
 
 def test_state_roundtrip(rng):

@@ -314,9 +314,12 @@ def state_type() -> pa.DataType:
 def encode_scores(y: np.ndarray, rows: np.ndarray, lengths: np.ndarray, n_rows: int, mode: str) -> pa.Array:
     """Scores of the scored ``rows`` as an Arrow column of ``n_rows`` (null elsewhere).
 
-    ``y`` is (G, O) for last/final or (G, T, O) for all, one entry per element of ``rows``.
+    ``y`` is (G, O) for last/final, one entry per element of ``rows``; for all,
+    (sum(lengths), O): the valid steps of those rows, row after row (what
+    ``Model.predict(..., packed=True)`` returns). A C-contiguous float32 ``y``
+    becomes the column's values without a copy: only the offsets are built.
     """
-    y = np.asarray(y, dtype=np.float32)
+    y = np.ascontiguousarray(y, dtype=np.float32)
     O = y.shape[-1]
     valid = np.zeros(n_rows, dtype=bool)
     valid[rows] = True
@@ -328,15 +331,14 @@ def encode_scores(y: np.ndarray, rows: np.ndarray, lengths: np.ndarray, n_rows: 
             return pa.Array.from_buffers(pa.float32(), n_rows, [bitmap, pa.py_buffer(full.reshape(-1))])
         child = pa.Array.from_buffers(pa.float32(), n_rows * O, [None, pa.py_buffer(full.reshape(-1))])
         return pa.Array.from_buffers(score_type(O, mode), n_rows, [bitmap], children=[child])
-    T = y.shape[1] if y.ndim == 3 else 0
     per_row = np.zeros(n_rows, dtype=np.int64)
     per_row[rows] = lengths
     offsets = np.zeros(n_rows + 1, dtype=np.int32)
     np.cumsum(per_row, out=offsets[1:])
-    steps = y[np.arange(T)[None, :] < lengths[:, None]] if len(rows) else np.zeros((0, O), np.float32)
-    steps = np.ascontiguousarray(steps, dtype=np.float32)
-    S = steps.shape[0]
-    child = pa.Array.from_buffers(pa.float32(), S * O, [None, pa.py_buffer(steps.reshape(-1))])
+    S = int(offsets[-1])
+    if y.shape[0] != S:
+        raise ValueError(f"per-step scores hold {y.shape[0]} steps; the rows' lengths sum to {S}")
+    child = pa.Array.from_buffers(pa.float32(), S * O, [None, pa.py_buffer(y.reshape(-1))])
     if O > 1:
         child = pa.Array.from_buffers(pa.list_(pa.float32(), O), S, [None], children=[child])
     return pa.Array.from_buffers(score_type(O, mode), n_rows, [bitmap, pa.py_buffer(offsets)], children=[child])

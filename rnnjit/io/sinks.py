@@ -9,8 +9,11 @@ reader ever sees a half-written file under the target name. Standard output
 has no such promise: what was printed stays printed.
 
 Parquet row groups: small batches (many small input files, a small
-``--batch-rows``) are buffered up to ``row_group_rows`` rows (or 64 MiB) before
-a row group is written, so an output is not hundreds of tiny row groups.
+``--batch-rows``) are buffered up to ``row_group_rows`` rows (or 16 MiB) before
+a row group is written, so an output is not hundreds of tiny row groups; a
+batch of wide scores is cut into row groups of about 16 MiB. Parquet is
+encoded and written on a writer thread while the next batch is scored, with
+settings for float scores (`rnnjit.io.parquet_out`).
 """
 
 from __future__ import annotations
@@ -20,14 +23,14 @@ import sys
 
 import pyarrow as pa
 
-from rnnjit.io import killpoints
-from rnnjit.io.signals import held
+from rnnjit.io import killpoints, parquet_out
 from rnnjit.io.fs import Location, finish_mode, open_temp
+from rnnjit.io.parquet_out import WriterThread, group_rows, writer_options
+from rnnjit.io.signals import held
 from rnnjit.io.text import csv_header_names, csv_table, jsonl_rows
 from rnnjit.io.targets import FileTarget
 
 ROW_GROUP_ROWS = 1 << 17
-_ROW_GROUP_BYTES = 64 << 20
 
 
 class Sink:
@@ -51,7 +54,7 @@ class Sink:
         self.rows = 0
         self._buf: list[pa.RecordBatch] = []
         self._buf_rows = self._buf_bytes = 0
-        self._writer = None
+        self._writer = self._thread = None
         self._fh = self._raw = None
         self._csv_header = True
         if target is None:
@@ -64,7 +67,8 @@ class Sink:
             if fmt == "parquet":
                 import pyarrow.parquet as pq
 
-                self._writer = pq.ParquetWriter(self._raw, schema)
+                self._writer = pq.ParquetWriter(self._raw, schema, **writer_options(schema))
+                self._thread = WriterThread()
             elif compression:
                 self._fh = pa.CompressedOutputStream(self._raw, compression)
             else:
@@ -85,8 +89,8 @@ class Sink:
             self._buf.append(batch)
             self._buf_rows += batch.num_rows
             self._buf_bytes += batch.nbytes
-            if self._buf_rows >= self.row_group_rows or self._buf_bytes >= _ROW_GROUP_BYTES:
-                self._flush()
+            if self._buf_rows >= self.row_group_rows or self._buf_bytes >= parquet_out.ROW_GROUP_BYTES:
+                self._flush(whole_groups=True)
         elif self.fmt == "csv":
             import pyarrow.csv as pcsv
 
@@ -100,15 +104,25 @@ class Sink:
                 self._fh.write(("\n".join(lines) + "\n").encode("utf-8"))
         killpoints.reach("write")
 
-    def _flush(self) -> None:
-        if self._buf:
-            table = pa.Table.from_batches(self._buf, schema=self.schema)
-            self._writer.write_table(table, row_group_size=max(self.row_group_rows, table.num_rows))
-            self._buf, self._buf_rows, self._buf_bytes = [], 0, 0
+    def _flush(self, whole_groups: bool = False) -> None:
+        """Hand the buffered rows to the writer thread in row groups of `group_rows`; with ``whole_groups``
+        a last partial group stays buffered for the next batches."""
+        if not self._buf:
+            return
+        table = pa.Table.from_batches(self._buf, schema=self.schema)
+        rows = group_rows(table, self.row_group_rows)
+        n = table.num_rows // rows * rows if whole_groups else table.num_rows
+        rest = table.slice(n)
+        self._buf = rest.to_batches() if rest.num_rows else []
+        self._buf_rows, self._buf_bytes = rest.num_rows, rest.nbytes
+        if n:
+            writer, part = self._writer, table.slice(0, n)
+            self._thread.submit(lambda: writer.write_table(part, row_group_size=rows))
 
     def _close(self) -> None:
         if self._writer is not None:
             self._flush()
+            self._thread.finish()
             self._writer.close()
             self._writer = None
         if self._fh is not None:
@@ -137,6 +151,8 @@ class Sink:
         """Drop the temporary file (any error here is ignored: the original error matters)."""
         try:
             self._buf = []
+            if self._thread is not None:
+                self._thread.cancel()
             self._close()
         except Exception:  # noqa: BLE001
             pass
