@@ -1,4 +1,4 @@
-"""rnnjit.io.parquet_out and the Parquet sink: writer settings per column, row groups in bytes, the writer thread."""
+"""rnnjit.io.parquet_out and the Parquet sink: writer settings per column, row groups in bytes."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 from rnnjit.io import parquet_out
 from rnnjit.io.fs import resolve
-from rnnjit.io.parquet_out import WriterThread, writer_options
+from rnnjit.io.parquet_out import writer_options
 from rnnjit.io.sinks import Sink
 
 
@@ -57,32 +57,3 @@ def test_wide_batches_are_cut_into_row_groups_of_about_the_byte_limit(tmp_path, 
     assert sum(sizes) == 150 and about < 45 / 1.5
     assert all(s <= 1.5 * about for s in sizes) and all(s >= about / 1.5 for s in sizes[:-1])
     assert f.read().equals(table)
-
-
-def test_a_failed_write_is_raised_and_abort_leaves_nothing(tmp_path, rng):
-    table = scores_table(10, 4, rng)
-    target = resolve(str(tmp_path / "out.parquet"))
-    sink = Sink(target, table.schema, "parquet", row_group_rows=5)
-    sink._writer.close()  # the next row group fails on the writer thread
-    sink.write(table.to_batches()[0])
-    with pytest.raises(Exception):
-        sink.commit()
-    sink.abort()
-    assert list(tmp_path.iterdir()) == []
-
-
-def test_writer_thread_runs_jobs_in_order_and_raises_the_first_error():
-    done = []
-    w = WriterThread()
-    for i in range(5):
-        w.submit(lambda i=i: done.append(i))
-    w.finish()
-    assert done == [0, 1, 2, 3, 4]
-    w = WriterThread()
-    w.submit(lambda: 1 / 0)
-    with pytest.raises(ZeroDivisionError):
-        w.finish()
-    w = WriterThread()
-    w.submit(lambda: done.append("late"))
-    w.cancel()
-    assert not w._thread.is_alive()

@@ -11,8 +11,7 @@ has no such promise: what was printed stays printed.
 Parquet row groups: small batches (many small input files, a small
 ``--batch-rows``) are buffered up to ``row_group_rows`` rows (or 16 MiB) before
 a row group is written, so an output is not hundreds of tiny row groups; a
-batch of wide scores is cut into row groups of about 16 MiB. Parquet is
-encoded and written on a writer thread while the next batch is scored, with
+batch of wide scores is cut into row groups of about 16 MiB, written with
 settings for float scores (`rnnjit.io.parquet_out`).
 """
 
@@ -25,7 +24,7 @@ import pyarrow as pa
 
 from rnnjit.io import killpoints, parquet_out
 from rnnjit.io.fs import Location, finish_mode, open_temp
-from rnnjit.io.parquet_out import WriterThread, group_rows, writer_options
+from rnnjit.io.parquet_out import group_rows, writer_options
 from rnnjit.io.signals import held
 from rnnjit.io.text import csv_header_names, csv_table, jsonl_rows
 from rnnjit.io.targets import FileTarget
@@ -54,7 +53,7 @@ class Sink:
         self.rows = 0
         self._buf: list[pa.RecordBatch] = []
         self._buf_rows = self._buf_bytes = 0
-        self._writer = self._thread = None
+        self._writer = None
         self._fh = self._raw = None
         self._csv_header = True
         if target is None:
@@ -68,7 +67,6 @@ class Sink:
                 import pyarrow.parquet as pq
 
                 self._writer = pq.ParquetWriter(self._raw, schema, **writer_options(schema))
-                self._thread = WriterThread()
             elif compression:
                 self._fh = pa.CompressedOutputStream(self._raw, compression)
             else:
@@ -105,8 +103,8 @@ class Sink:
         killpoints.reach("write")
 
     def _flush(self, whole_groups: bool = False) -> None:
-        """Hand the buffered rows to the writer thread in row groups of `group_rows`; with ``whole_groups``
-        a last partial group stays buffered for the next batches."""
+        """Write the buffered rows in row groups of `group_rows`; with ``whole_groups`` a last partial group
+        stays buffered for the next batches."""
         if not self._buf:
             return
         table = pa.Table.from_batches(self._buf, schema=self.schema)
@@ -116,13 +114,11 @@ class Sink:
         self._buf = rest.to_batches() if rest.num_rows else []
         self._buf_rows, self._buf_bytes = rest.num_rows, rest.nbytes
         if n:
-            writer, part = self._writer, table.slice(0, n)
-            self._thread.submit(lambda: writer.write_table(part, row_group_size=rows))
+            self._writer.write_table(table.slice(0, n), row_group_size=rows)
 
     def _close(self) -> None:
         if self._writer is not None:
             self._flush()
-            self._thread.finish()
             self._writer.close()
             self._writer = None
         if self._fh is not None:
@@ -151,8 +147,6 @@ class Sink:
         """Drop the temporary file (any error here is ignored: the original error matters)."""
         try:
             self._buf = []
-            if self._thread is not None:
-                self._thread.cancel()
             self._close()
         except Exception:  # noqa: BLE001
             pass
