@@ -46,6 +46,7 @@ from rnnjit.kernels.config import HELPER_JIT, JIT
 from rnnjit.kernels.pack import to_operand
 from rnnjit.kernels.precision import PRECISIONS, VECTOR_BYTES
 from rnnjit.kernels.update import LSTM, cell_update
+from rnnjit.kernels.wavefront import step_done, wait_for_step
 
 OUT_NONE, OUT_LAST, OUT_ALL, OUT_SUM, OUT_MAX = 0, 1, 2, 3, 4
 """What a layer writes per step: nothing (final state only), the output at each sequence's last
@@ -425,13 +426,18 @@ def run_worker(
     w, wg, kstart, klen, wr, wrg,
     h0, c0, y, ycol, out_mode, reverse, hn, cn,
     hidden, hp, h_out, proj, bt,
-    qs, qc, rqs, rqc, split,
+    qs, qc, rqs, rqc, split, ready, lay,
 ):  # fmt: skip
     """One thread's share: tiles from the shared counter, through every step, scratch allocated once.
 
     ``x`` is the layer's input rows: (B*T, I) features, or an embedding table
     (V, I) read through the token ids ``tok`` (B, T) (an empty (0, T) array
     for features; `step_row`). Token ids are checked by the caller.
+
+    ``ready``: empty, or the step counters of a stack of layers that run at
+    once, one tile each (`rnnjit.kernels.wavefront`): step ``s`` first waits
+    until layer ``lay - 1`` has written its step ``s`` (``x`` is that
+    layer's output), and counts its own step once its outputs are written.
     """
     T = tok.shape[1]
     I = x.shape[1]
@@ -498,7 +504,10 @@ def run_worker(
                 if cell == LSTM:
                     for u in range(H):
                         c[u * bt + l] = c0[b, u]
+        seen = 0  # steps of layer ``lay - 1`` known to be written (`ready`)
         for s in range(maxlen):
+            if s >= seen and ready.shape[0] > 0 and lay > 0:
+                seen = wait_for_step(ready, lay - 1, s)
             # -- gather x_t per sequence (reverse: from its own last step)
             for l in range(bt):
                 t = slen[l] - 1 - s if reverse else s
@@ -535,3 +544,5 @@ def run_worker(
                     zh[q] = m[q]
             # -- outputs (or pooled outputs) and final states of the sequences that ran this step
             emit(cell, out_mode, s, nb, seq, slen, reverse, 0, h_out, 0, H, z, h_at, c, 0, bt, yf, Ty, Y, ycol, hn, cn)
+            if ready.shape[0] > 0:
+                step_done(ready, lay)
