@@ -439,6 +439,9 @@ def _int8_rows(g, acc, rows, bt, qs, qc, scales):
 STEP_BLOCK = 48
 """Steps a one-sequence tile projects at once (`project_steps`; a multiple of ``MR``)."""
 
+WAVE_BLOCK = 16
+"""The same for an upper layer of a wavefront (`rnnjit.kernels.wavefront`): it waits for these steps of the layer below."""
+
 
 def project_steps(w, wgf, zx, zxq, proj, xf, tok, b, blen, reverse, s0, ns, T, I, n_pan, Kw, kx, scales):
     """The bias and input columns of every gate row for steps ``s0 .. s0+ns-1`` of sequence ``b``, into
@@ -586,6 +589,9 @@ def run_worker(
     xproj = _skewed_zeros(STEP_BLOCK * R if on else 1, x, 0)
     zx = _skewed_zeros((I + 1) * STEP_BLOCK if on else 1, x, 0)
     zxq = operand_of(zx, w, (I + 1) * STEP_BLOCK if on else 1)
+    # steps projected at once: a layer of a wavefront that waits for the layer below projects fewer, so it
+    # follows that layer a few steps behind, not a whole `STEP_BLOCK`
+    blk = WAVE_BLOCK if ready.shape[0] > 0 and lay > 0 else STEP_BLOCK
     n_tiles = tile_ptr.shape[0] - 1
     while True:
         tile = fetch_add(next_tile, 0, 1)  # tiles are longest first: dynamic LPT
@@ -616,12 +622,12 @@ def run_worker(
         seen = 0  # steps of layer ``lay - 1`` known to be written (`ready`)
         for s in range(maxlen):
             if ready.shape[0] > 0 and lay > 0:
-                need = min(s + STEP_BLOCK, maxlen) - 1 if on and s % STEP_BLOCK == 0 else s
+                need = min(s + blk, maxlen) - 1 if on and s % blk == 0 else s
                 if need >= seen:
                     seen = wait_for_step(ready, lay - 1, need)
-            if on and s % STEP_BLOCK == 0:  # the input columns of the next steps at once
+            if on and s % blk == 0:  # the input columns of the next steps at once
                 project_steps(w, wgf, zx, zxq, xproj, xf, tok, seq[0], slen[0], reverse, s,
-                              min(STEP_BLOCK, maxlen - s), T, I, n_pan, Kw, kx, scales)  # fmt: skip
+                              min(blk, maxlen - s), T, I, n_pan, Kw, kx, scales)  # fmt: skip
             # -- gather x_t per sequence (reverse: from its own last step)
             for l in range(bt):
                 t = slen[l] - 1 - s if reverse else s
@@ -634,7 +640,7 @@ def run_worker(
             # -- gate pre-activations with biases, all gates at once
             pack_operand(z, zq, w, K, bt, 1, I, I + 1, h_out, scales)
             gate_products(w, wf, wgf, zq, g, acc, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv, rows_few, split,
-                          qs, qc, scales, kx, xproj, (s % STEP_BLOCK) * R)  # fmt: skip
+                          qs, qc, scales, kx, xproj, (s % blk) * R)  # fmt: skip
             # -- activations and state update: flat, vectorized loops (`cell_update`)
             # The LSTM writes c' to a second buffer (the two swap every step)
             # instead of updating c in place. Measured: with the in-place
