@@ -83,13 +83,15 @@ def wavefront_workers(spec: RNNSpec, one_tile: bool, threads: int, work: float) 
     return min(threads, spec.num_layers)
 
 
-WAVE_WAIT = 0.5
+WAVE_WAIT = 1.0
 """Share of its own run time the calling thread may wait for the others at the end of a wavefront before waves pause.
 
-On a quiet machine it waits about one step of the top layer; when another
-process holds up the thread of an upper layer, it waits for everything that
-thread has not done (measured at load average 10, LSTM 150 x2, T=375, batch
-of one: best 1.03 ms against 1.65 on one thread, median 8.5 against 1.8).
+Waiting as long as it ran, the call took as long as its layers one after the
+other. With the machine's cores to itself (real-time priority) it waits
+the upper layer's lag: LSTM 150 x2, T=375, batch of one, 0.15-0.37 ms after
+running 1.66 ms (one call in 15: 2.3 ms, a hiccup); when another process
+holds up an upper layer's thread it waits for all that thread has not done
+(load average 10, normal priority: median 8.5 ms against 1.8 on one thread).
 """
 
 _waves_paused_until = 0.0
