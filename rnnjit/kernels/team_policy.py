@@ -1,4 +1,6 @@
-"""When one tile runs as a team of threads (`rnnjit.kernels.team`), and when teams pause on a busy machine.
+"""When one tile runs as a team of threads (`team`) or a stack of layers as a wavefront (`wavefront`), and pauses.
+
+Both pause on a busy machine (`note_spins`, `note_wave`).
 
 The measurements behind the constants are in bench/report_notes.md ("Tiling and
 team constants"), each under the constant's name.
