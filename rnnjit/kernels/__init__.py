@@ -208,7 +208,10 @@ def _run_layers(prepared, rows, tok, lengths, h0, c0, hn, cn, top_mode, y_all, y
             plans = split
     # a stack of one-directional layers in one tile: its layers at once, each behind the one below (`wavefront`)
     waves = wavefront_workers(spec, plans[0][2].size == 2, threads, float(lengths.max()) * wbytes)
-    ready = counters(L) if waves else counters(0)
+    # an odd stack on two threads whose layers run as a team: the first layer as a team, the rest as a wavefront
+    # (3 layers as a wavefront leave one thread two layers)
+    solo = 1 if waves == 2 and L % 2 and plans[0][4] else 0
+    ready = counters(L - solo) if waves else counters(0)
     cell = CELL_CODES[spec.cell]
     hp = padded_hidden(H)
     no_tokens = np.zeros((0, T), np.int64)
@@ -230,9 +233,9 @@ def _run_layers(prepared, rows, tok, lengths, h0, c0, hn, cn, top_mode, y_all, y
                 h0=h0[k], c0=c0[k], y=out, ycol=d * Ho, out_mode=mode, reverse=d == 1, hn=hn[k], cn=cn[k],
                 hidden=H, hp=hp, h_out=Ho, proj=spec.proj_size, bt=bt,
                 qs=pk.qs, qc=pk.qc, rqs=pk.rqs, rqc=pk.rqc, split=pk.split,
-                lens=lengths, order=order, tile_ptr=tile_ptr, next_tile=np.zeros(1, np.int64), ready=ready, lay=layer,
+                lens=lengths, order=order, tile_ptr=tile_ptr, next_tile=np.zeros(1, np.int64), ready=ready, lay=layer - solo,
             )  # fmt: skip
-            if waves:
+            if waves and layer >= solo:
                 stack.append((run_worker, kernel_args(run_worker, values)))
             elif len(plans) == 2:
                 jobs += [(run_worker, kernel_args(run_worker, values))] * workers
