@@ -458,7 +458,6 @@ def run_worker(
     pr = _skewed_zeros(n_pan_r * MR * bt, x, 3072)
     seq = np.zeros(bt, np.int64)
     slen = np.zeros(bt, np.int64)
-    xoff = np.zeros(bt, np.int64)
     h_at = (I + 1) * bt  # first h row of z
     Kw = w.shape[1]  # reduction length of the gate product in operand elements (K, or K / k_pack)
     Hw = wr.shape[1]  # the same for the projection
@@ -471,6 +470,7 @@ def run_worker(
     rows_few = FEW_VECS * lv  # rows per `mk_rows_grouped_few` call
     nvec = bt // lv  # SIMD vectors per tile row (bt > 1 is a multiple of lv)
     zh = z[h_at : h_at + HB]  # the h rows of z
+    zx = z[bt:h_at]  # the x rows of z
     n_tiles = tile_ptr.shape[0] - 1
     while True:
         tile = fetch_add(next_tile, 0, 1)  # tiles are longest first: dynamic LPT
@@ -499,15 +499,18 @@ def run_worker(
                     for u in range(H):
                         c[u * bt + l] = c0[b, u]
         for s in range(maxlen):
-            # -- gather x_t per sequence (reverse: from its own last step)
+            # -- gather x_t per sequence (reverse: from its own last step), lane by lane: each lane
+            # reads its row contiguously and stores down its column of z. Feature by feature (every
+            # lane's row at once) ran ~4x the time of the whole step's activations at I=256 (rows a
+            # multiple of 4 KiB apart share an L1 set, so the bt open source lines evicted each
+            # other; bench/report_notes.md "Mid-size batches"). Lanes whose sequence has ended keep
+            # their last input (garbage nobody reads, as in every other pass).
             for l in range(bt):
-                t = slen[l] - 1 - s if reverse else s
-                t = t if s < slen[l] else 0
-                xoff[l] = step_row(tok, seq[l], t, T) * I
-            for i in range(I):
-                zrow = z[(i + 1) * bt : (i + 2) * bt]  # a view: contiguous stores (see rnnjit/kernels/update.py)
-                for l in range(bt):
-                    zrow[l] = xf[xoff[l] + i]
+                if s < slen[l]:
+                    t = slen[l] - 1 - s if reverse else s
+                    off = step_row(tok, seq[l], t, T) * I
+                    for i in range(I):
+                        zx[i * bt + l] = xf[off + i]
             # -- gate pre-activations with biases, all gates at once
             pack_operand(z, zq, w, K, bt, 1, I, I + 1, h_out, scales)
             gate_products(w, wf, wgf, zq, g, acc, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv, rows_few, split,
