@@ -40,7 +40,8 @@ from numba import types as numba_types
 from numba.extending import overload
 
 from rnnjit.kernels._simd import (
-    FEW, FEW_VECS, GROUP_ROWS, MR, NV, P_ROWS, fetch_add, mk_lanes, mk_lanes1, mk_rows_grouped, mk_rows_grouped_few,
+    FEW, FEW_VECS, GROUP_ROWS, MR, NV, P_ROWS, fetch_add, mk_lanes, mk_lanes1, mk_lanes2, mk_rows_grouped,
+    mk_rows_grouped_few,
 )
 from rnnjit.kernels.config import HELPER_JIT, JIT
 from rnnjit.kernels.pack import to_operand
@@ -182,21 +183,41 @@ def _int8_inputs(a, aq, bt, x0, nx, h0, nh, scales):
 
 
 @njit(inline="always", **JIT)
-def panel_lanes(wf, a0, z, zoff, g, goff, bt, n, s, slen, nvec, lv):
-    """One weight panel against every vector of lanes of the tile whose sequences still run at step ``s``.
+def lanes_row(wf, a0, z, zoff, g, goff, bt, n, nvec, lv):
+    """One weight panel against the first ``nvec`` vectors of lanes: NV vectors at a time, then two or one.
 
-    Lanes are sorted by length within the tile, so the first vector whose
-    first sequence has ended ends the row; NV vectors at a time, then one.
-    Inlined at numba-IR level, so the worker and the team compile the same loop.
+    Every lane's sum is the same FMA chain in each kernel, so the bits do not
+    depend on which kernel ran a lane (the tile width, the batch around it).
     """
     v = 0
-    while v < nvec and s < slen[v * lv]:
+    while v < nvec:
         if v + NV <= nvec:
             mk_lanes(wf, a0, z, zoff + v * lv, bt, g, goff + v * lv, bt, n)
             v += NV
+        elif v + 2 <= nvec:
+            mk_lanes2(wf, a0, z, zoff + v * lv, bt, g, goff + v * lv, bt, n)
+            v += 2
         else:
             mk_lanes1(wf, a0, z, zoff + v * lv, bt, g, goff + v * lv, bt, n)
             v += 1
+
+
+@njit(inline="always", **JIT)
+def running_vectors(s, slen, nvec, lv):
+    """Vectors of lanes whose first sequence still runs at step ``s`` (lengths are sorted within the tile)."""
+    v = 0
+    while v < nvec and s < slen[v * lv]:
+        v += 1
+    return v
+
+
+@njit(inline="always", **JIT)
+def panel_lanes(wf, a0, z, zoff, g, goff, bt, n, s, slen, nvec, lv):
+    """One weight panel against every vector of lanes of the tile whose sequences still run at step ``s``.
+
+    Inlined at numba-IR level, so the worker and the team compile the same loop.
+    """
+    lanes_row(wf, a0, z, zoff, g, goff, bt, n, running_vectors(s, slen, nvec, lv), lv)
 
 
 @njit(inline="always", **JIT)
@@ -302,8 +323,8 @@ def _int8_projection(wrf, wrgf, mq, pr, racc, n_pan_r, Hw, bt, kstart, klen, s, 
 
 
 @njit(inline="always", **JIT)
-def _float_projection(wrf, wrgf, mq, pr, n_pan_r, Hw, bt, nvec, lv, rows_few):
-    """The float and bf16 projection: every vector of the tile (`proj_products`)."""
+def _float_projection(wrf, wrgf, mq, pr, n_pan_r, Hw, bt, s, slen, nvec, lv, rows_few):
+    """The float and bf16 projection: the vectors of the tile still running (`proj_products`)."""
     if bt == 1:
         for q in range(n_pan_r // P_ROWS):
             mk_rows_grouped(wrgf, q * Hw * GROUP_ROWS, mq, 0, pr, q * GROUP_ROWS, Hw)
@@ -313,10 +334,7 @@ def _float_projection(wrf, wrgf, mq, pr, n_pan_r, Hw, bt, nvec, lv, rows_few):
             mk_rows_grouped_few(wrgf, q * Hw * GROUP_ROWS + r, mq, 0, pr, r0 * FEW, Hw)
     else:
         for p in range(n_pan_r):
-            for v in range(0, nvec - nvec % NV, NV):
-                mk_lanes(wrf, p * Hw * MR, mq, v * lv, bt, pr, p * MR * bt + v * lv, bt, Hw)
-            for v in range(nvec - nvec % NV, nvec):
-                mk_lanes1(wrf, p * Hw * MR, mq, v * lv, bt, pr, p * MR * bt + v * lv, bt, Hw)
+            panel_lanes(wrf, p * Hw * MR, mq, 0, pr, p * MR * bt, bt, Hw, s, slen, nvec, lv)
 
 
 def gate_products(w, wf, wgf, zq, g, acc, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv, rows_few, split, qs, qc,
@@ -356,7 +374,7 @@ def proj_products(wr, wrf, wrgf, mq, pr, racc, n_pan_r, Hw, bt, kstart, klen, s,
         _int8_projection(wrf, wrgf, mq, pr, racc, n_pan_r, Hw, bt, kstart, klen, s, slen, nvec, lv, rows_few, rqs,
                          rqc, scales)  # fmt: skip
     else:
-        _float_projection(wrf, wrgf, mq, pr, n_pan_r, Hw, bt, nvec, lv, rows_few)
+        _float_projection(wrf, wrgf, mq, pr, n_pan_r, Hw, bt, s, slen, nvec, lv, rows_few)
 
 
 @overload(proj_products, inline="always", jit_options=HELPER_JIT)
@@ -366,7 +384,7 @@ def _proj_products(wr, wrf, wrgf, mq, pr, racc, n_pan_r, Hw, bt, kstart, klen, s
 
         def one(wr, wrf, wrgf, mq, pr, racc, n_pan_r, Hw, bt, kstart, klen, s, slen, nvec, lv, rows_few, rqs, rqc,
                 scales):  # fmt: skip
-            _float_projection(wrf, wrgf, mq, pr, n_pan_r, Hw, bt, nvec, lv, rows_few)
+            _float_projection(wrf, wrgf, mq, pr, n_pan_r, Hw, bt, s, slen, nvec, lv, rows_few)
 
         return one
 
