@@ -40,8 +40,8 @@ from numba import types as numba_types
 from numba.extending import overload
 
 from rnnjit.kernels._simd import (
-    FEW, FEW_VECS, GROUP_ROWS, MR, NV, P_ROWS, fetch_add, mk_lanes, mk_lanes1, mk_rows_grouped, mk_rows_grouped_few,
-    mk_rows_grouped_from,
+    FEW, FEW_VECS, GROUP_ROWS, MR, NV, P_ROWS, fetch_add, mk_lanes, mk_lanes1, mk_lanes2, mk_rows_grouped,
+    mk_rows_grouped_few, mk_rows_grouped_from,
 )
 from rnnjit.kernels.config import HELPER_JIT, JIT
 from rnnjit.kernels.pack import to_operand
@@ -183,21 +183,41 @@ def _int8_inputs(a, aq, bt, x0, nx, h0, nh, scales):
 
 
 @njit(inline="always", **JIT)
-def panel_lanes(wf, a0, z, zoff, g, goff, bt, n, s, slen, nvec, lv):
-    """One weight panel against every vector of lanes of the tile whose sequences still run at step ``s``.
+def lanes_row(wf, a0, z, zoff, g, goff, bt, n, nvec, lv):
+    """One weight panel against the first ``nvec`` vectors of lanes: NV vectors at a time, then two or one.
 
-    Lanes are sorted by length within the tile, so the first vector whose
-    first sequence has ended ends the row; NV vectors at a time, then one.
-    Inlined at numba-IR level, so the worker and the team compile the same loop.
+    Every lane's sum is the same FMA chain in each kernel, so the bits do not
+    depend on which kernel ran a lane (the tile width, the batch around it).
     """
     v = 0
-    while v < nvec and s < slen[v * lv]:
+    while v < nvec:
         if v + NV <= nvec:
             mk_lanes(wf, a0, z, zoff + v * lv, bt, g, goff + v * lv, bt, n)
             v += NV
+        elif v + 2 <= nvec:
+            mk_lanes2(wf, a0, z, zoff + v * lv, bt, g, goff + v * lv, bt, n)
+            v += 2
         else:
             mk_lanes1(wf, a0, z, zoff + v * lv, bt, g, goff + v * lv, bt, n)
             v += 1
+
+
+@njit(inline="always", **JIT)
+def running_vectors(s, slen, nvec, lv):
+    """Vectors of lanes whose first sequence still runs at step ``s`` (lengths are sorted within the tile)."""
+    v = 0
+    while v < nvec and s < slen[v * lv]:
+        v += 1
+    return v
+
+
+@njit(inline="always", **JIT)
+def panel_lanes(wf, a0, z, zoff, g, goff, bt, n, s, slen, nvec, lv):
+    """One weight panel against every vector of lanes of the tile whose sequences still run at step ``s``.
+
+    Inlined at numba-IR level, so the worker and the team compile the same loop.
+    """
+    lanes_row(wf, a0, z, zoff, g, goff, bt, n, running_vectors(s, slen, nvec, lv), lv)
 
 
 @njit(inline="always", **JIT)
@@ -303,8 +323,8 @@ def _int8_projection(wrf, wrgf, mq, pr, racc, n_pan_r, Hw, bt, kstart, klen, s, 
 
 
 @njit(inline="always", **JIT)
-def _float_projection(wrf, wrgf, mq, pr, n_pan_r, Hw, bt, nvec, lv, rows_few):
-    """The float and bf16 projection: every vector of the tile (`proj_products`)."""
+def _float_projection(wrf, wrgf, mq, pr, n_pan_r, Hw, bt, s, slen, nvec, lv, rows_few):
+    """The float and bf16 projection: the vectors of the tile still running (`proj_products`)."""
     if bt == 1:
         for q in range(n_pan_r // P_ROWS):
             mk_rows_grouped(wrgf, q * Hw * GROUP_ROWS, mq, 0, pr, q * GROUP_ROWS, Hw)
@@ -314,10 +334,7 @@ def _float_projection(wrf, wrgf, mq, pr, n_pan_r, Hw, bt, nvec, lv, rows_few):
             mk_rows_grouped_few(wrgf, q * Hw * GROUP_ROWS + r, mq, 0, pr, r0 * FEW, Hw)
     else:
         for p in range(n_pan_r):
-            for v in range(0, nvec - nvec % NV, NV):
-                mk_lanes(wrf, p * Hw * MR, mq, v * lv, bt, pr, p * MR * bt + v * lv, bt, Hw)
-            for v in range(nvec - nvec % NV, nvec):
-                mk_lanes1(wrf, p * Hw * MR, mq, v * lv, bt, pr, p * MR * bt + v * lv, bt, Hw)
+            panel_lanes(wrf, p * Hw * MR, mq, 0, pr, p * MR * bt, bt, Hw, s, slen, nvec, lv)
 
 
 @njit(inline="always", **JIT)
@@ -372,7 +389,7 @@ def proj_products(wr, wrf, wrgf, mq, pr, racc, n_pan_r, Hw, bt, kstart, klen, s,
         _int8_projection(wrf, wrgf, mq, pr, racc, n_pan_r, Hw, bt, kstart, klen, s, slen, nvec, lv, rows_few, rqs,
                          rqc, scales)  # fmt: skip
     else:
-        _float_projection(wrf, wrgf, mq, pr, n_pan_r, Hw, bt, nvec, lv, rows_few)
+        _float_projection(wrf, wrgf, mq, pr, n_pan_r, Hw, bt, s, slen, nvec, lv, rows_few)
 
 
 @overload(proj_products, inline="always", jit_options=HELPER_JIT)
@@ -382,7 +399,7 @@ def _proj_products(wr, wrf, wrgf, mq, pr, racc, n_pan_r, Hw, bt, kstart, klen, s
 
         def one(wr, wrf, wrgf, mq, pr, racc, n_pan_r, Hw, bt, kstart, klen, s, slen, nvec, lv, rows_few, rqs, rqc,
                 scales):  # fmt: skip
-            _float_projection(wrf, wrgf, mq, pr, n_pan_r, Hw, bt, nvec, lv, rows_few)
+            _float_projection(wrf, wrgf, mq, pr, n_pan_r, Hw, bt, s, slen, nvec, lv, rows_few)
 
         return one
 
@@ -561,7 +578,6 @@ def run_worker(
     pr = _skewed_zeros(n_pan_r * MR * bt, x, 3072)
     seq = np.zeros(bt, np.int64)
     slen = np.zeros(bt, np.int64)
-    xoff = np.zeros(bt, np.int64)
     h_at = (I + 1) * bt  # first h row of z
     Kw = w.shape[1]  # reduction length of the gate product in operand elements (K, or K / k_pack)
     Hw = wr.shape[1]  # the same for the projection
@@ -579,6 +595,7 @@ def run_worker(
     xproj = _skewed_zeros(STEP_BLOCK * R if on else 1, x, 0)
     zx = _skewed_zeros((I + 1) * STEP_BLOCK if on else 1, x, 0)
     zxq = operand_of(zx, w, (I + 1) * STEP_BLOCK if on else 1)
+    zin = z[bt:h_at]  # the x rows of z
     n_tiles = tile_ptr.shape[0] - 1
     while True:
         tile = fetch_add(next_tile, 0, 1)  # tiles are longest first: dynamic LPT
@@ -610,15 +627,19 @@ def run_worker(
             if on and s % STEP_BLOCK == 0:  # the input columns of the next steps at once
                 project_steps(w, wgf, zx, zxq, xproj, xf, tok, seq[0], slen[0], reverse, s,
                               min(STEP_BLOCK, maxlen - s), T, I, n_pan, Kw, kx, scales)  # fmt: skip
-            # -- gather x_t per sequence (reverse: from its own last step)
+            # -- gather x_t per sequence (reverse: from its own last step; columns
+            # [xk0, I) only, the rest are projected already), lane by lane: each lane
+            # reads its row contiguously and stores down its column of z. Feature by feature (every
+            # lane's row at once) ran ~4x the time of the whole step's activations at I=256 (rows a
+            # multiple of 4 KiB apart share an L1 set, so the bt open source lines evicted each
+            # other; bench/report_notes.md "Mid-size batches"). Lanes whose sequence has ended keep
+            # their last input (garbage nobody reads, as in every other pass).
             for l in range(bt):
-                t = slen[l] - 1 - s if reverse else s
-                t = t if s < slen[l] else 0
-                xoff[l] = step_row(tok, seq[l], t, T) * I
-            for i in range(xk0, I):
-                zrow = z[(i + 1) * bt : (i + 2) * bt]  # a view: contiguous stores (see rnnjit/kernels/update.py)
-                for l in range(bt):
-                    zrow[l] = xf[xoff[l] + i]
+                if s < slen[l]:
+                    t = slen[l] - 1 - s if reverse else s
+                    off = step_row(tok, seq[l], t, T) * I
+                    for i in range(xk0, I):
+                        zin[i * bt + l] = xf[off + i]
             # -- gate pre-activations with biases, all gates at once
             pack_operand(z, zq, w, K, bt, 1, I, I + 1, h_out, scales)
             gate_products(w, wf, wgf, zq, g, acc, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv, rows_few, split,
