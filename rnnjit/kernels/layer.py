@@ -47,6 +47,7 @@ from rnnjit.kernels.config import HELPER_JIT, JIT
 from rnnjit.kernels.pack import to_operand
 from rnnjit.kernels.precision import PRECISIONS, VECTOR_BYTES
 from rnnjit.kernels.update import LSTM, cell_update
+from rnnjit.kernels.wavefront import step_done, wait_for_step
 
 OUT_NONE, OUT_LAST, OUT_ALL, OUT_SUM, OUT_MAX = 0, 1, 2, 3, 4
 """What a layer writes per step: nothing (final state only), the output at each sequence's last
@@ -455,6 +456,9 @@ def _int8_rows(g, acc, rows, bt, qs, qc, scales):
 STEP_BLOCK = 48
 """Steps a one-sequence tile projects at once (`project_steps`; a multiple of ``MR``)."""
 
+WAVE_BLOCK = 16
+"""The same for an upper layer of a wavefront (`rnnjit.kernels.wavefront`): it waits for these steps of the layer below."""
+
 
 def project_steps(w, wgf, zx, zxq, proj, xf, tok, b, blen, reverse, s0, ns, T, I, n_pan, Kw, kx, scales):
     """The bias and input columns of every gate row for steps ``s0 .. s0+ns-1`` of sequence ``b``, into
@@ -541,7 +545,7 @@ def run_worker(
     w, wg, kstart, klen, wr, wrg,
     h0, c0, y, ycol, out_mode, reverse, hn, cn,
     hidden, hp, h_out, proj, bt,
-    qs, qc, rqs, rqc, split, kx, xk0,
+    qs, qc, rqs, rqc, split, kx, xk0, ready, lay,
 ):  # fmt: skip
     """One thread's share: tiles from the shared counter, through every step, scratch allocated once.
 
@@ -552,6 +556,12 @@ def run_worker(
     operand elements of every step are projected first
     (`project_steps`, `STEP_BLOCK` steps at a time), and per step only input columns ``[xk0, I)`` are
     gathered into ``z`` (none for float; the column a bf16 pair shares with h).
+
+    ``ready``: empty, or the step counters of a stack of layers that run at
+    once, one tile each (`rnnjit.kernels.wavefront`): step ``s`` first waits
+    until layer ``lay - 1`` has written its step ``s`` (``x`` is that
+    layer's output; with ``kx`` > 0, every step of the block projected at
+    ``s``), and counts its own step once its outputs are written.
     """
     T = tok.shape[1]
     I = x.shape[1]
@@ -596,6 +606,9 @@ def run_worker(
     zx = _skewed_zeros((I + 1) * STEP_BLOCK if on else 1, x, 0)
     zxq = operand_of(zx, w, (I + 1) * STEP_BLOCK if on else 1)
     zin = z[bt:h_at]  # the x rows of z
+    # steps projected at once: a layer of a wavefront that waits for the layer below projects fewer, so it
+    # follows that layer a few steps behind, not a whole `STEP_BLOCK`
+    blk = WAVE_BLOCK if ready.shape[0] > 0 and lay > 0 else STEP_BLOCK
     n_tiles = tile_ptr.shape[0] - 1
     while True:
         tile = fetch_add(next_tile, 0, 1)  # tiles are longest first: dynamic LPT
@@ -623,10 +636,15 @@ def run_worker(
                 if cell == LSTM:
                     for u in range(H):
                         c[u * bt + l] = c0[b, u]
+        seen = 0  # steps of layer ``lay - 1`` known to be written (`ready`)
         for s in range(maxlen):
-            if on and s % STEP_BLOCK == 0:  # the input columns of the next steps at once
+            if ready.shape[0] > 0 and lay > 0:
+                need = min(s + blk, maxlen) - 1 if on and s % blk == 0 else s
+                if need >= seen:
+                    seen = wait_for_step(ready, lay - 1, need)
+            if on and s % blk == 0:  # the input columns of the next steps at once
                 project_steps(w, wgf, zx, zxq, xproj, xf, tok, seq[0], slen[0], reverse, s,
-                              min(STEP_BLOCK, maxlen - s), T, I, n_pan, Kw, kx, scales)  # fmt: skip
+                              min(blk, maxlen - s), T, I, n_pan, Kw, kx, scales)  # fmt: skip
             # -- gather x_t per sequence (reverse: from its own last step; columns
             # [xk0, I) only, the rest are projected already), lane by lane: each lane
             # reads its row contiguously and stores down its column of z. Feature by feature (every
@@ -643,7 +661,7 @@ def run_worker(
             # -- gate pre-activations with biases, all gates at once
             pack_operand(z, zq, w, K, bt, 1, I, I + 1, h_out, scales)
             gate_products(w, wf, wgf, zq, g, acc, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv, rows_few, split,
-                          qs, qc, scales, kx, xproj, (s % STEP_BLOCK) * R)  # fmt: skip
+                          qs, qc, scales, kx, xproj, (s % blk) * R)  # fmt: skip
             # -- activations and state update: flat, vectorized loops (`cell_update`)
             # The LSTM writes c' to a second buffer (the two swap every step)
             # instead of updating c in place. Measured: with the in-place
@@ -667,3 +685,5 @@ def run_worker(
                     zh[q] = m[q]
             # -- outputs (or pooled outputs) and final states of the sequences that ran this step
             emit(cell, out_mode, s, nb, seq, slen, reverse, 0, h_out, 0, H, z, h_at, c, 0, bt, yf, Ty, Y, ycol, hn, cn)
+            if ready.shape[0] > 0:
+                step_done(ready, lay)
