@@ -406,17 +406,21 @@ def _int8_rows(g, acc, rows, bt, qs, qc, scales):
             v = np.float32(acc[i] - cx[r]) * (sx[r] * scales[l]) + bias[r]
             g[i] = v + np.float32(ah[i] - ch[r]) * (sh[r] * hs[l]) if two else v
         return
+    # lane tiles: a row's constants as scalars and the lane scales as slices, so the lane loop vectorizes
+    # (indexing qs, qc and scales inside it kept it scalar: 4x slower at H=512, bench/precision_notes.md)
+    s0, s1 = scales[:bt], scales[bt : 2 * bt]
+    if not two:
+        for r in range(rows):
+            ax, out = acc[r * bt : (r + 1) * bt], g[r * bt : (r + 1) * bt]
+            fx, b, kx = sx[r], bias[r], cx[r]
+            for l in range(bt):
+                out[l] = np.float32(np.int32(ax[l] - kx)) * (fx * s0[l]) + b
+        return
     for r in range(rows):
-        ax = acc[r * bt : (r + 1) * bt]
-        out = g[r * bt : (r + 1) * bt]
-        if two:
-            ah = acc[n + r * bt : n + (r + 1) * bt]
-            for l in range(bt):
-                out[l] = np.float32(ax[l] - cx[r]) * (sx[r] * scales[l]) + bias[r] + np.float32(ah[l] - ch[r]) * (
-                    sh[r] * scales[bt + l])
-        else:
-            for l in range(bt):
-                out[l] = np.float32(ax[l] - cx[r]) * (sx[r] * scales[l]) + bias[r]
+        ax, ah, out = acc[r * bt : (r + 1) * bt], acc[n + r * bt : n + (r + 1) * bt], g[r * bt : (r + 1) * bt]
+        fx, fh, b, kx, kh = sx[r], sh[r], bias[r], cx[r], ch[r]
+        for l in range(bt):
+            out[l] = np.float32(np.int32(ax[l] - kx)) * (fx * s0[l]) + b + np.float32(np.int32(ah[l] - kh)) * (fh * s1[l])
 
 
 @njit(**JIT)
