@@ -141,41 +141,59 @@ def _pack_operand(a, aq, w, rows, bt, x0, nx, h0, nh, scales):
     return bf16
 
 
+@njit(inline="always", **JIT)
+def _int8_byte(v, inv):
+    """One input quantized to an unsigned byte: ``floor(v * inv + 0.5) + 128``, ``inv`` being ``127 / max|v|``."""
+    return np.uint32(np.int32(np.floor(v * inv + np.float32(0.5))) + 128)
+
+
 @njit(**JIT)
 def _int8_inputs(a, aq, bt, x0, nx, h0, nh, scales):
     """`pack_operand` for int8: two segments of rows, quantized per lane to unsigned bytes, four rows per uint32.
 
-    Lane tiles go row by row through slices (the lane loops vectorize); one-
-    and FEW-sequence tiles by plain indexes (a slice per row cost ~1 us per step).
+    One sequence: each segment is contiguous in ``a`` and in the bytes of
+    ``aq``, one flat loop each. Lane tiles: each whole quad of rows is
+    combined into one uint32 per lane (the lane loop vectorizes; byte stores
+    four apart did not: 19 us per step at H=512 in a tile of 48, bench/precision_notes.md);
+    a segment's last partial quad and FEW tiles by plain byte indexes.
     """
     ab = aq.view(np.uint8)
     q0 = 0
     for j in range(2):
         r0, n = (x0, nx) if j == 0 else (h0, nh)
         top = scales[j * bt : (j + 1) * bt]
+        if bt == 1:
+            seg = a[r0 : r0 + n]
+            m = np.float32(0)
+            for i in range(n):
+                m = max(m, abs(seg[i]))
+            inv = np.float32(127) / m if m > 0 else np.float32(0)
+            out = ab[4 * q0 : 4 * q0 + n]
+            for i in range(n):
+                out[i] = np.uint8(_int8_byte(seg[i], inv))
+            top[0] = np.float32(1) / inv if inv > 0 else np.float32(0)  # the scale max|v| / 127
+            q0 += (n + 3) // 4
+            continue
         top[:] = 0
-        if bt < 16:
-            for i in range(n):
-                for l in range(bt):
-                    top[l] = max(top[l], abs(a[(r0 + i) * bt + l]))
-        else:
-            for i in range(n):
-                row = a[(r0 + i) * bt : (r0 + i + 1) * bt]
-                for l in range(bt):
-                    top[l] = max(top[l], abs(row[l]))
+        for i in range(n):
+            row = a[(r0 + i) * bt : (r0 + i + 1) * bt]
+            for l in range(bt):
+                top[l] = max(top[l], abs(row[l]))
         for l in range(bt):
             top[l] = np.float32(127) / top[l] if top[l] > 0 else np.float32(0)  # the inverse scale, for now
-        if bt < 16:
-            for i in range(n):
-                at = (q0 + i // 4) * bt * 4 + i % 4
-                for l in range(bt):
-                    ab[at + 4 * l] = np.uint8(np.int32(np.floor(a[(r0 + i) * bt + l] * top[l] + np.float32(0.5))) + 128)
-        else:
-            for i in range(n):
-                row = a[(r0 + i) * bt : (r0 + i + 1) * bt]
-                at = (q0 + i // 4) * bt * 4 + i % 4
-                for l in range(bt):
-                    ab[at + 4 * l] = np.uint8(np.int32(np.floor(row[l] * top[l] + np.float32(0.5))) + 128)
+        whole = n // 4 if bt >= 16 else 0
+        for k in range(whole):
+            r = (r0 + 4 * k) * bt
+            v0, v1, v2, v3 = a[r : r + bt], a[r + bt : r + 2 * bt], a[r + 2 * bt : r + 3 * bt], a[r + 3 * bt : r + 4 * bt]
+            out = aq[(q0 + k) * bt : (q0 + k + 1) * bt]
+            for l in range(bt):
+                inv = top[l]
+                out[l] = (_int8_byte(v0[l], inv) | (_int8_byte(v1[l], inv) << 8) | (_int8_byte(v2[l], inv) << 16)
+                          | (_int8_byte(v3[l], inv) << 24))  # fmt: skip
+        for i in range(4 * whole, n):
+            at = (q0 + i // 4) * bt * 4 + i % 4
+            for l in range(bt):
+                ab[at + 4 * l] = np.uint8(_int8_byte(a[(r0 + i) * bt + l], top[l]))
         for l in range(bt):
             top[l] = np.float32(1) / top[l] if top[l] > 0 else np.float32(0)  # the scale max|v| / 127
         q0 += (n + 3) // 4
