@@ -303,12 +303,25 @@ def _acc_of(w, n):
 
 @njit(inline="always", **JIT)
 def _int8_gates(wf, wgf, zq, g, acc, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv, rows_few, split, qs, qc, scales):
-    """`gate_products` for int8: the x segment, then h from element ``split``, into ``acc``; rescaled into ``g``."""
-    n = n_pan * MR * bt
-    products_into(wf, wgf, zq, acc[:n], n_pan, Kw, bt, 0, split, kstart, klen, False, s, slen, nvec, lv, rows_few)
-    products_into(wf, wgf, zq, acc[n:], n_pan, Kw, bt, split, Kw - split, kstart, klen, False, s, slen, nvec, lv,
-                  rows_few)  # fmt: skip
-    _int8_rows(g, acc, n_pan * MR, bt, qs, qc, scales)
+    """`gate_products` for int8: the x segment, then h from element ``split``, into ``acc``; rescaled into ``g``.
+
+    Lane tiles go panel by panel: both segments of one panel's MR rows into
+    the first ``2 * MR * bt`` accumulators, rescaled at once, so the int32
+    accumulators stay in L1 instead of a buffer twice the size of ``g``
+    (0.8 MB at H=512 in a tile of 48) passing through L2 beside the weights.
+    """
+    if bt == 1 or bt == FEW:
+        n = n_pan * MR * bt
+        products_into(wf, wgf, zq, acc[:n], n_pan, Kw, bt, 0, split, kstart, klen, False, s, slen, nvec, lv, rows_few)
+        products_into(wf, wgf, zq, acc[n:], n_pan, Kw, bt, split, Kw - split, kstart, klen, False, s, slen, nvec, lv,
+                      rows_few)  # fmt: skip
+        _int8_rows(g, acc, n_pan * MR, bt, qs, qc, scales)
+        return
+    m = MR * bt
+    for p in range(n_pan):
+        panel_lanes(wf, p * Kw * MR, zq, 0, acc, 0, bt, split, s, slen, nvec, lv)
+        panel_lanes(wf, (p * Kw + split) * MR, zq, split * bt, acc, m, bt, Kw - split, s, slen, nvec, lv)
+        _int8_panel(g, p * m, acc, bt, qs, qc, p * MR, scales)
 
 
 @njit(inline="always", **JIT)
@@ -424,19 +437,30 @@ def _int8_rows(g, acc, rows, bt, qs, qc, scales):
             v = np.float32(acc[i] - cx[r]) * (sx[r] * scales[l]) + bias[r]
             g[i] = v + np.float32(ah[i] - ch[r]) * (sh[r] * hs[l]) if two else v
         return
-    # lane tiles: a row's constants as scalars and the lane scales as slices, so the lane loop vectorizes
-    # (indexing qs, qc and scales inside it kept it scalar: 4x slower at H=512, bench/precision_notes.md)
-    s0, s1 = scales[:bt], scales[bt : 2 * bt]
-    if not two:
-        for r in range(rows):
-            ax, out = acc[r * bt : (r + 1) * bt], g[r * bt : (r + 1) * bt]
-            fx, b, kx = sx[r], bias[r], cx[r]
-            for l in range(bt):
-                out[l] = np.float32(np.int32(ax[l] - kx)) * (fx * s0[l]) + b
-        return
+    # lane tiles (an LSTMP's projection: one segment; the gates go by `_int8_panel`)
+    s0 = scales[:bt]
     for r in range(rows):
-        ax, ah, out = acc[r * bt : (r + 1) * bt], acc[n + r * bt : n + (r + 1) * bt], g[r * bt : (r + 1) * bt]
-        fx, fh, b, kx, kh = sx[r], sh[r], bias[r], cx[r], ch[r]
+        ax, out = acc[r * bt : (r + 1) * bt], g[r * bt : (r + 1) * bt]
+        fx, b, kx = sx[r], bias[r], cx[r]
+        for l in range(bt):
+            out[l] = np.float32(np.int32(ax[l] - kx)) * (fx * s0[l]) + b
+
+
+@njit(inline="always", **JIT)
+def _int8_panel(g, goff, acc, bt, qs, qc, r0, scales):
+    """`_int8_rows` of one panel of a lane tile: gate rows ``[r0, r0 + MR)``, their x accumulators in ``acc``'s
+    first ``MR * bt``, h in the next, into ``g`` from ``goff``.
+
+    A row's constants are scalars and the lane scales slices, so the lane
+    loop vectorizes (indexing qs, qc and scales inside it kept it scalar:
+    74 us per step at H=512 in a tile of 48 against 14, bench/precision_notes.md).
+    """
+    m = MR * bt
+    s0, s1 = scales[:bt], scales[bt : 2 * bt]
+    for q in range(MR):
+        r = r0 + q
+        ax, ah, out = acc[q * bt : (q + 1) * bt], acc[m + q * bt : m + (q + 1) * bt], g[goff + q * bt : goff + (q + 1) * bt]
+        fx, fh, b, kx, kh = qs[0, r], qs[1, r], qs[2, r], qc[0, r], qc[1, r]
         for l in range(bt):
             out[l] = np.float32(np.int32(ax[l] - kx)) * (fx * s0[l]) + b + np.float32(np.int32(ah[l] - kh)) * (fh * s1[l])
 
@@ -486,7 +510,8 @@ def run_worker(
     Hw = wr.shape[1]  # the same for the projection
     zq = operand_of(z, w, Kw * bt)  # what the products read: z itself, or z packed (`rnnjit.kernels.precision`)
     mq = operand_of(m, wr, Hw * bt)
-    acc = acc_of(w, 2 * n_pan * MR * bt)  # int8: the x and h segments' int32 accumulators (`gate_products`)
+    # int8: the x and h segments' int32 accumulators, of every row or (lane tiles) of one panel (`_int8_gates`)
+    acc = acc_of(w, 2 * (n_pan if bt <= FEW else 1) * MR * bt)
     racc = acc_of(wr, n_pan_r * MR * bt)
     scales = np.zeros(2 * bt, x.dtype)  # int8: each lane's input scales (`pack_operand`)
     lv = VECTOR_BYTES // x.itemsize  # lanes per SIMD vector
