@@ -6,8 +6,6 @@ team constants"), each under the constant's name.
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 import numpy as np
 
 from rnnjit.kernels._simd import FEW, NV
@@ -52,7 +50,10 @@ def _ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
 
-@lru_cache(maxsize=1024)
+_WIDTHS: dict = {}
+_WIDTHS_KEPT = 4096  # distinct (B, threads, dtype, weight bytes) remembered; then the memo starts again
+
+
 def tile_width(B: int, threads: int, dtype, weight_bytes: int) -> int:
     """Sequences per tile: 1, FEW or a multiple of the SIMD lanes, whichever the cost model finishes first.
 
@@ -67,9 +68,19 @@ def tile_width(B: int, threads: int, dtype, weight_bytes: int) -> int:
     larger than `WIDE_WEIGHTS`: each weight panel is then read once per step
     for that many sequences, not once per 48.
 
-    A pure function of its arguments, cached: the cost model takes ~2 us of
-    Python, as much as 20 steps of a batch of one's recurrence at H=32.
+    A pure function of its arguments, remembered: the cost model takes ~2 us
+    of Python, as much as 20 steps of a batch of one's recurrence at H=32.
     """
+    key = (B, threads, dtype, weight_bytes)
+    bt = _WIDTHS.get(key)
+    if bt is None:
+        if len(_WIDTHS) >= _WIDTHS_KEPT:
+            _WIDTHS.clear()
+        bt = _WIDTHS[key] = _tile_width(B, threads, dtype, weight_bytes)
+    return bt
+
+
+def _tile_width(B: int, threads: int, dtype, weight_bytes: int) -> int:
     th = max(threads, 1)
     lv = lanes(dtype)
     vecs = -(-B // lv)
