@@ -36,7 +36,7 @@ import numpy as np
 
 from rnnjit.kernels import team_policy
 from rnnjit.kernels._simd import MR
-from rnnjit.kernels.layer import OUT_ALL, OUT_LAST, OUT_MAX, OUT_NONE, OUT_SUM, run_worker
+from rnnjit.kernels.layer import OUT_ALL, OUT_LAST, OUT_MAX, OUT_NONE, OUT_SUM, STEP_BLOCK, project_all, run_worker
 from rnnjit.kernels.pack import CELL_CODES, PackedLayer, aligned_empty, pack_layer, padded_hidden
 from rnnjit.kernels.pool import parallel, run_jobs
 from rnnjit.kernels.precision import PRECISIONS, Precision, missing_features, precision_of, target_cpu
@@ -215,7 +215,9 @@ def _run_layers(prepared, rows, tok, lengths, h0, c0, hn, cn, top_mode, y_all, y
             k = layer * D + d
             pk = prepared.layers[k]
             bt, order, tile_ptr, workers, team = plans[d % len(plans)]
+            kx, xk0 = _projected(prepared, pk, bt)
             values = dict(
+                kx=kx, xk0=xk0,
                 cell=cell, x=rows, tok=tok, w=pk.w, wg=pk.wg, kstart=pk.kstart, klen=pk.klen, wr=pk.wr, wrg=pk.wrg,
                 h0=h0[k], c0=c0[k], y=out, ycol=d * Ho, out_mode=mode, reverse=d == 1, hn=hn[k], cn=cn[k],
                 hidden=H, hp=hp, h_out=Ho, proj=spec.proj_size, bt=bt,
@@ -232,6 +234,22 @@ def _run_layers(prepared, rows, tok, lengths, h0, c0, hn, cn, top_mode, y_all, y
             run_jobs(jobs)
         if layer < L - 1:
             rows, tok = out.reshape(B * T, D * Ho), no_tokens
+
+
+def _projected(prepared, pk, bt) -> tuple[int, int]:
+    """(``kx``, ``xk0``) of `run_worker`: the operand elements a one-sequence tile projects for all its steps
+    first (`rnnjit.kernels.layer.project_steps`), and the first input column it still gathers per step.
+
+    Every whole operand element of ``[b_ih | W_ih]`` (``I + 1`` columns; bf16
+    pairs: the pair of the last input column and the first h column stays per
+    step). None for int8 (its input columns are a product of their own with a
+    per-step scale, `rnnjit.kernels.layer.gate_products`) or for wider tiles.
+    """
+    kp = prepared.precision.k_pack
+    if bt != 1 or kp > 2:
+        return 0, 0
+    kx = (pk.in_size + 1) // kp
+    return kx, kx * kp - 1
 
 
 _PICK: dict = {}
@@ -280,13 +298,25 @@ def _run_team(values: dict, workers, chunks):
     sync = np.zeros(sync_words(nch), np.int64)
     sync[NTH] = workers
     maxlen = int(slen.max())
-    values.update(
+    xproj = np.zeros(1, dtype)
+    if values["kx"] and maxlen * w.shape[0] * MR * dtype.itemsize > TEAM_PROJECTION_BYTES:
+        values.update(kx=0, xk0=0)  # a very long sequence: the team reads the input columns per step
+    if values["kx"]:  # every step's input projection first, on the team's threads
+        xproj = aligned_empty(-(-maxlen // STEP_BLOCK) * STEP_BLOCK * w.shape[0] * MR, dtype)
+        parallel(workers, project_all, (w, values["wg"], rows, tok, int(seq[0]), int(slen[0]), reverse, maxlen,
+                                        values["kx"], xproj, np.zeros(1, np.int64)))  # fmt: skip
+    values.update(xproj=xproj,
         seq=seq, slen=slen, nb=B, maxlen=maxlen, zbuf=zbuf.reshape(2, K * bt), cbuf=cbuf.reshape(2, H * bt),
         g=_line_zeros(w.shape[0] * MR * bt, dtype), m=_line_zeros(H * bt, dtype), sync=sync,
         nblk=1 if values["cell"] in (CELL_CODES["rnn_tanh"], CELL_CODES["rnn_relu"]) else 4, cb=cb, nch=nch,
     )  # fmt: skip
     parallel(workers, run_team, kernel_args(run_team, values))
     team_policy.note_spins(int(sync[SPINS]), maxlen)
+
+
+TEAM_PROJECTION_BYTES = 64 << 20
+"""Largest input projection a team computes before it starts (every step of the sequence: steps x gate rows);
+a longer sequence runs the team without it."""
 
 
 def _line_zeros(shape, dtype) -> np.ndarray:
