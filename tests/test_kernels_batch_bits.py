@@ -120,13 +120,17 @@ def test_an_odd_stack_runs_its_first_layer_as_a_team_then_a_wavefront_with_the_s
             np.testing.assert_array_equal(cn[:, 0], whole[2][:, b])
     assert teams == [2] * 3 and stacks == [2] * 3  # layer 0 as a team, layers 1 and 2 as a wavefront, every call
 
-def test_a_wavefront_whose_caller_mostly_waited_pauses_waves(monkeypatch):
+def test_a_wavefront_pauses_when_its_caller_mostly_waited_and_gives_way_to_teams_of_large_layers(monkeypatch):
     _, spec, _ = build("lstm", 7, 20, 2, False, True, np.float32)
     monkeypatch.setattr(team_policy, "_waves_paused_until", 0.0)
     team_policy.note_wave(1.0, 0.1)  # a healthy run: the caller waited about a step at the end
     assert team_policy.wavefront_workers(spec, True, 2, 1e9) == 2
     team_policy.note_wave(1.0, 3.0)  # the upper layer's thread was held up by another process
     assert team_policy.wavefront_workers(spec, True, 2, 1e9) == 0
+    monkeypatch.setattr(team_policy, "_waves_paused_until", 0.0)
+    big = team_policy.TEAM_OVER_WAVE + 1
+    assert team_policy.wavefront_workers(spec, True, 2, 1e9, big) == 0  # layers that large run as teams
+    assert team_policy.wavefront_workers(spec, True, 2, 1e9, 0) == 2
 
 
 PRECISIONS = [None, "bf16", "float64"]  # None: float32

@@ -235,7 +235,8 @@ def _run_layers(prepared, rows, tok, lengths, h0, c0, hn, cn, top_mode, y_all, y
         if not any(p[4] for p in split):
             plans = split
     # a stack of one-directional layers in one tile: its layers at once, each behind the one below (`wavefront`)
-    waves = wavefront_workers(spec, plans[0][2].size == 2, threads, float(lengths.max()) * lay.wbytes)
+    waves = wavefront_workers(spec, plans[0][2].size == 2, threads, float(lengths.max()) * lay.wbytes,
+                              lay.wbytes if plans[0][4] else 0)  # fmt: skip
     # an odd stack on two threads whose layers run as a team: the first layer as a team, the rest as a wavefront
     # (3 layers as a wavefront leave one thread two layers)
     solo = 1 if waves == 2 and L % 2 and plans[0][4] else 0
