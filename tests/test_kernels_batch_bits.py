@@ -94,7 +94,6 @@ def test_a_stack_run_as_a_wavefront_has_the_same_bits_as_layer_after_layer(cell,
     assert stacks == [2] * 12  # every call above ran as a wavefront
 
 
-
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_an_odd_stack_runs_its_first_layer_as_a_team_then_a_wavefront_with_the_same_bits(cell, monkeypatch):
     run_team = kernels._run_team
@@ -119,6 +118,7 @@ def test_an_odd_stack_runs_its_first_layer_as_a_team_then_a_wavefront_with_the_s
         if cn is not None:
             np.testing.assert_array_equal(cn[:, 0], whole[2][:, b])
     assert teams == [2] * 3 and stacks == [2] * 3  # layer 0 as a team, layers 1 and 2 as a wavefront, every call
+
 
 def test_a_wavefront_pauses_when_its_caller_mostly_waited_and_gives_way_to_teams_of_large_layers(monkeypatch):
     _, spec, _ = build("lstm", 7, 20, 2, False, True, np.float32)
