@@ -192,6 +192,9 @@ def test_packed_output_is_the_valid_steps_of_the_padded_one_bit_for_bit(tmp_path
         return
     assert packed.shape == (lengths.sum(), model.output_dim) and packed.flags.c_contiguous
     np.testing.assert_array_equal(packed, np.concatenate([padded[b, : lengths[b]] for b in range(len(lengths))]))
+    full = np.full_like(lengths, 7)  # no padding at all
+    np.testing.assert_array_equal(model.predict(x, lengths=full, engine=engine, packed=True),
+                                  model.predict(x, lengths=full, engine=engine).reshape(-1, model.output_dim))
 
 
 def test_pooled_model_refuses_another_output_mode(tmp_path):

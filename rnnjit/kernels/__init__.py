@@ -9,8 +9,9 @@ Modules: `config` (compile flags, the only place they are set), `precision`
 `_simd` (register-blocked matmul micro-kernels and atomics as numba
 intrinsics), `activations` (vectorizable tanh/sigmoid), `update` (the cell
 update), `pack` (weight packing, numpy), `layer` (the tile kernel), `team`
-(one tile on several threads), `tiling` (tile width cost model, tiles by
-length), `team_policy` (when a team runs), `pool` (the worker threads), and
+(one tile on several threads), `wavefront` (a stack of layers in one tile,
+its layers at once), `tiling` (tile width cost model, tiles by length),
+`team_policy` (when a team or a wavefront runs), `pool` (the worker threads), and
 this wrapper, which checks and converts inputs once, builds the kernels'
 arguments (`kernel_args`) and shapes results.
 
@@ -29,20 +30,21 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numba
 import numpy as np
 
 from rnnjit.kernels import team_policy
 from rnnjit.kernels._simd import MR
-from rnnjit.kernels.layer import OUT_ALL, OUT_LAST, OUT_MAX, OUT_NONE, OUT_SUM, run_worker
+from rnnjit.kernels.layer import OUT_ALL, OUT_LAST, OUT_MAX, OUT_NONE, OUT_SUM, STEP_BLOCK, project_all, run_worker
 from rnnjit.kernels.pack import CELL_CODES, PackedLayer, aligned_empty, pack_layer, padded_hidden
-from rnnjit.kernels.pool import parallel, run_jobs
+from rnnjit.kernels.pool import parallel, run_in_order, run_jobs
 from rnnjit.kernels.precision import PRECISIONS, Precision, missing_features, precision_of, target_cpu
 from rnnjit.kernels.rows import prepare_steps, run_steps
 from rnnjit.kernels.team import NTH, SPINS, run_team, sync_words
-from rnnjit.kernels.team_policy import team_chunks
+from rnnjit.kernels.team_policy import team_chunks, wavefront_workers
+from rnnjit.kernels.wavefront import counters
 from rnnjit.kernels.tiling import tile_width, tiles
 from rnnjit.errors import PrecisionUnavailableError
 from rnnjit.spec import RNNSpec
@@ -58,6 +60,8 @@ class Prepared:
     dtype: np.dtype
     layers: tuple[PackedLayer, ...]  # index layer * D + direction
     precision: Precision = PRECISIONS["float32"]
+    # what every call reads from the weights alone (`_layout`), built on the first call
+    cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
 
 PRODUCT_CPUS = {
@@ -170,16 +174,42 @@ a direction is a few microseconds, less than handing one to a pool thread
 """
 
 
+@dataclass(frozen=True)
+class _Layout:
+    """What `_run_layers` reads from the packed weights on every call, worked out once per `Prepared`."""
+
+    static: tuple[dict, ...]  # per layer * D + direction: the kernel arguments that do not depend on the call
+    wbytes: int  # the largest layer-direction's packed weights
+    w0bytes: int  # the first layer-direction's (`SPLIT_WORK`)
+
+
+def _layout(prepared: Prepared) -> _Layout:
+    lay = prepared.cache.get("layout")
+    if lay is None:
+        spec = prepared.spec
+        D, Ho, H = spec.num_directions, spec.h_out, spec.hidden_size
+        static = tuple(
+            dict(
+                cell=CELL_CODES[spec.cell], w=pk.w, wg=pk.wg, kstart=pk.kstart, klen=pk.klen, wr=pk.wr, wrg=pk.wrg,
+                ycol=(k % D) * Ho, reverse=k % D == 1, hidden=H, hp=padded_hidden(H), h_out=Ho, proj=spec.proj_size,
+                qs=pk.qs, qc=pk.qc, rqs=pk.rqs, rqc=pk.rqc, split=pk.split,
+            )  # fmt: skip
+            for k, pk in enumerate(prepared.layers)
+        )
+        lay = _Layout(static, max(pk.w.nbytes for pk in prepared.layers), prepared.layers[0].w.nbytes)
+        prepared.cache["layout"] = lay
+    return lay
+
+
 def _plan(prepared, lengths, wbytes, threads):
     """(tile width, order, tile_ptr, workers, team chunks or None) for one direction on ``threads`` threads."""
-    spec = prepared.spec
     bt = tile_width(lengths.shape[0], threads, prepared.dtype, wbytes)
     order, tile_ptr = tiles(lengths, bt)
     workers = max(1, min(threads, tile_ptr.size - 1))
     # one tile on several threads (`team`) only where the products read z itself: a packed z would need
     # every chunk of a step done before the next step's z is packed
     one_tile = tile_ptr.size == 2 and prepared.precision.k_pack == 1
-    team = team_chunks(spec, bt, threads, wbytes) if one_tile else None
+    team = team_chunks(prepared.spec, bt, threads, wbytes) if one_tile else None
     return bt, order, tile_ptr, (threads if team else workers), team
 
 
@@ -192,19 +222,27 @@ def _run_layers(prepared, rows, tok, lengths, h0, c0, hn, cn, top_mode, y_all, y
     batch size, and a small batch needs no per-step hand-off between threads
     (a batch of one ran each direction as a team, whose every step waits for
     both threads; on a shared machine a stalled step costs a time slice).
+    A stack of one-directional layers in one tile (a batch of one) runs its
+    layers at once instead, each behind the layer below (`wavefront`).
     """
     spec, dtype = prepared.spec, prepared.dtype
     B, T = lengths.shape[0], tok.shape[1]
-    D, L, Ho, H = spec.num_directions, spec.num_layers, spec.h_out, spec.hidden_size
-    wbytes = max(pk.w.nbytes for pk in prepared.layers)
-    plans = [_plan(prepared, lengths, wbytes, threads)]
-    if D == 2 and threads >= 2 and float(lengths.sum()) * prepared.layers[0].w.nbytes >= SPLIT_WORK:
-        split = [_plan(prepared, lengths, wbytes, t) for t in (threads // 2, threads - threads // 2)]
+    D, L, Ho = spec.num_directions, spec.num_layers, spec.h_out
+    lay = _layout(prepared)
+    plans = [_plan(prepared, lengths, lay.wbytes, threads)]
+    if D == 2 and threads >= 2 and float(lengths.sum()) * lay.w0bytes >= SPLIT_WORK:
+        split = [_plan(prepared, lengths, lay.wbytes, t) for t in (threads // 2, threads - threads // 2)]
         if not any(p[4] for p in split):
             plans = split
-    cell = CELL_CODES[spec.cell]
-    hp = padded_hidden(H)
+    # a stack of one-directional layers in one tile: its layers at once, each behind the one below (`wavefront`)
+    waves = wavefront_workers(spec, plans[0][2].size == 2, threads, float(lengths.max()) * lay.wbytes,
+                              lay.wbytes if plans[0][4] else 0)  # fmt: skip
+    # an odd stack on two threads whose layers run as a team: the first layer as a team, the rest as a wavefront
+    # (3 layers as a wavefront leave one thread two layers)
+    solo = 1 if waves == 2 and L % 2 and plans[0][4] else 0
+    ready = counters(L - solo) if waves else counters(0)
     no_tokens = np.zeros((0, T), np.int64)
+    stack = []
     for layer in range(L):
         if layer < L - 1:
             out, mode = np.zeros((B, T, D * Ho), dtype), OUT_ALL
@@ -213,16 +251,16 @@ def _run_layers(prepared, rows, tok, lengths, h0, c0, hn, cn, top_mode, y_all, y
         jobs = []
         for d in range(D):
             k = layer * D + d
-            pk = prepared.layers[k]
             bt, order, tile_ptr, workers, team = plans[d % len(plans)]
-            values = dict(
-                cell=cell, x=rows, tok=tok, w=pk.w, wg=pk.wg, kstart=pk.kstart, klen=pk.klen, wr=pk.wr, wrg=pk.wrg,
-                h0=h0[k], c0=c0[k], y=out, ycol=d * Ho, out_mode=mode, reverse=d == 1, hn=hn[k], cn=cn[k],
-                hidden=H, hp=hp, h_out=Ho, proj=spec.proj_size, bt=bt,
-                qs=pk.qs, qc=pk.qc, rqs=pk.rqs, rqc=pk.rqc, split=pk.split,
-                lens=lengths, order=order, tile_ptr=tile_ptr, next_tile=np.zeros(1, np.int64),
-            )  # fmt: skip
-            if len(plans) == 2:
+            kx, xk0 = _projected(prepared, prepared.layers[k], bt)
+            values = {
+                **lay.static[k], "x": rows, "tok": tok, "h0": h0[k], "c0": c0[k], "y": out, "out_mode": mode,
+                "hn": hn[k], "cn": cn[k], "bt": bt, "lens": lengths, "order": order, "tile_ptr": tile_ptr,
+                "next_tile": np.zeros(1, np.int64), "kx": kx, "xk0": xk0, "ready": ready, "lay": layer - solo,
+            }  # fmt: skip
+            if waves and layer >= solo:
+                stack.append((run_worker, kernel_args(run_worker, values)))
+            elif len(plans) == 2:
                 jobs += [(run_worker, kernel_args(run_worker, values))] * workers
             elif team:
                 _run_team(values, workers, team)
@@ -232,6 +270,24 @@ def _run_layers(prepared, rows, tok, lengths, h0, c0, hn, cn, top_mode, y_all, y
             run_jobs(jobs)
         if layer < L - 1:
             rows, tok = out.reshape(B * T, D * Ho), no_tokens
+    if stack:
+        team_policy.note_wave(*run_in_order(waves, stack))
+
+
+def _projected(prepared, pk, bt) -> tuple[int, int]:
+    """(``kx``, ``xk0``) of `run_worker`: the operand elements a one-sequence tile projects for all its steps
+    first (`rnnjit.kernels.layer.project_steps`), and the first input column it still gathers per step.
+
+    Every whole operand element of ``[b_ih | W_ih]`` (``I + 1`` columns; bf16
+    pairs: the pair of the last input column and the first h column stays per
+    step). None for int8 (its input columns are a product of their own with a
+    per-step scale, `rnnjit.kernels.layer.gate_products`) or for wider tiles.
+    """
+    kp = prepared.precision.k_pack
+    if bt != 1 or kp > 2:
+        return 0, 0
+    kx = (pk.in_size + 1) // kp
+    return kx, kx * kp - 1
 
 
 _PICK: dict = {}
@@ -280,13 +336,25 @@ def _run_team(values: dict, workers, chunks):
     sync = np.zeros(sync_words(nch), np.int64)
     sync[NTH] = workers
     maxlen = int(slen.max())
-    values.update(
+    xproj = np.zeros(1, dtype)
+    if values["kx"] and maxlen * w.shape[0] * MR * dtype.itemsize > TEAM_PROJECTION_BYTES:
+        values.update(kx=0, xk0=0)  # a very long sequence: the team reads the input columns per step
+    if values["kx"]:  # every step's input projection first, on the team's threads
+        xproj = aligned_empty(-(-maxlen // STEP_BLOCK) * STEP_BLOCK * w.shape[0] * MR, dtype)
+        parallel(workers, project_all, (w, values["wg"], rows, tok, int(seq[0]), int(slen[0]), reverse, maxlen,
+                                        values["kx"], xproj, np.zeros(1, np.int64)))  # fmt: skip
+    values.update(xproj=xproj,
         seq=seq, slen=slen, nb=B, maxlen=maxlen, zbuf=zbuf.reshape(2, K * bt), cbuf=cbuf.reshape(2, H * bt),
         g=_line_zeros(w.shape[0] * MR * bt, dtype), m=_line_zeros(H * bt, dtype), sync=sync,
         nblk=1 if values["cell"] in (CELL_CODES["rnn_tanh"], CELL_CODES["rnn_relu"]) else 4, cb=cb, nch=nch,
     )  # fmt: skip
     parallel(workers, run_team, kernel_args(run_team, values))
     team_policy.note_spins(int(sync[SPINS]), maxlen)
+
+
+TEAM_PROJECTION_BYTES = 64 << 20
+"""Largest input projection a team computes before it starts (every step of the sequence: steps x gate rows);
+a longer sequence runs the team without it."""
 
 
 def _line_zeros(shape, dtype) -> np.ndarray:

@@ -20,7 +20,7 @@ batch.
 
 Same bits for a row whatever else is in its batch: lanes never mix, every
 output is one FMA chain over the input features in order (the same in
-`mk_lanes` and `mk_lanes1`), and reductions over features (softmax, LayerNorm)
+`mk_lanes`, `mk_lanes2` and `mk_lanes1`), and reductions over features (softmax, LayerNorm)
 run per lane in feature order; no BLAS call, whose blocking would depend on
 the number of rows.
 """
@@ -35,9 +35,10 @@ import numba
 import numpy as np
 from numba import njit
 
-from rnnjit.kernels._simd import MR, NV, fetch_add, mk_lanes, mk_lanes1
+from rnnjit.kernels._simd import MR, NV, fetch_add
 from rnnjit.kernels.activations import sigmoid, tanh
 from rnnjit.kernels.config import JIT
+from rnnjit.kernels.layer import lanes_row
 from rnnjit.kernels.pool import parallel
 from rnnjit.kernels.precision import VECTOR_BYTES, lanes
 
@@ -169,23 +170,30 @@ def rows_worker(src, src_idx, dst, dst_idx, prog, wts, width, next_tile):
     ``src`` (rows, F_in) is read at rows ``src_idx``; result row r goes to
     ``dst[dst_idx[r]]`` (dst (rows, F_out)). ``width``: rows of each tile
     buffer (the widest step, rounded up to MR).
+
+    Fewer rows than a tile (a batch of one's steps) get buffers only as wide
+    as their SIMD vectors, and the buffers are not zeroed: every value a step
+    reads was written before (the gather zero-fills the lanes past the last
+    row, each linear layer writes all its panel rows). Zeroing two full-tile
+    buffers for a 876-wide output took ~9 us, the whole call for one row.
     """
     n = src_idx.shape[0]
     fin = src.shape[1]
     fout = dst.shape[1]
     lv = VECTOR_BYTES // src.itemsize  # rows per SIMD vector
-    bt = NV * lv
+    rows_per_tile = NV * lv
+    bt = min(rows_per_tile, (n + lv - 1) // lv * lv)  # the buffers' lane stride
     sf = src.reshape(src.size)
     df = dst.reshape(dst.size)
-    a = np.zeros(width * bt, src.dtype)
-    b = np.zeros(width * bt, src.dtype)
+    a = np.empty(width * bt, src.dtype)
+    b = np.empty(width * bt, src.dtype)
     stat = np.zeros(2 * bt, src.dtype)
-    n_tiles = (n + bt - 1) // bt
+    n_tiles = (n + rows_per_tile - 1) // rows_per_tile
     while True:
         tile = fetch_add(next_tile, 0, 1)
         if tile >= n_tiles:
             break
-        r0 = tile * bt
+        r0 = tile * rows_per_tile
         nr = min(bt, n - r0)
         nvec = (nr + lv - 1) // lv
         used = nvec * lv
@@ -202,14 +210,7 @@ def rows_worker(src, src_idx, dst, dst_idx, prog, wts, width, next_tile):
             if code == LINEAR:
                 wo, bo = prog[op, 3], prog[op, 4]
                 for p in range((fo + MR - 1) // MR):
-                    v = 0
-                    while v < nvec:
-                        if v + NV <= nvec:
-                            mk_lanes(wts, wo + p * fi * MR, cur, v * lv, bt, nxt, p * MR * bt + v * lv, bt, fi)
-                            v += NV
-                        else:
-                            mk_lanes1(wts, wo + p * fi * MR, cur, v * lv, bt, nxt, p * MR * bt + v * lv, bt, fi)
-                            v += 1
+                    lanes_row(wts, wo + p * fi * MR, cur, 0, nxt, p * MR * bt, bt, fi, nvec, lv)
                 if bo >= 0:
                     for o in range(fo):
                         bias = wts[bo + o]

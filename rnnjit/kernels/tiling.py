@@ -10,6 +10,7 @@ import numpy as np
 
 from rnnjit.kernels._simd import FEW, NV
 from rnnjit.kernels.precision import lanes
+from rnnjit.kernels.team_policy import L2_BYTES
 
 WIDE_VECS = 12
 """Most SIMD vectors in one tile row when a layer's weights are large (see `tile_width`)."""
@@ -30,24 +31,42 @@ LANES1_COST = 1.15
 """Cost of one SIMD vector of a tile in the one-vector micro-kernel (`mk_lanes1`), relative to `mk_lanes` (NV vectors;
 measured: bench/report_notes.md)."""
 
+LANES2_COST = 1.0
+"""The same for each of two vectors in the two-vector micro-kernel (`mk_lanes2`; measured: bench/report_notes.md)."""
 
-def _makespan(vecs: int, w: int, threads: int) -> float:
+STREAMED_TILE_COST = 1.45
+"""Least time per step of a lane tile, in vectors of `mk_lanes`, when the packed weights do not fit in a core's L2
+(`rnnjit.kernels.team_policy.L2_BYTES`): every tile then reads them from L3 each step, which a one-vector tile
+does not hide behind its products (measured: bench/report_notes.md)."""
+
+
+def _tile_cost(v: int, streamed: bool) -> float:
+    """Time per step of a tile of ``v`` vectors: full micro-kernel rows, then the remainder's kernel."""
+    rest = v % NV
+    cost = v // NV * NV + (2 * LANES2_COST if rest == 2 else rest * LANES1_COST)
+    return max(cost, STREAMED_TILE_COST) if streamed else cost
+
+
+def _makespan(vecs: int, w: int, threads: int, streamed: bool = False) -> float:
     """Time to run ``vecs`` SIMD vectors of sequences in tiles of ``w`` vectors on ``threads`` threads.
 
     Longest tile first onto the least loaded thread, as the tile counter
-    hands them out; a tile of ``v`` vectors costs ``v // NV * NV`` full
-    micro-kernel rows plus `LANES1_COST` per remaining vector.
+    hands them out; a tile costs `_tile_cost` (``streamed``: weights beyond L2).
     """
     tiles = [w] * (vecs // w) + ([vecs % w] if vecs % w else [])
     load = [0.0] * max(threads, 1)
     for v in tiles:
         k = load.index(min(load))
-        load[k] += v // NV * NV + v % NV * LANES1_COST
+        load[k] += _tile_cost(v, streamed)
     return max(load)
 
 
 def _ceil_div(a: int, b: int) -> int:
     return -(-a // b)
+
+
+_WIDTHS: dict = {}
+_WIDTHS_KEPT = 4096  # distinct (B, threads, dtype, weight bytes) remembered; then the memo starts again
 
 
 def tile_width(B: int, threads: int, dtype, weight_bytes: int) -> int:
@@ -63,12 +82,26 @@ def tile_width(B: int, threads: int, dtype, weight_bytes: int) -> int:
     lanes for most models, and up to `WIDE_VECS` vectors when the weights are
     larger than `WIDE_WEIGHTS`: each weight panel is then read once per step
     for that many sequences, not once per 48.
+
+    A pure function of its arguments, remembered: the cost model takes ~2 us
+    of Python, as much as 20 steps of a batch of one's recurrence at H=32.
     """
+    key = (B, threads, dtype, weight_bytes)
+    bt = _WIDTHS.get(key)
+    if bt is None:
+        if len(_WIDTHS) >= _WIDTHS_KEPT:
+            _WIDTHS.clear()
+        bt = _WIDTHS[key] = _tile_width(B, threads, dtype, weight_bytes)
+    return bt
+
+
+def _tile_width(B: int, threads: int, dtype, weight_bytes: int) -> int:
     th = max(threads, 1)
     lv = lanes(dtype)
     vecs = -(-B // lv)
     cap = WIDE_VECS if weight_bytes > WIDE_WEIGHTS else NV
-    cost = {lv * w: _makespan(vecs, w, th) * lv for w in range(1, min(cap, vecs) + 1)}
+    streamed = weight_bytes > L2_BYTES
+    cost = {lv * w: _makespan(vecs, w, th, streamed) * lv for w in range(1, min(cap, vecs) + 1)}
     if B <= SMALL_TILES_UP_TO:
         cost[FEW] = _ceil_div(_ceil_div(B, FEW), th) * FEW_TILE_COST  # rounds of tiles on the busiest thread
         cost[1] = _ceil_div(B, th) * ONE_TILE_COST
@@ -84,8 +117,7 @@ def tiles(lengths: np.ndarray, bt: int):
     like longest-processing-time-first.
     """
     B = lengths.shape[0]
-    order = np.argsort(-lengths, kind="stable").astype(np.int64)
-    tile_ptr = np.arange(0, B + bt, bt, dtype=np.int64)
-    tile_ptr[-1] = B
-    tile_ptr = np.unique(tile_ptr)
+    order = np.zeros(1, np.int64) if B == 1 else np.argsort(-lengths, kind="stable").astype(np.int64, copy=False)
+    tile_ptr = np.arange(0, B + bt, bt, dtype=np.int64)  # the last start past B (or B itself) becomes B:
+    tile_ptr[-1] = B  # strictly increasing, no empty tile
     return order, tile_ptr
