@@ -122,28 +122,29 @@ def run(prepared: Prepared, x, lengths, h0=None, c0=None, select="all", threads=
     """
     if select not in SELECT_MODES:
         raise ValueError(f"select must be one of {', '.join(SELECT_MODES)}, got {select!r}")
-    spec, dtype = prepared.spec, prepared.dtype
+    dtype = prepared.dtype
+    lay = _layout(prepared)
+    D, L, Ho, H, I = lay.sizes
     if table is None:
         x = _writable(np.ascontiguousarray(x, dtype=dtype))
-        if x.ndim != 3 or x.shape[2] != spec.input_size:
-            raise ValueError(f"x has shape {x.shape}; expected (batch, time, {spec.input_size})")
+        if x.ndim != 3 or x.shape[2] != I:
+            raise ValueError(f"x has shape {x.shape}; expected (batch, time, {I})")
         B, T, _ = x.shape
-        rows, tok = x.reshape(B * T, spec.input_size), np.zeros((0, T), np.int64)
+        rows, tok = x.reshape(B * T, I), np.zeros((0, T), np.int64)
     else:
         tok = _writable(np.ascontiguousarray(x, dtype=np.int64))
         rows = _writable(np.ascontiguousarray(table, dtype=dtype))
-        if tok.ndim != 2 or rows.ndim != 2 or rows.shape[1] != spec.input_size:
+        if tok.ndim != 2 or rows.ndim != 2 or rows.shape[1] != I:
             raise ValueError(
-                f"token ids {tok.shape} and table {rows.shape}; expected (batch, time) and (vocabulary, {spec.input_size})"
+                f"token ids {tok.shape} and table {rows.shape}; expected (batch, time) and (vocabulary, {I})"
             )
         B, T = tok.shape
     lengths = _writable(np.ascontiguousarray(lengths, dtype=np.int64))
-    D, L, Ho, H = spec.num_directions, spec.num_layers, spec.h_out, spec.hidden_size
-    h_shape, c_shape = spec.state_shapes(B)
+    h_shape = (L * D, B, Ho)  # `RNNSpec.state_shapes`
     hn = np.zeros(h_shape, dtype)
     cn = np.zeros((L * D, B, H), dtype)
     h0 = np.zeros(h_shape, dtype) if h0 is None else _writable(np.ascontiguousarray(h0, dtype=dtype))
-    c0 = cn.copy() if (c0 is None or c_shape is None) else _writable(np.ascontiguousarray(c0, dtype=dtype))
+    c0 = cn.copy() if (c0 is None or not lay.has_c) else _writable(np.ascontiguousarray(c0, dtype=dtype))
     y_all = np.zeros((B, T, D * Ho), dtype) if select == "all" else None
     y_last = np.zeros((B, 1, D * Ho), dtype)
     if B > 0 and T > 0:
@@ -159,7 +160,7 @@ def run(prepared: Prepared, x, lengths, h0=None, c0=None, select="all", threads=
         y = y_last[:, 0, :]
         if select == "mean":
             y = y / lengths[:, None].astype(dtype)
-    return np.ascontiguousarray(y), hn, (cn if c_shape else None)
+    return np.ascontiguousarray(y), hn, (cn if lay.has_c else None)
 
 
 SPLIT_WORK = 3e7
@@ -179,6 +180,8 @@ class _Layout:
     static: tuple[dict, ...]  # per layer * D + direction: the kernel arguments that do not depend on the call
     wbytes: int  # the largest layer-direction's packed weights
     w0bytes: int  # the first layer-direction's (`SPLIT_WORK`)
+    sizes: tuple[int, int, int, int, int]  # the spec's (directions, layers, h_out, hidden, input size)
+    has_c: bool  # the cell has a cell state (LSTM)
 
 
 def _layout(prepared: Prepared) -> _Layout:
@@ -194,7 +197,8 @@ def _layout(prepared: Prepared) -> _Layout:
             )  # fmt: skip
             for k, pk in enumerate(prepared.layers)
         )
-        lay = _Layout(static, max(pk.w.nbytes for pk in prepared.layers), prepared.layers[0].w.nbytes)
+        lay = _Layout(static, max(pk.w.nbytes for pk in prepared.layers), prepared.layers[0].w.nbytes,
+                      (D, spec.num_layers, Ho, H, spec.input_size), spec.has_cell_state)  # fmt: skip
         prepared.cache["layout"] = lay
     return lay
 
@@ -221,10 +225,10 @@ def _run_layers(prepared, rows, tok, lengths, h0, c0, hn, cn, top_mode, y_all, y
     (a batch of one ran each direction as a team, whose every step waits for
     both threads; on a shared machine a stalled step costs a time slice).
     """
-    spec, dtype = prepared.spec, prepared.dtype
+    dtype = prepared.dtype
     B, T = lengths.shape[0], tok.shape[1]
-    D, L, Ho = spec.num_directions, spec.num_layers, spec.h_out
     lay = _layout(prepared)
+    D, L, Ho = lay.sizes[:3]
     plans = [_plan(prepared, lengths, lay.wbytes, threads)]
     if D == 2 and threads >= 2 and float(lengths.sum()) * lay.w0bytes >= SPLIT_WORK:
         split = [_plan(prepared, lengths, lay.wbytes, t) for t in (threads // 2, threads - threads // 2)]
