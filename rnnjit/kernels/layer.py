@@ -40,13 +40,14 @@ from numba import types as numba_types
 from numba.extending import overload
 
 from rnnjit.kernels._simd import (
-    FEW, FEW_VECS, GROUP_ROWS, MR, NV, P_ROWS, fetch_add, mk_lanes, mk_lanes1, mk_rows_grouped, mk_rows_grouped_few,
-    mk_rows_grouped_from,
+    FEW, FEW_VECS, GROUP_ROWS, MR, NV, P_ROWS, fetch_add, mk_lanes, mk_lanes1, mk_lanes2, mk_rows_grouped,
+    mk_rows_grouped_few, mk_rows_grouped_from,
 )
 from rnnjit.kernels.config import HELPER_JIT, JIT
 from rnnjit.kernels.pack import to_operand
 from rnnjit.kernels.precision import PRECISIONS, VECTOR_BYTES
 from rnnjit.kernels.update import LSTM, cell_update
+from rnnjit.kernels.wavefront import step_done, wait_for_step
 
 OUT_NONE, OUT_LAST, OUT_ALL, OUT_SUM, OUT_MAX = 0, 1, 2, 3, 4
 """What a layer writes per step: nothing (final state only), the output at each sequence's last
@@ -183,21 +184,41 @@ def _int8_inputs(a, aq, bt, x0, nx, h0, nh, scales):
 
 
 @njit(inline="always", **JIT)
-def panel_lanes(wf, a0, z, zoff, g, goff, bt, n, s, slen, nvec, lv):
-    """One weight panel against every vector of lanes of the tile whose sequences still run at step ``s``.
+def lanes_row(wf, a0, z, zoff, g, goff, bt, n, nvec, lv):
+    """One weight panel against the first ``nvec`` vectors of lanes: NV vectors at a time, then two or one.
 
-    Lanes are sorted by length within the tile, so the first vector whose
-    first sequence has ended ends the row; NV vectors at a time, then one.
-    Inlined at numba-IR level, so the worker and the team compile the same loop.
+    Every lane's sum is the same FMA chain in each kernel, so the bits do not
+    depend on which kernel ran a lane (the tile width, the batch around it).
     """
     v = 0
-    while v < nvec and s < slen[v * lv]:
+    while v < nvec:
         if v + NV <= nvec:
             mk_lanes(wf, a0, z, zoff + v * lv, bt, g, goff + v * lv, bt, n)
             v += NV
+        elif v + 2 <= nvec:
+            mk_lanes2(wf, a0, z, zoff + v * lv, bt, g, goff + v * lv, bt, n)
+            v += 2
         else:
             mk_lanes1(wf, a0, z, zoff + v * lv, bt, g, goff + v * lv, bt, n)
             v += 1
+
+
+@njit(inline="always", **JIT)
+def running_vectors(s, slen, nvec, lv):
+    """Vectors of lanes whose first sequence still runs at step ``s`` (lengths are sorted within the tile)."""
+    v = 0
+    while v < nvec and s < slen[v * lv]:
+        v += 1
+    return v
+
+
+@njit(inline="always", **JIT)
+def panel_lanes(wf, a0, z, zoff, g, goff, bt, n, s, slen, nvec, lv):
+    """One weight panel against every vector of lanes of the tile whose sequences still run at step ``s``.
+
+    Inlined at numba-IR level, so the worker and the team compile the same loop.
+    """
+    lanes_row(wf, a0, z, zoff, g, goff, bt, n, running_vectors(s, slen, nvec, lv), lv)
 
 
 @njit(inline="always", **JIT)
@@ -303,8 +324,8 @@ def _int8_projection(wrf, wrgf, mq, pr, racc, n_pan_r, Hw, bt, kstart, klen, s, 
 
 
 @njit(inline="always", **JIT)
-def _float_projection(wrf, wrgf, mq, pr, n_pan_r, Hw, bt, nvec, lv, rows_few):
-    """The float and bf16 projection: every vector of the tile (`proj_products`)."""
+def _float_projection(wrf, wrgf, mq, pr, n_pan_r, Hw, bt, s, slen, nvec, lv, rows_few):
+    """The float and bf16 projection: the vectors of the tile still running (`proj_products`)."""
     if bt == 1:
         for q in range(n_pan_r // P_ROWS):
             mk_rows_grouped(wrgf, q * Hw * GROUP_ROWS, mq, 0, pr, q * GROUP_ROWS, Hw)
@@ -314,10 +335,7 @@ def _float_projection(wrf, wrgf, mq, pr, n_pan_r, Hw, bt, nvec, lv, rows_few):
             mk_rows_grouped_few(wrgf, q * Hw * GROUP_ROWS + r, mq, 0, pr, r0 * FEW, Hw)
     else:
         for p in range(n_pan_r):
-            for v in range(0, nvec - nvec % NV, NV):
-                mk_lanes(wrf, p * Hw * MR, mq, v * lv, bt, pr, p * MR * bt + v * lv, bt, Hw)
-            for v in range(nvec - nvec % NV, nvec):
-                mk_lanes1(wrf, p * Hw * MR, mq, v * lv, bt, pr, p * MR * bt + v * lv, bt, Hw)
+            panel_lanes(wrf, p * Hw * MR, mq, 0, pr, p * MR * bt, bt, Hw, s, slen, nvec, lv)
 
 
 @njit(inline="always", **JIT)
@@ -372,7 +390,7 @@ def proj_products(wr, wrf, wrgf, mq, pr, racc, n_pan_r, Hw, bt, kstart, klen, s,
         _int8_projection(wrf, wrgf, mq, pr, racc, n_pan_r, Hw, bt, kstart, klen, s, slen, nvec, lv, rows_few, rqs,
                          rqc, scales)  # fmt: skip
     else:
-        _float_projection(wrf, wrgf, mq, pr, n_pan_r, Hw, bt, nvec, lv, rows_few)
+        _float_projection(wrf, wrgf, mq, pr, n_pan_r, Hw, bt, s, slen, nvec, lv, rows_few)
 
 
 @overload(proj_products, inline="always", jit_options=HELPER_JIT)
@@ -382,7 +400,7 @@ def _proj_products(wr, wrf, wrgf, mq, pr, racc, n_pan_r, Hw, bt, kstart, klen, s
 
         def one(wr, wrf, wrgf, mq, pr, racc, n_pan_r, Hw, bt, kstart, klen, s, slen, nvec, lv, rows_few, rqs, rqc,
                 scales):  # fmt: skip
-            _float_projection(wrf, wrgf, mq, pr, n_pan_r, Hw, bt, nvec, lv, rows_few)
+            _float_projection(wrf, wrgf, mq, pr, n_pan_r, Hw, bt, s, slen, nvec, lv, rows_few)
 
         return one
 
@@ -437,6 +455,9 @@ def _int8_rows(g, acc, rows, bt, qs, qc, scales):
 
 STEP_BLOCK = 48
 """Steps a one-sequence tile projects at once (`project_steps`; a multiple of ``MR``)."""
+
+WAVE_BLOCK = 16
+"""The same for an upper layer of a wavefront (`rnnjit.kernels.wavefront`): it waits for these steps of the layer below."""
 
 
 def project_steps(w, wgf, zx, zxq, proj, xf, tok, b, blen, reverse, s0, ns, T, I, n_pan, Kw, kx, scales):
@@ -524,7 +545,7 @@ def run_worker(
     w, wg, kstart, klen, wr, wrg,
     h0, c0, y, ycol, out_mode, reverse, hn, cn,
     hidden, hp, h_out, proj, bt,
-    qs, qc, rqs, rqc, split, kx, xk0,
+    qs, qc, rqs, rqc, split, kx, xk0, ready, lay,
 ):  # fmt: skip
     """One thread's share: tiles from the shared counter, through every step, scratch allocated once.
 
@@ -535,6 +556,12 @@ def run_worker(
     operand elements of every step are projected first
     (`project_steps`, `STEP_BLOCK` steps at a time), and per step only input columns ``[xk0, I)`` are
     gathered into ``z`` (none for float; the column a bf16 pair shares with h).
+
+    ``ready``: empty, or the step counters of a stack of layers that run at
+    once, one tile each (`rnnjit.kernels.wavefront`): step ``s`` first waits
+    until layer ``lay - 1`` has written its step ``s`` (``x`` is that
+    layer's output; with ``kx`` > 0, every step of the block projected at
+    ``s``), and counts its own step once its outputs are written.
     """
     T = tok.shape[1]
     I = x.shape[1]
@@ -561,7 +588,6 @@ def run_worker(
     pr = _skewed_zeros(n_pan_r * MR * bt, x, 3072)
     seq = np.zeros(bt, np.int64)
     slen = np.zeros(bt, np.int64)
-    xoff = np.zeros(bt, np.int64)
     h_at = (I + 1) * bt  # first h row of z
     Kw = w.shape[1]  # reduction length of the gate product in operand elements (K, or K / k_pack)
     Hw = wr.shape[1]  # the same for the projection
@@ -579,6 +605,10 @@ def run_worker(
     xproj = _skewed_zeros(STEP_BLOCK * R if on else 1, x, 0)
     zx = _skewed_zeros((I + 1) * STEP_BLOCK if on else 1, x, 0)
     zxq = operand_of(zx, w, (I + 1) * STEP_BLOCK if on else 1)
+    zin = z[bt:h_at]  # the x rows of z
+    # steps projected at once: a layer of a wavefront that waits for the layer below projects fewer, so it
+    # follows that layer a few steps behind, not a whole `STEP_BLOCK`
+    blk = WAVE_BLOCK if ready.shape[0] > 0 and lay > 0 else STEP_BLOCK
     n_tiles = tile_ptr.shape[0] - 1
     while True:
         tile = fetch_add(next_tile, 0, 1)  # tiles are longest first: dynamic LPT
@@ -606,23 +636,32 @@ def run_worker(
                 if cell == LSTM:
                     for u in range(H):
                         c[u * bt + l] = c0[b, u]
+        seen = 0  # steps of layer ``lay - 1`` known to be written (`ready`)
         for s in range(maxlen):
-            if on and s % STEP_BLOCK == 0:  # the input columns of the next steps at once
+            if ready.shape[0] > 0 and lay > 0:
+                need = min(s + blk, maxlen) - 1 if on and s % blk == 0 else s
+                if need >= seen:
+                    seen = wait_for_step(ready, lay - 1, need)
+            if on and s % blk == 0:  # the input columns of the next steps at once
                 project_steps(w, wgf, zx, zxq, xproj, xf, tok, seq[0], slen[0], reverse, s,
-                              min(STEP_BLOCK, maxlen - s), T, I, n_pan, Kw, kx, scales)  # fmt: skip
-            # -- gather x_t per sequence (reverse: from its own last step)
+                              min(blk, maxlen - s), T, I, n_pan, Kw, kx, scales)  # fmt: skip
+            # -- gather x_t per sequence (reverse: from its own last step; columns
+            # [xk0, I) only, the rest are projected already), lane by lane: each lane
+            # reads its row contiguously and stores down its column of z. Feature by feature (every
+            # lane's row at once) ran ~4x the time of the whole step's activations at I=256 (rows a
+            # multiple of 4 KiB apart share an L1 set, so the bt open source lines evicted each
+            # other; bench/report_notes.md "Mid-size batches"). Lanes whose sequence has ended keep
+            # their last input (garbage nobody reads, as in every other pass).
             for l in range(bt):
-                t = slen[l] - 1 - s if reverse else s
-                t = t if s < slen[l] else 0
-                xoff[l] = step_row(tok, seq[l], t, T) * I
-            for i in range(xk0, I):
-                zrow = z[(i + 1) * bt : (i + 2) * bt]  # a view: contiguous stores (see rnnjit/kernels/update.py)
-                for l in range(bt):
-                    zrow[l] = xf[xoff[l] + i]
+                if s < slen[l]:
+                    t = slen[l] - 1 - s if reverse else s
+                    off = step_row(tok, seq[l], t, T) * I
+                    for i in range(xk0, I):
+                        zin[i * bt + l] = xf[off + i]
             # -- gate pre-activations with biases, all gates at once
             pack_operand(z, zq, w, K, bt, 1, I, I + 1, h_out, scales)
             gate_products(w, wf, wgf, zq, g, acc, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv, rows_few, split,
-                          qs, qc, scales, kx, xproj, (s % STEP_BLOCK) * R)  # fmt: skip
+                          qs, qc, scales, kx, xproj, (s % blk) * R)  # fmt: skip
             # -- activations and state update: flat, vectorized loops (`cell_update`)
             # The LSTM writes c' to a second buffer (the two swap every step)
             # instead of updating c in place. Measured: with the in-place
@@ -646,3 +685,5 @@ def run_worker(
                     zh[q] = m[q]
             # -- outputs (or pooled outputs) and final states of the sequences that ran this step
             emit(cell, out_mode, s, nb, seq, slen, reverse, 0, h_out, 0, H, z, h_at, c, 0, bt, yf, Ty, Y, ycol, hn, cn)
+            if ready.shape[0] > 0:
+                step_done(ready, lay)
