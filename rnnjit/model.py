@@ -324,7 +324,7 @@ class Model:
         valid = _Valid(lengths, T)
         # Per-step values are rows of a 2-d array: step t of sequence b is row idx[b, t], or with idx
         # None row b*T + t of a padded batch; per-sequence values are (B, F); rows None: the token ids x.
-        rows = None if self._embedding is not None else np.ascontiguousarray(x, dtype=self.dtype).reshape(B * T, x.shape[2])
+        rows = None if self._embedding is not None else np.ascontiguousarray(x, self.dtype).reshape(B * T, x.shape[2])
         idx, per_step = None, True
         states = []
         for op, *a in self._schedule(mode):

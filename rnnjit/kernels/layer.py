@@ -121,63 +121,91 @@ def _pack_operand(a, aq, w, rows, bt, x0, nx, h0, nh, scales):
 
     def bf16(a, aq, w, rows, bt, x0, nx, h0, nh, scales):
         au = a.view(np.uint32)
-        if bt < 16:  # one-sequence and FEW tiles: plain indexes (a slice per row pair cost ~1 us per step)
-            for k in range(rows):
-                for l in range(bt):
-                    b = _bf16(au[k * bt + l])
-                    at = (k // 2) * bt + l
-                    aq[at] = b if k % 2 == 0 else aq[at] | (b << 16)
+        if bt == 1:  # a loop of its own: the lane loop of one would keep the pair loop from vectorizing
+            for k in range(rows // 2):
+                aq[k] = _bf16(au[2 * k]) | (_bf16(au[2 * k + 1]) << 16)
+            if rows % 2:
+                aq[rows // 2] = _bf16(au[rows - 1])
             return
-        # lane tiles: slices, so the lane loop vectorizes (see `rnnjit.kernels.update`)
-        for k in range((rows + 1) // 2):
+        if bt < 16:  # FEW tiles: plain indexes (a slice per row pair cost ~1 us per step)
+            for k in range(rows // 2):
+                for l in range(bt):
+                    aq[k * bt + l] = _bf16(au[2 * k * bt + l]) | (_bf16(au[(2 * k + 1) * bt + l]) << 16)
+            if rows % 2:
+                for l in range(bt):
+                    aq[(rows // 2) * bt + l] = _bf16(au[(rows - 1) * bt + l])
+            return
+        # lane tiles: slices, so the lane loop vectorizes (see `rnnjit.kernels.update`); whole pairs in a
+        # loop of their own, the odd last row after it (a branch in the loop cost 6x: 14.1 us per step at
+        # K=770, 48 lanes, against 2.2)
+        for k in range(rows // 2):
             lo = au[2 * k * bt : (2 * k + 1) * bt]
+            hi = au[(2 * k + 1) * bt : (2 * k + 2) * bt]
             out = aq[k * bt : (k + 1) * bt]
-            if 2 * k + 1 < rows:
-                hi = au[(2 * k + 1) * bt : (2 * k + 2) * bt]
-                for l in range(bt):
-                    out[l] = _bf16(lo[l]) | (_bf16(hi[l]) << 16)
-            else:
-                for l in range(bt):
-                    out[l] = _bf16(lo[l])
+            for l in range(bt):
+                out[l] = _bf16(lo[l]) | (_bf16(hi[l]) << 16)
+        if rows % 2:
+            lo = au[(rows - 1) * bt : rows * bt]
+            out = aq[(rows // 2) * bt : (rows // 2 + 1) * bt]
+            for l in range(bt):
+                out[l] = _bf16(lo[l])
 
     return bf16
+
+
+@njit(inline="always", **JIT)
+def _int8_byte(v, inv):
+    """One input quantized to an unsigned byte: ``floor(v * inv + 0.5) + 128``, ``inv`` being ``127 / max|v|``."""
+    return np.uint32(np.int32(np.floor(v * inv + np.float32(0.5))) + 128)
 
 
 @njit(**JIT)
 def _int8_inputs(a, aq, bt, x0, nx, h0, nh, scales):
     """`pack_operand` for int8: two segments of rows, quantized per lane to unsigned bytes, four rows per uint32.
 
-    Lane tiles go row by row through slices (the lane loops vectorize); one-
-    and FEW-sequence tiles by plain indexes (a slice per row cost ~1 us per step).
+    One sequence: each segment is contiguous in ``a`` and in the bytes of
+    ``aq``, one flat loop each. Lane tiles: each whole quad of rows is
+    combined into one uint32 per lane (the lane loop vectorizes; byte stores
+    four apart did not: 19 us per step at H=512 in a tile of 48, bench/precision_notes.md);
+    a segment's last partial quad and FEW tiles by plain byte indexes.
     """
     ab = aq.view(np.uint8)
     q0 = 0
     for j in range(2):
         r0, n = (x0, nx) if j == 0 else (h0, nh)
         top = scales[j * bt : (j + 1) * bt]
+        if bt == 1:
+            seg = a[r0 : r0 + n]
+            m = np.float32(0)
+            for i in range(n):
+                m = max(m, abs(seg[i]))
+            inv = np.float32(127) / m if m > 0 else np.float32(0)
+            out = ab[4 * q0 : 4 * q0 + n]
+            for i in range(n):
+                out[i] = np.uint8(_int8_byte(seg[i], inv))
+            top[0] = np.float32(1) / inv if inv > 0 else np.float32(0)  # the scale max|v| / 127
+            q0 += (n + 3) // 4
+            continue
         top[:] = 0
-        if bt < 16:
-            for i in range(n):
-                for l in range(bt):
-                    top[l] = max(top[l], abs(a[(r0 + i) * bt + l]))
-        else:
-            for i in range(n):
-                row = a[(r0 + i) * bt : (r0 + i + 1) * bt]
-                for l in range(bt):
-                    top[l] = max(top[l], abs(row[l]))
+        for i in range(n):
+            row = a[(r0 + i) * bt : (r0 + i + 1) * bt]
+            for l in range(bt):
+                top[l] = max(top[l], abs(row[l]))
         for l in range(bt):
             top[l] = np.float32(127) / top[l] if top[l] > 0 else np.float32(0)  # the inverse scale, for now
-        if bt < 16:
-            for i in range(n):
-                at = (q0 + i // 4) * bt * 4 + i % 4
-                for l in range(bt):
-                    ab[at + 4 * l] = np.uint8(np.int32(np.floor(a[(r0 + i) * bt + l] * top[l] + np.float32(0.5))) + 128)
-        else:
-            for i in range(n):
-                row = a[(r0 + i) * bt : (r0 + i + 1) * bt]
-                at = (q0 + i // 4) * bt * 4 + i % 4
-                for l in range(bt):
-                    ab[at + 4 * l] = np.uint8(np.int32(np.floor(row[l] * top[l] + np.float32(0.5))) + 128)
+        whole = n // 4 if bt >= 16 else 0
+        for k in range(whole):
+            r = (r0 + 4 * k) * bt
+            v0, v1, v2, v3 = a[r : r + bt], a[r + bt : r + 2 * bt], a[r + 2 * bt : r + 3 * bt], a[r + 3 * bt : r + 4 * bt]
+            out = aq[(q0 + k) * bt : (q0 + k + 1) * bt]
+            for l in range(bt):
+                inv = top[l]
+                out[l] = (_int8_byte(v0[l], inv) | (_int8_byte(v1[l], inv) << 8) | (_int8_byte(v2[l], inv) << 16)
+                          | (_int8_byte(v3[l], inv) << 24))  # fmt: skip
+        for i in range(4 * whole, n):
+            at = (q0 + i // 4) * bt * 4 + i % 4
+            for l in range(bt):
+                ab[at + 4 * l] = np.uint8(_int8_byte(a[(r0 + i) * bt + l], top[l]))
         for l in range(bt):
             top[l] = np.float32(1) / top[l] if top[l] > 0 else np.float32(0)  # the scale max|v| / 127
         q0 += (n + 3) // 4
@@ -307,12 +335,25 @@ def _acc_of(w, n):
 
 @njit(inline="always", **JIT)
 def _int8_gates(wf, wgf, zq, g, acc, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv, rows_few, split, qs, qc, scales):
-    """`gate_products` for int8: the x segment, then h from element ``split``, into ``acc``; rescaled into ``g``."""
-    n = n_pan * MR * bt
-    products_into(wf, wgf, zq, acc[:n], n_pan, Kw, bt, 0, split, kstart, klen, False, s, slen, nvec, lv, rows_few)
-    products_into(wf, wgf, zq, acc[n:], n_pan, Kw, bt, split, Kw - split, kstart, klen, False, s, slen, nvec, lv,
-                  rows_few)  # fmt: skip
-    _int8_rows(g, acc, n_pan * MR, bt, qs, qc, scales)
+    """`gate_products` for int8: the x segment, then h from element ``split``, into ``acc``; rescaled into ``g``.
+
+    Lane tiles go panel by panel: both segments of one panel's MR rows into
+    the first ``2 * MR * bt`` accumulators, rescaled at once, so the int32
+    accumulators stay in L1 instead of a buffer twice the size of ``g``
+    (0.8 MB at H=512 in a tile of 48) passing through L2 beside the weights.
+    """
+    if bt == 1 or bt == FEW:
+        n = n_pan * MR * bt
+        products_into(wf, wgf, zq, acc[:n], n_pan, Kw, bt, 0, split, kstart, klen, False, s, slen, nvec, lv, rows_few)
+        products_into(wf, wgf, zq, acc[n:], n_pan, Kw, bt, split, Kw - split, kstart, klen, False, s, slen, nvec, lv,
+                      rows_few)  # fmt: skip
+        _int8_rows(g, acc, n_pan * MR, bt, qs, qc, scales)
+        return
+    m = MR * bt
+    for p in range(n_pan):
+        panel_lanes(wf, p * Kw * MR, zq, 0, acc, 0, bt, split, s, slen, nvec, lv)
+        panel_lanes(wf, (p * Kw + split) * MR, zq, split * bt, acc, m, bt, Kw - split, s, slen, nvec, lv)
+        _int8_panel(g, p * m, acc, bt, qs, qc, p * MR, scales)
 
 
 @njit(inline="always", **JIT)
@@ -440,17 +481,32 @@ def _int8_rows(g, acc, rows, bt, qs, qc, scales):
             v = np.float32(acc[i] - cx[r]) * (sx[r] * scales[l]) + bias[r]
             g[i] = v + np.float32(ah[i] - ch[r]) * (sh[r] * hs[l]) if two else v
         return
+    # lane tiles (an LSTMP's projection: one segment; the gates go by `_int8_panel`)
+    s0 = scales[:bt]
     for r in range(rows):
-        ax = acc[r * bt : (r + 1) * bt]
-        out = g[r * bt : (r + 1) * bt]
-        if two:
-            ah = acc[n + r * bt : n + (r + 1) * bt]
-            for l in range(bt):
-                out[l] = np.float32(ax[l] - cx[r]) * (sx[r] * scales[l]) + bias[r] + np.float32(ah[l] - ch[r]) * (
-                    sh[r] * scales[bt + l])
-        else:
-            for l in range(bt):
-                out[l] = np.float32(ax[l] - cx[r]) * (sx[r] * scales[l]) + bias[r]
+        ax, out = acc[r * bt : (r + 1) * bt], g[r * bt : (r + 1) * bt]
+        fx, b, kx = sx[r], bias[r], cx[r]
+        for l in range(bt):
+            out[l] = np.float32(np.int32(ax[l] - kx)) * (fx * s0[l]) + b
+
+
+@njit(inline="always", **JIT)
+def _int8_panel(g, goff, acc, bt, qs, qc, r0, scales):
+    """`_int8_rows` of one panel of a lane tile: gate rows ``[r0, r0 + MR)``, their x accumulators in ``acc``'s
+    first ``MR * bt``, h in the next, into ``g`` from ``goff``.
+
+    A row's constants are scalars and the lane scales slices, so the lane
+    loop vectorizes (indexing qs, qc and scales inside it kept it scalar:
+    74 us per step at H=512 in a tile of 48 against 14, bench/precision_notes.md).
+    """
+    m = MR * bt
+    s0, s1 = scales[:bt], scales[bt : 2 * bt]
+    for q in range(MR):
+        r = r0 + q
+        ax, ah, out = acc[q * bt : (q + 1) * bt], acc[m + q * bt : m + (q + 1) * bt], g[goff + q * bt : goff + (q + 1) * bt]
+        fx, fh, b, kx, kh = qs[0, r], qs[1, r], qs[2, r], qc[0, r], qc[1, r]
+        for l in range(bt):
+            out[l] = np.float32(np.int32(ax[l] - kx)) * (fx * s0[l]) + b + np.float32(np.int32(ah[l] - kh)) * (fh * s1[l])
 
 
 STEP_BLOCK = 48
@@ -593,7 +649,8 @@ def run_worker(
     Hw = wr.shape[1]  # the same for the projection
     zq = operand_of(z, w, Kw * bt)  # what the products read: z itself, or z packed (`rnnjit.kernels.precision`)
     mq = operand_of(m, wr, Hw * bt)
-    acc = acc_of(w, 2 * n_pan * MR * bt)  # int8: the x and h segments' int32 accumulators (`gate_products`)
+    # int8: the x and h segments' int32 accumulators, of every row or (lane tiles) of one panel (`_int8_gates`)
+    acc = acc_of(w, 2 * (n_pan if bt <= FEW else 1) * MR * bt)
     racc = acc_of(wr, n_pan_r * MR * bt)
     scales = np.zeros(2 * bt, x.dtype)  # int8: each lane's input scales (`pack_operand`)
     lv = VECTOR_BYTES // x.itemsize  # lanes per SIMD vector
