@@ -243,7 +243,8 @@ def main(argv=None):
 
     torch.set_num_threads(a.threads)
     print(f"threads={a.threads} rounds={a.rounds}; us per call, median over rounds of the fastest of 30 calls\n")
-    print("| case | predict | workers alone | python (run / run_steps / predict's own) | input checks | ort (ort/predict) |")
+    print("| case | predict | workers alone | python (run / run_steps / predict's own) | input checks "
+          "| ort (ort/predict) |")
     print("|---|---:|---:|---:|---:|---:|")
     for name in a.cases.split(","):
         case = Small(name, a.threads, torch, a.ort)
