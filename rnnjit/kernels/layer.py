@@ -41,12 +41,13 @@ from numba.extending import overload
 
 from rnnjit.kernels._simd import (
     FEW, FEW_VECS, GROUP_ROWS, MR, NV, P_ROWS, fetch_add, mk_lanes, mk_lanes1, mk_lanes2, mk_rows_grouped,
-    mk_rows_grouped_few,
+    mk_rows_grouped_few, mk_rows_grouped_from,
 )
 from rnnjit.kernels.config import HELPER_JIT, JIT
 from rnnjit.kernels.pack import to_operand
 from rnnjit.kernels.precision import PRECISIONS, VECTOR_BYTES
 from rnnjit.kernels.update import LSTM, cell_update
+from rnnjit.kernels.wavefront import step_done, wait_for_step
 
 OUT_NONE, OUT_LAST, OUT_ALL, OUT_SUM, OUT_MAX = 0, 1, 2, 3, 4
 """What a layer writes per step: nothing (final state only), the output at each sequence's last
@@ -142,41 +143,59 @@ def _pack_operand(a, aq, w, rows, bt, x0, nx, h0, nh, scales):
     return bf16
 
 
+@njit(inline="always", **JIT)
+def _int8_byte(v, inv):
+    """One input quantized to an unsigned byte: ``floor(v * inv + 0.5) + 128``, ``inv`` being ``127 / max|v|``."""
+    return np.uint32(np.int32(np.floor(v * inv + np.float32(0.5))) + 128)
+
+
 @njit(**JIT)
 def _int8_inputs(a, aq, bt, x0, nx, h0, nh, scales):
     """`pack_operand` for int8: two segments of rows, quantized per lane to unsigned bytes, four rows per uint32.
 
-    Lane tiles go row by row through slices (the lane loops vectorize); one-
-    and FEW-sequence tiles by plain indexes (a slice per row cost ~1 us per step).
+    One sequence: each segment is contiguous in ``a`` and in the bytes of
+    ``aq``, one flat loop each. Lane tiles: each whole quad of rows is
+    combined into one uint32 per lane (the lane loop vectorizes; byte stores
+    four apart did not: 19 us per step at H=512 in a tile of 48, bench/precision_notes.md);
+    a segment's last partial quad and FEW tiles by plain byte indexes.
     """
     ab = aq.view(np.uint8)
     q0 = 0
     for j in range(2):
         r0, n = (x0, nx) if j == 0 else (h0, nh)
         top = scales[j * bt : (j + 1) * bt]
+        if bt == 1:
+            seg = a[r0 : r0 + n]
+            m = np.float32(0)
+            for i in range(n):
+                m = max(m, abs(seg[i]))
+            inv = np.float32(127) / m if m > 0 else np.float32(0)
+            out = ab[4 * q0 : 4 * q0 + n]
+            for i in range(n):
+                out[i] = np.uint8(_int8_byte(seg[i], inv))
+            top[0] = np.float32(1) / inv if inv > 0 else np.float32(0)  # the scale max|v| / 127
+            q0 += (n + 3) // 4
+            continue
         top[:] = 0
-        if bt < 16:
-            for i in range(n):
-                for l in range(bt):
-                    top[l] = max(top[l], abs(a[(r0 + i) * bt + l]))
-        else:
-            for i in range(n):
-                row = a[(r0 + i) * bt : (r0 + i + 1) * bt]
-                for l in range(bt):
-                    top[l] = max(top[l], abs(row[l]))
+        for i in range(n):
+            row = a[(r0 + i) * bt : (r0 + i + 1) * bt]
+            for l in range(bt):
+                top[l] = max(top[l], abs(row[l]))
         for l in range(bt):
             top[l] = np.float32(127) / top[l] if top[l] > 0 else np.float32(0)  # the inverse scale, for now
-        if bt < 16:
-            for i in range(n):
-                at = (q0 + i // 4) * bt * 4 + i % 4
-                for l in range(bt):
-                    ab[at + 4 * l] = np.uint8(np.int32(np.floor(a[(r0 + i) * bt + l] * top[l] + np.float32(0.5))) + 128)
-        else:
-            for i in range(n):
-                row = a[(r0 + i) * bt : (r0 + i + 1) * bt]
-                at = (q0 + i // 4) * bt * 4 + i % 4
-                for l in range(bt):
-                    ab[at + 4 * l] = np.uint8(np.int32(np.floor(row[l] * top[l] + np.float32(0.5))) + 128)
+        whole = n // 4 if bt >= 16 else 0
+        for k in range(whole):
+            r = (r0 + 4 * k) * bt
+            v0, v1, v2, v3 = a[r : r + bt], a[r + bt : r + 2 * bt], a[r + 2 * bt : r + 3 * bt], a[r + 3 * bt : r + 4 * bt]
+            out = aq[(q0 + k) * bt : (q0 + k + 1) * bt]
+            for l in range(bt):
+                inv = top[l]
+                out[l] = (_int8_byte(v0[l], inv) | (_int8_byte(v1[l], inv) << 8) | (_int8_byte(v2[l], inv) << 16)
+                          | (_int8_byte(v3[l], inv) << 24))  # fmt: skip
+        for i in range(4 * whole, n):
+            at = (q0 + i // 4) * bt * 4 + i % 4
+            for l in range(bt):
+                ab[at + 4 * l] = np.uint8(_int8_byte(a[(r0 + i) * bt + l], top[l]))
         for l in range(bt):
             top[l] = np.float32(1) / top[l] if top[l] > 0 else np.float32(0)  # the scale max|v| / 127
         q0 += (n + 3) // 4
@@ -306,12 +325,25 @@ def _acc_of(w, n):
 
 @njit(inline="always", **JIT)
 def _int8_gates(wf, wgf, zq, g, acc, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv, rows_few, split, qs, qc, scales):
-    """`gate_products` for int8: the x segment, then h from element ``split``, into ``acc``; rescaled into ``g``."""
-    n = n_pan * MR * bt
-    products_into(wf, wgf, zq, acc[:n], n_pan, Kw, bt, 0, split, kstart, klen, False, s, slen, nvec, lv, rows_few)
-    products_into(wf, wgf, zq, acc[n:], n_pan, Kw, bt, split, Kw - split, kstart, klen, False, s, slen, nvec, lv,
-                  rows_few)  # fmt: skip
-    _int8_rows(g, acc, n_pan * MR, bt, qs, qc, scales)
+    """`gate_products` for int8: the x segment, then h from element ``split``, into ``acc``; rescaled into ``g``.
+
+    Lane tiles go panel by panel: both segments of one panel's MR rows into
+    the first ``2 * MR * bt`` accumulators, rescaled at once, so the int32
+    accumulators stay in L1 instead of a buffer twice the size of ``g``
+    (0.8 MB at H=512 in a tile of 48) passing through L2 beside the weights.
+    """
+    if bt == 1 or bt == FEW:
+        n = n_pan * MR * bt
+        products_into(wf, wgf, zq, acc[:n], n_pan, Kw, bt, 0, split, kstart, klen, False, s, slen, nvec, lv, rows_few)
+        products_into(wf, wgf, zq, acc[n:], n_pan, Kw, bt, split, Kw - split, kstart, klen, False, s, slen, nvec, lv,
+                      rows_few)  # fmt: skip
+        _int8_rows(g, acc, n_pan * MR, bt, qs, qc, scales)
+        return
+    m = MR * bt
+    for p in range(n_pan):
+        panel_lanes(wf, p * Kw * MR, zq, 0, acc, 0, bt, split, s, slen, nvec, lv)
+        panel_lanes(wf, (p * Kw + split) * MR, zq, split * bt, acc, m, bt, Kw - split, s, slen, nvec, lv)
+        _int8_panel(g, p * m, acc, bt, qs, qc, p * MR, scales)
 
 
 @njit(inline="always", **JIT)
@@ -337,12 +369,26 @@ def _float_projection(wrf, wrgf, mq, pr, n_pan_r, Hw, bt, s, slen, nvec, lv, row
             panel_lanes(wrf, p * Hw * MR, mq, 0, pr, p * MR * bt, bt, Hw, s, slen, nvec, lv)
 
 
-def gate_products(w, wf, wgf, zq, g, acc, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv, rows_few, split, qs, qc,
-                  scales):  # fmt: skip
-    """All gate pre-activations of a step into ``g`` (float): one product (float, bf16), or for int8 weights
-    (int32 ``w``) `_int8_gates`. Chosen by ``w``'s dtype when compiling, so a float kernel holds no int8 code."""
-    if w.dtype != np.int32:  # the plain-Python twin (NUMBA_DISABLE_JIT=1)
+@njit(inline="always", **JIT)
+def _float_gates(wf, wgf, zq, g, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv, rows_few, kx, proj, poff):
+    """`gate_products` for float and bf16 weights: one product over every element of ``zq``; a one-sequence
+    tile whose input columns are projected already (``kx`` > 0, `project_steps`) continues the sums of
+    ``proj[poff:]`` over elements ``[kx, Kw)`` only."""
+    if bt == 1 and kx > 0:
+        for q in range(n_pan // P_ROWS):
+            mk_rows_grouped_from(wgf, (q * Kw + kx) * GROUP_ROWS, zq, kx, g, q * GROUP_ROWS, Kw - kx, proj,
+                                 poff + q * GROUP_ROWS)  # fmt: skip
+    else:
         products_into(wf, wgf, zq, g, n_pan, Kw, bt, 0, Kw, kstart, klen, True, s, slen, nvec, lv, rows_few)
+
+
+def gate_products(w, wf, wgf, zq, g, acc, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv, rows_few, split, qs, qc,
+                  scales, kx, proj, poff):  # fmt: skip
+    """All gate pre-activations of a step into ``g`` (float): one product (float, bf16, `_float_gates`), or
+    for int8 weights (int32 ``w``) `_int8_gates`. Chosen by ``w``'s dtype when compiling, so a float kernel
+    holds no int8 code."""
+    if w.dtype != np.int32:  # the plain-Python twin (NUMBA_DISABLE_JIT=1)
+        _float_gates(wf, wgf, zq, g, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv, rows_few, kx, proj, poff)
     else:
         _int8_gates(wf, wgf, zq, g, acc, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv, rows_few, split, qs, qc,
                     scales)  # fmt: skip
@@ -350,16 +396,17 @@ def gate_products(w, wf, wgf, zq, g, acc, n_pan, Kw, bt, kstart, klen, s, slen, 
 
 @overload(gate_products, inline="always", jit_options=HELPER_JIT)
 def _gate_products(w, wf, wgf, zq, g, acc, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv, rows_few, split, qs, qc,
-                   scales):  # fmt: skip
+                   scales, kx, proj, poff):  # fmt: skip
     if w.dtype != numba_types.int32:
 
         def one(w, wf, wgf, zq, g, acc, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv, rows_few, split, qs, qc,
-                scales):  # fmt: skip
-            products_into(wf, wgf, zq, g, n_pan, Kw, bt, 0, Kw, kstart, klen, True, s, slen, nvec, lv, rows_few)
+                scales, kx, proj, poff):  # fmt: skip
+            _float_gates(wf, wgf, zq, g, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv, rows_few, kx, proj, poff)
 
         return one
 
-    def two(w, wf, wgf, zq, g, acc, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv, rows_few, split, qs, qc, scales):
+    def two(w, wf, wgf, zq, g, acc, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv, rows_few, split, qs, qc, scales,
+            kx, proj, poff):  # fmt: skip
         _int8_gates(wf, wgf, zq, g, acc, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv, rows_few, split, qs, qc,
                     scales)  # fmt: skip
 
@@ -424,17 +471,118 @@ def _int8_rows(g, acc, rows, bt, qs, qc, scales):
             v = np.float32(acc[i] - cx[r]) * (sx[r] * scales[l]) + bias[r]
             g[i] = v + np.float32(ah[i] - ch[r]) * (sh[r] * hs[l]) if two else v
         return
+    # lane tiles (an LSTMP's projection: one segment; the gates go by `_int8_panel`)
+    s0 = scales[:bt]
     for r in range(rows):
-        ax = acc[r * bt : (r + 1) * bt]
-        out = g[r * bt : (r + 1) * bt]
-        if two:
-            ah = acc[n + r * bt : n + (r + 1) * bt]
-            for l in range(bt):
-                out[l] = np.float32(ax[l] - cx[r]) * (sx[r] * scales[l]) + bias[r] + np.float32(ah[l] - ch[r]) * (
-                    sh[r] * scales[bt + l])
-        else:
-            for l in range(bt):
-                out[l] = np.float32(ax[l] - cx[r]) * (sx[r] * scales[l]) + bias[r]
+        ax, out = acc[r * bt : (r + 1) * bt], g[r * bt : (r + 1) * bt]
+        fx, b, kx = sx[r], bias[r], cx[r]
+        for l in range(bt):
+            out[l] = np.float32(np.int32(ax[l] - kx)) * (fx * s0[l]) + b
+
+
+@njit(inline="always", **JIT)
+def _int8_panel(g, goff, acc, bt, qs, qc, r0, scales):
+    """`_int8_rows` of one panel of a lane tile: gate rows ``[r0, r0 + MR)``, their x accumulators in ``acc``'s
+    first ``MR * bt``, h in the next, into ``g`` from ``goff``.
+
+    A row's constants are scalars and the lane scales slices, so the lane
+    loop vectorizes (indexing qs, qc and scales inside it kept it scalar:
+    74 us per step at H=512 in a tile of 48 against 14, bench/precision_notes.md).
+    """
+    m = MR * bt
+    s0, s1 = scales[:bt], scales[bt : 2 * bt]
+    for q in range(MR):
+        r = r0 + q
+        ax, ah, out = acc[q * bt : (q + 1) * bt], acc[m + q * bt : m + (q + 1) * bt], g[goff + q * bt : goff + (q + 1) * bt]
+        fx, fh, b, kx, kh = qs[0, r], qs[1, r], qs[2, r], qc[0, r], qc[1, r]
+        for l in range(bt):
+            out[l] = np.float32(np.int32(ax[l] - kx)) * (fx * s0[l]) + b + np.float32(np.int32(ah[l] - kh)) * (fh * s1[l])
+
+
+STEP_BLOCK = 48
+"""Steps a one-sequence tile projects at once (`project_steps`; a multiple of ``MR``)."""
+
+WAVE_BLOCK = 16
+"""The same for an upper layer of a wavefront (`rnnjit.kernels.wavefront`): it waits for these steps of the layer below."""
+
+
+def project_steps(w, wgf, zx, zxq, proj, xf, tok, b, blen, reverse, s0, ns, T, I, n_pan, Kw, kx, scales):
+    """The bias and input columns of every gate row for steps ``s0 .. s0+ns-1`` of sequence ``b``, into
+    ``proj[(s - s0) * R + r]`` (R gate rows; ``ns`` at most `STEP_BLOCK`).
+
+    The lane micro-kernel with the roles turned: ``MR`` steps are the panel
+    (``zx``, k-major: ``zx[(p * (I+1) + k) * MR + j]`` is column k of step
+    ``p * MR + j``, column 0 the constant 1) and the gate rows are the lanes,
+    read from the grouped weights (``wg``, k-major over a group's rows), over
+    their first ``kx`` operand elements (``[b_ih | W_ih]``: ``I + 1``
+    columns for float weights, the whole bf16 pairs among them for bf16).
+    The results land step-major, as the row kernel reads them: per step it
+    continues each sum over the remaining elements (`mk_rows_grouped_from`),
+    the same chain of products as one product over all elements, so the same
+    bits, and each input weight is read once per ``MR`` steps instead of once
+    per step. ``zxq``: ``zx``'s operand (`operand_of`). Not for int8 weights,
+    whose input columns are a product of their own with a per-step scale (the
+    wrapper passes ``kx`` = 0).
+    """
+    R = n_pan * MR
+    ZS = (I + 1) * MR  # one panel of steps in zx (and in zxq, whatever its packing)
+    n_p = (ns + MR - 1) // MR
+    zx[: n_p * ZS] = 0
+    for j in range(ns):
+        s = s0 + j
+        t = blen - 1 - s if reverse else s
+        off = step_row(tok, b, t, T) * I
+        base = (j // MR) * ZS + j % MR
+        zx[base] = 1
+        for i in range(I):
+            zx[base + (i + 1) * MR] = xf[off + i]
+    for p in range(n_p):
+        pack_operand(zx[p * ZS : (p + 1) * ZS], zxq[p * ZS : (p + 1) * ZS], w, I + 1, MR, 1, I, I + 1, 0, scales)
+    lv = VECTOR_BYTES // proj.itemsize
+    nvec = GROUP_ROWS // lv
+    for q in range(n_pan // P_ROWS):  # a group's input weights stay in cache while the step panels pass
+        a0 = q * Kw * GROUP_ROWS
+        for p in range(n_p):
+            c0 = p * MR * R + q * GROUP_ROWS
+            v = 0
+            while v < nvec:
+                if v + NV <= nvec:
+                    mk_lanes(zxq, p * ZS, wgf, a0 + v * lv, GROUP_ROWS, proj, c0 + v * lv, R, kx)
+                    v += NV
+                else:
+                    mk_lanes1(zxq, p * ZS, wgf, a0 + v * lv, GROUP_ROWS, proj, c0 + v * lv, R, kx)
+                    v += 1
+
+
+@overload(project_steps, jit_options=HELPER_JIT)
+def _project_steps(w, wgf, zx, zxq, proj, xf, tok, b, blen, reverse, s0, ns, T, I, n_pan, Kw, kx, scales):
+    if w.dtype == numba_types.int32:  # int8: never projected (see the docstring); no lane product compiled for it
+        return lambda w, wgf, zx, zxq, proj, xf, tok, b, blen, reverse, s0, ns, T, I, n_pan, Kw, kx, scales: None
+    return project_steps
+
+
+@njit(**JIT)
+def project_all(w, wg, x, tok, b, blen, reverse, n_steps, kx, xproj, next_block):
+    """`project_steps` for every step of sequence ``b`` into ``xproj`` (step-major, `STEP_BLOCK` steps per
+    block, taken from a shared counter): the threads of a team (`rnnjit.kernels.team`) share them before it
+    starts. ``xproj`` holds whole blocks."""
+    T = tok.shape[1]
+    I = x.shape[1]
+    n_pan, Kw = w.shape[0], w.shape[1]
+    R = n_pan * MR
+    zx = _skewed_zeros((I + 1) * STEP_BLOCK, x, 0)
+    zxq = operand_of(zx, w, (I + 1) * STEP_BLOCK)
+    scales = np.zeros(2, x.dtype)
+    xf = x.reshape(x.size)
+    wgf = wg.reshape(wg.size)
+    n_blocks = (n_steps + STEP_BLOCK - 1) // STEP_BLOCK
+    while True:
+        blk = fetch_add(next_block, 0, 1)
+        if blk >= n_blocks:
+            break
+        s0 = blk * STEP_BLOCK
+        project_steps(w, wgf, zx, zxq, xproj[s0 * R : (s0 + STEP_BLOCK) * R], xf, tok, b, blen, reverse, s0,
+                      min(STEP_BLOCK, n_steps - s0), T, I, n_pan, Kw, kx, scales)  # fmt: skip
 
 
 @njit(**JIT)
@@ -443,13 +591,23 @@ def run_worker(
     w, wg, kstart, klen, wr, wrg,
     h0, c0, y, ycol, out_mode, reverse, hn, cn,
     hidden, hp, h_out, proj, bt,
-    qs, qc, rqs, rqc, split,
+    qs, qc, rqs, rqc, split, kx, xk0, ready, lay,
 ):  # fmt: skip
     """One thread's share: tiles from the shared counter, through every step, scratch allocated once.
 
     ``x`` is the layer's input rows: (B*T, I) features, or an embedding table
     (V, I) read through the token ids ``tok`` (B, T) (an empty (0, T) array
     for features; `step_row`). Token ids are checked by the caller.
+    ``kx`` > 0 (one-sequence tiles of float and bf16 weights): the first ``kx``
+    operand elements of every step are projected first
+    (`project_steps`, `STEP_BLOCK` steps at a time), and per step only input columns ``[xk0, I)`` are
+    gathered into ``z`` (none for float; the column a bf16 pair shares with h).
+
+    ``ready``: empty, or the step counters of a stack of layers that run at
+    once, one tile each (`rnnjit.kernels.wavefront`): step ``s`` first waits
+    until layer ``lay - 1`` has written its step ``s`` (``x`` is that
+    layer's output; with ``kx`` > 0, every step of the block projected at
+    ``s``), and counts its own step once its outputs are written.
     """
     T = tok.shape[1]
     I = x.shape[1]
@@ -481,14 +639,23 @@ def run_worker(
     Hw = wr.shape[1]  # the same for the projection
     zq = operand_of(z, w, Kw * bt)  # what the products read: z itself, or z packed (`rnnjit.kernels.precision`)
     mq = operand_of(m, wr, Hw * bt)
-    acc = acc_of(w, 2 * n_pan * MR * bt)  # int8: the x and h segments' int32 accumulators (`gate_products`)
+    # int8: the x and h segments' int32 accumulators, of every row or (lane tiles) of one panel (`_int8_gates`)
+    acc = acc_of(w, 2 * (n_pan if bt <= FEW else 1) * MR * bt)
     racc = acc_of(wr, n_pan_r * MR * bt)
     scales = np.zeros(2 * bt, x.dtype)  # int8: each lane's input scales (`pack_operand`)
     lv = VECTOR_BYTES // x.itemsize  # lanes per SIMD vector
     rows_few = FEW_VECS * lv  # rows per `mk_rows_grouped_few` call
     nvec = bt // lv  # SIMD vectors per tile row (bt > 1 is a multiple of lv)
     zh = z[h_at : h_at + HB]  # the h rows of z
-    zx = z[bt:h_at]  # the x rows of z
+    R = n_pan * MR
+    on = kx > 0
+    xproj = _skewed_zeros(STEP_BLOCK * R if on else 1, x, 0)
+    zx = _skewed_zeros((I + 1) * STEP_BLOCK if on else 1, x, 0)
+    zxq = operand_of(zx, w, (I + 1) * STEP_BLOCK if on else 1)
+    zin = z[bt:h_at]  # the x rows of z
+    # steps projected at once: a layer of a wavefront that waits for the layer below projects fewer, so it
+    # follows that layer a few steps behind, not a whole `STEP_BLOCK`
+    blk = WAVE_BLOCK if ready.shape[0] > 0 and lay > 0 else STEP_BLOCK
     n_tiles = tile_ptr.shape[0] - 1
     while True:
         tile = fetch_add(next_tile, 0, 1)  # tiles are longest first: dynamic LPT
@@ -516,8 +683,17 @@ def run_worker(
                 if cell == LSTM:
                     for u in range(H):
                         c[u * bt + l] = c0[b, u]
+        seen = 0  # steps of layer ``lay - 1`` known to be written (`ready`)
         for s in range(maxlen):
-            # -- gather x_t per sequence (reverse: from its own last step), lane by lane: each lane
+            if ready.shape[0] > 0 and lay > 0:
+                need = min(s + blk, maxlen) - 1 if on and s % blk == 0 else s
+                if need >= seen:
+                    seen = wait_for_step(ready, lay - 1, need)
+            if on and s % blk == 0:  # the input columns of the next steps at once
+                project_steps(w, wgf, zx, zxq, xproj, xf, tok, seq[0], slen[0], reverse, s,
+                              min(blk, maxlen - s), T, I, n_pan, Kw, kx, scales)  # fmt: skip
+            # -- gather x_t per sequence (reverse: from its own last step; columns
+            # [xk0, I) only, the rest are projected already), lane by lane: each lane
             # reads its row contiguously and stores down its column of z. Feature by feature (every
             # lane's row at once) ran ~4x the time of the whole step's activations at I=256 (rows a
             # multiple of 4 KiB apart share an L1 set, so the bt open source lines evicted each
@@ -527,12 +703,12 @@ def run_worker(
                 if s < slen[l]:
                     t = slen[l] - 1 - s if reverse else s
                     off = step_row(tok, seq[l], t, T) * I
-                    for i in range(I):
-                        zx[i * bt + l] = xf[off + i]
+                    for i in range(xk0, I):
+                        zin[i * bt + l] = xf[off + i]
             # -- gate pre-activations with biases, all gates at once
             pack_operand(z, zq, w, K, bt, 1, I, I + 1, h_out, scales)
             gate_products(w, wf, wgf, zq, g, acc, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv, rows_few, split,
-                          qs, qc, scales)  # fmt: skip
+                          qs, qc, scales, kx, xproj, (s % blk) * R)  # fmt: skip
             # -- activations and state update: flat, vectorized loops (`cell_update`)
             # The LSTM writes c' to a second buffer (the two swap every step)
             # instead of updating c in place. Measured: with the in-place
@@ -556,3 +732,5 @@ def run_worker(
                     zh[q] = m[q]
             # -- outputs (or pooled outputs) and final states of the sequences that ran this step
             emit(cell, out_mode, s, nb, seq, slen, reverse, 0, h_out, 0, H, z, h_at, c, 0, bt, yf, Ty, Y, ycol, hn, cn)
+            if ready.shape[0] > 0:
+                step_done(ready, lay)
