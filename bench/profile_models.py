@@ -31,6 +31,8 @@ def rnn_flop(spec, steps: int) -> float:
     total, width = 0, spec.input_size
     for _ in range(spec.num_layers):
         total += spec.num_directions * GATES.get(spec.cell, 1) * spec.hidden_size * (width + spec.h_out) * 2 * steps
+        if spec.proj_size:  # an LSTMP's projection of every step's h
+            total += spec.num_directions * spec.h_out * spec.hidden_size * 2 * steps
         width = spec.h_out * spec.num_directions
     return float(total)
 
