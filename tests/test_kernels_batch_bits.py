@@ -20,6 +20,7 @@ from test_kernels_tokens import V, tokens
 
 from rnnjit import kernels
 from rnnjit.kernels import team_policy
+from rnnjit.kernels.pool import run_in_order
 from rnnjit.kernels.layer import STEP_BLOCK
 
 
@@ -64,6 +65,42 @@ def test_a_batch_of_one_run_by_a_team_has_the_same_bits_as_in_a_batch(cell, T, m
         y, hn, _ = kernels.run(prepared, x[b : b + 1], lengths[b : b + 1], None, None, "all", 2)
         np.testing.assert_array_equal(y[0], whole[0][b])
         np.testing.assert_array_equal(hn[:, 0], whole[1][:, b])
+
+
+@pytest.mark.parametrize("cell", ["lstm", "lstmp", "gru", "rnn_tanh"])
+@pytest.mark.parametrize("select", ["all", "last", "final"])
+def test_a_stack_run_as_a_wavefront_has_the_same_bits_as_layer_after_layer(cell, select, monkeypatch):
+    _, spec, weights = build(cell, 7, 20, 3, False, True, np.float32, seed=8)
+    prepared = kernels.prepare(spec, weights)
+    rng = np.random.default_rng(9)
+    T = STEP_BLOCK + 13  # a batch of one projects its inputs a block of steps ahead: waits for a block, then steps
+    x = rng.standard_normal((60, T, 7)).astype(np.float32)
+    lengths = rng.integers(1, T + 1, 60).astype(np.int64)
+    lengths[:2] = T
+    whole = kernels.run(prepared, x, lengths, None, None, select, 2)  # lane tiles, layer after layer
+    monkeypatch.setattr(team_policy, "WAVEFRONT_WORK", 0)  # the wavefront however small the work
+    monkeypatch.setattr(team_policy, "note_wave", lambda ran, waited: None)  # never paused by a busy machine
+    assert team_policy.wavefront_workers(spec, True, 2, 1.0) == 2
+    assert team_policy.wavefront_workers(spec, False, 2, 1.0) == 0
+    stacks = []
+    monkeypatch.setattr(kernels, "run_in_order", lambda n, jobs: (stacks.append(n), run_in_order(n, jobs))[1])
+    for b0, b1 in ((0, 1), (1, 2), (7, 8), (10, 13)):  # batches of one, and a few-sequence tile
+        for _ in range(3):  # the layers' threads meet at different steps from run to run
+            y, hn, cn = kernels.run(prepared, x[b0:b1], lengths[b0:b1], None, None, select, 2)
+            np.testing.assert_array_equal(y, whole[0][b0:b1])
+            np.testing.assert_array_equal(hn, whole[1][:, b0:b1])
+            if cn is not None:
+                np.testing.assert_array_equal(cn, whole[2][:, b0:b1])
+    assert stacks == [2] * 12  # every call above ran as a wavefront
+
+
+def test_a_wavefront_whose_caller_mostly_waited_pauses_waves(monkeypatch):
+    _, spec, _ = build("lstm", 7, 20, 2, False, True, np.float32)
+    monkeypatch.setattr(team_policy, "_waves_paused_until", 0.0)
+    team_policy.note_wave(1.0, 0.1)  # a healthy run: the caller waited about a step at the end
+    assert team_policy.wavefront_workers(spec, True, 2, 1e9) == 2
+    team_policy.note_wave(1.0, 3.0)  # the upper layer's thread was held up by another process
+    assert team_policy.wavefront_workers(spec, True, 2, 1e9) == 0
 
 
 PRECISIONS = [None, "bf16", "float64"]  # None: float32

@@ -37,12 +37,15 @@ import numpy as np
 from rnnjit.kernels import team_policy
 from rnnjit.kernels._simd import MR
 from rnnjit.kernels.layer import OUT_ALL, OUT_LAST, OUT_MAX, OUT_NONE, OUT_SUM, STEP_BLOCK, project_all, run_worker
-from rnnjit.kernels.pack import CELL_CODES, PackedLayer, aligned_empty, pack_layer, padded_hidden, projected_elements
-from rnnjit.kernels.pool import parallel, run_jobs
+from rnnjit.kernels.pack import (
+    CELL_CODES, PackedLayer, aligned_empty, pack_layer, padded_hidden, projected_elements,
+)
+from rnnjit.kernels.pool import parallel, run_in_order, run_jobs
 from rnnjit.kernels.precision import PRECISIONS, Precision, missing_features, precision_of, target_cpu
 from rnnjit.kernels.rows import prepare_steps, run_steps
 from rnnjit.kernels.team import NTH, SPINS, run_team, sync_words
-from rnnjit.kernels.team_policy import team_chunks
+from rnnjit.kernels.team_policy import team_chunks, wavefront_workers
+from rnnjit.kernels.wavefront import counters
 from rnnjit.kernels.tiling import tile_width, tiles
 from rnnjit.errors import PrecisionUnavailableError
 from rnnjit.spec import RNNSpec
@@ -192,6 +195,8 @@ def _run_layers(prepared, rows, tok, lengths, h0, c0, hn, cn, top_mode, y_all, y
     batch size, and a small batch needs no per-step hand-off between threads
     (a batch of one ran each direction as a team, whose every step waits for
     both threads; on a shared machine a stalled step costs a time slice).
+    A stack of one-directional layers in one tile (a batch of one) runs its
+    layers at once instead, each behind the layer below (`wavefront`).
     """
     spec, dtype = prepared.spec, prepared.dtype
     B, T = lengths.shape[0], tok.shape[1]
@@ -202,9 +207,13 @@ def _run_layers(prepared, rows, tok, lengths, h0, c0, hn, cn, top_mode, y_all, y
         split = [_plan(prepared, lengths, wbytes, t) for t in (threads // 2, threads - threads // 2)]
         if not any(p[4] for p in split):
             plans = split
+    # a stack of one-directional layers in one tile: its layers at once, each behind the one below (`wavefront`)
+    waves = wavefront_workers(spec, plans[0][2].size == 2, threads, float(lengths.max()) * wbytes)
+    ready = counters(L) if waves else counters(0)
     cell = CELL_CODES[spec.cell]
     hp = padded_hidden(H)
     no_tokens = np.zeros((0, T), np.int64)
+    stack = []
     for layer in range(L):
         if layer < L - 1:
             out, mode = np.zeros((B, T, D * Ho), dtype), OUT_ALL
@@ -222,9 +231,11 @@ def _run_layers(prepared, rows, tok, lengths, h0, c0, hn, cn, top_mode, y_all, y
                 h0=h0[k], c0=c0[k], y=out, ycol=d * Ho, out_mode=mode, reverse=d == 1, hn=hn[k], cn=cn[k],
                 hidden=H, hp=hp, h_out=Ho, proj=spec.proj_size, bt=bt,
                 qs=pk.qs, qc=pk.qc, rqs=pk.rqs, rqc=pk.rqc, split=pk.split,
-                lens=lengths, order=order, tile_ptr=tile_ptr, next_tile=np.zeros(1, np.int64),
+                lens=lengths, order=order, tile_ptr=tile_ptr, next_tile=np.zeros(1, np.int64), ready=ready, lay=layer,
             )  # fmt: skip
-            if len(plans) == 2:
+            if waves:
+                stack.append((run_worker, kernel_args(run_worker, values)))
+            elif len(plans) == 2:
                 jobs += [(run_worker, kernel_args(run_worker, values))] * workers
             elif team:
                 _run_team(values, workers, team)
@@ -234,6 +245,8 @@ def _run_layers(prepared, rows, tok, lengths, h0, c0, hn, cn, top_mode, y_all, y
             run_jobs(jobs)
         if layer < L - 1:
             rows, tok = out.reshape(B * T, D * Ho), no_tokens
+    if stack:
+        team_policy.note_wave(*run_in_order(waves, stack))
 
 
 def _projected(prepared, pk, bt) -> tuple[int, int]:

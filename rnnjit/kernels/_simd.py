@@ -205,6 +205,7 @@ starting at ``aoff`` (k-major, MR values per k); ``b`` rows of ``ldb`` lane
 values from ``boff``; ``c`` rows of ``ldc`` from ``coff``; ``n`` the
 reduction length.
 """)
+mk_lanes2 = _lanes_kernel(2, "`mk_lanes` for two vectors of lanes: a tile's remainder of two vectors.")
 mk_lanes1 = _lanes_kernel(1, "`mk_lanes` for one vector of lanes (16 float32 / 8 float64): a tile's remainder.")
 
 
@@ -394,6 +395,9 @@ if config.DISABLE_JIT:  # pragma: no cover - exercised by the NUMBA_DISABLE_JIT=
 
     def mk_lanes(*args):  # noqa: F811
         _mk_lanes(NV, *args)
+
+    def mk_lanes2(*args):  # noqa: F811
+        _mk_lanes(2, *args)
 
     def mk_lanes1(*args):  # noqa: F811
         _mk_lanes(1, *args)

@@ -40,13 +40,14 @@ from numba import types as numba_types
 from numba.extending import overload
 
 from rnnjit.kernels._simd import (
-    FEW, FEW_VECS, GROUP_ROWS, MR, NV, P_ROWS, fetch_add, mk_lanes, mk_lanes1, mk_rows_grouped, mk_rows_grouped_few,
-    mk_rows_grouped_from,
+    FEW, FEW_VECS, GROUP_ROWS, MR, NV, P_ROWS, fetch_add, mk_lanes, mk_lanes1, mk_lanes2, mk_rows_grouped,
+    mk_rows_grouped_few, mk_rows_grouped_from,
 )
 from rnnjit.kernels.config import HELPER_JIT, JIT
 from rnnjit.kernels.pack import to_operand
 from rnnjit.kernels.precision import PRECISIONS, VECTOR_BYTES
 from rnnjit.kernels.update import LSTM, cell_update
+from rnnjit.kernels.wavefront import step_done, wait_for_step
 
 OUT_NONE, OUT_LAST, OUT_ALL, OUT_SUM, OUT_MAX = 0, 1, 2, 3, 4
 """What a layer writes per step: nothing (final state only), the output at each sequence's last
@@ -142,62 +143,100 @@ def _pack_operand(a, aq, w, rows, bt, x0, nx, h0, nh, scales):
     return bf16
 
 
+@njit(inline="always", **JIT)
+def _int8_byte(v, inv):
+    """One input quantized to an unsigned byte: ``floor(v * inv + 0.5) + 128``, ``inv`` being ``127 / max|v|``."""
+    return np.uint32(np.int32(np.floor(v * inv + np.float32(0.5))) + 128)
+
+
 @njit(**JIT)
 def _int8_inputs(a, aq, bt, x0, nx, h0, nh, scales):
     """`pack_operand` for int8: two segments of rows, quantized per lane to unsigned bytes, four rows per uint32.
 
-    Lane tiles go row by row through slices (the lane loops vectorize); one-
-    and FEW-sequence tiles by plain indexes (a slice per row cost ~1 us per step).
+    One sequence: each segment is contiguous in ``a`` and in the bytes of
+    ``aq``, one flat loop each. Lane tiles: each whole quad of rows is
+    combined into one uint32 per lane (the lane loop vectorizes; byte stores
+    four apart did not: 19 us per step at H=512 in a tile of 48, bench/precision_notes.md);
+    a segment's last partial quad and FEW tiles by plain byte indexes.
     """
     ab = aq.view(np.uint8)
     q0 = 0
     for j in range(2):
         r0, n = (x0, nx) if j == 0 else (h0, nh)
         top = scales[j * bt : (j + 1) * bt]
+        if bt == 1:
+            seg = a[r0 : r0 + n]
+            m = np.float32(0)
+            for i in range(n):
+                m = max(m, abs(seg[i]))
+            inv = np.float32(127) / m if m > 0 else np.float32(0)
+            out = ab[4 * q0 : 4 * q0 + n]
+            for i in range(n):
+                out[i] = np.uint8(_int8_byte(seg[i], inv))
+            top[0] = np.float32(1) / inv if inv > 0 else np.float32(0)  # the scale max|v| / 127
+            q0 += (n + 3) // 4
+            continue
         top[:] = 0
-        if bt < 16:
-            for i in range(n):
-                for l in range(bt):
-                    top[l] = max(top[l], abs(a[(r0 + i) * bt + l]))
-        else:
-            for i in range(n):
-                row = a[(r0 + i) * bt : (r0 + i + 1) * bt]
-                for l in range(bt):
-                    top[l] = max(top[l], abs(row[l]))
+        for i in range(n):
+            row = a[(r0 + i) * bt : (r0 + i + 1) * bt]
+            for l in range(bt):
+                top[l] = max(top[l], abs(row[l]))
         for l in range(bt):
             top[l] = np.float32(127) / top[l] if top[l] > 0 else np.float32(0)  # the inverse scale, for now
-        if bt < 16:
-            for i in range(n):
-                at = (q0 + i // 4) * bt * 4 + i % 4
-                for l in range(bt):
-                    ab[at + 4 * l] = np.uint8(np.int32(np.floor(a[(r0 + i) * bt + l] * top[l] + np.float32(0.5))) + 128)
-        else:
-            for i in range(n):
-                row = a[(r0 + i) * bt : (r0 + i + 1) * bt]
-                at = (q0 + i // 4) * bt * 4 + i % 4
-                for l in range(bt):
-                    ab[at + 4 * l] = np.uint8(np.int32(np.floor(row[l] * top[l] + np.float32(0.5))) + 128)
+        whole = n // 4 if bt >= 16 else 0
+        for k in range(whole):
+            r = (r0 + 4 * k) * bt
+            v0, v1, v2, v3 = a[r : r + bt], a[r + bt : r + 2 * bt], a[r + 2 * bt : r + 3 * bt], a[r + 3 * bt : r + 4 * bt]
+            out = aq[(q0 + k) * bt : (q0 + k + 1) * bt]
+            for l in range(bt):
+                inv = top[l]
+                out[l] = (_int8_byte(v0[l], inv) | (_int8_byte(v1[l], inv) << 8) | (_int8_byte(v2[l], inv) << 16)
+                          | (_int8_byte(v3[l], inv) << 24))  # fmt: skip
+        for i in range(4 * whole, n):
+            at = (q0 + i // 4) * bt * 4 + i % 4
+            for l in range(bt):
+                ab[at + 4 * l] = np.uint8(_int8_byte(a[(r0 + i) * bt + l], top[l]))
         for l in range(bt):
             top[l] = np.float32(1) / top[l] if top[l] > 0 else np.float32(0)  # the scale max|v| / 127
         q0 += (n + 3) // 4
 
 
 @njit(inline="always", **JIT)
-def panel_lanes(wf, a0, z, zoff, g, goff, bt, n, s, slen, nvec, lv):
-    """One weight panel against every vector of lanes of the tile whose sequences still run at step ``s``.
+def lanes_row(wf, a0, z, zoff, g, goff, bt, n, nvec, lv):
+    """One weight panel against the first ``nvec`` vectors of lanes: NV vectors at a time, then two or one.
 
-    Lanes are sorted by length within the tile, so the first vector whose
-    first sequence has ended ends the row; NV vectors at a time, then one.
-    Inlined at numba-IR level, so the worker and the team compile the same loop.
+    Every lane's sum is the same FMA chain in each kernel, so the bits do not
+    depend on which kernel ran a lane (the tile width, the batch around it).
     """
     v = 0
-    while v < nvec and s < slen[v * lv]:
+    while v < nvec:
         if v + NV <= nvec:
             mk_lanes(wf, a0, z, zoff + v * lv, bt, g, goff + v * lv, bt, n)
             v += NV
+        elif v + 2 <= nvec:
+            mk_lanes2(wf, a0, z, zoff + v * lv, bt, g, goff + v * lv, bt, n)
+            v += 2
         else:
             mk_lanes1(wf, a0, z, zoff + v * lv, bt, g, goff + v * lv, bt, n)
             v += 1
+
+
+@njit(inline="always", **JIT)
+def running_vectors(s, slen, nvec, lv):
+    """Vectors of lanes whose first sequence still runs at step ``s`` (lengths are sorted within the tile)."""
+    v = 0
+    while v < nvec and s < slen[v * lv]:
+        v += 1
+    return v
+
+
+@njit(inline="always", **JIT)
+def panel_lanes(wf, a0, z, zoff, g, goff, bt, n, s, slen, nvec, lv):
+    """One weight panel against every vector of lanes of the tile whose sequences still run at step ``s``.
+
+    Inlined at numba-IR level, so the worker and the team compile the same loop.
+    """
+    lanes_row(wf, a0, z, zoff, g, goff, bt, n, running_vectors(s, slen, nvec, lv), lv)
 
 
 @njit(inline="always", **JIT)
@@ -286,12 +325,25 @@ def _acc_of(w, n):
 
 @njit(inline="always", **JIT)
 def _int8_gates(wf, wgf, zq, g, acc, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv, rows_few, split, qs, qc, scales):
-    """`gate_products` for int8: the x segment, then h from element ``split``, into ``acc``; rescaled into ``g``."""
-    n = n_pan * MR * bt
-    products_into(wf, wgf, zq, acc[:n], n_pan, Kw, bt, 0, split, kstart, klen, False, s, slen, nvec, lv, rows_few)
-    products_into(wf, wgf, zq, acc[n:], n_pan, Kw, bt, split, Kw - split, kstart, klen, False, s, slen, nvec, lv,
-                  rows_few)  # fmt: skip
-    _int8_rows(g, acc, n_pan * MR, bt, qs, qc, scales)
+    """`gate_products` for int8: the x segment, then h from element ``split``, into ``acc``; rescaled into ``g``.
+
+    Lane tiles go panel by panel: both segments of one panel's MR rows into
+    the first ``2 * MR * bt`` accumulators, rescaled at once, so the int32
+    accumulators stay in L1 instead of a buffer twice the size of ``g``
+    (0.8 MB at H=512 in a tile of 48) passing through L2 beside the weights.
+    """
+    if bt == 1 or bt == FEW:
+        n = n_pan * MR * bt
+        products_into(wf, wgf, zq, acc[:n], n_pan, Kw, bt, 0, split, kstart, klen, False, s, slen, nvec, lv, rows_few)
+        products_into(wf, wgf, zq, acc[n:], n_pan, Kw, bt, split, Kw - split, kstart, klen, False, s, slen, nvec, lv,
+                      rows_few)  # fmt: skip
+        _int8_rows(g, acc, n_pan * MR, bt, qs, qc, scales)
+        return
+    m = MR * bt
+    for p in range(n_pan):
+        panel_lanes(wf, p * Kw * MR, zq, 0, acc, 0, bt, split, s, slen, nvec, lv)
+        panel_lanes(wf, (p * Kw + split) * MR, zq, split * bt, acc, m, bt, Kw - split, s, slen, nvec, lv)
+        _int8_panel(g, p * m, acc, bt, qs, qc, p * MR, scales)
 
 
 @njit(inline="always", **JIT)
@@ -303,8 +355,8 @@ def _int8_projection(wrf, wrgf, mq, pr, racc, n_pan_r, Hw, bt, kstart, klen, s, 
 
 
 @njit(inline="always", **JIT)
-def _float_projection(wrf, wrgf, mq, pr, n_pan_r, Hw, bt, nvec, lv, rows_few):
-    """The float and bf16 projection: every vector of the tile (`proj_products`)."""
+def _float_projection(wrf, wrgf, mq, pr, n_pan_r, Hw, bt, s, slen, nvec, lv, rows_few):
+    """The float and bf16 projection: the vectors of the tile still running (`proj_products`)."""
     if bt == 1:
         for q in range(n_pan_r // P_ROWS):
             mk_rows_grouped(wrgf, q * Hw * GROUP_ROWS, mq, 0, pr, q * GROUP_ROWS, Hw)
@@ -314,10 +366,7 @@ def _float_projection(wrf, wrgf, mq, pr, n_pan_r, Hw, bt, nvec, lv, rows_few):
             mk_rows_grouped_few(wrgf, q * Hw * GROUP_ROWS + r, mq, 0, pr, r0 * FEW, Hw)
     else:
         for p in range(n_pan_r):
-            for v in range(0, nvec - nvec % NV, NV):
-                mk_lanes(wrf, p * Hw * MR, mq, v * lv, bt, pr, p * MR * bt + v * lv, bt, Hw)
-            for v in range(nvec - nvec % NV, nvec):
-                mk_lanes1(wrf, p * Hw * MR, mq, v * lv, bt, pr, p * MR * bt + v * lv, bt, Hw)
+            panel_lanes(wrf, p * Hw * MR, mq, 0, pr, p * MR * bt, bt, Hw, s, slen, nvec, lv)
 
 
 @njit(inline="always", **JIT)
@@ -372,7 +421,7 @@ def proj_products(wr, wrf, wrgf, mq, pr, racc, n_pan_r, Hw, bt, kstart, klen, s,
         _int8_projection(wrf, wrgf, mq, pr, racc, n_pan_r, Hw, bt, kstart, klen, s, slen, nvec, lv, rows_few, rqs,
                          rqc, scales)  # fmt: skip
     else:
-        _float_projection(wrf, wrgf, mq, pr, n_pan_r, Hw, bt, nvec, lv, rows_few)
+        _float_projection(wrf, wrgf, mq, pr, n_pan_r, Hw, bt, s, slen, nvec, lv, rows_few)
 
 
 @overload(proj_products, inline="always", jit_options=HELPER_JIT)
@@ -382,7 +431,7 @@ def _proj_products(wr, wrf, wrgf, mq, pr, racc, n_pan_r, Hw, bt, kstart, klen, s
 
         def one(wr, wrf, wrgf, mq, pr, racc, n_pan_r, Hw, bt, kstart, klen, s, slen, nvec, lv, rows_few, rqs, rqc,
                 scales):  # fmt: skip
-            _float_projection(wrf, wrgf, mq, pr, n_pan_r, Hw, bt, nvec, lv, rows_few)
+            _float_projection(wrf, wrgf, mq, pr, n_pan_r, Hw, bt, s, slen, nvec, lv, rows_few)
 
         return one
 
@@ -422,21 +471,39 @@ def _int8_rows(g, acc, rows, bt, qs, qc, scales):
             v = np.float32(acc[i] - cx[r]) * (sx[r] * scales[l]) + bias[r]
             g[i] = v + np.float32(ah[i] - ch[r]) * (sh[r] * hs[l]) if two else v
         return
+    # lane tiles (an LSTMP's projection: one segment; the gates go by `_int8_panel`)
+    s0 = scales[:bt]
     for r in range(rows):
-        ax = acc[r * bt : (r + 1) * bt]
-        out = g[r * bt : (r + 1) * bt]
-        if two:
-            ah = acc[n + r * bt : n + (r + 1) * bt]
-            for l in range(bt):
-                out[l] = np.float32(ax[l] - cx[r]) * (sx[r] * scales[l]) + bias[r] + np.float32(ah[l] - ch[r]) * (
-                    sh[r] * scales[bt + l])
-        else:
-            for l in range(bt):
-                out[l] = np.float32(ax[l] - cx[r]) * (sx[r] * scales[l]) + bias[r]
+        ax, out = acc[r * bt : (r + 1) * bt], g[r * bt : (r + 1) * bt]
+        fx, b, kx = sx[r], bias[r], cx[r]
+        for l in range(bt):
+            out[l] = np.float32(np.int32(ax[l] - kx)) * (fx * s0[l]) + b
+
+
+@njit(inline="always", **JIT)
+def _int8_panel(g, goff, acc, bt, qs, qc, r0, scales):
+    """`_int8_rows` of one panel of a lane tile: gate rows ``[r0, r0 + MR)``, their x accumulators in ``acc``'s
+    first ``MR * bt``, h in the next, into ``g`` from ``goff``.
+
+    A row's constants are scalars and the lane scales slices, so the lane
+    loop vectorizes (indexing qs, qc and scales inside it kept it scalar:
+    74 us per step at H=512 in a tile of 48 against 14, bench/precision_notes.md).
+    """
+    m = MR * bt
+    s0, s1 = scales[:bt], scales[bt : 2 * bt]
+    for q in range(MR):
+        r = r0 + q
+        ax, ah, out = acc[q * bt : (q + 1) * bt], acc[m + q * bt : m + (q + 1) * bt], g[goff + q * bt : goff + (q + 1) * bt]
+        fx, fh, b, kx, kh = qs[0, r], qs[1, r], qs[2, r], qc[0, r], qc[1, r]
+        for l in range(bt):
+            out[l] = np.float32(np.int32(ax[l] - kx)) * (fx * s0[l]) + b + np.float32(np.int32(ah[l] - kh)) * (fh * s1[l])
 
 
 STEP_BLOCK = 48
 """Steps a one-sequence tile projects at once (`project_steps`; a multiple of ``MR``)."""
+
+WAVE_BLOCK = 16
+"""The same for an upper layer of a wavefront (`rnnjit.kernels.wavefront`): it waits for these steps of the layer below."""
 
 
 def project_steps(w, wgf, zx, zxq, proj, xf, tok, b, blen, reverse, s0, ns, T, I, n_pan, Kw, kx, scales):
@@ -524,7 +591,7 @@ def run_worker(
     w, wg, wgh, kstart, klen, wr, wrg,
     h0, c0, y, ycol, out_mode, reverse, hn, cn,
     hidden, hp, h_out, proj, bt,
-    qs, qc, rqs, rqc, split, kx, xk0,
+    qs, qc, rqs, rqc, split, kx, xk0, ready, lay,
 ):  # fmt: skip
     """One thread's share: tiles from the shared counter, through every step, scratch allocated once.
 
@@ -535,6 +602,12 @@ def run_worker(
     operand elements of every step are projected first
     (`project_steps`, `STEP_BLOCK` steps at a time), and per step only input columns ``[xk0, I)`` are
     gathered into ``z`` (none for float; the column a bf16 pair shares with h).
+
+    ``ready``: empty, or the step counters of a stack of layers that run at
+    once, one tile each (`rnnjit.kernels.wavefront`): step ``s`` first waits
+    until layer ``lay - 1`` has written its step ``s`` (``x`` is that
+    layer's output; with ``kx`` > 0, every step of the block projected at
+    ``s``), and counts its own step once its outputs are written.
     """
     T = tok.shape[1]
     I = x.shape[1]
@@ -562,13 +635,13 @@ def run_worker(
     pr = _skewed_zeros(n_pan_r * MR * bt, x, 3072)
     seq = np.zeros(bt, np.int64)
     slen = np.zeros(bt, np.int64)
-    xoff = np.zeros(bt, np.int64)
     h_at = (I + 1) * bt  # first h row of z
     Kw = w.shape[1]  # reduction length of the gate product in operand elements (K, or K / k_pack)
     Hw = wr.shape[1]  # the same for the projection
     zq = operand_of(z, w, Kw * bt)  # what the products read: z itself, or z packed (`rnnjit.kernels.precision`)
     mq = operand_of(m, wr, Hw * bt)
-    acc = acc_of(w, 2 * n_pan * MR * bt)  # int8: the x and h segments' int32 accumulators (`gate_products`)
+    # int8: the x and h segments' int32 accumulators, of every row or (lane tiles) of one panel (`_int8_gates`)
+    acc = acc_of(w, 2 * (n_pan if bt <= FEW else 1) * MR * bt)
     racc = acc_of(wr, n_pan_r * MR * bt)
     scales = np.zeros(2 * bt, x.dtype)  # int8: each lane's input scales (`pack_operand`)
     lv = VECTOR_BYTES // x.itemsize  # lanes per SIMD vector
@@ -580,6 +653,10 @@ def run_worker(
     xproj = _skewed_zeros(STEP_BLOCK * R if on else 1, x, 0)
     zx = _skewed_zeros((I + 1) * STEP_BLOCK if on else 1, x, 0)
     zxq = operand_of(zx, w, (I + 1) * STEP_BLOCK if on else 1)
+    zin = z[bt:h_at]  # the x rows of z
+    # steps projected at once: a layer of a wavefront that waits for the layer below projects fewer, so it
+    # follows that layer a few steps behind, not a whole `STEP_BLOCK`
+    blk = WAVE_BLOCK if ready.shape[0] > 0 and lay > 0 else STEP_BLOCK
     n_tiles = tile_ptr.shape[0] - 1
     while True:
         tile = fetch_add(next_tile, 0, 1)  # tiles are longest first: dynamic LPT
@@ -607,23 +684,32 @@ def run_worker(
                 if cell == LSTM:
                     for u in range(H):
                         c[u * bt + l] = c0[b, u]
+        seen = 0  # steps of layer ``lay - 1`` known to be written (`ready`)
         for s in range(maxlen):
-            if on and s % STEP_BLOCK == 0:  # the input columns of the next steps at once
+            if ready.shape[0] > 0 and lay > 0:
+                need = min(s + blk, maxlen) - 1 if on and s % blk == 0 else s
+                if need >= seen:
+                    seen = wait_for_step(ready, lay - 1, need)
+            if on and s % blk == 0:  # the input columns of the next steps at once
                 project_steps(w, wgf, zx, zxq, xproj, xf, tok, seq[0], slen[0], reverse, s,
-                              min(STEP_BLOCK, maxlen - s), T, I, n_pan, Kw, kx, scales)  # fmt: skip
-            # -- gather x_t per sequence (reverse: from its own last step)
+                              min(blk, maxlen - s), T, I, n_pan, Kw, kx, scales)  # fmt: skip
+            # -- gather x_t per sequence (reverse: from its own last step; columns
+            # [xk0, I) only, the rest are projected already), lane by lane: each lane
+            # reads its row contiguously and stores down its column of z. Feature by feature (every
+            # lane's row at once) ran ~4x the time of the whole step's activations at I=256 (rows a
+            # multiple of 4 KiB apart share an L1 set, so the bt open source lines evicted each
+            # other; bench/report_notes.md "Mid-size batches"). Lanes whose sequence has ended keep
+            # their last input (garbage nobody reads, as in every other pass).
             for l in range(bt):
-                t = slen[l] - 1 - s if reverse else s
-                t = t if s < slen[l] else 0
-                xoff[l] = step_row(tok, seq[l], t, T) * I
-            for i in range(xk0, I):
-                zrow = z[(i + 1) * bt : (i + 2) * bt]  # a view: contiguous stores (see rnnjit/kernels/update.py)
-                for l in range(bt):
-                    zrow[l] = xf[xoff[l] + i]
+                if s < slen[l]:
+                    t = slen[l] - 1 - s if reverse else s
+                    off = step_row(tok, seq[l], t, T) * I
+                    for i in range(xk0, I):
+                        zin[i * bt + l] = xf[off + i]
             # -- gate pre-activations with biases, all gates at once
             pack_operand(z, zq, w, K, bt, 1, I, I + 1, h_out, scales)
             gate_products(w, wf, wgf, zq, g, acc, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv, rows_few, split,
-                          qs, qc, scales, kx, whf, xproj, (s % STEP_BLOCK) * R)  # fmt: skip
+                          qs, qc, scales, kx, whf, xproj, (s % blk) * R)  # fmt: skip
             # -- activations and state update: flat, vectorized loops (`cell_update`)
             # The LSTM writes c' to a second buffer (the two swap every step)
             # instead of updating c in place. Measured: with the in-place
@@ -647,3 +733,5 @@ def run_worker(
                     zh[q] = m[q]
             # -- outputs (or pooled outputs) and final states of the sequences that ran this step
             emit(cell, out_mode, s, nb, seq, slen, reverse, 0, h_out, 0, H, z, h_at, c, 0, bt, yf, Ty, Y, ycol, hn, cn)
+            if ready.shape[0] > 0:
+                step_done(ready, lay)

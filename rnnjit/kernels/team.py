@@ -35,12 +35,13 @@ from numba import config, njit, types
 from numba.extending import intrinsic
 
 from rnnjit.kernels._simd import (
-    MR, P_ROWS, _ptr, atomic_load, cpu_relax, fetch_add, mk_rows_grouped, mk_rows_grouped_from,
+    MR, P_ROWS, _ptr, atomic_load, fetch_add, mk_rows_grouped, mk_rows_grouped_from,
 )
 from rnnjit.kernels.config import JIT
 from rnnjit.kernels.precision import VECTOR_BYTES
 from rnnjit.kernels.layer import emit, panel_lanes, step_row
 from rnnjit.kernels.update import cell_update
+from rnnjit.kernels.wavefront import relax
 
 TID = 0  # index in ``sync`` of the counter that numbers the threads as they arrive
 DONE = 8  # the finished-chunks counter (another cache line: waiting threads read it in a loop)
@@ -128,9 +129,11 @@ def run_team(
         s = max(s, atomic_load(sync, DONE) // nch)  # a thread that starts late joins at the current step
         if s >= maxlen:
             break
+        rounds = 0
         while atomic_load(sync, DONE) < s * nch:  # the step before is not finished yet
-            cpu_relax()
-            spins += 1
+            relax(rounds)  # after long waits a yield: the thread waited for may need this core back
+            rounds += 1
+        spins += rounds
         zc, zn = (s % 2) * KB, ((s + 1) % 2) * KB  # offsets of this step's z and the next
         cc, cx = (s % 2) * HB, ((s + 1) % 2) * HB
         for k in range(nch):
