@@ -11,16 +11,35 @@ projection (``proj``, the default), with it turned off (``noproj``: every
 step reads every column, as before), and onnxruntime on the same batch, in
 rounds: each round runs the three in a new random order, ``calls`` calls
 each, and keeps the median call. The table gives the median over rounds
-(ms) and each ratio ort / rnnjit (>1: rnnjit faster).
+(ms) and each ratio ort / rnnjit (>1: rnnjit faster). ``--cpu`` times the
+process's CPU time instead of the wall clock: on a machine loaded by other
+processes it leaves out the time slices the process waits for (one thread
+only: with two, a thread spinning for the other counts twice).
 """
 
 from __future__ import annotations
 
 import argparse
+import random
 import statistics
+import time
 
-from bench.small_batch import time_round
 from rnnjit import kernels
+
+
+def time_round(fns, calls, clock=time.perf_counter):
+    """Median seconds per call of each callable, in a random order (`bench.small_batch.time_round`, any clock)."""
+    res = {}
+    names = list(fns)
+    random.shuffle(names)
+    for n in names:
+        ts = []
+        for _ in range(calls):
+            t0 = clock()
+            fns[n]()
+            ts.append(clock() - t0)
+        res[n] = statistics.median(ts)
+    return res
 
 
 def _without_projection(fn):
@@ -59,13 +78,18 @@ def main(argv=None):
     ap.add_argument("--cases", default="speaker_encoder_b1,beat_tracker_b1,ocr_head_b1,polyphone_tagger_b1,"
                                        "onset_detector_b1")  # fmt: skip
     ap.add_argument("--B", default="1,2,4,8", help="LSTM H=128 I=32 T=100 batch sizes")
+    ap.add_argument("--cpu", action="store_true", help="CPU time of the process, not wall time (--threads 1)")
     a = ap.parse_args(argv)
+    if a.cpu and a.threads != 1:
+        ap.error("--cpu times one thread: add --threads 1")
+    clock = time.process_time if a.cpu else time.perf_counter
     import torch
 
     torch.set_num_threads(a.threads)
     jobs = [(n, lambda n=n: _real(n, a.threads, torch)) for n in a.cases.split(",") if n]
     jobs += [(f"lstm_h128_b{B}", lambda B=B: _lstm(B, a.threads, torch)) for B in map(int, a.B.split(",")) if B]
-    print(f"threads={a.threads} rounds={a.rounds}; ms per call, median of round medians; x = ort / rnnjit")
+    print(f"threads={a.threads} rounds={a.rounds}; ms per call ({'CPU' if a.cpu else 'wall'} time), median of round "
+          f"medians; x = ort / rnnjit")  # fmt: skip
     for name, make in jobs:
         proj, ort = make()
         fns = {"proj": proj, "noproj": _without_projection(proj)}
@@ -74,7 +98,7 @@ def main(argv=None):
         for fn in fns.values():
             fn()  # compilation and first-call setup
         calls = max(3, min(50, int(0.05 / max(1e-6, time_round(fns, 1)["proj"]))))
-        rounds = [time_round(fns, calls) for _ in range(a.rounds)]
+        rounds = [time_round(fns, calls, clock) for _ in range(a.rounds)]
         med = {n: statistics.median(r[n] for r in rounds) * 1e3 for n in fns}
         cells = [f"{n} {med[n]:.3f}" + (f" ({med['ort'] / med[n]:.2f}x)" if "ort" in med else "") for n in fns]
         print(f"{name}: " + " | ".join(cells) + f" | noproj/proj {med['noproj'] / med['proj']:.2f}", flush=True)
