@@ -29,7 +29,9 @@ takes fewer tiles), with its scratch allocated once. It releases the GIL (``nogi
 Small batches: ``bt == 1`` (one sequence per tile, the matrix-vector
 micro-kernel `mk_rows_grouped`) and ``bt == FEW`` (4 sequences,
 `mk_rows_grouped_few`), both reading the grouped weights (``wg``, and
-``wrg`` for an LSTM projection).
+``wrg`` for an LSTM projection). A one-sequence tile of float or bf16
+weights projects its input columns `STEP_BLOCK` steps at a time
+(`project_steps`) and per step reads only the h columns (``wgh``).
 """
 
 from __future__ import annotations
