@@ -9,8 +9,9 @@ Modules: `config` (compile flags, the only place they are set), `precision`
 `_simd` (register-blocked matmul micro-kernels and atomics as numba
 intrinsics), `activations` (vectorizable tanh/sigmoid), `update` (the cell
 update), `pack` (weight packing, numpy), `layer` (the tile kernel), `team`
-(one tile on several threads), `tiling` (tile width cost model, tiles by
-length), `team_policy` (when a team runs), `pool` (the worker threads), and
+(one tile on several threads), `wavefront` (a stack of layers in one tile,
+its layers at once), `tiling` (tile width cost model, tiles by length),
+`team_policy` (when a team or a wavefront runs), `pool` (the worker threads), and
 this wrapper, which checks and converts inputs once, builds the kernels'
 arguments (`kernel_args`) and shapes results.
 
@@ -29,7 +30,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numba
 import numpy as np
@@ -61,6 +62,8 @@ class Prepared:
     dtype: np.dtype
     layers: tuple[PackedLayer, ...]  # index layer * D + direction
     precision: Precision = PRECISIONS["float32"]
+    # what every call reads from the weights alone (`_layout`), built on the first call
+    cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
 
 PRODUCT_CPUS = {
@@ -123,28 +126,29 @@ def run(prepared: Prepared, x, lengths, h0=None, c0=None, select="all", threads=
     """
     if select not in SELECT_MODES:
         raise ValueError(f"select must be one of {', '.join(SELECT_MODES)}, got {select!r}")
-    spec, dtype = prepared.spec, prepared.dtype
+    dtype = prepared.dtype
+    lay = _layout(prepared)
+    D, L, Ho, H, I = lay.sizes
     if table is None:
         x = _writable(np.ascontiguousarray(x, dtype=dtype))
-        if x.ndim != 3 or x.shape[2] != spec.input_size:
-            raise ValueError(f"x has shape {x.shape}; expected (batch, time, {spec.input_size})")
+        if x.ndim != 3 or x.shape[2] != I:
+            raise ValueError(f"x has shape {x.shape}; expected (batch, time, {I})")
         B, T, _ = x.shape
-        rows, tok = x.reshape(B * T, spec.input_size), np.zeros((0, T), np.int64)
+        rows, tok = x.reshape(B * T, I), np.zeros((0, T), np.int64)
     else:
         tok = _writable(np.ascontiguousarray(x, dtype=np.int64))
         rows = _writable(np.ascontiguousarray(table, dtype=dtype))
-        if tok.ndim != 2 or rows.ndim != 2 or rows.shape[1] != spec.input_size:
+        if tok.ndim != 2 or rows.ndim != 2 or rows.shape[1] != I:
             raise ValueError(
-                f"token ids {tok.shape} and table {rows.shape}; expected (batch, time) and (vocabulary, {spec.input_size})"
+                f"token ids {tok.shape} and table {rows.shape}; expected (batch, time) and (vocabulary, {I})"
             )
         B, T = tok.shape
     lengths = _writable(np.ascontiguousarray(lengths, dtype=np.int64))
-    D, L, Ho, H = spec.num_directions, spec.num_layers, spec.h_out, spec.hidden_size
-    h_shape, c_shape = spec.state_shapes(B)
+    h_shape = (L * D, B, Ho)  # `RNNSpec.state_shapes`
     hn = np.zeros(h_shape, dtype)
     cn = np.zeros((L * D, B, H), dtype)
     h0 = np.zeros(h_shape, dtype) if h0 is None else _writable(np.ascontiguousarray(h0, dtype=dtype))
-    c0 = cn.copy() if (c0 is None or c_shape is None) else _writable(np.ascontiguousarray(c0, dtype=dtype))
+    c0 = cn.copy() if (c0 is None or not lay.has_c) else _writable(np.ascontiguousarray(c0, dtype=dtype))
     y_all = np.zeros((B, T, D * Ho), dtype) if select == "all" else None
     y_last = np.zeros((B, 1, D * Ho), dtype)
     if B > 0 and T > 0:
@@ -160,7 +164,7 @@ def run(prepared: Prepared, x, lengths, h0=None, c0=None, select="all", threads=
         y = y_last[:, 0, :]
         if select == "mean":
             y = y / lengths[:, None].astype(dtype)
-    return np.ascontiguousarray(y), hn, (cn if c_shape else None)
+    return np.ascontiguousarray(y), hn, (cn if lay.has_c else None)
 
 
 SPLIT_WORK = 3e7
@@ -173,16 +177,46 @@ a direction is a few microseconds, less than handing one to a pool thread
 """
 
 
+@dataclass(frozen=True)
+class _Layout:
+    """What `_run_layers` reads from the packed weights on every call, worked out once per `Prepared`."""
+
+    static: tuple[dict, ...]  # per layer * D + direction: the kernel arguments that do not depend on the call
+    wbytes: int  # the largest layer-direction's packed weights
+    w0bytes: int  # the first layer-direction's (`SPLIT_WORK`)
+    sizes: tuple[int, int, int, int, int]  # the spec's (directions, layers, h_out, hidden, input size)
+    has_c: bool  # the cell has a cell state (LSTM)
+
+
+def _layout(prepared: Prepared) -> _Layout:
+    lay = prepared.cache.get("layout")
+    if lay is None:
+        spec = prepared.spec
+        D, Ho, H = spec.num_directions, spec.h_out, spec.hidden_size
+        static = tuple(
+            dict(
+                cell=CELL_CODES[spec.cell], w=pk.w, wg=pk.wg, kstart=pk.kstart, klen=pk.klen, wr=pk.wr, wrg=pk.wrg,
+                wgh=pk.wgh,
+                ycol=(k % D) * Ho, reverse=k % D == 1, hidden=H, hp=padded_hidden(H), h_out=Ho, proj=spec.proj_size,
+                qs=pk.qs, qc=pk.qc, rqs=pk.rqs, rqc=pk.rqc, split=pk.split,
+            )  # fmt: skip
+            for k, pk in enumerate(prepared.layers)
+        )
+        lay = _Layout(static, max(pk.w.nbytes for pk in prepared.layers), prepared.layers[0].w.nbytes,
+                      (D, spec.num_layers, Ho, H, spec.input_size), spec.has_cell_state)  # fmt: skip
+        prepared.cache["layout"] = lay
+    return lay
+
+
 def _plan(prepared, lengths, wbytes, threads):
     """(tile width, order, tile_ptr, workers, team chunks or None) for one direction on ``threads`` threads."""
-    spec = prepared.spec
     bt = tile_width(lengths.shape[0], threads, prepared.dtype, wbytes)
     order, tile_ptr = tiles(lengths, bt)
     workers = max(1, min(threads, tile_ptr.size - 1))
     # one tile on several threads (`team`) only where the products read z itself: a packed z would need
     # every chunk of a step done before the next step's z is packed
     one_tile = tile_ptr.size == 2 and prepared.precision.k_pack == 1
-    team = team_chunks(spec, bt, threads, wbytes) if one_tile else None
+    team = team_chunks(prepared.spec, bt, threads, wbytes) if one_tile else None
     return bt, order, tile_ptr, (threads if team else workers), team
 
 
@@ -198,20 +232,22 @@ def _run_layers(prepared, rows, tok, lengths, h0, c0, hn, cn, top_mode, y_all, y
     A stack of one-directional layers in one tile (a batch of one) runs its
     layers at once instead, each behind the layer below (`wavefront`).
     """
-    spec, dtype = prepared.spec, prepared.dtype
+    dtype = prepared.dtype
     B, T = lengths.shape[0], tok.shape[1]
-    D, L, Ho, H = spec.num_directions, spec.num_layers, spec.h_out, spec.hidden_size
-    wbytes = max(pk.w.nbytes for pk in prepared.layers)
-    plans = [_plan(prepared, lengths, wbytes, threads)]
-    if D == 2 and threads >= 2 and float(lengths.sum()) * prepared.layers[0].w.nbytes >= SPLIT_WORK:
-        split = [_plan(prepared, lengths, wbytes, t) for t in (threads // 2, threads - threads // 2)]
+    lay = _layout(prepared)
+    D, L, Ho = lay.sizes[:3]
+    plans = [_plan(prepared, lengths, lay.wbytes, threads)]
+    if D == 2 and threads >= 2 and float(lengths.sum()) * lay.w0bytes >= SPLIT_WORK:
+        split = [_plan(prepared, lengths, lay.wbytes, t) for t in (threads // 2, threads - threads // 2)]
         if not any(p[4] for p in split):
             plans = split
     # a stack of one-directional layers in one tile: its layers at once, each behind the one below (`wavefront`)
-    waves = wavefront_workers(spec, plans[0][2].size == 2, threads, float(lengths.max()) * wbytes)
-    ready = counters(L) if waves else counters(0)
-    cell = CELL_CODES[spec.cell]
-    hp = padded_hidden(H)
+    waves = wavefront_workers(prepared.spec, plans[0][2].size == 2, threads, float(lengths.max()) * lay.wbytes,
+                              lay.wbytes if plans[0][4] else 0)  # fmt: skip
+    # an odd stack on two threads whose layers run as a team: the first layer as a team, the rest as a wavefront
+    # (3 layers as a wavefront leave one thread two layers)
+    solo = 1 if waves == 2 and L % 2 and plans[0][4] else 0
+    ready = counters(L - solo) if waves else counters(0)
     no_tokens = np.zeros((0, T), np.int64)
     stack = []
     for layer in range(L):
@@ -222,18 +258,14 @@ def _run_layers(prepared, rows, tok, lengths, h0, c0, hn, cn, top_mode, y_all, y
         jobs = []
         for d in range(D):
             k = layer * D + d
-            pk = prepared.layers[k]
             bt, order, tile_ptr, workers, team = plans[d % len(plans)]
-            kx, xk0 = _projected(prepared, pk, bt)
-            values = dict(
-                kx=kx, xk0=xk0, wgh=pk.wgh,
-                cell=cell, x=rows, tok=tok, w=pk.w, wg=pk.wg, kstart=pk.kstart, klen=pk.klen, wr=pk.wr, wrg=pk.wrg,
-                h0=h0[k], c0=c0[k], y=out, ycol=d * Ho, out_mode=mode, reverse=d == 1, hn=hn[k], cn=cn[k],
-                hidden=H, hp=hp, h_out=Ho, proj=spec.proj_size, bt=bt,
-                qs=pk.qs, qc=pk.qc, rqs=pk.rqs, rqc=pk.rqc, split=pk.split,
-                lens=lengths, order=order, tile_ptr=tile_ptr, next_tile=np.zeros(1, np.int64), ready=ready, lay=layer,
-            )  # fmt: skip
-            if waves:
+            kx, xk0 = _projected(prepared, prepared.layers[k], bt)
+            values = {
+                **lay.static[k], "x": rows, "tok": tok, "h0": h0[k], "c0": c0[k], "y": out, "out_mode": mode,
+                "hn": hn[k], "cn": cn[k], "bt": bt, "lens": lengths, "order": order, "tile_ptr": tile_ptr,
+                "next_tile": np.zeros(1, np.int64), "kx": kx, "xk0": xk0, "ready": ready, "lay": layer - solo,
+            }  # fmt: skip
+            if waves and layer >= solo:
                 stack.append((run_worker, kernel_args(run_worker, values)))
             elif len(plans) == 2:
                 jobs += [(run_worker, kernel_args(run_worker, values))] * workers
