@@ -38,7 +38,9 @@ import numpy as np
 from rnnjit.kernels import team_policy
 from rnnjit.kernels._simd import MR
 from rnnjit.kernels.layer import OUT_ALL, OUT_LAST, OUT_MAX, OUT_NONE, OUT_SUM, STEP_BLOCK, project_all, run_worker
-from rnnjit.kernels.pack import CELL_CODES, PackedLayer, aligned_empty, pack_layer, padded_hidden
+from rnnjit.kernels.pack import (
+    CELL_CODES, PackedLayer, aligned_empty, pack_layer, padded_hidden, projected_elements,
+)
 from rnnjit.kernels.pool import parallel, run_in_order, run_jobs
 from rnnjit.kernels.precision import PRECISIONS, Precision, missing_features, precision_of, target_cpu
 from rnnjit.kernels.rows import prepare_steps, run_steps
@@ -194,6 +196,7 @@ def _layout(prepared: Prepared) -> _Layout:
         static = tuple(
             dict(
                 cell=CELL_CODES[spec.cell], w=pk.w, wg=pk.wg, kstart=pk.kstart, klen=pk.klen, wr=pk.wr, wrg=pk.wrg,
+                wgh=pk.wgh,
                 ycol=(k % D) * Ho, reverse=k % D == 1, hidden=H, hp=padded_hidden(H), h_out=Ho, proj=spec.proj_size,
                 qs=pk.qs, qc=pk.qc, rqs=pk.rqs, rqc=pk.rqc, split=pk.split,
             )  # fmt: skip
@@ -280,18 +283,10 @@ def _run_layers(prepared, rows, tok, lengths, h0, c0, hn, cn, top_mode, y_all, y
 
 def _projected(prepared, pk, bt) -> tuple[int, int]:
     """(``kx``, ``xk0``) of `run_worker`: the operand elements a one-sequence tile projects for all its steps
-    first (`rnnjit.kernels.layer.project_steps`), and the first input column it still gathers per step.
-
-    Every whole operand element of ``[b_ih | W_ih]`` (``I + 1`` columns; bf16
-    pairs: the pair of the last input column and the first h column stays per
-    step). None for int8 (its input columns are a product of their own with a
-    per-step scale, `rnnjit.kernels.layer.gate_products`) or for wider tiles.
-    """
-    kp = prepared.precision.k_pack
-    if bt != 1 or kp > 2:
-        return 0, 0
-    kx = (pk.in_size + 1) // kp
-    return kx, kx * kp - 1
+    first (`rnnjit.kernels.pack.projected_elements`; 0: none, as for wider tiles), and the first input column
+    it still gathers into ``z`` per step."""
+    kx = projected_elements(pk.in_size, prepared.precision) if bt == 1 else 0
+    return kx, max(kx * prepared.precision.k_pack - 1, 0)
 
 
 _PICK: dict = {}
