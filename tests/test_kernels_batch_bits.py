@@ -3,7 +3,11 @@
 The one-sequence, few-sequence, team and lane paths, and a bidirectional
 layer running its directions at once on two threads, may not change a single
 bit against the lane tiles of a large batch (DESIGN: a row's score does not
-depend on the other rows of its batch).
+depend on the other rows of its batch). The one-sequence path and its team
+project every step's input columns first and continue each sum over the h
+columns per step (`rnnjit.kernels.layer.project_steps`): sequences longer
+than one block of projected steps, inputs whose bf16 pairs straddle the x/h
+boundary, and token ids read from a table must keep the bits too.
 """
 
 from __future__ import annotations
@@ -12,8 +16,12 @@ import numpy as np
 import pytest
 from test_kernels import build
 
+from test_kernels_tokens import V, tokens
+
 from rnnjit import kernels
 from rnnjit.kernels import team_policy
+from rnnjit.kernels.pool import run_in_order
+from rnnjit.kernels.layer import STEP_BLOCK
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=lambda d: d.__name__)
@@ -41,12 +49,14 @@ def test_a_sequence_has_the_same_bits_alone_and_in_any_batch(cell, bidir, dtype,
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn_tanh"])
-def test_a_batch_of_one_run_by_a_team_has_the_same_bits_as_in_a_batch(cell, monkeypatch):
+@pytest.mark.parametrize("T", [8, 2 * STEP_BLOCK + 5], ids=lambda t: f"{t=}")  # one block of projected steps, three
+def test_a_batch_of_one_run_by_a_team_has_the_same_bits_as_in_a_batch(cell, T, monkeypatch):
     _, spec, weights = build(cell, 13, 64, 1, False, True, np.float32, seed=5)  # 64 units: whole row groups
     prepared = kernels.prepare(spec, weights)
     rng = np.random.default_rng(6)
-    x = rng.standard_normal((40, 8, 13)).astype(np.float32)
-    lengths = rng.integers(1, 9, 40).astype(np.int64)
+    x = rng.standard_normal((40, T, 13)).astype(np.float32)
+    lengths = rng.integers(1, T + 1, 40).astype(np.int64)
+    lengths[3] = T
     whole = kernels.run(prepared, x, lengths, None, None, "all", 2)
     monkeypatch.setattr(team_policy, "L2_BYTES", 0)  # the team path for a batch of one
     assert team_policy.team_chunks(spec, 1, 2, 1) is not None
@@ -55,3 +65,93 @@ def test_a_batch_of_one_run_by_a_team_has_the_same_bits_as_in_a_batch(cell, monk
         y, hn, _ = kernels.run(prepared, x[b : b + 1], lengths[b : b + 1], None, None, "all", 2)
         np.testing.assert_array_equal(y[0], whole[0][b])
         np.testing.assert_array_equal(hn[:, 0], whole[1][:, b])
+
+
+@pytest.mark.parametrize("cell", ["lstm", "lstmp", "gru", "rnn_tanh"])
+@pytest.mark.parametrize("select", ["all", "last", "final"])
+def test_a_stack_run_as_a_wavefront_has_the_same_bits_as_layer_after_layer(cell, select, monkeypatch):
+    _, spec, weights = build(cell, 7, 20, 3, False, True, np.float32, seed=8)
+    prepared = kernels.prepare(spec, weights)
+    rng = np.random.default_rng(9)
+    T = STEP_BLOCK + 13  # a batch of one projects its inputs a block of steps ahead: waits for a block, then steps
+    x = rng.standard_normal((60, T, 7)).astype(np.float32)
+    lengths = rng.integers(1, T + 1, 60).astype(np.int64)
+    lengths[:2] = T
+    whole = kernels.run(prepared, x, lengths, None, None, select, 2)  # lane tiles, layer after layer
+    monkeypatch.setattr(team_policy, "WAVEFRONT_WORK", 0)  # the wavefront however small the work
+    monkeypatch.setattr(team_policy, "note_wave", lambda ran, waited: None)  # never paused by a busy machine
+    assert team_policy.wavefront_workers(spec, True, 2, 1.0) == 2
+    assert team_policy.wavefront_workers(spec, False, 2, 1.0) == 0
+    stacks = []
+    monkeypatch.setattr(kernels, "run_in_order", lambda n, jobs: (stacks.append(n), run_in_order(n, jobs))[1])
+    for b0, b1 in ((0, 1), (1, 2), (7, 8), (10, 13)):  # batches of one, and a few-sequence tile
+        for _ in range(3):  # the layers' threads meet at different steps from run to run
+            y, hn, cn = kernels.run(prepared, x[b0:b1], lengths[b0:b1], None, None, select, 2)
+            np.testing.assert_array_equal(y, whole[0][b0:b1])
+            np.testing.assert_array_equal(hn, whole[1][:, b0:b1])
+            if cn is not None:
+                np.testing.assert_array_equal(cn, whole[2][:, b0:b1])
+    assert stacks == [2] * 12  # every call above ran as a wavefront
+
+
+def test_a_wavefront_whose_caller_mostly_waited_pauses_waves(monkeypatch):
+    _, spec, _ = build("lstm", 7, 20, 2, False, True, np.float32)
+    monkeypatch.setattr(team_policy, "_waves_paused_until", 0.0)
+    team_policy.note_wave(1.0, 0.1)  # a healthy run: the caller waited about a step at the end
+    assert team_policy.wavefront_workers(spec, True, 2, 1e9) == 2
+    team_policy.note_wave(1.0, 3.0)  # the upper layer's thread was held up by another process
+    assert team_policy.wavefront_workers(spec, True, 2, 1e9) == 0
+
+
+PRECISIONS = [None, "bf16", "float64"]  # None: float32
+
+
+def _prepared(cell, I, precision, bidir=True, layers=2, seed=7):
+    dtype = np.float64 if precision == "float64" else np.float32
+    _, spec, weights = build(cell, I, 20, layers, bidir, True, dtype, seed=seed)
+    return kernels.prepare(spec, weights, None if precision == "float64" else precision), dtype
+
+
+@pytest.mark.parametrize("precision", PRECISIONS, ids=lambda p: f"precision={p or 'float32'}")
+@pytest.mark.parametrize("cell", ["lstm", "lstmp", "gru", "rnn_relu"])
+@pytest.mark.parametrize("I", [10, 11], ids=lambda i: f"{i=}")  # bf16: I + 1 odd (a pair straddles x and h), even
+def test_projected_inputs_keep_the_bits_over_several_blocks_of_steps(cell, I, precision):
+    prepared, dtype = _prepared(cell, I, precision)
+    rng = np.random.default_rng(8)
+    T = 2 * STEP_BLOCK + 14
+    x = rng.standard_normal((30, T, I)).astype(dtype)
+    lengths = rng.integers(1, T + 1, 30).astype(np.int64)
+    lengths[:4] = [T, 1, STEP_BLOCK, STEP_BLOCK + 1]  # the whole padding, one step, a block, a block and one
+    whole = kernels.run(prepared, x, lengths, None, None, "all", 2)
+    for b in (0, 1, 2, 3, 17):
+        for threads in (1, 2):
+            y, hn, cn = kernels.run(prepared, x[b : b + 1], lengths[b : b + 1], None, None, "all", threads)
+            np.testing.assert_array_equal(y[0], whole[0][b])
+            np.testing.assert_array_equal(hn[:, 0], whole[1][:, b])
+            if cn is not None:
+                np.testing.assert_array_equal(cn[:, 0], whole[2][:, b])
+
+
+@pytest.mark.parametrize("precision", [None, "bf16"], ids=lambda p: f"precision={p or 'float32'}")
+def test_projected_inputs_read_token_ids_as_features_are(precision):
+    prepared, _ = _prepared("lstm", 7, precision, bidir=True, layers=1)
+    table = np.random.default_rng(9).standard_normal((V, 7)).astype(np.float32)
+    ids, lengths = tokens(5, STEP_BLOCK + 9, seed=9)
+    x = table[np.where(np.arange(ids.shape[1])[None, :] < lengths[:, None], ids, 0)]
+    whole = kernels.run(prepared, x, lengths, None, None, "all", 2)[0]
+    for b in range(5):
+        got = kernels.run(prepared, ids[b : b + 1], lengths[b : b + 1], None, None, "all", 1, table=table)[0]
+        np.testing.assert_array_equal(got[0], whole[b])
+
+
+@pytest.mark.parametrize("precision, I, bt, expected", [
+    ("float32", 10, 1, (11, 10)),  # every column of [b_ih | W_ih]; no input column gathered per step
+    ("bf16", 10, 1, (5, 9)),  # 11 columns: 5 whole pairs; the pair of the last input and the first h stays
+    ("bf16", 11, 1, (6, 11)),
+    ("int8", 10, 1, (0, 0)),  # input columns are a product of their own, rescaled per step
+    ("float32", 10, 4, (0, 0)),  # a few-sequence tile reads each weight once per step for all its sequences
+])  # fmt: skip
+def test_which_tiles_project_their_inputs_first(precision, I, bt, expected):
+    _, spec, weights = build("lstm", I, 16, 1, False, True, np.float32, seed=1)
+    prepared = kernels.prepare(spec, weights, precision)
+    assert kernels._projected(prepared, prepared.layers[0], bt) == expected

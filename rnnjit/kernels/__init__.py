@@ -36,13 +36,14 @@ import numpy as np
 
 from rnnjit.kernels import team_policy
 from rnnjit.kernels._simd import MR
-from rnnjit.kernels.layer import OUT_ALL, OUT_LAST, OUT_MAX, OUT_NONE, OUT_SUM, run_worker
+from rnnjit.kernels.layer import OUT_ALL, OUT_LAST, OUT_MAX, OUT_NONE, OUT_SUM, STEP_BLOCK, project_all, run_worker
 from rnnjit.kernels.pack import CELL_CODES, PackedLayer, aligned_empty, pack_layer, padded_hidden
-from rnnjit.kernels.pool import parallel, run_jobs
+from rnnjit.kernels.pool import parallel, run_in_order, run_jobs
 from rnnjit.kernels.precision import PRECISIONS, Precision, missing_features, precision_of, target_cpu
 from rnnjit.kernels.rows import prepare_steps, run_steps
 from rnnjit.kernels.team import NTH, SPINS, run_team, sync_words
-from rnnjit.kernels.team_policy import team_chunks
+from rnnjit.kernels.team_policy import team_chunks, wavefront_workers
+from rnnjit.kernels.wavefront import counters
 from rnnjit.kernels.tiling import tile_width, tiles
 from rnnjit.errors import PrecisionUnavailableError
 from rnnjit.spec import RNNSpec
@@ -192,6 +193,8 @@ def _run_layers(prepared, rows, tok, lengths, h0, c0, hn, cn, top_mode, y_all, y
     batch size, and a small batch needs no per-step hand-off between threads
     (a batch of one ran each direction as a team, whose every step waits for
     both threads; on a shared machine a stalled step costs a time slice).
+    A stack of one-directional layers in one tile (a batch of one) runs its
+    layers at once instead, each behind the layer below (`wavefront`).
     """
     spec, dtype = prepared.spec, prepared.dtype
     B, T = lengths.shape[0], tok.shape[1]
@@ -202,9 +205,13 @@ def _run_layers(prepared, rows, tok, lengths, h0, c0, hn, cn, top_mode, y_all, y
         split = [_plan(prepared, lengths, wbytes, t) for t in (threads // 2, threads - threads // 2)]
         if not any(p[4] for p in split):
             plans = split
+    # a stack of one-directional layers in one tile: its layers at once, each behind the one below (`wavefront`)
+    waves = wavefront_workers(spec, plans[0][2].size == 2, threads, float(lengths.max()) * wbytes)
+    ready = counters(L) if waves else counters(0)
     cell = CELL_CODES[spec.cell]
     hp = padded_hidden(H)
     no_tokens = np.zeros((0, T), np.int64)
+    stack = []
     for layer in range(L):
         if layer < L - 1:
             out, mode = np.zeros((B, T, D * Ho), dtype), OUT_ALL
@@ -215,14 +222,18 @@ def _run_layers(prepared, rows, tok, lengths, h0, c0, hn, cn, top_mode, y_all, y
             k = layer * D + d
             pk = prepared.layers[k]
             bt, order, tile_ptr, workers, team = plans[d % len(plans)]
+            kx, xk0 = _projected(prepared, pk, bt)
             values = dict(
+                kx=kx, xk0=xk0,
                 cell=cell, x=rows, tok=tok, w=pk.w, wg=pk.wg, kstart=pk.kstart, klen=pk.klen, wr=pk.wr, wrg=pk.wrg,
                 h0=h0[k], c0=c0[k], y=out, ycol=d * Ho, out_mode=mode, reverse=d == 1, hn=hn[k], cn=cn[k],
                 hidden=H, hp=hp, h_out=Ho, proj=spec.proj_size, bt=bt,
                 qs=pk.qs, qc=pk.qc, rqs=pk.rqs, rqc=pk.rqc, split=pk.split,
-                lens=lengths, order=order, tile_ptr=tile_ptr, next_tile=np.zeros(1, np.int64),
+                lens=lengths, order=order, tile_ptr=tile_ptr, next_tile=np.zeros(1, np.int64), ready=ready, lay=layer,
             )  # fmt: skip
-            if len(plans) == 2:
+            if waves:
+                stack.append((run_worker, kernel_args(run_worker, values)))
+            elif len(plans) == 2:
                 jobs += [(run_worker, kernel_args(run_worker, values))] * workers
             elif team:
                 _run_team(values, workers, team)
@@ -232,6 +243,24 @@ def _run_layers(prepared, rows, tok, lengths, h0, c0, hn, cn, top_mode, y_all, y
             run_jobs(jobs)
         if layer < L - 1:
             rows, tok = out.reshape(B * T, D * Ho), no_tokens
+    if stack:
+        team_policy.note_wave(*run_in_order(waves, stack))
+
+
+def _projected(prepared, pk, bt) -> tuple[int, int]:
+    """(``kx``, ``xk0``) of `run_worker`: the operand elements a one-sequence tile projects for all its steps
+    first (`rnnjit.kernels.layer.project_steps`), and the first input column it still gathers per step.
+
+    Every whole operand element of ``[b_ih | W_ih]`` (``I + 1`` columns; bf16
+    pairs: the pair of the last input column and the first h column stays per
+    step). None for int8 (its input columns are a product of their own with a
+    per-step scale, `rnnjit.kernels.layer.gate_products`) or for wider tiles.
+    """
+    kp = prepared.precision.k_pack
+    if bt != 1 or kp > 2:
+        return 0, 0
+    kx = (pk.in_size + 1) // kp
+    return kx, kx * kp - 1
 
 
 _PICK: dict = {}
@@ -280,13 +309,25 @@ def _run_team(values: dict, workers, chunks):
     sync = np.zeros(sync_words(nch), np.int64)
     sync[NTH] = workers
     maxlen = int(slen.max())
-    values.update(
+    xproj = np.zeros(1, dtype)
+    if values["kx"] and maxlen * w.shape[0] * MR * dtype.itemsize > TEAM_PROJECTION_BYTES:
+        values.update(kx=0, xk0=0)  # a very long sequence: the team reads the input columns per step
+    if values["kx"]:  # every step's input projection first, on the team's threads
+        xproj = aligned_empty(-(-maxlen // STEP_BLOCK) * STEP_BLOCK * w.shape[0] * MR, dtype)
+        parallel(workers, project_all, (w, values["wg"], rows, tok, int(seq[0]), int(slen[0]), reverse, maxlen,
+                                        values["kx"], xproj, np.zeros(1, np.int64)))  # fmt: skip
+    values.update(xproj=xproj,
         seq=seq, slen=slen, nb=B, maxlen=maxlen, zbuf=zbuf.reshape(2, K * bt), cbuf=cbuf.reshape(2, H * bt),
         g=_line_zeros(w.shape[0] * MR * bt, dtype), m=_line_zeros(H * bt, dtype), sync=sync,
         nblk=1 if values["cell"] in (CELL_CODES["rnn_tanh"], CELL_CODES["rnn_relu"]) else 4, cb=cb, nch=nch,
     )  # fmt: skip
     parallel(workers, run_team, kernel_args(run_team, values))
     team_policy.note_spins(int(sync[SPINS]), maxlen)
+
+
+TEAM_PROJECTION_BYTES = 64 << 20
+"""Largest input projection a team computes before it starts (every step of the sequence: steps x gate rows);
+a longer sequence runs the team without it."""
 
 
 def _line_zeros(shape, dtype) -> np.ndarray:

@@ -205,7 +205,40 @@ starting at ``aoff`` (k-major, MR values per k); ``b`` rows of ``ldb`` lane
 values from ``boff``; ``c`` rows of ``ldc`` from ``coff``; ``n`` the
 reduction length.
 """)
+mk_lanes2 = _lanes_kernel(2, "`mk_lanes` for two vectors of lanes: a tile's remainder of two vectors.")
 mk_lanes1 = _lanes_kernel(1, "`mk_lanes` for one vector of lanes (16 float32 / 8 float64): a tile's remainder.")
+
+
+def _rows_grouped_codegen(from_init: bool):
+    """`mk_rows_grouped`'s code; ``from_init``: the accumulators start from ``init[ioff:]`` instead of zero."""
+
+    def codegen(context, builder, signature, args):
+        aty, _, bty, _, cty = signature.args[:5]
+        a_, aoff_, b_, boff_, c_, coff_, n_ = args[:7]
+        vecty, opty, align, mul_add, (pa, pb, pc), zero = _prologue(
+            context, builder, aty, cty, MR, [(aty, a_, aoff_), (bty, b_, boff_), (cty, c_, coff_)]
+        )
+        i64 = ir.IntType(64)
+        init = [zero] * P_ROWS
+        if from_init:
+            pi = _ptr(context, builder, signature.args[7], args[7], args[8])
+            init = [_vload(builder, vecty, builder.gep(pi, [ir.Constant(i64, p * MR)]), align) for p in range(P_ROWS)]
+
+        def body(k, accs):
+            s = _splat(builder, opty, builder.load(builder.gep(pb, [k])))
+            ak = builder.gep(pa, [builder.mul(k, ir.Constant(i64, MR * P_ROWS))])
+            return [
+                mul_add(_vload(builder, opty, builder.gep(ak, [ir.Constant(i64, p * MR)]), align), s, accs[p])
+                for p in range(P_ROWS)
+            ]
+
+        res = _reduction_loop(builder, n_, init, body)
+        for p in range(P_ROWS):
+            ptr = builder.bitcast(builder.gep(pc, [ir.Constant(i64, p * MR)]), vecty.as_pointer())
+            builder.store(res[p], ptr, align=align)
+        return context.get_dummy_value()
+
+    return codegen
 
 
 @intrinsic
@@ -219,31 +252,19 @@ def mk_rows_grouped(typingctx, a, aoff, b, boff, c, coff, n):
     1.73 us per product, 192 GB/s, against 2.56 us, 129 GB/s, for the same
     kernel over the 8 separate panel streams (removed).
     """
-    sig = types.void(a, aoff, b, boff, c, coff, n)
+    return types.void(a, aoff, b, boff, c, coff, n), _rows_grouped_codegen(False)
 
-    def codegen(context, builder, signature, args):
-        aty, _, bty, _, cty, _, _ = signature.args
-        a_, aoff_, b_, boff_, c_, coff_, n_ = args
-        vecty, opty, align, mul_add, (pa, pb, pc), zero = _prologue(
-            context, builder, aty, cty, MR, [(aty, a_, aoff_), (bty, b_, boff_), (cty, c_, coff_)]
-        )
-        i64 = ir.IntType(64)
 
-        def body(k, accs):
-            s = _splat(builder, opty, builder.load(builder.gep(pb, [k])))
-            ak = builder.gep(pa, [builder.mul(k, ir.Constant(i64, MR * P_ROWS))])
-            return [
-                mul_add(_vload(builder, opty, builder.gep(ak, [ir.Constant(i64, p * MR)]), align), s, accs[p])
-                for p in range(P_ROWS)
-            ]
+@intrinsic
+def mk_rows_grouped_from(typingctx, a, aoff, b, boff, c, coff, n, init, ioff):
+    """`mk_rows_grouped` continuing the sums in ``init[ioff : ioff + P_ROWS*MR]`` (partial sums over earlier k).
 
-        res = _reduction_loop(builder, n_, [zero] * P_ROWS, body)
-        for p in range(P_ROWS):
-            ptr = builder.bitcast(builder.gep(pc, [ir.Constant(i64, p * MR)]), vecty.as_pointer())
-            builder.store(res[p], ptr, align=align)
-        return context.get_dummy_value()
-
-    return sig, codegen
+    Each output is then the same chain of products as one `mk_rows_grouped`
+    over all k whose first terms were summed elsewhere in the same order
+    (every step's input projection at once, `rnnjit.kernels.layer.project_steps`):
+    the same bits. ``init`` holds accumulators (``c``'s dtype), whatever the operands.
+    """
+    return types.void(a, aoff, b, boff, c, coff, n, init, ioff), _rows_grouped_codegen(True)
 
 
 FEW = 4  # sequences per tile in the few-sequence kernel (`mk_rows_grouped_few`)
@@ -375,6 +396,9 @@ if config.DISABLE_JIT:  # pragma: no cover - exercised by the NUMBA_DISABLE_JIT=
     def mk_lanes(*args):  # noqa: F811
         _mk_lanes(NV, *args)
 
+    def mk_lanes2(*args):  # noqa: F811
+        _mk_lanes(2, *args)
+
     def mk_lanes1(*args):  # noqa: F811
         _mk_lanes(1, *args)
 
@@ -398,3 +422,7 @@ if config.DISABLE_JIT:  # pragma: no cover - exercised by the NUMBA_DISABLE_JIT=
     def mk_rows_grouped(a, aoff, b, boff, c, coff, n):  # noqa: F811
         A = a[aoff : aoff + n * P_ROWS * MR].reshape(n, P_ROWS * MR)
         c[coff : coff + P_ROWS * MR] = _k_major(A, a.dtype).T @ _k_major(b[boff : boff + n].reshape(n, 1), a.dtype)[:, 0]
+
+    def mk_rows_grouped_from(a, aoff, b, boff, c, coff, n, init, ioff):  # noqa: F811
+        mk_rows_grouped(a, aoff, b, boff, c, coff, n)
+        c[coff : coff + P_ROWS * MR] += init[ioff : ioff + P_ROWS * MR]

@@ -40,12 +40,14 @@ from numba import types as numba_types
 from numba.extending import overload
 
 from rnnjit.kernels._simd import (
-    FEW, FEW_VECS, GROUP_ROWS, MR, NV, P_ROWS, fetch_add, mk_lanes, mk_lanes1, mk_rows_grouped, mk_rows_grouped_few,
+    FEW, FEW_VECS, GROUP_ROWS, MR, NV, P_ROWS, fetch_add, mk_lanes, mk_lanes1, mk_lanes2, mk_rows_grouped,
+    mk_rows_grouped_few, mk_rows_grouped_from,
 )
 from rnnjit.kernels.config import HELPER_JIT, JIT
 from rnnjit.kernels.pack import to_operand
 from rnnjit.kernels.precision import PRECISIONS, VECTOR_BYTES
 from rnnjit.kernels.update import LSTM, cell_update
+from rnnjit.kernels.wavefront import step_done, wait_for_step
 
 OUT_NONE, OUT_LAST, OUT_ALL, OUT_SUM, OUT_MAX = 0, 1, 2, 3, 4
 """What a layer writes per step: nothing (final state only), the output at each sequence's last
@@ -200,21 +202,41 @@ def _int8_inputs(a, aq, bt, x0, nx, h0, nh, scales):
 
 
 @njit(inline="always", **JIT)
-def panel_lanes(wf, a0, z, zoff, g, goff, bt, n, s, slen, nvec, lv):
-    """One weight panel against every vector of lanes of the tile whose sequences still run at step ``s``.
+def lanes_row(wf, a0, z, zoff, g, goff, bt, n, nvec, lv):
+    """One weight panel against the first ``nvec`` vectors of lanes: NV vectors at a time, then two or one.
 
-    Lanes are sorted by length within the tile, so the first vector whose
-    first sequence has ended ends the row; NV vectors at a time, then one.
-    Inlined at numba-IR level, so the worker and the team compile the same loop.
+    Every lane's sum is the same FMA chain in each kernel, so the bits do not
+    depend on which kernel ran a lane (the tile width, the batch around it).
     """
     v = 0
-    while v < nvec and s < slen[v * lv]:
+    while v < nvec:
         if v + NV <= nvec:
             mk_lanes(wf, a0, z, zoff + v * lv, bt, g, goff + v * lv, bt, n)
             v += NV
+        elif v + 2 <= nvec:
+            mk_lanes2(wf, a0, z, zoff + v * lv, bt, g, goff + v * lv, bt, n)
+            v += 2
         else:
             mk_lanes1(wf, a0, z, zoff + v * lv, bt, g, goff + v * lv, bt, n)
             v += 1
+
+
+@njit(inline="always", **JIT)
+def running_vectors(s, slen, nvec, lv):
+    """Vectors of lanes whose first sequence still runs at step ``s`` (lengths are sorted within the tile)."""
+    v = 0
+    while v < nvec and s < slen[v * lv]:
+        v += 1
+    return v
+
+
+@njit(inline="always", **JIT)
+def panel_lanes(wf, a0, z, zoff, g, goff, bt, n, s, slen, nvec, lv):
+    """One weight panel against every vector of lanes of the tile whose sequences still run at step ``s``.
+
+    Inlined at numba-IR level, so the worker and the team compile the same loop.
+    """
+    lanes_row(wf, a0, z, zoff, g, goff, bt, n, running_vectors(s, slen, nvec, lv), lv)
 
 
 @njit(inline="always", **JIT)
@@ -333,8 +355,8 @@ def _int8_projection(wrf, wrgf, mq, pr, racc, n_pan_r, Hw, bt, kstart, klen, s, 
 
 
 @njit(inline="always", **JIT)
-def _float_projection(wrf, wrgf, mq, pr, n_pan_r, Hw, bt, nvec, lv, rows_few):
-    """The float and bf16 projection: every vector of the tile (`proj_products`)."""
+def _float_projection(wrf, wrgf, mq, pr, n_pan_r, Hw, bt, s, slen, nvec, lv, rows_few):
+    """The float and bf16 projection: the vectors of the tile still running (`proj_products`)."""
     if bt == 1:
         for q in range(n_pan_r // P_ROWS):
             mk_rows_grouped(wrgf, q * Hw * GROUP_ROWS, mq, 0, pr, q * GROUP_ROWS, Hw)
@@ -344,18 +366,29 @@ def _float_projection(wrf, wrgf, mq, pr, n_pan_r, Hw, bt, nvec, lv, rows_few):
             mk_rows_grouped_few(wrgf, q * Hw * GROUP_ROWS + r, mq, 0, pr, r0 * FEW, Hw)
     else:
         for p in range(n_pan_r):
-            for v in range(0, nvec - nvec % NV, NV):
-                mk_lanes(wrf, p * Hw * MR, mq, v * lv, bt, pr, p * MR * bt + v * lv, bt, Hw)
-            for v in range(nvec - nvec % NV, nvec):
-                mk_lanes1(wrf, p * Hw * MR, mq, v * lv, bt, pr, p * MR * bt + v * lv, bt, Hw)
+            panel_lanes(wrf, p * Hw * MR, mq, 0, pr, p * MR * bt, bt, Hw, s, slen, nvec, lv)
+
+
+@njit(inline="always", **JIT)
+def _float_gates(wf, wgf, zq, g, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv, rows_few, kx, proj, poff):
+    """`gate_products` for float and bf16 weights: one product over every element of ``zq``; a one-sequence
+    tile whose input columns are projected already (``kx`` > 0, `project_steps`) continues the sums of
+    ``proj[poff:]`` over elements ``[kx, Kw)`` only."""
+    if bt == 1 and kx > 0:
+        for q in range(n_pan // P_ROWS):
+            mk_rows_grouped_from(wgf, (q * Kw + kx) * GROUP_ROWS, zq, kx, g, q * GROUP_ROWS, Kw - kx, proj,
+                                 poff + q * GROUP_ROWS)  # fmt: skip
+    else:
+        products_into(wf, wgf, zq, g, n_pan, Kw, bt, 0, Kw, kstart, klen, True, s, slen, nvec, lv, rows_few)
 
 
 def gate_products(w, wf, wgf, zq, g, acc, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv, rows_few, split, qs, qc,
-                  scales):  # fmt: skip
-    """All gate pre-activations of a step into ``g`` (float): one product (float, bf16), or for int8 weights
-    (int32 ``w``) `_int8_gates`. Chosen by ``w``'s dtype when compiling, so a float kernel holds no int8 code."""
+                  scales, kx, proj, poff):  # fmt: skip
+    """All gate pre-activations of a step into ``g`` (float): one product (float, bf16, `_float_gates`), or
+    for int8 weights (int32 ``w``) `_int8_gates`. Chosen by ``w``'s dtype when compiling, so a float kernel
+    holds no int8 code."""
     if w.dtype != np.int32:  # the plain-Python twin (NUMBA_DISABLE_JIT=1)
-        products_into(wf, wgf, zq, g, n_pan, Kw, bt, 0, Kw, kstart, klen, True, s, slen, nvec, lv, rows_few)
+        _float_gates(wf, wgf, zq, g, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv, rows_few, kx, proj, poff)
     else:
         _int8_gates(wf, wgf, zq, g, acc, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv, rows_few, split, qs, qc,
                     scales)  # fmt: skip
@@ -363,16 +396,17 @@ def gate_products(w, wf, wgf, zq, g, acc, n_pan, Kw, bt, kstart, klen, s, slen, 
 
 @overload(gate_products, inline="always", jit_options=HELPER_JIT)
 def _gate_products(w, wf, wgf, zq, g, acc, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv, rows_few, split, qs, qc,
-                   scales):  # fmt: skip
+                   scales, kx, proj, poff):  # fmt: skip
     if w.dtype != numba_types.int32:
 
         def one(w, wf, wgf, zq, g, acc, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv, rows_few, split, qs, qc,
-                scales):  # fmt: skip
-            products_into(wf, wgf, zq, g, n_pan, Kw, bt, 0, Kw, kstart, klen, True, s, slen, nvec, lv, rows_few)
+                scales, kx, proj, poff):  # fmt: skip
+            _float_gates(wf, wgf, zq, g, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv, rows_few, kx, proj, poff)
 
         return one
 
-    def two(w, wf, wgf, zq, g, acc, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv, rows_few, split, qs, qc, scales):
+    def two(w, wf, wgf, zq, g, acc, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv, rows_few, split, qs, qc, scales,
+            kx, proj, poff):  # fmt: skip
         _int8_gates(wf, wgf, zq, g, acc, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv, rows_few, split, qs, qc,
                     scales)  # fmt: skip
 
@@ -387,7 +421,7 @@ def proj_products(wr, wrf, wrgf, mq, pr, racc, n_pan_r, Hw, bt, kstart, klen, s,
         _int8_projection(wrf, wrgf, mq, pr, racc, n_pan_r, Hw, bt, kstart, klen, s, slen, nvec, lv, rows_few, rqs,
                          rqc, scales)  # fmt: skip
     else:
-        _float_projection(wrf, wrgf, mq, pr, n_pan_r, Hw, bt, nvec, lv, rows_few)
+        _float_projection(wrf, wrgf, mq, pr, n_pan_r, Hw, bt, s, slen, nvec, lv, rows_few)
 
 
 @overload(proj_products, inline="always", jit_options=HELPER_JIT)
@@ -397,7 +431,7 @@ def _proj_products(wr, wrf, wrgf, mq, pr, racc, n_pan_r, Hw, bt, kstart, klen, s
 
         def one(wr, wrf, wrgf, mq, pr, racc, n_pan_r, Hw, bt, kstart, klen, s, slen, nvec, lv, rows_few, rqs, rqc,
                 scales):  # fmt: skip
-            _float_projection(wrf, wrgf, mq, pr, n_pan_r, Hw, bt, nvec, lv, rows_few)
+            _float_projection(wrf, wrgf, mq, pr, n_pan_r, Hw, bt, s, slen, nvec, lv, rows_few)
 
         return one
 
@@ -465,19 +499,115 @@ def _int8_panel(g, goff, acc, bt, qs, qc, r0, scales):
             out[l] = np.float32(np.int32(ax[l] - kx)) * (fx * s0[l]) + b + np.float32(np.int32(ah[l] - kh)) * (fh * s1[l])
 
 
+STEP_BLOCK = 48
+"""Steps a one-sequence tile projects at once (`project_steps`; a multiple of ``MR``)."""
+
+WAVE_BLOCK = 16
+"""The same for an upper layer of a wavefront (`rnnjit.kernels.wavefront`): it waits for these steps of the layer below."""
+
+
+def project_steps(w, wgf, zx, zxq, proj, xf, tok, b, blen, reverse, s0, ns, T, I, n_pan, Kw, kx, scales):
+    """The bias and input columns of every gate row for steps ``s0 .. s0+ns-1`` of sequence ``b``, into
+    ``proj[(s - s0) * R + r]`` (R gate rows; ``ns`` at most `STEP_BLOCK`).
+
+    The lane micro-kernel with the roles turned: ``MR`` steps are the panel
+    (``zx``, k-major: ``zx[(p * (I+1) + k) * MR + j]`` is column k of step
+    ``p * MR + j``, column 0 the constant 1) and the gate rows are the lanes,
+    read from the grouped weights (``wg``, k-major over a group's rows), over
+    their first ``kx`` operand elements (``[b_ih | W_ih]``: ``I + 1``
+    columns for float weights, the whole bf16 pairs among them for bf16).
+    The results land step-major, as the row kernel reads them: per step it
+    continues each sum over the remaining elements (`mk_rows_grouped_from`),
+    the same chain of products as one product over all elements, so the same
+    bits, and each input weight is read once per ``MR`` steps instead of once
+    per step. ``zxq``: ``zx``'s operand (`operand_of`). Not for int8 weights,
+    whose input columns are a product of their own with a per-step scale (the
+    wrapper passes ``kx`` = 0).
+    """
+    R = n_pan * MR
+    ZS = (I + 1) * MR  # one panel of steps in zx (and in zxq, whatever its packing)
+    n_p = (ns + MR - 1) // MR
+    zx[: n_p * ZS] = 0
+    for j in range(ns):
+        s = s0 + j
+        t = blen - 1 - s if reverse else s
+        off = step_row(tok, b, t, T) * I
+        base = (j // MR) * ZS + j % MR
+        zx[base] = 1
+        for i in range(I):
+            zx[base + (i + 1) * MR] = xf[off + i]
+    for p in range(n_p):
+        pack_operand(zx[p * ZS : (p + 1) * ZS], zxq[p * ZS : (p + 1) * ZS], w, I + 1, MR, 1, I, I + 1, 0, scales)
+    lv = VECTOR_BYTES // proj.itemsize
+    nvec = GROUP_ROWS // lv
+    for q in range(n_pan // P_ROWS):  # a group's input weights stay in cache while the step panels pass
+        a0 = q * Kw * GROUP_ROWS
+        for p in range(n_p):
+            c0 = p * MR * R + q * GROUP_ROWS
+            v = 0
+            while v < nvec:
+                if v + NV <= nvec:
+                    mk_lanes(zxq, p * ZS, wgf, a0 + v * lv, GROUP_ROWS, proj, c0 + v * lv, R, kx)
+                    v += NV
+                else:
+                    mk_lanes1(zxq, p * ZS, wgf, a0 + v * lv, GROUP_ROWS, proj, c0 + v * lv, R, kx)
+                    v += 1
+
+
+@overload(project_steps, jit_options=HELPER_JIT)
+def _project_steps(w, wgf, zx, zxq, proj, xf, tok, b, blen, reverse, s0, ns, T, I, n_pan, Kw, kx, scales):
+    if w.dtype == numba_types.int32:  # int8: never projected (see the docstring); no lane product compiled for it
+        return lambda w, wgf, zx, zxq, proj, xf, tok, b, blen, reverse, s0, ns, T, I, n_pan, Kw, kx, scales: None
+    return project_steps
+
+
+@njit(**JIT)
+def project_all(w, wg, x, tok, b, blen, reverse, n_steps, kx, xproj, next_block):
+    """`project_steps` for every step of sequence ``b`` into ``xproj`` (step-major, `STEP_BLOCK` steps per
+    block, taken from a shared counter): the threads of a team (`rnnjit.kernels.team`) share them before it
+    starts. ``xproj`` holds whole blocks."""
+    T = tok.shape[1]
+    I = x.shape[1]
+    n_pan, Kw = w.shape[0], w.shape[1]
+    R = n_pan * MR
+    zx = _skewed_zeros((I + 1) * STEP_BLOCK, x, 0)
+    zxq = operand_of(zx, w, (I + 1) * STEP_BLOCK)
+    scales = np.zeros(2, x.dtype)
+    xf = x.reshape(x.size)
+    wgf = wg.reshape(wg.size)
+    n_blocks = (n_steps + STEP_BLOCK - 1) // STEP_BLOCK
+    while True:
+        blk = fetch_add(next_block, 0, 1)
+        if blk >= n_blocks:
+            break
+        s0 = blk * STEP_BLOCK
+        project_steps(w, wgf, zx, zxq, xproj[s0 * R : (s0 + STEP_BLOCK) * R], xf, tok, b, blen, reverse, s0,
+                      min(STEP_BLOCK, n_steps - s0), T, I, n_pan, Kw, kx, scales)  # fmt: skip
+
+
 @njit(**JIT)
 def run_worker(
     cell, x, tok, lens, order, tile_ptr, next_tile,
     w, wg, kstart, klen, wr, wrg,
     h0, c0, y, ycol, out_mode, reverse, hn, cn,
     hidden, hp, h_out, proj, bt,
-    qs, qc, rqs, rqc, split,
+    qs, qc, rqs, rqc, split, kx, xk0, ready, lay,
 ):  # fmt: skip
     """One thread's share: tiles from the shared counter, through every step, scratch allocated once.
 
     ``x`` is the layer's input rows: (B*T, I) features, or an embedding table
     (V, I) read through the token ids ``tok`` (B, T) (an empty (0, T) array
     for features; `step_row`). Token ids are checked by the caller.
+    ``kx`` > 0 (one-sequence tiles of float and bf16 weights): the first ``kx``
+    operand elements of every step are projected first
+    (`project_steps`, `STEP_BLOCK` steps at a time), and per step only input columns ``[xk0, I)`` are
+    gathered into ``z`` (none for float; the column a bf16 pair shares with h).
+
+    ``ready``: empty, or the step counters of a stack of layers that run at
+    once, one tile each (`rnnjit.kernels.wavefront`): step ``s`` first waits
+    until layer ``lay - 1`` has written its step ``s`` (``x`` is that
+    layer's output; with ``kx`` > 0, every step of the block projected at
+    ``s``), and counts its own step once its outputs are written.
     """
     T = tok.shape[1]
     I = x.shape[1]
@@ -504,7 +634,6 @@ def run_worker(
     pr = _skewed_zeros(n_pan_r * MR * bt, x, 3072)
     seq = np.zeros(bt, np.int64)
     slen = np.zeros(bt, np.int64)
-    xoff = np.zeros(bt, np.int64)
     h_at = (I + 1) * bt  # first h row of z
     Kw = w.shape[1]  # reduction length of the gate product in operand elements (K, or K / k_pack)
     Hw = wr.shape[1]  # the same for the projection
@@ -518,6 +647,15 @@ def run_worker(
     rows_few = FEW_VECS * lv  # rows per `mk_rows_grouped_few` call
     nvec = bt // lv  # SIMD vectors per tile row (bt > 1 is a multiple of lv)
     zh = z[h_at : h_at + HB]  # the h rows of z
+    R = n_pan * MR
+    on = kx > 0
+    xproj = _skewed_zeros(STEP_BLOCK * R if on else 1, x, 0)
+    zx = _skewed_zeros((I + 1) * STEP_BLOCK if on else 1, x, 0)
+    zxq = operand_of(zx, w, (I + 1) * STEP_BLOCK if on else 1)
+    zin = z[bt:h_at]  # the x rows of z
+    # steps projected at once: a layer of a wavefront that waits for the layer below projects fewer, so it
+    # follows that layer a few steps behind, not a whole `STEP_BLOCK`
+    blk = WAVE_BLOCK if ready.shape[0] > 0 and lay > 0 else STEP_BLOCK
     n_tiles = tile_ptr.shape[0] - 1
     while True:
         tile = fetch_add(next_tile, 0, 1)  # tiles are longest first: dynamic LPT
@@ -545,20 +683,32 @@ def run_worker(
                 if cell == LSTM:
                     for u in range(H):
                         c[u * bt + l] = c0[b, u]
+        seen = 0  # steps of layer ``lay - 1`` known to be written (`ready`)
         for s in range(maxlen):
-            # -- gather x_t per sequence (reverse: from its own last step)
+            if ready.shape[0] > 0 and lay > 0:
+                need = min(s + blk, maxlen) - 1 if on and s % blk == 0 else s
+                if need >= seen:
+                    seen = wait_for_step(ready, lay - 1, need)
+            if on and s % blk == 0:  # the input columns of the next steps at once
+                project_steps(w, wgf, zx, zxq, xproj, xf, tok, seq[0], slen[0], reverse, s,
+                              min(blk, maxlen - s), T, I, n_pan, Kw, kx, scales)  # fmt: skip
+            # -- gather x_t per sequence (reverse: from its own last step; columns
+            # [xk0, I) only, the rest are projected already), lane by lane: each lane
+            # reads its row contiguously and stores down its column of z. Feature by feature (every
+            # lane's row at once) ran ~4x the time of the whole step's activations at I=256 (rows a
+            # multiple of 4 KiB apart share an L1 set, so the bt open source lines evicted each
+            # other; bench/report_notes.md "Mid-size batches"). Lanes whose sequence has ended keep
+            # their last input (garbage nobody reads, as in every other pass).
             for l in range(bt):
-                t = slen[l] - 1 - s if reverse else s
-                t = t if s < slen[l] else 0
-                xoff[l] = step_row(tok, seq[l], t, T) * I
-            for i in range(I):
-                zrow = z[(i + 1) * bt : (i + 2) * bt]  # a view: contiguous stores (see rnnjit/kernels/update.py)
-                for l in range(bt):
-                    zrow[l] = xf[xoff[l] + i]
+                if s < slen[l]:
+                    t = slen[l] - 1 - s if reverse else s
+                    off = step_row(tok, seq[l], t, T) * I
+                    for i in range(xk0, I):
+                        zin[i * bt + l] = xf[off + i]
             # -- gate pre-activations with biases, all gates at once
             pack_operand(z, zq, w, K, bt, 1, I, I + 1, h_out, scales)
             gate_products(w, wf, wgf, zq, g, acc, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv, rows_few, split,
-                          qs, qc, scales)  # fmt: skip
+                          qs, qc, scales, kx, xproj, (s % blk) * R)  # fmt: skip
             # -- activations and state update: flat, vectorized loops (`cell_update`)
             # The LSTM writes c' to a second buffer (the two swap every step)
             # instead of updating c in place. Measured: with the in-place
@@ -582,3 +732,5 @@ def run_worker(
                     zh[q] = m[q]
             # -- outputs (or pooled outputs) and final states of the sequences that ran this step
             emit(cell, out_mode, s, nb, seq, slen, reverse, 0, h_out, 0, H, z, h_at, c, 0, bt, yf, Ty, Y, ycol, hn, cn)
+            if ready.shape[0] > 0:
+                step_done(ready, lay)

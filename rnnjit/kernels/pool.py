@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 _pool: ThreadPoolExecutor | None = None
@@ -55,3 +57,40 @@ def run_jobs(jobs: list) -> None:
             fn(*args)
         else:
             f.result()
+
+
+def run_in_order(workers: int, jobs: list) -> tuple[float, float]:
+    """Run every ``(fn, args)`` of ``jobs`` on ``workers`` threads (this one included), each thread taking the next job.
+
+    Jobs are taken in list order and each runs to its end on the thread that
+    took it, so a job that waits for an earlier one (a layer of a wavefront,
+    `rnnjit.kernels.wavefront`) waits only for a job that is running or done.
+    Returns (seconds this thread ran jobs, seconds it then waited for the others).
+    """
+    global _pool, _pool_size
+    taken = itertools.count()  # next() on a count is atomic under the GIL
+
+    def take_jobs():
+        for i in taken:
+            if i >= len(jobs):
+                return
+            fn, args = jobs[i]
+            fn(*args)
+
+    workers = max(1, min(workers, len(jobs)))
+    t0 = time.perf_counter()
+    if workers == 1:
+        take_jobs()
+        return time.perf_counter() - t0, 0.0
+    with _pool_lock:
+        if _pool is None or _pool_size < workers - 1:
+            _pool_size = workers - 1
+            _pool = ThreadPoolExecutor(max_workers=_pool_size, thread_name_prefix="rnnjit")
+        pool = _pool
+    futures = [pool.submit(take_jobs) for _ in range(workers - 1)]
+    take_jobs()
+    t1 = time.perf_counter()
+    for f in futures:  # every job has been taken: one not started has nothing left to do
+        if not f.cancel():
+            f.result()
+    return t1 - t0, time.perf_counter() - t1

@@ -20,7 +20,7 @@ batch.
 
 Same bits for a row whatever else is in its batch: lanes never mix, every
 output is one FMA chain over the input features in order (the same in
-`mk_lanes` and `mk_lanes1`), and reductions over features (softmax, LayerNorm)
+`mk_lanes`, `mk_lanes2` and `mk_lanes1`), and reductions over features (softmax, LayerNorm)
 run per lane in feature order; no BLAS call, whose blocking would depend on
 the number of rows.
 """
@@ -35,9 +35,10 @@ import numba
 import numpy as np
 from numba import njit
 
-from rnnjit.kernels._simd import MR, NV, fetch_add, mk_lanes, mk_lanes1
+from rnnjit.kernels._simd import MR, NV, fetch_add
 from rnnjit.kernels.activations import sigmoid, tanh
 from rnnjit.kernels.config import JIT
+from rnnjit.kernels.layer import lanes_row
 from rnnjit.kernels.pool import parallel
 from rnnjit.kernels.precision import VECTOR_BYTES, lanes
 
@@ -202,14 +203,7 @@ def rows_worker(src, src_idx, dst, dst_idx, prog, wts, width, next_tile):
             if code == LINEAR:
                 wo, bo = prog[op, 3], prog[op, 4]
                 for p in range((fo + MR - 1) // MR):
-                    v = 0
-                    while v < nvec:
-                        if v + NV <= nvec:
-                            mk_lanes(wts, wo + p * fi * MR, cur, v * lv, bt, nxt, p * MR * bt + v * lv, bt, fi)
-                            v += NV
-                        else:
-                            mk_lanes1(wts, wo + p * fi * MR, cur, v * lv, bt, nxt, p * MR * bt + v * lv, bt, fi)
-                            v += 1
+                    lanes_row(wts, wo + p * fi * MR, cur, 0, nxt, p * MR * bt, bt, fi, nvec, lv)
                 if bo >= 0:
                     for o in range(fo):
                         bias = wts[bo + o]

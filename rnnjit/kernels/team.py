@@ -35,12 +35,13 @@ from numba import config, njit, types
 from numba.extending import intrinsic
 
 from rnnjit.kernels._simd import (
-    MR, P_ROWS, _ptr, atomic_load, cpu_relax, fetch_add, mk_rows_grouped,
+    GROUP_ROWS, MR, P_ROWS, _ptr, atomic_load, fetch_add, mk_rows_grouped, mk_rows_grouped_from,
 )
 from rnnjit.kernels.config import JIT
 from rnnjit.kernels.precision import VECTOR_BYTES
 from rnnjit.kernels.layer import emit, panel_lanes, step_row
 from rnnjit.kernels.update import cell_update
+from rnnjit.kernels.wavefront import relax
 
 TID = 0  # index in ``sync`` of the counter that numbers the threads as they arrive
 DONE = 8  # the finished-chunks counter (another cache line: waiting threads read it in a loop)
@@ -83,7 +84,7 @@ if config.DISABLE_JIT:  # pragma: no cover - exercised by the NUMBA_DISABLE_JIT=
 def run_team(
     cell, x, tok, seq, slen, nb, maxlen, zbuf, cbuf, g, m, sync,
     w, wg, kstart, klen, nblk, y, ycol, out_mode, reverse, hn, cn,
-    hidden, hp, bt, cb, nch,
+    hidden, hp, bt, cb, nch, kx, xk0, xproj,
 ):  # fmt: skip
     """One thread's part in running one tile: every step, its own chunks first, then any left unclaimed.
 
@@ -93,7 +94,11 @@ def run_team(
     a view per step, the reference counting of its ~20 array arguments cost
     ~0.5 us per step (measured, batch of one, H=128: 0.62 us per step with
     the chunk's work skipped). ``x``/``tok``: the layer's input rows and
-    token ids, as for `rnnjit.kernels.layer.run_worker`.
+    token ids, as for `rnnjit.kernels.layer.run_worker`. ``kx`` > 0 (a
+    one-sequence tile): ``xproj[s * R + r]`` holds the first ``kx`` elements'
+    sums of step ``s``, row ``r`` (`rnnjit.kernels.layer.project_steps`, every
+    step before the team starts); per step the team then reads only the h
+    columns of the weights, and gathers only input columns ``[xk0, I)``.
     """
     T = tok.shape[1]
     I = x.shape[1]
@@ -114,6 +119,7 @@ def run_team(
     HB = H * bt
     lv = VECTOR_BYTES // x.itemsize
     nvec = bt // lv
+    R = w.shape[0] * MR  # gate rows of one step of ``xproj``
     spins = 0
     tid = fetch_add(sync, TID, 1)
     first = (tid * nch) // max(sync[NTH], 1)  # this thread's own chunks start here
@@ -122,9 +128,11 @@ def run_team(
         s = max(s, atomic_load(sync, DONE) // nch)  # a thread that starts late joins at the current step
         if s >= maxlen:
             break
+        rounds = 0
         while atomic_load(sync, DONE) < s * nch:  # the step before is not finished yet
-            cpu_relax()
-            spins += 1
+            relax(rounds)  # after long waits a yield: the thread waited for may need this core back
+            rounds += 1
+        spins += rounds
         zc, zn = (s % 2) * KB, ((s + 1) % 2) * KB  # offsets of this step's z and the next
         cc, cx = (s % 2) * HB, ((s + 1) % 2) * HB
         for k in range(nch):
@@ -139,7 +147,11 @@ def run_team(
                 if bt == 1:
                     for ub in range(ub0, ub1, P_ROWS):
                         p = q * UB + ub  # a multiple of P_ROWS: the team needs UB % P_ROWS == 0 here
-                        mk_rows_grouped(wgf, p * K * MR, zf, zc, g, p * MR, K)
+                        if kx > 0:  # the input columns are summed already (``xproj``)
+                            mk_rows_grouped_from(wgf, p * K * MR + kx * GROUP_ROWS, zf, zc + kx, g, p * MR, K - kx,
+                                                 xproj, s * R + p * MR)  # fmt: skip
+                        else:
+                            mk_rows_grouped(wgf, p * K * MR, zf, zc, g, p * MR, K)
                 else:
                     for ub in range(ub0, ub1):
                         p = q * UB + ub
@@ -161,7 +173,7 @@ def run_team(
                     if s + 1 < slen[l]:
                         t = slen[l] - 2 - s if reverse else s + 1
                     off = step_row(tok, seq[l], t, T) * I
-                    for i in range(I):
+                    for i in range(xk0, I):
                         zf[zn + (i + 1) * bt + l] = xf[off + i]
             fetch_add(sync, DONE, 1)
         s += 1

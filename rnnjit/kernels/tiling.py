@@ -10,6 +10,7 @@ import numpy as np
 
 from rnnjit.kernels._simd import FEW, NV
 from rnnjit.kernels.precision import lanes
+from rnnjit.kernels.team_policy import L2_BYTES
 
 WIDE_VECS = 12
 """Most SIMD vectors in one tile row when a layer's weights are large (see `tile_width`)."""
@@ -30,19 +31,33 @@ LANES1_COST = 1.15
 """Cost of one SIMD vector of a tile in the one-vector micro-kernel (`mk_lanes1`), relative to `mk_lanes` (NV vectors;
 measured: bench/report_notes.md)."""
 
+LANES2_COST = 1.0
+"""The same for each of two vectors in the two-vector micro-kernel (`mk_lanes2`; measured: bench/report_notes.md)."""
 
-def _makespan(vecs: int, w: int, threads: int) -> float:
+STREAMED_TILE_COST = 1.45
+"""Least time per step of a lane tile, in vectors of `mk_lanes`, when the packed weights do not fit in a core's L2
+(`rnnjit.kernels.team_policy.L2_BYTES`): every tile then reads them from L3 each step, which a one-vector tile
+does not hide behind its products (measured: bench/report_notes.md)."""
+
+
+def _tile_cost(v: int, streamed: bool) -> float:
+    """Time per step of a tile of ``v`` vectors: full micro-kernel rows, then the remainder's kernel."""
+    rest = v % NV
+    cost = v // NV * NV + (2 * LANES2_COST if rest == 2 else rest * LANES1_COST)
+    return max(cost, STREAMED_TILE_COST) if streamed else cost
+
+
+def _makespan(vecs: int, w: int, threads: int, streamed: bool = False) -> float:
     """Time to run ``vecs`` SIMD vectors of sequences in tiles of ``w`` vectors on ``threads`` threads.
 
     Longest tile first onto the least loaded thread, as the tile counter
-    hands them out; a tile of ``v`` vectors costs ``v // NV * NV`` full
-    micro-kernel rows plus `LANES1_COST` per remaining vector.
+    hands them out; a tile costs `_tile_cost` (``streamed``: weights beyond L2).
     """
     tiles = [w] * (vecs // w) + ([vecs % w] if vecs % w else [])
     load = [0.0] * max(threads, 1)
     for v in tiles:
         k = load.index(min(load))
-        load[k] += v // NV * NV + v % NV * LANES1_COST
+        load[k] += _tile_cost(v, streamed)
     return max(load)
 
 
@@ -68,7 +83,8 @@ def tile_width(B: int, threads: int, dtype, weight_bytes: int) -> int:
     lv = lanes(dtype)
     vecs = -(-B // lv)
     cap = WIDE_VECS if weight_bytes > WIDE_WEIGHTS else NV
-    cost = {lv * w: _makespan(vecs, w, th) * lv for w in range(1, min(cap, vecs) + 1)}
+    streamed = weight_bytes > L2_BYTES
+    cost = {lv * w: _makespan(vecs, w, th, streamed) * lv for w in range(1, min(cap, vecs) + 1)}
     if B <= SMALL_TILES_UP_TO:
         cost[FEW] = _ceil_div(_ceil_div(B, FEW), th) * FEW_TILE_COST  # rounds of tiles on the busiest thread
         cost[1] = _ceil_div(B, th) * ONE_TILE_COST
