@@ -77,14 +77,14 @@ def best(fn, rounds=7, clock=time.thread_time):
     return t
 
 
-def lstm(H, I, rng, dtype=np.float32):
+def lstm(H, I, rng, dtype=np.float32, precision=None):
     w = {
         "weight_ih_l0": rng.standard_normal((4 * H, I), dtype=dtype) * 0.2,
         "weight_hh_l0": rng.standard_normal((4 * H, H), dtype=dtype) * 0.2,
         "bias_ih_l0": np.zeros(4 * H, dtype),
         "bias_hh_l0": np.zeros(4 * H, dtype),
     }
-    return kernels.prepare(RNNSpec("lstm", I, H), w)
+    return kernels.prepare(RNNSpec("lstm", I, H), w, precision)
 
 
 def parts(H, I=32, T=100, dtype=np.float32):

@@ -132,6 +132,9 @@ def resolve(name: str | None) -> str:
 
 def get_engine(name: str | None) -> ModuleType:
     """Return the engine module for ``name`` (None picks the default, see `resolve`)."""
+    loaded = _loaded
+    if isinstance(loaded, tuple) and (name is None or name == "numba"):
+        return loaded[0]  # numba loaded in this process: what `resolve` gives, without its lock (once per predict)
     name = resolve(name)
     if name == "numba":
         return _load_numba()[0]

@@ -34,7 +34,7 @@ import numpy as np
 
 from rnnjit.engines import get_engine
 from rnnjit.errors import InputError, InputTypeError
-from rnnjit.inputs import check_features, check_lengths, check_tokens
+from rnnjit.inputs import SMALL_BATCH, check_features, check_lengths, check_tokens
 from rnnjit.kinds import KINDS
 from rnnjit.spec import OUTPUT_MODES, PRECISIONS, RNNSpec, Step, chain_widths, input_width, rnn_step
 from rnnjit.steps import renorm_rows  # noqa: F401 - its home until the table; callers import it from here
@@ -50,6 +50,43 @@ def check_precision(precision, dtype: np.dtype) -> str:
             f"load the bundle with dtype='float32' (the default) to use it"
         )
     return precision
+
+
+class _Valid:
+    """Which steps of a padded (B, T) batch are valid: the mask and its flat indexes, built when a step asks.
+
+    A chain whose recurrent modules hand on one vector per sequence (or run
+    every step in their launch) never needs them: a batch of one then builds
+    neither.
+    """
+
+    __slots__ = ("lengths", "shape", "size", "_mask", "_flat", "_full")
+
+    def __init__(self, lengths: np.ndarray, T: int) -> None:
+        self.lengths, self.shape, self.size = lengths, (lengths.shape[0], T), lengths.shape[0] * T
+        self._mask = self._flat = self._full = None
+
+    @property
+    def full(self) -> bool:
+        """True when every sequence is T steps long (no padding)."""
+        if self._full is None:
+            L, T = self.lengths, self.shape[1]
+            self._full = bool(L.shape[0] == 0 or (min(L.tolist()) if L.shape[0] <= SMALL_BATCH else L.min()) == T)
+        return self._full
+
+    @property
+    def mask(self) -> np.ndarray:
+        """(B, T) bool: step t of sequence b is valid."""
+        if self._mask is None:
+            self._mask = np.arange(self.shape[1])[None, :] < self.lengths[:, None]
+        return self._mask
+
+    @property
+    def flat(self) -> np.ndarray:
+        """b*T + t of every valid step, sequence by sequence (int64)."""
+        if self._flat is None:
+            self._flat = np.arange(self.size, dtype=np.int64) if self.full else np.flatnonzero(self.mask)
+        return self._flat
 
 
 class Model:
@@ -87,6 +124,11 @@ class Model:
         self.output = output
         self.config = dict(config or {})
         self._rnn_index = tuple(i for i, s in enumerate(self.chain) if KINDS[s.kind].recurrent)
+        # read on every predict: looked up once (a chain does not change after the model is built)
+        self._rnns = tuple(self.chain[i].rnn for i in self._rnn_index)
+        self._embedding = self.chain[0] if KINDS[self.chain[0].kind].reads_tokens else None
+        self._pooling = next((s.name for s in self.chain if KINDS[s.kind].pools_time), None)
+        self._input_size = 1 if self._embedding is not None else input_width(self.chain)
         self._output_dim = chain_widths(self.chain)
         self._prepared: dict[tuple[str, int], Any] = {}
         self._variants: dict[str, Model] = {}  # `with_precision`
@@ -133,7 +175,7 @@ class Model:
     @property
     def rnns(self) -> tuple[RNNSpec, ...]:
         """Every recurrent module, in chain order."""
-        return tuple(self.chain[i].rnn for i in self._rnn_index)
+        return self._rnns
 
     @property
     def spec(self) -> RNNSpec:
@@ -148,17 +190,17 @@ class Model:
     @property
     def embedding(self) -> Step | None:
         """The first step when it reads token ids (an embedding), else None."""
-        return self.chain[0] if KINDS[self.chain[0].kind].reads_tokens else None
+        return self._embedding
 
     @property
     def takes_tokens(self) -> bool:
         """True when the input is integer token ids (the first step is an embedding)."""
-        return self.embedding is not None
+        return self._embedding is not None
 
     @property
     def input_size(self) -> int:
         """Values per input step: 1 token id, or the features the first step takes."""
-        return 1 if self.takes_tokens else input_width(self.chain)
+        return self._input_size
 
     @property
     def has_cell_state(self) -> bool:
@@ -166,7 +208,7 @@ class Model:
 
     @property
     def pooling(self) -> str | None:
-        return next((s.name for s in self.chain if KINDS[s.kind].pools_time), None)
+        return self._pooling
 
     @property
     def assumed(self) -> list[dict[str, Any]]:
@@ -262,27 +304,27 @@ class Model:
         mode = self.output if output is None else output
         if mode not in OUTPUT_MODES:
             raise InputError(f"output mode {mode!r} is not known; expected one of {', '.join(OUTPUT_MODES)}")
-        if self.pooling and mode != "all":
+        if self._pooling and mode != "all":
             raise InputError(
                 f"this model pools over time (pool:{self.pooling}), so its last recurrent module hands on "
                 f"every step; output mode {mode!r} does not apply, drop it"
             )
         if threads is not None and (not isinstance(threads, (int, np.integer)) or threads < 1):
             raise InputError(f"threads must be a positive integer, got {threads!r}")
-        if self.takes_tokens:
-            x, lengths = check_tokens(x, lengths, self.embedding.in_features)
+        if self._embedding is not None:
+            x, lengths = check_tokens(x, lengths, self._embedding.in_features)
         else:
-            x, lengths = check_features(x, lengths, self.input_size, self.dtype, state_given=h0 is not None)
+            x, lengths = check_features(x, lengths, self._input_size, self.dtype, state_given=h0 is not None)
         B, T = x.shape[0], x.shape[1]
         lengths = check_lengths(lengths, B, T)
         h0s, c0s = self._check_states(h0, c0, B)
 
         eng = get_engine(engine)
         last_rnn = self._rnn_index[-1]
-        valid = np.arange(T)[None, :] < lengths[:, None]
+        valid = _Valid(lengths, T)
         # Per-step values are rows of a 2-d array: step t of sequence b is row idx[b, t], or with idx
         # None row b*T + t of a padded batch; per-sequence values are (B, F); rows None: the token ids x.
-        rows = None if self.takes_tokens else np.ascontiguousarray(x, dtype=self.dtype).reshape(B * T, x.shape[2])
+        rows = None if self._embedding is not None else np.ascontiguousarray(x, dtype=self.dtype).reshape(B * T, x.shape[2])
         idx, per_step, run = None, True, []
         states = []
         for i, step in enumerate(self.chain):
@@ -324,7 +366,7 @@ class Model:
         return (y, states[0]) if len(states) == 1 else (y, states)
 
     @staticmethod
-    def _padded(x, rows, idx, per_step, valid):
+    def _padded(x, rows, idx, per_step, valid: _Valid):
         """The current value as numpy steps take it: (B, T, F) padded, (B, F) per sequence, or the token ids."""
         if rows is None:
             return x
@@ -333,10 +375,10 @@ class Model:
         if idx is None:
             return rows.reshape(*valid.shape, rows.shape[1])
         y = rows[idx]
-        y[~valid] = 0
+        y[~valid.mask] = 0
         return y
 
-    def _run_rows(self, eng, run, rows, idx, per_step, valid, threads, last):
+    def _run_rows(self, eng, run, rows, idx, per_step, valid: _Valid, threads, last):
         """Run the per-vector steps ``run`` (chain indices) on the rows they apply to; the new (rows, idx).
 
         Per step: the valid steps only, written packed (the next recurrent
@@ -360,10 +402,10 @@ class Model:
             out = np.empty((rows.shape[0], width), self.dtype)
             eng.run_steps(prepared, rows, src_idx, out, src_idx, threads)
             return out, None
-        flat = np.flatnonzero(valid)  # b*T + t of every valid step, sequence by sequence
+        flat = valid.flat
         src_idx = flat if idx is None else idx.reshape(-1)[flat]
-        if last:
-            out = np.zeros((valid.size, width), self.dtype)
+        if last:  # the padded result: zeros past each length (every row is written when there is no padding)
+            out = (np.empty if valid.full else np.zeros)((valid.size, width), self.dtype)
             eng.run_steps(prepared, rows, src_idx, out, flat, threads)
             return out, None
         packed = np.arange(flat.size, dtype=np.int64)
@@ -382,8 +424,10 @@ class Model:
 
     # ------------------------------------------------------------ validation
     def _check_states(self, h0, c0, B: int):
-        rnns = self.rnns
+        rnns = self._rnns
         n = len(rnns)
+        if h0 is None and c0 is None:  # zero states: nothing to check
+            return [None] * n, [None] * n
         if n == 1:
             h0s, c0s = [h0], [c0]
         else:

@@ -253,7 +253,7 @@ def test_compile_flags_live_in_config_only():
 
 def test_kernel_modules_import_numpy_and_numba_only():
     allowed = {"numpy", "numba", "llvmlite", "rnnjit", "__future__", "collections", "dataclasses", "platform", "math", "time",
-               "concurrent", "threading", "operator", "itertools"}  # fmt: skip
+               "concurrent", "threading", "operator", "itertools", "os"}  # fmt: skip
     for p in KERNEL_DIR.glob("*.py"):
         for m in re.findall(r"^\s*(?:from|import)\s+([A-Za-z_]\w*)", p.read_text(), re.M):
             assert m in allowed, f"{p.name} imports {m}"

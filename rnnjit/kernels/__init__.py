@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numba
 import numpy as np
@@ -59,6 +59,8 @@ class Prepared:
     dtype: np.dtype
     layers: tuple[PackedLayer, ...]  # index layer * D + direction
     precision: Precision = PRECISIONS["float32"]
+    # what every call reads from the weights alone (`_layout`), built on the first call
+    cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
 
 PRODUCT_CPUS = {
@@ -171,16 +173,42 @@ a direction is a few microseconds, less than handing one to a pool thread
 """
 
 
+@dataclass(frozen=True)
+class _Layout:
+    """What `_run_layers` reads from the packed weights on every call, worked out once per `Prepared`."""
+
+    static: tuple[dict, ...]  # per layer * D + direction: the kernel arguments that do not depend on the call
+    wbytes: int  # the largest layer-direction's packed weights
+    w0bytes: int  # the first layer-direction's (`SPLIT_WORK`)
+
+
+def _layout(prepared: Prepared) -> _Layout:
+    lay = prepared.cache.get("layout")
+    if lay is None:
+        spec = prepared.spec
+        D, Ho, H = spec.num_directions, spec.h_out, spec.hidden_size
+        static = tuple(
+            dict(
+                cell=CELL_CODES[spec.cell], w=pk.w, wg=pk.wg, kstart=pk.kstart, klen=pk.klen, wr=pk.wr, wrg=pk.wrg,
+                ycol=(k % D) * Ho, reverse=k % D == 1, hidden=H, hp=padded_hidden(H), h_out=Ho, proj=spec.proj_size,
+                qs=pk.qs, qc=pk.qc, rqs=pk.rqs, rqc=pk.rqc, split=pk.split,
+            )  # fmt: skip
+            for k, pk in enumerate(prepared.layers)
+        )
+        lay = _Layout(static, max(pk.w.nbytes for pk in prepared.layers), prepared.layers[0].w.nbytes)
+        prepared.cache["layout"] = lay
+    return lay
+
+
 def _plan(prepared, lengths, wbytes, threads):
     """(tile width, order, tile_ptr, workers, team chunks or None) for one direction on ``threads`` threads."""
-    spec = prepared.spec
     bt = tile_width(lengths.shape[0], threads, prepared.dtype, wbytes)
     order, tile_ptr = tiles(lengths, bt)
     workers = max(1, min(threads, tile_ptr.size - 1))
     # one tile on several threads (`team`) only where the products read z itself: a packed z would need
     # every chunk of a step done before the next step's z is packed
     one_tile = tile_ptr.size == 2 and prepared.precision.k_pack == 1
-    team = team_chunks(spec, bt, threads, wbytes) if one_tile else None
+    team = team_chunks(prepared.spec, bt, threads, wbytes) if one_tile else None
     return bt, order, tile_ptr, (threads if team else workers), team
 
 
@@ -198,18 +226,16 @@ def _run_layers(prepared, rows, tok, lengths, h0, c0, hn, cn, top_mode, y_all, y
     """
     spec, dtype = prepared.spec, prepared.dtype
     B, T = lengths.shape[0], tok.shape[1]
-    D, L, Ho, H = spec.num_directions, spec.num_layers, spec.h_out, spec.hidden_size
-    wbytes = max(pk.w.nbytes for pk in prepared.layers)
-    plans = [_plan(prepared, lengths, wbytes, threads)]
-    if D == 2 and threads >= 2 and float(lengths.sum()) * prepared.layers[0].w.nbytes >= SPLIT_WORK:
-        split = [_plan(prepared, lengths, wbytes, t) for t in (threads // 2, threads - threads // 2)]
+    D, L, Ho = spec.num_directions, spec.num_layers, spec.h_out
+    lay = _layout(prepared)
+    plans = [_plan(prepared, lengths, lay.wbytes, threads)]
+    if D == 2 and threads >= 2 and float(lengths.sum()) * lay.w0bytes >= SPLIT_WORK:
+        split = [_plan(prepared, lengths, lay.wbytes, t) for t in (threads // 2, threads - threads // 2)]
         if not any(p[4] for p in split):
             plans = split
     # a stack of one-directional layers in one tile: its layers at once, each behind the one below (`wavefront`)
-    waves = wavefront_workers(spec, plans[0][2].size == 2, threads, float(lengths.max()) * wbytes)
+    waves = wavefront_workers(spec, plans[0][2].size == 2, threads, float(lengths.max()) * lay.wbytes)
     ready = counters(L) if waves else counters(0)
-    cell = CELL_CODES[spec.cell]
-    hp = padded_hidden(H)
     no_tokens = np.zeros((0, T), np.int64)
     stack = []
     for layer in range(L):
@@ -220,17 +246,13 @@ def _run_layers(prepared, rows, tok, lengths, h0, c0, hn, cn, top_mode, y_all, y
         jobs = []
         for d in range(D):
             k = layer * D + d
-            pk = prepared.layers[k]
             bt, order, tile_ptr, workers, team = plans[d % len(plans)]
-            kx, xk0 = _projected(prepared, pk, bt)
-            values = dict(
-                kx=kx, xk0=xk0,
-                cell=cell, x=rows, tok=tok, w=pk.w, wg=pk.wg, kstart=pk.kstart, klen=pk.klen, wr=pk.wr, wrg=pk.wrg,
-                h0=h0[k], c0=c0[k], y=out, ycol=d * Ho, out_mode=mode, reverse=d == 1, hn=hn[k], cn=cn[k],
-                hidden=H, hp=hp, h_out=Ho, proj=spec.proj_size, bt=bt,
-                qs=pk.qs, qc=pk.qc, rqs=pk.rqs, rqc=pk.rqc, split=pk.split,
-                lens=lengths, order=order, tile_ptr=tile_ptr, next_tile=np.zeros(1, np.int64), ready=ready, lay=layer,
-            )  # fmt: skip
+            kx, xk0 = _projected(prepared, prepared.layers[k], bt)
+            values = {
+                **lay.static[k], "x": rows, "tok": tok, "h0": h0[k], "c0": c0[k], "y": out, "out_mode": mode,
+                "hn": hn[k], "cn": cn[k], "bt": bt, "lens": lengths, "order": order, "tile_ptr": tile_ptr,
+                "next_tile": np.zeros(1, np.int64), "kx": kx, "xk0": xk0, "ready": ready, "lay": layer,
+            }  # fmt: skip
             if waves:
                 stack.append((run_worker, kernel_args(run_worker, values)))
             elif len(plans) == 2:

@@ -170,23 +170,30 @@ def rows_worker(src, src_idx, dst, dst_idx, prog, wts, width, next_tile):
     ``src`` (rows, F_in) is read at rows ``src_idx``; result row r goes to
     ``dst[dst_idx[r]]`` (dst (rows, F_out)). ``width``: rows of each tile
     buffer (the widest step, rounded up to MR).
+
+    Fewer rows than a tile (a batch of one's steps) get buffers only as wide
+    as their SIMD vectors, and the buffers are not zeroed: every value a step
+    reads was written before (the gather zero-fills the lanes past the last
+    row, each linear layer writes all its panel rows). Zeroing two full-tile
+    buffers for a 876-wide output took ~9 us, the whole call for one row.
     """
     n = src_idx.shape[0]
     fin = src.shape[1]
     fout = dst.shape[1]
     lv = VECTOR_BYTES // src.itemsize  # rows per SIMD vector
-    bt = NV * lv
+    rows_per_tile = NV * lv
+    bt = min(rows_per_tile, (n + lv - 1) // lv * lv)  # the buffers' lane stride
     sf = src.reshape(src.size)
     df = dst.reshape(dst.size)
-    a = np.zeros(width * bt, src.dtype)
-    b = np.zeros(width * bt, src.dtype)
+    a = np.empty(width * bt, src.dtype)
+    b = np.empty(width * bt, src.dtype)
     stat = np.zeros(2 * bt, src.dtype)
-    n_tiles = (n + bt - 1) // bt
+    n_tiles = (n + rows_per_tile - 1) // rows_per_tile
     while True:
         tile = fetch_add(next_tile, 0, 1)
         if tile >= n_tiles:
             break
-        r0 = tile * bt
+        r0 = tile * rows_per_tile
         nr = min(bt, n - r0)
         nvec = (nr + lv - 1) // lv
         used = nvec * lv
