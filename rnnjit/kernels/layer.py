@@ -196,7 +196,8 @@ def _int8_inputs(a, aq, bt, x0, nx, h0, nh, scales):
         whole = n // 4 if bt >= 16 else 0
         for k in range(whole):
             r = (r0 + 4 * k) * bt
-            v0, v1, v2, v3 = a[r : r + bt], a[r + bt : r + 2 * bt], a[r + 2 * bt : r + 3 * bt], a[r + 3 * bt : r + 4 * bt]
+            v0, v1 = a[r : r + bt], a[r + bt : r + 2 * bt]
+            v2, v3 = a[r + 2 * bt : r + 3 * bt], a[r + 3 * bt : r + 4 * bt]
             out = aq[(q0 + k) * bt : (q0 + k + 1) * bt]
             for l in range(bt):
                 inv = top[l]
@@ -505,10 +506,12 @@ def _int8_panel(g, goff, acc, bt, qs, qc, r0, scales):
     s0, s1 = scales[:bt], scales[bt : 2 * bt]
     for q in range(MR):
         r = r0 + q
-        ax, ah, out = acc[q * bt : (q + 1) * bt], acc[m + q * bt : m + (q + 1) * bt], g[goff + q * bt : goff + (q + 1) * bt]
+        ax, ah = acc[q * bt : (q + 1) * bt], acc[m + q * bt : m + (q + 1) * bt]
+        out = g[goff + q * bt : goff + (q + 1) * bt]
         fx, fh, b, kx, kh = qs[0, r], qs[1, r], qs[2, r], qc[0, r], qc[1, r]
         for l in range(bt):
-            out[l] = np.float32(np.int32(ax[l] - kx)) * (fx * s0[l]) + b + np.float32(np.int32(ah[l] - kh)) * (fh * s1[l])
+            out[l] = np.float32(np.int32(ax[l] - kx)) * (fx * s0[l]) + b + np.float32(np.int32(ah[l] - kh)) * (
+                fh * s1[l])
 
 
 STEP_BLOCK = 48
