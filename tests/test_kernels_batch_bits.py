@@ -94,13 +94,43 @@ def test_a_stack_run_as_a_wavefront_has_the_same_bits_as_layer_after_layer(cell,
     assert stacks == [2] * 12  # every call above ran as a wavefront
 
 
-def test_a_wavefront_whose_caller_mostly_waited_pauses_waves(monkeypatch):
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_an_odd_stack_runs_its_first_layer_as_a_team_then_a_wavefront_with_the_same_bits(cell, monkeypatch):
+    run_team = kernels._run_team
+    _, spec, weights = build(cell, 9, 64, 3, False, True, np.float32, seed=10)  # 64 units: whole row groups
+    prepared = kernels.prepare(spec, weights)
+    rng = np.random.default_rng(11)
+    T = STEP_BLOCK + 13
+    x = rng.standard_normal((20, T, 9)).astype(np.float32)
+    lengths = rng.integers(1, T + 1, 20).astype(np.int64)
+    whole = kernels.run(prepared, x, lengths, None, None, "all", 2)
+    monkeypatch.setattr(team_policy, "WAVEFRONT_WORK", 0)
+    monkeypatch.setattr(team_policy, "L2_BYTES", 0)  # the team path for a batch of one
+    monkeypatch.setattr(team_policy, "note_wave", lambda ran, waited: None)
+    monkeypatch.setattr(team_policy, "note_spins", lambda spins, steps: None)
+    teams, stacks = [], []
+    monkeypatch.setattr(kernels, "_run_team", lambda values, n, chunks: (teams.append(n), run_team(values, n, chunks)))
+    monkeypatch.setattr(kernels, "run_in_order", lambda n, jobs: (stacks.append(len(jobs)), run_in_order(n, jobs))[1])
+    for b in (0, 4, 13):
+        y, hn, cn = kernels.run(prepared, x[b : b + 1], lengths[b : b + 1], None, None, "all", 2)
+        np.testing.assert_array_equal(y[0], whole[0][b])
+        np.testing.assert_array_equal(hn[:, 0], whole[1][:, b])
+        if cn is not None:
+            np.testing.assert_array_equal(cn[:, 0], whole[2][:, b])
+    assert teams == [2] * 3 and stacks == [2] * 3  # layer 0 as a team, layers 1 and 2 as a wavefront, every call
+
+
+def test_a_wavefront_pauses_when_its_caller_mostly_waited_and_gives_way_to_teams_of_large_layers(monkeypatch):
     _, spec, _ = build("lstm", 7, 20, 2, False, True, np.float32)
     monkeypatch.setattr(team_policy, "_waves_paused_until", 0.0)
     team_policy.note_wave(1.0, 0.1)  # a healthy run: the caller waited about a step at the end
     assert team_policy.wavefront_workers(spec, True, 2, 1e9) == 2
     team_policy.note_wave(1.0, 3.0)  # the upper layer's thread was held up by another process
     assert team_policy.wavefront_workers(spec, True, 2, 1e9) == 0
+    monkeypatch.setattr(team_policy, "_waves_paused_until", 0.0)
+    big = team_policy.TEAM_OVER_WAVE + 1
+    assert team_policy.wavefront_workers(spec, True, 2, 1e9, big) == 0  # layers that large run as teams
+    assert team_policy.wavefront_workers(spec, True, 2, 1e9, 0) == 2
 
 
 PRECISIONS = [None, "bf16", "float64"]  # None: float32

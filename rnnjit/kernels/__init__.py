@@ -9,8 +9,9 @@ Modules: `config` (compile flags, the only place they are set), `precision`
 `_simd` (register-blocked matmul micro-kernels and atomics as numba
 intrinsics), `activations` (vectorizable tanh/sigmoid), `update` (the cell
 update), `pack` (weight packing, numpy), `layer` (the tile kernel), `team`
-(one tile on several threads), `tiling` (tile width cost model, tiles by
-length), `team_policy` (when a team runs), `pool` (the worker threads), and
+(one tile on several threads), `wavefront` (a stack of layers in one tile,
+its layers at once), `tiling` (tile width cost model, tiles by length),
+`team_policy` (when a team or a wavefront runs), `pool` (the worker threads), and
 this wrapper, which checks and converts inputs once, builds the kernels'
 arguments (`kernel_args`) and shapes results.
 
@@ -234,8 +235,12 @@ def _run_layers(prepared, rows, tok, lengths, h0, c0, hn, cn, top_mode, y_all, y
         if not any(p[4] for p in split):
             plans = split
     # a stack of one-directional layers in one tile: its layers at once, each behind the one below (`wavefront`)
-    waves = wavefront_workers(spec, plans[0][2].size == 2, threads, float(lengths.max()) * lay.wbytes)
-    ready = counters(L) if waves else counters(0)
+    waves = wavefront_workers(spec, plans[0][2].size == 2, threads, float(lengths.max()) * lay.wbytes,
+                              lay.wbytes if plans[0][4] else 0)  # fmt: skip
+    # an odd stack on two threads whose layers run as a team: the first layer as a team, the rest as a wavefront
+    # (3 layers as a wavefront leave one thread two layers)
+    solo = 1 if waves == 2 and L % 2 and plans[0][4] else 0
+    ready = counters(L - solo) if waves else counters(0)
     no_tokens = np.zeros((0, T), np.int64)
     stack = []
     for layer in range(L):
@@ -251,9 +256,9 @@ def _run_layers(prepared, rows, tok, lengths, h0, c0, hn, cn, top_mode, y_all, y
             values = {
                 **lay.static[k], "x": rows, "tok": tok, "h0": h0[k], "c0": c0[k], "y": out, "out_mode": mode,
                 "hn": hn[k], "cn": cn[k], "bt": bt, "lens": lengths, "order": order, "tile_ptr": tile_ptr,
-                "next_tile": np.zeros(1, np.int64), "kx": kx, "xk0": xk0, "ready": ready, "lay": layer,
+                "next_tile": np.zeros(1, np.int64), "kx": kx, "xk0": xk0, "ready": ready, "lay": layer - solo,
             }  # fmt: skip
-            if waves:
+            if waves and layer >= solo:
                 stack.append((run_worker, kernel_args(run_worker, values)))
             elif len(plans) == 2:
                 jobs += [(run_worker, kernel_args(run_worker, values))] * workers

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -68,12 +67,10 @@ def run_in_order(workers: int, jobs: list) -> tuple[float, float]:
     Returns (seconds this thread ran jobs, seconds it then waited for the others).
     """
     global _pool, _pool_size
-    taken = itertools.count()  # next() on a count is atomic under the GIL
+    taken = iter(range(len(jobs)))  # one shared iterator: next() on it is atomic under the GIL
 
     def take_jobs():
         for i in taken:
-            if i >= len(jobs):
-                return
             fn, args = jobs[i]
             fn(*args)
 

@@ -1,4 +1,6 @@
-"""When one tile runs as a team of threads (`rnnjit.kernels.team`), and when teams pause on a busy machine.
+"""When one tile runs as a team of threads (`team`) or a stack of layers as a wavefront (`wavefront`), and pauses.
+
+Both pause on a busy machine (`note_spins`, `note_wave`).
 
 The measurements behind the constants are in bench/report_notes.md ("Tiling and
 team constants"), each under the constant's name.
@@ -68,15 +70,30 @@ to a pool thread (15-90 us); the same threshold as the direction split
 """
 
 
-def wavefront_workers(spec: RNNSpec, one_tile: bool, threads: int, work: float) -> int:
+TEAM_OVER_WAVE = 8 << 20
+"""Packed weights per layer above which a stack whose layers would run as teams runs layer after layer, as teams.
+
+Measured (batch of one, T=160, 2 threads, `chrt -f 1`, median ms): LSTM
+64->1024 x2 (17.9 MB per layer) teams 38.0, wavefront 44.7, one thread
+73.2; LSTM 64->512 x2 (4.7 MB) teams 10.8, wavefront 10.2, one thread 16.2.
+Each team thread reads half of every layer's weights, while a wavefront
+thread reads all of its own layer's; from L3 and memory the halves win.
+"""
+
+
+def wavefront_workers(spec: RNNSpec, one_tile: bool, threads: int, work: float, team_weights: int = 0) -> int:
     """Threads for a stack of layers run at once (`rnnjit.kernels.wavefront`), or 0 for layer after layer.
 
     Only one-directional stacks (layer l+1's step t then needs layer l up to
     step t, not a reverse pass over the whole sequence) in one tile (with
     more tiles the threads already share the tiles out), on two or more
-    threads, with enough work per layer (`WAVEFRONT_WORK`).
+    threads, with enough work per layer (`WAVEFRONT_WORK`), and not when its
+    layers would run as teams with weights over `TEAM_OVER_WAVE`
+    (``team_weights``: a layer's packed bytes when they would, else 0).
     """
     if spec.num_layers < 2 or spec.num_directions != 1 or not one_tile or threads < 2 or work < WAVEFRONT_WORK:
+        return 0
+    if team_weights > TEAM_OVER_WAVE:
         return 0
     if time.monotonic() < _waves_paused_until:
         return 0
