@@ -198,7 +198,8 @@ def _int8_inputs(a, aq, bt, x0, nx, h0, nh, scales):
         whole = n // 4 if bt >= 16 else 0
         for k in range(whole):
             r = (r0 + 4 * k) * bt
-            v0, v1, v2, v3 = a[r : r + bt], a[r + bt : r + 2 * bt], a[r + 2 * bt : r + 3 * bt], a[r + 3 * bt : r + 4 * bt]
+            v0, v1 = a[r : r + bt], a[r + bt : r + 2 * bt]
+            v2, v3 = a[r + 2 * bt : r + 3 * bt], a[r + 3 * bt : r + 4 * bt]
             out = aq[(q0 + k) * bt : (q0 + k + 1) * bt]
             for l in range(bt):
                 inv = top[l]
@@ -468,12 +469,14 @@ def _int8_rows(g, acc, rows, bt, qs, qc, scales):
     sx, sh, bias, cx, ch = qs[0], qs[1], qs[2], qc[0], qc[1]
     if bt == 1:  # one loop over the rows: it vectorizes
         s0, s1 = scales[0], scales[1]
+        ax, ah = acc[:n], acc[n : 2 * n]  # slices and int32 differences: 16 rows per vector op
         if two:
             for r in range(rows):
-                g[r] = np.float32(acc[r] - cx[r]) * (sx[r] * s0) + bias[r] + np.float32(acc[n + r] - ch[r]) * (sh[r] * s1)
+                g[r] = np.float32(np.int32(ax[r] - cx[r])) * (sx[r] * s0) + bias[r] + np.float32(
+                    np.int32(ah[r] - ch[r])) * (sh[r] * s1)
         else:
             for r in range(rows):
-                g[r] = np.float32(acc[r] - cx[r]) * (sx[r] * s0) + bias[r]
+                g[r] = np.float32(np.int32(ax[r] - cx[r])) * (sx[r] * s0) + bias[r]
         return
     if bt == FEW:  # one flat loop (FEW is a constant: the row and lane of an index are a shift and a mask)
         ah = acc[n:] if two else acc[:n]
@@ -505,10 +508,12 @@ def _int8_panel(g, goff, acc, bt, qs, qc, r0, scales):
     s0, s1 = scales[:bt], scales[bt : 2 * bt]
     for q in range(MR):
         r = r0 + q
-        ax, ah, out = acc[q * bt : (q + 1) * bt], acc[m + q * bt : m + (q + 1) * bt], g[goff + q * bt : goff + (q + 1) * bt]
+        ax, ah = acc[q * bt : (q + 1) * bt], acc[m + q * bt : m + (q + 1) * bt]
+        out = g[goff + q * bt : goff + (q + 1) * bt]
         fx, fh, b, kx, kh = qs[0, r], qs[1, r], qs[2, r], qc[0, r], qc[1, r]
         for l in range(bt):
-            out[l] = np.float32(np.int32(ax[l] - kx)) * (fx * s0[l]) + b + np.float32(np.int32(ah[l] - kh)) * (fh * s1[l])
+            out[l] = np.float32(np.int32(ax[l] - kx)) * (fx * s0[l]) + b + np.float32(np.int32(ah[l] - kh)) * (
+                fh * s1[l])
 
 
 STEP_BLOCK = 48
