@@ -8,7 +8,9 @@ keeps the fastest call; the table gives the median over rounds, in us):
 
 - ``predict``: the public entry as a user calls it;
 - ``workers``: the compiled workers alone (`run_worker`, `rows_worker`),
-  called with the arguments predict gave them (recorded on a first call):
+  called with the arguments predict gave them (recorded on a first call),
+  one after the other on this thread (where predict runs two at once, e.g.
+  the directions of a long bidirectional layer, predict can take less):
   what no Python layer can remove;
 - ``python``: predict with every worker launch replaced by a no-op, i.e.
   what the layers around the kernels cost; split into ``run`` (inside the
@@ -42,23 +44,35 @@ from rnnjit.inputs import check_features, check_lengths, check_tokens
 from rnnjit.kernels import rows as rows_mod
 
 CALLS = 30  # timed calls per measurement and round
-LAUNCHERS = ((kernels, "parallel"), (kernels, "run_jobs"), (rows_mod, "parallel"))
+LAUNCHERS = ((kernels, "parallel"), (kernels, "run_jobs"), (rows_mod, "parallel"), (kernels, "run_in_order"))
+
+
+def _launchers():
+    """(module, name, function) of each launcher this version of the kernels has."""
+    return [(m, n, getattr(m, n)) for m, n in LAUNCHERS if hasattr(m, n)]
 
 
 def _record(fn):
     """Call ``fn`` once with the worker launches recorded: [(worker, args)], run as usual."""
-    calls, saved = [], [(m, n, getattr(m, n)) for m, n in LAUNCHERS]
+    calls, saved = [], _launchers()
+    real = {n: f for _, n, f in saved}  # kernels.parallel and rows.parallel are the pool's one function
 
     def par(workers, f, args):
         calls.append((f, args))
-        return saved[0][2](workers, f, args)
+        return real["parallel"](workers, f, args)
 
     def jobs(js):
         calls.extend(js)
-        return saved[1][2](js)
+        return real["run_jobs"](js)
 
+    def in_order(workers, js):
+        calls.extend(js)
+        return real["run_in_order"](workers, js)
+
+    spies = {"parallel": par, "run_jobs": jobs, "run_in_order": in_order}
     try:
-        kernels.parallel, kernels.run_jobs, rows_mod.parallel = par, jobs, par
+        for m, n, _ in saved:
+            setattr(m, n, spies[n])
         fn()
     finally:
         for m, n, f in saved:
@@ -84,7 +98,7 @@ def _workers_alone(calls):
 def _stubbed(fn, timed):
     """``fn`` with worker launches as no-ops; ``timed``: name -> [ns] filled with the inclusive time of
     `kernels.run` and `kernels.run_steps` inside it."""
-    saved = [(m, n, getattr(m, n)) for m, n in LAUNCHERS]
+    saved = _launchers()
     inner = {"run": kernels.run, "run_steps": kernels.run_steps}
 
     def wrap(name):
@@ -105,7 +119,7 @@ def _stubbed(fn, timed):
         for name in timed:
             timed[name].append(0)
         for m, n, _ in saved:
-            setattr(m, n, (lambda *a: None))
+            setattr(m, n, (lambda *a: (0.0, 0.0)))  # run_in_order's (ran, waited); the others' result is unused
         kernels.run, kernels.run_steps = wrapped["run"], wrapped["run_steps"]
         try:
             fn()
@@ -229,7 +243,8 @@ def main(argv=None):
 
     torch.set_num_threads(a.threads)
     print(f"threads={a.threads} rounds={a.rounds}; us per call, median over rounds of the fastest of 30 calls\n")
-    print("| case | predict | workers alone | python (run / run_steps / predict's own) | input checks | ort (ort/predict) |")
+    print("| case | predict | workers alone | python (run / run_steps / predict's own) | input checks "
+          "| ort (ort/predict) |")
     print("|---|---:|---:|---:|---:|---:|")
     for name in a.cases.split(","):
         case = Small(name, a.threads, torch, a.ort)

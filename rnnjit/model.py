@@ -131,6 +131,7 @@ class Model:
         self._input_size = 1 if self._embedding is not None else input_width(self.chain)
         self._output_dim = chain_widths(self.chain)
         self._prepared: dict[tuple[str, int], Any] = {}
+        self._schedules: dict[str, tuple[tuple, ...]] = {}  # `_schedule`, per output mode
         self._variants: dict[str, Model] = {}  # `with_precision`
         self._fused_into = self._fusions()
         self._fused = frozenset(j for js in self._fused_into.values() for j in js)
@@ -326,46 +327,38 @@ class Model:
         h0s, c0s = self._check_states(h0, c0, B)
 
         eng = get_engine(engine)
-        last_rnn = self._rnn_index[-1]
         valid = _Valid(lengths, T)
         # Per-step values are rows of a 2-d array: step t of sequence b is row idx[b, t], or with idx
         # None row b*T + t of a padded batch; per-sequence values are (B, F); rows None: the token ids x.
-        rows = None if self._embedding is not None else np.ascontiguousarray(x, dtype=self.dtype).reshape(B * T, x.shape[2])
-        idx, per_step, run = None, True, []
+        rows = None if self._embedding is not None else np.ascontiguousarray(x, self.dtype).reshape(B * T, x.shape[2])
+        idx, per_step = None, True
         states = []
-        for i, step in enumerate(self.chain):
-            kind = KINDS[step.kind]
-            if kind.check_input is not None:  # a check of the model's input (an embedding's token ids)
-                kind.check_input(step, self._scoring, x, lengths, row_name)
-            if i in self._fused:
-                continue  # the recurrent module's launch runs it
-            if kind.per_vector:  # collected, then run together on the rows they apply to
-                run.append(i)
-                continue
-            if run:
-                rows, idx = self._run_rows(eng, run, rows, idx, per_step, valid, threads, last=False)
-                run = []
-            if not kind.recurrent:  # numpy between launches (an embedding or a pooling no module runs)
+        for op, *a in self._schedule(mode):
+            if op == "check":  # a check of the model's input (an embedding's token ids)
+                check, step = a
+                check(step, self._scoring, x, lengths, row_name)
+            elif op == "rows":  # per-vector steps, run together on the rows they apply to
+                run, last = a
+                # the chain's last per-vector steps write the padded result, or with ``packed`` the valid steps
+                rows, idx = self._run_rows(eng, run, rows, idx, per_step, valid, threads, last=last and not packed)
+            elif op == "numpy":  # numpy between launches (an embedding or a pooling no module runs)
+                kind, step = a
                 y = kind.apply(step, self._scoring, self._padded(x, rows, idx, per_step, valid), lengths)
                 rows, idx, per_step = (y.reshape(B * T, y.shape[2]), None, True) if y.ndim == 3 else (y, None, False)
-                continue
-            k = len(states)
-            args = {"select": mode if i == last_rnn else "all"}
-            for j in self._fused_into[i]:
-                args.update(KINDS[self.chain[j].kind].fusion.engine_args(self.chain[j], self._scoring))
-            if "table" in args:  # token ids read through a fused embedding
-                y_in = x
-            elif idx is None:  # a padded batch
-                y_in = rows.reshape(B, T, rows.shape[1])
-            else:  # the packed valid steps of the steps before, read by index
-                y_in, args["table"] = idx, rows
-            y, hn, cn = eng.run(self._prepare(eng, i), y_in, lengths, h0s[k], c0s[k], args.pop("select"), threads,
-                                **args)  # fmt: skip
-            per_step = y.ndim == 3
-            rows, idx = (y.reshape(B * T, y.shape[2]) if per_step else y), None
-            states.append((hn, cn) if step.rnn.has_cell_state else hn)
-        if run:  # the chain's last per-vector steps write the padded result, or with ``packed`` the valid steps
-            rows, idx = self._run_rows(eng, run, rows, idx, per_step, valid, threads, last=not packed)
+            else:  # a recurrent module's launch, with the steps fused into it
+                i, select, fused, has_c = a
+                k = len(states)
+                args = dict(fused)
+                if "table" in args:  # token ids read through a fused embedding
+                    y_in = x
+                elif idx is None:  # a padded batch
+                    y_in = rows.reshape(B, T, rows.shape[1])
+                else:  # the packed valid steps of the steps before, read by index
+                    y_in, args["table"] = idx, rows
+                y, hn, cn = eng.run(self._prepare(eng, i), y_in, lengths, h0s[k], c0s[k], select, threads, **args)
+                per_step = y.ndim == 3
+                rows, idx = (y.reshape(B * T, y.shape[2]) if per_step else y), None
+                states.append((hn, cn) if has_c else hn)
         if packed and per_step:
             y = np.ascontiguousarray(self._packed(x, rows, idx, valid), dtype=self.dtype)
         else:
@@ -373,6 +366,46 @@ class Model:
         if not return_state:
             return y
         return (y, states[0]) if len(states) == 1 else (y, states)
+
+    def _schedule(self, mode: str) -> tuple[tuple, ...]:
+        """What `predict` does for output mode ``mode``, in chain order, worked out once per mode.
+
+        ``("check", check, step)``: a check of the model's input;
+        ``("rows", run, last)``: a run of per-vector steps (chain indexes; last:
+        they end the chain, written into the padded result);
+        ``("numpy", kind, step)``: a step no launch runs;
+        ``("rnn", i, select, fused args, has cell state)``: a recurrent module's
+        launch with the engine arguments of the steps fused into it
+        (`rnnjit.kinds.Fusion`). A pooling's arguments replace ``select``.
+        """
+        sched = self._schedules.get(mode)
+        if sched is not None:
+            return sched
+        out, run, last_rnn = [], [], self._rnn_index[-1]
+        for i, step in enumerate(self.chain):
+            kind = KINDS[step.kind]
+            if kind.check_input is not None:
+                out.append(("check", kind.check_input, step))
+            if i in self._fused:
+                continue  # the recurrent module's launch runs it
+            if kind.per_vector:  # collected, then run together on the rows they apply to
+                run.append(i)
+                continue
+            if run:
+                out.append(("rows", tuple(run), False))
+                run = []
+            if not kind.recurrent:
+                out.append(("numpy", kind, step))
+                continue
+            args = {"select": mode if i == last_rnn else "all"}
+            for j in self._fused_into[i]:
+                args.update(KINDS[self.chain[j].kind].fusion.engine_args(self.chain[j], self._scoring))
+            select = args.pop("select")
+            out.append(("rnn", i, select, args, step.rnn.has_cell_state))
+        if run:
+            out.append(("rows", tuple(run), True))
+        sched = self._schedules[mode] = tuple(out)
+        return sched
 
     @staticmethod
     def _padded(x, rows, idx, per_step, valid: _Valid):

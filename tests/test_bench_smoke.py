@@ -149,3 +149,24 @@ def test_precision_bench_builds_every_engine_and_renders(tmp_path, monkeypatch):
     precision.write_section(report, table, precision.NOTES)  # a second run replaces, not appends
     text = report.read_text()
     assert text.count(precision.MARK_START) == 1 and "kept" in text and "| B=3 T=4 I=5 H=8 |" in text
+
+
+def test_model_profile_times_every_engine_call():
+    from bench.profile_models import profile, rnn_flop
+    from rnnjit.model import Model
+    from rnnjit.spec import RNNSpec, Step, rnn_step
+
+    spec = RNNSpec("lstm", 5, 6, 2, True, True, 0, "r.")
+    rng = np.random.default_rng(0)
+    w = {f"r.{k}{sfx}": rng.standard_normal(shape).astype(np.float32)
+         for l, i in ((0, 5), (1, 12)) for sfx in (f"_l{l}", f"_l{l}_reverse")
+         for k, shape in (("weight_ih", (24, i)), ("weight_hh", (24, 6)), ("bias_ih", (24,)), ("bias_hh", (24,)))}
+    w["fc.weight"], w["fc.bias"] = rng.standard_normal((3, 12)).astype(np.float32), np.zeros(3, np.float32)
+    model = Model((rnn_step(spec), Step("linear", "fc", 12, 3, bias=True)), w, output="all")
+    lengths = np.array([4, 2, 3])
+    total, parts = profile(model, rng.standard_normal((3, 4, 5)).astype(np.float32), lengths, rounds=1)
+    assert [name for name, _, _ in parts] == ["lstm I=5 H=6 x2 bi", "steps 12 -> 3"]
+    # both layers, both directions, 4 gates, inputs and h per valid step; the linear layer per valid step
+    assert parts[0][2] == 2 * 4 * 6 * (5 + 6) * 2 * 9 + 2 * 4 * 6 * (12 + 6) * 2 * 9 == rnn_flop(spec, 9)
+    assert parts[1][2] == 2 * 12 * 3 * 9
+    assert total >= sum(t for _, t, _ in parts) > 0

@@ -60,6 +60,9 @@ RUNS = {  # name: (input width, steps)
                  Step("linear", "fc2", 32, 97, bias=True), Step("activation", "log_softmax")]),
     "norm_sandwich": (40, [Step("batchnorm", "bn", 40, 40, affine=True), Step("linear", "fc", 40, 33, bias=True),
                            Step("layernorm", "ln", 33, 33, bias=True, affine=True), Step("activation", "tanh")]),
+    "plain_chain": (37, [Step("linear", "fc1", 37, 70, bias=True), Step("activation", "relu"),
+                         Step("linear", "fc2", 70, 19), Step("activation", "identity"),
+                         Step("linear", "fc3", 19, 150, bias=True)]),
 }  # fmt: skip
 
 
@@ -87,7 +90,7 @@ def test_run_steps_matches_the_numpy_reference(name, dtype):
     assert (got[untouched] == -7).all()
 
 
-@pytest.mark.parametrize("name", ["wide_linear", "mlp", "norm_sandwich", "act_softmax", "l2norm"])
+@pytest.mark.parametrize("name", ["wide_linear", "mlp", "norm_sandwich", "act_softmax", "l2norm", "plain_chain"])
 def test_a_rows_bits_do_not_depend_on_the_other_rows_or_the_threads(name):
     fin, run = RUNS[name]
     rng = np.random.default_rng(3)

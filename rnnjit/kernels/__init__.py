@@ -38,7 +38,9 @@ import numpy as np
 from rnnjit.kernels import team_policy
 from rnnjit.kernels._simd import MR
 from rnnjit.kernels.layer import OUT_ALL, OUT_LAST, OUT_MAX, OUT_NONE, OUT_SUM, STEP_BLOCK, project_all, run_worker
-from rnnjit.kernels.pack import CELL_CODES, PackedLayer, aligned_empty, pack_layer, padded_hidden
+from rnnjit.kernels.pack import (
+    CELL_CODES, PackedLayer, aligned_empty, pack_layer, padded_hidden, projected_elements,
+)
 from rnnjit.kernels.pool import parallel, run_in_order, run_jobs
 from rnnjit.kernels.precision import PRECISIONS, Precision, missing_features, precision_of, target_cpu
 from rnnjit.kernels.rows import prepare_steps, run_steps
@@ -124,28 +126,29 @@ def run(prepared: Prepared, x, lengths, h0=None, c0=None, select="all", threads=
     """
     if select not in SELECT_MODES:
         raise ValueError(f"select must be one of {', '.join(SELECT_MODES)}, got {select!r}")
-    spec, dtype = prepared.spec, prepared.dtype
+    dtype = prepared.dtype
+    lay = _layout(prepared)
+    D, L, Ho, H, I = lay.sizes
     if table is None:
         x = _writable(np.ascontiguousarray(x, dtype=dtype))
-        if x.ndim != 3 or x.shape[2] != spec.input_size:
-            raise ValueError(f"x has shape {x.shape}; expected (batch, time, {spec.input_size})")
+        if x.ndim != 3 or x.shape[2] != I:
+            raise ValueError(f"x has shape {x.shape}; expected (batch, time, {I})")
         B, T, _ = x.shape
-        rows, tok = x.reshape(B * T, spec.input_size), np.zeros((0, T), np.int64)
+        rows, tok = x.reshape(B * T, I), np.zeros((0, T), np.int64)
     else:
         tok = _writable(np.ascontiguousarray(x, dtype=np.int64))
         rows = _writable(np.ascontiguousarray(table, dtype=dtype))
-        if tok.ndim != 2 or rows.ndim != 2 or rows.shape[1] != spec.input_size:
+        if tok.ndim != 2 or rows.ndim != 2 or rows.shape[1] != I:
             raise ValueError(
-                f"token ids {tok.shape} and table {rows.shape}; expected (batch, time) and (vocabulary, {spec.input_size})"
+                f"token ids {tok.shape} and table {rows.shape}; expected (batch, time) and (vocabulary, {I})"
             )
         B, T = tok.shape
     lengths = _writable(np.ascontiguousarray(lengths, dtype=np.int64))
-    D, L, Ho, H = spec.num_directions, spec.num_layers, spec.h_out, spec.hidden_size
-    h_shape, c_shape = spec.state_shapes(B)
+    h_shape = (L * D, B, Ho)  # `RNNSpec.state_shapes`
     hn = np.zeros(h_shape, dtype)
     cn = np.zeros((L * D, B, H), dtype)
     h0 = np.zeros(h_shape, dtype) if h0 is None else _writable(np.ascontiguousarray(h0, dtype=dtype))
-    c0 = cn.copy() if (c0 is None or c_shape is None) else _writable(np.ascontiguousarray(c0, dtype=dtype))
+    c0 = cn.copy() if (c0 is None or not lay.has_c) else _writable(np.ascontiguousarray(c0, dtype=dtype))
     y_all = np.zeros((B, T, D * Ho), dtype) if select == "all" else None
     y_last = np.zeros((B, 1, D * Ho), dtype)
     if B > 0 and T > 0:
@@ -161,7 +164,7 @@ def run(prepared: Prepared, x, lengths, h0=None, c0=None, select="all", threads=
         y = y_last[:, 0, :]
         if select == "mean":
             y = y / lengths[:, None].astype(dtype)
-    return np.ascontiguousarray(y), hn, (cn if c_shape else None)
+    return np.ascontiguousarray(y), hn, (cn if lay.has_c else None)
 
 
 SPLIT_WORK = 3e7
@@ -181,6 +184,8 @@ class _Layout:
     static: tuple[dict, ...]  # per layer * D + direction: the kernel arguments that do not depend on the call
     wbytes: int  # the largest layer-direction's packed weights
     w0bytes: int  # the first layer-direction's (`SPLIT_WORK`)
+    sizes: tuple[int, int, int, int, int]  # the spec's (directions, layers, h_out, hidden, input size)
+    has_c: bool  # the cell has a cell state (LSTM)
 
 
 def _layout(prepared: Prepared) -> _Layout:
@@ -191,12 +196,14 @@ def _layout(prepared: Prepared) -> _Layout:
         static = tuple(
             dict(
                 cell=CELL_CODES[spec.cell], w=pk.w, wg=pk.wg, kstart=pk.kstart, klen=pk.klen, wr=pk.wr, wrg=pk.wrg,
+                wgh=pk.wgh,
                 ycol=(k % D) * Ho, reverse=k % D == 1, hidden=H, hp=padded_hidden(H), h_out=Ho, proj=spec.proj_size,
                 qs=pk.qs, qc=pk.qc, rqs=pk.rqs, rqc=pk.rqc, split=pk.split,
             )  # fmt: skip
             for k, pk in enumerate(prepared.layers)
         )
-        lay = _Layout(static, max(pk.w.nbytes for pk in prepared.layers), prepared.layers[0].w.nbytes)
+        lay = _Layout(static, max(pk.w.nbytes for pk in prepared.layers), prepared.layers[0].w.nbytes,
+                      (D, spec.num_layers, Ho, H, spec.input_size), spec.has_cell_state)  # fmt: skip
         prepared.cache["layout"] = lay
     return lay
 
@@ -225,17 +232,17 @@ def _run_layers(prepared, rows, tok, lengths, h0, c0, hn, cn, top_mode, y_all, y
     A stack of one-directional layers in one tile (a batch of one) runs its
     layers at once instead, each behind the layer below (`wavefront`).
     """
-    spec, dtype = prepared.spec, prepared.dtype
+    dtype = prepared.dtype
     B, T = lengths.shape[0], tok.shape[1]
-    D, L, Ho = spec.num_directions, spec.num_layers, spec.h_out
     lay = _layout(prepared)
+    D, L, Ho = lay.sizes[:3]
     plans = [_plan(prepared, lengths, lay.wbytes, threads)]
     if D == 2 and threads >= 2 and float(lengths.sum()) * lay.w0bytes >= SPLIT_WORK:
         split = [_plan(prepared, lengths, lay.wbytes, t) for t in (threads // 2, threads - threads // 2)]
         if not any(p[4] for p in split):
             plans = split
     # a stack of one-directional layers in one tile: its layers at once, each behind the one below (`wavefront`)
-    waves = wavefront_workers(spec, plans[0][2].size == 2, threads, float(lengths.max()) * lay.wbytes,
+    waves = wavefront_workers(prepared.spec, plans[0][2].size == 2, threads, float(lengths.max()) * lay.wbytes,
                               lay.wbytes if plans[0][4] else 0)  # fmt: skip
     # an odd stack on two threads whose layers run as a team: the first layer as a team, the rest as a wavefront
     # (3 layers as a wavefront leave one thread two layers)
@@ -276,18 +283,10 @@ def _run_layers(prepared, rows, tok, lengths, h0, c0, hn, cn, top_mode, y_all, y
 
 def _projected(prepared, pk, bt) -> tuple[int, int]:
     """(``kx``, ``xk0``) of `run_worker`: the operand elements a one-sequence tile projects for all its steps
-    first (`rnnjit.kernels.layer.project_steps`), and the first input column it still gathers per step.
-
-    Every whole operand element of ``[b_ih | W_ih]`` (``I + 1`` columns; bf16
-    pairs: the pair of the last input column and the first h column stays per
-    step). None for int8 (its input columns are a product of their own with a
-    per-step scale, `rnnjit.kernels.layer.gate_products`) or for wider tiles.
-    """
-    kp = prepared.precision.k_pack
-    if bt != 1 or kp > 2:
-        return 0, 0
-    kx = (pk.in_size + 1) // kp
-    return kx, kx * kp - 1
+    first (`rnnjit.kernels.pack.projected_elements`; 0: none, as for wider tiles), and the first input column
+    it still gathers into ``z`` per step."""
+    kx = projected_elements(pk.in_size, prepared.precision) if bt == 1 else 0
+    return kx, max(kx * prepared.precision.k_pack - 1, 0)
 
 
 _PICK: dict = {}

@@ -29,7 +29,9 @@ takes fewer tiles), with its scratch allocated once. It releases the GIL (``nogi
 Small batches: ``bt == 1`` (one sequence per tile, the matrix-vector
 micro-kernel `mk_rows_grouped`) and ``bt == FEW`` (4 sequences,
 `mk_rows_grouped_few`), both reading the grouped weights (``wg``, and
-``wrg`` for an LSTM projection).
+``wrg`` for an LSTM projection). A one-sequence tile of float or bf16
+weights projects its input columns `STEP_BLOCK` steps at a time
+(`project_steps`) and per step reads only the h columns (``wgh``).
 """
 
 from __future__ import annotations
@@ -196,7 +198,8 @@ def _int8_inputs(a, aq, bt, x0, nx, h0, nh, scales):
         whole = n // 4 if bt >= 16 else 0
         for k in range(whole):
             r = (r0 + 4 * k) * bt
-            v0, v1, v2, v3 = a[r : r + bt], a[r + bt : r + 2 * bt], a[r + 2 * bt : r + 3 * bt], a[r + 3 * bt : r + 4 * bt]
+            v0, v1 = a[r : r + bt], a[r + bt : r + 2 * bt]
+            v2, v3 = a[r + 2 * bt : r + 3 * bt], a[r + 3 * bt : r + 4 * bt]
             out = aq[(q0 + k) * bt : (q0 + k + 1) * bt]
             for l in range(bt):
                 inv = top[l]
@@ -380,25 +383,25 @@ def _float_projection(wrf, wrgf, mq, pr, n_pan_r, Hw, bt, s, slen, nvec, lv, row
 
 
 @njit(inline="always", **JIT)
-def _float_gates(wf, wgf, zq, g, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv, rows_few, kx, proj, poff):
+def _float_gates(wf, wgf, zq, g, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv, rows_few, kx, whf, proj, poff):
     """`gate_products` for float and bf16 weights: one product over every element of ``zq``; a one-sequence
     tile whose input columns are projected already (``kx`` > 0, `project_steps`) continues the sums of
-    ``proj[poff:]`` over elements ``[kx, Kw)`` only."""
+    ``proj[poff:]`` over elements ``[kx, Kw)`` only, read from ``whf`` (`rnnjit.kernels.pack.PackedLayer.wgh`)."""
     if bt == 1 and kx > 0:
         for q in range(n_pan // P_ROWS):
-            mk_rows_grouped_from(wgf, (q * Kw + kx) * GROUP_ROWS, zq, kx, g, q * GROUP_ROWS, Kw - kx, proj,
+            mk_rows_grouped_from(whf, q * (Kw - kx) * GROUP_ROWS, zq, kx, g, q * GROUP_ROWS, Kw - kx, proj,
                                  poff + q * GROUP_ROWS)  # fmt: skip
     else:
         products_into(wf, wgf, zq, g, n_pan, Kw, bt, 0, Kw, kstart, klen, True, s, slen, nvec, lv, rows_few)
 
 
 def gate_products(w, wf, wgf, zq, g, acc, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv, rows_few, split, qs, qc,
-                  scales, kx, proj, poff):  # fmt: skip
+                  scales, kx, whf, proj, poff):  # fmt: skip
     """All gate pre-activations of a step into ``g`` (float): one product (float, bf16, `_float_gates`), or
     for int8 weights (int32 ``w``) `_int8_gates`. Chosen by ``w``'s dtype when compiling, so a float kernel
     holds no int8 code."""
     if w.dtype != np.int32:  # the plain-Python twin (NUMBA_DISABLE_JIT=1)
-        _float_gates(wf, wgf, zq, g, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv, rows_few, kx, proj, poff)
+        _float_gates(wf, wgf, zq, g, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv, rows_few, kx, whf, proj, poff)
     else:
         _int8_gates(wf, wgf, zq, g, acc, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv, rows_few, split, qs, qc,
                     scales)  # fmt: skip
@@ -406,17 +409,17 @@ def gate_products(w, wf, wgf, zq, g, acc, n_pan, Kw, bt, kstart, klen, s, slen, 
 
 @overload(gate_products, inline="always", jit_options=HELPER_JIT)
 def _gate_products(w, wf, wgf, zq, g, acc, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv, rows_few, split, qs, qc,
-                   scales, kx, proj, poff):  # fmt: skip
+                   scales, kx, whf, proj, poff):  # fmt: skip
     if w.dtype != numba_types.int32:
 
         def one(w, wf, wgf, zq, g, acc, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv, rows_few, split, qs, qc,
-                scales, kx, proj, poff):  # fmt: skip
-            _float_gates(wf, wgf, zq, g, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv, rows_few, kx, proj, poff)
+                scales, kx, whf, proj, poff):  # fmt: skip
+            _float_gates(wf, wgf, zq, g, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv, rows_few, kx, whf, proj, poff)
 
         return one
 
     def two(w, wf, wgf, zq, g, acc, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv, rows_few, split, qs, qc, scales,
-            kx, proj, poff):  # fmt: skip
+            kx, whf, proj, poff):  # fmt: skip
         _int8_gates(wf, wgf, zq, g, acc, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv, rows_few, split, qs, qc,
                     scales)  # fmt: skip
 
@@ -466,12 +469,14 @@ def _int8_rows(g, acc, rows, bt, qs, qc, scales):
     sx, sh, bias, cx, ch = qs[0], qs[1], qs[2], qc[0], qc[1]
     if bt == 1:  # one loop over the rows: it vectorizes
         s0, s1 = scales[0], scales[1]
+        ax, ah = acc[:n], acc[n : 2 * n]  # slices and int32 differences: 16 rows per vector op
         if two:
             for r in range(rows):
-                g[r] = np.float32(acc[r] - cx[r]) * (sx[r] * s0) + bias[r] + np.float32(acc[n + r] - ch[r]) * (sh[r] * s1)
+                g[r] = np.float32(np.int32(ax[r] - cx[r])) * (sx[r] * s0) + bias[r] + np.float32(
+                    np.int32(ah[r] - ch[r])) * (sh[r] * s1)
         else:
             for r in range(rows):
-                g[r] = np.float32(acc[r] - cx[r]) * (sx[r] * s0) + bias[r]
+                g[r] = np.float32(np.int32(ax[r] - cx[r])) * (sx[r] * s0) + bias[r]
         return
     if bt == FEW:  # one flat loop (FEW is a constant: the row and lane of an index are a shift and a mask)
         ah = acc[n:] if two else acc[:n]
@@ -503,10 +508,12 @@ def _int8_panel(g, goff, acc, bt, qs, qc, r0, scales):
     s0, s1 = scales[:bt], scales[bt : 2 * bt]
     for q in range(MR):
         r = r0 + q
-        ax, ah, out = acc[q * bt : (q + 1) * bt], acc[m + q * bt : m + (q + 1) * bt], g[goff + q * bt : goff + (q + 1) * bt]
+        ax, ah = acc[q * bt : (q + 1) * bt], acc[m + q * bt : m + (q + 1) * bt]
+        out = g[goff + q * bt : goff + (q + 1) * bt]
         fx, fh, b, kx, kh = qs[0, r], qs[1, r], qs[2, r], qc[0, r], qc[1, r]
         for l in range(bt):
-            out[l] = np.float32(np.int32(ax[l] - kx)) * (fx * s0[l]) + b + np.float32(np.int32(ah[l] - kh)) * (fh * s1[l])
+            out[l] = np.float32(np.int32(ax[l] - kx)) * (fx * s0[l]) + b + np.float32(np.int32(ah[l] - kh)) * (
+                fh * s1[l])
 
 
 STEP_BLOCK = 48
@@ -598,7 +605,7 @@ def project_all(w, wg, x, tok, b, blen, reverse, n_steps, kx, xproj, next_block)
 @njit(**JIT)
 def run_worker(
     cell, x, tok, lens, order, tile_ptr, next_tile,
-    w, wg, kstart, klen, wr, wrg,
+    w, wg, wgh, kstart, klen, wr, wrg,
     h0, c0, y, ycol, out_mode, reverse, hn, cn,
     hidden, hp, h_out, proj, bt,
     qs, qc, rqs, rqc, split, kx, xk0, ready, lay,
@@ -632,6 +639,7 @@ def run_worker(
     yf = y.reshape(y.size)
     wf = w.reshape(w.size)
     wgf = wg.reshape(wg.size)
+    whf = wgh.reshape(wgh.size)
     wrf = wr.reshape(wr.size)
     wrgf = wrg.reshape(wrg.size)
     n_pan = w.shape[0]
@@ -718,7 +726,7 @@ def run_worker(
             # -- gate pre-activations with biases, all gates at once
             pack_operand(z, zq, w, K, bt, 1, I, I + 1, h_out, scales)
             gate_products(w, wf, wgf, zq, g, acc, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv, rows_few, split,
-                          qs, qc, scales, kx, xproj, (s % blk) * R)  # fmt: skip
+                          qs, qc, scales, kx, whf, xproj, (s % blk) * R)  # fmt: skip
             # -- activations and state update: flat, vectorized loops (`cell_update`)
             # The LSTM writes c' to a second buffer (the two swap every step)
             # instead of updating c in place. Measured: with the in-place

@@ -35,7 +35,7 @@ from numba import config, njit, types
 from numba.extending import intrinsic
 
 from rnnjit.kernels._simd import (
-    GROUP_ROWS, MR, P_ROWS, _ptr, atomic_load, fetch_add, mk_rows_grouped, mk_rows_grouped_from,
+    MR, P_ROWS, _ptr, atomic_load, fetch_add, mk_rows_grouped, mk_rows_grouped_from,
 )
 from rnnjit.kernels.config import JIT
 from rnnjit.kernels.precision import VECTOR_BYTES
@@ -83,7 +83,7 @@ if config.DISABLE_JIT:  # pragma: no cover - exercised by the NUMBA_DISABLE_JIT=
 @njit(**JIT)
 def run_team(
     cell, x, tok, seq, slen, nb, maxlen, zbuf, cbuf, g, m, sync,
-    w, wg, kstart, klen, nblk, y, ycol, out_mode, reverse, hn, cn,
+    w, wg, wgh, kstart, klen, nblk, y, ycol, out_mode, reverse, hn, cn,
     hidden, hp, bt, cb, nch, kx, xk0, xproj,
 ):  # fmt: skip
     """One thread's part in running one tile: every step, its own chunks first, then any left unclaimed.
@@ -98,7 +98,7 @@ def run_team(
     one-sequence tile): ``xproj[s * R + r]`` holds the first ``kx`` elements'
     sums of step ``s``, row ``r`` (`rnnjit.kernels.layer.project_steps`, every
     step before the team starts); per step the team then reads only the h
-    columns of the weights, and gathers only input columns ``[xk0, I)``.
+    columns of the weights (``wgh``), and gathers only input columns ``[xk0, I)``.
     """
     T = tok.shape[1]
     I = x.shape[1]
@@ -112,6 +112,7 @@ def run_team(
     yf = y.reshape(y.size)
     wf = w.reshape(w.size)
     wgf = wg.reshape(wg.size)
+    whf = wgh.reshape(wgh.size)
     zf = zbuf.reshape(zbuf.size)  # two z buffers of K * bt, alternating by step
     cf = cbuf.reshape(cbuf.size)  # two c buffers of H * bt
     KB = K * bt
@@ -148,8 +149,8 @@ def run_team(
                     for ub in range(ub0, ub1, P_ROWS):
                         p = q * UB + ub  # a multiple of P_ROWS: the team needs UB % P_ROWS == 0 here
                         if kx > 0:  # the input columns are summed already (``xproj``)
-                            mk_rows_grouped_from(wgf, p * K * MR + kx * GROUP_ROWS, zf, zc + kx, g, p * MR, K - kx,
-                                                 xproj, s * R + p * MR)  # fmt: skip
+                            mk_rows_grouped_from(whf, p * (K - kx) * MR, zf, zc + kx, g, p * MR, K - kx, xproj,
+                                                 s * R + p * MR)  # fmt: skip
                         else:
                             mk_rows_grouped(wgf, p * K * MR, zf, zc, g, p * MR, K)
                 else:

@@ -77,8 +77,8 @@ def tile_width(B: int, threads: int, dtype, weight_bytes: int) -> int:
     FEW-sequence tiles (batches up to `SMALL_TILES_UP_TO`) by `ONE_TILE_COST`
     and `FEW_TILE_COST` per tile. The widest tile within 4% of the best wins
     (fewer tiles, less bookkeeping). So every thread gets about the same work
-    (B=128 on 2 threads: 32 FEW tiles, not 48+48+32 lanes, which left one
-    thread a third of the work), at most one micro-kernel row (NV vectors) of
+    (B=128 on 2 threads: four 32-lane tiles, not 48+48+32 lanes, which left
+    one thread a third of the work), at most one micro-kernel row (NV vectors) of
     lanes for most models, and up to `WIDE_VECS` vectors when the weights are
     larger than `WIDE_WEIGHTS`: each weight panel is then read once per step
     for that many sequences, not once per 48.
