@@ -21,7 +21,7 @@ from test_kernels_tokens import V, tokens
 from rnnjit import kernels
 from rnnjit.kernels import team_policy
 from rnnjit.kernels.pool import run_in_order
-from rnnjit.kernels.layer import STEP_BLOCK
+from rnnjit.kernels.layer import L1_SETS, STEP_BLOCK, gather_by_lane
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=lambda d: d.__name__)
@@ -185,3 +185,27 @@ def test_which_tiles_project_their_inputs_first(precision, I, bt, expected):
     _, spec, weights = build("lstm", I, 16, 1, False, True, np.float32, seed=1)
     prepared = kernels.prepare(spec, weights, precision)
     assert kernels._projected(prepared, prepared.layers[0], bt) == expected
+
+
+@pytest.mark.parametrize("precision", PRECISIONS, ids=lambda p: f"precision={p or 'float32'}")
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_a_step_gathered_lane_by_lane_or_feature_by_feature_has_the_same_bits(cell, precision):
+    # rows T * I * 4 = 4096 bytes apart all start in one L1 set (gathered lane by lane); one step more of
+    # padding puts them 4224 bytes apart, over 32 sets (feature by feature): the same sequences, the same bits
+    prepared, dtype = _prepared(cell, 32, precision, bidir=True, layers=2)
+    rng = np.random.default_rng(10)
+    B, T, I = 64, 32 // np.dtype(dtype).itemsize * 4, 32
+    x = rng.standard_normal((B, T, I)).astype(dtype)
+    lengths = rng.integers(T - 3, T + 1, B).astype(np.int64)
+    seq, slen, sets = np.arange(48, dtype=np.int64), np.full(48, T, np.int64), np.zeros(L1_SETS, np.int64)
+    no_tokens = np.zeros((0, T), np.int64)
+    pick = getattr(gather_by_lane, "py_func", gather_by_lane)
+    assert pick(no_tokens, seq, slen, 48, False, T, I, np.dtype(dtype).itemsize, sets)
+    assert not pick(np.zeros((0, T + 1), np.int64), seq, slen, 48, False, T + 1, I, np.dtype(dtype).itemsize, sets)
+    padded = np.concatenate([x, np.zeros((B, 1, I), dtype)], axis=1)
+    for select in ("all", "last"):
+        a = kernels.run(prepared, x, lengths, None, None, select, 2)
+        b = kernels.run(prepared, padded, lengths, None, None, select, 2)
+        cut = (slice(None), slice(0, T)) if select == "all" else (slice(None),)
+        np.testing.assert_array_equal(a[0][cut], b[0][cut])
+        np.testing.assert_array_equal(a[1], b[1])

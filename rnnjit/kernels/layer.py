@@ -252,6 +252,41 @@ def panel_lanes(wf, a0, z, zoff, g, goff, bt, n, s, slen, nvec, lv):
     lanes_row(wf, a0, z, zoff, g, goff, bt, n, running_vectors(s, slen, nvec, lv), lv)
 
 
+L1_SETS = 64
+"""Sets of the L1 data cache (64-byte lines): addresses 64 x 64 bytes apart share a set."""
+
+L1_LANES_PER_SET = 12
+"""Lanes whose input lines may share an L1 set before gathering a step feature by feature thrashes: the
+ways of the L1 data cache (12 on this machine's 48 KiB L1, and on recent Intel cores)."""
+
+
+@njit(inline="always", **JIT)
+def gather_by_lane(tok, seq, slen, nb, reverse, T, I, itemsize, sets):
+    """Whether a tile gathers each step's inputs lane by lane rather than feature by feature.
+
+    Feature by feature (for each input column, every lane's value) stores
+    whole rows of z and vectorizes, but keeps one source line open per lane:
+    when many lanes' rows start in the same L1 set (rows a multiple of 4 KiB
+    apart: x of (B, T, I) with T * I * 4 a multiple of 4096), they evict each
+    other before their next column is read. Lane by lane (each lane's row read
+    contiguously, stored down its column of z) does not care, but its stores
+    are scalar. So: lane by lane when more than `L1_LANES_PER_SET` of the
+    tile's first-step rows start in one set (``sets``: scratch of
+    `L1_SETS`). Measured (one thread, LSTM, tiles of 48): I=256 T=100 (one
+    set) 106 us per step feature by feature, 89-92 lane by lane; the other
+    way round at I=32 T=100 (8 sets): the whole kernel at H=16, B=4096, two
+    threads, 13 ms feature by feature, 21-24 lane by lane.
+    """
+    sets[:] = 0
+    worst = 0
+    for l in range(nb):
+        t = slen[l] - 1 if reverse else 0
+        at = (step_row(tok, seq[l], t, T) * I * itemsize // 64) % L1_SETS
+        sets[at] += 1
+        worst = max(worst, sets[at])
+    return worst > L1_LANES_PER_SET
+
+
 @njit(inline="always", **JIT)
 def step_row(tok, seq, t, T):
     """Row of the layer's input rows holding sequence ``seq``'s step ``t``.
@@ -652,6 +687,8 @@ def run_worker(
     pr = _skewed_zeros(n_pan_r * MR * bt, x, 3072)
     seq = np.zeros(bt, np.int64)
     slen = np.zeros(bt, np.int64)
+    xoff = np.zeros(bt, np.int64)
+    sets = np.zeros(L1_SETS, np.int64)
     h_at = (I + 1) * bt  # first h row of z
     Kw = w.shape[1]  # reduction length of the gate product in operand elements (K, or K / k_pack)
     Hw = wr.shape[1]  # the same for the projection
@@ -701,6 +738,7 @@ def run_worker(
                 if cell == LSTM:
                     for u in range(H):
                         c[u * bt + l] = c0[b, u]
+        by_lane = gather_by_lane(tok, seq, slen, nb, reverse, T, I, xf.itemsize, sets)
         seen = 0  # steps of layer ``lay - 1`` known to be written (`ready`)
         for s in range(maxlen):
             if ready.shape[0] > 0 and lay > 0:
@@ -710,19 +748,24 @@ def run_worker(
             if on and s % blk == 0:  # the input columns of the next steps at once
                 project_steps(w, wgf, zx, zxq, xproj, xf, tok, seq[0], slen[0], reverse, s,
                               min(blk, maxlen - s), T, I, n_pan, Kw, kx, scales)  # fmt: skip
-            # -- gather x_t per sequence (reverse: from its own last step; columns
-            # [xk0, I) only, the rest are projected already), lane by lane: each lane
-            # reads its row contiguously and stores down its column of z. Feature by feature (every
-            # lane's row at once) ran ~4x the time of the whole step's activations at I=256 (rows a
-            # multiple of 4 KiB apart share an L1 set, so the bt open source lines evicted each
-            # other; bench/report_notes.md "Mid-size batches"). Lanes whose sequence has ended keep
-            # their last input (garbage nobody reads, as in every other pass).
-            for l in range(bt):
-                if s < slen[l]:
+            # -- gather x_t per sequence (reverse: from its own last step; columns [xk0, I) only, the
+            # rest are projected already), `gather_by_lane` picks the order. Lanes whose sequence has
+            # ended read anything in range (garbage nobody reads, as in every other pass).
+            if by_lane:
+                for l in range(bt):
+                    if s < slen[l]:
+                        t = slen[l] - 1 - s if reverse else s
+                        off = step_row(tok, seq[l], t, T) * I
+                        for i in range(xk0, I):
+                            zin[i * bt + l] = xf[off + i]
+            else:
+                for l in range(bt):
                     t = slen[l] - 1 - s if reverse else s
-                    off = step_row(tok, seq[l], t, T) * I
-                    for i in range(xk0, I):
-                        zin[i * bt + l] = xf[off + i]
+                    xoff[l] = step_row(tok, seq[l], t if s < slen[l] else 0, T) * I
+                for i in range(xk0, I):
+                    zrow = zin[i * bt : (i + 1) * bt]  # a view: contiguous stores (see rnnjit/kernels/update.py)
+                    for l in range(bt):
+                        zrow[l] = xf[xoff[l] + i]
             # -- gate pre-activations with biases, all gates at once
             pack_operand(z, zq, w, K, bt, 1, I, I + 1, h_out, scales)
             gate_products(w, wf, wgf, zq, g, acc, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv, rows_few, split,
