@@ -123,9 +123,17 @@ def test_an_odd_stack_runs_its_first_layer_as_a_team_then_a_wavefront_with_the_s
 def test_a_wavefront_pauses_when_its_caller_mostly_waited_and_gives_way_to_teams_of_large_layers(monkeypatch):
     _, spec, _ = build("lstm", 7, 20, 2, False, True, np.float32)
     monkeypatch.setattr(team_policy, "_waves_paused_until", 0.0)
+    monkeypatch.setattr(team_policy, "_wave_strikes", 0)
     team_policy.note_wave(1.0, 0.1)  # a healthy run: the caller waited about a step at the end
     assert team_policy.wavefront_workers(spec, True, 2, 1e9) == 2
-    team_policy.note_wave(1.0, 3.0)  # the upper layer's thread was held up by another process
+    for _ in range(team_policy.WAVE_STRIKES - 1):  # a hiccup, and another: not yet
+        team_policy.note_wave(1.0, 3.0)
+        assert team_policy.wavefront_workers(spec, True, 2, 1e9) == 2
+    team_policy.note_wave(1.0, 0.1)  # a healthy run in between clears the count
+    for _ in range(team_policy.WAVE_STRIKES - 1):
+        team_policy.note_wave(1.0, 3.0)
+    assert team_policy.wavefront_workers(spec, True, 2, 1e9) == 2
+    team_policy.note_wave(1.0, 3.0)  # the upper layer's thread held up call after call by another process
     assert team_policy.wavefront_workers(spec, True, 2, 1e9) == 0
     monkeypatch.setattr(team_policy, "_waves_paused_until", 0.0)
     big = team_policy.TEAM_OVER_WAVE + 1
