@@ -24,6 +24,17 @@ from rnnjit.kernels.pool import run_in_order
 from rnnjit.kernels.layer import L1_SETS, STEP_BLOCK, gather_by_lane
 
 
+def _alone_as_in_the_batch(prepared, x, lengths, whole, picks):
+    """Each picked sequence scored alone, on one thread and on two, has the bits it has in ``whole``."""
+    for b in picks:
+        for threads in (1, 2):
+            y, hn, cn = kernels.run(prepared, x[b : b + 1], lengths[b : b + 1], None, None, "all", threads)
+            np.testing.assert_array_equal(y[0], whole[0][b])
+            np.testing.assert_array_equal(hn[:, 0], whole[1][:, b])
+            if cn is not None:
+                np.testing.assert_array_equal(cn[:, 0], whole[2][:, b])
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=lambda d: d.__name__)
 @pytest.mark.parametrize("cell", ["lstm", "lstmp", "gru", "rnn_tanh"])
 @pytest.mark.parametrize("bidir", [False, True, "split"], ids=lambda b: f"{b=}")
@@ -37,13 +48,7 @@ def test_a_sequence_has_the_same_bits_alone_and_in_any_batch(cell, bidir, dtype,
     x = rng.standard_normal((B, T, 11)).astype(dtype)
     lengths = rng.integers(1, T + 1, B).astype(np.int64)
     whole = kernels.run(prepared, x, lengths, None, None, "all", 2)
-    for b in (0, 5, 69):  # alone: the one-sequence path, on one thread and on two (a team when forced)
-        for threads in (1, 2):
-            y, hn, cn = kernels.run(prepared, x[b : b + 1], lengths[b : b + 1], None, None, "all", threads)
-            np.testing.assert_array_equal(y[0], whole[0][b])
-            np.testing.assert_array_equal(hn[:, 0], whole[1][:, b])
-            if cn is not None:
-                np.testing.assert_array_equal(cn[:, 0], whole[2][:, b])
+    _alone_as_in_the_batch(prepared, x, lengths, whole, (0, 5, 69))  # the one-sequence path; a team when forced
     few = kernels.run(prepared, x[10:13], lengths[10:13], None, None, "all", 2)  # a few-sequence tile
     np.testing.assert_array_equal(few[0], whole[0][10:13])
 
@@ -161,13 +166,7 @@ def test_projected_inputs_keep_the_bits_over_several_blocks_of_steps(cell, I, pr
     lengths = rng.integers(1, T + 1, 30).astype(np.int64)
     lengths[:4] = [T, 1, STEP_BLOCK, STEP_BLOCK + 1]  # the whole padding, one step, a block, a block and one
     whole = kernels.run(prepared, x, lengths, None, None, "all", 2)
-    for b in (0, 1, 2, 3, 17):
-        for threads in (1, 2):
-            y, hn, cn = kernels.run(prepared, x[b : b + 1], lengths[b : b + 1], None, None, "all", threads)
-            np.testing.assert_array_equal(y[0], whole[0][b])
-            np.testing.assert_array_equal(hn[:, 0], whole[1][:, b])
-            if cn is not None:
-                np.testing.assert_array_equal(cn[:, 0], whole[2][:, b])
+    _alone_as_in_the_batch(prepared, x, lengths, whole, (0, 1, 2, 3, 17))
 
 
 @pytest.mark.parametrize("precision", [None, "bf16"], ids=lambda p: f"precision={p or 'float32'}")
