@@ -167,6 +167,9 @@ def run(prepared: Prepared, x, lengths, h0=None, c0=None, select="all", threads=
     return np.ascontiguousarray(y), hn, (cn if lay.has_c else None)
 
 
+SMALL_LENGTHS = 64
+"""Batches up to this many sequences have their lengths summed in Python (`_run_layers`), larger ones with numpy."""
+
 SPLIT_WORK = 3e7
 """Steps x packed weight bytes of one direction above which a bidirectional layer runs its directions at once.
 
@@ -237,12 +240,14 @@ def _run_layers(prepared, rows, tok, lengths, h0, c0, hn, cn, top_mode, y_all, y
     lay = _layout(prepared)
     D, L, Ho = lay.sizes[:3]
     plans = [_plan(prepared, lengths, lay.wbytes, threads)]
-    if D == 2 and threads >= 2 and float(lengths.sum()) * lay.w0bytes >= SPLIT_WORK:
+    # a list's sum and max: numpy's reductions cost ~1.3 us each on a handful of lengths
+    total, longest = (sum(v), max(v)) if B <= SMALL_LENGTHS and (v := lengths.tolist()) else (lengths.sum(), lengths.max())
+    if D == 2 and threads >= 2 and float(total) * lay.w0bytes >= SPLIT_WORK:
         split = [_plan(prepared, lengths, lay.wbytes, t) for t in (threads // 2, threads - threads // 2)]
         if not any(p[4] for p in split):
             plans = split
     # a stack of one-directional layers in one tile: its layers at once, each behind the one below (`wavefront`)
-    waves = wavefront_workers(prepared.spec, plans[0][2].size == 2, threads, float(lengths.max()) * lay.wbytes,
+    waves = wavefront_workers(prepared.spec, plans[0][2].size == 2, threads, float(longest) * lay.wbytes,
                               lay.wbytes if plans[0][4] else 0)  # fmt: skip
     # an odd stack on two threads whose layers run as a team: the first layer as a team, the rest as a wavefront
     # (3 layers as a wavefront leave one thread two layers)
