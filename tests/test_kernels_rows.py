@@ -178,7 +178,8 @@ def test_model_rows_are_the_same_bits_alone_in_any_batch_and_on_any_thread_count
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("fout", [32, 33, 100, 877])
-def test_a_last_linear_layer_run_rows_major_gives_the_lane_layouts_bits(fout, dtype, monkeypatch):
+def test_a_last_linear_layer_run_rows_major_and_split_by_columns_gives_the_lane_layouts_bits(fout, dtype,
+                                                                                              monkeypatch):
     from rnnjit.kernels import rows
 
     fin = 29
@@ -194,8 +195,16 @@ def test_a_last_linear_layer_run_rows_major_gives_the_lane_layouts_bits(fout, dt
     for n in (1, 7, 8, 9, 24, 49, 101):
         src_idx = rng.permutation(120)[:n].astype(np.int64)
         dst_idx = rng.permutation(130)[:n].astype(np.int64)
-        for threads in (1, 2):
-            got = _run(kernels, turned, src, src_idx, 130, fout, dst_idx, threads)
-            assert np.array_equal(got, _run(kernels, lanes, src, src_idx, 130, fout, dst_idx, threads))
+        want = _run(kernels, lanes, src, src_idx, 130, fout, dst_idx, 1)
+        for threads, split in ((1, False), (2, False), (2, True), (3, True)):
+            # split: the output columns of each tile in chunks over the threads, whatever the work
+            monkeypatch.setattr(rows, "SPLIT_HEAD_WORK", 0 if split else 10**18)
+            assert np.array_equal(_run(kernels, turned, src, src_idx, 130, fout, dst_idx, threads), want)
+        for chunks in (2, 5):  # one thread taking every chunk of each tile: the steps before kept, not redone
+            dst = np.full((130, fout), -7.0, dtype)
+            rows.rows_worker(src, src_idx, dst, dst_idx, turned.prog, turned.wts, turned.width, chunks,
+                             np.zeros(1, np.int64))  # fmt: skip
+            assert np.array_equal(dst, want)
+        got = want
     want = _run(reference, reference.prepare_steps(run, w, fin, dtype), src, src_idx, 130, fout, dst_idx, 2)
     np.testing.assert_allclose(got, want, rtol=TOL[dtype], atol=TOL[dtype])

@@ -169,8 +169,14 @@ def _l2norm(cur, fi, bt, used, stat, eps):
             row[l] /= norm[l]
 
 
+SPLIT_HEAD_WORK = 8_000_000
+"""Multiply-adds (rows x in x out) of a `LINEAR_OUT` step above which a call with fewer tiles than threads
+splits its output columns over the threads (~80 us of one thread's work): below it, handing a chunk to a
+pool thread (~30 us) costs more than it saves (measured: bench/report_notes.md, "Wide output layers on few rows")."""
+
+
 @njit(**JIT)
-def _linear_out(cur, bt, nr, fi, fout, wts, wo, bo, ldw, lv, pa, ob, df, dst_idx, r0):
+def _linear_out(cur, bt, nr, fi, fout, wts, wo, bo, ldw, lv, pa, ob, df, dst_idx, r0, v0, v1):
     """The last linear layer of a tile, rows-major, written to its rows of ``df`` (`LINEAR_OUT`).
 
     The micro-kernel with the roles turned: MR rows of the tile as the
@@ -180,7 +186,8 @@ def _linear_out(cur, bt, nr, fi, fout, wts, wo, bo, ldw, lv, pa, ob, df, dst_idx
     the lane layout (`mk_lanes` multiplies the same two numbers into the
     same accumulator, from zero), then the bias: the same bits.
     Column groups of NV vectors outside, blocks of rows inside, so a
-    group's weights are read once per tile.
+    group's weights are read once per tile. Only the output vectors
+    ``[v0, v1)`` (a column chunk, `run_steps`).
     """
     nb = (nr + MR - 1) // MR
     for j in range(nb):
@@ -189,8 +196,8 @@ def _linear_out(cur, bt, nr, fi, fout, wts, wo, bo, ldw, lv, pa, ob, df, dst_idx
             dst = pa[(j * fi + f) * MR : (j * fi + f) * MR + MR]
             for r in range(MR):
                 dst[r] = src[r]
-    nvec = ldw // lv
-    v = 0
+    nvec = v1
+    v = v0
     while v < nvec:
         step = NV if v + NV <= nvec else (2 if v + 2 <= nvec else 1)
         for j in range(nb):
@@ -201,20 +208,21 @@ def _linear_out(cur, bt, nr, fi, fout, wts, wo, bo, ldw, lv, pa, ob, df, dst_idx
             else:
                 mk_lanes1(pa, j * fi * MR, wts, wo + v * lv, ldw, ob, j * MR * ldw + v * lv, ldw, fi)
         v += step
+    c0, c1 = v0 * lv, min(v1 * lv, fout)
     for l in range(nr):
-        out = df[dst_idx[r0 + l] * fout : dst_idx[r0 + l] * fout + fout]
-        row = ob[l * ldw : l * ldw + fout]
+        out = df[dst_idx[r0 + l] * fout + c0 : dst_idx[r0 + l] * fout + c1]
+        row = ob[l * ldw + c0 : l * ldw + c1]
         if bo >= 0:
-            bias = wts[bo : bo + fout]
-            for o in range(fout):
+            bias = wts[bo + c0 : bo + c1]
+            for o in range(c1 - c0):
                 out[o] = row[o] + bias[o]
         else:
-            for o in range(fout):
+            for o in range(c1 - c0):
                 out[o] = row[o]
 
 
 @njit(**JIT)
-def rows_worker(src, src_idx, dst, dst_idx, prog, wts, width, next_tile):
+def rows_worker(src, src_idx, dst, dst_idx, prog, wts, width, chunks, next_tile):
     """One thread's share: tiles of rows from the shared counter, each gathered, run through ``prog``, scattered.
 
     ``src`` (rows, F_in) is read at rows ``src_idx``; result row r goes to
@@ -243,14 +251,22 @@ def rows_worker(src, src_idx, dst, dst_idx, prog, wts, width, next_tile):
     pa = np.empty(bt * prog[last, 1] if rows_out else 0, src.dtype)
     ob = np.empty(bt * prog[last, 5] if rows_out else 0, src.dtype)
     n_tiles = (n + rows_per_tile - 1) // rows_per_tile
+    out_vecs = prog[last, 5] // lv if rows_out else 0
+    per_chunk = ((out_vecs + chunks - 1) // chunks + NV - 1) // NV * NV  # output vectors per chunk
+    held, kept = -1, a  # the tile whose steps before the last are in ``kept``
     while True:
-        tile = fetch_add(next_tile, 0, 1)
-        if tile >= n_tiles:
+        unit = fetch_add(next_tile, 0, 1)
+        if unit >= n_tiles * chunks:
             break
+        tile, chunk = unit // chunks, unit % chunks
         r0 = tile * rows_per_tile
         nr = min(bt, n - r0)
         nvec = (nr + lv - 1) // lv
         used = nvec * lv
+        if tile == held:
+            _linear_out(kept, bt, nr, prog[last, 1], fout, wts, prog[last, 3], prog[last, 4], prog[last, 5], lv, pa,
+                        ob, df, dst_idx, r0, chunk * per_chunk, min(out_vecs, (chunk + 1) * per_chunk))  # fmt: skip
+            continue
         cur, nxt = a, b
         for l in range(nr):
             off = src_idx[r0 + l] * fin
@@ -273,8 +289,9 @@ def rows_worker(src, src_idx, dst, dst_idx, prog, wts, width, next_tile):
                             row[l] += bias
                 cur, nxt = nxt, cur
             elif code == LINEAR_OUT:
+                held, kept = tile, cur
                 _linear_out(cur, bt, nr, fi, fout, wts, prog[op, 3], prog[op, 4], prog[op, 5], lv, pa, ob, df,
-                            dst_idx, r0)  # fmt: skip
+                            dst_idx, r0, chunk * per_chunk, min(out_vecs, (chunk + 1) * per_chunk))  # fmt: skip
             elif code == ACTIVATION:
                 _activation(cur, prog[op, 3], fi, bt, used, stat)
             elif code == LAYERNORM:
@@ -408,7 +425,12 @@ def run_steps(prepared: PreparedSteps, src: np.ndarray, src_idx: np.ndarray, dst
     n = src_idx.shape[0]
     if n == 0:
         return
-    bt = NV * lanes(prepared.dtype)
-    workers = max(1, min(threads, -(-n // bt)))
-    args = (src, src_idx, dst, dst_idx, prepared.prog, prepared.wts, prepared.width, np.zeros(1, np.int64))
+    lv = lanes(prepared.dtype)
+    n_tiles = -(-n // (NV * lv))
+    chunks = 1
+    last = prepared.prog[-1] if prepared.prog.shape[0] else None
+    if last is not None and last[0] == LINEAR_OUT and n_tiles < threads and n * last[1] * last[2] >= SPLIT_HEAD_WORK:
+        chunks = min(-(-threads // n_tiles), -(-last[5] // (NV * lv)))  # chunks of whole column groups
+    workers = max(1, min(threads, n_tiles * chunks))
+    args = (src, src_idx, dst, dst_idx, prepared.prog, prepared.wts, prepared.width, chunks, np.zeros(1, np.int64))
     parallel(workers, rows_worker, args)
