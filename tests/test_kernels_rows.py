@@ -91,7 +91,10 @@ def test_run_steps_matches_the_numpy_reference(name, dtype):
 
 
 @pytest.mark.parametrize("name", ["wide_linear", "mlp", "norm_sandwich", "act_softmax", "l2norm", "plain_chain"])
-def test_a_rows_bits_do_not_depend_on_the_other_rows_or_the_threads(name):
+def test_a_rows_bits_do_not_depend_on_the_other_rows_or_the_threads(name, monkeypatch):
+    from rnnjit.kernels import rows
+
+    monkeypatch.setattr(rows, "SPLIT_ROWS_WORK", 0)  # these small calls on every thread asked for
     fin, run = RUNS[name]
     rng = np.random.default_rng(3)
     w = _weights(run, fin, rng, "float32")
@@ -198,7 +201,7 @@ def test_a_last_linear_layer_run_rows_major_and_split_by_columns_gives_the_lane_
         want = _run(kernels, lanes, src, src_idx, 130, fout, dst_idx, 1)
         for threads, split in ((1, False), (2, False), (2, True), (3, True)):
             # split: the output columns of each tile in chunks over the threads, whatever the work
-            monkeypatch.setattr(rows, "SPLIT_HEAD_WORK", 0 if split else 10**18)
+            monkeypatch.setattr(rows, "SPLIT_ROWS_WORK", 0 if split else 10**18)
             assert np.array_equal(_run(kernels, turned, src, src_idx, 130, fout, dst_idx, threads), want)
         for chunks in (2, 5):  # one thread taking every chunk of each tile: the steps before kept, not redone
             dst = np.full((130, fout), -7.0, dtype)

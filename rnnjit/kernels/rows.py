@@ -169,10 +169,14 @@ def _l2norm(cur, fi, bt, used, stat, eps):
             row[l] /= norm[l]
 
 
-SPLIT_HEAD_WORK = 8_000_000
-"""Multiply-adds (rows x in x out) of a `LINEAR_OUT` step above which a call with fewer tiles than threads
-splits its output columns over the threads (~80 us of one thread's work): below it, handing a chunk to a
-pool thread (~30 us) costs more than it saves (measured: bench/report_notes.md, "Wide output layers on few rows")."""
+SPLIT_ROWS_WORK = 8_000_000
+"""Work of a `run_steps` call (rows x `PreparedSteps.row_work`, about multiply-adds) below which it runs on the
+calling thread alone (~80 us of one thread's work), and above which a call with fewer tiles than threads
+splits its last linear layer's output columns over the threads: handing work to a pool thread costs ~30 us
+(measured: bench/report_notes.md, "Wide output layers on few rows")."""
+
+ELEMENT_WORK = 4
+"""`PreparedSteps.row_work` of one element of a step that is not a product (an activation, a norm)."""
 
 
 @njit(**JIT)
@@ -325,6 +329,7 @@ class PreparedSteps:
     in_features: int
     out_features: int
     dtype: np.dtype
+    row_work: int  # multiply-adds of one row, plus `ELEMENT_WORK` per element of the other steps (`SPLIT_ROWS_WORK`)
 
 
 def _linear_panels(w: np.ndarray) -> np.ndarray:
@@ -411,7 +416,9 @@ def prepare_steps(steps: Sequence, weights: Mapping[str, np.ndarray], in_feature
             widest = max(widest, width)
     wts = np.concatenate(parts) if parts else np.zeros(1, dtype)
     prog_a = np.array(prog, dtype=np.int64).reshape(len(prog), 6)
-    return PreparedSteps(prog_a, wts, -(-widest // MR) * MR, in_features, width, dtype)
+    linear = np.isin(prog_a[:, 0], (LINEAR, LINEAR_OUT))
+    row_work = int((prog_a[:, 1] * prog_a[:, 2])[linear].sum() + ELEMENT_WORK * prog_a[~linear, 2].sum())
+    return PreparedSteps(prog_a, wts, -(-widest // MR) * MR, in_features, width, dtype, row_work)
 
 
 def run_steps(prepared: PreparedSteps, src: np.ndarray, src_idx: np.ndarray, dst: np.ndarray, dst_idx: np.ndarray,
@@ -429,8 +436,9 @@ def run_steps(prepared: PreparedSteps, src: np.ndarray, src_idx: np.ndarray, dst
     n_tiles = -(-n // (NV * lv))
     chunks = 1
     last = prepared.prog[-1] if prepared.prog.shape[0] else None
-    if last is not None and last[0] == LINEAR_OUT and n_tiles < threads and n * last[1] * last[2] >= SPLIT_HEAD_WORK:
+    work = n * prepared.row_work
+    if last is not None and last[0] == LINEAR_OUT and n_tiles < threads and work >= SPLIT_ROWS_WORK:
         chunks = min(-(-threads // n_tiles), -(-last[5] // (NV * lv)))  # chunks of whole column groups
-    workers = max(1, min(threads, n_tiles * chunks))
+    workers = max(1, min(threads, n_tiles * chunks)) if work >= SPLIT_ROWS_WORK else 1
     args = (src, src_idx, dst, dst_idx, prepared.prog, prepared.wts, prepared.width, chunks, np.zeros(1, np.int64))
     parallel(workers, rows_worker, args)
