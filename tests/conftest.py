@@ -30,6 +30,19 @@ settings.register_profile(
 settings.load_profile("rnnjit")
 
 
+@pytest.fixture(autouse=True)
+def _small_calls_on_every_thread(monkeypatch):
+    """Tests use small shapes: run them on every thread they ask for, as large calls run, so thread counts
+    and tile splits are exercised (by default a call with less work than a hand-off stays on one thread)."""
+    try:
+        from rnnjit import kernels
+        from rnnjit.kernels import rows
+    except ImportError:  # the numba-free venv: no kernels
+        return
+    monkeypatch.setattr(kernels, "ONE_THREAD_WORK", 0)
+    monkeypatch.setattr(rows, "SPLIT_ROWS_WORK", 0)
+
+
 
 
 @pytest.fixture(params=ENGINES, ids=lambda e: f"engine={e!r}")

@@ -91,10 +91,7 @@ def test_run_steps_matches_the_numpy_reference(name, dtype):
 
 
 @pytest.mark.parametrize("name", ["wide_linear", "mlp", "norm_sandwich", "act_softmax", "l2norm", "plain_chain"])
-def test_a_rows_bits_do_not_depend_on_the_other_rows_or_the_threads(name, monkeypatch):
-    from rnnjit.kernels import rows
-
-    monkeypatch.setattr(rows, "SPLIT_ROWS_WORK", 0)  # these small calls on every thread asked for
+def test_a_rows_bits_do_not_depend_on_the_other_rows_or_the_threads(name):
     fin, run = RUNS[name]
     rng = np.random.default_rng(3)
     w = _weights(run, fin, rng, "float32")
@@ -211,3 +208,32 @@ def test_a_last_linear_layer_run_rows_major_and_split_by_columns_gives_the_lane_
         got = want
     want = _run(reference, reference.prepare_steps(run, w, fin, dtype), src, src_idx, 130, fout, dst_idx, 2)
     np.testing.assert_allclose(got, want, rtol=TOL[dtype], atol=TOL[dtype])
+
+
+def test_a_small_call_stays_on_the_calling_thread_and_a_large_one_uses_the_threads(monkeypatch):
+    import rnnjit.kernels as K
+    from rnnjit.kernels import rows
+
+    chain = (rnn_step(RNNSpec("lstm", 8, 16, 1, True, True, 0, "lstm.")), Step("linear", "fc", 32, 40, bias=True))
+    rng = np.random.default_rng(4)
+    weights = {"lstm.weight_ih_l0": rng.standard_normal((64, 8)), "lstm.weight_hh_l0": rng.standard_normal((64, 16)),
+               "lstm.bias_ih_l0": rng.standard_normal(64), "lstm.bias_hh_l0": rng.standard_normal(64),
+               "fc.weight": rng.standard_normal((40, 32)), "fc.bias": rng.standard_normal(40)}  # fmt: skip
+    weights.update({k.replace("_l0", "_l0_reverse"): v for k, v in weights.items() if k.startswith("lstm.")})
+    model = Model(chain, {k: v.astype(np.float32) for k, v in weights.items()}, output="all")
+    x = rng.standard_normal((40, 30, 8)).astype(np.float32)
+    workers = []
+
+    def spy(real):
+        return lambda n, fn, args: (workers.append(n), real(n, fn, args))
+
+    monkeypatch.setattr(K, "parallel", spy(K.parallel))
+    monkeypatch.setattr(rows, "parallel", spy(rows.parallel))
+    outs = {}
+    for name, work in (("small", 10**12), ("split", 0)):  # every call below the threshold, or none
+        monkeypatch.setattr(K, "ONE_THREAD_WORK", work)
+        monkeypatch.setattr(rows, "SPLIT_ROWS_WORK", work)
+        workers.clear()
+        outs[name] = model.predict(x, engine="numba", threads=2)
+        assert workers and (max(workers) == 1) == (name == "small")
+    assert np.array_equal(outs["small"], outs["split"])

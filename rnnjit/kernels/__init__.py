@@ -170,6 +170,13 @@ def run(prepared: Prepared, x, lengths, h0=None, c0=None, select="all", threads=
 SMALL_LENGTHS = 64
 """Batches up to this many sequences have their lengths summed in Python (`_run_layers`), larger ones with numpy."""
 
+ONE_THREAD_WORK = 8e6
+"""Steps x packed weight bytes of a whole launch (every layer and direction) below which it runs on the
+calling thread alone: ~80 us of one thread's work (a BiLSTM H=32 direction: 24 steps x 50 KB in ~12 us),
+less than what handing tiles, directions or layers to pool threads costs on a small call (~30 us a
+hand-off here; measured: bench/report_notes.md, "Wide output layers on few rows"). Tile widths and
+threads do not change a result's bits."""
+
 SPLIT_WORK = 3e7
 """Steps x packed weight bytes of one direction above which a bidirectional layer runs its directions at once.
 
@@ -247,9 +254,11 @@ def _run_layers(prepared, rows, tok, lengths, h0, c0, hn, cn, top_mode, y_all, y
     B, T = lengths.shape[0], tok.shape[1]
     lay = _layout(prepared)
     D, L, Ho = lay.sizes[:3]
-    plans = [_plan(prepared, lengths, lay, threads)]
     # a list's sum and max: numpy's reductions cost ~1.3 us each on a handful of lengths
     total, longest = (sum(v), max(v)) if B <= SMALL_LENGTHS and (v := lengths.tolist()) else (lengths.sum(), lengths.max())
+    if float(total) * lay.wbytes * L * D < ONE_THREAD_WORK:
+        threads = 1  # less work than handing some of it to a pool thread costs
+    plans = [_plan(prepared, lengths, lay, threads)]
     if D == 2 and threads >= 2 and float(total) * lay.w0bytes >= SPLIT_WORK:
         split = [_plan(prepared, lengths, lay, t) for t in (threads // 2, threads - threads // 2)]
         if not any(p[4] for p in split):
