@@ -176,21 +176,30 @@ def test_model_rows_are_the_same_bits_alone_in_any_batch_and_on_any_thread_count
     np.testing.assert_allclose(whole, ref, atol=1e-5, rtol=1e-5)
 
 
+TAILS = {"none": [Step("dropout", "d")], "relu": [Step("activation", "relu"), Step("dropout", "d")],
+         "gelu_tanh": [Step("activation", "gelu"), Step("activation", "tanh")],
+         "sigmoid_elu_leaky": [Step("activation", "sigmoid"), Step("activation", "elu"),
+                               Step("activation", "leaky_relu")]}  # fmt: skip
+"""Element-wise steps after the last linear layer: they run on its rows, rows-major."""
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("tail", list(TAILS))
 @pytest.mark.parametrize("fout", [32, 33, 100, 877])
-def test_a_last_linear_layer_run_rows_major_and_split_by_columns_gives_the_lane_layouts_bits(fout, dtype,
+def test_a_last_linear_layer_run_rows_major_and_split_by_columns_gives_the_lane_layouts_bits(fout, tail, dtype,
                                                                                               monkeypatch):
     from rnnjit.kernels import rows
 
     fin = 29
     run = [Step("linear", "fc1", fin, 40, bias=True), Step("activation", "relu"),
-           Step("linear", "fc2", 40, fout, bias=fout % 2 == 0), Step("dropout", "d")]  # fmt: skip
+           Step("linear", "fc2", 40, fout, bias=fout % 2 == 0), *TAILS[tail]]  # fmt: skip
     rng = np.random.default_rng(fout)
     w = _weights(run, fin, rng, dtype)
     turned = kernels.prepare_steps(run, w, fin, dtype)
     monkeypatch.setattr(rows, "ROWS_OUT_FROM", 10**9)
     lanes = kernels.prepare_steps(run, w, fin, dtype)
-    assert turned.prog[-1, 0] == rows.LINEAR_OUT and lanes.prog[-1, 0] == rows.LINEAR
+    last = 2  # the program's rows: linear, relu, the last linear, then the tail's activations
+    assert turned.prog[last, 0] == rows.LINEAR_OUT and lanes.prog[last, 0] == rows.LINEAR
     src = rng.standard_normal((120, fin)).astype(dtype)
     for n in (1, 7, 8, 9, 24, 49, 101):
         src_idx = rng.permutation(120)[:n].astype(np.int64)
@@ -237,3 +246,12 @@ def test_a_small_call_stays_on_the_calling_thread_and_a_large_one_uses_the_threa
         outs[name] = model.predict(x, engine="numba", threads=2)
         assert workers and (max(workers) == 1) == (name == "small")
     assert np.array_equal(outs["small"], outs["split"])
+
+
+def test_a_softmax_after_the_last_linear_layer_keeps_the_lane_layout():
+    from rnnjit.kernels import rows
+
+    run = [Step("linear", "fc", 16, 100, bias=True), Step("activation", "log_softmax")]
+    w = _weights(run, 16, np.random.default_rng(5), "float32")
+    assert kernels.prepare_steps(run, w, 16, "float32").prog[0, 0] == rows.LINEAR
+    assert kernels.prepare_steps(run[:1], w, 16, "float32").prog[0, 0] == rows.LINEAR_OUT
