@@ -171,7 +171,7 @@ def _l2norm(cur, fi, bt, used, stat, eps):
 
 @njit(**JIT)
 def _row_activation(row, code):
-    """Element-wise activation ``code`` (`ROW_CODES`) on one contiguous row, in place: per element the same
+    """Element-wise activation ``code`` (`ROW_ACTIVATIONS`) on one contiguous row, in place: per element the same
     operations as `_activation` on a lane, so the same bits."""
     n = row.shape[0]
     if n == 0 or code == 0:
