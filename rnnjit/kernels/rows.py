@@ -89,36 +89,45 @@ def _softmax_lanes(cur, fi, bt, used, stat, log):
                 row[l] /= s[l]
 
 
+@njit(inline="always", **JIT)
+def _elementwise(row, code):
+    """Element-wise activation ``code`` (`ACT_CODES`, not softmax) on a contiguous run of values, in place: a
+    feature row of a lane tile (`_activation`) or an output row (`_linear_out`), the same operations per value."""
+    n = row.shape[0]
+    if n == 0 or code == 0:
+        return
+    zero = row[0] - row[0]
+    if code == 1:
+        for l in range(n):
+            row[l] = max(row[l], zero)
+    elif code == 2:
+        for l in range(n):
+            row[l] = sigmoid(row[l])
+    elif code == 3:
+        for l in range(n):
+            row[l] = tanh(row[l])
+    elif code == 6:
+        for l in range(n):
+            v = row[l]
+            row[l] = 0.5 * v * (1.0 + math.erf(v * _SQRT1_2))
+    elif code == 7:
+        for l in range(n):
+            v = row[l]
+            row[l] = v if v > 0 else np.expm1(min(v, zero))
+    elif code == 8:
+        for l in range(n):
+            v = row[l]
+            row[l] = v if v >= 0 else v * 0.01
+
+
 @njit(**JIT)
 def _activation(cur, code, fi, bt, used, stat):
     """Activation ``code`` (`ACT_CODES`) on ``fi`` feature rows of ``used`` lanes, in place."""
     if code == 4 or code == 5:
         _softmax_lanes(cur, fi, bt, used, stat, code == 5)
         return
-    zero = cur[0] - cur[0]
     for f in range(fi):
-        row = cur[f * bt : f * bt + used]
-        if code == 1:
-            for l in range(used):
-                row[l] = max(row[l], zero)
-        elif code == 2:
-            for l in range(used):
-                row[l] = sigmoid(row[l])
-        elif code == 3:
-            for l in range(used):
-                row[l] = tanh(row[l])
-        elif code == 6:
-            for l in range(used):
-                v = row[l]
-                row[l] = 0.5 * v * (1.0 + math.erf(v * _SQRT1_2))
-        elif code == 7:
-            for l in range(used):
-                v = row[l]
-                row[l] = v if v > 0 else np.expm1(min(v, zero))
-        elif code == 8:
-            for l in range(used):
-                v = row[l]
-                row[l] = v if v >= 0 else v * 0.01
+        _elementwise(cur[f * bt : f * bt + used], code)
 
 
 @njit(**JIT)
@@ -169,37 +178,6 @@ def _l2norm(cur, fi, bt, used, stat, eps):
             row[l] /= norm[l]
 
 
-@njit(**JIT)
-def _row_activation(row, code):
-    """Element-wise activation ``code`` (`ROW_ACTIVATIONS`) on one contiguous row, in place: per element the same
-    operations as `_activation` on a lane, so the same bits."""
-    n = row.shape[0]
-    if n == 0 or code == 0:
-        return
-    zero = row[0] - row[0]
-    if code == 1:
-        for f in range(n):
-            row[f] = max(row[f], zero)
-    elif code == 2:
-        for f in range(n):
-            row[f] = sigmoid(row[f])
-    elif code == 3:
-        for f in range(n):
-            row[f] = tanh(row[f])
-    elif code == 6:
-        for f in range(n):
-            v = row[f]
-            row[f] = 0.5 * v * (1.0 + math.erf(v * _SQRT1_2))
-    elif code == 7:
-        for f in range(n):
-            v = row[f]
-            row[f] = v if v > 0 else np.expm1(min(v, zero))
-    elif code == 8:
-        for f in range(n):
-            v = row[f]
-            row[f] = v if v >= 0 else v * 0.01
-
-
 ROW_ACTIVATIONS = frozenset(ACT_CODES) - {"softmax", "log_softmax"}
 """Activations that may follow a `LINEAR_OUT` step (run on its rows). Not softmax: its sum over a row
 is a chain through every element, which keeps numba's loop over a row scalar, exp calls included
@@ -229,7 +207,7 @@ def _linear_out(cur, bt, nr, fout, wts, prog, lo, lv, pa, ob, df, dst_idx, r0, v
     Column groups of NV vectors outside, blocks of rows inside, so a
     group's weights are read once per tile. Only the output vectors
     ``[v0, v1)`` (a column chunk, `run_steps`). The activations after it
-    (program rows ``lo + 1 ...``) run on each written row (`_row_activation`).
+    (program rows ``lo + 1 ...``) run on each written row (`_elementwise`).
     """
     fi, wo, bo, ldw = prog[lo, 1], prog[lo, 3], prog[lo, 4], prog[lo, 5]
     nb = (nr + MR - 1) // MR
@@ -263,7 +241,7 @@ def _linear_out(cur, bt, nr, fout, wts, prog, lo, lv, pa, ob, df, dst_idx, r0, v
             for o in range(c1 - c0):
                 out[o] = row[o]
         for op in range(lo + 1, prog.shape[0]):
-            _row_activation(out, prog[op, 3])
+            _elementwise(out, prog[op, 3])
 
 
 @njit(**JIT)
