@@ -418,25 +418,29 @@ def _float_projection(wrf, wrgf, mq, pr, n_pan_r, Hw, bt, s, slen, nvec, lv, row
 
 
 @njit(inline="always", **JIT)
-def _float_gates(wf, wgf, zq, g, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv, rows_few, kx, whf, proj, poff):
+def _float_gates(wf, wgf, zq, g, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv, rows_few, kx, whf, hgroup, proj,
+                 poff):  # fmt: skip
     """`gate_products` for float and bf16 weights: one product over every element of ``zq``; a one-sequence
     tile whose input columns are projected already (``kx`` > 0, `project_steps`) continues the sums of
-    ``proj[poff:]`` over elements ``[kx, Kw)`` only, read from ``whf`` (`rnnjit.kernels.pack.PackedLayer.wgh`)."""
+    ``proj[poff:]`` over elements ``[kx, Kw)`` only, read from ``whf`` (`rnnjit.kernels.pack.PackedLayer.wgh`,
+    whose group ``i`` is ``wg``'s group ``hgroup[i]``)."""
     if bt == 1 and kx > 0:
-        for q in range(n_pan // P_ROWS):
-            mk_rows_grouped_from(whf, q * (Kw - kx) * GROUP_ROWS, zq, kx, g, q * GROUP_ROWS, Kw - kx, proj,
+        for i in range(n_pan // P_ROWS):  # in stored order, one stream (`rnnjit.kernels.pack.unit_major`)
+            q = hgroup[i]
+            mk_rows_grouped_from(whf, i * (Kw - kx) * GROUP_ROWS, zq, kx, g, q * GROUP_ROWS, Kw - kx, proj,
                                  poff + q * GROUP_ROWS)  # fmt: skip
     else:
         products_into(wf, wgf, zq, g, n_pan, Kw, bt, 0, Kw, kstart, klen, True, s, slen, nvec, lv, rows_few)
 
 
 def gate_products(w, wf, wgf, zq, g, acc, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv, rows_few, split, qs, qc,
-                  scales, kx, whf, proj, poff):  # fmt: skip
+                  scales, kx, whf, hgroup, proj, poff):  # fmt: skip
     """All gate pre-activations of a step into ``g`` (float): one product (float, bf16, `_float_gates`), or
     for int8 weights (int32 ``w``) `_int8_gates`. Chosen by ``w``'s dtype when compiling, so a float kernel
     holds no int8 code."""
     if w.dtype != np.int32:  # the plain-Python twin (NUMBA_DISABLE_JIT=1)
-        _float_gates(wf, wgf, zq, g, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv, rows_few, kx, whf, proj, poff)
+        _float_gates(wf, wgf, zq, g, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv, rows_few, kx, whf, hgroup, proj,
+                     poff)  # fmt: skip
     else:
         _int8_gates(wf, wgf, zq, g, acc, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv, rows_few, split, qs, qc,
                     scales)  # fmt: skip
@@ -444,17 +448,18 @@ def gate_products(w, wf, wgf, zq, g, acc, n_pan, Kw, bt, kstart, klen, s, slen, 
 
 @overload(gate_products, inline="always", jit_options=HELPER_JIT)
 def _gate_products(w, wf, wgf, zq, g, acc, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv, rows_few, split, qs, qc,
-                   scales, kx, whf, proj, poff):  # fmt: skip
+                   scales, kx, whf, hgroup, proj, poff):  # fmt: skip
     if w.dtype != numba_types.int32:
 
         def one(w, wf, wgf, zq, g, acc, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv, rows_few, split, qs, qc,
-                scales, kx, whf, proj, poff):  # fmt: skip
-            _float_gates(wf, wgf, zq, g, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv, rows_few, kx, whf, proj, poff)
+                scales, kx, whf, hgroup, proj, poff):  # fmt: skip
+            _float_gates(wf, wgf, zq, g, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv, rows_few, kx, whf, hgroup,
+                         proj, poff)  # fmt: skip
 
         return one
 
     def two(w, wf, wgf, zq, g, acc, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv, rows_few, split, qs, qc, scales,
-            kx, whf, proj, poff):  # fmt: skip
+            kx, whf, hgroup, proj, poff):  # fmt: skip
         _int8_gates(wf, wgf, zq, g, acc, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv, rows_few, split, qs, qc,
                     scales)  # fmt: skip
 
@@ -640,10 +645,10 @@ def project_all(w, wg, x, tok, b, blen, reverse, n_steps, kx, xproj, next_block)
 @njit(**JIT)
 def run_worker(
     cell, x, tok, lens, order, tile_ptr, next_tile,
-    w, wg, wgh, kstart, klen, wr, wrg,
+    w, wg, wgh, hgroup, kstart, klen, wr, wrg,
     h0, c0, y, ycol, out_mode, reverse, hn, cn,
     hidden, hp, h_out, proj, bt,
-    qs, qc, rqs, rqc, split, kx, xk0, ready, lay,
+    qs, qc, rqs, rqc, split, kx, xk0, ready, lay, xt, yt, toff,
 ):  # fmt: skip
     """One thread's share: tiles from the shared counter, through every step, scratch allocated once.
 
@@ -660,6 +665,16 @@ def run_worker(
     until layer ``lay - 1`` has written its step ``s`` (``x`` is that
     layer's output; with ``kx`` > 0, every step of the block projected at
     ``s``), and counts its own step once its outputs are written.
+
+    ``xt``, ``yt``: empty, or a stack's outputs between two one-directional
+    layers in the tiles' own layout (`tile_steps`): tile k's step s is
+    ``h_out * bt`` values at ``(toff[k] + s) * h_out * bt``, (unit, lane) as in
+    ``z``. A layer with ``yt`` copies each step's h there (``out_mode`` is
+    then `OUT_NONE`: only the final states go to ``hn``/``cn``); the layer
+    above, on the same tiles, with ``xt``, copies its step's input rows of
+    ``z`` from there (``x`` then has no rows, only its width). Two contiguous
+    copies instead of writing every step's h into the (B, T, H) output one
+    lane at a time and gathering it back column by column.
     """
     T = tok.shape[1]
     I = x.shape[1]
@@ -751,7 +766,12 @@ def run_worker(
             # -- gather x_t per sequence (reverse: from its own last step; columns [xk0, I) only, the
             # rest are projected already), `gather_by_lane` picks the order. Lanes whose sequence has
             # ended read anything in range (garbage nobody reads, as in every other pass).
-            if by_lane:
+            if xt.shape[0] > 0:  # the layer below's h of this tile and step, in z's layout already
+                at = (toff[tile] + s) * I * bt
+                zx_t = xt[at : at + I * bt]
+                for q in range(I * bt):
+                    zin[q] = zx_t[q]
+            elif by_lane:
                 for l in range(bt):
                     if s < slen[l]:
                         t = slen[l] - 1 - s if reverse else s
@@ -769,7 +789,7 @@ def run_worker(
             # -- gate pre-activations with biases, all gates at once
             pack_operand(z, zq, w, K, bt, 1, I, I + 1, h_out, scales)
             gate_products(w, wf, wgf, zq, g, acc, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv, rows_few, split,
-                          qs, qc, scales, kx, whf, xproj, (s % blk) * R)  # fmt: skip
+                          qs, qc, scales, kx, whf, hgroup, xproj, (s % blk) * R)  # fmt: skip
             # -- activations and state update: flat, vectorized loops (`cell_update`)
             # The LSTM writes c' to a second buffer (the two swap every step)
             # instead of updating c in place. Measured: with the in-place
@@ -792,6 +812,11 @@ def run_worker(
                 for q in range(HB):
                     zh[q] = m[q]
             # -- outputs (or pooled outputs) and final states of the sequences that ran this step
+            if yt.shape[0] > 0:
+                at = (toff[tile] + s) * HB
+                yt_s = yt[at : at + HB]
+                for q in range(HB):
+                    yt_s[q] = zh[q]
             emit(cell, out_mode, s, nb, seq, slen, reverse, 0, h_out, 0, H, z, h_at, c, 0, bt, yf, Ty, Y, ycol, hn, cn)
             if ready.shape[0] > 0:
                 step_done(ready, lay)
