@@ -71,10 +71,11 @@ def test_a_write_back_error_is_raised_not_lost(tmp_path, small_chunks, monkeypat
         return -1
 
     monkeypatch.setattr(streaming, "_SYNC", fails)
-    fh = _open(tmp_path / "out.bin")
+    path = tmp_path / "out.bin"
+    fh = StreamingFile(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), str(path))
     with pytest.raises(OSError, match="Input/output error") as exc:
         fh.write(b"x" * (5 * PAGE))
-    assert exc.value.errno == errno.EIO
+    assert exc.value.errno == errno.EIO and exc.value.filename == str(path)
     fh.close()
 
 
@@ -93,3 +94,22 @@ def test_a_parquet_sink_through_the_streaming_file_reads_back_every_row(tmp_path
     sink.commit()
     assert dropped > 0
     assert pq.read_table(tmp_path / "out.parquet").equals(table)
+
+
+def test_the_cli_reports_a_write_back_error_in_one_line_and_leaves_nothing(tmp_path, small_chunks, monkeypatch):
+    from cli_helpers import list_table, make_bundle, random_sequences, run, write
+
+    def fails(fd, start, length, flags):
+        ctypes.set_errno(errno.EIO)
+        return -1
+
+    monkeypatch.setattr(streaming, "_SYNC", fails)
+    bundle = make_bundle(tmp_path, out_features=40, head="fc", output="all")
+    src = write(list_table(random_sequences(300, 3, seed=2, min_len=5, max_len=9)), tmp_path / "in.parquet")
+    out = tmp_path / "out" / "scores.parquet"
+    out.parent.mkdir()
+    r = run("score", "--model", bundle, "--input", src, "--output", out, "--batch-rows", 100)
+    assert r.exit_code == 2, r.output
+    lines = r.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: Input/output error (") and "rnnjit-tmp" in lines[0]
+    assert list(out.parent.iterdir()) == []

@@ -195,7 +195,7 @@ def open_temp(target: "Location"):
 
         fd, path = tempfile.mkstemp(prefix=prefix, dir=directory.path)
         try:
-            fh = StreamingFile(fd)  # a buffered file that gives its written pages back (rnnjit.io.streaming)
+            fh = StreamingFile(fd, path)  # a buffered file that gives its written pages back (rnnjit.io.streaming)
         except BaseException:
             os.close(fd)
             os.unlink(path)

@@ -57,8 +57,9 @@ _SYNC = _sync_file_range()
 class StreamingFile(io.BufferedWriter):
     """`os.fdopen(fd, "wb")` that starts write-back every `CHUNK` bytes and drops pages `KEEP` bytes behind."""
 
-    def __init__(self, fd: int):
+    def __init__(self, fd: int, name: str | None = None):
         super().__init__(io.FileIO(fd, "wb"))
+        self._name = name  # for messages
         self._on = _SYNC is not None
         self._end = 0  # bytes handed to write()
         self._started = 0  # write-back requested up to here
@@ -78,7 +79,7 @@ class StreamingFile(io.BufferedWriter):
         if err in _UNSUPPORTED:
             self._on = False
             return False
-        raise OSError(err, f"writing {self.raw.name!r}: {os.strerror(err)}")
+        raise OSError(err, os.strerror(err), self._name)
 
     def _advance(self) -> None:
         self.flush()  # what write() holds back is in the file before its range is asked for
