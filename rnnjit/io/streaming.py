@@ -1,7 +1,7 @@
 """A local output file that hands its written pages back to the kernel as it goes.
 
 A scoring run's output can be far larger than its input (the polyphone
-tagger's 876 scores per token: 167 MB per 2048 rows, 1.3 GB per 16,384). A
+tagger's 876 scores per token: 172 MB per 2048 rows, 1.3 GB per 16,384). A
 plain buffered write leaves all of it in the page cache as dirty pages; each
 new page is a fresh page of memory the kernel must find, clear of other uses
 and account for, and on the shared 2-core machine of bench/STREAMING.md
@@ -15,7 +15,7 @@ So every `CHUNK` bytes the file asks the kernel to start writing the new bytes
 to disk (``sync_file_range(SYNC_FILE_RANGE_WRITE)``, which does not wait), and
 the bytes more than `KEEP` behind the end are waited for and dropped from the
 page cache (``posix_fadvise(POSIX_FADV_DONTNEED)``). A file smaller than
-`KEEP` is written exactly as before. A write-back error found on the way is
+`KEEP` stays in the page cache as before (only its write-back starts sooner). A write-back error found on the way is
 raised as `OSError` (a plain write would only report it on ``fsync``, which
 nobody calls). Where the calls do not exist (not Linux) or the file system
 refuses them, the file is a plain buffered file.
