@@ -128,6 +128,33 @@ def test_a_stack_whose_layers_run_as_teams_runs_layer_after_layer_with_the_same_
     assert teams == [2] * 9 and stacks == []  # every layer of every call as a team, none as a wavefront
 
 
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_a_bidirectional_batch_of_one_runs_its_directions_one_after_the_other_as_teams_with_the_same_bits(
+    cell, monkeypatch
+):  # fmt: skip
+    run_team = kernels._run_team
+    _, spec, weights = build(cell, 9, 128, 2, True, True, np.float32, seed=14)  # 128 units: whole row groups
+    prepared = kernels.prepare(spec, weights)
+    rng = np.random.default_rng(15)
+    T = STEP_BLOCK + 13
+    x = rng.standard_normal((20, T, 9)).astype(np.float32)
+    lengths = rng.integers(1, T + 1, 20).astype(np.int64)
+    whole = kernels.run(prepared, x, lengths, None, None, "all", 2)
+    monkeypatch.setattr(kernels, "SPLIT_WORK", 0)  # the directions at once, were they not teams
+    monkeypatch.setattr(team_policy, "L2_BYTES", 0)  # the team path for a batch of one
+    monkeypatch.setattr(team_policy, "note_spins", lambda spins, steps: None)
+    teams, split = [], []
+    monkeypatch.setattr(kernels, "_run_team", lambda values, n, chunks: (teams.append(n), run_team(values, n, chunks)))
+    monkeypatch.setattr(kernels, "run_jobs", lambda jobs: split.append(len(jobs)))
+    for b in (0, 7):
+        y, hn, cn = kernels.run(prepared, x[b : b + 1], lengths[b : b + 1], None, None, "all", 2)
+        np.testing.assert_array_equal(y[0], whole[0][b])
+        np.testing.assert_array_equal(hn[:, 0], whole[1][:, b])
+        if cn is not None:
+            np.testing.assert_array_equal(cn[:, 0], whole[2][:, b])
+    assert teams == [2] * 8 and split == []  # 2 layers x 2 directions, each a team, every call
+
+
 def test_a_wavefront_pauses_when_its_caller_mostly_waited_and_gives_way_to_teams_of_large_layers(monkeypatch):
     _, spec, _ = build("lstm", 7, 20, 2, False, True, np.float32)
     monkeypatch.setattr(team_policy, "_waves_paused_until", 0.0)

@@ -237,6 +237,12 @@ def _run_layers(prepared, rows, tok, lengths, h0, c0, hn, cn, top_mode, y_all, y
     batch size, and a small batch needs no per-step hand-off between threads
     (a batch of one ran each direction as a team, whose every step waits for
     both threads; on a shared machine a stalled step costs a time slice).
+    Except where one tile would run as a team (what a step reads does not fit
+    in a core's L2, `team_policy.team_chunks`): then a direction alone on a
+    thread reads all its weights from L3 every step, and the directions run
+    one after the other, each as a team, each core's half in its L2
+    (BiLSTM 256->256, batch of one, T=199, 2 threads, `chrt -f 1`: 2.16-2.34
+    ms against 2.35-2.50 with the directions at once).
     A stack of one-directional layers in one tile (a batch of one) runs its
     layers at once instead, each behind the layer below (`wavefront`).
     """
@@ -245,7 +251,7 @@ def _run_layers(prepared, rows, tok, lengths, h0, c0, hn, cn, top_mode, y_all, y
     lay = _layout(prepared)
     D, L, Ho = lay.sizes[:3]
     plans = [_plan(prepared, lengths, lay, threads)]
-    if D == 2 and threads >= 2 and float(lengths.sum()) * lay.w0bytes >= SPLIT_WORK:
+    if D == 2 and threads >= 2 and float(lengths.sum()) * lay.w0bytes >= SPLIT_WORK and not plans[0][4]:
         split = [_plan(prepared, lengths, lay, t) for t in (threads // 2, threads - threads // 2)]
         if not any(p[4] for p in split):
             plans = split
