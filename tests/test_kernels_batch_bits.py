@@ -22,6 +22,7 @@ from rnnjit import kernels
 from rnnjit.kernels import team_policy
 from rnnjit.kernels.pool import run_in_order
 from rnnjit.kernels.layer import L1_SETS, STEP_BLOCK, gather_by_lane
+from rnnjit.kernels.tiling import tile_steps
 
 
 def _alone_as_in_the_batch(prepared, x, lengths, whole, picks):
@@ -263,3 +264,47 @@ def test_a_step_gathered_lane_by_lane_or_feature_by_feature_has_the_same_bits(ce
         cut = (slice(None), slice(0, T)) if select == "all" else (slice(None),)
         np.testing.assert_array_equal(a[0][cut], b[0][cut])
         np.testing.assert_array_equal(a[1], b[1])
+
+
+def _layer_alone(spec, weights, layer, precision):
+    """Layer ``layer`` of a one-directional stack as a one-layer model of its own."""
+    sub = {k.replace(f"_l{layer}", "_l0"): v for k, v in weights.items() if k.endswith(f"_l{layer}")}
+    width = spec.input_size if layer == 0 else spec.h_out
+    one = type(spec)(spec.cell, width, spec.hidden_size, 1, False, spec.bias, spec.proj_size)
+    return kernels.prepare(one, sub, precision)
+
+
+@pytest.mark.parametrize("precision", [*PRECISIONS, "int8"], ids=lambda p: f"precision={p or 'float32'}")
+@pytest.mark.parametrize("cell", ["lstm", "lstmp", "gru", "rnn_tanh"])
+@pytest.mark.parametrize("B", [64, 150], ids=lambda b: f"B={b}")  # lane tiles; 150: a ragged last one
+def test_a_stack_in_lane_tiles_hands_each_layers_output_on_in_tile_layout_with_the_same_bits(cell, B, precision,
+                                                                                              monkeypatch):  # fmt: skip
+    dtype = np.float64 if precision == "float64" else np.float32
+    prec = None if precision == "float64" else precision
+    _, spec, weights = build(cell, 9, 21, 3, False, True, dtype, seed=12)  # 21 units: a part-filled panel
+    prepared = kernels.prepare(spec, weights, prec)
+    rng = np.random.default_rng(13)
+    T = 23
+    x = rng.standard_normal((B, T, 9)).astype(dtype)
+    lengths = rng.integers(1, T + 1, B).astype(np.int64)
+    h0 = rng.standard_normal((3, B, spec.h_out)).astype(dtype) * 0.5
+    c0 = rng.standard_normal((3, B, 21)).astype(dtype) * 0.5 if cell in ("lstm", "lstmp") else None
+    handed = []
+    monkeypatch.setattr(kernels, "tile_steps", lambda *a: (handed.append(1), tile_steps(*a))[1])
+    for threads in (1, 2):
+        for select in ("all", "last", "final"):
+            handed.clear()
+            y, hn, cn = kernels.run(prepared, x, lengths, h0, c0, select, threads)
+            assert handed == [1]  # the stack ran in lane tiles, its layers' outputs in the tiles' layout
+            rows, states = x, []
+            for layer in range(3):  # layer after layer, each reading the (B, T, H) rows of the one below
+                one = _layer_alone(spec, weights, layer, prec)
+                top = layer == 2
+                rows, h, c = kernels.run(one, rows, lengths, h0[layer : layer + 1],
+                                         None if c0 is None else c0[layer : layer + 1], select if top else "all",
+                                         threads)  # fmt: skip
+                states.append((h, c))
+            np.testing.assert_array_equal(y, rows)
+            np.testing.assert_array_equal(hn, np.concatenate([h for h, _ in states]))
+            if cn is not None:
+                np.testing.assert_array_equal(cn, np.concatenate([c for _, c in states]))

@@ -36,7 +36,7 @@ import numba
 import numpy as np
 
 from rnnjit.kernels import team_policy
-from rnnjit.kernels._simd import MR
+from rnnjit.kernels._simd import FEW, MR
 from rnnjit.kernels.layer import OUT_ALL, OUT_LAST, OUT_MAX, OUT_NONE, OUT_SUM, STEP_BLOCK, project_all, run_worker
 from rnnjit.kernels.pack import (
     CELL_CODES, PackedLayer, aligned_empty, pack_layer, padded_hidden, projected_elements,
@@ -47,7 +47,7 @@ from rnnjit.kernels.rows import prepare_steps, run_steps
 from rnnjit.kernels.team import NTH, SPINS, run_team, sync_words
 from rnnjit.kernels.team_policy import team_chunks, wavefront_workers
 from rnnjit.kernels.wavefront import counters
-from rnnjit.kernels.tiling import tile_width, tiles
+from rnnjit.kernels.tiling import tile_steps, tile_width, tiles
 from rnnjit.errors import PrecisionUnavailableError
 from rnnjit.spec import RNNSpec
 
@@ -167,6 +167,9 @@ def run(prepared: Prepared, x, lengths, h0=None, c0=None, select="all", threads=
     return np.ascontiguousarray(y), hn, (cn if lay.has_c else None)
 
 
+SMALL_LENGTHS = 64
+"""Batches up to this many sequences have their lengths summed in Python (`_run_layers`), larger ones with numpy."""
+
 SPLIT_WORK = 3e7
 """Steps x packed weight bytes of one direction above which a bidirectional layer runs its directions at once.
 
@@ -251,18 +254,31 @@ def _run_layers(prepared, rows, tok, lengths, h0, c0, hn, cn, top_mode, y_all, y
     lay = _layout(prepared)
     D, L, Ho = lay.sizes[:3]
     plans = [_plan(prepared, lengths, lay, threads)]
-    if D == 2 and threads >= 2 and float(lengths.sum()) * lay.w0bytes >= SPLIT_WORK and not plans[0][4]:
+    # a list's sum and max: numpy's reductions cost ~1.3 us each on a handful of lengths
+    total, longest = (sum(v), max(v)) if B <= SMALL_LENGTHS and (v := lengths.tolist()) else (lengths.sum(), lengths.max())
+    if D == 2 and threads >= 2 and float(total) * lay.w0bytes >= SPLIT_WORK and not plans[0][4]:
         split = [_plan(prepared, lengths, lay, t) for t in (threads // 2, threads - threads // 2)]
         if not any(p[4] for p in split):
             plans = split
     # a stack of one-directional layers in one tile: its layers at once, each behind the one below (`wavefront`)
-    waves = wavefront_workers(prepared.spec, plans[0][2].size == 2, threads, float(lengths.max()) * lay.wbytes,
+    waves = wavefront_workers(prepared.spec, plans[0][2].size == 2, threads, float(longest) * lay.wbytes,
                               plans[0][4] is not None)  # fmt: skip
     ready = counters(L) if waves else counters(0)
     no_tokens = np.zeros((0, T), np.int64)
+    none = np.zeros(0, dtype)
+    bt0, order0, ptr0 = plans[0][:3]
+    # between the layers of a one-directional stack in lane tiles, each layer's h stays in the tiles' layout
+    # (`run_worker`'s ``xt``/``yt``); not for teams and wavefronts, whose layers read the (B, T, H) rows
+    tiled = D == 1 and L > 1 and bt0 > FEW and not waves and not plans[0][4]
+    toff = tile_steps(lengths, order0, ptr0) if tiled else np.zeros(1, np.int64)
+    xt = none
     stack = []
     for layer in range(L):
-        if layer < L - 1:
+        yt = none
+        if layer < L - 1 and tiled:
+            out, mode = np.zeros((B, 1, Ho), dtype), OUT_NONE
+            yt = aligned_empty(int(toff[-1]) * Ho * bt0, dtype)  # every value read is written first
+        elif layer < L - 1:
             out, mode = np.zeros((B, T, D * Ho), dtype), OUT_ALL
         else:
             out, mode = (y_all if top_mode == OUT_ALL else y_last), top_mode
@@ -275,6 +291,7 @@ def _run_layers(prepared, rows, tok, lengths, h0, c0, hn, cn, top_mode, y_all, y
                 **lay.static[k], "x": rows, "tok": tok, "h0": h0[k], "c0": c0[k], "y": out, "out_mode": mode,
                 "hn": hn[k], "cn": cn[k], "bt": bt, "lens": lengths, "order": order, "tile_ptr": tile_ptr,
                 "next_tile": np.zeros(1, np.int64), "kx": kx, "xk0": xk0, "ready": ready, "lay": layer,
+                "xt": xt, "yt": yt, "toff": toff,
             }  # fmt: skip
             if waves:
                 stack.append((run_worker, kernel_args(run_worker, values)))
@@ -286,7 +303,9 @@ def _run_layers(prepared, rows, tok, lengths, h0, c0, hn, cn, top_mode, y_all, y
                 parallel(workers, run_worker, kernel_args(run_worker, values))
         if jobs:
             run_jobs(jobs)
-        if layer < L - 1:
+        if layer < L - 1 and tiled:
+            rows, tok, xt = np.zeros((0, Ho), dtype), no_tokens, yt
+        elif layer < L - 1:
             rows, tok = out.reshape(B * T, D * Ho), no_tokens
     if stack:
         team_policy.note_wave(*run_in_order(waves, stack))

@@ -648,7 +648,7 @@ def run_worker(
     w, wg, wgh, hgroup, kstart, klen, wr, wrg,
     h0, c0, y, ycol, out_mode, reverse, hn, cn,
     hidden, hp, h_out, proj, bt,
-    qs, qc, rqs, rqc, split, kx, xk0, ready, lay,
+    qs, qc, rqs, rqc, split, kx, xk0, ready, lay, xt, yt, toff,
 ):  # fmt: skip
     """One thread's share: tiles from the shared counter, through every step, scratch allocated once.
 
@@ -665,6 +665,16 @@ def run_worker(
     until layer ``lay - 1`` has written its step ``s`` (``x`` is that
     layer's output; with ``kx`` > 0, every step of the block projected at
     ``s``), and counts its own step once its outputs are written.
+
+    ``xt``, ``yt``: empty, or a stack's outputs between two one-directional
+    layers in the tiles' own layout (`tile_steps`): tile k's step s is
+    ``h_out * bt`` values at ``(toff[k] + s) * h_out * bt``, (unit, lane) as in
+    ``z``. A layer with ``yt`` copies each step's h there (``out_mode`` is
+    then `OUT_NONE`: only the final states go to ``hn``/``cn``); the layer
+    above, on the same tiles, with ``xt``, copies its step's input rows of
+    ``z`` from there (``x`` then has no rows, only its width). Two contiguous
+    copies instead of writing every step's h into the (B, T, H) output one
+    lane at a time and gathering it back column by column.
     """
     T = tok.shape[1]
     I = x.shape[1]
@@ -756,7 +766,12 @@ def run_worker(
             # -- gather x_t per sequence (reverse: from its own last step; columns [xk0, I) only, the
             # rest are projected already), `gather_by_lane` picks the order. Lanes whose sequence has
             # ended read anything in range (garbage nobody reads, as in every other pass).
-            if by_lane:
+            if xt.shape[0] > 0:  # the layer below's h of this tile and step, in z's layout already
+                at = (toff[tile] + s) * I * bt
+                zx_t = xt[at : at + I * bt]
+                for q in range(I * bt):
+                    zin[q] = zx_t[q]
+            elif by_lane:
                 for l in range(bt):
                     if s < slen[l]:
                         t = slen[l] - 1 - s if reverse else s
@@ -797,6 +812,11 @@ def run_worker(
                 for q in range(HB):
                     zh[q] = m[q]
             # -- outputs (or pooled outputs) and final states of the sequences that ran this step
+            if yt.shape[0] > 0:
+                at = (toff[tile] + s) * HB
+                yt_s = yt[at : at + HB]
+                for q in range(HB):
+                    yt_s[q] = zh[q]
             emit(cell, out_mode, s, nb, seq, slen, reverse, 0, h_out, 0, H, z, h_at, c, 0, bt, yf, Ty, Y, ycol, hn, cn)
             if ready.shape[0] > 0:
                 step_done(ready, lay)

@@ -121,3 +121,14 @@ def tiles(lengths: np.ndarray, bt: int):
     tile_ptr = np.arange(0, B + bt, bt, dtype=np.int64)  # the last start past B (or B itself) becomes B:
     tile_ptr[-1] = B  # strictly increasing, no empty tile
     return order, tile_ptr
+
+
+def tile_steps(lengths: np.ndarray, order: np.ndarray, tile_ptr: np.ndarray) -> np.ndarray:
+    """Where each tile's steps start in a buffer of the tiles' own steps: int64 (tiles + 1,), the last the total.
+
+    Tile k runs as many steps as its longest sequence, its first
+    (`tiles` sorts longest first), so ``toff[k + 1] - toff[k]`` is that length.
+    """
+    toff = np.zeros(tile_ptr.size, np.int64)
+    np.cumsum(lengths[order[tile_ptr[:-1]]], out=toff[1:])
+    return toff
