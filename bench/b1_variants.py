@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
 import statistics
 import tempfile
-import time
 
 import numpy as np
 
+from bench.predict_overhead import time_rounds
 from rnnjit import kernels
 from rnnjit.kernels import team_policy
 from rnnjit.spec import RNNSpec
@@ -92,21 +91,11 @@ def main(argv=None):
         assert diff < 1e-4, f"rnnjit differs from torch by {diff}"
         for fn in fns.values():
             fn()  # compilation and first-call setup
-        res = {n: [] for n in fns}
-        for _ in range(a.rounds):
-            names = list(fns)
-            random.shuffle(names)
-            for n in names:
-                ts = []
-                for _ in range(5):
-                    t0 = time.perf_counter()
-                    fns[n]()
-                    ts.append(time.perf_counter() - t0)
-                res[n].append(min(ts))
+        res = time_rounds(fns, 5, a.rounds)  # ns
         ours = statistics.median(res["rnnjit"])
-        cells = [f"{n} {statistics.median(v) * 1e3:.2f} ({statistics.median(v) / ours:.2f}x)"
+        cells = [f"{n} {statistics.median(v) / 1e6:.2f} ({statistics.median(v) / ours:.2f}x)"
                  for n, v in res.items() if n != "rnnjit"]  # fmt: skip
-        print(f"{cell} {I}->{H} x{L}{' bi' if bidir else ''} T={T}: rnnjit {ours * 1e3:.2f} | " + " | ".join(cells),
+        print(f"{cell} {I}->{H} x{L}{' bi' if bidir else ''} T={T}: rnnjit {ours / 1e6:.2f} | " + " | ".join(cells),
               flush=True)  # fmt: skip
 
 
