@@ -104,12 +104,9 @@ def test_a_stack_run_as_a_wavefront_has_the_same_bits_as_layer_after_layer(cell,
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
-@pytest.mark.parametrize("bidir", [False, True], ids=lambda b: f"{b=}")
-def test_layers_that_run_as_teams_run_one_after_the_other_with_the_same_bits(cell, bidir, monkeypatch):
-    """A stack (not a wavefront) and a bidirectional layer's directions (not at once, one per thread)."""
+def test_a_stack_whose_layers_run_as_teams_runs_layer_after_layer_with_the_same_bits(cell, monkeypatch):
     run_team = kernels._run_team
-    layers = 2 if bidir else 3
-    _, spec, weights = build(cell, 9, 128, layers, bidir, True, np.float32, seed=10)  # 128 units: whole row groups
+    _, spec, weights = build(cell, 9, 128, 3, False, True, np.float32, seed=10)  # 128 units: whole row groups
     prepared = kernels.prepare(spec, weights)
     rng = np.random.default_rng(11)
     T = STEP_BLOCK + 13
@@ -117,22 +114,19 @@ def test_layers_that_run_as_teams_run_one_after_the_other_with_the_same_bits(cel
     lengths = rng.integers(1, T + 1, 20).astype(np.int64)
     whole = kernels.run(prepared, x, lengths, None, None, "all", 2)
     monkeypatch.setattr(team_policy, "WAVEFRONT_WORK", 0)
-    monkeypatch.setattr(kernels, "SPLIT_WORK", 0)  # the directions at once, were they not teams
     monkeypatch.setattr(team_policy, "L2_BYTES", 0)  # the team path for a batch of one
     monkeypatch.setattr(team_policy, "note_wave", lambda ran, waited: None)
     monkeypatch.setattr(team_policy, "note_spins", lambda spins, steps: None)
-    teams, stacks, split = [], [], []
+    teams, stacks = [], []
     monkeypatch.setattr(kernels, "_run_team", lambda values, n, chunks: (teams.append(n), run_team(values, n, chunks)))
     monkeypatch.setattr(kernels, "run_in_order", lambda n, jobs: (stacks.append(len(jobs)), run_in_order(n, jobs))[1])
-    monkeypatch.setattr(kernels, "run_jobs", lambda jobs: split.append(len(jobs)))
     for b in (0, 4, 13):
         y, hn, cn = kernels.run(prepared, x[b : b + 1], lengths[b : b + 1], None, None, "all", 2)
         np.testing.assert_array_equal(y[0], whole[0][b])
         np.testing.assert_array_equal(hn[:, 0], whole[1][:, b])
         if cn is not None:
             np.testing.assert_array_equal(cn[:, 0], whole[2][:, b])
-    # every layer and direction of every call as a team; none as a wavefront or a direction per thread
-    assert teams == [2] * (3 * layers * (2 if bidir else 1)) and stacks == [] and split == []
+    assert teams == [2] * 9 and stacks == []  # every layer of every call as a team, none as a wavefront
 
 
 def test_a_wavefront_pauses_when_its_caller_mostly_waited_and_gives_way_to_teams_of_large_layers(monkeypatch):

@@ -240,12 +240,10 @@ def _run_layers(prepared, rows, tok, lengths, h0, c0, hn, cn, top_mode, y_all, y
     batch size, and a small batch needs no per-step hand-off between threads
     (a batch of one ran each direction as a team, whose every step waits for
     both threads; on a shared machine a stalled step costs a time slice).
-    Except where one tile would run as a team (what a step reads does not fit
-    in a core's L2, `team_policy.team_chunks`): then a direction alone on a
-    thread reads all its weights from L3 every step, and the directions run
-    one after the other, each as a team, each core's half in its L2
-    (BiLSTM 256->256, batch of one, T=199, 2 threads, `chrt -f 1`: 2.16-2.34
-    ms against 2.35-2.50 with the directions at once).
+    Also where one tile would run as a team (a step's weights over a core's
+    L2): the directions one after the other, each as a team, measured 5-10%
+    faster on a quiet machine but 15-25% slower at load 5-6, interleaved
+    (bench/report_notes.md, "Layers over L2 at a batch of one").
     A stack of one-directional layers in one tile (a batch of one) runs its
     layers at once instead, each behind the layer below (`wavefront`).
     """
@@ -256,7 +254,7 @@ def _run_layers(prepared, rows, tok, lengths, h0, c0, hn, cn, top_mode, y_all, y
     plans = [_plan(prepared, lengths, lay, threads)]
     # a list's sum and max: numpy's reductions cost ~1.3 us each on a handful of lengths
     total, longest = (sum(v), max(v)) if B <= SMALL_LENGTHS and (v := lengths.tolist()) else (lengths.sum(), lengths.max())
-    if D == 2 and threads >= 2 and float(total) * lay.w0bytes >= SPLIT_WORK and not plans[0][4]:
+    if D == 2 and threads >= 2 and float(total) * lay.w0bytes >= SPLIT_WORK:
         split = [_plan(prepared, lengths, lay, t) for t in (threads // 2, threads - threads // 2)]
         if not any(p[4] for p in split):
             plans = split
