@@ -170,3 +170,12 @@ def test_model_profile_times_every_engine_call():
     assert parts[0][2] == 2 * 4 * 6 * (5 + 6) * 2 * 9 + 2 * 4 * 6 * (12 + 6) * 2 * 9 == rnn_flop(spec, 9)
     assert parts[1][2] == 2 * 12 * 3 * 9
     assert total >= sum(t for _, t, _ in parts) > 0
+
+
+def test_cli_tagger_parts_times_every_part_and_renders():
+    from bench.cli_tagger_parts import measure
+
+    lines = measure(batches=2, batch_rows=8, threads=1, rounds=1)
+    rows = [line for line in lines if line.startswith("| ") and not line.startswith("| what")]
+    assert len(rows) == 8 and rows[-1].startswith("| Parquet writer, `StreamingFile`")
+    assert all(len(r.split("|")) == 7 for r in rows)

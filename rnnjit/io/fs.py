@@ -182,7 +182,8 @@ def open_temp(target: "Location"):
 
     On a local disk the file is created by `tempfile.mkstemp` in the target's
     directory: an unpredictable name, created exclusively (``O_CREAT|O_EXCL``
-    never follows a link planted under that name), mode 0600 until `finish_mode`.
+    never follows a link planted under that name), mode 0600 until `finish_mode`,
+    written through `rnnjit.io.streaming.StreamingFile`.
     Elsewhere (object stores: no links) the name carries a random token.
     """
     directory = target.parent()
@@ -190,9 +191,11 @@ def open_temp(target: "Location"):
     if target.local:
         import tempfile
 
+        from rnnjit.io.streaming import StreamingFile
+
         fd, path = tempfile.mkstemp(prefix=prefix, dir=directory.path)
         try:
-            fh = os.fdopen(fd, "wb")
+            fh = StreamingFile(fd, path)  # a buffered file that gives its written pages back (rnnjit.io.streaming)
         except BaseException:
             os.close(fd)
             os.unlink(path)

@@ -247,6 +247,10 @@ def _run_layers(prepared, rows, tok, lengths, h0, c0, hn, cn, top_mode, y_all, y
     batch size, and a small batch needs no per-step hand-off between threads
     (a batch of one ran each direction as a team, whose every step waits for
     both threads; on a shared machine a stalled step costs a time slice).
+    This holds also where one tile would run as a team (a step's weights
+    over a core's L2): the directions one after the other, each as a team,
+    measured 5-10% faster on a quiet machine but 15-25% slower at load 5-6,
+    interleaved (bench/report_notes.md, "Layers over L2 at a batch of one").
     A stack of one-directional layers in one tile (a batch of one) runs its
     layers at once instead, each behind the layer below (`wavefront`).
     """

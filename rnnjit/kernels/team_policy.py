@@ -82,7 +82,7 @@ def wavefront_workers(spec: RNNSpec, one_tile: bool, threads: int, work: float, 
 
     A team is chosen when what a step reads does not fit in one core's L2
     (`L2_BYTES`): a wavefront thread then reads all of its layer's weights
-    from L3 every step, a team thread half of them, which stay in its L2.
+    every step, from L3, a team thread half of them, which stay in its L2.
     Measured (batch of one, T=160, 2 threads, `chrt -f 1`, best of 7 rounds
     of 5 calls, ms; teams layer after layer / wavefront; load 2-3): LSTM
     40->256 x2 1.53 / 2.07, x3 2.46 / 3.22, x4 3.49 / 3.99; 40->320 x3 4.63 /
