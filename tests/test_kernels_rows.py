@@ -174,3 +174,21 @@ def test_model_rows_are_the_same_bits_alone_in_any_batch_and_on_any_thread_count
             assert np.array_equal(part, whole[lo:hi])
     ref = model.predict(x, lengths, engine="numpy")
     np.testing.assert_allclose(whole, ref, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=lambda d: d.__name__)
+@pytest.mark.parametrize("width", [8, 16, 17, 33, 48])  # below one vector, one, one and a value, two and a value
+def test_rows_go_into_tiles_and_back_by_blocks_with_every_bit_kept(width, dtype):
+    # an identity step moves each value in (`gather_rows`) and out (`scatter_rows`) unchanged: -0.0, infinities,
+    # NaN payloads and subnormals included, through whole blocks of rows and features and the ragged rest
+    rng = np.random.default_rng(width)
+    bits = np.uint32 if dtype == np.float32 else np.uint64
+    src = rng.integers(0, np.iinfo(bits).max, (150, width), dtype=bits, endpoint=True).view(dtype)
+    src[0, :4] = [-0.0, np.inf, -np.inf, np.finfo(dtype).smallest_subnormal]
+    src_idx = rng.permutation(150)[:101].astype(np.int64)  # 101 rows: two full tiles and a ragged one
+    dst_idx = rng.permutation(130)[:101].astype(np.int64)
+    prep = kernels.prepare_steps([Step("activation", "identity")], {}, width, dtype)
+    got = _run(kernels, prep, src, src_idx, 130, width, dst_idx, 2)
+    np.testing.assert_array_equal(got[dst_idx].view(bits), src[src_idx].view(bits))
+    untouched = np.setdiff1d(np.arange(130), dst_idx)
+    assert (got[untouched] == -7).all()

@@ -36,6 +36,7 @@ import numpy as np
 from numba import njit
 
 from rnnjit.kernels._simd import MR, NV, fetch_add
+from rnnjit.kernels._transpose import lanes_to_rows, rows_to_lanes
 from rnnjit.kernels.activations import sigmoid, tanh
 from rnnjit.kernels.config import JIT
 from rnnjit.kernels.layer import lanes_row
@@ -163,6 +164,37 @@ def _l2norm(cur, fi, bt, used, stat, eps):
             row[l] /= norm[l]
 
 
+@njit(inline="always", **JIT)
+def gather_rows(sf, offs, nr, fin, cur, bt, lv):
+    """``cur[f * bt + l] = sf[offs[l] + f]`` for rows l < ``nr``, features f < ``fin``: whole blocks of ``lv``
+    rows and features by `rows_to_lanes`, the rest one value at a time."""
+    whole, fw = nr // lv * lv, fin // lv * lv
+    for l0 in range(0, whole, lv):
+        for f0 in range(0, fw, lv):
+            rows_to_lanes(sf, offs, l0, f0, cur, f0 * bt + l0, bt)
+        for l in range(l0, l0 + lv):
+            for f in range(fw, fin):
+                cur[f * bt + l] = sf[offs[l] + f]
+    for l in range(whole, nr):
+        for f in range(fin):
+            cur[f * bt + l] = sf[offs[l] + f]
+
+
+@njit(inline="always", **JIT)
+def scatter_rows(cur, bt, df, offs, nr, fout, lv):
+    """``df[offs[l] + f] = cur[f * bt + l]`` for rows l < ``nr``, features f < ``fout`` (`gather_rows` back)."""
+    whole, fw = nr // lv * lv, fout // lv * lv
+    for l0 in range(0, whole, lv):
+        for f0 in range(0, fw, lv):
+            lanes_to_rows(cur, f0 * bt + l0, bt, df, offs, l0, f0)
+        for l in range(l0, l0 + lv):
+            for f in range(fw, fout):
+                df[offs[l] + f] = cur[f * bt + l]
+    for l in range(whole, nr):
+        for f in range(fout):
+            df[offs[l] + f] = cur[f * bt + l]
+
+
 @njit(**JIT)
 def rows_worker(src, src_idx, dst, dst_idx, prog, wts, width, next_tile):
     """One thread's share: tiles of rows from the shared counter, each gathered, run through ``prog``, scattered.
@@ -188,6 +220,7 @@ def rows_worker(src, src_idx, dst, dst_idx, prog, wts, width, next_tile):
     a = np.empty(width * bt, src.dtype)
     b = np.empty(width * bt, src.dtype)
     stat = np.zeros(2 * bt, src.dtype)
+    offs = np.zeros(bt, np.int64)  # where each row of the tile starts in ``src``, then in ``dst``
     n_tiles = (n + rows_per_tile - 1) // rows_per_tile
     while True:
         tile = fetch_add(next_tile, 0, 1)
@@ -199,9 +232,8 @@ def rows_worker(src, src_idx, dst, dst_idx, prog, wts, width, next_tile):
         used = nvec * lv
         cur, nxt = a, b
         for l in range(nr):
-            off = src_idx[r0 + l] * fin
-            for f in range(fin):
-                cur[f * bt + l] = sf[off + f]
+            offs[l] = src_idx[r0 + l] * fin
+        gather_rows(sf, offs, nr, fin, cur, bt, lv)
         for f in range(fin):
             for l in range(nr, used):
                 cur[f * bt + l] = 0
@@ -234,9 +266,8 @@ def rows_worker(src, src_idx, dst, dst_idx, prog, wts, width, next_tile):
                     for l in range(used):
                         row[l] = (row[l] - mu) / sd * w + bb
         for l in range(nr):
-            off = dst_idx[r0 + l] * fout
-            for f in range(fout):
-                df[off + f] = cur[f * bt + l]
+            offs[l] = dst_idx[r0 + l] * fout
+        scatter_rows(cur, bt, df, offs, nr, fout, lv)
 
 
 @dataclass(frozen=True)
