@@ -57,8 +57,11 @@ def test_a_sequence_has_the_same_bits_alone_and_in_any_batch(cell, bidir, dtype,
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn_tanh"])
 @pytest.mark.parametrize("T", [8, 2 * STEP_BLOCK + 5], ids=lambda t: f"{t=}")  # one block of projected steps, three
 def test_a_batch_of_one_run_by_a_team_has_the_same_bits_as_in_a_batch(cell, T, monkeypatch):
-    _, spec, weights = build(cell, 13, 64, 1, False, True, np.float32, seed=5)  # 64 units: whole row groups
+    # 128 units: two row groups per gate, which the team's chunks read gate by gate, stored unit-major
+    _, spec, weights = build(cell, 13, 128, 1, False, True, np.float32, seed=5)
     prepared = kernels.prepare(spec, weights)
+    if cell != "rnn_tanh":  # one gate: nothing to reorder
+        assert (prepared.layers[0].hgroup != np.arange(prepared.layers[0].hgroup.size)).any()
     rng = np.random.default_rng(6)
     x = rng.standard_normal((40, T, 13)).astype(np.float32)
     lengths = rng.integers(1, T + 1, 40).astype(np.int64)
@@ -101,9 +104,9 @@ def test_a_stack_run_as_a_wavefront_has_the_same_bits_as_layer_after_layer(cell,
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
-def test_an_odd_stack_runs_its_first_layer_as_a_team_then_a_wavefront_with_the_same_bits(cell, monkeypatch):
+def test_a_stack_whose_layers_run_as_teams_runs_layer_after_layer_with_the_same_bits(cell, monkeypatch):
     run_team = kernels._run_team
-    _, spec, weights = build(cell, 9, 64, 3, False, True, np.float32, seed=10)  # 64 units: whole row groups
+    _, spec, weights = build(cell, 9, 128, 3, False, True, np.float32, seed=10)  # 128 units: whole row groups
     prepared = kernels.prepare(spec, weights)
     rng = np.random.default_rng(11)
     T = STEP_BLOCK + 13
@@ -123,7 +126,7 @@ def test_an_odd_stack_runs_its_first_layer_as_a_team_then_a_wavefront_with_the_s
         np.testing.assert_array_equal(hn[:, 0], whole[1][:, b])
         if cn is not None:
             np.testing.assert_array_equal(cn[:, 0], whole[2][:, b])
-    assert teams == [2] * 3 and stacks == [2] * 3  # layer 0 as a team, layers 1 and 2 as a wavefront, every call
+    assert teams == [2] * 9 and stacks == []  # every layer of every call as a team, none as a wavefront
 
 
 def test_a_wavefront_pauses_when_its_caller_mostly_waited_and_gives_way_to_teams_of_large_layers(monkeypatch):
@@ -142,9 +145,26 @@ def test_a_wavefront_pauses_when_its_caller_mostly_waited_and_gives_way_to_teams
     team_policy.note_wave(1.0, 3.0)  # the upper layer's thread held up call after call by another process
     assert team_policy.wavefront_workers(spec, True, 2, 1e9) == 0
     monkeypatch.setattr(team_policy, "_waves_paused_until", 0.0)
-    big = team_policy.TEAM_OVER_WAVE + 1
-    assert team_policy.wavefront_workers(spec, True, 2, 1e9, big) == 0  # layers that large run as teams
-    assert team_policy.wavefront_workers(spec, True, 2, 1e9, 0) == 2
+    assert team_policy.wavefront_workers(spec, True, 2, 1e9, True) == 0  # layers that run as teams
+    assert team_policy.wavefront_workers(spec, True, 2, 1e9, False) == 2
+
+
+def test_a_batch_of_one_runs_as_a_team_when_the_weights_a_step_reads_exceed_l2(monkeypatch):
+    # a wide input (I=256, H=64): 330 KB of packed weights, 67 KB of them the h columns a projected step reads
+    _, spec, weights = build("lstm", 256, 64, 1, False, True, np.float32, seed=12)
+    prepared = kernels.prepare(spec, weights)
+    pk = prepared.layers[0]
+    x = np.random.default_rng(13).standard_normal((1, 30, 256)).astype(np.float32)
+    run_team, teams = kernels._run_team, []
+    monkeypatch.setattr(kernels, "_run_team", lambda values, n, chunks: (teams.append(n), run_team(values, n, chunks)))
+    monkeypatch.setattr(team_policy, "_team_paused_until", 0.0)
+    monkeypatch.setattr(team_policy, "L2_BYTES", (pk.wgh.nbytes + pk.w.nbytes) // 2)
+    alone = kernels.run(prepared, x, np.array([30]), None, None, "all", 2)
+    assert teams == []  # what a step reads fits: one thread
+    monkeypatch.setattr(team_policy, "L2_BYTES", pk.wgh.nbytes - 1)
+    team = kernels.run(prepared, x, np.array([30]), None, None, "all", 2)
+    assert teams == [2]
+    np.testing.assert_array_equal(team[0], alone[0])
 
 
 PRECISIONS = [None, "bf16", "float64"]  # None: float32

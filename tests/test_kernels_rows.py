@@ -192,3 +192,28 @@ def test_rows_go_into_tiles_and_back_by_blocks_with_every_bit_kept(width, dtype)
     np.testing.assert_array_equal(got[dst_idx].view(bits), src[src_idx].view(bits))
     untouched = np.setdiff1d(np.arange(130), dst_idx)
     assert (got[untouched] == -7).all()
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("fout", [32, 33, 100, 877])
+def test_a_last_linear_layer_run_rows_major_gives_the_lane_layouts_bits(fout, dtype, monkeypatch):
+    from rnnjit.kernels import rows
+
+    fin = 29
+    run = [Step("linear", "fc1", fin, 40, bias=True), Step("activation", "relu"),
+           Step("linear", "fc2", 40, fout, bias=fout % 2 == 0), Step("dropout", "d")]  # fmt: skip
+    rng = np.random.default_rng(fout)
+    w = _weights(run, fin, rng, dtype)
+    turned = kernels.prepare_steps(run, w, fin, dtype)
+    monkeypatch.setattr(rows, "ROWS_OUT_FROM", 10**9)
+    lanes = kernels.prepare_steps(run, w, fin, dtype)
+    assert turned.prog[-1, 0] == rows.LINEAR_OUT and lanes.prog[-1, 0] == rows.LINEAR
+    src = rng.standard_normal((120, fin)).astype(dtype)
+    for n in (1, 7, 8, 9, 24, 49, 101):
+        src_idx = rng.permutation(120)[:n].astype(np.int64)
+        dst_idx = rng.permutation(130)[:n].astype(np.int64)
+        for threads in (1, 2):
+            got = _run(kernels, turned, src, src_idx, 130, fout, dst_idx, threads)
+            assert np.array_equal(got, _run(kernels, lanes, src, src_idx, 130, fout, dst_idx, threads))
+    want = _run(reference, reference.prepare_steps(run, w, fin, dtype), src, src_idx, 130, fout, dst_idx, 2)
+    np.testing.assert_allclose(got, want, rtol=TOL[dtype], atol=TOL[dtype])

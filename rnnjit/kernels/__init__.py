@@ -167,6 +167,9 @@ def run(prepared: Prepared, x, lengths, h0=None, c0=None, select="all", threads=
     return np.ascontiguousarray(y), hn, (cn if lay.has_c else None)
 
 
+SMALL_LENGTHS = 64
+"""Batches up to this many sequences have their lengths summed in Python (`_run_layers`), larger ones with numpy."""
+
 SPLIT_WORK = 3e7
 """Steps x packed weight bytes of one direction above which a bidirectional layer runs its directions at once.
 
@@ -183,6 +186,7 @@ class _Layout:
 
     static: tuple[dict, ...]  # per layer * D + direction: the kernel arguments that do not depend on the call
     wbytes: int  # the largest layer-direction's packed weights
+    hbytes: int  # the largest of what a one-sequence tile reads per step once its inputs are projected (``wgh``)
     w0bytes: int  # the first layer-direction's (`SPLIT_WORK`)
     sizes: tuple[int, int, int, int, int]  # the spec's (directions, layers, h_out, hidden, input size)
     has_c: bool  # the cell has a cell state (LSTM)
@@ -196,27 +200,34 @@ def _layout(prepared: Prepared) -> _Layout:
         static = tuple(
             dict(
                 cell=CELL_CODES[spec.cell], w=pk.w, wg=pk.wg, kstart=pk.kstart, klen=pk.klen, wr=pk.wr, wrg=pk.wrg,
-                wgh=pk.wgh,
+                wgh=pk.wgh, hgroup=pk.hgroup,
                 ycol=(k % D) * Ho, reverse=k % D == 1, hidden=H, hp=padded_hidden(H), h_out=Ho, proj=spec.proj_size,
                 qs=pk.qs, qc=pk.qc, rqs=pk.rqs, rqc=pk.rqc, split=pk.split,
             )  # fmt: skip
             for k, pk in enumerate(prepared.layers)
         )
-        lay = _Layout(static, max(pk.w.nbytes for pk in prepared.layers), prepared.layers[0].w.nbytes,
+        lay = _Layout(static, max(pk.w.nbytes for pk in prepared.layers), max(pk.wgh.nbytes for pk in prepared.layers),
+                      prepared.layers[0].w.nbytes,
                       (D, spec.num_layers, Ho, H, spec.input_size), spec.has_cell_state)  # fmt: skip
         prepared.cache["layout"] = lay
     return lay
 
 
-def _plan(prepared, lengths, wbytes, threads):
-    """(tile width, order, tile_ptr, workers, team chunks or None) for one direction on ``threads`` threads."""
+def _plan(prepared, lengths, lay, threads):
+    """(tile width, order, tile_ptr, workers, team chunks or None) for one direction on ``threads`` threads.
+
+    Whether one tile runs as a team depends on the weight bytes each step reads: for a one-sequence tile, whose
+    input columns are projected first, the h columns only (``lay.hbytes``; the team's chunks read ``wgh``).
+    """
+    wbytes = lay.wbytes
     bt = tile_width(lengths.shape[0], threads, prepared.dtype, wbytes)
     order, tile_ptr = tiles(lengths, bt)
     workers = max(1, min(threads, tile_ptr.size - 1))
     # one tile on several threads (`team`) only where the products read z itself: a packed z would need
     # every chunk of a step done before the next step's z is packed
     one_tile = tile_ptr.size == 2 and prepared.precision.k_pack == 1
-    team = team_chunks(prepared.spec, bt, threads, wbytes) if one_tile else None
+    step_bytes = lay.hbytes if bt == 1 and lay.hbytes else wbytes
+    team = team_chunks(prepared.spec, bt, threads, step_bytes) if one_tile else None
     return bt, order, tile_ptr, (threads if team else workers), team
 
 
@@ -236,18 +247,17 @@ def _run_layers(prepared, rows, tok, lengths, h0, c0, hn, cn, top_mode, y_all, y
     B, T = lengths.shape[0], tok.shape[1]
     lay = _layout(prepared)
     D, L, Ho = lay.sizes[:3]
-    plans = [_plan(prepared, lengths, lay.wbytes, threads)]
-    if D == 2 and threads >= 2 and float(lengths.sum()) * lay.w0bytes >= SPLIT_WORK:
-        split = [_plan(prepared, lengths, lay.wbytes, t) for t in (threads // 2, threads - threads // 2)]
+    plans = [_plan(prepared, lengths, lay, threads)]
+    # a list's sum and max: numpy's reductions cost ~1.3 us each on a handful of lengths
+    total, longest = (sum(v), max(v)) if B <= SMALL_LENGTHS and (v := lengths.tolist()) else (lengths.sum(), lengths.max())
+    if D == 2 and threads >= 2 and float(total) * lay.w0bytes >= SPLIT_WORK:
+        split = [_plan(prepared, lengths, lay, t) for t in (threads // 2, threads - threads // 2)]
         if not any(p[4] for p in split):
             plans = split
     # a stack of one-directional layers in one tile: its layers at once, each behind the one below (`wavefront`)
-    waves = wavefront_workers(prepared.spec, plans[0][2].size == 2, threads, float(lengths.max()) * lay.wbytes,
-                              lay.wbytes if plans[0][4] else 0)  # fmt: skip
-    # an odd stack on two threads whose layers run as a team: the first layer as a team, the rest as a wavefront
-    # (3 layers as a wavefront leave one thread two layers)
-    solo = 1 if waves == 2 and L % 2 and plans[0][4] else 0
-    ready = counters(L - solo) if waves else counters(0)
+    waves = wavefront_workers(prepared.spec, plans[0][2].size == 2, threads, float(longest) * lay.wbytes,
+                              plans[0][4] is not None)  # fmt: skip
+    ready = counters(L) if waves else counters(0)
     no_tokens = np.zeros((0, T), np.int64)
     none = np.zeros(0, dtype)
     bt0, order0, ptr0 = plans[0][:3]
@@ -274,10 +284,10 @@ def _run_layers(prepared, rows, tok, lengths, h0, c0, hn, cn, top_mode, y_all, y
             values = {
                 **lay.static[k], "x": rows, "tok": tok, "h0": h0[k], "c0": c0[k], "y": out, "out_mode": mode,
                 "hn": hn[k], "cn": cn[k], "bt": bt, "lens": lengths, "order": order, "tile_ptr": tile_ptr,
-                "next_tile": np.zeros(1, np.int64), "kx": kx, "xk0": xk0, "ready": ready, "lay": layer - solo,
+                "next_tile": np.zeros(1, np.int64), "kx": kx, "xk0": xk0, "ready": ready, "lay": layer,
                 "xt": xt, "yt": yt, "toff": toff,
             }  # fmt: skip
-            if waves and layer >= solo:
+            if waves:
                 stack.append((run_worker, kernel_args(run_worker, values)))
             elif len(plans) == 2:
                 jobs += [(run_worker, kernel_args(run_worker, values))] * workers

@@ -443,25 +443,29 @@ def _float_projection(wrf, wrgf, mq, pr, n_pan_r, Hw, bt, s, slen, nvec, lv, row
 
 
 @njit(inline="always", **JIT)
-def _float_gates(wf, wgf, zq, g, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv, rows_few, kx, whf, proj, poff):
+def _float_gates(wf, wgf, zq, g, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv, rows_few, kx, whf, hgroup, proj,
+                 poff):  # fmt: skip
     """`gate_products` for float and bf16 weights: one product over every element of ``zq``; a one-sequence
     tile whose input columns are projected already (``kx`` > 0, `project_steps`) continues the sums of
-    ``proj[poff:]`` over elements ``[kx, Kw)`` only, read from ``whf`` (`rnnjit.kernels.pack.PackedLayer.wgh`)."""
+    ``proj[poff:]`` over elements ``[kx, Kw)`` only, read from ``whf`` (`rnnjit.kernels.pack.PackedLayer.wgh`,
+    whose group ``i`` is ``wg``'s group ``hgroup[i]``)."""
     if bt == 1 and kx > 0:
-        for q in range(n_pan // P_ROWS):
-            mk_rows_grouped_from(whf, q * (Kw - kx) * GROUP_ROWS, zq, kx, g, q * GROUP_ROWS, Kw - kx, proj,
+        for i in range(n_pan // P_ROWS):  # in stored order, one stream (`rnnjit.kernels.pack.unit_major`)
+            q = hgroup[i]
+            mk_rows_grouped_from(whf, i * (Kw - kx) * GROUP_ROWS, zq, kx, g, q * GROUP_ROWS, Kw - kx, proj,
                                  poff + q * GROUP_ROWS)  # fmt: skip
     else:
         products_into(wf, wgf, zq, g, n_pan, Kw, bt, 0, Kw, kstart, klen, True, s, slen, nvec, lv, rows_few)
 
 
 def gate_products(w, wf, wgf, zq, g, acc, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv, rows_few, split, qs, qc,
-                  scales, kx, whf, proj, poff):  # fmt: skip
+                  scales, kx, whf, hgroup, proj, poff):  # fmt: skip
     """All gate pre-activations of a step into ``g`` (float): one product (float, bf16, `_float_gates`), or
     for int8 weights (int32 ``w``) `_int8_gates`. Chosen by ``w``'s dtype when compiling, so a float kernel
     holds no int8 code."""
     if w.dtype != np.int32:  # the plain-Python twin (NUMBA_DISABLE_JIT=1)
-        _float_gates(wf, wgf, zq, g, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv, rows_few, kx, whf, proj, poff)
+        _float_gates(wf, wgf, zq, g, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv, rows_few, kx, whf, hgroup, proj,
+                     poff)  # fmt: skip
     else:
         _int8_gates(wf, wgf, zq, g, acc, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv, rows_few, split, qs, qc,
                     scales)  # fmt: skip
@@ -469,17 +473,18 @@ def gate_products(w, wf, wgf, zq, g, acc, n_pan, Kw, bt, kstart, klen, s, slen, 
 
 @overload(gate_products, inline="always", jit_options=HELPER_JIT)
 def _gate_products(w, wf, wgf, zq, g, acc, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv, rows_few, split, qs, qc,
-                   scales, kx, whf, proj, poff):  # fmt: skip
+                   scales, kx, whf, hgroup, proj, poff):  # fmt: skip
     if w.dtype != numba_types.int32:
 
         def one(w, wf, wgf, zq, g, acc, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv, rows_few, split, qs, qc,
-                scales, kx, whf, proj, poff):  # fmt: skip
-            _float_gates(wf, wgf, zq, g, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv, rows_few, kx, whf, proj, poff)
+                scales, kx, whf, hgroup, proj, poff):  # fmt: skip
+            _float_gates(wf, wgf, zq, g, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv, rows_few, kx, whf, hgroup,
+                         proj, poff)  # fmt: skip
 
         return one
 
     def two(w, wf, wgf, zq, g, acc, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv, rows_few, split, qs, qc, scales,
-            kx, whf, proj, poff):  # fmt: skip
+            kx, whf, hgroup, proj, poff):  # fmt: skip
         _int8_gates(wf, wgf, zq, g, acc, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv, rows_few, split, qs, qc,
                     scales)  # fmt: skip
 
@@ -665,7 +670,7 @@ def project_all(w, wg, x, tok, b, blen, reverse, n_steps, kx, xproj, next_block)
 @njit(**JIT)
 def run_worker(
     cell, x, tok, lens, order, tile_ptr, next_tile,
-    w, wg, wgh, kstart, klen, wr, wrg,
+    w, wg, wgh, hgroup, kstart, klen, wr, wrg,
     h0, c0, y, ycol, out_mode, reverse, hn, cn,
     hidden, hp, h_out, proj, bt,
     qs, qc, rqs, rqc, split, kx, xk0, ready, lay, xt, yt, toff,
@@ -816,7 +821,7 @@ def run_worker(
             # -- gate pre-activations with biases, all gates at once
             pack_operand(z, zq, w, K, bt, 1, I, I + 1, h_out, scales)
             gate_products(w, wf, wgf, zq, g, acc, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv, rows_few, split,
-                          qs, qc, scales, kx, whf, xproj, (s % blk) * R)  # fmt: skip
+                          qs, qc, scales, kx, whf, hgroup, xproj, (s % blk) * R)  # fmt: skip
             # -- activations and state update: flat, vectorized loops (`cell_update`)
             # The LSTM writes c' to a second buffer (the two swap every step)
             # instead of updating c in place. Measured: with the in-place

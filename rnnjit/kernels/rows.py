@@ -35,7 +35,7 @@ import numba
 import numpy as np
 from numba import njit
 
-from rnnjit.kernels._simd import MR, NV, fetch_add
+from rnnjit.kernels._simd import MR, NV, fetch_add, mk_lanes, mk_lanes1, mk_lanes2
 from rnnjit.kernels._transpose import lanes_to_rows, rows_to_lanes
 from rnnjit.kernels.activations import sigmoid, tanh
 from rnnjit.kernels.config import JIT
@@ -43,8 +43,14 @@ from rnnjit.kernels.layer import lanes_row
 from rnnjit.kernels.pool import parallel
 from rnnjit.kernels.precision import VECTOR_BYTES, lanes
 
-LINEAR, ACTIVATION, LAYERNORM, BATCHNORM, L2NORM = 0, 1, 2, 3, 4
+LINEAR, ACTIVATION, LAYERNORM, BATCHNORM, L2NORM, LINEAR_OUT = 0, 1, 2, 3, 4, 5
 """Op codes of a program row ``[code, in, out, a, b, c]`` (see `prepare_steps` for a, b, c)."""
+
+ROWS_OUT_FROM = 2
+"""A program's last step, when it is a linear layer at least this many SIMD vectors wide, runs rows-major
+(`LINEAR_OUT`, `_linear_out`): each output row is then written as one contiguous run, not gathered from
+``bt`` lanes apart, and a tile's rows are padded to ``MR``, not to a vector of lanes. Measured: bench/report_notes.md
+("Wide output layers on few rows")."""
 
 ACT_CODES = {"identity": 0, "relu": 1, "sigmoid": 2, "tanh": 3, "softmax": 4, "log_softmax": 5, "gelu": 6,
              "elu": 7, "leaky_relu": 8}  # fmt: skip
@@ -196,6 +202,50 @@ def scatter_rows(cur, bt, df, offs, nr, fout, lv):
 
 
 @njit(**JIT)
+def _linear_out(cur, bt, nr, fi, fout, wts, wo, bo, ldw, lv, pa, ob, df, dst_idx, r0):
+    """The last linear layer of a tile, rows-major, written to its rows of ``df`` (`LINEAR_OUT`).
+
+    The micro-kernel with the roles turned: MR rows of the tile as the
+    panel (``pa``, k-major), the output features as the lanes (the weight
+    stored transposed, ``ldw`` wide, zero-padded to whole vectors). Each
+    output is the same FMA chain over the input features in order as in
+    the lane layout (`mk_lanes` multiplies the same two numbers into the
+    same accumulator, from zero), then the bias: the same bits.
+    Column groups of NV vectors outside, blocks of rows inside, so a
+    group's weights are read once per tile.
+    """
+    nb = (nr + MR - 1) // MR
+    for j in range(nb):
+        for f in range(fi):
+            src = cur[f * bt + j * MR : f * bt + j * MR + MR]
+            dst = pa[(j * fi + f) * MR : (j * fi + f) * MR + MR]
+            for r in range(MR):
+                dst[r] = src[r]
+    nvec = ldw // lv
+    v = 0
+    while v < nvec:
+        step = NV if v + NV <= nvec else (2 if v + 2 <= nvec else 1)
+        for j in range(nb):
+            if step == NV:
+                mk_lanes(pa, j * fi * MR, wts, wo + v * lv, ldw, ob, j * MR * ldw + v * lv, ldw, fi)
+            elif step == 2:
+                mk_lanes2(pa, j * fi * MR, wts, wo + v * lv, ldw, ob, j * MR * ldw + v * lv, ldw, fi)
+            else:
+                mk_lanes1(pa, j * fi * MR, wts, wo + v * lv, ldw, ob, j * MR * ldw + v * lv, ldw, fi)
+        v += step
+    for l in range(nr):
+        out = df[dst_idx[r0 + l] * fout : dst_idx[r0 + l] * fout + fout]
+        row = ob[l * ldw : l * ldw + fout]
+        if bo >= 0:
+            bias = wts[bo : bo + fout]
+            for o in range(fout):
+                out[o] = row[o] + bias[o]
+        else:
+            for o in range(fout):
+                out[o] = row[o]
+
+
+@njit(**JIT)
 def rows_worker(src, src_idx, dst, dst_idx, prog, wts, width, next_tile):
     """One thread's share: tiles of rows from the shared counter, each gathered, run through ``prog``, scattered.
 
@@ -221,6 +271,10 @@ def rows_worker(src, src_idx, dst, dst_idx, prog, wts, width, next_tile):
     b = np.empty(width * bt, src.dtype)
     stat = np.zeros(2 * bt, src.dtype)
     offs = np.zeros(bt, np.int64)  # where each row of the tile starts in ``src``, then in ``dst``
+    last = prog.shape[0] - 1
+    rows_out = last >= 0 and prog[last, 0] == LINEAR_OUT
+    pa = np.empty(bt * prog[last, 1] if rows_out else 0, src.dtype)
+    ob = np.empty(bt * prog[last, 5] if rows_out else 0, src.dtype)
     n_tiles = (n + rows_per_tile - 1) // rows_per_tile
     while True:
         tile = fetch_add(next_tile, 0, 1)
@@ -250,6 +304,9 @@ def rows_worker(src, src_idx, dst, dst_idx, prog, wts, width, next_tile):
                         for l in range(used):
                             row[l] += bias
                 cur, nxt = nxt, cur
+            elif code == LINEAR_OUT:
+                _linear_out(cur, bt, nr, fi, fout, wts, prog[op, 3], prog[op, 4], prog[op, 5], lv, pa, ob, df,
+                            dst_idx, r0)  # fmt: skip
             elif code == ACTIVATION:
                 _activation(cur, prog[op, 3], fi, bt, used, stat)
             elif code == LAYERNORM:
@@ -265,6 +322,8 @@ def rows_worker(src, src_idx, dst, dst_idx, prog, wts, width, next_tile):
                     bb = wts[ao + fi + f] if ao >= 0 else mu - mu
                     for l in range(used):
                         row[l] = (row[l] - mu) / sd * w + bb
+        if rows_out:
+            continue
         for l in range(nr):
             offs[l] = dst_idx[r0 + l] * fout
         scatter_rows(cur, bt, df, offs, nr, fout, lv)
@@ -296,6 +355,17 @@ def _linear_op(s, weights, width, put):
     w = np.asarray(w.reshape(w.shape[0], w.shape[1]))
     bo = put(weights[f"{s.prefix}bias"]) if s.bias else -1
     return (LINEAR, width, w.shape[0], put(_linear_panels(w)), bo, 0), w.shape[0]
+
+
+def _linear_out_op(s, weights, width, put, lv):
+    """`LINEAR_OUT`: the weight transposed, (in, ldw) with ``ldw`` the outputs rounded up to whole vectors."""
+    w = weights[f"{s.prefix}weight"]
+    fo = w.shape[0]
+    ldw = -(-fo // lv) * lv
+    wt = np.zeros((width, ldw), w.dtype)
+    wt[:, :fo] = np.asarray(w.reshape(fo, width)).T
+    bo = put(weights[f"{s.prefix}bias"]) if s.bias else -1
+    return (LINEAR_OUT, width, fo, put(wt), bo, ldw), fo
 
 
 def _layernorm_op(s, weights, width, put):
@@ -342,13 +412,17 @@ def prepare_steps(steps: Sequence, weights: Mapping[str, np.ndarray], in_feature
 
     prog = []
     width = widest = in_features
+    kept = [s for s in steps if OPS.get(s.kind, 0) is not None]
     for s in steps:
         if s.kind not in OPS:
             raise ValueError(f"step kind {s.kind!r} is not a per-vector step the kernels run")
-        if OPS[s.kind] is not None:
+        if kept and s is kept[-1] and s.kind == "linear" and s.out_features >= ROWS_OUT_FROM * lanes(dtype):
+            row, width = _linear_out_op(s, weights, width, put, lanes(dtype))
+            prog.append(row)
+        elif OPS[s.kind] is not None:
             row, width = OPS[s.kind](s, weights, width, put)
             prog.append(row)
-        widest = max(widest, width)
+            widest = max(widest, width)
     wts = np.concatenate(parts) if parts else np.zeros(1, dtype)
     prog_a = np.array(prog, dtype=np.int64).reshape(len(prog), 6)
     return PreparedSteps(prog_a, wts, -(-widest // MR) * MR, in_features, width, dtype)

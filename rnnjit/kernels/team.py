@@ -35,7 +35,7 @@ from numba import config, njit, types
 from numba.extending import intrinsic
 
 from rnnjit.kernels._simd import (
-    MR, P_ROWS, _ptr, atomic_load, fetch_add, mk_rows_grouped, mk_rows_grouped_from,
+    GROUP_ROWS, MR, P_ROWS, _ptr, atomic_load, fetch_add, mk_rows_grouped, mk_rows_grouped_from,
 )
 from rnnjit.kernels.config import JIT
 from rnnjit.kernels.precision import VECTOR_BYTES
@@ -83,7 +83,7 @@ if config.DISABLE_JIT:  # pragma: no cover - exercised by the NUMBA_DISABLE_JIT=
 @njit(**JIT)
 def run_team(
     cell, x, tok, seq, slen, nb, maxlen, zbuf, cbuf, g, m, sync,
-    w, wg, wgh, kstart, klen, nblk, y, ycol, out_mode, reverse, hn, cn,
+    w, wg, wgh, hgroup, kstart, klen, nblk, y, ycol, out_mode, reverse, hn, cn,
     hidden, hp, bt, cb, nch, kx, xk0, xproj,
 ):  # fmt: skip
     """One thread's part in running one tile: every step, its own chunks first, then any left unclaimed.
@@ -144,15 +144,17 @@ def run_team(
             ub0 = ch * cb
             ub1 = min(ub0 + cb, UB)
             # -- this chunk's gate rows, every gate block
-            for q in range(nblk):
+            if bt == 1 and kx > 0:  # the input columns are summed already (``xproj``); the chunk's groups are
+                # one stretch of ``wgh`` (`rnnjit.kernels.pack.unit_major`: the team needs UB % P_ROWS == 0 here)
+                for i in range(ub0 // P_ROWS * nblk, ub1 // P_ROWS * nblk):
+                    p = hgroup[i] * P_ROWS
+                    mk_rows_grouped_from(whf, i * (K - kx) * GROUP_ROWS, zf, zc + kx, g, p * MR, K - kx, xproj,
+                                         s * R + p * MR)  # fmt: skip
+            for q in range(nblk if kx == 0 else 0):
                 if bt == 1:
                     for ub in range(ub0, ub1, P_ROWS):
                         p = q * UB + ub  # a multiple of P_ROWS: the team needs UB % P_ROWS == 0 here
-                        if kx > 0:  # the input columns are summed already (``xproj``)
-                            mk_rows_grouped_from(whf, p * (K - kx) * MR, zf, zc + kx, g, p * MR, K - kx, xproj,
-                                                 s * R + p * MR)  # fmt: skip
-                        else:
-                            mk_rows_grouped(wgf, p * K * MR, zf, zc, g, p * MR, K)
+                        mk_rows_grouped(wgf, p * K * MR, zf, zc, g, p * MR, K)
                 else:
                     for ub in range(ub0, ub1):
                         p = q * UB + ub

@@ -36,7 +36,8 @@ def team_chunks(spec: RNNSpec, bt: int, threads: int, weight_bytes: int = 0) -> 
 
     A team needs two threads, no projection, and chunks of whole row-kernel
     calls (P_ROWS blocks of MR units for one sequence). A batch of one whose
-    packed weights fit in one core's L2 (`L2_BYTES`) runs on one thread: its
+    weights read per step (``weight_bytes``: the h columns, its inputs being
+    projected first) fit in one core's L2 (`L2_BYTES`) runs on one thread: its
     step is ~2.1 us, bound by reading the weights from L2, and the team's
     per-step hand-off costs more than halving that read saves (measured:
     bench/report_notes.md, `L2_BYTES`).
@@ -70,30 +71,30 @@ to a pool thread (15-90 us); the same threshold as the direction split
 """
 
 
-TEAM_OVER_WAVE = 8 << 20
-"""Packed weights per layer above which a stack whose layers would run as teams runs layer after layer, as teams.
-
-Measured (batch of one, T=160, 2 threads, `chrt -f 1`, median ms): LSTM
-64->1024 x2 (17.9 MB per layer) teams 38.0, wavefront 44.7, one thread
-73.2; LSTM 64->512 x2 (4.7 MB) teams 10.8, wavefront 10.2, one thread 16.2.
-Each team thread reads half of every layer's weights, while a wavefront
-thread reads all of its own layer's; from L3 and memory the halves win.
-"""
-
-
-def wavefront_workers(spec: RNNSpec, one_tile: bool, threads: int, work: float, team_weights: int = 0) -> int:
+def wavefront_workers(spec: RNNSpec, one_tile: bool, threads: int, work: float, teams: bool = False) -> int:
     """Threads for a stack of layers run at once (`rnnjit.kernels.wavefront`), or 0 for layer after layer.
 
     Only one-directional stacks (layer l+1's step t then needs layer l up to
     step t, not a reverse pass over the whole sequence) in one tile (with
     more tiles the threads already share the tiles out), on two or more
     threads, with enough work per layer (`WAVEFRONT_WORK`), and not when its
-    layers would run as teams with weights over `TEAM_OVER_WAVE`
-    (``team_weights``: a layer's packed bytes when they would, else 0).
+    layers would run as teams (``teams``: `team_chunks` chose one).
+
+    A team is chosen when what a step reads does not fit in one core's L2
+    (`L2_BYTES`): a wavefront thread then reads all of its layer's weights
+    from L3 every step, a team thread half of them, which stay in its L2.
+    Measured (batch of one, T=160, 2 threads, `chrt -f 1`, best of 7 rounds
+    of 5 calls, ms; teams layer after layer / wavefront; load 2-3): LSTM
+    40->256 x2 1.53 / 2.07, x3 2.46 / 3.22, x4 3.49 / 3.99; 40->320 x3 4.63 /
+    5.87; 40->384 x3 6.83 / 8.73; 64->512 x2 8.08 / 8.19; GRU 64->256 x4 3.34
+    / 3.79. (Before, the first layer of an odd stack ran as a team and the
+    rest as a wavefront: 2.89-2.92 ms for LSTM 40->256 x3.) Where a step's
+    weights fit in L2 there is no team and the wavefront wins: LSTM 40->192
+    x3 1.37 against 1.98 as teams.
     """
     if spec.num_layers < 2 or spec.num_directions != 1 or not one_tile or threads < 2 or work < WAVEFRONT_WORK:
         return 0
-    if team_weights > TEAM_OVER_WAVE:
+    if teams:
         return 0
     if time.monotonic() < _waves_paused_until:
         return 0
