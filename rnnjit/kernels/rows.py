@@ -50,7 +50,13 @@ ROWS_OUT_FROM = 2
 """A program's last step, when it is a linear layer at least this many SIMD vectors wide, runs rows-major
 (`LINEAR_OUT`, `_linear_out`): each output row is then written as one contiguous run, not gathered from
 ``bt`` lanes apart, and a tile's rows are padded to ``MR``, not to a vector of lanes. Measured: bench/report_notes.md
-("Wide output layers on few rows")."""
+("Wide output layers on few rows"). In calls of at least one full tile of rows only from `ROWS_OUT_TILES_FROM`."""
+
+ROWS_OUT_TILES_FROM = 32
+"""SIMD vectors of outputs (512 float32) from which the last linear layer runs rows-major in calls of full tiles
+too; narrower, those calls keep the lane layout (`PreparedSteps.few`), whose scatter moves 16 x 16 blocks
+(`rnnjit.kernels._transpose`). Measured (one thread, CPU time, 12000 rows, lane layout against rows-major):
+outputs 32-150 0.40-0.84, 256 0.91-1.06, 512 0.98, 876 0.94-1.09 (inputs 32, 64, 256; bench/report_notes.md)."""
 
 ACT_CODES = {"identity": 0, "relu": 1, "sigmoid": 2, "tanh": 3, "softmax": 4, "log_softmax": 5, "gelu": 6,
              "elu": 7, "leaky_relu": 8}  # fmt: skip
@@ -339,6 +345,7 @@ class PreparedSteps:
     in_features: int
     out_features: int
     dtype: np.dtype
+    few: tuple | None = None  # (prog, wts) for calls of fewer rows than one tile, when they differ (`ROWS_OUT_FROM`)
 
 
 def _linear_panels(w: np.ndarray) -> np.ndarray:
@@ -400,6 +407,19 @@ def prepare_steps(steps: Sequence, weights: Mapping[str, np.ndarray], in_feature
     hold the steps' tensors under their state_dict names.
     """
     dtype = np.dtype(dtype)
+    kept = [s for s in steps if OPS.get(s.kind, 0) is not None]
+    lv = lanes(dtype)
+    wide = bool(kept) and kept[-1].kind == "linear" and kept[-1].out_features >= ROWS_OUT_FROM * lv
+    if wide and kept[-1].out_features < ROWS_OUT_TILES_FROM * lv:
+        tiles = _program(steps, weights, in_features, dtype, False)
+        few = _program(steps, weights, in_features, dtype, True)
+        return PreparedSteps(*tiles, few=few[:2])
+    return PreparedSteps(*_program(steps, weights, in_features, dtype, wide))
+
+
+def _program(steps, weights, in_features, dtype, rows_out):
+    """(prog, wts, width, in_features, out_features, dtype) of `prepare_steps`; ``rows_out``: the last linear
+    layer as `LINEAR_OUT`."""
     parts: list[np.ndarray] = []
     size = 0
 
@@ -416,7 +436,7 @@ def prepare_steps(steps: Sequence, weights: Mapping[str, np.ndarray], in_feature
     for s in steps:
         if s.kind not in OPS:
             raise ValueError(f"step kind {s.kind!r} is not a per-vector step the kernels run")
-        if kept and s is kept[-1] and s.kind == "linear" and s.out_features >= ROWS_OUT_FROM * lanes(dtype):
+        if rows_out and s is kept[-1]:
             row, width = _linear_out_op(s, weights, width, put, lanes(dtype))
             prog.append(row)
         elif OPS[s.kind] is not None:
@@ -425,7 +445,7 @@ def prepare_steps(steps: Sequence, weights: Mapping[str, np.ndarray], in_feature
             widest = max(widest, width)
     wts = np.concatenate(parts) if parts else np.zeros(1, dtype)
     prog_a = np.array(prog, dtype=np.int64).reshape(len(prog), 6)
-    return PreparedSteps(prog_a, wts, -(-widest // MR) * MR, in_features, width, dtype)
+    return prog_a, wts, -(-widest // MR) * MR, in_features, width, dtype
 
 
 def run_steps(prepared: PreparedSteps, src: np.ndarray, src_idx: np.ndarray, dst: np.ndarray, dst_idx: np.ndarray,
@@ -441,5 +461,6 @@ def run_steps(prepared: PreparedSteps, src: np.ndarray, src_idx: np.ndarray, dst
         return
     bt = NV * lanes(prepared.dtype)
     workers = max(1, min(threads, -(-n // bt)))
-    args = (src, src_idx, dst, dst_idx, prepared.prog, prepared.wts, prepared.width, np.zeros(1, np.int64))
+    prog, wts = prepared.few if prepared.few is not None and n < bt else (prepared.prog, prepared.wts)
+    args = (src, src_idx, dst, dst_idx, prog, wts, prepared.width, np.zeros(1, np.int64))
     parallel(workers, rows_worker, args)
