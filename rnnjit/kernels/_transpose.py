@@ -43,56 +43,55 @@ def _transposed(builder, vecs):
     return vecs
 
 
-def _at(context, builder, arrty, arr, off, vecty):
-    return builder.bitcast(_ptr(context, builder, arrty, arr, off), vecty.as_pointer())
+def _block_codegen(rows_in: bool):
+    """The code of `rows_to_lanes` (``rows_in``: rows at offsets in, feature rows out) or `lanes_to_rows`."""
+
+    def codegen(context, builder, signature, args):
+        if rows_in:
+            (sty, oty, _, _, dty), vty = signature.args[:5], signature.args[4]
+            src_, offs_, ooff_, add_, dst_, doff_, ldd_ = args
+        else:
+            (sty, _, _, dty, oty), vty = signature.args[:5], signature.args[0]
+            src_, soff_, lds_, dst_, offs_, ooff_, add_ = args
+        L = _vector_lanes(vty.dtype.bitwidth)
+        vecty = ir.VectorType(context.get_value_type(vty.dtype), L)
+        size = vty.dtype.bitwidth // 8
+        i64 = ir.IntType(64)
+
+        def at(arrty, arr, off):
+            return builder.bitcast(_ptr(context, builder, arrty, arr, off), vecty.as_pointer())
+
+        def row(arrty, arr, i):  # row i of a block: at offs[ooff + i] + add
+            o = builder.load(_ptr(context, builder, oty, offs_, builder.add(ooff_, ir.Constant(i64, i))))
+            return at(arrty, arr, builder.add(o, add_))
+
+        def feature(arrty, arr, off, ld, j):  # feature row j of a block: ld apart from off
+            return at(arrty, arr, builder.add(off, builder.mul(ld, ir.Constant(i64, j))))
+
+        if rows_in:
+            loads = [row(sty, src_, i) for i in range(L)]
+            stores = [feature(dty, dst_, doff_, ldd_, j) for j in range(L)]
+        else:
+            loads = [feature(sty, src_, soff_, lds_, j) for j in range(L)]
+            stores = [row(dty, dst_, i) for i in range(L)]
+        vecs = _transposed(builder, [builder.load(p, align=size) for p in loads])
+        for v, p in zip(vecs, stores):
+            builder.store(v, p, align=size)
+        return context.get_dummy_value()
+
+    return codegen
 
 
 @intrinsic
 def rows_to_lanes(typingctx, src, offs, ooff, add, dst, doff, ldd):
     """``dst[doff + j * ldd + i] = src[offs[ooff + i] + add + j]`` for i, j < L (lanes per vector of ``dst``)."""
-    sig = types.void(src, offs, ooff, add, dst, doff, ldd)
-
-    def codegen(context, builder, signature, args):
-        sty, oty, _, _, dty = signature.args[:5]
-        src_, offs_, ooff_, add_, dst_, doff_, ldd_ = args
-        L = _vector_lanes(dty.dtype.bitwidth)
-        vecty = ir.VectorType(context.get_value_type(dty.dtype), L)
-        size = dty.dtype.bitwidth // 8
-        i64 = ir.IntType(64)
-        rows = []
-        for i in range(L):
-            o = builder.load(_ptr(context, builder, oty, offs_, builder.add(ooff_, ir.Constant(i64, i))))
-            rows.append(builder.load(_at(context, builder, sty, src_, builder.add(o, add_), vecty), align=size))
-        for j, v in enumerate(_transposed(builder, rows)):
-            at = builder.add(doff_, builder.mul(ldd_, ir.Constant(i64, j)))
-            builder.store(v, _at(context, builder, dty, dst_, at, vecty), align=size)
-        return context.get_dummy_value()
-
-    return sig, codegen
+    return types.void(src, offs, ooff, add, dst, doff, ldd), _block_codegen(True)
 
 
 @intrinsic
 def lanes_to_rows(typingctx, src, soff, lds, dst, offs, ooff, add):
     """``dst[offs[ooff + i] + add + j] = src[soff + j * lds + i]`` for i, j < L (lanes per vector of ``src``)."""
-    sig = types.void(src, soff, lds, dst, offs, ooff, add)
-
-    def codegen(context, builder, signature, args):
-        sty, _, _, dty, oty = signature.args[:5]
-        src_, soff_, lds_, dst_, offs_, ooff_, add_ = args
-        L = _vector_lanes(sty.dtype.bitwidth)
-        vecty = ir.VectorType(context.get_value_type(sty.dtype), L)
-        size = sty.dtype.bitwidth // 8
-        i64 = ir.IntType(64)
-        feats = []
-        for j in range(L):
-            at = builder.add(soff_, builder.mul(lds_, ir.Constant(i64, j)))
-            feats.append(builder.load(_at(context, builder, sty, src_, at, vecty), align=size))
-        for i, v in enumerate(_transposed(builder, feats)):
-            o = builder.load(_ptr(context, builder, oty, offs_, builder.add(ooff_, ir.Constant(i64, i))))
-            builder.store(v, _at(context, builder, dty, dst_, builder.add(o, add_), vecty), align=size)
-        return context.get_dummy_value()
-
-    return sig, codegen
+    return types.void(src, soff, lds, dst, offs, ooff, add), _block_codegen(False)
 
 
 if config.DISABLE_JIT:  # pragma: no cover - exercised by the NUMBA_DISABLE_JIT=1 test run
