@@ -210,7 +210,8 @@ def test_a_last_linear_layer_run_rows_major_gives_the_lane_layouts_bits(fout, dt
     few = turned.few[0] if turned.few is not None else turned.prog  # the program of calls under one tile
     assert few[-1, 0] == rows.LINEAR_OUT and lanes.prog[-1, 0] == rows.LINEAR and lanes.few is None
     # calls of whole tiles keep the lane layout below `ROWS_OUT_TILES_FROM` vectors of outputs
-    assert turned.prog[-1, 0] == (rows.LINEAR_OUT if fout >= rows.ROWS_OUT_TILES_FROM * rows.lanes(dtype) else rows.LINEAR)
+    tiles_rows_out = fout >= rows.ROWS_OUT_TILES_FROM * rows.lanes(dtype)
+    assert turned.prog[-1, 0] == (rows.LINEAR_OUT if tiles_rows_out else rows.LINEAR)
     src = rng.standard_normal((120, fin)).astype(dtype)
     for n in (1, 7, 8, 9, 24, 49, 101):
         src_idx = rng.permutation(120)[:n].astype(np.int64)

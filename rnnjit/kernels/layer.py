@@ -299,8 +299,8 @@ def step_row(tok, seq, t, T):
 
 
 @njit(inline="always", **JIT)
-def emit(cell, out_mode, s, nb, seq, slen, reverse, j0, j1, cu0, cu1, hsrc, h_at, csrc, c_at, bt, yf, Ty, Y, ycol, hn, cn,
-         done):  # fmt: skip
+def emit(cell, out_mode, s, nb, seq, slen, reverse, j0, j1, cu0, cu1, hsrc, h_at, csrc, c_at, bt, yf, Ty, Y, ycol,
+         hn, cn, done):  # fmt: skip
     """Outputs of step ``s`` for units ``[j0, j1)`` of the lanes still running, and final states at their last step.
 
     ``done``: lanes below it have this step's `OUT_ALL` outputs written already (`emit_blocks`).
