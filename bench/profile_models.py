@@ -22,6 +22,7 @@ import argparse
 import time
 
 from rnnjit import kernels
+from rnnjit.kernels.rows import LINEAR, LINEAR_OUT
 
 GATES = {"lstm": 4, "gru": 3}
 
@@ -53,7 +54,8 @@ def profile(model, x, lengths, rounds: int = 3):
     def timed_steps(prepared, src, src_idx, dst, dst_idx, threads):
         t = time.thread_time()
         run_steps(prepared, src, src_idx, dst, dst_idx, threads)
-        flop = sum(2 * int(op[1]) * int(op[2]) for op in prepared.prog if op[0] == 0) * src_idx.size
+        prog = prepared.few[0] if prepared.few is not None and src_idx.size < 48 else prepared.prog
+        flop = sum(2 * int(op[1]) * int(op[2]) for op in prog if op[0] in (LINEAR, LINEAR_OUT)) * src_idx.size
         log.append((f"steps {src.shape[1]} -> {dst.shape[1]}", time.thread_time() - t, float(flop)))
 
     kernels.run, kernels.run_steps = timed_run, timed_steps

@@ -183,6 +183,24 @@ TAILS = {"none": [Step("dropout", "d")], "relu": [Step("activation", "relu"), St
 """Element-wise steps after the last linear layer: they run on its rows, rows-major."""
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=lambda d: d.__name__)
+@pytest.mark.parametrize("width", [8, 16, 17, 33, 48])  # below one vector, one, one and a value, two and a value
+def test_rows_go_into_tiles_and_back_by_blocks_with_every_bit_kept(width, dtype):
+    # an identity step moves each value in (`gather_rows`) and out (`scatter_rows`) unchanged: -0.0, infinities,
+    # NaN payloads and subnormals included, through whole blocks of rows and features and the ragged rest
+    rng = np.random.default_rng(width)
+    bits = np.uint32 if dtype == np.float32 else np.uint64
+    src = rng.integers(0, np.iinfo(bits).max, (150, width), dtype=bits, endpoint=True).view(dtype)
+    src[0, :4] = [-0.0, np.inf, -np.inf, np.finfo(dtype).smallest_subnormal]
+    src_idx = rng.permutation(150)[:101].astype(np.int64)  # 101 rows: two full tiles and a ragged one
+    dst_idx = rng.permutation(130)[:101].astype(np.int64)
+    prep = kernels.prepare_steps([Step("activation", "identity")], {}, width, dtype)
+    got = _run(kernels, prep, src, src_idx, 130, width, dst_idx, 2)
+    np.testing.assert_array_equal(got[dst_idx].view(bits), src[src_idx].view(bits))
+    untouched = np.setdiff1d(np.arange(130), dst_idx)
+    assert (got[untouched] == -7).all()
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("tail", list(TAILS))
 @pytest.mark.parametrize("fout", [32, 33, 100, 877])
@@ -199,7 +217,11 @@ def test_a_last_linear_layer_run_rows_major_and_split_by_columns_gives_the_lane_
     monkeypatch.setattr(rows, "ROWS_OUT_FROM", 10**9)
     lanes = kernels.prepare_steps(run, w, fin, dtype)
     last = 2  # the program's rows: linear, relu, the last linear, then the tail's activations
-    assert turned.prog[last, 0] == rows.LINEAR_OUT and lanes.prog[last, 0] == rows.LINEAR
+    few = turned.few[:2] if turned.few is not None else (turned.prog, turned.wts)  # the program of calls under one tile
+    assert few[0][last, 0] == rows.LINEAR_OUT and lanes.prog[last, 0] == rows.LINEAR and lanes.few is None
+    # calls of whole tiles keep the lane layout below `ROWS_OUT_TILES_FROM` vectors of outputs
+    tiles_rows_out = fout >= rows.ROWS_OUT_TILES_FROM * rows.lanes(dtype)
+    assert turned.prog[last, 0] == (rows.LINEAR_OUT if tiles_rows_out else rows.LINEAR)
     src = rng.standard_normal((120, fin)).astype(dtype)
     for n in (1, 7, 8, 9, 24, 49, 101):
         src_idx = rng.permutation(120)[:n].astype(np.int64)
@@ -211,7 +233,7 @@ def test_a_last_linear_layer_run_rows_major_and_split_by_columns_gives_the_lane_
             assert np.array_equal(_run(kernels, turned, src, src_idx, 130, fout, dst_idx, threads), want)
         for chunks in (2, 5):  # one thread taking every chunk of each tile: the steps before kept, not redone
             dst = np.full((130, fout), -7.0, dtype)
-            rows.rows_worker(src, src_idx, dst, dst_idx, turned.prog, turned.wts, turned.width, chunks,
+            rows.rows_worker(src, src_idx, dst, dst_idx, *few, turned.width, chunks,
                              np.zeros(1, np.int64))  # fmt: skip
             assert np.array_equal(dst, want)
         got = want

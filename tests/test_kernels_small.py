@@ -65,14 +65,15 @@ def test_small_batches_match_reference_torch_and_any_thread_count(cell, B, dtype
 
 # 2 threads: one-sequence tiles for 1 and 2 (one round each), FEW tiles from 3
 # (one FEW tile costs about 1.5 one-sequence tiles) up to 128 but where whole
-# two- or three-vector tiles give every thread the same work (64, 128: 32-lane
+# one-, two- or three-vector tiles give every thread the same work (32: a
+# 16-lane tile each, 4.8 FEW tiles against 1.15 16-lane vectors; 64, 128: 32-lane
 # tiles in the two-vector kernel, which runs at the three-vector kernel's rate
 # per vector; 96: two full 48-lane rows); above 128 lane tiles with every
 # thread about the same work (129: 32-lane tiles, 256: 8 x 32, not 5 x 48 + 16),
 # full 48-lane rows where that costs nothing (4096).
 @pytest.mark.parametrize(
     "B, expected",
-    [(1, 1), (2, 1), (3, 4), (6, 4), (9, 4), (12, 4), (32, 4), (64, 32), (96, 48), (128, 32), (129, 32),
+    [(1, 1), (2, 1), (3, 4), (6, 4), (9, 4), (12, 4), (24, 4), (32, 16), (64, 32), (96, 48), (128, 32), (129, 32),
      (256, 32), (4096, 48)],
 )  # fmt: skip
 def test_tile_width(B, expected):

@@ -45,6 +45,7 @@ from rnnjit.kernels._simd import (
     FEW, FEW_VECS, GROUP_ROWS, MR, NV, P_ROWS, fetch_add, mk_lanes, mk_lanes1, mk_lanes2, mk_rows_grouped,
     mk_rows_grouped_few, mk_rows_grouped_from,
 )
+from rnnjit.kernels._transpose import lanes_to_rows, rows_to_lanes
 from rnnjit.kernels.config import HELPER_JIT, JIT
 from rnnjit.kernels.pack import to_operand
 from rnnjit.kernels.precision import PRECISIONS, VECTOR_BYTES
@@ -298,8 +299,11 @@ def step_row(tok, seq, t, T):
 
 
 @njit(inline="always", **JIT)
-def emit(cell, out_mode, s, nb, seq, slen, reverse, j0, j1, cu0, cu1, hsrc, h_at, csrc, c_at, bt, yf, Ty, Y, ycol, hn, cn):
+def emit(cell, out_mode, s, nb, seq, slen, reverse, j0, j1, cu0, cu1, hsrc, h_at, csrc, c_at, bt, yf, Ty, Y, ycol,
+         hn, cn, done):  # fmt: skip
     """Outputs of step ``s`` for units ``[j0, j1)`` of the lanes still running, and final states at their last step.
+
+    ``done``: lanes below it have this step's `OUT_ALL` outputs written already (`emit_blocks`).
 
     ``hsrc`` holds the new h at ``h_at + j * bt + lane``, ``csrc`` the new c
     (units ``[cu0, cu1)``) at ``c_at + u * bt + lane``. Pooled modes
@@ -313,7 +317,7 @@ def emit(cell, out_mode, s, nb, seq, slen, reverse, j0, j1, cu0, cu1, hsrc, h_at
             continue
         b = seq[l]
         t = slen[l] - 1 - s if reverse else s
-        if out_mode == OUT_ALL or (out_mode == OUT_LAST and t == slen[l] - 1):
+        if (out_mode == OUT_ALL and l >= done) or (out_mode == OUT_LAST and t == slen[l] - 1):
             base = (b * Ty + (t if out_mode == OUT_ALL else 0)) * Y + ycol
             for j in range(j0, j1):
                 yf[base + j] = hsrc[h_at + j * bt + l]
@@ -332,6 +336,27 @@ def emit(cell, out_mode, s, nb, seq, slen, reverse, j0, j1, cu0, cu1, hsrc, h_at
             if cell == LSTM:
                 for u in range(cu0, cu1):
                     cn[b, u] = csrc[c_at + u * bt + l]
+
+
+@njit(inline="always", **JIT)
+def emit_blocks(s, nb, seq, slen, reverse, hw, hsrc, h_at, bt, yf, Ty, Y, ycol, lv, yo):
+    """Step ``s``'s outputs (`OUT_ALL`, units ``[0, hw)``) of the leading blocks of ``lv`` lanes whose
+    sequences all still run, ``lv`` x ``lv`` values at a time (`lanes_to_rows`); returns how many lanes it wrote
+    (`emit` writes the rest one value at a time). ``yo``: scratch for each lane's output row."""
+    done = 0
+    while done + lv <= nb and s < slen[done + lv - 1]:  # lengths fall within a tile: its last lane runs, all do
+        done += lv
+    for l in range(done):
+        t = slen[l] - 1 - s if reverse else s
+        yo[l] = (seq[l] * Ty + t) * Y + ycol
+    jw = hw // lv * lv
+    for l0 in range(0, done, lv):
+        for j0 in range(0, jw, lv):
+            lanes_to_rows(hsrc, h_at + j0 * bt + l0, bt, yf, yo, l0, j0)
+        for l in range(l0, l0 + lv):
+            for j in range(jw, hw):
+                yf[yo[l] + j] = hsrc[h_at + j * bt + l]
+    return done
 
 
 @njit(inline="always", **JIT)
@@ -703,6 +728,7 @@ def run_worker(
     seq = np.zeros(bt, np.int64)
     slen = np.zeros(bt, np.int64)
     xoff = np.zeros(bt, np.int64)
+    yo = np.zeros(bt, np.int64)  # each lane's output row (`emit_blocks`)
     sets = np.zeros(L1_SETS, np.int64)
     h_at = (I + 1) * bt  # first h row of z
     Kw = w.shape[1]  # reduction length of the gate product in operand elements (K, or K / k_pack)
@@ -782,7 +808,13 @@ def run_worker(
                 for l in range(bt):
                     t = slen[l] - 1 - s if reverse else s
                     xoff[l] = step_row(tok, seq[l], t if s < slen[l] else 0, T) * I
-                for i in range(xk0, I):
+                i0 = xk0
+                if bt >= lv:  # lane tiles: blocks of lv lanes and lv features by transposes (every lane's row exists)
+                    while i0 + lv <= I:
+                        for l0 in range(0, bt, lv):
+                            rows_to_lanes(xf, xoff, l0, i0, zin, i0 * bt + l0, bt)
+                        i0 += lv
+                for i in range(i0, I):
                     zrow = zin[i * bt : (i + 1) * bt]  # a view: contiguous stores (see rnnjit/kernels/update.py)
                     for l in range(bt):
                         zrow[l] = xf[xoff[l] + i]
@@ -817,6 +849,10 @@ def run_worker(
                 yt_s = yt[at : at + HB]
                 for q in range(HB):
                     yt_s[q] = zh[q]
-            emit(cell, out_mode, s, nb, seq, slen, reverse, 0, h_out, 0, H, z, h_at, c, 0, bt, yf, Ty, Y, ycol, hn, cn)
+            done = 0
+            if out_mode == OUT_ALL and bt >= lv:  # lane tiles: whole blocks of lanes by transposes
+                done = emit_blocks(s, nb, seq, slen, reverse, h_out, z, h_at, bt, yf, Ty, Y, ycol, lv, yo)
+            emit(cell, out_mode, s, nb, seq, slen, reverse, 0, h_out, 0, H, z, h_at, c, 0, bt, yf, Ty, Y, ycol, hn, cn,
+                 done)  # fmt: skip
             if ready.shape[0] > 0:
                 step_done(ready, lay)

@@ -36,6 +36,7 @@ import numpy as np
 from numba import njit
 
 from rnnjit.kernels._simd import MR, NV, fetch_add, mk_lanes, mk_lanes1, mk_lanes2
+from rnnjit.kernels._transpose import lanes_to_rows, rows_to_lanes
 from rnnjit.kernels.activations import sigmoid, tanh
 from rnnjit.kernels.config import JIT
 from rnnjit.kernels.layer import lanes_row
@@ -49,7 +50,13 @@ ROWS_OUT_FROM = 2
 """A program's last step, when it is a linear layer at least this many SIMD vectors wide, runs rows-major
 (`LINEAR_OUT`, `_linear_out`): each output row is then written as one contiguous run, not gathered from
 ``bt`` lanes apart, and a tile's rows are padded to ``MR``, not to a vector of lanes. Measured: bench/report_notes.md
-("Wide output layers on few rows")."""
+("Wide output layers on few rows"). In calls of at least one full tile of rows only from `ROWS_OUT_TILES_FROM`."""
+
+ROWS_OUT_TILES_FROM = 32
+"""SIMD vectors of outputs (512 float32) from which the last linear layer runs rows-major in calls of full tiles
+too; narrower, those calls keep the lane layout (`PreparedSteps.few`), whose scatter moves 16 x 16 blocks
+(`rnnjit.kernels._transpose`). Measured (one thread, CPU time, 12000 rows, lane layout against rows-major):
+outputs 32-150 0.40-0.84, 256 0.91-1.06, 512 0.98, 876 0.94-1.09 (inputs 32, 64, 256; bench/report_notes.md)."""
 
 ACT_CODES = {"identity": 0, "relu": 1, "sigmoid": 2, "tanh": 3, "softmax": 4, "log_softmax": 5, "gelu": 6,
              "elu": 7, "leaky_relu": 8}  # fmt: skip
@@ -194,6 +201,37 @@ ELEMENT_WORK = 4
 """`PreparedSteps.row_work` of one element of a step that is not a product (an activation, a norm)."""
 
 
+@njit(inline="always", **JIT)
+def gather_rows(sf, offs, nr, fin, cur, bt, lv):
+    """``cur[f * bt + l] = sf[offs[l] + f]`` for rows l < ``nr``, features f < ``fin``: whole blocks of ``lv``
+    rows and features by `rows_to_lanes`, the rest one value at a time."""
+    whole, fw = nr // lv * lv, fin // lv * lv
+    for l0 in range(0, whole, lv):
+        for f0 in range(0, fw, lv):
+            rows_to_lanes(sf, offs, l0, f0, cur, f0 * bt + l0, bt)
+        for l in range(l0, l0 + lv):
+            for f in range(fw, fin):
+                cur[f * bt + l] = sf[offs[l] + f]
+    for l in range(whole, nr):
+        for f in range(fin):
+            cur[f * bt + l] = sf[offs[l] + f]
+
+
+@njit(inline="always", **JIT)
+def scatter_rows(cur, bt, df, offs, nr, fout, lv):
+    """``df[offs[l] + f] = cur[f * bt + l]`` for rows l < ``nr``, features f < ``fout`` (`gather_rows` back)."""
+    whole, fw = nr // lv * lv, fout // lv * lv
+    for l0 in range(0, whole, lv):
+        for f0 in range(0, fw, lv):
+            lanes_to_rows(cur, f0 * bt + l0, bt, df, offs, l0, f0)
+        for l in range(l0, l0 + lv):
+            for f in range(fw, fout):
+                df[offs[l] + f] = cur[f * bt + l]
+    for l in range(whole, nr):
+        for f in range(fout):
+            df[offs[l] + f] = cur[f * bt + l]
+
+
 @njit(**JIT)
 def _linear_out(cur, bt, nr, fout, wts, prog, lo, lv, pa, ob, df, dst_idx, r0, v0, v1):
     """The last linear layer of a tile, rows-major, written to its rows of ``df`` (`LINEAR_OUT`).
@@ -269,6 +307,7 @@ def rows_worker(src, src_idx, dst, dst_idx, prog, wts, width, chunks, next_tile)
     a = np.empty(width * bt, src.dtype)
     b = np.empty(width * bt, src.dtype)
     stat = np.zeros(2 * bt, src.dtype)
+    offs = np.zeros(bt, np.int64)  # where each row of the tile starts in ``src``, then in ``dst``
     lo = prog.shape[0] - 1  # the `LINEAR_OUT` row, if any: the last that is not an activation
     while lo > 0 and prog[lo, 0] == ACTIVATION:
         lo -= 1
@@ -294,9 +333,8 @@ def rows_worker(src, src_idx, dst, dst_idx, prog, wts, width, chunks, next_tile)
             continue
         cur, nxt = a, b
         for l in range(nr):
-            off = src_idx[r0 + l] * fin
-            for f in range(fin):
-                cur[f * bt + l] = sf[off + f]
+            offs[l] = src_idx[r0 + l] * fin
+        gather_rows(sf, offs, nr, fin, cur, bt, lv)
         for f in range(fin):
             for l in range(nr, used):
                 cur[f * bt + l] = 0
@@ -336,9 +374,8 @@ def rows_worker(src, src_idx, dst, dst_idx, prog, wts, width, chunks, next_tile)
         if rows_out:
             continue
         for l in range(nr):
-            off = dst_idx[r0 + l] * fout
-            for f in range(fout):
-                df[off + f] = cur[f * bt + l]
+            offs[l] = dst_idx[r0 + l] * fout
+        scatter_rows(cur, bt, df, offs, nr, fout, lv)
 
 
 @dataclass(frozen=True)
@@ -353,6 +390,7 @@ class PreparedSteps:
     dtype: np.dtype
     row_work: int  # multiply-adds of one row, plus `ELEMENT_WORK` per element of the other steps (`SPLIT_ROWS_WORK`)
     out_width: int  # ``ldw`` of the `LINEAR_OUT` step (its transposed weight's width), 0 without one
+    few: tuple | None = None  # (prog, wts, out_width) for calls under one tile, when they differ (`ROWS_OUT_FROM`)
 
 
 def _linear_panels(w: np.ndarray) -> np.ndarray:
@@ -414,6 +452,28 @@ def prepare_steps(steps: Sequence, weights: Mapping[str, np.ndarray], in_feature
     hold the steps' tensors under their state_dict names.
     """
     dtype = np.dtype(dtype)
+    last = _last_product(steps)
+    lv = lanes(dtype)
+    wide = last is not None and last.kind == "linear" and last.out_features >= ROWS_OUT_FROM * lv
+    if wide and last.out_features < ROWS_OUT_TILES_FROM * lv:
+        tiles = _program(steps, weights, in_features, dtype, False)
+        few = _program(steps, weights, in_features, dtype, True)
+        return PreparedSteps(*tiles, few=(few[0], few[1], few[7]))
+    return PreparedSteps(*_program(steps, weights, in_features, dtype, wide))
+
+
+def _last_product(steps):
+    """The last step that runs, not counting the element-wise activations after it (`ROW_ACTIVATIONS`: they run
+    on its rows when it is a `LINEAR_OUT`), or None."""
+    kept = [s for s in steps if OPS.get(s.kind, 0) is not None]
+    while kept and kept[-1].kind == "activation" and kept[-1].name in ROW_ACTIVATIONS:
+        kept.pop()
+    return kept[-1] if kept else None
+
+
+def _program(steps, weights, in_features, dtype, rows_out):
+    """(prog, wts, width, in_features, out_features, dtype, row_work, out_width) of `prepare_steps`;
+    ``rows_out``: the last linear layer (`_last_product`) as `LINEAR_OUT`."""
     parts: list[np.ndarray] = []
     size = 0
 
@@ -426,13 +486,11 @@ def prepare_steps(steps: Sequence, weights: Mapping[str, np.ndarray], in_feature
 
     prog = []
     width = widest = in_features
-    kept = [s for s in steps if OPS.get(s.kind, 0) is not None]
-    while kept and kept[-1].kind == "activation" and kept[-1].name in ROW_ACTIVATIONS:  # run on its rows
-        kept.pop()
+    last = _last_product(steps) if rows_out else None
     for s in steps:
         if s.kind not in OPS:
             raise ValueError(f"step kind {s.kind!r} is not a per-vector step the kernels run")
-        if kept and s is kept[-1] and s.kind == "linear" and s.out_features >= ROWS_OUT_FROM * lanes(dtype):
+        if s is last:
             row, width = _linear_out_op(s, weights, width, put, lanes(dtype))
             prog.append(row)
         elif OPS[s.kind] is not None:
@@ -444,7 +502,7 @@ def prepare_steps(steps: Sequence, weights: Mapping[str, np.ndarray], in_feature
     linear = np.isin(prog_a[:, 0], (LINEAR, LINEAR_OUT))
     row_work = int((prog_a[:, 1] * prog_a[:, 2])[linear].sum() + ELEMENT_WORK * prog_a[~linear, 2].sum())
     out_width = int(prog_a[prog_a[:, 0] == LINEAR_OUT, 5].sum())
-    return PreparedSteps(prog_a, wts, -(-widest // MR) * MR, in_features, width, dtype, row_work, out_width)
+    return prog_a, wts, -(-widest // MR) * MR, in_features, width, dtype, row_work, out_width
 
 
 def run_steps(prepared: PreparedSteps, src: np.ndarray, src_idx: np.ndarray, dst: np.ndarray, dst_idx: np.ndarray,
@@ -460,10 +518,13 @@ def run_steps(prepared: PreparedSteps, src: np.ndarray, src_idx: np.ndarray, dst
         return
     lv = lanes(prepared.dtype)
     n_tiles = -(-n // (NV * lv))
+    prog, wts, out_width = prepared.prog, prepared.wts, prepared.out_width
+    if prepared.few is not None and n < NV * lv:
+        prog, wts, out_width = prepared.few
     chunks = 1
     work = n * prepared.row_work
-    if prepared.out_width and n_tiles < threads and work >= SPLIT_ROWS_WORK:
-        chunks = min(-(-threads // n_tiles), -(-prepared.out_width // (NV * lv)))  # chunks of whole column groups
+    if out_width and n_tiles < threads and work >= SPLIT_ROWS_WORK:
+        chunks = min(-(-threads // n_tiles), -(-out_width // (NV * lv)))  # chunks of whole column groups
     workers = max(1, min(threads, n_tiles * chunks)) if work >= SPLIT_ROWS_WORK else 1
-    args = (src, src_idx, dst, dst_idx, prepared.prog, prepared.wts, prepared.width, chunks, np.zeros(1, np.int64))
+    args = (src, src_idx, dst, dst_idx, prog, wts, prepared.width, chunks, np.zeros(1, np.int64))
     parallel(workers, rows_worker, args)

@@ -168,7 +168,7 @@ def run_team(
                         zf[zc + h_at : zc + h_at + HB], zf[zn + h_at : zn + h_at + HB])  # fmt: skip
             # -- this chunk's units of the outputs (or pooled outputs) and final states
             emit(cell, out_mode, s, nb, seq, slen, reverse, u0, u1, u0, u1, zf, zn + h_at, cf, cx, bt,
-                 yf, Ty, Y, ycol, hn, cn)  # fmt: skip
+                 yf, Ty, Y, ycol, hn, cn, 0)  # fmt: skip
             # -- chunk 0 also gathers the next step's x (nobody reads that buffer during this step)
             if ch == 0 and s + 1 < maxlen:
                 for l in range(bt):

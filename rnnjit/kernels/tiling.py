@@ -23,7 +23,7 @@ SMALL_TILES_UP_TO = 128
 """Largest batch for which one-sequence and FEW-sequence tiles are weighed against lane tiles (`tile_width`)."""
 
 ONE_TILE_COST = 3.0
-FEW_TILE_COST = 4.3
+FEW_TILE_COST = 4.8
 """Time per step of a one-sequence tile (`mk_rows_grouped`) and of a FEW-sequence tile (`mk_rows_grouped_few`),
 in sequence-steps of a full micro-kernel row of a lane tile (measured: bench/report_notes.md)."""
 
