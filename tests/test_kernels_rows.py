@@ -275,5 +275,7 @@ def test_a_softmax_after_the_last_linear_layer_keeps_the_lane_layout():
 
     run = [Step("linear", "fc", 16, 100, bias=True), Step("activation", "log_softmax")]
     w = _weights(run, 16, np.random.default_rng(5), "float32")
-    assert kernels.prepare_steps(run, w, 16, "float32").prog[0, 0] == rows.LINEAR
-    assert kernels.prepare_steps(run[:1], w, 16, "float32").prog[0, 0] == rows.LINEAR_OUT
+    soft = kernels.prepare_steps(run, w, 16, "float32")
+    assert soft.prog[0, 0] == rows.LINEAR and soft.few is None
+    plain = kernels.prepare_steps(run[:1], w, 16, "float32")  # 100 outputs: rows-major for calls under one tile
+    assert plain.few[0][0, 0] == rows.LINEAR_OUT
