@@ -144,22 +144,23 @@ def run_team(
             ub0 = ch * cb
             ub1 = min(ub0 + cb, UB)
             # -- this chunk's gate rows, every gate block
-            if bt == 1 and kx > 0:  # the input columns are summed already (``xproj``); the chunk's groups are
-                # one stretch of ``wgh`` (`rnnjit.kernels.pack.unit_major`: the team needs UB % P_ROWS == 0 here)
+            if kx > 0:  # a one-sequence tile whose input columns are summed already (``xproj``); the chunk's
+                # groups are one stretch of ``wgh`` (`rnnjit.kernels.pack.unit_major`: the team needs UB % P_ROWS == 0)
                 for i in range(ub0 // P_ROWS * nblk, ub1 // P_ROWS * nblk):
                     p = hgroup[i] * P_ROWS
                     mk_rows_grouped_from(whf, i * (K - kx) * GROUP_ROWS, zf, zc + kx, g, p * MR, K - kx, xproj,
                                          s * R + p * MR)  # fmt: skip
-            for q in range(nblk if kx == 0 else 0):
-                if bt == 1:
-                    for ub in range(ub0, ub1, P_ROWS):
-                        p = q * UB + ub  # a multiple of P_ROWS: the team needs UB % P_ROWS == 0 here
-                        mk_rows_grouped(wgf, p * K * MR, zf, zc, g, p * MR, K)
-                else:
-                    for ub in range(ub0, ub1):
-                        p = q * UB + ub
-                        panel_lanes(wf, (p * K + kstart[p]) * MR, zf, zc + kstart[p] * bt, g, p * MR * bt, bt,
-                                    klen[p], s, slen, nvec, lv)
+            else:
+                for q in range(nblk):
+                    if bt == 1:
+                        for ub in range(ub0, ub1, P_ROWS):
+                            p = q * UB + ub  # a multiple of P_ROWS: the team needs UB % P_ROWS == 0 here
+                            mk_rows_grouped(wgf, p * K * MR, zf, zc, g, p * MR, K)
+                    else:
+                        for ub in range(ub0, ub1):
+                            p = q * UB + ub
+                            panel_lanes(wf, (p * K + kstart[p]) * MR, zf, zc + kstart[p] * bt, g, p * MR * bt, bt,
+                                        klen[p], s, slen, nvec, lv)
             # -- the cell update of this chunk's units; h goes straight into the next z
             u0 = ub0 * MR
             u1 = min(ub1 * MR, H)
