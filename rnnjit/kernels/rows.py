@@ -255,10 +255,9 @@ def _linear_out(cur, bt, nr, fout, wts, prog, lo, lv, pa, ob, df, dst_idx, r0, v
             dst = pa[(j * fi + f) * MR : (j * fi + f) * MR + MR]
             for r in range(MR):
                 dst[r] = src[r]
-    nvec = v1
     v = v0
-    while v < nvec:
-        step = NV if v + NV <= nvec else (2 if v + 2 <= nvec else 1)
+    while v < v1:
+        step = NV if v + NV <= v1 else (2 if v + 2 <= v1 else 1)
         for j in range(nb):
             if step == NV:
                 mk_lanes(pa, j * fi * MR, wts, wo + v * lv, ldw, ob, j * MR * ldw + v * lv, ldw, fi)
@@ -456,10 +455,10 @@ def prepare_steps(steps: Sequence, weights: Mapping[str, np.ndarray], in_feature
     lv = lanes(dtype)
     wide = last is not None and last.kind == "linear" and last.out_features >= ROWS_OUT_FROM * lv
     if wide and last.out_features < ROWS_OUT_TILES_FROM * lv:
-        tiles = _program(steps, weights, in_features, dtype, False)
-        few = _program(steps, weights, in_features, dtype, True)
+        tiles = _program(steps, weights, in_features, dtype, None)
+        few = _program(steps, weights, in_features, dtype, last)
         return PreparedSteps(*tiles, few=(few[0], few[1], few[7]))
-    return PreparedSteps(*_program(steps, weights, in_features, dtype, wide))
+    return PreparedSteps(*_program(steps, weights, in_features, dtype, last if wide else None))
 
 
 def _last_product(steps):
@@ -473,7 +472,7 @@ def _last_product(steps):
 
 def _program(steps, weights, in_features, dtype, rows_out):
     """(prog, wts, width, in_features, out_features, dtype, row_work, out_width) of `prepare_steps`;
-    ``rows_out``: the last linear layer (`_last_product`) as `LINEAR_OUT`."""
+    ``rows_out``: the step (`_last_product`, a linear layer) to run as `LINEAR_OUT`, or None."""
     parts: list[np.ndarray] = []
     size = 0
 
@@ -486,11 +485,10 @@ def _program(steps, weights, in_features, dtype, rows_out):
 
     prog = []
     width = widest = in_features
-    last = _last_product(steps) if rows_out else None
     for s in steps:
         if s.kind not in OPS:
             raise ValueError(f"step kind {s.kind!r} is not a per-vector step the kernels run")
-        if s is last:
+        if s is rows_out:
             row, width = _linear_out_op(s, weights, width, put, lanes(dtype))
             prog.append(row)
         elif OPS[s.kind] is not None:
