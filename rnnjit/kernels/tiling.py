@@ -127,11 +127,15 @@ def _plan_cost(B: int, bt: int, threads: int, lv: int, weight_bytes: int) -> tup
         unit, rests = lv, ((1, ONE_TILE_COST), (FEW, FEW_TILE_COST))
         tiles = lambda n: [c * lv for c in _lane_tiles(_ceil_div(n, lv), bt // lv, streamed)]  # noqa: E731
     rest = B % unit
-    best = (_lpt(tiles(B), threads), 0)
+    alone = tiles(B)
+    best = (_lpt(alone, threads), 0)
     if rest and B > unit:
         for width, each in rests:
-            cost = _lpt(tiles(B - rest) + [each] * _ceil_div(rest, width), threads)
-            if cost * MIXED_MARGIN < best[0] and (best[1] == 0 or cost < best[0]):
+            mixed = tiles(B - rest) + [each] * _ceil_div(rest, width)
+            cost = _lpt(mixed, threads)
+            # sooner, or as soon with less work (on a shared machine the other thread's share may wait)
+            sooner = cost * MIXED_MARGIN < best[0] or (cost <= best[0] and sum(mixed) * MIXED_MARGIN < sum(alone))
+            if sooner and (best[1] == 0 or cost < best[0]):
                 best = (cost, width)
     return best
 
