@@ -46,7 +46,8 @@ from rnnjit.kernels.pool import parallel, run_in_order, run_jobs
 from rnnjit.kernels.precision import PRECISIONS, Precision, missing_features, precision_of, target_cpu
 from rnnjit.kernels.rows import prepare_steps, run_steps
 from rnnjit.kernels.hot import hot_available, run_team_hot
-from rnnjit.kernels.team import NTH, SPINS, run_team, sync_words
+from rnnjit.kernels import team as team_kernel
+from rnnjit.kernels.team import NTH, SPINS, STEAL, run_team, sync_words
 from rnnjit.kernels.team_policy import team_chunks, wavefront_workers
 from rnnjit.kernels.wavefront import counters
 from rnnjit.kernels.tiling import tile_steps, tile_width, tiles
@@ -371,7 +372,7 @@ def _run_team(values: dict, workers, chunks):
     cbuf[0, :, :B] = c0[order].T
     cb, nch = chunks
     sync = np.zeros(sync_words(nch), np.int64)
-    sync[NTH] = workers
+    sync[NTH], sync[STEAL] = workers, team_kernel.STEAL_AFTER
     maxlen = int(slen.max())
     xproj = np.zeros(1, dtype)
     if values["kx"] and maxlen * w.shape[0] * MR * dtype.itemsize > TEAM_PROJECTION_BYTES:
