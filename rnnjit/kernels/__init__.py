@@ -28,6 +28,7 @@ setting itself is never changed (the kernels have no ``prange``).
 
 from __future__ import annotations
 
+import math
 import operator
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -45,7 +46,9 @@ from rnnjit.kernels.pack import (
 from rnnjit.kernels.pool import parallel, run_in_order, run_jobs
 from rnnjit.kernels.precision import PRECISIONS, Precision, lanes, missing_features, precision_of, target_cpu
 from rnnjit.kernels.rows import prepare_steps, run_steps
-from rnnjit.kernels.team import NTH, SPINS, run_team, sync_words
+from rnnjit.kernels.hot import hot_available, run_team_hot
+from rnnjit.kernels import team as team_kernel
+from rnnjit.kernels.team import NTH, SPINS, STEAL, run_team, sync_words
 from rnnjit.kernels.team_policy import team_chunks, wavefront_workers
 from rnnjit.kernels.wavefront import counters
 from rnnjit.kernels.tiling import remainder_width, split_tiles, tile_steps, tile_width
@@ -401,31 +404,32 @@ def _run_team(values: dict, workers, chunks):
     slen = np.zeros(bt, np.int64)
     seq[:B], slen[:B] = order, lengths[order]
     reverse = values["reverse"]
-    zbuf = _line_zeros((2, K, bt), dtype)
+    zbuf, cbuf, g, m = _line_zeros(dtype, (2, K, bt), (2, H, bt), (w.shape[0] * MR * bt,), (H * bt,))
     zbuf[:, 0], zbuf[:, K - 1] = 1, 1
     t0 = slen[:B] - 1 if reverse else np.zeros(B, np.int64)
     first = tok[order, t0] if tok.shape[0] else order * T + t0  # each sequence's first row (`step_row`)
     zbuf[0, 1 : I + 1, :B] = rows[first].T
     zbuf[0, I + 1 : I + 1 + H, :B] = h0[order].T
-    cbuf = _line_zeros((2, H, bt), dtype)
     cbuf[0, :, :B] = c0[order].T
     cb, nch = chunks
     sync = np.zeros(sync_words(nch), np.int64)
-    sync[NTH] = workers
+    sync[NTH], sync[STEAL] = workers, team_kernel.STEAL_AFTER
     maxlen = int(slen.max())
     xproj = np.zeros(1, dtype)
     if values["kx"] and maxlen * w.shape[0] * MR * dtype.itemsize > TEAM_PROJECTION_BYTES:
         values.update(kx=0, xk0=0)  # a very long sequence: the team reads the input columns per step
-    if values["kx"]:  # every step's input projection first, on the team's threads
+    hot = workers == 2 and hot_available(dtype)  # the second thread kept hot (`hot`), not woken through the pool
+    if values["kx"]:  # every step's input projection first, on the team's threads (on this one for `hot`)
         xproj = aligned_empty(-(-maxlen // STEP_BLOCK) * STEP_BLOCK * w.shape[0] * MR, dtype)
-        parallel(workers, project_all, (w, values["wg"], rows, tok, int(seq[0]), int(slen[0]), reverse, maxlen,
+        parallel(1 if hot else workers, project_all, (w, values["wg"], rows, tok, int(seq[0]), int(slen[0]), reverse, maxlen,
                                         values["kx"], xproj, np.zeros(1, np.int64)))  # fmt: skip
     values.update(xproj=xproj,
         seq=seq, slen=slen, nb=B, maxlen=maxlen, zbuf=zbuf.reshape(2, K * bt), cbuf=cbuf.reshape(2, H * bt),
-        g=_line_zeros(w.shape[0] * MR * bt, dtype), m=_line_zeros(H * bt, dtype), sync=sync,
+        g=g, m=m, sync=sync,
         nblk=1 if values["cell"] in (CELL_CODES["rnn_tanh"], CELL_CODES["rnn_relu"]) else 4, cb=cb, nch=nch,
     )  # fmt: skip
-    parallel(workers, run_team, kernel_args(run_team, values))
+    if not (hot and run_team_hot(values)):
+        parallel(workers, run_team, kernel_args(run_team, values))
     team_policy.note_spins(int(sync[SPINS]), maxlen)
 
 
@@ -434,12 +438,19 @@ TEAM_PROJECTION_BYTES = 64 << 20
 a longer sequence runs the team without it."""
 
 
-def _line_zeros(shape, dtype) -> np.ndarray:
-    """Zeros starting on a cache line: the team's vector loads and stores then never split one.
+def _line_zeros(dtype, *shapes) -> list[np.ndarray]:
+    """Zero arrays of ``shapes``, each starting on a cache line: the team's vector loads and stores then never split one.
 
     Measured (B=16, H=128, the team on one thread): 17.0 us per step with
     numpy's 16-byte-aligned buffers, 15.1 with these (the tile worker: 14.2).
+    One block for all of them: an allocation each cost ~3 us, a fifth of a
+    short team call's setup (batch of one, H=128, one step).
     """
-    a = aligned_empty(shape, dtype)
-    a.fill(0)
-    return a
+    line = 64 // np.dtype(dtype).itemsize
+    sizes = [math.prod(s) for s in shapes]
+    starts = [0]
+    for n in sizes:
+        starts.append(starts[-1] + -(-n // line) * line)
+    block = aligned_empty(starts[-1], dtype)
+    block.fill(0)
+    return [block[a : a + n].reshape(s) for a, n, s in zip(starts, sizes, shapes)]
