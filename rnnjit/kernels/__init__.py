@@ -32,7 +32,6 @@ import math
 import operator
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import NamedTuple
 
 import numba
 import numpy as np
@@ -224,7 +223,8 @@ def _layout(prepared: Prepared) -> _Layout:
     return lay
 
 
-class _Plan(NamedTuple):
+@dataclass(frozen=True)
+class _Plan:
     """How one direction of a layer runs: its sequences' ``order`` (longest first), the ``parts`` ((tile width,
     tile_ptr), ...: lane tiles, then the remainder's small tiles, `rnnjit.kernels.tiling.split_tiles`), how many
     ``workers`` run them and the ``team`` chunks of a one-tile plan run as a team (or None)."""
