@@ -10,8 +10,9 @@ Modules: `config` (compile flags, the only place they are set), `precision`
 intrinsics), `activations` (vectorizable tanh/sigmoid), `update` (the cell
 update), `pack` (weight packing, numpy), `layer` (the tile kernel), `team`
 (one tile on several threads), `wavefront` (a stack of layers in one tile,
-its layers at once), `tiling` (tile width cost model, tiles by length),
-`team_policy` (when a team or a wavefront runs), `pool` (the worker threads), and
+its layers at once), `tiling` (tile width cost model, tiles by length, a
+batch's remainder in small tiles), `team_policy` (when a team or a wavefront
+runs), `pool` (the worker threads), and
 this wrapper, which checks and converts inputs once, builds the kernels'
 arguments (`kernel_args`) and shapes results.
 

@@ -1,5 +1,11 @@
 """Tiling: how many sequences a tile holds (a cost model over the candidates) and which sequences go in which tile.
 
+A plan may have two parts (`remainder_width`, `split_tiles`): tiles of the
+chosen width for the whole SIMD vectors (or groups of FEW) of the longest
+sequences, and one- or FEW-sequence tiles for the few left over, so a batch
+that is not a multiple of the tile width pays for no padded vector
+(bench/report_notes.md, "Batches that are not a multiple of the tile width").
+
 The measurements behind the constants are in bench/report_notes.md ("Tiling and
 team constants"), each under the constant's name.
 """
