@@ -96,3 +96,23 @@ def test_a_mixed_plan_gives_every_sequence_the_bits_of_its_tiles_alone(cell, bid
         one = kernels.run(prepared, x[b : b + 1], lengths[b : b + 1], h0[:, b : b + 1],
                           None if c0 is None else c0[:, b : b + 1], "all", 1)  # fmt: skip
         np.testing.assert_array_equal(one[0][0], y_all[b])
+
+
+@pytest.mark.parametrize("precision", ["bf16", "int8"], ids=lambda p: f"{p=}")
+@pytest.mark.parametrize("cell", ["lstm", "lstmp", "gru"])
+@pytest.mark.parametrize("rest", [1, FEW], ids=lambda r: f"rest={r}")
+def test_a_mixed_plan_keeps_the_bits_at_reduced_precision(cell, rest, precision, monkeypatch):
+    # bf16 pairs and int8 per-lane scales are packed per tile kind: a row must not see its neighbours' values
+    _, spec, weights = build(cell, 9, 21, 2, False, True, np.float32, seed=23)
+    prepared = kernels.prepare(spec, weights, precision)
+    rng = np.random.default_rng(24)
+    B, T = 35, 9
+    x = rng.standard_normal((B, T, 9)).astype(np.float32)
+    lengths = rng.integers(1, T + 1, B).astype(np.int64)
+    for select in ("all", "final"):
+        mixed, seen = _runs(prepared, x, lengths, None, None, select, 2, monkeypatch, rest)
+        assert any(len(p) == 2 for p in seen), seen
+        alone, _ = _runs(prepared, x, lengths, None, None, select, 2, monkeypatch, 0)
+        for got, want in zip(mixed, alone):
+            if want is not None:
+                np.testing.assert_array_equal(got, want)
