@@ -22,9 +22,10 @@ F32 = np.dtype(np.float32)
 @pytest.mark.parametrize(
     "B, threads, parts",
     [(33, 2, (16, 1)), (35, 2, (16, FEW)), (65, 2, (32, 1)), (257, 2, (32, 1)), (17, 1, (16, 1)), (33, 1, (32, 1)),
-     (17, 2, (FEW, 1)), (64, 2, (32,)), (256, 2, (32,)), (12, 2, (FEW,)), (1, 1, (1,))],
+     (17, 2, (FEW, 1)), (49, 2, (32, 1)), (64, 2, (32,)), (256, 2, (32,)), (12, 2, (FEW,)), (1, 1, (1,))],
 )  # fmt: skip
 def test_the_plan_puts_whole_vectors_in_lane_tiles_and_the_rest_in_small_tiles(B, threads, parts):
+    # 49 on two threads: 32 + 16 lanes and a one-sequence tile finish with 2 x 32 lanes, with a sixth less work
     bt = tiling.tile_width(B, threads, F32, 1 << 18)
     rest = tiling.remainder_width(B, threads, F32, 1 << 18, bt)
     _, got = tiling.split_tiles(np.arange(B, 0, -1), bt, rest, 16)  # lengths B..1
