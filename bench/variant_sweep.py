@@ -39,6 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.real_models import RealBench
+
 
 @dataclass(frozen=True)
 class Variant:
@@ -162,8 +164,8 @@ def build(v: Variant, torch):
     return (Net().eval(), *chains[v.arch])
 
 
-class VariantBench:
-    """A variant at one batch: the torch module, the converted model, the batch; quacks like `RealBench` for export."""
+class VariantBench(RealBench):
+    """A variant at one batch: the torch module, the converted model, the batch (`RealBench`'s export and sessions)."""
 
     def __init__(self, v: Variant, B: int, torch, net, chain: str, output: str, width: int, rnnjit_model):
         self.net, self.model = net, rnnjit_model
@@ -184,12 +186,6 @@ class VariantBench:
             self.expected = net(self.xt, self.lengths_t).numpy()
         self.onnx = None
         self._sessions = {}
-
-    from bench.real_models import RealBench as _RB
-
-    exported = _RB.exported
-    session = _RB.session
-    del _RB
 
 
 def convert(net, chain: str, output: str, torch):
