@@ -57,7 +57,7 @@ def _runs(prepared, x, lengths, h0, c0, select, threads, monkeypatch, rest, spli
 
     with monkeypatch.context() as m:
         m.setattr(kernels, "split_tiles", spy)
-        m.setattr(kernels, "remainder_width", lambda B, th, dt, wb, bt: rest if bt >= FEW and B > 16 else 0)
+        m.setattr(kernels, "remainder_width", lambda B, th, dt, wb, bt, *_: rest if bt >= FEW and B > 16 else 0)
         if few:
             m.setattr(kernels, "tile_width", lambda *a: FEW)
         m.setattr(kernels, "ONE_THREAD_WORK", 0)
@@ -117,3 +117,19 @@ def test_a_mixed_plan_keeps_the_bits_at_reduced_precision(cell, rest, precision,
         for got, want in zip(mixed, alone):
             if want is not None:
                 np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("cell, H, scale", [("rnn_tanh", 16, 4.0), ("rnn_tanh", 32, 2.0), ("lstm", 16, 1.0)])
+def test_small_tiles_cost_the_rows_their_grouped_weights_run(cell, H, scale):
+    # one- and FEW-sequence tiles run whole groups of 64 gate rows: an RNN of H=16 runs 4x a lane tile's rows
+    _, spec, weights = build(cell, 7, H, 1, False, True, np.float32)
+    lay = kernels._layout(kernels.prepare(spec, weights))
+    assert lay.row_scale == pytest.approx(scale)
+    assert tiling.tile_width(13, 1, F32, lay.wbytes) == FEW  # the constants as measured (LSTM): 3 FEW tiles + 1
+    assert tiling.remainder_width(13, 1, F32, lay.wbytes, FEW) == 1
+    assert tiling.tile_width(13, 1, F32, lay.wbytes, lay.row_scale) == (16 if scale > 1 else FEW)
+
+
+def test_a_gru_s_small_tiles_cost_the_zero_blocks_lane_tiles_skip():
+    _, spec, weights = build("gru", 7, 128, 1, False, True, np.float32)
+    assert kernels._layout(kernels.prepare(spec, weights)).row_scale > 1.2  # FEW tiles measured 5.2 vs LSTM's 4.0

@@ -53,6 +53,13 @@ def _tile_cost(v: int, streamed: bool) -> float:
     return max(cost, STREAMED_TILE_COST) if streamed else cost
 
 
+def small_tile_rows(grouped: int, lane: int) -> float:
+    """`tile_width`'s ``row_scale``: the weight elements a one- or FEW-sequence tile multiplies per step
+    (``grouped``: every panel over every column, the panels padded to groups of ``GROUP_ROWS`` rows) over those a
+    lane tile multiplies (``lane``: each panel's ``klen``, which skips padding panels and a GRU's zero blocks)."""
+    return max(grouped / max(lane, 1), 1.0)
+
+
 def _lpt(costs, threads: int) -> float:
     """The busiest thread's time when tiles of these ``costs`` go, in order, to the least loaded thread (the tile
     counter hands them out so: lane tiles longest first, then a remainder part's small tiles)."""
@@ -76,7 +83,7 @@ _WIDTHS: dict = {}
 _WIDTHS_KEPT = 4096  # distinct (B, threads, dtype, weight bytes) remembered; then the memo starts again
 
 
-def tile_width(B: int, threads: int, dtype, weight_bytes: int) -> int:
+def tile_width(B: int, threads: int, dtype, weight_bytes: int, row_scale: float = 1.0) -> int:
     """Sequences per tile: 1, FEW or a multiple of the SIMD lanes, whichever the cost model finishes first.
 
     Each candidate's time is the busiest thread's (tiles handed out longest
@@ -90,27 +97,35 @@ def tile_width(B: int, threads: int, dtype, weight_bytes: int) -> int:
     larger than `WIDE_WEIGHTS`: each weight panel is then read once per step
     for that many sequences, not once per 48.
 
+    ``row_scale``: the products a one- or FEW-sequence tile runs over those a
+    lane tile runs (`small_tile_rows`). The small tiles' constants were
+    measured where both are the same (LSTM, H a multiple of 16); their grouped
+    weights hold whole groups of ``GROUP_ROWS`` (64) rows and every column, so
+    an RNN of H=16 runs 4x the rows a lane tile does, a GRU the zero blocks
+    lane tiles skip (one thread, onset H=16 RNN B=13: 24.0 ms in FEW tiles
+    against 6.7 in a lane tile; bench/report_notes.md).
+
     A pure function of its arguments, remembered: the cost model takes ~2 us
     of Python, as much as 20 steps of a batch of one's recurrence at H=32.
     """
-    key = (B, threads, dtype, weight_bytes)
+    key = (B, threads, dtype, weight_bytes, row_scale)
     bt = _WIDTHS.get(key)
     if bt is None:
         if len(_WIDTHS) >= _WIDTHS_KEPT:
             _WIDTHS.clear()
-        bt = _WIDTHS[key] = _tile_width(B, threads, dtype, weight_bytes)
+        bt = _WIDTHS[key] = _tile_width(B, threads, dtype, weight_bytes, row_scale)
     return bt
 
 
-def _tile_width(B: int, threads: int, dtype, weight_bytes: int) -> int:
+def _tile_width(B: int, threads: int, dtype, weight_bytes: int, row_scale: float) -> int:
     th = max(threads, 1)
     lv = lanes(dtype)
     vecs = -(-B // lv)
     cap = WIDE_VECS if weight_bytes > WIDE_WEIGHTS else NV
-    cost = {lv * w: _plan_cost(B, lv * w, th, lv, weight_bytes)[0] for w in range(1, min(cap, vecs) + 1)}
+    cost = {lv * w: _plan_cost(B, lv * w, th, lv, weight_bytes, row_scale)[0] for w in range(1, min(cap, vecs) + 1)}
     if B <= SMALL_TILES_UP_TO:
-        cost[FEW] = _plan_cost(B, FEW, th, lv, weight_bytes)[0]
-        cost[1] = _ceil_div(B, th) * ONE_TILE_COST
+        cost[FEW] = _plan_cost(B, FEW, th, lv, weight_bytes, row_scale)[0]
+        cost[1] = _ceil_div(B, th) * ONE_TILE_COST * row_scale
     best = min(cost.values())
     return max(w for w, t in cost.items() if t <= best * 1.04)
 
@@ -120,17 +135,19 @@ MIXED_MARGIN = 1.04
 more worker call per layer and thread."""
 
 
-def _plan_cost(B: int, bt: int, threads: int, lv: int, weight_bytes: int) -> tuple[float, int]:
+def _plan_cost(B: int, bt: int, threads: int, lv: int, weight_bytes: int, row_scale: float) -> tuple[float, int]:
     """(time, remainder width) of ``B`` sequences in tiles of ``bt`` (FEW or lane tiles), in sequence-steps of
     `mk_lanes`: those tiles alone (the last one padded), or whole tiles of the unit (a SIMD vector of ``lv``
     lanes; FEW sequences) and the ``B % unit`` left over in one- or FEW-sequence tiles (remainder width 1 or
-    FEW; FEW tiles take only one-sequence tiles), whichever the cost model finishes first."""
+    FEW; FEW tiles take only one-sequence tiles), whichever the cost model finishes first. ``row_scale``: see
+    `tile_width`."""
+    one, few = ONE_TILE_COST * row_scale, FEW_TILE_COST * row_scale
     if bt == FEW:
-        unit, rests = FEW, ((1, ONE_TILE_COST),)
-        tiles = lambda n: [FEW_TILE_COST] * _ceil_div(n, FEW)  # noqa: E731
+        unit, rests = FEW, ((1, one),)
+        tiles = lambda n: [few] * _ceil_div(n, FEW)  # noqa: E731
     else:
         streamed = weight_bytes > L2_BYTES
-        unit, rests = lv, ((1, ONE_TILE_COST), (FEW, FEW_TILE_COST))
+        unit, rests = lv, ((1, one), (FEW, few))
         tiles = lambda n: [c * lv for c in _lane_tiles(_ceil_div(n, lv), bt // lv, streamed)]  # noqa: E731
     rest = B % unit
     alone = tiles(B)
@@ -149,7 +166,7 @@ def _plan_cost(B: int, bt: int, threads: int, lv: int, weight_bytes: int) -> tup
 _REST: dict = {}
 
 
-def remainder_width(B: int, threads: int, dtype, weight_bytes: int, bt: int) -> int:
+def remainder_width(B: int, threads: int, dtype, weight_bytes: int, bt: int, row_scale: float = 1.0) -> int:
     """Width of the tiles (1 or FEW) that take the sequences left over by whole tiles of the unit of ``bt`` (a
     SIMD vector of lanes, or FEW sequences), or 0 when tiles of ``bt`` alone, the last one padded, finish sooner.
 
@@ -160,14 +177,14 @@ def remainder_width(B: int, threads: int, dtype, weight_bytes: int, bt: int) -> 
     (tests/test_kernels_batch_bits.py), so the plan is free to choose.
     Remembered, as `tile_width`.
     """
-    key = (B, threads, dtype, weight_bytes, bt)
+    key = (B, threads, dtype, weight_bytes, bt, row_scale)
     rest = _REST.get(key)
     if rest is None:
         if len(_REST) >= _WIDTHS_KEPT:
             _REST.clear()
         lv = lanes(dtype)
         lane_tile = bt > FEW and bt % lv == 0
-        rest = _plan_cost(B, bt, max(threads, 1), lv, weight_bytes)[1] if lane_tile or bt == FEW else 0
+        rest = _plan_cost(B, bt, max(threads, 1), lv, weight_bytes, row_scale)[1] if lane_tile or bt == FEW else 0
         _REST[key] = rest
     return rest
 
