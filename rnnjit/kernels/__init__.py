@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 import operator
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -47,7 +48,7 @@ from rnnjit.kernels.precision import PRECISIONS, Precision, missing_features, pr
 from rnnjit.kernels.rows import prepare_steps, run_steps
 from rnnjit.kernels.hot import hot_available, run_team_hot
 from rnnjit.kernels import team as team_kernel
-from rnnjit.kernels.team import NTH, SPINS, STEAL, run_team, sync_words
+from rnnjit.kernels.team import NTH, SPINS, STEAL, TID, run_team, sync_words
 from rnnjit.kernels.team_policy import team_chunks, wavefront_workers
 from rnnjit.kernels.wavefront import counters
 from rnnjit.kernels.tiling import tile_steps, tile_width, tiles
@@ -283,6 +284,9 @@ def _run_layers(prepared, rows, tok, lengths, h0, c0, hn, cn, top_mode, y_all, y
     toff = tile_steps(lengths, order0, ptr0) if tiled else np.zeros(1, np.int64)
     xt = none
     stack = []
+    # a batch of one in L2 that could run as a team: its time per step decides the next calls (`team_policy.b1_team`)
+    b1_timed = bt0 == 1 and len(plans) == 1 and not waves and team_policy.TEAM_MIN_BYTES <= lay.hbytes <= team_policy.L2_BYTES
+    t0 = time.perf_counter()
     for layer in range(L):
         yt = none
         if layer < L - 1 and tiled:
@@ -317,6 +321,8 @@ def _run_layers(prepared, rows, tok, lengths, h0, c0, hn, cn, top_mode, y_all, y
             rows, tok, xt = np.zeros((0, Ho), dtype), no_tokens, yt
         elif layer < L - 1:
             rows, tok = out.reshape(B * T, D * Ho), no_tokens
+    if b1_timed and longest:
+        team_policy.note_b1(lay.hbytes, plans[0][4] is not None, (time.perf_counter() - t0) / (float(longest) * L * D))
     if stack:
         team_policy.note_wave(*run_in_order(waves, stack))
 
@@ -390,6 +396,7 @@ def _run_team(values: dict, workers, chunks):
     if not (hot and run_team_hot(values)):
         parallel(workers, run_team, kernel_args(run_team, values))
     team_policy.note_spins(int(sync[SPINS]), maxlen)
+    team_policy.note_alone(int(sync[TID]) < workers)
 
 
 TEAM_PROJECTION_BYTES = 64 << 20
