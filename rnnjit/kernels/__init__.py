@@ -44,14 +44,14 @@ from rnnjit.kernels.pack import (
     CELL_CODES, PackedLayer, aligned_empty, pack_layer, padded_hidden, projected_elements,
 )
 from rnnjit.kernels.pool import parallel, run_in_order, run_jobs
-from rnnjit.kernels.precision import PRECISIONS, Precision, missing_features, precision_of, target_cpu
+from rnnjit.kernels.precision import PRECISIONS, Precision, lanes, missing_features, precision_of, target_cpu
 from rnnjit.kernels.rows import prepare_steps, run_steps
 from rnnjit.kernels.hot import hot_available, run_team_hot
 from rnnjit.kernels import team as team_kernel
 from rnnjit.kernels.team import NTH, SPINS, STEAL, TID, run_team, sync_words
 from rnnjit.kernels.team_policy import team_chunks, wavefront_workers
 from rnnjit.kernels.wavefront import counters
-from rnnjit.kernels.tiling import tile_steps, tile_width, tiles
+from rnnjit.kernels.tiling import remainder_width, split_tiles, tile_steps, tile_width
 from rnnjit.errors import PrecisionUnavailableError
 from rnnjit.spec import RNNSpec
 
@@ -224,22 +224,49 @@ def _layout(prepared: Prepared) -> _Layout:
     return lay
 
 
-def _plan(prepared, lengths, lay, threads):
-    """(tile width, order, tile_ptr, workers, team chunks or None) for one direction on ``threads`` threads.
+@dataclass(frozen=True)
+class _Plan:
+    """How one direction of a layer runs: its sequences' ``order`` (longest first), the ``parts`` ((tile width,
+    tile_ptr), ...: lane tiles, then the remainder's small tiles, `rnnjit.kernels.tiling.split_tiles`), how many
+    ``workers`` run them and the ``team`` chunks of a one-tile plan run as a team (or None)."""
+
+    order: np.ndarray
+    parts: tuple
+    workers: int
+    team: tuple | None
+
+    @property
+    def one_tile(self) -> bool:
+        return len(self.parts) == 1 and self.parts[0][1].size == 2
+
+
+def _plan(prepared, lengths, lay, threads) -> _Plan:
+    """The `_Plan` of one direction on ``threads`` threads.
 
     Whether one tile runs as a team depends on the weight bytes each step reads: for a one-sequence tile, whose
     input columns are projected first, the h columns only (``lay.hbytes``; the team's chunks read ``wgh``).
     """
-    wbytes = lay.wbytes
-    bt = tile_width(lengths.shape[0], threads, prepared.dtype, wbytes)
-    order, tile_ptr = tiles(lengths, bt)
-    workers = max(1, min(threads, tile_ptr.size - 1))
+    wbytes, B = lay.wbytes, lengths.shape[0]
+    bt = tile_width(B, threads, prepared.dtype, wbytes)
+    rest = remainder_width(B, threads, prepared.dtype, wbytes, bt)
+    order, parts = split_tiles(lengths, bt, rest, lanes(prepared.dtype))
+    workers = max(1, min(threads, sum(ptr.size - 1 for _, ptr in parts)))
+    plan = _Plan(order, parts, workers, None)
     # one tile on several threads (`team`) only where the products read z itself: a packed z would need
     # every chunk of a step done before the next step's z is packed
-    one_tile = tile_ptr.size == 2 and prepared.precision.k_pack == 1
-    step_bytes = lay.hbytes if bt == 1 and lay.hbytes else wbytes
-    team = team_chunks(prepared.spec, bt, threads, step_bytes) if one_tile else None
-    return bt, order, tile_ptr, (threads if team else workers), team
+    if plan.one_tile and prepared.precision.k_pack == 1:
+        step_bytes = lay.hbytes if bt == 1 and lay.hbytes else wbytes
+        team = team_chunks(prepared.spec, bt, threads, step_bytes)
+        if team:
+            plan = _Plan(order, parts, threads, team)
+    return plan
+
+
+def _in_order(calls) -> None:
+    """Run ``fn(*args)`` for each ``(fn, args)`` of ``calls`` in turn: one thread's share of a plan's parts
+    (each worker call takes its part's tiles until none is left, then the thread moves on to the next part)."""
+    for fn, args in calls:
+        fn(*args)
 
 
 def _run_layers(prepared, rows, tok, lengths, h0, c0, hn, cn, top_mode, y_all, y_last, threads):
@@ -257,6 +284,9 @@ def _run_layers(prepared, rows, tok, lengths, h0, c0, hn, cn, top_mode, y_all, y
     interleaved (bench/report_notes.md, "Layers over L2 at a batch of one").
     A stack of one-directional layers in one tile (a batch of one) runs its
     layers at once instead, each behind the layer below (`wavefront`).
+    A plan of two parts (lane tiles and the remainder's small tiles,
+    `rnnjit.kernels.tiling.remainder_width`) runs each thread through the
+    parts in turn (`_in_order`).
     """
     dtype = prepared.dtype
     B, T = lengths.shape[0], tok.shape[1]
@@ -269,60 +299,72 @@ def _run_layers(prepared, rows, tok, lengths, h0, c0, hn, cn, top_mode, y_all, y
     plans = [_plan(prepared, lengths, lay, threads)]
     if D == 2 and threads >= 2 and float(total) * lay.w0bytes >= SPLIT_WORK:
         split = [_plan(prepared, lengths, lay, t) for t in (threads // 2, threads - threads // 2)]
-        if not any(p[4] for p in split):
+        if not any(p.team for p in split):
             plans = split
     # a stack of one-directional layers in one tile: its layers at once, each behind the one below (`wavefront`)
-    waves = wavefront_workers(prepared.spec, plans[0][2].size == 2, threads, float(longest) * lay.wbytes,
-                              plans[0][4] is not None)  # fmt: skip
+    waves = wavefront_workers(prepared.spec, plans[0].one_tile, threads, float(longest) * lay.wbytes,
+                              plans[0].team is not None)  # fmt: skip
     ready = counters(L) if waves else counters(0)
     no_tokens = np.zeros((0, T), np.int64)
     none = np.zeros(0, dtype)
-    bt0, order0, ptr0 = plans[0][:3]
-    # between the layers of a one-directional stack in lane tiles, each layer's h stays in the tiles' layout
-    # (`run_worker`'s ``xt``/``yt``); not for teams and wavefronts, whose layers read the (B, T, H) rows
-    tiled = D == 1 and L > 1 and bt0 > FEW and not waves and not plans[0][4]
-    toff = tile_steps(lengths, order0, ptr0) if tiled else np.zeros(1, np.int64)
-    xt = none
+    order0, parts0 = plans[0].order, plans[0].parts
+    # between the layers of a one-directional stack, each layer's h stays in the lane tiles' layout
+    # (`run_worker`'s ``xt``/``yt``); not for teams and wavefronts, whose layers read the (B, T, H) rows, nor
+    # for FEW and one-sequence tiles (a remainder part's among them)
+    stacked = D == 1 and L > 1 and not waves and not plans[0].team
+    tiled = [stacked and bt > FEW for bt, _ in parts0]
+    toff = [tile_steps(lengths, order0, ptr) if t else np.zeros(1, np.int64) for t, (_, ptr) in zip(tiled, parts0)]
+    inputs = [(rows, tok, none)] * len(parts0)  # each part's layer input: rows, token ids, tile-layout rows
     stack = []
     # a batch of one in L2 that could run as a team: its time per step decides the next calls (`team_policy.b1_team`)
-    b1_timed = bt0 == 1 and len(plans) == 1 and not waves and team_policy.TEAM_MIN_BYTES <= lay.hbytes <= team_policy.L2_BYTES
+    b1_timed = (len(plans) == 1 and len(parts0) == 1 and parts0[0][0] == 1 and not waves
+                and team_policy.TEAM_MIN_BYTES <= lay.hbytes <= team_policy.L2_BYTES)  # fmt: skip
     t0 = time.perf_counter()
     for layer in range(L):
-        yt = none
-        if layer < L - 1 and tiled:
-            out, mode = np.zeros((B, 1, Ho), dtype), OUT_NONE
-            yt = aligned_empty(int(toff[-1]) * Ho * bt0, dtype)  # every value read is written first
-        elif layer < L - 1:
-            out, mode = np.zeros((B, T, D * Ho), dtype), OUT_ALL
-        else:
-            out, mode = (y_all if top_mode == OUT_ALL else y_last), top_mode
+        outs = []  # each part's (y, out_mode, yt)
+        below = None  # the (B, T, D * Ho) output of the layer, for the layer above, if a part writes it
+        for i, (bt, _) in enumerate(parts0):
+            if layer < L - 1 and tiled[i]:
+                outs.append((np.zeros((B, 1, Ho), dtype), OUT_NONE,
+                             aligned_empty(int(toff[i][-1]) * Ho * bt, dtype)))  # every value read is written first
+            elif layer < L - 1:
+                below = np.zeros((B, T, D * Ho), dtype) if below is None else below
+                outs.append((below, OUT_ALL, none))
+            else:
+                outs.append((y_all if top_mode == OUT_ALL else y_last, top_mode, none))
         jobs = []
         for d in range(D):
             k = layer * D + d
-            bt, order, tile_ptr, workers, team = plans[d % len(plans)]
-            kx, xk0 = _projected(prepared, prepared.layers[k], bt)
-            values = {
-                **lay.static[k], "x": rows, "tok": tok, "h0": h0[k], "c0": c0[k], "y": out, "out_mode": mode,
-                "hn": hn[k], "cn": cn[k], "bt": bt, "lens": lengths, "order": order, "tile_ptr": tile_ptr,
-                "next_tile": np.zeros(1, np.int64), "kx": kx, "xk0": xk0, "ready": ready, "lay": layer,
-                "xt": xt, "yt": yt, "toff": toff,
-            }  # fmt: skip
+            plan = plans[d % len(plans)]
+            calls = []
+            for i, (bt, tile_ptr) in enumerate(plan.parts):
+                kx, xk0 = _projected(prepared, prepared.layers[k], bt)
+                x_in, tok_in, xt = inputs[i] if len(plans) == 1 else inputs[0]
+                out, mode, yt = outs[i] if len(plans) == 1 else outs[0]
+                values = {
+                    **lay.static[k], "x": x_in, "tok": tok_in, "h0": h0[k], "c0": c0[k], "y": out, "out_mode": mode,
+                    "hn": hn[k], "cn": cn[k], "bt": bt, "lens": lengths, "order": plan.order, "tile_ptr": tile_ptr,
+                    "next_tile": np.zeros(1, np.int64), "kx": kx, "xk0": xk0, "ready": ready, "lay": layer,
+                    "xt": xt, "yt": yt, "toff": toff[i] if len(plans) == 1 else toff[0],
+                }  # fmt: skip
+                calls.append((run_worker, kernel_args(run_worker, values)))
             if waves:
-                stack.append((run_worker, kernel_args(run_worker, values)))
+                stack += calls
+            elif plan.team:
+                _run_team(values, plan.workers, plan.team)
             elif len(plans) == 2:
-                jobs += [(run_worker, kernel_args(run_worker, values))] * workers
-            elif team:
-                _run_team(values, workers, team)
+                jobs += [calls[0] if len(calls) == 1 else (_in_order, (calls,))] * plan.workers
+            elif len(calls) == 1:
+                parallel(plan.workers, run_worker, calls[0][1])
             else:
-                parallel(workers, run_worker, kernel_args(run_worker, values))
+                parallel(plan.workers, _in_order, (calls,))
         if jobs:
             run_jobs(jobs)
-        if layer < L - 1 and tiled:
-            rows, tok, xt = np.zeros((0, Ho), dtype), no_tokens, yt
-        elif layer < L - 1:
-            rows, tok = out.reshape(B * T, D * Ho), no_tokens
+        if layer < L - 1:
+            inputs = [(np.zeros((0, Ho), dtype), no_tokens, yt) if t else (out.reshape(B * T, D * Ho), no_tokens, none)
+                      for t, (out, _, yt) in zip(tiled, outs)]  # fmt: skip
     if b1_timed and longest:
-        team_policy.note_b1(lay.hbytes, plans[0][4] is not None, (time.perf_counter() - t0) / (float(longest) * L * D))
+        team_policy.note_b1(lay.hbytes, plans[0].team is not None, (time.perf_counter() - t0) / (float(longest) * L * D))
     if stack:
         team_policy.note_wave(*run_in_order(waves, stack))
 
