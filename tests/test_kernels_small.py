@@ -118,3 +118,18 @@ def test_a_batch_of_one_in_l2_runs_the_way_measured_faster_and_tries_the_other_n
 def test_wide_tiles_for_large_weights():
     assert kernels.tile_width(4096, 2, np.dtype(np.float32), 64 << 20) == 16 * tiling.WIDE_VECS
     assert kernels.tile_width(256, 2, np.dtype(np.float32), 64 << 20) == 128  # one tile per thread
+
+
+def test_teams_pause_after_runs_in_a_row_the_second_thread_never_joined(monkeypatch):
+    spec = build("lstm", 5, 128, 1, False, True, np.float32)[1]
+    monkeypatch.setattr(team_policy, "_team_paused_until", 0.0)
+    monkeypatch.setattr(team_policy, "_alone_strikes", 0)
+    over_l2 = team_policy.L2_BYTES + 1
+    for _ in range(team_policy.ALONE_STRIKES - 1):  # a helper woken from sleep, and again: not yet
+        team_policy.note_alone(True)
+    team_policy.note_alone(False)  # a run the two threads shared clears the count
+    for _ in range(team_policy.ALONE_STRIKES - 1):
+        team_policy.note_alone(True)
+        assert team_policy.team_chunks(spec, 1, 2, over_l2) is not None
+    team_policy.note_alone(True)
+    assert team_policy.team_chunks(spec, 1, 2, over_l2) is None  # paused: one thread for TEAM_PAUSE seconds

@@ -11,7 +11,8 @@ intrinsics), `activations` (vectorizable tanh/sigmoid), `update` (the cell
 update), `pack` (weight packing, numpy), `layer` (the tile kernel), `team`
 (one tile on several threads), `wavefront` (a stack of layers in one tile,
 its layers at once), `tiling` (tile width cost model, tiles by length),
-`team_policy` (when a team or a wavefront runs), `pool` (the worker threads), and
+`team_policy` (when a team or a wavefront runs), `pool` (the worker threads), `hot`
+(the second thread of a two-thread team, kept waiting between calls), and
 this wrapper, which checks and converts inputs once, builds the kernels'
 arguments (`kernel_args`) and shapes results.
 
@@ -316,8 +317,9 @@ def _run_layers(prepared, rows, tok, lengths, h0, c0, hn, cn, top_mode, y_all, y
     toff = [tile_steps(lengths, order0, ptr) if t else np.zeros(1, np.int64) for t, (_, ptr) in zip(tiled, parts0)]
     inputs = [(rows, tok, none)] * len(parts0)  # each part's layer input: rows, token ids, tile-layout rows
     stack = []
-    # a batch of one in L2 that could run as a team: its time per step decides the next calls (`team_policy.b1_team`)
-    b1_timed = (len(plans) == 1 and len(parts0) == 1 and parts0[0][0] == 1 and not waves
+    # a batch of one in L2 that could run as a team: its time per step decides the next calls (`team_policy.b1_team`;
+    # not a call too short for a second thread, whose time per step is mostly the call's own)
+    b1_timed = (threads >= 2 and len(plans) == 1 and len(parts0) == 1 and parts0[0][0] == 1 and not waves
                 and team_policy.TEAM_MIN_BYTES <= lay.hbytes <= team_policy.L2_BYTES)  # fmt: skip
     t0 = time.perf_counter()
     for layer in range(L):

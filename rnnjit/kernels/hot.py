@@ -10,14 +10,16 @@ runs 100 steps in ~180 us, so a team that halves its steps loses it all to
 that hand-off.
 
 Here one helper thread stays inside a nogil loop (`serve`) between calls,
-spinning on a job word for `SERVE_SPIN` rounds of ``pause`` after its last
-job before it sleeps on an Event. The caller writes the job's arguments into
-a word array (`post`: each array as its address and shape, each scalar as a
-word), flags it, runs its own part (`rnnjit.kernels.team.run_team`, the same
-function the helper runs on views of the same arrays: the same bits), then
-takes the job back if the helper has not started it (`finish`) or waits for
-it to end. A sleeping helper is woken through the Event and joins late, as a
-late pool thread would (the team's claim words let it join at any step).
+waiting on a job word for `SERVE_SPIN` rounds after its last job before it
+sleeps on an Event. The caller (`team_with_helper`, one compiled call)
+writes the job's arguments into a word array (each array as its address and
+shape, each scalar as a word), flags it, runs its own part
+(`rnnjit.kernels.team.run_team`, the same function the helper runs on views
+of the same arrays: the same bits), then takes the job back if the helper
+has not started it or waits for it to end. A sleeping helper is woken
+through the Event and joins late, as a late pool thread would (the team's
+claim words let it join at any step); a helper that does not join a few
+times in a row pauses teams (`rnnjit.kernels.team_policy.note_alone`).
 
 One caller at a time (a lock taken without blocking: a second Python thread
 running a team meanwhile uses the pool). float32 and float64 tiles; none

@@ -130,13 +130,17 @@ def note_alone(alone: bool) -> None:
     """Count a team run that one thread ran ``alone``; after `ALONE_STRIKES` in a row, pause teams for
     `TEAM_PAUSE` seconds. A run the team shared clears the count."""
     global _team_paused_until, _alone_strikes
-    if not alone:
-        _alone_strikes = 0
-        return
-    _alone_strikes += 1
-    if _alone_strikes >= ALONE_STRIKES:
-        _alone_strikes = 0
+    _alone_strikes, pause = _strike(_alone_strikes, alone, ALONE_STRIKES)
+    if pause:
         _team_paused_until = time.monotonic() + TEAM_PAUSE
+
+
+def _strike(count: int, bad: bool, limit: int) -> tuple[int, bool]:
+    """A count of bad runs in a row after one more run: (the new count, whether it reached ``limit``, which
+    starts it over)."""
+    if not bad:
+        return 0, False
+    return (0, True) if count + 1 >= limit else (count + 1, False)
 
 
 WAVEFRONT_WORK = 3e7
@@ -208,10 +212,6 @@ def note_wave(ran: float, waited: float) -> None:
     """Count a wave whose caller waited more than `WAVE_WAIT` of ``ran``; after `WAVE_STRIKES` in a row, run
     stacks layer after layer for `TEAM_PAUSE` seconds. A wave that did not wait so long clears the count."""
     global _waves_paused_until, _wave_strikes
-    if waited <= WAVE_WAIT * ran:
-        _wave_strikes = 0
-        return
-    _wave_strikes += 1
-    if _wave_strikes >= WAVE_STRIKES:
-        _wave_strikes = 0
+    _wave_strikes, pause = _strike(_wave_strikes, waited > WAVE_WAIT * ran, WAVE_STRIKES)
+    if pause:
         _waves_paused_until = time.monotonic() + TEAM_PAUSE
