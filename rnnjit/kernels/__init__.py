@@ -12,7 +12,8 @@ update), `pack` (weight packing, numpy), `layer` (the tile kernel), `team`
 (one tile on several threads), `wavefront` (a stack of layers in one tile,
 its layers at once), `tiling` (tile width cost model, tiles by length, a
 batch's remainder in small tiles), `team_policy` (when a team or a wavefront
-runs), `pool` (the worker threads), and
+runs), `pool` (the worker threads), `hot` (the second thread of a two-thread
+team, kept waiting between calls), and
 this wrapper, which checks and converts inputs once, builds the kernels'
 arguments (`kernel_args`) and shapes results.
 
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import math
 import operator
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -48,7 +50,7 @@ from rnnjit.kernels.precision import PRECISIONS, Precision, lanes, missing_featu
 from rnnjit.kernels.rows import prepare_steps, run_steps
 from rnnjit.kernels.hot import hot_available, run_team_hot
 from rnnjit.kernels import team as team_kernel
-from rnnjit.kernels.team import NTH, SPINS, STEAL, run_team, sync_words
+from rnnjit.kernels.team import NTH, SPINS, STEAL, TID, run_team, sync_words
 from rnnjit.kernels.team_policy import team_chunks, wavefront_workers
 from rnnjit.kernels.wavefront import counters
 from rnnjit.kernels.tiling import remainder_width, small_tile_rows, split_tiles, tile_steps, tile_width
@@ -319,6 +321,11 @@ def _run_layers(prepared, rows, tok, lengths, h0, c0, hn, cn, top_mode, y_all, y
     toff = [tile_steps(lengths, order0, ptr) if t else np.zeros(1, np.int64) for t, (_, ptr) in zip(tiled, parts0)]
     inputs = [(rows, tok, none)] * len(parts0)  # each part's layer input: rows, token ids, tile-layout rows
     stack = []
+    # a batch of one in L2 that could run as a team: its time per step decides the next calls (`team_policy.b1_team`;
+    # not a call too short for a second thread, whose time per step is mostly the call's own)
+    b1_timed = (threads >= 2 and len(plans) == 1 and len(parts0) == 1 and parts0[0][0] == 1 and not waves
+                and team_policy.TEAM_MIN_BYTES <= lay.hbytes <= team_policy.L2_BYTES)  # fmt: skip
+    t0 = time.perf_counter()
     for layer in range(L):
         outs = []  # each part's (y, out_mode, yt)
         below = None  # the (B, T, D * Ho) output of the layer, for the layer above, if a part writes it
@@ -362,6 +369,8 @@ def _run_layers(prepared, rows, tok, lengths, h0, c0, hn, cn, top_mode, y_all, y
         if layer < L - 1:
             inputs = [(np.zeros((0, Ho), dtype), no_tokens, yt) if t else (out.reshape(B * T, D * Ho), no_tokens, none)
                       for t, (out, _, yt) in zip(tiled, outs)]  # fmt: skip
+    if b1_timed and longest:
+        team_policy.note_b1(lay.hbytes, plans[0].team is not None, (time.perf_counter() - t0) / (float(longest) * L * D))
     if stack:
         team_policy.note_wave(*run_in_order(waves, stack))
 
@@ -435,6 +444,7 @@ def _run_team(values: dict, workers, chunks):
     if not (hot and run_team_hot(values)):
         parallel(workers, run_team, kernel_args(run_team, values))
     team_policy.note_spins(int(sync[SPINS]), maxlen)
+    team_policy.note_alone(int(sync[TID]) < workers)
 
 
 TEAM_PROJECTION_BYTES = 64 << 20
