@@ -80,7 +80,7 @@ def _ceil_div(a: int, b: int) -> int:
 
 
 _WIDTHS: dict = {}
-_WIDTHS_KEPT = 4096  # distinct (B, threads, dtype, weight bytes) remembered; then the memo starts again
+_WIDTHS_KEPT = 4096  # distinct (B, threads, dtype, weight bytes, row scale) remembered; then the memo starts again
 
 
 def tile_width(B: int, threads: int, dtype, weight_bytes: int, row_scale: float = 1.0) -> int:
