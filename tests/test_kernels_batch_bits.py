@@ -122,6 +122,7 @@ def test_a_stack_whose_layers_run_as_teams_runs_layer_after_layer_with_the_same_
     monkeypatch.setattr(team_policy, "note_wave", lambda ran, waited: None)
     monkeypatch.setattr(team_policy, "note_spins", lambda spins, steps: None)
     monkeypatch.setattr(team_policy, "note_alone", lambda alone: None)
+    monkeypatch.setattr(team_policy, "_team_paused_until", 0.0)  # an earlier test's stalled team may have paused them
     teams, stacks = [], []
     monkeypatch.setattr(kernels, "_run_team", lambda values, n, chunks: (teams.append(n), run_team(values, n, chunks)))
     monkeypatch.setattr(kernels, "run_in_order", lambda n, jobs: (stacks.append(len(jobs)), run_in_order(n, jobs))[1])
