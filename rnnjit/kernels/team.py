@@ -2,7 +2,8 @@
 
 A batch of one whose weights do not fit in a core's L2 (or a batch that
 `rnnjit.kernels.tile_width` puts in one lane tile, which its cost model
-rarely does since FEW-sequence tiles run at full vector width) gives
+rarely does since FEW-sequence tiles run at full vector width, or in one
+FEW-sequence tile whose weights do not fit in L2) gives
 `rnnjit.kernels.layer` one tile, so one thread. Here every thread works on the same tile: each step's
 hidden units are cut into ``nch`` chunks of unit blocks (MR units, all gates),
 and a thread takes a chunk, computes its gate rows from the step's input ``z``,
@@ -35,7 +36,8 @@ from numba import config, njit, types
 from numba.extending import intrinsic
 
 from rnnjit.kernels._simd import (
-    GROUP_ROWS, MR, P_ROWS, _ptr, atomic_load, cpu_relax, fetch_add, mk_rows_grouped, mk_rows_grouped_from,
+    FEW, FEW_VECS, GROUP_ROWS, MR, P_ROWS, _ptr, atomic_load, cpu_relax, fetch_add, mk_rows_grouped, mk_rows_grouped_few,
+    mk_rows_grouped_from,
 )
 from rnnjit.kernels.config import JIT
 from rnnjit.kernels.precision import VECTOR_BYTES
@@ -133,6 +135,7 @@ def run_team(
     HB = H * bt
     lv = VECTOR_BYTES // x.itemsize
     nvec = bt // lv
+    rows_few = FEW_VECS * lv  # rows per `mk_rows_grouped_few` call (a FEW tile)
     R = w.shape[0] * MR  # gate rows of one step of ``xproj``
     spins = 0
     tid = fetch_add(sync, TID, 1)
@@ -182,6 +185,10 @@ def run_team(
                         for ub in range(ub0, ub1, P_ROWS):
                             p = q * UB + ub  # a multiple of P_ROWS: the team needs UB % P_ROWS == 0 here
                             mk_rows_grouped(wgf, p * K * MR, zf, zc, g, p * MR, K)
+                    elif bt == FEW:  # the rows of `rnnjit.kernels.layer.products_into`'s FEW calls, the chunk's share
+                        for r0 in range((q * UB + ub0) * MR, (q * UB + ub1) * MR, rows_few):
+                            gq, r = r0 // GROUP_ROWS, r0 % GROUP_ROWS
+                            mk_rows_grouped_few(wgf, gq * K * GROUP_ROWS + r, zf, zc, g, r0 * FEW, K)
                     else:
                         for ub in range(ub0, ub1):
                             p = q * UB + ub

@@ -40,7 +40,8 @@ def team_chunks(spec: RNNSpec, bt: int, threads: int, weight_bytes: int = 0) -> 
     inputs being projected first) is at least `TEAM_MIN_BYTES`, except a
     one-directional stack whose weights fit in one core's L2 (`L2_BYTES`),
     which runs as a wavefront (`wavefront_workers`); a batch of one in L2
-    runs as a team while teams have been measured faster (`b1_team`). With the second thread
+    runs as a team while teams have been measured faster (`b1_team`). A FEW-sequence tile alone
+    in its plan runs as a team when its weights are over `FEW_TEAM_BYTES`. With the second thread
     kept hot (`rnnjit.kernels.hot`) a team starts in ~1 us instead of the
     pool's ~50, and each core reads half the weights per step from its own
     L2 (measured: bench/report_notes.md, `L2_BYTES` and `TEAM_MIN_BYTES`).
@@ -54,11 +55,25 @@ def team_chunks(spec: RNNSpec, bt: int, threads: int, weight_bytes: int = 0) -> 
         if weight_bytes <= L2_BYTES and (spec.num_layers > 1 and spec.num_directions == 1 or not b1_team(weight_bytes)):
             return None
         return P_ROWS, ub // P_ROWS
-    if bt == FEW:  # no FEW-sequence team kernel: one FEW tile runs on one thread
-        return None
+    if bt == FEW:  # a FEW tile alone in its plan (a batch of 2-4) over L2; a one-directional stack: a wavefront
+        if ub % P_ROWS or weight_bytes <= FEW_TEAM_BYTES or spec.num_layers > 1 and spec.num_directions == 1:
+            return None
+        return P_ROWS, ub // P_ROWS
     cb = max(1, ub // (2 * threads))
     return cb, -(-ub // cb)
 
+
+FEW_TEAM_BYTES = L2_BYTES
+"""Weight bytes a FEW-sequence tile reads per step above which, alone in its plan, it runs as a team (`team_chunks`).
+
+Each thread then reads its chunks' rows (P_ROWS unit blocks of every gate,
+the same `mk_rows_grouped_few` calls as the one-thread tile) from L3, half
+the weights, not all of them. Measured (T=100, 2 threads, `chrt -f 1`, ms,
+one thread's FEW tile / FEW team): LSTM H=256 B=4 2.16 / 1.35, H=384 B=4
+5.05 / 2.92, H=512 B=3 8.20 / 4.76, GRU H=384 B=4 4.96 / 2.83, LSTM H=1024
+B=4 72.0 / 71.6 (33 MB: L3 itself is the limit). A stack of two LSTM H=384
+runs faster as a wavefront (5.89 ms against 6.42 as teams layer after layer).
+"""
 
 TEAM_MIN_BYTES = 192 << 10
 """Weight bytes a batch of one reads per step from which it runs as a team (`team_chunks`).

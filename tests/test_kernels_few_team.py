@@ -1,0 +1,83 @@
+"""A FEW-sequence tile run as a team (`rnnjit.kernels.team_policy.FEW_TEAM_BYTES`) gives each row the bits of one thread
+and of the same row in a batch of lane tiles.
+
+Small shapes: 128 hidden units make two chunks per step (P_ROWS unit blocks each); the policy's byte minimum is set to 0.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from test_kernels import build
+
+from rnnjit import kernels
+from rnnjit.kernels import team_policy
+from rnnjit.kernels._simd import FEW
+
+
+def _forced(monkeypatch):
+    """FEW tiles that run as teams whatever their size, never paused by a busy machine; the teams run are listed."""
+    monkeypatch.setattr(team_policy, "FEW_TEAM_BYTES", 0)
+    monkeypatch.setattr(team_policy, "note_spins", lambda spins, steps: None)
+    monkeypatch.setattr(team_policy, "note_alone", lambda alone: None)
+    monkeypatch.setattr(team_policy, "_team_paused_until", 0.0)
+    monkeypatch.setattr(kernels, "ONE_THREAD_WORK", 0)
+    teams = []
+    real = kernels._run_team
+    monkeypatch.setattr(kernels, "_run_team", lambda values, workers, chunks: teams.append(values["bt"])
+                        or real(values, workers, chunks))  # fmt: skip
+    return teams
+
+
+def _same(a, b, rows=slice(None)):
+    """``run``'s outputs (y, h_n, c_n) of ``a``'s ``rows`` against all of ``b``'s (batch: y's first axis, the states' second)."""
+    for i, (u, v) in enumerate(zip(a, b)):
+        if u is None:
+            assert v is None
+        else:
+            np.testing.assert_array_equal(u[rows] if i == 0 else u[:, rows], v)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=lambda d: d.__name__)
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn_tanh"])
+@pytest.mark.parametrize("select", ["all", "last"])
+def test_a_few_sequence_team_has_the_bits_of_one_thread_and_of_a_wide_batch(cell, select, dtype, monkeypatch):
+    _, spec, weights = build(cell, 7, 128, 1, False, True, dtype, seed=31)
+    prepared = kernels.prepare(spec, weights)
+    rng = np.random.default_rng(32)
+    x = rng.standard_normal((40, 23, 7)).astype(dtype)
+    lengths = np.array([23, 5, 17] + [int(v) for v in rng.integers(1, 24, 37)])  # ragged
+    teams = _forced(monkeypatch)
+    wide = kernels.run(prepared, x, lengths, None, None, select, 2)  # lane tiles
+    assert teams == []
+    assert kernels.tile_width(3, 2, prepared.dtype, prepared.layers[0].w.nbytes) == FEW
+    team = kernels.run(prepared, x[:3], lengths[:3], None, None, select, 2)
+    assert teams == [FEW]
+    one = kernels.run(prepared, x[:3], lengths[:3], None, None, select, 1)
+    assert teams == [FEW]
+    _same(one, team)
+    _same(wide, team, slice(0, 3))
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_a_bidirectional_stack_of_few_sequence_teams_keeps_its_bits(cell, monkeypatch):
+    # directions not split over the threads (as for a short call): each direction runs as a team, in turn
+    _, spec, weights = build(cell, 5, 128, 2, True, True, np.float32, seed=33)
+    prepared = kernels.prepare(spec, weights)
+    x = np.random.default_rng(34).standard_normal((3, 19, 5)).astype(np.float32)
+    lengths = np.array([19, 3, 11])
+    teams = _forced(monkeypatch)
+    monkeypatch.setattr(kernels, "SPLIT_WORK", float("inf"))
+    team = kernels.run(prepared, x, lengths, None, None, "all", 2)
+    assert teams == [FEW] * 4  # two layers, two directions
+    one = kernels.run(prepared, x, lengths, None, None, "all", 1)
+    _same(one, team)
+
+
+def test_a_one_directional_stack_or_a_tile_in_l2_runs_no_few_sequence_team():
+    _, spec, _ = build("lstm", 5, 128, 2, False, True, np.float32)
+    assert team_policy.team_chunks(spec, FEW, 2, 1 << 30) is None  # a stack: a wavefront instead
+    _, spec, _ = build("lstm", 5, 128, 1, False, True, np.float32)
+    assert team_policy.team_chunks(spec, FEW, 2, team_policy.L2_BYTES) is None  # in L2
+    assert team_policy.team_chunks(spec, FEW, 1, 1 << 30) is None  # one thread
+    assert team_policy.team_chunks(spec, FEW, 2, 1 << 30) == (8, 2)
