@@ -57,6 +57,14 @@ def test_a_few_sequence_team_has_the_bits_of_one_thread_and_of_a_wide_batch(cell
     assert teams == [FEW]
     _same(one, team)
     _same(wide, team, slice(0, 3))
+    # two sequences: one FEW tile as a team, not a one-sequence tile per thread; with teams paused, the latter
+    team = kernels.run(prepared, x[:2], lengths[:2], None, None, select, 2)
+    assert teams == [FEW, FEW]
+    monkeypatch.setattr(team_policy, "_team_paused_until", float("inf"))
+    paused = kernels.run(prepared, x[:2], lengths[:2], None, None, select, 2)
+    assert teams == [FEW, FEW]
+    _same(wide, team, slice(0, 2))
+    _same(wide, paused, slice(0, 2))
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])

@@ -249,6 +249,8 @@ def _plan(prepared, lengths, lay, threads) -> _Plan:
     """
     wbytes, B = lay.wbytes, lengths.shape[0]
     bt = tile_width(B, threads, prepared.dtype, wbytes)
+    if bt == 1 and 1 < B <= FEW and prepared.precision.k_pack == 1 and team_chunks(prepared.spec, FEW, threads, wbytes):
+        bt = FEW  # one FEW tile as a team, not a one-sequence tile per thread (`team_policy.FEW_TEAM_BYTES`)
     rest = remainder_width(B, threads, prepared.dtype, wbytes, bt)
     order, parts = split_tiles(lengths, bt, rest, lanes(prepared.dtype))
     workers = max(1, min(threads, sum(ptr.size - 1 for _, ptr in parts)))
