@@ -201,11 +201,17 @@ class _Helper:
         self.box = np.zeros(WORDS + 8, np.int64)
         self.wake = threading.Event()
         self.busy = threading.Lock()
-        self.thread = threading.Thread(target=self._loop, name="rnnjit-hot", daemon=True)
+        self.kinds = np.zeros(0, np.float32), np.zeros(0, np.float64), np.zeros(0, np.int64)
+        serve(self.box, 0, *self.kinds)  # compiled (or loaded from the cache) here, not while the first teams run
+        started = threading.Event()
+        self.thread = threading.Thread(target=self._loop, args=(started,), name="rnnjit-hot", daemon=True)
         self.thread.start()
+        # the first teams would otherwise run without it and pause teams (`team_policy.note_alone`)
+        started.wait(1.0)
 
-    def _loop(self):
-        kinds = np.zeros(0, np.float32), np.zeros(0, np.float64), np.zeros(0, np.int64)
+    def _loop(self, started):
+        kinds = self.kinds
+        started.set()
         while True:
             self.wake.clear()
             serve(self.box, SERVE_SPIN, *kinds)
