@@ -46,7 +46,7 @@ def test_a_few_sequence_team_has_the_bits_of_one_thread_and_of_a_wide_batch(cell
     prepared = kernels.prepare(spec, weights)
     rng = np.random.default_rng(32)
     x = rng.standard_normal((40, 23, 7)).astype(dtype)
-    lengths = np.array([23, 5, 17] + [int(v) for v in rng.integers(1, 24, 37)])  # ragged
+    lengths = np.array([23, 5, 17, 1, 9, 23, 2] + [int(v) for v in rng.integers(1, 24, 33)])  # ragged
     teams = _forced(monkeypatch)
     wide = kernels.run(prepared, x, lengths, None, None, select, 2)  # lane tiles
     assert teams == []
@@ -65,6 +65,16 @@ def test_a_few_sequence_team_has_the_bits_of_one_thread_and_of_a_wide_batch(cell
     assert teams == [FEW, FEW]
     _same(wide, team, slice(0, 2))
     _same(wide, paused, slice(0, 2))
+    # FEW tiles side by side in one team: 7 sequences (a padded second tile), 13 (four tiles, the last of one)
+    monkeypatch.setattr(team_policy, "_team_paused_until", 0.0)
+    for B in (7, 13):
+        assert B <= team_policy.FEW_TEAM_TILES * FEW
+        few = kernels.tile_width(B, 2, prepared.dtype, prepared.layers[0].w.nbytes) <= FEW  # not a lane tile
+        n = len(teams)
+        team = kernels.run(prepared, x[:B], lengths[:B], None, None, select, 2)
+        assert teams == [FEW] * (n + few)
+        _same(wide, team, slice(0, B))
+    assert dtype != np.float32 or len(teams) == 4  # float32: both batches as teams
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
@@ -78,6 +88,11 @@ def test_a_bidirectional_stack_of_few_sequence_teams_keeps_its_bits(cell, monkey
     monkeypatch.setattr(kernels, "SPLIT_WORK", float("inf"))
     team = kernels.run(prepared, x, lengths, None, None, "all", 2)
     assert teams == [FEW] * 4  # two layers, two directions
+    more = kernels.run(prepared, np.tile(x[:, :6], (3, 1, 1)), np.array([6, 1, 4] * 3), None, None, "last", 2)
+    assert teams == [FEW] * 8  # nine sequences: three FEW tiles in each team
+    alone = kernels.run(prepared, x[:, :6], np.array([6, 1, 4]), None, None, "last", 1)
+    for k in range(3):
+        _same(more, alone, slice(3 * k, 3 * k + 3))
     one = kernels.run(prepared, x, lengths, None, None, "all", 1)
     _same(one, team)
 

@@ -249,15 +249,19 @@ def _plan(prepared, lengths, lay, threads) -> _Plan:
     """
     wbytes, B = lay.wbytes, lengths.shape[0]
     bt = tile_width(B, threads, prepared.dtype, wbytes)
-    if bt == 1 and 1 < B <= FEW and prepared.precision.k_pack == 1 and team_chunks(prepared.spec, FEW, threads, wbytes):
-        bt = FEW  # one FEW tile as a team, not a one-sequence tile per thread (`team_policy.FEW_TEAM_BYTES`)
+    if bt <= FEW and 1 < B <= team_policy.FEW_TEAM_TILES * FEW and prepared.precision.k_pack == 1:
+        # FEW tiles side by side as one team, not a tile per thread (`team_policy.FEW_TEAM_BYTES`), while teams run
+        team = team_chunks(prepared.spec, FEW, threads, wbytes)
+        if team:
+            order, parts = split_tiles(lengths, FEW, 0, lanes(prepared.dtype))
+            return _Plan(order, parts, threads, team)
     rest = remainder_width(B, threads, prepared.dtype, wbytes, bt)
     order, parts = split_tiles(lengths, bt, rest, lanes(prepared.dtype))
     workers = max(1, min(threads, sum(ptr.size - 1 for _, ptr in parts)))
     plan = _Plan(order, parts, workers, None)
     # one tile on several threads (`team`) only where the products read z itself: a packed z would need
     # every chunk of a step done before the next step's z is packed
-    if plan.one_tile and prepared.precision.k_pack == 1:
+    if plan.one_tile and bt != FEW and prepared.precision.k_pack == 1:
         step_bytes = lay.hbytes if bt == 1 and lay.hbytes else wbytes
         team = team_chunks(prepared.spec, bt, threads, step_bytes)
         if team:
@@ -411,17 +415,21 @@ def _run_team(values: dict, workers, chunks):
     dtype = rows.dtype
     B, T, I = lengths.shape[0], tok.shape[1], rows.shape[1]
     K = I + H + 2
-    seq = np.zeros(bt, np.int64)
-    slen = np.zeros(bt, np.int64)
+    ntl = -(-B // bt)  # FEW tiles side by side (`team_policy.FEW_TEAM_TILES`); other teams have one tile
+    seq = np.zeros(ntl * bt, np.int64)
+    slen = np.zeros(ntl * bt, np.int64)
     seq[:B], slen[:B] = order, lengths[order]
     reverse = values["reverse"]
-    zbuf, cbuf, g, m = _line_zeros(dtype, (2, K, bt), (2, H, bt), (w.shape[0] * MR * bt,), (H * bt,))
-    zbuf[:, 0], zbuf[:, K - 1] = 1, 1
+    zbuf, cbuf, g, m = _line_zeros(dtype, (2, ntl, K, bt), (2, ntl, H, bt), (ntl * w.shape[0] * MR * bt,),
+                                   (ntl * H * bt,))  # fmt: skip
+    zbuf[:, :, 0], zbuf[:, :, K - 1] = 1, 1
     t0 = slen[:B] - 1 if reverse else np.zeros(B, np.int64)
     first = tok[order, t0] if tok.shape[0] else order * T + t0  # each sequence's first row (`step_row`)
-    zbuf[0, 1 : I + 1, :B] = rows[first].T
-    zbuf[0, I + 1 : I + 1 + H, :B] = h0[order].T
-    cbuf[0, :, :B] = c0[order].T
+    for j in range(ntl):
+        a, b = j * bt, min(B, (j + 1) * bt)
+        zbuf[0, j, 1 : I + 1, : b - a] = rows[first[a:b]].T
+        zbuf[0, j, I + 1 : I + 1 + H, : b - a] = h0[order[a:b]].T
+        cbuf[0, j, :, : b - a] = c0[order[a:b]].T
     cb, nch = chunks
     sync = np.zeros(sync_words(nch), np.int64)
     sync[NTH], sync[STEAL] = workers, team_kernel.STEAL_AFTER
@@ -435,7 +443,7 @@ def _run_team(values: dict, workers, chunks):
         parallel(1 if hot else workers, project_all, (w, values["wg"], rows, tok, int(seq[0]), int(slen[0]), reverse, maxlen,
                                         values["kx"], xproj, np.zeros(1, np.int64)))  # fmt: skip
     values.update(xproj=xproj,
-        seq=seq, slen=slen, nb=B, maxlen=maxlen, zbuf=zbuf.reshape(2, K * bt), cbuf=cbuf.reshape(2, H * bt),
+        seq=seq, slen=slen, nb=B, maxlen=maxlen, zbuf=zbuf.reshape(2, ntl * K * bt), cbuf=cbuf.reshape(2, ntl * H * bt),
         g=g, m=m, sync=sync,
         nblk=1 if values["cell"] in (CELL_CODES["rnn_tanh"], CELL_CODES["rnn_relu"]) else 4, cb=cb, nch=nch,
     )  # fmt: skip

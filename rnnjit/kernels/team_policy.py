@@ -79,6 +79,9 @@ plan): LSTM H=384 B=2 2.85 / 2.56 ms, H=512 5.12 / 4.32 (the same run);
 through `Model.predict`, LSTM 64->384, T=100, 4.56 / 2.87 ms.
 """
 
+FEW_TEAM_TILES = 4
+"""Most FEW-sequence tiles one team runs side by side (a batch of up to this many times FEW; `team_chunks`)."""
+
 TEAM_MIN_BYTES = 192 << 10
 """Weight bytes a batch of one reads per step from which it runs as a team (`team_chunks`).
 
