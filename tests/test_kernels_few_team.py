@@ -18,6 +18,7 @@ from rnnjit.kernels._simd import FEW
 def _forced(monkeypatch):
     """FEW tiles that run as teams whatever their size, never paused by a busy machine; the teams run are listed."""
     monkeypatch.setattr(team_policy, "FEW_TEAM_BYTES", 0)
+    monkeypatch.setattr(team_policy, "FEW_TEAM_EVEN_BYTES", 0)
     monkeypatch.setattr(team_policy, "note_spins", lambda spins, steps: None)
     monkeypatch.setattr(team_policy, "note_alone", lambda alone: None)
     monkeypatch.setattr(team_policy, "_team_paused_until", 0.0)
@@ -75,6 +76,13 @@ def test_a_few_sequence_team_has_the_bits_of_one_thread_and_of_a_wide_batch(cell
         assert teams == [FEW] * (n + few)
         _same(wide, team, slice(0, B))
     assert dtype != np.float32 or len(teams) == 4  # float32: both batches as teams
+    # five or eight sequences, two FEW tiles, one per thread: a team only over FEW_TEAM_EVEN_BYTES
+    monkeypatch.setattr(team_policy, "FEW_TEAM_EVEN_BYTES", prepared.layers[0].w.nbytes)
+    n = len(teams)
+    for B in (5, 8):
+        even = kernels.run(prepared, x[:B], lengths[:B], None, None, select, 2)
+        _same(wide, even, slice(0, B))
+    assert teams == [FEW] * n
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])

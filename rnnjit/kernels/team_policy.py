@@ -80,7 +80,25 @@ through `Model.predict`, LSTM 64->384, T=100, 4.56 / 2.87 ms.
 """
 
 FEW_TEAM_TILES = 4
-"""Most FEW-sequence tiles one team runs side by side (a batch of up to this many times FEW; `team_chunks`)."""
+"""Most FEW-sequence tiles one team runs side by side (a batch of up to this many times FEW; `team_chunks`).
+
+Each thread computes its chunks' rows for every tile in turn (the rows stay
+in its L2 between tiles), so it reads half the weights per step, where a
+tile per thread reads all of them. Measured (T=100, 2 threads, `chrt -f 1`,
+ms, a FEW tile per thread / one team; I=H unless said): LSTM H=384 B=6 5.19
+/ 4.55, B=8 5.51 / 4.62, B=12 10.23 / 6.52 (three tiles: 2 + 1 per thread
+against 1.5 each), B=16 10.19 / 8.94; H=512 B=8 9.79 / 9.33; GRU H=384 B=8
+5.49 / 5.07; LSTM H=1024 B=8 73.3 / 49.4; but LSTM H=256 B=8 2.37 / 2.58,
+GRU H=256 B=16 4.63 / 4.70, LSTM 64->384 B=8 2.97 / 3.09: the FEW kernel
+is then bound by its products, not by L3, and the team only adds its
+hand-off per step (`FEW_TEAM_EVEN_BYTES`).
+"""
+
+FEW_TEAM_EVEN_BYTES = 3 << 20
+"""Weight bytes per step above which a whole number of FEW tiles per thread (B=8 on two threads) runs as a team too
+(`FEW_TEAM_TILES`): below it (H=256: 2.1 MB, 64->384: 2.8 MB) the tiles per thread were as fast or faster, above it
+(GRU H=384: 3.5 MB, LSTM H=384: 4.7 MB) the team was faster. A number of tiles the threads cannot share
+evenly, or a single tile, runs as a team from `FEW_TEAM_BYTES`."""
 
 TEAM_MIN_BYTES = 192 << 10
 """Weight bytes a batch of one reads per step from which it runs as a team (`team_chunks`).
