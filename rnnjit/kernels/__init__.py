@@ -246,6 +246,9 @@ def _plan(prepared, lengths, lay, threads) -> _Plan:
 
     Whether one tile runs as a team depends on the weight bytes each step reads: for a one-sequence tile, whose
     input columns are projected first, the h columns only (``lay.hbytes``; the team's chunks read ``wgh``).
+    A batch of 2-16 in FEW or one-sequence tiles runs as one team of FEW tiles (`team_policy.FEW_TEAM_TILES`)
+    where `team_chunks` gives one, and the tiles would not divide evenly among the threads or the weights are
+    over `team_policy.FEW_TEAM_EVEN_BYTES`.
     """
     wbytes, B = lay.wbytes, lengths.shape[0]
     bt = tile_width(B, threads, prepared.dtype, wbytes)

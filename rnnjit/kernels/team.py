@@ -2,8 +2,10 @@
 
 A batch of one whose weights do not fit in a core's L2 (or a batch that
 `rnnjit.kernels.tile_width` puts in one lane tile, which its cost model
-rarely does since FEW-sequence tiles run at full vector width, or in one
-FEW-sequence tile whose weights do not fit in L2) gives
+rarely does since FEW-sequence tiles run at full vector width, or up to
+`rnnjit.kernels.team_policy.FEW_TEAM_TILES` FEW-sequence tiles whose weights do
+not fit in L2, side by side in the buffers, each chunk's rows applied to
+every tile in turn) gives
 `rnnjit.kernels.layer` one tile, so one thread. Here every thread works on the same tile: each step's
 hidden units are cut into ``nch`` chunks of unit blocks (MR units, all gates),
 and a thread takes a chunk, computes its gate rows from the step's input ``z``,

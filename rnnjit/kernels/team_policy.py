@@ -40,8 +40,8 @@ def team_chunks(spec: RNNSpec, bt: int, threads: int, weight_bytes: int = 0) -> 
     inputs being projected first) is at least `TEAM_MIN_BYTES`, except a
     one-directional stack whose weights fit in one core's L2 (`L2_BYTES`),
     which runs as a wavefront (`wavefront_workers`); a batch of one in L2
-    runs as a team while teams have been measured faster (`b1_team`). A FEW-sequence tile alone
-    in its plan runs as a team when its weights are over `FEW_TEAM_BYTES`. With the second thread
+    runs as a team while teams have been measured faster (`b1_team`). Up to `FEW_TEAM_TILES`
+    FEW-sequence tiles run as one team when their weights are over `FEW_TEAM_BYTES`. With the second thread
     kept hot (`rnnjit.kernels.hot`) a team starts in ~1 us instead of the
     pool's ~50, and each core reads half the weights per step from its own
     L2 (measured: bench/report_notes.md, `L2_BYTES` and `TEAM_MIN_BYTES`).
@@ -55,7 +55,7 @@ def team_chunks(spec: RNNSpec, bt: int, threads: int, weight_bytes: int = 0) -> 
         if weight_bytes <= L2_BYTES and (spec.num_layers > 1 and spec.num_directions == 1 or not b1_team(weight_bytes)):
             return None
         return P_ROWS, ub // P_ROWS
-    if bt == FEW:  # a FEW tile alone in its plan (a batch of 2-4) over L2; a one-directional stack: a wavefront
+    if bt == FEW:  # FEW tiles of a batch of 2-16 over L2 (`rnnjit.kernels`'s plan); a one-directional stack: a wavefront
         if ub % P_ROWS or weight_bytes <= FEW_TEAM_BYTES or spec.num_layers > 1 and spec.num_directions == 1:
             return None
         return P_ROWS, ub // P_ROWS
