@@ -1,7 +1,7 @@
 """A FEW-sequence tile run as a team (`rnnjit.kernels.team_policy.FEW_TEAM_BYTES`) gives each row the bits of one thread
 and of the same row in a batch of lane tiles.
 
-Small shapes: 128 hidden units make two chunks per step (P_ROWS unit blocks each); the policy's byte minimum is set to 0.
+Small shapes: 128 hidden units make two chunks per step (P_ROWS unit blocks each); the policy's byte minimums are 0.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def _as_in_wide(wide, b, rows):
 
 
 def _same(a, b, rows=slice(None)):
-    """``run``'s outputs (y, h_n, c_n) of ``a``'s ``rows`` against all of ``b``'s (batch: y's first axis, the states' second)."""
+    """``run``'s outputs (y, h_n, c_n): ``a``'s ``rows`` against all of ``b`` (y's first axis, the states' second)."""
     for i, (u, v) in enumerate(zip(a, b)):
         if u is None:
             assert v is None

@@ -38,8 +38,8 @@ from numba import config, njit, types
 from numba.extending import intrinsic
 
 from rnnjit.kernels._simd import (
-    FEW, FEW_VECS, GROUP_ROWS, MR, P_ROWS, _ptr, atomic_load, cpu_relax, fetch_add, mk_rows_grouped, mk_rows_grouped_few,
-    mk_rows_grouped_from,
+    FEW, FEW_VECS, GROUP_ROWS, MR, P_ROWS, _ptr, atomic_load, cpu_relax, fetch_add, mk_rows_grouped,
+    mk_rows_grouped_few, mk_rows_grouped_from,
 )
 from rnnjit.kernels.config import JIT
 from rnnjit.kernels.precision import VECTOR_BYTES
@@ -132,7 +132,7 @@ def run_team(
     whf = wgh.reshape(wgh.size)
     zf = zbuf.reshape(zbuf.size)  # two z buffers of K * bt, alternating by step
     cf = cbuf.reshape(cbuf.size)  # two c buffers of H * bt
-    ntl = seq.shape[0] // bt  # FEW tiles of the team (`FEW_TEAM_TILES`; other tiles: 1), one after another in z, c, g, m
+    ntl = seq.shape[0] // bt  # FEW tiles (`FEW_TEAM_TILES`; other teams: 1), one after another in z, c, g, m
     ZT = K * bt
     KB = ZT * ntl
     h_at = (I + 1) * bt
