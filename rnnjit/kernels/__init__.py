@@ -147,8 +147,8 @@ def run(prepared: Prepared, x, lengths, h0=None, c0=None, select="all", threads=
     h_shape = (L * D, B, Ho)  # `RNNSpec.state_shapes`
     hn = np.zeros(h_shape, dtype)
     cn = np.zeros((L * D, B, H), dtype)
-    h0 = np.zeros(h_shape, dtype) if h0 is None else _writable(np.ascontiguousarray(h0, dtype=dtype))
-    c0 = cn.copy() if (c0 is None or not lay.has_c) else _writable(np.ascontiguousarray(c0, dtype=dtype))
+    h0 = None if h0 is None else _writable(np.ascontiguousarray(h0, dtype=dtype))  # None: zeros (`_run_layers`)
+    c0 = None if (c0 is None or not lay.has_c) else _writable(np.ascontiguousarray(c0, dtype=dtype))
     y_all = np.zeros((B, T, D * Ho), dtype) if select == "all" else None
     y_last = np.zeros((B, 1, D * Ho), dtype)
     if B > 0 and T > 0:
@@ -257,11 +257,20 @@ def _run_layers(prepared, rows, tok, lengths, h0, c0, hn, cn, top_mode, y_all, y
     dtype = prepared.dtype
     B, T = lengths.shape[0], tok.shape[1]
     lay = _layout(prepared)
-    D, L, Ho = lay.sizes[:3]
+    D, L, Ho, H = lay.sizes[:4]
     # a list's sum and max: numpy's reductions cost ~1.3 us each on a handful of lengths
-    total, longest = (sum(v), max(v)) if B <= SMALL_LENGTHS and (v := lengths.tolist()) else (lengths.sum(), lengths.max())
+    small = B <= SMALL_LENGTHS
+    total, longest = (sum(v), max(v)) if small and (v := lengths.tolist()) else (lengths.sum(), lengths.max())
     if float(total) * lay.wbytes * L * D < ONE_THREAD_WORK:
         threads = 1  # less work than handing some of it to a pool thread costs
+        if small:  # a small call: its plan and arguments worked out once per lengths (`_CallPlan`)
+            _run_planned(_call_plan(prepared, lay, lengths, T, top_mode, tok.shape[0] > 0), rows, tok, lengths,
+                         h0, c0, hn, cn, y_all if top_mode == OUT_ALL else y_last)  # fmt: skip
+            return
+    if h0 is None:
+        h0 = np.zeros(hn.shape, dtype)
+    if c0 is None:
+        c0 = np.zeros(cn.shape, dtype)
     plans = [_plan(prepared, lengths, lay, threads)]
     if D == 2 and threads >= 2 and float(total) * lay.w0bytes >= SPLIT_WORK:
         split = [_plan(prepared, lengths, lay, t) for t in (threads // 2, threads - threads // 2)]
@@ -316,6 +325,117 @@ def _run_layers(prepared, rows, tok, lengths, h0, c0, hn, cn, top_mode, y_all, y
             rows, tok = out.reshape(B * T, D * Ho), no_tokens
     if stack:
         team_policy.note_wave(*run_in_order(waves, stack))
+
+
+CALL_PLANS = 256
+"""Call plans (`_CallPlan`) a `Prepared` keeps, one per lengths of a small call; past it they are all dropped."""
+
+
+@dataclass(frozen=True)
+class _CallPlan:
+    """What `_run_layers` works out for a small call on one thread that depends only on its lengths.
+
+    Kept per `Prepared` and (lengths, T, output mode, token ids or
+    features), so a repeat call (a batch of one, the same sentence length)
+    only puts its own arrays into prepared argument lists: the tiles, the
+    input projection's columns and the worker's 40 arguments picked by name
+    cost ~6 us per call on the polyphone tagger's batch of one, its whole
+    recurrent launch ~25 us (bench/report_notes.md, "A batch of one's Python").
+    Nothing in a plan is written by a call: calls on several threads share it.
+    Only calls on one thread (`ONE_THREAD_WORK`) have plans: on more threads,
+    teams and wavefronts pause and resume with the machine's load
+    (`team_policy`), which a kept plan would not follow.
+    """
+
+    layers: tuple  # per layer: (kind, [(k, argument list with this call's arrays left as None)] per direction)
+    h0: tuple  # per layer * D + direction: zero initial states, read when a call gives none (never written)
+    c0: tuple
+    empty_rows: np.ndarray  # (0, h_out): the input of a layer reading the layer below's tiles (``xt``)
+    no_tokens: np.ndarray  # (0, T)
+    none: np.ndarray  # (0,): no ``xt``/``yt``
+    yt_size: int  # values of a layer's outputs in the tiles' layout (``yt``), 0 without
+    shape: tuple  # (B, T, D * h_out)
+
+
+_TILED, _ALL, _TOP = 0, 1, 2  # a layer's output: the tiles' layout, the (B, T, D*h_out) rows, the call's result
+_CALL_SLOTS = ("x", "tok", "h0", "c0", "y", "hn", "cn", "lens", "next_tile", "xt", "yt")
+
+
+def _call_plan(prepared, lay, lengths, T, top_mode, tokens) -> _CallPlan:
+    # `_projected` is in the key: bench/projection.py swaps it to time tiles without the projection
+    key = (lengths.tobytes(), T, top_mode, tokens, _projected)
+    calls = prepared.cache.get("calls")
+    if calls is None:
+        calls = prepared.cache.setdefault("calls", {})
+    plan = calls.get(key)
+    if plan is not None:
+        return plan
+    dtype = prepared.dtype
+    D, L, Ho, H = lay.sizes[:4]
+    B = lengths.shape[0]
+    bt, order, tile_ptr, _, _ = _plan(prepared, lengths, lay, 1)
+    tiled = D == 1 and L > 1 and bt > FEW  # as in `_run_layers`, on one thread (no team, no wavefront)
+    toff = tile_steps(lengths, order, tile_ptr) if tiled else np.zeros(1, np.int64)
+    none, ready = np.zeros(0, dtype), counters(0)
+    layers = []
+    for layer in range(L):
+        if layer < L - 1:
+            kind, mode = (_TILED, OUT_NONE) if tiled else (_ALL, OUT_ALL)
+        else:
+            kind, mode = _TOP, top_mode
+        dirs = []
+        for d in range(D):
+            k = layer * D + d
+            kx, xk0 = _projected(prepared, prepared.layers[k], bt)
+            values = {**lay.static[k], **dict.fromkeys(_CALL_SLOTS), "out_mode": mode, "bt": bt, "order": order,
+                      "tile_ptr": tile_ptr, "kx": kx, "xk0": xk0, "ready": ready, "lay": layer, "toff": toff}  # fmt: skip
+            dirs.append((k, list(kernel_args(run_worker, values))))
+        layers.append((kind, tuple(dirs)))
+    zh, zc = np.zeros((L * D, B, Ho), dtype), np.zeros((L * D, B, H), dtype)
+    plan = _CallPlan(tuple(layers), tuple(zh), tuple(zc), np.zeros((0, Ho), dtype), np.zeros((0, T), np.int64), none,
+                     int(toff[-1]) * Ho * bt if tiled else 0, (B, T, D * Ho))  # fmt: skip
+    if len(calls) >= CALL_PLANS:
+        calls.clear()
+    calls[key] = plan
+    return plan
+
+
+def _slot_positions():
+    py = getattr(run_worker, "py_func", run_worker)
+    names = py.__code__.co_varnames[: py.__code__.co_argcount]
+    return tuple(names.index(n) for n in _CALL_SLOTS)
+
+
+_SLOTS = _slot_positions()
+
+
+def _run_planned(plan: _CallPlan, rows, tok, lengths, h0, c0, hn, cn, top):
+    """Every layer and direction of a small call on this thread, with ``plan``'s arguments (`_call_plan`);
+    ``top``: the top layer's output array."""
+    ix, itok, ih0, ic0, iy, ihn, icn, ilens, inext, ixt, iyt = _SLOTS
+    B, T, Y = plan.shape
+    dtype = top.dtype
+    xt = plan.none
+    for kind, dirs in plan.layers:
+        yt = plan.none
+        if kind == _TILED:
+            out = np.zeros((B, 1, Y), dtype)
+            yt = aligned_empty(plan.yt_size, dtype)  # every value read is written first
+        elif kind == _ALL:
+            out = np.zeros((B, T, Y), dtype)
+        else:
+            out = top
+        for k, base in dirs:
+            a = base.copy()
+            a[ix], a[itok], a[iy], a[ilens], a[ixt], a[iyt] = rows, tok, out, lengths, xt, yt
+            a[ih0] = plan.h0[k] if h0 is None else h0[k]
+            a[ic0] = plan.c0[k] if c0 is None else c0[k]
+            a[ihn], a[icn], a[inext] = hn[k], cn[k], np.zeros(1, np.int64)
+            parallel(1, run_worker, a)
+        if kind == _TILED:
+            rows, tok, xt = plan.empty_rows, plan.no_tokens, yt
+        elif kind == _ALL:
+            rows, tok = out.reshape(B * T, Y), plan.no_tokens
 
 
 def _projected(prepared, pk, bt) -> tuple[int, int]:
