@@ -1,9 +1,11 @@
-"""Small calls run from a kept plan (`rnnjit.kernels._CallPlan`): the same bits as the general path, on any thread.
+"""Small calls run from a kept plan (`rnnjit.kernels._CallPlan`): the same bits as a fresh plan, on any thread.
 
-A call with less work than a pool hand-off runs on the calling thread with
-its tiles and worker arguments worked out once per lengths and kept on the
+A small batch's tiles and worker arguments are worked out once per lengths
+(and per choice of team, direction split and wavefront) and kept on the
 `Prepared`. A repeat call (and calls on several threads at once, sharing the
-plan) must give exactly what the general path gives, and what torch gives.
+plan) must give exactly what a call with a fresh plan gives, and what torch
+gives. Most tests here restore `ONE_THREAD_WORK` (tests/conftest.py sets 0),
+so small calls also take the one-thread plans they take for users.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ def _inputs(B, T, I, seed, dtype, tokens=None):
 
 
 def _general(monkeypatch, fn):
-    """``fn()`` on the general path (no plan kept or used)."""
+    """``fn()`` with a fresh plan (none kept or used)."""
     with monkeypatch.context() as m:
         m.setattr(kernels, "SMALL_LENGTHS", 0)
         return fn()
@@ -168,3 +170,27 @@ def test_predict_on_several_threads_at_once_keeps_each_calls_bits(monkeypatch, t
     for t in threads:
         t.join()
     assert not errors, errors[0]
+
+
+def test_a_kept_plan_follows_a_paused_team(monkeypatch):
+    """The choices (team, split, wavefront) are made on every call: a team paused by a busy machine is not run
+    from a plan kept before the pause, and the team runs again once the pause is over."""
+    from rnnjit.kernels import team_policy
+
+    monkeypatch.setattr(team_policy, "L2_BYTES", 0)  # the team path for a batch of one
+    monkeypatch.setattr(team_policy, "_team_paused_until", 0.0)
+    monkeypatch.setattr(team_policy, "note_spins", lambda spins, steps: None)  # never paused by this machine
+    run_team, teams = kernels._run_team, []
+    monkeypatch.setattr(kernels, "_run_team", lambda values, n, chunks: (teams.append(n), run_team(values, n, chunks)))
+    _, spec, weights = build("lstm", 8, 64, 1, False, True, np.float32, seed=5)
+    prepared = kernels.prepare(spec, weights)
+    x, lengths = _inputs(1, 9, 8, 0, np.float32)
+    want = kernels.run(prepared, x, lengths, None, None, "all", 2)
+    assert teams == [2]
+    monkeypatch.setattr(team_policy, "_team_paused_until", float("inf"))
+    _same(kernels.run(prepared, x, lengths, None, None, "all", 2), want)
+    assert teams == [2]
+    monkeypatch.setattr(team_policy, "_team_paused_until", 0.0)
+    _same(kernels.run(prepared, x, lengths, None, None, "all", 2), want)
+    assert teams == [2, 2]
+    assert len(prepared.cache["calls"]) == 2

@@ -168,7 +168,8 @@ def run(prepared: Prepared, x, lengths, h0=None, c0=None, select="all", threads=
 
 
 SMALL_LENGTHS = 64
-"""Batches up to this many sequences have their lengths summed in Python (`_run_layers`), larger ones with numpy."""
+"""Batches up to this many sequences have their lengths summed in Python (`_run_layers`), larger ones with numpy,
+and keep their call plans (`_CallPlan`)."""
 
 ONE_THREAD_WORK = 8e6
 """Steps x packed weight bytes of a whole launch (every layer and direction) below which it runs on the
@@ -220,22 +221,22 @@ def _layout(prepared: Prepared) -> _Layout:
     return lay
 
 
-def _plan(prepared, lengths, lay, threads):
-    """(tile width, order, tile_ptr, workers, team chunks or None) for one direction on ``threads`` threads.
+def _choose(prepared, B, lay, threads):
+    """(tile width, workers, team chunks or None) for one direction of ``B`` sequences on ``threads`` threads.
 
     Whether one tile runs as a team depends on the weight bytes each step reads: for a one-sequence tile, whose
     input columns are projected first, the h columns only (``lay.hbytes``; the team's chunks read ``wgh``).
     """
     wbytes = lay.wbytes
-    bt = tile_width(lengths.shape[0], threads, prepared.dtype, wbytes)
-    order, tile_ptr = tiles(lengths, bt)
-    workers = max(1, min(threads, tile_ptr.size - 1))
+    bt = tile_width(B, threads, prepared.dtype, wbytes)
+    n_tiles = -(-B // bt)  # `tiles`' count
+    workers = max(1, min(threads, n_tiles))
     # one tile on several threads (`team`) only where the products read z itself: a packed z would need
     # every chunk of a step done before the next step's z is packed
-    one_tile = tile_ptr.size == 2 and prepared.precision.k_pack == 1
+    one_tile = n_tiles == 1 and prepared.precision.k_pack == 1
     step_bytes = lay.hbytes if bt == 1 and lay.hbytes else wbytes
     team = team_chunks(prepared.spec, bt, threads, step_bytes) if one_tile else None
-    return bt, order, tile_ptr, (threads if team else workers), team
+    return bt, (threads if team else workers), team
 
 
 def _run_layers(prepared, rows, tok, lengths, h0, c0, hn, cn, top_mode, y_all, y_last, threads):
@@ -253,130 +254,100 @@ def _run_layers(prepared, rows, tok, lengths, h0, c0, hn, cn, top_mode, y_all, y
     interleaved (bench/report_notes.md, "Layers over L2 at a batch of one").
     A stack of one-directional layers in one tile (a batch of one) runs its
     layers at once instead, each behind the layer below (`wavefront`).
+
+    What depends only on the lengths and these choices is a `_CallPlan`,
+    kept for small batches (`_call_plan`).
     """
-    dtype = prepared.dtype
     B, T = lengths.shape[0], tok.shape[1]
     lay = _layout(prepared)
-    D, L, Ho, H = lay.sizes[:4]
+    D, L = lay.sizes[:2]
     # a list's sum and max: numpy's reductions cost ~1.3 us each on a handful of lengths
     small = B <= SMALL_LENGTHS
     total, longest = (sum(v), max(v)) if small and (v := lengths.tolist()) else (lengths.sum(), lengths.max())
     if float(total) * lay.wbytes * L * D < ONE_THREAD_WORK:
         threads = 1  # less work than handing some of it to a pool thread costs
-        if small:  # a small call: its plan and arguments worked out once per lengths (`_CallPlan`)
-            _run_planned(_call_plan(prepared, lay, lengths, T, top_mode, tok.shape[0] > 0), rows, tok, lengths,
-                         h0, c0, hn, cn, y_all if top_mode == OUT_ALL else y_last)  # fmt: skip
-            return
-    if h0 is None:
-        h0 = np.zeros(hn.shape, dtype)
-    if c0 is None:
-        c0 = np.zeros(cn.shape, dtype)
-    plans = [_plan(prepared, lengths, lay, threads)]
-    if D == 2 and threads >= 2 and float(total) * lay.w0bytes >= SPLIT_WORK:
-        split = [_plan(prepared, lengths, lay, t) for t in (threads // 2, threads - threads // 2)]
-        if not any(p[4] for p in split):
-            plans = split
-    # a stack of one-directional layers in one tile: its layers at once, each behind the one below (`wavefront`)
-    waves = wavefront_workers(prepared.spec, plans[0][2].size == 2, threads, float(longest) * lay.wbytes,
-                              plans[0][4] is not None)  # fmt: skip
-    ready = counters(L) if waves else counters(0)
-    no_tokens = np.zeros((0, T), np.int64)
-    none = np.zeros(0, dtype)
-    bt0, order0, ptr0 = plans[0][:3]
-    # between the layers of a one-directional stack in lane tiles, each layer's h stays in the tiles' layout
-    # (`run_worker`'s ``xt``/``yt``); not for teams and wavefronts, whose layers read the (B, T, H) rows
-    tiled = D == 1 and L > 1 and bt0 > FEW and not waves and not plans[0][4]
-    toff = tile_steps(lengths, order0, ptr0) if tiled else np.zeros(1, np.int64)
-    xt = none
-    stack = []
-    for layer in range(L):
-        yt = none
-        if layer < L - 1 and tiled:
-            out, mode = np.zeros((B, 1, Ho), dtype), OUT_NONE
-            yt = aligned_empty(int(toff[-1]) * Ho * bt0, dtype)  # every value read is written first
-        elif layer < L - 1:
-            out, mode = np.zeros((B, T, D * Ho), dtype), OUT_ALL
-        else:
-            out, mode = (y_all if top_mode == OUT_ALL else y_last), top_mode
-        jobs = []
-        for d in range(D):
-            k = layer * D + d
-            bt, order, tile_ptr, workers, team = plans[d % len(plans)]
-            kx, xk0 = _projected(prepared, prepared.layers[k], bt)
-            values = {
-                **lay.static[k], "x": rows, "tok": tok, "h0": h0[k], "c0": c0[k], "y": out, "out_mode": mode,
-                "hn": hn[k], "cn": cn[k], "bt": bt, "lens": lengths, "order": order, "tile_ptr": tile_ptr,
-                "next_tile": np.zeros(1, np.int64), "kx": kx, "xk0": xk0, "ready": ready, "lay": layer,
-                "xt": xt, "yt": yt, "toff": toff,
-            }  # fmt: skip
-            if waves:
-                stack.append((run_worker, kernel_args(run_worker, values)))
-            elif len(plans) == 2:
-                jobs += [(run_worker, kernel_args(run_worker, values))] * workers
-            elif team:
-                _run_team(values, workers, team)
-            else:
-                parallel(workers, run_worker, kernel_args(run_worker, values))
-        if jobs:
-            run_jobs(jobs)
-        if layer < L - 1 and tiled:
-            rows, tok, xt = np.zeros((0, Ho), dtype), no_tokens, yt
-        elif layer < L - 1:
-            rows, tok = out.reshape(B * T, D * Ho), no_tokens
-    if stack:
-        team_policy.note_wave(*run_in_order(waves, stack))
+        choice = None  # one thread: no split, team or wavefront, whatever the machine's load (`_call_plan`)
+    else:
+        plans = (_choose(prepared, B, lay, threads),)
+        if D == 2 and threads >= 2 and float(total) * lay.w0bytes >= SPLIT_WORK:
+            split = tuple(_choose(prepared, B, lay, t) for t in (threads // 2, threads - threads // 2))
+            if not any(p[2] for p in split):
+                plans = split
+        # a stack of one-directional layers in one tile: its layers at once, each behind the one below (`wavefront`)
+        waves = wavefront_workers(prepared.spec, plans[0][0] >= B, threads, float(longest) * lay.wbytes,
+                                  plans[0][2] is not None)  # fmt: skip
+        choice = (plans, waves)
+    plan = _call_plan(prepared, lay, lengths, T, top_mode, tok.shape[0] > 0, choice, small)
+    _run_planned(plan, rows, tok, lengths, h0, c0, hn, cn, y_all if top_mode == OUT_ALL else y_last)
 
 
 CALL_PLANS = 256
-"""Call plans (`_CallPlan`) a `Prepared` keeps, one per lengths of a small call; past it they are all dropped."""
+"""Call plans (`_CallPlan`) a `Prepared` keeps, one per lengths of a small call and choices; past it they are all dropped."""
 
 
 @dataclass(frozen=True)
 class _CallPlan:
-    """What `_run_layers` works out for a small call on one thread that depends only on its lengths.
+    """What `_run_layers` works out for a call that depends only on its lengths and its choice of threads.
 
-    Kept per `Prepared` and (lengths, T, output mode, token ids or
-    features), so a repeat call (a batch of one, the same sentence length)
-    only puts its own arrays into prepared argument lists: the tiles, the
-    input projection's columns and the worker's 40 arguments picked by name
-    cost ~6 us per call on the polyphone tagger's batch of one, its whole
-    recurrent launch ~25 us (bench/report_notes.md, "A batch of one's Python").
-    Nothing in a plan is written by a call: calls on several threads share it.
-    Only calls on one thread (`ONE_THREAD_WORK`) have plans: on more threads,
-    teams and wavefronts pause and resume with the machine's load
-    (`team_policy`), which a kept plan would not follow.
+    Kept per `Prepared` for small batches (`SMALL_LENGTHS`), per lengths, T,
+    output mode, token ids or features and the choices made for the call
+    (tile widths, workers, team chunks, the direction split and a wavefront's
+    threads: made again on every call, as they follow the machine's load,
+    `team_policy`). A repeat call (a batch of one, the same sentence length)
+    then only puts its own arrays into prepared argument lists: the tiles,
+    the input projection's columns and the worker's 40 arguments picked by
+    name cost ~6 us per call on the polyphone tagger's batch of one, its
+    whole recurrent launch ~25 us (bench/report_notes.md, "A batch of one's
+    Python"). Nothing in a plan is written by a call: calls on several
+    threads share it.
     """
 
-    layers: tuple  # per layer: (kind, [(k, argument list with this call's arrays left as None)] per direction)
+    layers: tuple  # per layer: (kind, ((k, workers, arguments with this call's arrays left as None), ...) per direction)
+    dispatch: int  # `_PARALLEL`, `_JOBS` (the directions at once), `_TEAM` or `_WAVES`
+    waves: int  # a wavefront's threads, or 0
+    team: tuple | None  # a team's chunks (`team_chunks`)
     h0: tuple  # per layer * D + direction: zero initial states, read when a call gives none (never written)
     c0: tuple
     empty_rows: np.ndarray  # (0, h_out): the input of a layer reading the layer below's tiles (``xt``)
     no_tokens: np.ndarray  # (0, T)
     none: np.ndarray  # (0,): no ``xt``/``yt``
+    no_ready: np.ndarray  # (0,) int64: no wavefront's ``ready``
     yt_size: int  # values of a layer's outputs in the tiles' layout (``yt``), 0 without
     shape: tuple  # (B, T, D * h_out)
 
 
 _TILED, _ALL, _TOP = 0, 1, 2  # a layer's output: the tiles' layout, the (B, T, D*h_out) rows, the call's result
-_CALL_SLOTS = ("x", "tok", "h0", "c0", "y", "hn", "cn", "lens", "next_tile", "xt", "yt")
+_PARALLEL, _JOBS, _TEAM, _WAVES = 0, 1, 2, 3
+_CALL_SLOTS = ("x", "tok", "h0", "c0", "y", "hn", "cn", "lens", "next_tile", "xt", "yt", "ready")
 
 
-def _call_plan(prepared, lay, lengths, T, top_mode, tokens) -> _CallPlan:
-    # `_projected` is in the key: bench/projection.py swaps it to time tiles without the projection
-    key = (lengths.tobytes(), T, top_mode, tokens, _projected)
-    calls = prepared.cache.get("calls")
-    if calls is None:
-        calls = prepared.cache.setdefault("calls", {})
-    plan = calls.get(key)
-    if plan is not None:
-        return plan
+def _call_plan(prepared, lay, lengths, T, top_mode, tokens, choice, keep) -> _CallPlan:
+    """The call's `_CallPlan`: kept (``keep``) or built. ``choice``: (per direction plan (tile width, workers,
+    team chunks), wavefront threads), or None for one thread."""
+    calls = key = None
+    if keep:
+        # `_projected` is in the key: bench/projection.py swaps it to time tiles without the projection
+        key = (lengths.tobytes(), T, top_mode, tokens, _projected, choice)
+        calls = prepared.cache.get("calls")
+        if calls is None:
+            calls = prepared.cache.setdefault("calls", {})
+        plan = calls.get(key)
+        if plan is not None:
+            return plan
+    if choice is None:
+        choice = ((_choose(prepared, lengths.shape[0], lay, 1),), 0)
+    plans, waves = choice
     dtype = prepared.dtype
     D, L, Ho, H = lay.sizes[:4]
     B = lengths.shape[0]
-    bt, order, tile_ptr, _, _ = _plan(prepared, lengths, lay, 1)
-    tiled = D == 1 and L > 1 and bt > FEW  # as in `_run_layers`, on one thread (no team, no wavefront)
-    toff = tile_steps(lengths, order, tile_ptr) if tiled else np.zeros(1, np.int64)
-    none, ready = np.zeros(0, dtype), counters(0)
+    tiled_plans = [(bt, *tiles(lengths, bt), workers, team) for bt, workers, team in plans]
+    bt0, order0, ptr0, _, team = tiled_plans[0]
+    dispatch = _WAVES if waves else _JOBS if len(plans) == 2 else _TEAM if team else _PARALLEL
+    # between the layers of a one-directional stack in lane tiles, each layer's h stays in the tiles' layout
+    # (`run_worker`'s ``xt``/``yt``); not for teams and wavefronts, whose layers read the (B, T, H) rows
+    tiled = D == 1 and L > 1 and bt0 > FEW and not waves and not team
+    toff = tile_steps(lengths, order0, ptr0) if tiled else np.zeros(1, np.int64)
+    none = np.zeros(0, dtype)
     layers = []
     for layer in range(L):
         if layer < L - 1:
@@ -386,22 +357,25 @@ def _call_plan(prepared, lay, lengths, T, top_mode, tokens) -> _CallPlan:
         dirs = []
         for d in range(D):
             k = layer * D + d
+            bt, order, tile_ptr, workers, _ = tiled_plans[d % len(tiled_plans)]
             kx, xk0 = _projected(prepared, prepared.layers[k], bt)
             values = {**lay.static[k], **dict.fromkeys(_CALL_SLOTS), "out_mode": mode, "bt": bt, "order": order,
-                      "tile_ptr": tile_ptr, "kx": kx, "xk0": xk0, "ready": ready, "lay": layer, "toff": toff}  # fmt: skip
-            dirs.append((k, list(kernel_args(run_worker, values))))
+                      "tile_ptr": tile_ptr, "kx": kx, "xk0": xk0, "lay": layer, "toff": toff}  # fmt: skip
+            dirs.append((k, workers, values if dispatch == _TEAM else list(kernel_args(run_worker, values))))
         layers.append((kind, tuple(dirs)))
     zh, zc = np.zeros((L * D, B, Ho), dtype), np.zeros((L * D, B, H), dtype)
-    plan = _CallPlan(tuple(layers), tuple(zh), tuple(zc), np.zeros((0, Ho), dtype), np.zeros((0, T), np.int64), none,
-                     int(toff[-1]) * Ho * bt if tiled else 0, (B, T, D * Ho))  # fmt: skip
-    if len(calls) >= CALL_PLANS:
-        calls.clear()
-    calls[key] = plan
+    plan = _CallPlan(tuple(layers), dispatch, waves, team, tuple(zh), tuple(zc), np.zeros((0, Ho), dtype),
+                     np.zeros((0, T), np.int64), none, counters(0), int(toff[-1]) * Ho * bt0 if tiled else 0,
+                     (B, T, D * Ho))  # fmt: skip
+    if keep:
+        if len(calls) >= CALL_PLANS:
+            calls.clear()
+        calls[key] = plan
     return plan
 
 
 def _slot_positions():
-    py = getattr(run_worker, "py_func", run_worker)
+    py = getattr(run_worker, "py_func", run_worker)  # a plain function under NUMBA_DISABLE_JIT=1
     names = py.__code__.co_varnames[: py.__code__.co_argcount]
     return tuple(names.index(n) for n in _CALL_SLOTS)
 
@@ -410,12 +384,15 @@ _SLOTS = _slot_positions()
 
 
 def _run_planned(plan: _CallPlan, rows, tok, lengths, h0, c0, hn, cn, top):
-    """Every layer and direction of a small call on this thread, with ``plan``'s arguments (`_call_plan`);
+    """Every layer and direction of a call with ``plan``'s arguments (`_call_plan`) and this call's arrays;
     ``top``: the top layer's output array."""
-    ix, itok, ih0, ic0, iy, ihn, icn, ilens, inext, ixt, iyt = _SLOTS
+    ix, itok, ih0, ic0, iy, ihn, icn, ilens, inext, ixt, iyt, iready = _SLOTS
     B, T, Y = plan.shape
     dtype = top.dtype
+    dispatch = plan.dispatch
+    ready = counters(len(plan.layers)) if dispatch == _WAVES else plan.no_ready
     xt = plan.none
+    stack = []
     for kind, dirs in plan.layers:
         yt = plan.none
         if kind == _TILED:
@@ -425,17 +402,33 @@ def _run_planned(plan: _CallPlan, rows, tok, lengths, h0, c0, hn, cn, top):
             out = np.zeros((B, T, Y), dtype)
         else:
             out = top
-        for k, base in dirs:
+        jobs = []
+        for k, workers, base in dirs:
+            h0k = plan.h0[k] if h0 is None else h0[k]
+            c0k = plan.c0[k] if c0 is None else c0[k]
+            if dispatch == _TEAM:
+                values = dict(base)  # `_run_team` adds its own entries
+                values.update(x=rows, tok=tok, h0=h0k, c0=c0k, y=out, hn=hn[k], cn=cn[k], lens=lengths,
+                              next_tile=np.zeros(1, np.int64), xt=xt, yt=yt, ready=ready)  # fmt: skip
+                _run_team(values, workers, plan.team)
+                continue
             a = base.copy()
-            a[ix], a[itok], a[iy], a[ilens], a[ixt], a[iyt] = rows, tok, out, lengths, xt, yt
-            a[ih0] = plan.h0[k] if h0 is None else h0[k]
-            a[ic0] = plan.c0[k] if c0 is None else c0[k]
-            a[ihn], a[icn], a[inext] = hn[k], cn[k], np.zeros(1, np.int64)
-            parallel(1, run_worker, a)
+            a[ix], a[itok], a[iy], a[ilens], a[ixt], a[iyt], a[iready] = rows, tok, out, lengths, xt, yt, ready
+            a[ih0], a[ic0], a[ihn], a[icn], a[inext] = h0k, c0k, hn[k], cn[k], np.zeros(1, np.int64)
+            if dispatch == _WAVES:
+                stack.append((run_worker, a))
+            elif dispatch == _JOBS:
+                jobs += [(run_worker, a)] * workers
+            else:
+                parallel(workers, run_worker, a)
+        if jobs:
+            run_jobs(jobs)
         if kind == _TILED:
             rows, tok, xt = plan.empty_rows, plan.no_tokens, yt
         elif kind == _ALL:
             rows, tok = out.reshape(B * T, Y), plan.no_tokens
+    if stack:
+        team_policy.note_wave(*run_in_order(plan.waves, stack))
 
 
 def _projected(prepared, pk, bt) -> tuple[int, int]:
