@@ -150,15 +150,15 @@ def run(prepared: Prepared, x, lengths, h0=None, c0=None, select="all", threads=
     h0 = None if h0 is None else _writable(np.ascontiguousarray(h0, dtype=dtype))  # None: zeros (`_run_layers`)
     c0 = None if (c0 is None or not lay.has_c) else _writable(np.ascontiguousarray(c0, dtype=dtype))
     y_all = np.zeros((B, T, D * Ho), dtype) if select == "all" else None
-    y_last = np.zeros((B, 1, D * Ho), dtype)
+    y_last = np.zeros((B, 1, D * Ho), dtype) if y_all is None else None
     if B > 0 and T > 0:
         n = numba.get_num_threads() if threads is None else int(threads)
         if n < 1:
             raise ValueError(f"threads must be a positive integer, got {threads!r}")
         _run_layers(prepared, rows, tok, lengths, h0, c0, hn, cn, SELECT_MODES[select], y_all, y_last, n)
     if select == "all":
-        y = y_all
-    elif select == "final":
+        return y_all, hn, (cn if lay.has_c else None)  # C-contiguous as allocated
+    if select == "final":
         y = np.concatenate([hn[(L - 1) * D + d] for d in range(D)], axis=1)
     else:
         y = y_last[:, 0, :]
