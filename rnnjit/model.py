@@ -449,7 +449,8 @@ class Model:
             if all(KINDS[self.chain[j].kind].noop for j in run):
                 found = (None, width)
             else:
-                found = (eng.prepare_steps([self.chain[j] for j in run], self._scoring, rows.shape[1], self.dtype), width)
+                steps = [self.chain[j] for j in run]
+                found = (eng.prepare_steps(steps, self._scoring, rows.shape[1], self.dtype), width)
             self._prepared[key] = found
         prepared, width = found
         if prepared is None:

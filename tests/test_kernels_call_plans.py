@@ -194,3 +194,16 @@ def test_a_kept_plan_follows_a_paused_team(monkeypatch):
     _same(kernels.run(prepared, x, lengths, None, None, "all", 2), want)
     assert teams == [2, 2]
     assert len(prepared.cache["calls"]) == 2
+
+
+def test_a_plan_over_the_kept_zeros_bytes_allocates_its_zero_states_per_call(monkeypatch):
+    monkeypatch.setattr(kernels, "ONE_THREAD_WORK", ONE_THREAD_WORK)
+    monkeypatch.setattr(kernels, "KEPT_ZEROS_BYTES", 0)
+    _, spec, weights = build("lstm", 4, 16, 2, True, True, np.float32, seed=2)
+    prepared = kernels.prepare(spec, weights)
+    x, lengths = _inputs(3, 6, 4, 0, np.float32)
+    want = _general(monkeypatch, lambda: kernels.run(prepared, x, lengths, None, None, "all", 1))
+    for _ in range(2):
+        _same(kernels.run(prepared, x, lengths, None, None, "all", 1), want)
+    (plan,) = prepared.cache["calls"].values()
+    assert plan.h0 is None and plan.c0 is None

@@ -282,7 +282,7 @@ def _run_layers(prepared, rows, tok, lengths, h0, c0, hn, cn, top_mode, y_all, y
 
 
 CALL_PLANS = 256
-"""Call plans (`_CallPlan`) a `Prepared` keeps, one per lengths of a small call and choices; past it they are all dropped."""
+"""Call plans (`_CallPlan`) a `Prepared` keeps (one per lengths and choices of a small call), then all dropped."""
 
 
 @dataclass(frozen=True)
@@ -302,12 +302,12 @@ class _CallPlan:
     threads share it.
     """
 
-    layers: tuple  # per layer: (kind, ((k, workers, arguments with this call's arrays left as None), ...) per direction)
+    layers: tuple  # per layer: (kind, per direction (k, workers, arguments with the call's arrays left as None))
     dispatch: int  # `_PARALLEL`, `_JOBS` (the directions at once), `_TEAM` or `_WAVES`
     waves: int  # a wavefront's threads, or 0
     team: tuple | None  # a team's chunks (`team_chunks`)
-    h0: tuple  # per layer * D + direction: zero initial states, read when a call gives none (never written)
-    c0: tuple
+    h0: tuple | None  # per layer * D + direction: zero initial states, read when a call gives none (never
+    c0: tuple | None  # written); None above `KEPT_ZEROS_BYTES`: the call allocates them
     empty_rows: np.ndarray  # (0, h_out): the input of a layer reading the layer below's tiles (``xt``)
     no_tokens: np.ndarray  # (0, T)
     none: np.ndarray  # (0,): no ``xt``/``yt``
@@ -315,6 +315,9 @@ class _CallPlan:
     yt_size: int  # values of a layer's outputs in the tiles' layout (``yt``), 0 without
     shape: tuple  # (B, T, D * h_out)
 
+
+KEPT_ZEROS_BYTES = 64 << 10
+"""Largest zero initial state (all layers and directions) a kept plan holds: `CALL_PLANS` of them stay small."""
 
 _TILED, _ALL, _TOP = 0, 1, 2  # a layer's output: the tiles' layout, the (B, T, D*h_out) rows, the call's result
 _PARALLEL, _JOBS, _TEAM, _WAVES = 0, 1, 2, 3
@@ -363,8 +366,10 @@ def _call_plan(prepared, lay, lengths, T, top_mode, tokens, choice, keep) -> _Ca
                       "tile_ptr": tile_ptr, "kx": kx, "xk0": xk0, "lay": layer, "toff": toff}  # fmt: skip
             dirs.append((k, workers, values if dispatch == _TEAM else list(kernel_args(run_worker, values))))
         layers.append((kind, tuple(dirs)))
-    zh, zc = np.zeros((L * D, B, Ho), dtype), np.zeros((L * D, B, H), dtype)
-    plan = _CallPlan(tuple(layers), dispatch, waves, team, tuple(zh), tuple(zc), np.zeros((0, Ho), dtype),
+    zh = zc = None
+    if L * D * B * max(H, Ho) * dtype.itemsize <= KEPT_ZEROS_BYTES:
+        zh, zc = tuple(np.zeros((L * D, B, Ho), dtype)), tuple(np.zeros((L * D, B, H), dtype))
+    plan = _CallPlan(tuple(layers), dispatch, waves, team, zh, zc, np.zeros((0, Ho), dtype),
                      np.zeros((0, T), np.int64), none, counters(0), int(toff[-1]) * Ho * bt0 if tiled else 0,
                      (B, T, D * Ho))  # fmt: skip
     if keep:
@@ -393,6 +398,10 @@ def _run_planned(plan: _CallPlan, rows, tok, lengths, h0, c0, hn, cn, top):
     ready = counters(len(plan.layers)) if dispatch == _WAVES else plan.no_ready
     xt = plan.none
     stack = []
+    if h0 is None:
+        h0 = plan.h0 or np.zeros(hn.shape, dtype)
+    if c0 is None:
+        c0 = plan.c0 or np.zeros(cn.shape, dtype)
     for kind, dirs in plan.layers:
         yt = plan.none
         if kind == _TILED:
@@ -404,8 +413,7 @@ def _run_planned(plan: _CallPlan, rows, tok, lengths, h0, c0, hn, cn, top):
             out = top
         jobs = []
         for k, workers, base in dirs:
-            h0k = plan.h0[k] if h0 is None else h0[k]
-            c0k = plan.c0[k] if c0 is None else c0[k]
+            h0k, c0k = h0[k], c0[k]
             if dispatch == _TEAM:
                 values = dict(base)  # `_run_team` adds its own entries
                 values.update(x=rows, tok=tok, h0=h0k, c0=c0k, y=out, hn=hn[k], cn=cn[k], lens=lengths,
