@@ -37,6 +37,28 @@ def _general(monkeypatch, fn):
         return fn()
 
 
+def _on_threads(n_cases, check, threads=4, repeats=10):
+    """``check(j, i)`` for every case i, ``repeats`` times in a random order per thread, on ``threads`` threads
+    started together; the first failure is raised here."""
+    errors, start = [], threading.Barrier(threads)
+
+    def work(seed):
+        order = np.random.default_rng(seed).permutation(n_cases * repeats) % n_cases
+        start.wait()
+        try:
+            for j, i in enumerate(order):
+                check(j, i)
+        except AssertionError as exc:
+            errors.append(exc)
+
+    running = [threading.Thread(target=work, args=(s,)) for s in range(threads)]
+    for t in running:
+        t.start()
+    for t in running:
+        t.join()
+    assert not errors, errors[0]
+
+
 def _same(got, want):
     for g, w in zip(got, want):
         if w is None:
@@ -109,26 +131,13 @@ def test_calls_on_several_threads_share_plans_and_keep_their_bits(monkeypatch, c
             for (x, n), h in zip(cases, h0)]  # fmt: skip
     want_zero = [_general(monkeypatch, lambda x=x, n=n: kernels.run(prepared, x, n, None, None, "all", 1))
                  for x, n in cases]  # fmt: skip
-    errors, start = [], threading.Barrier(4)
 
-    def work(seed):
-        order = np.random.default_rng(seed).permutation(len(cases) * 10) % len(cases)
-        start.wait()
-        try:
-            for j, i in enumerate(order):
-                x, n = cases[i]
-                given = j % 2 == 1  # the same plan with and without an initial state
-                got = kernels.run(prepared, x, n, h0[i] if given else None, None, "all", 1)
-                _same(got, want[i] if given else want_zero[i])
-        except AssertionError as exc:
-            errors.append(exc)
+    def check(j, i):
+        x, n = cases[i]
+        given = j % 2 == 1  # the same plan with and without an initial state
+        _same(kernels.run(prepared, x, n, h0[i] if given else None, None, "all", 1), want[i] if given else want_zero[i])
 
-    threads = [threading.Thread(target=work, args=(s,)) for s in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors[0]
+    _on_threads(len(cases), check)
     assert prepared.cache.get("calls")
 
 
@@ -152,24 +161,12 @@ def test_predict_on_several_threads_at_once_keeps_each_calls_bits(monkeypatch, t
     ref = [model.predict(x, n, engine="numpy") for x, n in cases]
     for w, r in zip(want, ref):
         assert max_err(w, r) <= 1e-5
-    errors, start = [], threading.Barrier(4)
 
-    def work(seed):
-        order = np.random.default_rng(seed).permutation(len(cases) * 10) % len(cases)
-        start.wait()
-        try:
-            for i in order:
-                x, n = cases[i]
-                np.testing.assert_array_equal(model.predict(x, n, engine="numba", threads=2), want[i])
-        except AssertionError as exc:
-            errors.append(exc)
+    def check(j, i):
+        x, n = cases[i]
+        np.testing.assert_array_equal(model.predict(x, n, engine="numba", threads=2), want[i])
 
-    threads = [threading.Thread(target=work, args=(s,)) for s in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors[0]
+    _on_threads(len(cases), check)
 
 
 def test_a_kept_plan_follows_a_paused_team(monkeypatch):
