@@ -42,9 +42,11 @@ import numpy as np
 from rnnjit import kernels
 from rnnjit.inputs import check_features, check_lengths, check_tokens
 from rnnjit.kernels import rows as rows_mod
+from rnnjit.kernels.team import NTH, run_team
 
 CALLS = 30  # timed calls per measurement and round
-LAUNCHERS = ((kernels, "parallel"), (kernels, "run_jobs"), (rows_mod, "parallel"), (kernels, "run_in_order"))
+LAUNCHERS = ((kernels, "parallel"), (kernels, "run_jobs"), (rows_mod, "parallel"), (kernels, "run_in_order"),
+             (kernels, "run_team_hot"))  # fmt: skip
 
 
 def _launchers():
@@ -69,7 +71,11 @@ def _record(fn):
         calls.extend(js)
         return real["run_in_order"](workers, js)
 
-    spies = {"parallel": par, "run_jobs": jobs, "run_in_order": in_order}
+    def hot(values):  # a team with the hot helper: recorded as its `run_team`
+        calls.append((run_team, kernels.kernel_args(run_team, values)))
+        return real["run_team_hot"](values)
+
+    spies = {"parallel": par, "run_jobs": jobs, "run_in_order": in_order, "run_team_hot": hot}
     try:
         for m, n, _ in saved:
             setattr(m, n, spies[n])
@@ -81,15 +87,19 @@ def _record(fn):
 
 
 def _workers_alone(calls):
-    """A callable running the recorded worker calls, each with its shared tile counter (``next_tile``) reset."""
+    """A callable running the recorded worker calls, each with its shared counter reset: a tile or block counter
+    (``next_tile``, ``next_block``) to 0, a team's ``sync`` words to a team of one (this thread takes every chunk)."""
     counters = []
     for f, args in calls:
         py = getattr(f, "py_func", f)
-        counters.append(args[py.__code__.co_varnames[: py.__code__.co_argcount].index("next_tile")])
+        names = py.__code__.co_varnames[: py.__code__.co_argcount]
+        counters.append(args[names.index(next(n for n in ("next_tile", "next_block", "sync") if n in names))])
 
     def run():
         for (f, args), counter in zip(calls, counters):
-            counter[0] = 0
+            counter[:] = 0
+            if f is run_team:
+                counter[NTH] = 1
             f(*args)
 
     return run
@@ -119,7 +129,7 @@ def _stubbed(fn, timed):
         for name in timed:
             timed[name].append(0)
         for m, n, _ in saved:
-            setattr(m, n, (lambda *a: (0.0, 0.0)))  # run_in_order's (ran, waited); the others' result is unused
+            setattr(m, n, (lambda *a: (0.0, 0.0)))  # run_in_order's (ran, waited); truthy for run_team_hot (it ran)
         kernels.run, kernels.run_steps = wrapped["run"], wrapped["run_steps"]
         try:
             fn()

@@ -40,7 +40,7 @@ WIDTHS = {"bt1": 1, "few": FEW, "l16": 16, "l32": 32, "l48": 48}
 
 def _forced(prepared, x, lengths, threads, bt=None, team=None):
     """A call of `kernels.run` with the tile width and the team choice forced (None: the policy's)."""
-    tw, tc, l2 = kernels.tile_width, kernels.team_chunks, team_policy.L2_BYTES
+    tw, tc, least = kernels.tile_width, kernels.team_chunks, team_policy.TEAM_MIN_BYTES
 
     def call():
         if bt is not None:
@@ -48,12 +48,12 @@ def _forced(prepared, x, lengths, threads, bt=None, team=None):
         if team is False:
             kernels.team_chunks = lambda *a: None
         if team is True:
-            team_policy.L2_BYTES = 0  # a batch of one runs as a team whatever its weights
+            team_policy.TEAM_MIN_BYTES = 0  # a batch of one runs as a team whatever its weights
         try:
             team_policy._team_paused_until = 0.0  # measure the path, not the back-off
             return kernels.run(prepared, x, lengths, None, None, "last", threads)
         finally:
-            kernels.tile_width, kernels.team_chunks, team_policy.L2_BYTES = tw, tc, l2
+            kernels.tile_width, kernels.team_chunks, team_policy.TEAM_MIN_BYTES = tw, tc, least
 
     return call
 

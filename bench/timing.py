@@ -58,16 +58,45 @@ def warm_call_s(fn) -> float:
     return time.perf_counter() - t0
 
 
+SETTLE_S = 0.01
+"""Pause before each engine's turn in `paired_ratio`: long enough for the other engine's pool threads to stop spinning.
+
+torch's OpenMP threads (libgomp) spin-wait for several milliseconds after a
+call, and onnxruntime's pool spins too; on 2 cores a spinning thread holds
+the core the next engine's second thread wants. Measured (bench/after_torch.py,
+bench/report_notes.md "Variants"): rnnjit's 2-thread call right after torch's
+took 1.24-1.60x its time after another rnnjit call (LSTM H=256 B=256 T=20:
+11.4 ms instead of 8.4; after 5 ms of pause 10.0, after 10 ms 8.35), and the
+same with torch's ``OMP_WAIT_POLICY=PASSIVE`` 0.98-1.03x.
+"""
+
+PAIRED_MIN_ROUNDS = 10
+"""At least this many turns each in `paired_ratio` for calls under 10 ms (the pauses would leave them ~6)."""
+
+
+def settled_call(fn, settle_s: float = SETTLE_S) -> float:
+    """One engine's turn: a pause of ``settle_s``, an untimed call, then the timed call; its seconds."""
+    time.sleep(settle_s)
+    fn()
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
 def paired_ratio(fast, slow, call_s: float) -> float:
-    """min time of ``slow`` / min time of ``fast``, their calls alternated (both warm), `rounds_for(call_s)` pairs."""
+    """min time of ``slow`` / min time of ``fast``, in alternating turns (`settled_call`), both warm.
+
+    Alternating spreads the machine's load over both engines; each turn
+    starts after a pause and an untimed call, so the timed call sees what a
+    process running only that engine sees (its own pool warm, no other
+    engine's threads spinning on its cores: `SETTLE_S`). ``call_s``: one call
+    of each, together.
+    """
     best_fast = best_slow = float("inf")
-    for _ in range(rounds_for(call_s)):
-        t0 = time.perf_counter()
-        fast()
-        t1 = time.perf_counter()
-        slow()
-        t2 = time.perf_counter()
-        best_fast, best_slow = min(best_fast, t1 - t0), min(best_slow, t2 - t1)
+    n = rounds_for(2 * call_s + 2 * SETTLE_S)
+    for _ in range(max(n, PAIRED_MIN_ROUNDS) if call_s < 0.01 else n):
+        best_fast = min(best_fast, settled_call(fast))
+        best_slow = min(best_slow, settled_call(slow))
     return best_slow / best_fast
 
 

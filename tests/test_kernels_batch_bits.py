@@ -67,7 +67,7 @@ def test_a_batch_of_one_run_by_a_team_has_the_same_bits_as_in_a_batch(cell, T, m
     lengths = rng.integers(1, T + 1, 40).astype(np.int64)
     lengths[3] = T
     whole = kernels.run(prepared, x, lengths, None, None, "all", 2)
-    monkeypatch.setattr(team_policy, "L2_BYTES", 0)  # the team path for a batch of one
+    monkeypatch.setattr(team_policy, "TEAM_MIN_BYTES", 0)  # the team path for a batch of one
     assert team_policy.team_chunks(spec, 1, 2, 1) is not None
     for b in (3, 17):
         team_policy._team_paused_until = 0.0
@@ -149,7 +149,7 @@ def test_a_wavefront_pauses_when_its_caller_mostly_waited_and_gives_way_to_teams
     assert team_policy.wavefront_workers(spec, True, 2, 1e9, False) == 2
 
 
-def test_a_batch_of_one_runs_as_a_team_when_the_weights_a_step_reads_exceed_l2(monkeypatch):
+def test_a_batch_of_one_runs_as_a_team_from_the_weights_a_step_reads(monkeypatch):
     # a wide input (I=256, H=64): 330 KB of packed weights, 67 KB of them the h columns a projected step reads
     _, spec, weights = build("lstm", 256, 64, 1, False, True, np.float32, seed=12)
     prepared = kernels.prepare(spec, weights)
@@ -157,11 +157,12 @@ def test_a_batch_of_one_runs_as_a_team_when_the_weights_a_step_reads_exceed_l2(m
     x = np.random.default_rng(13).standard_normal((1, 30, 256)).astype(np.float32)
     run_team, teams = kernels._run_team, []
     monkeypatch.setattr(kernels, "_run_team", lambda values, n, chunks: (teams.append(n), run_team(values, n, chunks)))
+    monkeypatch.setattr(kernels, "ONE_THREAD_WORK", 0)
     monkeypatch.setattr(team_policy, "_team_paused_until", 0.0)
-    monkeypatch.setattr(team_policy, "L2_BYTES", (pk.wgh.nbytes + pk.w.nbytes) // 2)
+    monkeypatch.setattr(team_policy, "TEAM_MIN_BYTES", (pk.wgh.nbytes + pk.w.nbytes) // 2)
     alone = kernels.run(prepared, x, np.array([30]), None, None, "all", 2)
-    assert teams == []  # what a step reads fits: one thread
-    monkeypatch.setattr(team_policy, "L2_BYTES", pk.wgh.nbytes - 1)
+    assert teams == []  # what a step reads is below the minimum (all of the weights are not): one thread
+    monkeypatch.setattr(team_policy, "TEAM_MIN_BYTES", pk.wgh.nbytes)
     team = kernels.run(prepared, x, np.array([30]), None, None, "all", 2)
     assert teams == [2]
     np.testing.assert_array_equal(team[0], alone[0])

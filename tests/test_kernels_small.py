@@ -80,11 +80,15 @@ def test_tile_width(B, expected):
     assert kernels.tile_width(B, 2, np.dtype(np.float32), 1 << 20) == expected
 
 
-def test_batch_of_one_runs_on_one_thread_while_its_weights_fit_in_l2():
+def test_batch_of_one_runs_as_a_team_from_team_min_bytes_and_a_stack_in_l2_as_a_wavefront():
     spec = build("lstm", 5, 128, 1, False, True, np.float32)[1]
+    stack = build("lstm", 5, 128, 2, False, True, np.float32)[1]
     team_policy._team_paused_until = 0.0
-    assert team_policy.team_chunks(spec, 1, 2, team_policy.L2_BYTES) is None
-    assert team_policy.team_chunks(spec, 1, 2, team_policy.L2_BYTES + 1) == (8, 2)
+    assert team_policy.team_chunks(spec, 1, 2, team_policy.TEAM_MIN_BYTES - 1) is None
+    assert team_policy.team_chunks(spec, 1, 2, team_policy.TEAM_MIN_BYTES) == (8, 2)
+    assert team_policy.team_chunks(spec, 1, 1, team_policy.TEAM_MIN_BYTES) is None
+    assert team_policy.team_chunks(stack, 1, 2, team_policy.L2_BYTES) is None
+    assert team_policy.team_chunks(stack, 1, 2, team_policy.L2_BYTES + 1) == (8, 2)
     assert team_policy.team_chunks(spec, 16, 2, team_policy.L2_BYTES) is not None  # one lane tile: a team
 
 

@@ -28,6 +28,7 @@ setting itself is never changed (the kernels have no ``prange``).
 
 from __future__ import annotations
 
+import math
 import operator
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -42,12 +43,14 @@ from rnnjit.kernels.pack import (
     CELL_CODES, PackedLayer, aligned_empty, pack_layer, padded_hidden, projected_elements,
 )
 from rnnjit.kernels.pool import parallel, run_in_order, run_jobs
-from rnnjit.kernels.precision import PRECISIONS, Precision, missing_features, precision_of, target_cpu
+from rnnjit.kernels.precision import PRECISIONS, Precision, lanes, missing_features, precision_of, target_cpu
 from rnnjit.kernels.rows import prepare_steps, run_steps
-from rnnjit.kernels.team import NTH, SPINS, run_team, sync_words
+from rnnjit.kernels.hot import hot_available, run_team_hot
+from rnnjit.kernels import team as team_kernel
+from rnnjit.kernels.team import NTH, SPINS, STEAL, run_team, sync_words
 from rnnjit.kernels.team_policy import team_chunks, wavefront_workers
 from rnnjit.kernels.wavefront import counters
-from rnnjit.kernels.tiling import tile_steps, tile_width, tiles
+from rnnjit.kernels.tiling import remainder_width, split_tiles, tile_steps, tile_width
 from rnnjit.errors import PrecisionUnavailableError
 from rnnjit.spec import RNNSpec
 
@@ -147,7 +150,7 @@ def run(prepared: Prepared, x, lengths, h0=None, c0=None, select="all", threads=
     h_shape = (L * D, B, Ho)  # `RNNSpec.state_shapes`
     hn = np.zeros(h_shape, dtype)
     cn = np.zeros((L * D, B, H), dtype)
-    h0 = None if h0 is None else _writable(np.ascontiguousarray(h0, dtype=dtype))  # None: zeros (`_run_layers`)
+    h0 = None if h0 is None else _writable(np.ascontiguousarray(h0, dtype=dtype))  # None: zeros (`_run_planned`)
     c0 = None if (c0 is None or not lay.has_c) else _writable(np.ascontiguousarray(c0, dtype=dtype))
     y_all = np.zeros((B, T, D * Ho), dtype) if select == "all" else None
     y_last = np.zeros((B, 1, D * Ho), dtype) if y_all is None else None
@@ -221,22 +224,49 @@ def _layout(prepared: Prepared) -> _Layout:
     return lay
 
 
-def _choose(prepared, B, lay, threads):
-    """(tile width, workers, team chunks or None) for one direction of ``B`` sequences on ``threads`` threads.
+@dataclass(frozen=True)
+class _Plan:
+    """How one direction of a layer runs: its sequences' ``order`` (longest first), the ``parts`` ((tile width,
+    tile_ptr), ...: lane tiles, then the remainder's small tiles, `rnnjit.kernels.tiling.split_tiles`), how many
+    ``workers`` run them and the ``team`` chunks of a one-tile plan run as a team (or None)."""
+
+    order: np.ndarray
+    parts: tuple
+    workers: int
+    team: tuple | None
+
+    @property
+    def one_tile(self) -> bool:
+        return len(self.parts) == 1 and self.parts[0][1].size == 2
+
+
+def _plan(prepared, lengths, lay, threads) -> _Plan:
+    """The `_Plan` of one direction on ``threads`` threads.
 
     Whether one tile runs as a team depends on the weight bytes each step reads: for a one-sequence tile, whose
     input columns are projected first, the h columns only (``lay.hbytes``; the team's chunks read ``wgh``).
     """
-    wbytes = lay.wbytes
+    wbytes, B = lay.wbytes, lengths.shape[0]
     bt = tile_width(B, threads, prepared.dtype, wbytes)
-    n_tiles = -(-B // bt)  # `tiles`' count
-    workers = max(1, min(threads, n_tiles))
+    rest = remainder_width(B, threads, prepared.dtype, wbytes, bt)
+    order, parts = split_tiles(lengths, bt, rest, lanes(prepared.dtype))
+    workers = max(1, min(threads, sum(ptr.size - 1 for _, ptr in parts)))
+    plan = _Plan(order, parts, workers, None)
     # one tile on several threads (`team`) only where the products read z itself: a packed z would need
     # every chunk of a step done before the next step's z is packed
-    one_tile = n_tiles == 1 and prepared.precision.k_pack == 1
-    step_bytes = lay.hbytes if bt == 1 and lay.hbytes else wbytes
-    team = team_chunks(prepared.spec, bt, threads, step_bytes) if one_tile else None
-    return bt, (threads if team else workers), team
+    if plan.one_tile and prepared.precision.k_pack == 1:
+        step_bytes = lay.hbytes if bt == 1 and lay.hbytes else wbytes
+        team = team_chunks(prepared.spec, bt, threads, step_bytes)
+        if team:
+            plan = _Plan(order, parts, threads, team)
+    return plan
+
+
+def _in_order(calls) -> None:
+    """Run ``fn(*args)`` for each ``(fn, args)`` of ``calls`` in turn: one thread's share of a plan's parts
+    (each worker call takes its part's tiles until none is left, then the thread moves on to the next part)."""
+    for fn, args in calls:
+        fn(*args)
 
 
 def _run_layers(prepared, rows, tok, lengths, h0, c0, hn, cn, top_mode, y_all, y_last, threads):
@@ -254,6 +284,9 @@ def _run_layers(prepared, rows, tok, lengths, h0, c0, hn, cn, top_mode, y_all, y
     interleaved (bench/report_notes.md, "Layers over L2 at a batch of one").
     A stack of one-directional layers in one tile (a batch of one) runs its
     layers at once instead, each behind the layer below (`wavefront`).
+    A plan of two parts (lane tiles and the remainder's small tiles,
+    `rnnjit.kernels.tiling.remainder_width`) runs each thread through the
+    parts in turn (`_in_order`).
 
     What depends only on the lengths and these choices is a `_CallPlan`,
     kept for small batches (`_call_plan`).
@@ -264,25 +297,29 @@ def _run_layers(prepared, rows, tok, lengths, h0, c0, hn, cn, top_mode, y_all, y
     # a list's sum and max: numpy's reductions cost ~1.3 us each on a handful of lengths
     small = B <= SMALL_LENGTHS
     total, longest = (sum(v), max(v)) if small and (v := lengths.tolist()) else (lengths.sum(), lengths.max())
+    plans = choice = None  # one thread: no split, team or wavefront, whatever the machine's load (`_call_plan`)
     if float(total) * lay.wbytes * L * D < ONE_THREAD_WORK:
         threads = 1  # less work than handing some of it to a pool thread costs
-        choice = None  # one thread: no split, team or wavefront, whatever the machine's load (`_call_plan`)
     else:
-        plans = (_choose(prepared, B, lay, threads),)
+        plans = [_plan(prepared, lengths, lay, threads)]
         if D == 2 and threads >= 2 and float(total) * lay.w0bytes >= SPLIT_WORK:
-            split = tuple(_choose(prepared, B, lay, t) for t in (threads // 2, threads - threads // 2))
-            if not any(p[2] for p in split):
+            split = [_plan(prepared, lengths, lay, t) for t in (threads // 2, threads - threads // 2)]
+            if not any(p.team for p in split):
                 plans = split
         # a stack of one-directional layers in one tile: its layers at once, each behind the one below (`wavefront`)
-        waves = wavefront_workers(prepared.spec, plans[0][0] >= B, threads, float(longest) * lay.wbytes,
-                                  plans[0][2] is not None)  # fmt: skip
-        choice = (plans, waves)
-    plan = _call_plan(prepared, lay, lengths, T, top_mode, tok.shape[0] > 0, choice, small)
+        waves = wavefront_workers(prepared.spec, plans[0].one_tile, threads, float(longest) * lay.wbytes,
+                                  plans[0].team is not None)  # fmt: skip
+        # what tells two calls' plans apart besides their lengths (the tiles follow from lengths and widths)
+        choice = (tuple((tuple((bt, ptr.size) for bt, ptr in p.parts), p.workers, p.team) for p in plans), waves)
+    plan = _call_plan(prepared, lay, lengths, T, top_mode, tok.shape[0] > 0, choice, plans, small)
     _run_planned(plan, rows, tok, lengths, h0, c0, hn, cn, y_all if top_mode == OUT_ALL else y_last)
 
 
 CALL_PLANS = 256
 """Call plans (`_CallPlan`) a `Prepared` keeps (one per lengths and choices of a small call), then all dropped."""
+
+KEPT_ZEROS_BYTES = 64 << 10
+"""Largest zero initial state (all layers and directions) a kept plan holds: `CALL_PLANS` of them stay small."""
 
 
 @dataclass(frozen=True)
@@ -291,42 +328,39 @@ class _CallPlan:
 
     Kept per `Prepared` for small batches (`SMALL_LENGTHS`), per lengths, T,
     output mode, token ids or features and the choices made for the call
-    (tile widths, workers, team chunks, the direction split and a wavefront's
-    threads: made again on every call, as they follow the machine's load,
-    `team_policy`). A repeat call (a batch of one, the same sentence length)
-    then only puts its own arrays into prepared argument lists: the tiles,
-    the input projection's columns and the worker's 40 arguments picked by
-    name cost ~6 us per call on the polyphone tagger's batch of one, its
-    whole recurrent launch ~25 us (bench/report_notes.md, "A batch of one's
-    Python"). Nothing in a plan is written by a call: calls on several
-    threads share it.
+    (tile widths and parts, workers, team chunks, the direction split and a
+    wavefront's threads: made again on every call, as they follow the
+    machine's load, `team_policy`). A repeat call (a batch of one, the same
+    sentence length) then only puts its own arrays into prepared argument
+    lists: the tiles, the input projection's columns and the worker's 40
+    arguments picked by name cost ~6 us per call on the polyphone tagger's
+    batch of one, its whole recurrent launch ~25 us (bench/report_notes.md,
+    "A batch of one's Python"). Nothing in a plan is written by a call:
+    calls on several threads share it.
     """
 
-    layers: tuple  # per layer: (kind, per direction (k, workers, arguments with the call's arrays left as None))
+    layers: tuple  # per layer: (each part's output kind, per direction (k, workers, per part (part, arguments)))
     dispatch: int  # `_PARALLEL`, `_JOBS` (the directions at once), `_TEAM` or `_WAVES`
     waves: int  # a wavefront's threads, or 0
     team: tuple | None  # a team's chunks (`team_chunks`)
     h0: tuple | None  # per layer * D + direction: zero initial states, read when a call gives none (never
     c0: tuple | None  # written); None above `KEPT_ZEROS_BYTES`: the call allocates them
+    yt_sizes: tuple  # per part: values of a layer's outputs in its tiles' layout (``yt``), 0 without
     empty_rows: np.ndarray  # (0, h_out): the input of a layer reading the layer below's tiles (``xt``)
     no_tokens: np.ndarray  # (0, T)
     none: np.ndarray  # (0,): no ``xt``/``yt``
     no_ready: np.ndarray  # (0,) int64: no wavefront's ``ready``
-    yt_size: int  # values of a layer's outputs in the tiles' layout (``yt``), 0 without
     shape: tuple  # (B, T, D * h_out)
 
 
-KEPT_ZEROS_BYTES = 64 << 10
-"""Largest zero initial state (all layers and directions) a kept plan holds: `CALL_PLANS` of them stay small."""
-
-_TILED, _ALL, _TOP = 0, 1, 2  # a layer's output: the tiles' layout, the (B, T, D*h_out) rows, the call's result
+_TILED, _ALL, _TOP = 0, 1, 2  # a part's layer output: its tiles' layout, the (B, T, D*h_out) rows, the call's result
 _PARALLEL, _JOBS, _TEAM, _WAVES = 0, 1, 2, 3
 _CALL_SLOTS = ("x", "tok", "h0", "c0", "y", "hn", "cn", "lens", "next_tile", "xt", "yt", "ready")
 
 
-def _call_plan(prepared, lay, lengths, T, top_mode, tokens, choice, keep) -> _CallPlan:
-    """The call's `_CallPlan`: kept (``keep``) or built. ``choice``: (per direction plan (tile width, workers,
-    team chunks), wavefront threads), or None for one thread."""
+def _call_plan(prepared, lay, lengths, T, top_mode, tokens, choice, plans, keep) -> _CallPlan:
+    """The call's `_CallPlan`: kept (``keep``) or built from ``plans`` (each direction's `_Plan`; None: one
+    thread) and ``choice`` (what tells them apart, with the wavefront's threads)."""
     calls = key = None
     if keep:
         # `_projected` is in the key: bench/projection.py swaps it to time tiles without the projection
@@ -337,41 +371,46 @@ def _call_plan(prepared, lay, lengths, T, top_mode, tokens, choice, keep) -> _Ca
         plan = calls.get(key)
         if plan is not None:
             return plan
-    if choice is None:
-        choice = ((_choose(prepared, lengths.shape[0], lay, 1),), 0)
-    plans, waves = choice
+    if plans is None:
+        plans, waves = [_plan(prepared, lengths, lay, 1)], 0
+    else:
+        waves = choice[1]
     dtype = prepared.dtype
     D, L, Ho, H = lay.sizes[:4]
     B = lengths.shape[0]
-    tiled_plans = [(bt, *tiles(lengths, bt), workers, team) for bt, workers, team in plans]
-    bt0, order0, ptr0, _, team = tiled_plans[0]
-    dispatch = _WAVES if waves else _JOBS if len(plans) == 2 else _TEAM if team else _PARALLEL
-    # between the layers of a one-directional stack in lane tiles, each layer's h stays in the tiles' layout
-    # (`run_worker`'s ``xt``/``yt``); not for teams and wavefronts, whose layers read the (B, T, H) rows
-    tiled = D == 1 and L > 1 and bt0 > FEW and not waves and not team
-    toff = tile_steps(lengths, order0, ptr0) if tiled else np.zeros(1, np.int64)
-    none = np.zeros(0, dtype)
+    team = plans[0].team
+    dispatch = _WAVES if waves else _TEAM if team else _JOBS if len(plans) == 2 else _PARALLEL
+    order0, parts0 = plans[0].order, plans[0].parts
+    # between the layers of a one-directional stack, each layer's h stays in the lane tiles' layout
+    # (`run_worker`'s ``xt``/``yt``); not for teams and wavefronts, whose layers read the (B, T, H) rows, nor
+    # for FEW and one-sequence tiles (a remainder part's among them)
+    stacked = D == 1 and L > 1 and not waves and not team
+    tiled = [stacked and bt > FEW for bt, _ in parts0]
+    toff = [tile_steps(lengths, order0, ptr) if t else np.zeros(1, np.int64) for t, (_, ptr) in zip(tiled, parts0)]
     layers = []
     for layer in range(L):
-        if layer < L - 1:
-            kind, mode = (_TILED, OUT_NONE) if tiled else (_ALL, OUT_ALL)
-        else:
-            kind, mode = _TOP, top_mode
+        kinds = tuple((_TILED if t else _ALL) if layer < L - 1 else _TOP for t in tiled)
         dirs = []
         for d in range(D):
             k = layer * D + d
-            bt, order, tile_ptr, workers, _ = tiled_plans[d % len(tiled_plans)]
-            kx, xk0 = _projected(prepared, prepared.layers[k], bt)
-            values = {**lay.static[k], **dict.fromkeys(_CALL_SLOTS), "out_mode": mode, "bt": bt, "order": order,
-                      "tile_ptr": tile_ptr, "kx": kx, "xk0": xk0, "lay": layer, "toff": toff}  # fmt: skip
-            dirs.append((k, workers, values if dispatch == _TEAM else list(kernel_args(run_worker, values))))
-        layers.append((kind, tuple(dirs)))
+            plan = plans[d % len(plans)]
+            parts = []
+            for i, (bt, tile_ptr) in enumerate(plan.parts):
+                kx, xk0 = _projected(prepared, prepared.layers[k], bt)
+                j = i if len(plans) == 1 else 0  # the part whose input, output and tile layout it takes
+                mode = (OUT_NONE if kinds[j] == _TILED else OUT_ALL) if layer < L - 1 else top_mode
+                values = {**lay.static[k], **dict.fromkeys(_CALL_SLOTS), "out_mode": mode, "bt": bt,
+                          "order": plan.order, "tile_ptr": tile_ptr, "kx": kx, "xk0": xk0, "lay": layer,
+                          "toff": toff[j]}  # fmt: skip
+                parts.append((j, values if dispatch == _TEAM else list(kernel_args(run_worker, values))))
+            dirs.append((k, plan.workers, tuple(parts)))
+        layers.append((kinds, tuple(dirs)))
     zh = zc = None
     if L * D * B * max(H, Ho) * dtype.itemsize <= KEPT_ZEROS_BYTES:
         zh, zc = tuple(np.zeros((L * D, B, Ho), dtype)), tuple(np.zeros((L * D, B, H), dtype))
-    plan = _CallPlan(tuple(layers), dispatch, waves, team, zh, zc, np.zeros((0, Ho), dtype),
-                     np.zeros((0, T), np.int64), none, counters(0), int(toff[-1]) * Ho * bt0 if tiled else 0,
-                     (B, T, D * Ho))  # fmt: skip
+    yt_sizes = tuple(int(o[-1]) * Ho * bt if t else 0 for t, o, (bt, _) in zip(tiled, toff, parts0))
+    plan = _CallPlan(tuple(layers), dispatch, waves, team, zh, zc, yt_sizes, np.zeros((0, Ho), dtype),
+                     np.zeros((0, T), np.int64), np.zeros(0, dtype), counters(0), (B, T, D * Ho))  # fmt: skip
     if keep:
         if len(calls) >= CALL_PLANS:
             calls.clear()
@@ -394,47 +433,54 @@ def _run_planned(plan: _CallPlan, rows, tok, lengths, h0, c0, hn, cn, top):
     ix, itok, ih0, ic0, iy, ihn, icn, ilens, inext, ixt, iyt, iready = _SLOTS
     B, T, Y = plan.shape
     dtype = top.dtype
-    dispatch = plan.dispatch
+    dispatch, none = plan.dispatch, plan.none
     ready = counters(len(plan.layers)) if dispatch == _WAVES else plan.no_ready
-    xt = plan.none
-    stack = []
     if h0 is None:
         h0 = plan.h0 or np.zeros(hn.shape, dtype)
     if c0 is None:
         c0 = plan.c0 or np.zeros(cn.shape, dtype)
-    for kind, dirs in plan.layers:
-        yt = plan.none
-        if kind == _TILED:
-            out = np.zeros((B, 1, Y), dtype)
-            yt = aligned_empty(plan.yt_size, dtype)  # every value read is written first
-        elif kind == _ALL:
-            out = np.zeros((B, T, Y), dtype)
-        else:
-            out = top
-        jobs = []
-        for k, workers, base in dirs:
-            h0k, c0k = h0[k], c0[k]
-            if dispatch == _TEAM:
-                values = dict(base)  # `_run_team` adds its own entries
-                values.update(x=rows, tok=tok, h0=h0k, c0=c0k, y=out, hn=hn[k], cn=cn[k], lens=lengths,
-                              next_tile=np.zeros(1, np.int64), xt=xt, yt=yt, ready=ready)  # fmt: skip
-                _run_team(values, workers, plan.team)
-                continue
-            a = base.copy()
-            a[ix], a[itok], a[iy], a[ilens], a[ixt], a[iyt], a[iready] = rows, tok, out, lengths, xt, yt, ready
-            a[ih0], a[ic0], a[ihn], a[icn], a[inext] = h0k, c0k, hn[k], cn[k], np.zeros(1, np.int64)
-            if dispatch == _WAVES:
-                stack.append((run_worker, a))
-            elif dispatch == _JOBS:
-                jobs += [(run_worker, a)] * workers
+    inputs = [(rows, tok, none)] * len(plan.yt_sizes)  # each part's layer input: rows, token ids, tile-layout rows
+    stack = []
+    for kinds, dirs in plan.layers:
+        outs = []  # each part's (y, yt)
+        below = None  # the (B, T, D * h_out) output of the layer, for the layer above, if a part writes it
+        for kind, size in zip(kinds, plan.yt_sizes):
+            if kind == _TILED:
+                yt = aligned_empty(size, dtype)  # every value read is written first
+                outs.append((np.zeros((B, 1, Y), dtype), yt))
+            elif kind == _ALL:
+                below = np.zeros((B, T, Y), dtype) if below is None else below
+                outs.append((below, none))
             else:
-                parallel(workers, run_worker, a)
+                outs.append((top, none))
+        jobs = []
+        for k, workers, parts in dirs:
+            calls = []
+            for j, base in parts:
+                (x_in, tok_in, xt), (out, yt) = inputs[j], outs[j]
+                if dispatch == _TEAM:  # one part
+                    values = dict(base)  # `_run_team` adds its own entries
+                    values.update(x=x_in, tok=tok_in, h0=h0[k], c0=c0[k], y=out, hn=hn[k], cn=cn[k], lens=lengths,
+                                  next_tile=np.zeros(1, np.int64), xt=xt, yt=yt, ready=ready)  # fmt: skip
+                    _run_team(values, workers, plan.team)
+                    continue
+                a = base.copy()
+                a[ix], a[itok], a[iy], a[ilens], a[ixt], a[iyt], a[iready] = x_in, tok_in, out, lengths, xt, yt, ready
+                a[ih0], a[ic0], a[ihn], a[icn], a[inext] = h0[k], c0[k], hn[k], cn[k], np.zeros(1, np.int64)
+                calls.append((run_worker, a))
+            if dispatch == _WAVES:
+                stack += calls
+            elif dispatch == _JOBS:
+                jobs += [calls[0] if len(calls) == 1 else (_in_order, (calls,))] * workers
+            elif len(calls) == 1:
+                parallel(workers, run_worker, calls[0][1])
+            elif calls:
+                parallel(workers, _in_order, (calls,))
         if jobs:
             run_jobs(jobs)
-        if kind == _TILED:
-            rows, tok, xt = plan.empty_rows, plan.no_tokens, yt
-        elif kind == _ALL:
-            rows, tok = out.reshape(B * T, Y), plan.no_tokens
+        if kinds[0] != _TOP:
+            inputs = [(plan.empty_rows, plan.no_tokens, yt) if kind == _TILED
+                      else (out.reshape(B * T, Y), plan.no_tokens, none) for kind, (out, yt) in zip(kinds, outs)]
     if stack:
         team_policy.note_wave(*run_in_order(plan.waves, stack))
 
@@ -481,31 +527,32 @@ def _run_team(values: dict, workers, chunks):
     slen = np.zeros(bt, np.int64)
     seq[:B], slen[:B] = order, lengths[order]
     reverse = values["reverse"]
-    zbuf = _line_zeros((2, K, bt), dtype)
+    zbuf, cbuf, g, m = _line_zeros(dtype, (2, K, bt), (2, H, bt), (w.shape[0] * MR * bt,), (H * bt,))
     zbuf[:, 0], zbuf[:, K - 1] = 1, 1
     t0 = slen[:B] - 1 if reverse else np.zeros(B, np.int64)
     first = tok[order, t0] if tok.shape[0] else order * T + t0  # each sequence's first row (`step_row`)
     zbuf[0, 1 : I + 1, :B] = rows[first].T
     zbuf[0, I + 1 : I + 1 + H, :B] = h0[order].T
-    cbuf = _line_zeros((2, H, bt), dtype)
     cbuf[0, :, :B] = c0[order].T
     cb, nch = chunks
     sync = np.zeros(sync_words(nch), np.int64)
-    sync[NTH] = workers
+    sync[NTH], sync[STEAL] = workers, team_kernel.STEAL_AFTER
     maxlen = int(slen.max())
     xproj = np.zeros(1, dtype)
     if values["kx"] and maxlen * w.shape[0] * MR * dtype.itemsize > TEAM_PROJECTION_BYTES:
         values.update(kx=0, xk0=0)  # a very long sequence: the team reads the input columns per step
-    if values["kx"]:  # every step's input projection first, on the team's threads
+    hot = workers == 2 and hot_available(dtype)  # the second thread kept hot (`hot`), not woken through the pool
+    if values["kx"]:  # every step's input projection first, on the team's threads (on this one for `hot`)
         xproj = aligned_empty(-(-maxlen // STEP_BLOCK) * STEP_BLOCK * w.shape[0] * MR, dtype)
-        parallel(workers, project_all, (w, values["wg"], rows, tok, int(seq[0]), int(slen[0]), reverse, maxlen,
+        parallel(1 if hot else workers, project_all, (w, values["wg"], rows, tok, int(seq[0]), int(slen[0]), reverse, maxlen,
                                         values["kx"], xproj, np.zeros(1, np.int64)))  # fmt: skip
     values.update(xproj=xproj,
         seq=seq, slen=slen, nb=B, maxlen=maxlen, zbuf=zbuf.reshape(2, K * bt), cbuf=cbuf.reshape(2, H * bt),
-        g=_line_zeros(w.shape[0] * MR * bt, dtype), m=_line_zeros(H * bt, dtype), sync=sync,
+        g=g, m=m, sync=sync,
         nblk=1 if values["cell"] in (CELL_CODES["rnn_tanh"], CELL_CODES["rnn_relu"]) else 4, cb=cb, nch=nch,
     )  # fmt: skip
-    parallel(workers, run_team, kernel_args(run_team, values))
+    if not (hot and run_team_hot(values)):
+        parallel(workers, run_team, kernel_args(run_team, values))
     team_policy.note_spins(int(sync[SPINS]), maxlen)
 
 
@@ -514,12 +561,19 @@ TEAM_PROJECTION_BYTES = 64 << 20
 a longer sequence runs the team without it."""
 
 
-def _line_zeros(shape, dtype) -> np.ndarray:
-    """Zeros starting on a cache line: the team's vector loads and stores then never split one.
+def _line_zeros(dtype, *shapes) -> list[np.ndarray]:
+    """Zero arrays of ``shapes``, each starting on a cache line: the team's vector loads and stores then never split one.
 
     Measured (B=16, H=128, the team on one thread): 17.0 us per step with
     numpy's 16-byte-aligned buffers, 15.1 with these (the tile worker: 14.2).
+    One block for all of them: an allocation each cost ~3 us, a fifth of a
+    short team call's setup (batch of one, H=128, one step).
     """
-    a = aligned_empty(shape, dtype)
-    a.fill(0)
-    return a
+    line = 64 // np.dtype(dtype).itemsize
+    sizes = [math.prod(s) for s in shapes]
+    starts = [0]
+    for n in sizes:
+        starts.append(starts[-1] + -(-n // line) * line)
+    block = aligned_empty(starts[-1], dtype)
+    block.fill(0)
+    return [block[a : a + n].reshape(s) for a, n, s in zip(starts, sizes, shapes)]

@@ -23,6 +23,8 @@ elements.
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -97,7 +99,7 @@ def projected_elements(in_size: int, precision: Precision) -> int:
 def aligned_empty(shape, dtype, align: int = 64) -> np.ndarray:
     """An uninitialized C-contiguous array whose data starts on a cache line."""
     dtype = np.dtype(dtype)
-    n = int(np.prod(shape))
+    n = math.prod(shape) if isinstance(shape, (tuple, list)) else int(shape)
     buf = np.empty(n * dtype.itemsize + align, np.uint8)
     off = (-buf.ctypes.data) % align
     return buf[off : off + n * dtype.itemsize].view(dtype).reshape(shape)

@@ -28,31 +28,44 @@ time slice, so a stalled run (`note_spins`) turns teams off for a while.
 _team_paused_until = 0.0
 
 L2_BYTES = 1 << 20
-"""One core's L2 cache on the reference machine (AMD EPYC Zen 4): packed weights up to this size stay in it between steps."""
+"""One core's L2 cache on the reference machine (AMD EPYC, Zen 5): packed weights up to this size stay in it between steps."""
 
 
 def team_chunks(spec: RNNSpec, bt: int, threads: int, weight_bytes: int = 0) -> tuple[int, int] | None:
     """(unit blocks per chunk, chunks per step) when one tile should run on ``threads`` (`team`), else None.
 
     A team needs two threads, no projection, and chunks of whole row-kernel
-    calls (P_ROWS blocks of MR units for one sequence). A batch of one whose
-    weights read per step (``weight_bytes``: the h columns, its inputs being
-    projected first) fit in one core's L2 (`L2_BYTES`) runs on one thread: its
-    step is ~2.1 us, bound by reading the weights from L2, and the team's
-    per-step hand-off costs more than halving that read saves (measured:
-    bench/report_notes.md, `L2_BYTES`).
+    calls (P_ROWS blocks of MR units for one sequence). A batch of one runs
+    as a team when what a step reads (``weight_bytes``: the h columns, its
+    inputs being projected first) is at least `TEAM_MIN_BYTES`, except a
+    one-directional stack whose weights fit in one core's L2 (`L2_BYTES`),
+    which runs as a wavefront (`wavefront_workers`). With the second thread
+    kept hot (`rnnjit.kernels.hot`) a team starts in ~1 us instead of the
+    pool's ~50, and each core reads half the weights per step from its own
+    L2 (measured: bench/report_notes.md, `L2_BYTES` and `TEAM_MIN_BYTES`).
     """
     if threads < 2 or spec.proj_size or time.monotonic() < _team_paused_until:
         return None
     ub = padded_hidden(spec.hidden_size) // MR
     if bt == 1:
-        if weight_bytes <= L2_BYTES:
+        if ub % P_ROWS or weight_bytes < TEAM_MIN_BYTES:
             return None
-        return (P_ROWS, ub // P_ROWS) if ub % P_ROWS == 0 else None
+        if weight_bytes <= L2_BYTES and spec.num_layers > 1 and spec.num_directions == 1:
+            return None
+        return P_ROWS, ub // P_ROWS
     if bt == FEW:  # no FEW-sequence team kernel: one FEW tile runs on one thread
         return None
     cb = max(1, ub // (2 * threads))
     return cb, -(-ub // cb)
+
+
+TEAM_MIN_BYTES = 192 << 10
+"""Weight bytes a batch of one reads per step from which it runs as a team (`team_chunks`).
+
+Measured (T=1000, `chrt -f 1`, ns per step, one thread / hot team): LSTM
+H=64 (65 KB) 613 / 693; H=96 (145 KB) 1085 / 1092; H=128 (258 KB) 1732 /
+1293; RNN tanh H=256 (257 KB) 1622 / 1289.
+"""
 
 
 def note_spins(spins: int, steps: int) -> None:

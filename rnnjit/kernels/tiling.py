@@ -47,18 +47,19 @@ def _tile_cost(v: int, streamed: bool) -> float:
     return max(cost, STREAMED_TILE_COST) if streamed else cost
 
 
-def _makespan(vecs: int, w: int, threads: int, streamed: bool = False) -> float:
-    """Time to run ``vecs`` SIMD vectors of sequences in tiles of ``w`` vectors on ``threads`` threads.
-
-    Longest tile first onto the least loaded thread, as the tile counter
-    hands them out; a tile costs `_tile_cost` (``streamed``: weights beyond L2).
-    """
-    tiles = [w] * (vecs // w) + ([vecs % w] if vecs % w else [])
+def _lpt(costs, threads: int) -> float:
+    """The busiest thread's time when tiles of these ``costs`` go, in order, to the least loaded thread (the tile
+    counter hands them out so: lane tiles longest first, then a remainder part's small tiles)."""
     load = [0.0] * max(threads, 1)
-    for v in tiles:
+    for cost in costs:
         k = load.index(min(load))
-        load[k] += _tile_cost(v, streamed)
+        load[k] += cost
     return max(load)
+
+
+def _lane_tiles(vecs: int, w: int, streamed: bool) -> list:
+    """The costs of ``vecs`` vectors in tiles of ``w`` vectors, in vectors of `mk_lanes` (`_tile_cost`)."""
+    return [_tile_cost(v, streamed) for v in [w] * (vecs // w) + ([vecs % w] if vecs % w else [])]
 
 
 def _ceil_div(a: int, b: int) -> int:
@@ -73,7 +74,7 @@ def tile_width(B: int, threads: int, dtype, weight_bytes: int) -> int:
     """Sequences per tile: 1, FEW or a multiple of the SIMD lanes, whichever the cost model finishes first.
 
     Each candidate's time is the busiest thread's (tiles handed out longest
-    first to the least loaded thread): lane tiles by `_makespan`, one- and
+    first to the least loaded thread, `_lpt`): lane and FEW tiles by `_plan_cost`, one- and
     FEW-sequence tiles (batches up to `SMALL_TILES_UP_TO`) by `ONE_TILE_COST`
     and `FEW_TILE_COST` per tile. The widest tile within 4% of the best wins
     (fewer tiles, less bookkeeping). So every thread gets about the same work
@@ -100,13 +101,65 @@ def _tile_width(B: int, threads: int, dtype, weight_bytes: int) -> int:
     lv = lanes(dtype)
     vecs = -(-B // lv)
     cap = WIDE_VECS if weight_bytes > WIDE_WEIGHTS else NV
-    streamed = weight_bytes > L2_BYTES
-    cost = {lv * w: _makespan(vecs, w, th, streamed) * lv for w in range(1, min(cap, vecs) + 1)}
+    cost = {lv * w: _plan_cost(B, lv * w, th, lv, weight_bytes)[0] for w in range(1, min(cap, vecs) + 1)}
     if B <= SMALL_TILES_UP_TO:
-        cost[FEW] = _ceil_div(_ceil_div(B, FEW), th) * FEW_TILE_COST  # rounds of tiles on the busiest thread
+        cost[FEW] = _plan_cost(B, FEW, th, lv, weight_bytes)[0]
         cost[1] = _ceil_div(B, th) * ONE_TILE_COST
     best = min(cost.values())
     return max(w for w, t in cost.items() if t <= best * 1.04)
+
+
+MIXED_MARGIN = 1.04
+"""A plan with a remainder part (`remainder_width`) must finish this much sooner than its tiles alone: it costs one
+more worker call per layer and thread."""
+
+
+def _plan_cost(B: int, bt: int, threads: int, lv: int, weight_bytes: int) -> tuple[float, int]:
+    """(time, remainder width) of ``B`` sequences in tiles of ``bt`` (FEW or lane tiles), in sequence-steps of
+    `mk_lanes`: those tiles alone (the last one padded), or whole tiles of the unit (a SIMD vector of ``lv``
+    lanes; FEW sequences) and the ``B % unit`` left over in one- or FEW-sequence tiles (remainder width 1 or
+    FEW; FEW tiles take only one-sequence tiles), whichever the cost model finishes first."""
+    if bt == FEW:
+        unit, rests = FEW, ((1, ONE_TILE_COST),)
+        tiles = lambda n: [FEW_TILE_COST] * _ceil_div(n, FEW)  # noqa: E731
+    else:
+        streamed = weight_bytes > L2_BYTES
+        unit, rests = lv, ((1, ONE_TILE_COST), (FEW, FEW_TILE_COST))
+        tiles = lambda n: [c * lv for c in _lane_tiles(_ceil_div(n, lv), bt // lv, streamed)]  # noqa: E731
+    rest = B % unit
+    best = (_lpt(tiles(B), threads), 0)
+    if rest and B > unit:
+        for width, each in rests:
+            cost = _lpt(tiles(B - rest) + [each] * _ceil_div(rest, width), threads)
+            if cost * MIXED_MARGIN < best[0] and (best[1] == 0 or cost < best[0]):
+                best = (cost, width)
+    return best
+
+
+_REST: dict = {}
+
+
+def remainder_width(B: int, threads: int, dtype, weight_bytes: int, bt: int) -> int:
+    """Width of the tiles (1 or FEW) that take the sequences left over by whole tiles of the unit of ``bt`` (a
+    SIMD vector of lanes, or FEW sequences), or 0 when tiles of ``bt`` alone, the last one padded, finish sooner.
+
+    On two threads: B=65 in two 32-lane tiles and a one-sequence tile, not
+    17 FEW tiles; B=257 in eight 32-lane tiles and a one-sequence tile, not
+    six 48-lane tiles of which one thread runs three; B=17 in four FEW tiles
+    and a one-sequence tile. Every tile kind gives a sequence the same bits
+    (tests/test_kernels_batch_bits.py), so the plan is free to choose.
+    Remembered, as `tile_width`.
+    """
+    key = (B, threads, dtype, weight_bytes, bt)
+    rest = _REST.get(key)
+    if rest is None:
+        if len(_REST) >= _WIDTHS_KEPT:
+            _REST.clear()
+        lv = lanes(dtype)
+        lane_tile = bt > FEW and bt % lv == 0
+        rest = _plan_cost(B, bt, max(threads, 1), lv, weight_bytes)[1] if lane_tile or bt == FEW else 0
+        _REST[key] = rest
+    return rest
 
 
 def tiles(lengths: np.ndarray, bt: int):
@@ -121,6 +174,27 @@ def tiles(lengths: np.ndarray, bt: int):
     tile_ptr = np.arange(0, B + bt, bt, dtype=np.int64)  # the last start past B (or B itself) becomes B:
     tile_ptr[-1] = B  # strictly increasing, no empty tile
     return order, tile_ptr
+
+
+def split_tiles(lengths: np.ndarray, bt: int, rest: int, lv: int):
+    """`tiles` with a remainder part: the longest ``B - B % unit`` sequences in tiles of ``bt``, the others in
+    tiles of ``rest`` (`remainder_width`; 0: none). The unit is ``lv`` (lanes per SIMD vector) for lane tiles,
+    FEW for FEW tiles.
+
+    Returns (order, parts): ``parts`` is ((width, tile_ptr), ...), lane tiles
+    first; every part's ``tile_ptr`` indexes the one ``order``.
+    """
+    order, tile_ptr = tiles(lengths, bt)
+    B = lengths.shape[0]
+    if not rest:
+        return order, ((bt, tile_ptr),)
+    n = B - B % (FEW if bt == FEW else lv)
+    bt = min(bt, n)  # no lanes beyond the whole vectors
+    lane = np.arange(0, n + bt, bt, dtype=np.int64)
+    lane[-1] = n
+    small = np.arange(n, B + rest, rest, dtype=np.int64)
+    small[-1] = B
+    return order, ((bt, lane), (rest, small))
 
 
 def tile_steps(lengths: np.ndarray, order: np.ndarray, tile_ptr: np.ndarray) -> np.ndarray:
