@@ -40,7 +40,7 @@ WIDTHS = {"bt1": 1, "few": FEW, "l16": 16, "l32": 32, "l48": 48}
 
 def _forced(prepared, x, lengths, threads, bt=None, team=None):
     """A call of `kernels.run` with the tile width and the team choice forced (None: the policy's)."""
-    tw, tc, least = kernels.tile_width, kernels.team_chunks, team_policy.TEAM_MIN_BYTES
+    tw, tc, least, way = kernels.tile_width, kernels.team_chunks, team_policy.TEAM_MIN_BYTES, team_policy.b1_team
 
     def call():
         if bt is not None:
@@ -48,12 +48,14 @@ def _forced(prepared, x, lengths, threads, bt=None, team=None):
         if team is False:
             kernels.team_chunks = lambda *a: None
         if team is True:
-            team_policy.TEAM_MIN_BYTES = 0  # a batch of one runs as a team whatever its weights
+            team_policy.TEAM_MIN_BYTES = 0  # a batch of one runs as a team whatever its weights and its timing
+            team_policy.b1_team = lambda weight_bytes: True
         try:
             team_policy._team_paused_until = 0.0  # measure the path, not the back-off
             return kernels.run(prepared, x, lengths, None, None, "last", threads)
         finally:
             kernels.tile_width, kernels.team_chunks, team_policy.TEAM_MIN_BYTES = tw, tc, least
+            team_policy.b1_team = way
 
     return call
 

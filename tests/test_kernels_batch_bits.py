@@ -68,6 +68,9 @@ def test_a_batch_of_one_run_by_a_team_has_the_same_bits_as_in_a_batch(cell, T, m
     lengths[3] = T
     whole = kernels.run(prepared, x, lengths, None, None, "all", 2)
     monkeypatch.setattr(team_policy, "TEAM_MIN_BYTES", 0)  # the team path for a batch of one
+    monkeypatch.setattr(team_policy, "b1_team", lambda weight_bytes: True)
+    monkeypatch.setattr(team_policy, "note_alone", lambda alone: None)  # never paused by a busy machine
+    monkeypatch.setattr(team_policy, "_team_paused_until", 0.0)
     assert team_policy.team_chunks(spec, 1, 2, 1) is not None
     for b in (3, 17):
         team_policy._team_paused_until = 0.0
@@ -115,8 +118,10 @@ def test_a_stack_whose_layers_run_as_teams_runs_layer_after_layer_with_the_same_
     whole = kernels.run(prepared, x, lengths, None, None, "all", 2)
     monkeypatch.setattr(team_policy, "WAVEFRONT_WORK", 0)
     monkeypatch.setattr(team_policy, "L2_BYTES", 0)  # the team path for a batch of one
+    monkeypatch.setattr(team_policy, "b1_team", lambda weight_bytes: True)
     monkeypatch.setattr(team_policy, "note_wave", lambda ran, waited: None)
     monkeypatch.setattr(team_policy, "note_spins", lambda spins, steps: None)
+    monkeypatch.setattr(team_policy, "note_alone", lambda alone: None)
     teams, stacks = [], []
     monkeypatch.setattr(kernels, "_run_team", lambda values, n, chunks: (teams.append(n), run_team(values, n, chunks)))
     monkeypatch.setattr(kernels, "run_in_order", lambda n, jobs: (stacks.append(len(jobs)), run_in_order(n, jobs))[1])
@@ -160,6 +165,7 @@ def test_a_batch_of_one_runs_as_a_team_from_the_weights_a_step_reads(monkeypatch
     monkeypatch.setattr(kernels, "ONE_THREAD_WORK", 0)
     monkeypatch.setattr(team_policy, "_team_paused_until", 0.0)
     monkeypatch.setattr(team_policy, "TEAM_MIN_BYTES", (pk.wgh.nbytes + pk.w.nbytes) // 2)
+    monkeypatch.setattr(team_policy, "b1_team", lambda weight_bytes: True)
     alone = kernels.run(prepared, x, np.array([30]), None, None, "all", 2)
     assert teams == []  # what a step reads is below the minimum (all of the weights are not): one thread
     monkeypatch.setattr(team_policy, "TEAM_MIN_BYTES", pk.wgh.nbytes)

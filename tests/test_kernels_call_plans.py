@@ -167,7 +167,8 @@ def test_a_kept_plan_follows_a_paused_team(monkeypatch):
     from a plan kept before the pause, and the team runs again once the pause is over."""
     from rnnjit.kernels import team_policy
 
-    monkeypatch.setattr(team_policy, "TEAM_MIN_BYTES", 0)  # the team path for a batch of one
+    monkeypatch.setattr(team_policy, "TEAM_MIN_BYTES", 0)  # the team path for a batch of one,
+    monkeypatch.setattr(team_policy, "L2_BYTES", 0)  # not the timed choice of one in L2 (`team_policy.b1_team`)
     monkeypatch.setattr(team_policy, "_team_paused_until", 0.0)
     monkeypatch.setattr(team_policy, "note_spins", lambda spins, steps: None)  # never paused by this machine
     run_team, teams = kernels._run_team, []

@@ -18,7 +18,10 @@ from rnnjit.kernels.layer import STEP_BLOCK
 def _runs(prepared, x, lengths, select, monkeypatch):
     """(one thread, hot team, pool team) results of one call."""
     monkeypatch.setattr(team_policy, "TEAM_MIN_BYTES", 0)
+    monkeypatch.setattr(team_policy, "b1_team", lambda weight_bytes: True)  # the team, not the faster way measured
     monkeypatch.setattr(team_policy, "note_spins", lambda spins, steps: None)  # never paused by a busy machine
+    monkeypatch.setattr(team_policy, "note_alone", lambda alone: None)
+    monkeypatch.setattr(team_policy, "_team_paused_until", 0.0)
     monkeypatch.setattr(kernels, "ONE_THREAD_WORK", 0)
     ran = []
     real = kernels.run_team_hot

@@ -80,18 +80,56 @@ def test_tile_width(B, expected):
     assert kernels.tile_width(B, 2, np.dtype(np.float32), 1 << 20) == expected
 
 
-def test_batch_of_one_runs_as_a_team_from_team_min_bytes_and_a_stack_in_l2_as_a_wavefront():
+def test_batch_of_one_runs_as_a_team_from_team_min_bytes_and_a_stack_in_l2_as_a_wavefront(monkeypatch):
     spec = build("lstm", 5, 128, 1, False, True, np.float32)[1]
     stack = build("lstm", 5, 128, 2, False, True, np.float32)[1]
     team_policy._team_paused_until = 0.0
+    monkeypatch.setattr(team_policy, "b1_team", lambda weight_bytes: True)
     assert team_policy.team_chunks(spec, 1, 2, team_policy.TEAM_MIN_BYTES - 1) is None
     assert team_policy.team_chunks(spec, 1, 2, team_policy.TEAM_MIN_BYTES) == (8, 2)
     assert team_policy.team_chunks(spec, 1, 1, team_policy.TEAM_MIN_BYTES) is None
     assert team_policy.team_chunks(stack, 1, 2, team_policy.L2_BYTES) is None
     assert team_policy.team_chunks(stack, 1, 2, team_policy.L2_BYTES + 1) == (8, 2)
     assert team_policy.team_chunks(spec, 16, 2, team_policy.L2_BYTES) is not None  # one lane tile: a team
+    monkeypatch.setattr(team_policy, "b1_team", lambda weight_bytes: False)  # one thread measured faster
+    assert team_policy.team_chunks(spec, 1, 2, team_policy.TEAM_MIN_BYTES) is None
+    assert team_policy.team_chunks(spec, 1, 2, team_policy.L2_BYTES + 1) == (8, 2)  # over L2: a team all the same
+
+
+def test_a_batch_of_one_in_l2_runs_the_way_measured_faster_and_tries_the_other_now_and_then(monkeypatch):
+    monkeypatch.setattr(team_policy, "_b1_seconds", {})
+    key = 300_000
+    assert team_policy.b1_team(key)  # nothing measured: the team first
+    team_policy.note_b1(key, True, 2e-6)
+    assert not team_policy.b1_team(key)  # then one thread
+    team_policy.note_b1(key, False, 1.5e-6)
+    ways = []
+    for _ in range(2 * team_policy.PROBE_EVERY):
+        ways.append(team_policy.b1_team(key))
+    assert ways.count(True) == 2  # one thread is faster: the team once every PROBE_EVERY calls
+    team_policy.note_b1(key, True, 1e-6)  # a faster team run counts at once
+    assert team_policy.b1_team(key) or team_policy.b1_team(key)
+    team_policy.note_b1(key, True, 9e-6)  # one slow call (another process) moves the average by a third
+    assert team_policy._b1_seconds[key][0] == pytest.approx((2 * 1e-6 + 9e-6) / 3)
+    team_policy.note_b1(123, True, 1e-6)  # a size never asked about is not recorded
+    assert 123 not in team_policy._b1_seconds
 
 
 def test_wide_tiles_for_large_weights():
     assert kernels.tile_width(4096, 2, np.dtype(np.float32), 64 << 20) == 16 * tiling.WIDE_VECS
     assert kernels.tile_width(256, 2, np.dtype(np.float32), 64 << 20) == 128  # one tile per thread
+
+
+def test_teams_pause_after_runs_in_a_row_the_second_thread_never_joined(monkeypatch):
+    spec = build("lstm", 5, 128, 1, False, True, np.float32)[1]
+    monkeypatch.setattr(team_policy, "_team_paused_until", 0.0)
+    monkeypatch.setattr(team_policy, "_alone_strikes", 0)
+    over_l2 = team_policy.L2_BYTES + 1
+    for _ in range(team_policy.ALONE_STRIKES - 1):  # a helper woken from sleep, and again: not yet
+        team_policy.note_alone(True)
+    team_policy.note_alone(False)  # a run the two threads shared clears the count
+    for _ in range(team_policy.ALONE_STRIKES - 1):
+        team_policy.note_alone(True)
+        assert team_policy.team_chunks(spec, 1, 2, over_l2) is not None
+    team_policy.note_alone(True)
+    assert team_policy.team_chunks(spec, 1, 2, over_l2) is None  # paused: one thread for TEAM_PAUSE seconds

@@ -11,7 +11,8 @@ intrinsics), `activations` (vectorizable tanh/sigmoid), `update` (the cell
 update), `pack` (weight packing, numpy), `layer` (the tile kernel), `team`
 (one tile on several threads), `wavefront` (a stack of layers in one tile,
 its layers at once), `tiling` (tile width cost model, tiles by length),
-`team_policy` (when a team or a wavefront runs), `pool` (the worker threads), and
+`team_policy` (when a team or a wavefront runs), `pool` (the worker threads), `hot`
+(the second thread of a two-thread team, kept waiting between calls), and
 this wrapper, which checks and converts inputs once, builds the kernels'
 arguments (`kernel_args`) and shapes results.
 
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import math
 import operator
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -47,7 +49,7 @@ from rnnjit.kernels.precision import PRECISIONS, Precision, lanes, missing_featu
 from rnnjit.kernels.rows import prepare_steps, run_steps
 from rnnjit.kernels.hot import hot_available, run_team_hot
 from rnnjit.kernels import team as team_kernel
-from rnnjit.kernels.team import NTH, SPINS, STEAL, run_team, sync_words
+from rnnjit.kernels.team import NTH, SPINS, STEAL, TID, run_team, sync_words
 from rnnjit.kernels.team_policy import team_chunks, wavefront_workers
 from rnnjit.kernels.wavefront import counters
 from rnnjit.kernels.tiling import remainder_width, split_tiles, tile_steps, tile_width
@@ -298,6 +300,7 @@ def _run_layers(prepared, rows, tok, lengths, h0, c0, hn, cn, top_mode, y_all, y
     small = B <= SMALL_LENGTHS
     total, longest = (sum(v), max(v)) if small and (v := lengths.tolist()) else (lengths.sum(), lengths.max())
     plans = choice = None  # one thread: no split, team or wavefront, whatever the machine's load (`_call_plan`)
+    b1_timed = False
     if float(total) * lay.wbytes * L * D < ONE_THREAD_WORK:
         threads = 1  # less work than handing some of it to a pool thread costs
     else:
@@ -311,8 +314,16 @@ def _run_layers(prepared, rows, tok, lengths, h0, c0, hn, cn, top_mode, y_all, y
                                   plans[0].team is not None)  # fmt: skip
         # what tells two calls' plans apart besides their lengths (the tiles follow from lengths and widths)
         choice = (tuple((tuple((bt, ptr.size) for bt, ptr in p.parts), p.workers, p.team) for p in plans), waves)
+        # a batch of one in L2 that could run as a team: its time per step decides the next calls
+        # (`team_policy.b1_team`; not a call too short for a second thread, whose time per step is mostly its own)
+        parts0 = plans[0].parts
+        b1_timed = (threads >= 2 and len(plans) == 1 and len(parts0) == 1 and parts0[0][0] == 1 and not waves
+                    and team_policy.TEAM_MIN_BYTES <= lay.hbytes <= team_policy.L2_BYTES)  # fmt: skip
     plan = _call_plan(prepared, lay, lengths, T, top_mode, tok.shape[0] > 0, choice, plans, small)
+    t0 = time.perf_counter()
     _run_planned(plan, rows, tok, lengths, h0, c0, hn, cn, y_all if top_mode == OUT_ALL else y_last)
+    if b1_timed and longest:
+        team_policy.note_b1(lay.hbytes, plans[0].team is not None, (time.perf_counter() - t0) / (float(longest) * L * D))
 
 
 CALL_PLANS = 256
@@ -554,6 +565,7 @@ def _run_team(values: dict, workers, chunks):
     if not (hot and run_team_hot(values)):
         parallel(workers, run_team, kernel_args(run_team, values))
     team_policy.note_spins(int(sync[SPINS]), maxlen)
+    team_policy.note_alone(int(sync[TID]) < workers)
 
 
 TEAM_PROJECTION_BYTES = 64 << 20

@@ -10,14 +10,16 @@ runs 100 steps in ~180 us, so a team that halves its steps loses it all to
 that hand-off.
 
 Here one helper thread stays inside a nogil loop (`serve`) between calls,
-spinning on a job word for `SERVE_SPIN` rounds of ``pause`` after its last
-job before it sleeps on an Event. The caller writes the job's arguments into
-a word array (`post`: each array as its address and shape, each scalar as a
-word), flags it, runs its own part (`rnnjit.kernels.team.run_team`, the same
-function the helper runs on views of the same arrays: the same bits), then
-takes the job back if the helper has not started it (`finish`) or waits for
-it to end. A sleeping helper is woken through the Event and joins late, as a
-late pool thread would (the team's claim words let it join at any step).
+waiting on a job word for `SERVE_SPIN` rounds after its last job before it
+sleeps on an Event. The caller (`team_with_helper`, one compiled call)
+writes the job's arguments into a word array (each array as its address and
+shape, each scalar as a word), flags it, runs its own part
+(`rnnjit.kernels.team.run_team`, the same function the helper runs on views
+of the same arrays: the same bits), then takes the job back if the helper
+has not started it or waits for it to end. A sleeping helper is woken
+through the Event and joins late, as a late pool thread would (the team's
+claim words let it join at any step); a helper that does not join a few
+times in a row pauses teams (`rnnjit.kernels.team_policy.note_alone`).
 
 One caller at a time (a lock taken without blocking: a second Python thread
 running a team meanwhile uses the pool). float32 and float64 tiles; none
@@ -199,11 +201,17 @@ class _Helper:
         self.box = np.zeros(WORDS + 8, np.int64)
         self.wake = threading.Event()
         self.busy = threading.Lock()
-        self.thread = threading.Thread(target=self._loop, name="rnnjit-hot", daemon=True)
+        self.kinds = np.zeros(0, np.float32), np.zeros(0, np.float64), np.zeros(0, np.int64)
+        serve(self.box, 0, *self.kinds)  # compiled (or loaded from the cache) here, not while the first teams run
+        started = threading.Event()
+        self.thread = threading.Thread(target=self._loop, args=(started,), name="rnnjit-hot", daemon=True)
         self.thread.start()
+        # the first teams would otherwise run without it and pause teams (`team_policy.note_alone`)
+        started.wait(1.0)
 
-    def _loop(self):
-        kinds = np.zeros(0, np.float32), np.zeros(0, np.float64), np.zeros(0, np.int64)
+    def _loop(self, started):
+        kinds = self.kinds
+        started.set()
         while True:
             self.wake.clear()
             serve(self.box, SERVE_SPIN, *kinds)

@@ -39,7 +39,8 @@ def team_chunks(spec: RNNSpec, bt: int, threads: int, weight_bytes: int = 0) -> 
     as a team when what a step reads (``weight_bytes``: the h columns, its
     inputs being projected first) is at least `TEAM_MIN_BYTES`, except a
     one-directional stack whose weights fit in one core's L2 (`L2_BYTES`),
-    which runs as a wavefront (`wavefront_workers`). With the second thread
+    which runs as a wavefront (`wavefront_workers`); a batch of one in L2
+    runs as a team while teams have been measured faster (`b1_team`). With the second thread
     kept hot (`rnnjit.kernels.hot`) a team starts in ~1 us instead of the
     pool's ~50, and each core reads half the weights per step from its own
     L2 (measured: bench/report_notes.md, `L2_BYTES` and `TEAM_MIN_BYTES`).
@@ -50,7 +51,7 @@ def team_chunks(spec: RNNSpec, bt: int, threads: int, weight_bytes: int = 0) -> 
     if bt == 1:
         if ub % P_ROWS or weight_bytes < TEAM_MIN_BYTES:
             return None
-        if weight_bytes <= L2_BYTES and spec.num_layers > 1 and spec.num_directions == 1:
+        if weight_bytes <= L2_BYTES and (spec.num_layers > 1 and spec.num_directions == 1 or not b1_team(weight_bytes)):
             return None
         return P_ROWS, ub // P_ROWS
     if bt == FEW:  # no FEW-sequence team kernel: one FEW tile runs on one thread
@@ -73,6 +74,73 @@ def note_spins(spins: int, steps: int) -> None:
     global _team_paused_until
     if spins > STALL_SPINS * steps:
         _team_paused_until = time.monotonic() + TEAM_PAUSE
+
+
+PROBE_EVERY = 16
+"""A batch of one whose weights fit in L2 runs the way not in favour (`b1_team`) once every this many calls."""
+
+_b1_seconds: dict = {}  # weight bytes -> [team seconds per step, one thread's, calls], averaged (`note_b1`)
+
+
+def b1_team(weight_bytes: int) -> bool:
+    """Whether a batch of one reading ``weight_bytes`` per step, in L2, runs as a team this call.
+
+    In L2 the team's gain is a core's L2 bandwidth against the hand-off of
+    every step, and the hand-off depends on where the two threads run. The
+    same process measured (LSTM H=128, T=1000, `chrt -f 1`, load 5-7, ns per
+    step, one thread / team) 1759 / 1315 and a minute later 1786 / 2290:
+    when the machine's two cores share one physical core's units (this
+    machine is a virtual one) the team loses. So each way's time per step
+    is kept (`note_b1`), the faster runs, and the other is tried again once
+    every `PROBE_EVERY` calls (first the team, then one thread, once each).
+    """
+    st = _b1_seconds.setdefault(weight_bytes, [0.0, 0.0, 0])
+    st[2] += 1
+    if not st[0] or not st[1]:
+        return not st[0]
+    return (st[0] < st[1]) != (st[2] % PROBE_EVERY == 0)
+
+
+def note_b1(weight_bytes: int, team: bool, seconds_per_step: float) -> None:
+    """Fold a batch of one's time per step into its way's average (`b1_team`): a faster call counts at once,
+    a slower one for a third (a call slowed by another process does not turn the choice)."""
+    st = _b1_seconds.get(weight_bytes)
+    if st is None:
+        return
+    i = 0 if team else 1
+    old = st[i]
+    st[i] = seconds_per_step if not old else min(seconds_per_step, (2 * old + seconds_per_step) / 3)
+
+
+ALONE_STRIKES = 3
+"""Team runs in a row that one thread ran alone (the other never joined) before teams pause for `TEAM_PAUSE` s.
+
+A team's kernel on one thread is slower than the one-thread worker (its
+input projection comes first, its steps claim chunks): LSTM H=128, batch
+of one, T=100, 232-238 us against 189-192, measured at load average 5
+without real-time priority, where the hot helper (`rnnjit.kernels.hot`),
+having given its core away while idle, never got it back in time. One
+such run is a helper woken from sleep; three in a row is a busy machine.
+"""
+
+_alone_strikes = 0
+
+
+def note_alone(alone: bool) -> None:
+    """Count a team run that one thread ran ``alone``; after `ALONE_STRIKES` in a row, pause teams for
+    `TEAM_PAUSE` seconds. A run the team shared clears the count."""
+    global _team_paused_until, _alone_strikes
+    _alone_strikes, pause = _strike(_alone_strikes, alone, ALONE_STRIKES)
+    if pause:
+        _team_paused_until = time.monotonic() + TEAM_PAUSE
+
+
+def _strike(count: int, bad: bool, limit: int) -> tuple[int, bool]:
+    """A count of bad runs in a row after one more run: (the new count, whether it reached ``limit``, which
+    starts it over)."""
+    if not bad:
+        return 0, False
+    return (0, True) if count + 1 >= limit else (count + 1, False)
 
 
 WAVEFRONT_WORK = 3e7
@@ -144,10 +212,6 @@ def note_wave(ran: float, waited: float) -> None:
     """Count a wave whose caller waited more than `WAVE_WAIT` of ``ran``; after `WAVE_STRIKES` in a row, run
     stacks layer after layer for `TEAM_PAUSE` seconds. A wave that did not wait so long clears the count."""
     global _waves_paused_until, _wave_strikes
-    if waited <= WAVE_WAIT * ran:
-        _wave_strikes = 0
-        return
-    _wave_strikes += 1
-    if _wave_strikes >= WAVE_STRIKES:
-        _wave_strikes = 0
+    _wave_strikes, pause = _strike(_wave_strikes, waited > WAVE_WAIT * ran, WAVE_STRIKES)
+    if pause:
         _waves_paused_until = time.monotonic() + TEAM_PAUSE
