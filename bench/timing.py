@@ -74,13 +74,13 @@ PAIRED_MIN_ROUNDS = 10
 """At least this many turns each in `paired_ratio` for calls under 10 ms (the pauses would leave them ~6)."""
 
 
-def settled_call(fn, settle_s: float = SETTLE_S) -> float:
-    """One engine's turn: a pause of ``settle_s``, an untimed call, then the timed call; its seconds."""
+def settled_call(fn, settle_s: float = SETTLE_S, clock=time.perf_counter) -> float:
+    """One engine's turn: a pause of ``settle_s``, an untimed call, then the timed call; its seconds by ``clock``."""
     time.sleep(settle_s)
     fn()
-    t0 = time.perf_counter()
+    t0 = clock()
     fn()
-    return time.perf_counter() - t0
+    return clock() - t0
 
 
 def paired_ratio(fast, slow, call_s: float) -> float:

@@ -23,6 +23,9 @@ the core the next engine's second thread wants (bench/after_torch.py). With
 the pause each timed call finds the machine as a process running only that
 engine does; ``--settle 0`` times one call right after the other engine's
 (what a process alternating engines sees). ``--order`` picks the turn order.
+``--cpu``: one thread each (onnxruntime and torch then run in the calling
+thread), timed in that thread's CPU time: the single-thread efficiency of
+each engine, steady on a machine busy with other jobs.
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from bench.real_models import RealBench
 
 
 @dataclass(frozen=True)
@@ -159,8 +164,8 @@ def build(v: Variant, torch):
     return (Net().eval(), *chains[v.arch])
 
 
-class VariantBench:
-    """A variant at one batch: the torch module, the converted model, the batch; quacks like `RealBench` for export."""
+class VariantBench(RealBench):
+    """A variant at one batch: the torch module, the converted model, the batch (`RealBench`'s export and sessions)."""
 
     def __init__(self, v: Variant, B: int, torch, net, chain: str, output: str, width: int, rnnjit_model):
         self.net, self.model = net, rnnjit_model
@@ -182,12 +187,6 @@ class VariantBench:
         self.onnx = None
         self._sessions = {}
 
-    from bench.real_models import RealBench as _RB
-
-    exported = _RB.exported
-    session = _RB.session
-    del _RB
-
 
 def convert(net, chain: str, output: str, torch):
     import rnnjit
@@ -198,7 +197,8 @@ def convert(net, chain: str, output: str, torch):
         return rnnjit.load(Path(d) / "m.npz")
 
 
-def time_interleaved(fns: dict, order: list[str], rounds: int, budget_s: float, settle_s: float) -> dict:
+def time_interleaved(fns: dict, order: list[str], rounds: int, budget_s: float, settle_s: float,
+                     clock=time.perf_counter) -> dict:  # fmt: skip
     """Best seconds per engine, turns interleaved in ``order``; rounds: at least ``rounds``, about ``budget_s`` each.
 
     ``settle_s`` > 0: each turn is a pause, an untimed call and the timed call
@@ -214,11 +214,11 @@ def time_interleaved(fns: dict, order: list[str], rounds: int, budget_s: float, 
             if k == "rnnjit":
                 fresh_back_off()  # the team/wavefront back-off reacts to the other engines' spinning threads
             if settle_s:
-                best[k] = min(best[k], settled_call(fns[k], settle_s))
+                best[k] = min(best[k], settled_call(fns[k], settle_s, clock))
             else:
-                t0 = time.perf_counter()
+                t0 = clock()
                 fns[k]()
-                best[k] = min(best[k], time.perf_counter() - t0)
+                best[k] = min(best[k], clock() - t0)
         n += 1
     return best
 
@@ -236,13 +236,18 @@ def main(argv=None):
                     help="ms of pause (then an untimed call) before each engine's timed call; 0: calls back to back")
     ap.add_argument("--order", default="rnnjit,torch,onnxruntime", help="engine order within a round")
     ap.add_argument("--no-ort", action="store_true", help="torch only")
+    ap.add_argument("--cpu", action="store_true",
+                    help="one thread each, timed in the calling thread's CPU time (steady on a busy machine)")
     ap.add_argument("-k", action="append", default=[], help="only variants whose name contains this (repeatable)")
     ap.add_argument("-b", type=int, action="append", default=[], help="only these batch sizes (repeatable)")
     a = ap.parse_args(argv)
+    if a.cpu:
+        a.threads = 1
+    clock = time.thread_time if a.cpu else time.perf_counter
     torch.set_num_threads(a.threads)
     order = [e for e in a.order.split(",") if not (a.no_ort and e == "onnxruntime")]
-    print(f"threads {a.threads}, settle {a.settle} ms, order {','.join(order)}; "
-          f"load {os.getloadavg()[0]:.2f}")  # fmt: skip
+    print(f"threads {a.threads}, {'thread CPU time' if a.cpu else 'wall-clock'}, settle {a.settle} ms, "
+          f"order {','.join(order)}; load {os.getloadavg()[0]:.2f}")  # fmt: skip
     print("| variant | B | T | rnnjit ms | torch ms | ort ms | torch / rnnjit | ort / rnnjit |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     t_all = time.perf_counter()
@@ -268,7 +273,8 @@ def main(argv=None):
                 else:
                     print(f"<!-- {v.name} B={B}: onnxruntime: {sess} -->")
             with torch.inference_mode():
-                best = time_interleaved(fns, [e for e in order if e in fns], a.rounds, a.budget, a.settle / 1e3)
+                best = time_interleaved(fns, [e for e in order if e in fns], a.rounds, a.budget, a.settle / 1e3,
+                                        clock)  # fmt: skip
             r, t = best["rnnjit"], best["torch"]
             o = best.get("onnxruntime")
             ort_ms, ort_ratio = (f"{o * 1e3:.2f}", f"{o / r:.2f}x") if o else ("-", "-")
