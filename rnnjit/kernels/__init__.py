@@ -51,7 +51,7 @@ from rnnjit.kernels import team as team_kernel
 from rnnjit.kernels.team import NTH, SPINS, STEAL, run_team, sync_words
 from rnnjit.kernels.team_policy import team_chunks, wavefront_workers
 from rnnjit.kernels.wavefront import counters
-from rnnjit.kernels.tiling import remainder_width, split_tiles, tile_steps, tile_width
+from rnnjit.kernels.tiling import remainder_width, small_tile_scale, split_tiles, tile_steps, tile_width
 from rnnjit.errors import PrecisionUnavailableError
 from rnnjit.spec import RNNSpec
 
@@ -199,6 +199,7 @@ class _Layout:
     wbytes: int  # the largest layer-direction's packed weights
     hbytes: int  # the largest of what a one-sequence tile reads per step once its inputs are projected (``wgh``)
     w0bytes: int  # the first layer-direction's (`SPLIT_WORK`)
+    small: float  # what one- and FEW-sequence tiles cost over their constants (`tiling.small_tile_scale`)
     sizes: tuple[int, int, int, int, int]  # the spec's (directions, layers, h_out, hidden, input size)
     has_c: bool  # the cell has a cell state (LSTM)
 
@@ -218,7 +219,7 @@ def _layout(prepared: Prepared) -> _Layout:
             for k, pk in enumerate(prepared.layers)
         )
         lay = _Layout(static, max(pk.w.nbytes for pk in prepared.layers), max(pk.wgh.nbytes for pk in prepared.layers),
-                      prepared.layers[0].w.nbytes,
+                      prepared.layers[0].w.nbytes, small_tile_scale(spec.gates, H),
                       (D, spec.num_layers, Ho, H, spec.input_size), spec.has_cell_state)  # fmt: skip
         prepared.cache["layout"] = lay
     return lay
@@ -247,8 +248,8 @@ def _plan(prepared, lengths, lay, threads) -> _Plan:
     input columns are projected first, the h columns only (``lay.hbytes``; the team's chunks read ``wgh``).
     """
     wbytes, B = lay.wbytes, lengths.shape[0]
-    bt = tile_width(B, threads, prepared.dtype, wbytes)
-    rest = remainder_width(B, threads, prepared.dtype, wbytes, bt)
+    bt = tile_width(B, threads, prepared.dtype, wbytes, lay.small)
+    rest = remainder_width(B, threads, prepared.dtype, wbytes, bt, lay.small)
     order, parts = split_tiles(lengths, bt, rest, lanes(prepared.dtype))
     workers = max(1, min(threads, sum(ptr.size - 1 for _, ptr in parts)))
     plan = _Plan(order, parts, workers, None)
