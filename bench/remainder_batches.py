@@ -79,7 +79,6 @@ class PlainBench:
         with torch.inference_mode():
             self.expected = self.net(self.xt, self.lengths_t).numpy()
         self.onnx = None if not ragged else "ragged plain layers are not exported (torch's export packs nothing)"
-        self.case = RealCase(cell, "speaker", B, T)  # only ``max_abs_diff``'s shape check reads it
 
     def exported(self):
         if self.onnx is None:

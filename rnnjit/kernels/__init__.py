@@ -10,9 +10,10 @@ Modules: `config` (compile flags, the only place they are set), `precision`
 intrinsics), `activations` (vectorizable tanh/sigmoid), `update` (the cell
 update), `pack` (weight packing, numpy), `layer` (the tile kernel), `team`
 (one tile on several threads), `wavefront` (a stack of layers in one tile,
-its layers at once), `tiling` (tile width cost model, tiles by length),
-`team_policy` (when a team or a wavefront runs), `pool` (the worker threads), `hot`
-(the second thread of a two-thread team, kept waiting between calls), and
+its layers at once), `tiling` (tile width cost model, tiles by length, a
+batch's remainder in small tiles), `team_policy` (when a team or a wavefront
+runs), `pool` (the worker threads), `hot` (the second thread of a two-thread
+team, kept waiting between calls), and
 this wrapper, which checks and converts inputs once, builds the kernels'
 arguments (`kernel_args`) and shapes results.
 
@@ -52,7 +53,7 @@ from rnnjit.kernels import team as team_kernel
 from rnnjit.kernels.team import NTH, SPINS, STEAL, TID, run_team, sync_words
 from rnnjit.kernels.team_policy import team_chunks, wavefront_workers
 from rnnjit.kernels.wavefront import counters
-from rnnjit.kernels.tiling import remainder_width, split_tiles, tile_steps, tile_width
+from rnnjit.kernels.tiling import remainder_width, small_tile_scale, split_tiles, tile_steps, tile_width
 from rnnjit.errors import PrecisionUnavailableError
 from rnnjit.spec import RNNSpec
 
@@ -201,6 +202,7 @@ class _Layout:
     wbytes: int  # the largest layer-direction's packed weights
     hbytes: int  # the largest of what a one-sequence tile reads per step once its inputs are projected (``wgh``)
     w0bytes: int  # the first layer-direction's (`SPLIT_WORK`)
+    small: float  # what one- and FEW-sequence tiles cost over their constants (`tiling.small_tile_scale`)
     sizes: tuple[int, int, int, int, int]  # the spec's (directions, layers, h_out, hidden, input size)
     has_c: bool  # the cell has a cell state (LSTM)
 
@@ -220,7 +222,7 @@ def _layout(prepared: Prepared) -> _Layout:
             for k, pk in enumerate(prepared.layers)
         )
         lay = _Layout(static, max(pk.w.nbytes for pk in prepared.layers), max(pk.wgh.nbytes for pk in prepared.layers),
-                      prepared.layers[0].w.nbytes,
+                      prepared.layers[0].w.nbytes, small_tile_scale(spec.gates, H),
                       (D, spec.num_layers, Ho, H, spec.input_size), spec.has_cell_state)  # fmt: skip
         prepared.cache["layout"] = lay
     return lay
@@ -252,14 +254,14 @@ def _plan(prepared, lengths, lay, threads) -> _Plan:
     over `team_policy.FEW_TEAM_EVEN_BYTES`.
     """
     wbytes, B = lay.wbytes, lengths.shape[0]
-    bt = tile_width(B, threads, prepared.dtype, wbytes)
+    bt = tile_width(B, threads, prepared.dtype, wbytes, lay.small)
     if bt <= FEW and 1 < B <= team_policy.FEW_TEAM_TILES * FEW and prepared.precision.k_pack == 1:
         # FEW tiles side by side as one team, not a tile per thread (`team_policy.FEW_TEAM_BYTES`), while teams run
         team = team_chunks(prepared.spec, FEW, threads, wbytes)
         if team and (B <= FEW or -(-B // FEW) % threads or wbytes > team_policy.FEW_TEAM_EVEN_BYTES):
             order, parts = split_tiles(lengths, FEW, 0, lanes(prepared.dtype))
             return _Plan(order, parts, threads, team)
-    rest = remainder_width(B, threads, prepared.dtype, wbytes, bt)
+    rest = remainder_width(B, threads, prepared.dtype, wbytes, bt, lay.small)
     order, parts = split_tiles(lengths, bt, rest, lanes(prepared.dtype))
     workers = max(1, min(threads, sum(ptr.size - 1 for _, ptr in parts)))
     plan = _Plan(order, parts, workers, None)

@@ -1,5 +1,11 @@
 """Tiling: how many sequences a tile holds (a cost model over the candidates) and which sequences go in which tile.
 
+A plan may have two parts (`remainder_width`, `split_tiles`): tiles of the
+chosen width for the whole SIMD vectors (or groups of FEW) of the longest
+sequences, and one- or FEW-sequence tiles for the few left over, so a batch
+that is not a multiple of the tile width pays for no padded vector
+(bench/report_notes.md, "Batches that are not a multiple of the tile width").
+
 The measurements behind the constants are in bench/report_notes.md ("Tiling and
 team constants"), each under the constant's name.
 """
@@ -8,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rnnjit.kernels._simd import FEW, NV
+from rnnjit.kernels._simd import FEW, MR, NV
 from rnnjit.kernels.precision import lanes
 from rnnjit.kernels.team_policy import L2_BYTES
 
@@ -40,6 +46,29 @@ STREAMED_TILE_COST = 1.45
 does not hide behind its products (measured: bench/report_notes.md)."""
 
 
+SMALL_TILE_ROWS = 256
+SMALL_ROWS_EXP = 0.4
+"""One- and FEW-sequence tiles of a layer with fewer gate rows than `SMALL_TILE_ROWS` cost more than `ONE_TILE_COST`
+and `FEW_TILE_COST` count, by (`SMALL_TILE_ROWS` / rows) to this power (`small_tile_scale`; fitted on RNN, GRU and
+LSTM cells, H=16..512, I=32 and 266; measured: bench/report_notes.md)."""
+
+
+def small_tile_scale(gates: int, hidden: int) -> float:
+    """What a one- or FEW-sequence tile of a layer costs over `ONE_TILE_COST` and `FEW_TILE_COST`: 1 or more.
+
+    The constants were measured on LSTMs of H=64..256 (256 gate rows and
+    more). With fewer rows (a lane tile's: ``hidden`` padded to `MR`, times
+    the gates) a FEW tile costs more against a lane tile: its kernels run
+    the rows in whole groups of 64 (`rnnjit.kernels.pack.group_panels`; an RNN of H=16 runs 64
+    rows for its 16) and each step's fixed work weighs more over few rows
+    (an LSTM of H=16, 64 rows, no padding: 1.5-1.9 times `FEW_TILE_COST`).
+    One- and FEW-sequence tiles are scaled alike, so the choice between them
+    stays as the constants make it.
+    """
+    rows = gates * _ceil_div(hidden, MR) * MR
+    return (SMALL_TILE_ROWS / rows) ** SMALL_ROWS_EXP if rows < SMALL_TILE_ROWS else 1.0
+
+
 def _tile_cost(v: int, streamed: bool) -> float:
     """Time per step of a tile of ``v`` vectors: full micro-kernel rows, then the remainder's kernel."""
     rest = v % NV
@@ -67,16 +96,17 @@ def _ceil_div(a: int, b: int) -> int:
 
 
 _WIDTHS: dict = {}
-_WIDTHS_KEPT = 4096  # distinct (B, threads, dtype, weight bytes) remembered; then the memo starts again
+_WIDTHS_KEPT = 4096  # distinct (B, threads, dtype, weight bytes, factor) remembered; then the memo starts again
 
 
-def tile_width(B: int, threads: int, dtype, weight_bytes: int) -> int:
+def tile_width(B: int, threads: int, dtype, weight_bytes: int, small: float = 1.0) -> int:
     """Sequences per tile: 1, FEW or a multiple of the SIMD lanes, whichever the cost model finishes first.
 
     Each candidate's time is the busiest thread's (tiles handed out longest
     first to the least loaded thread, `_lpt`): lane and FEW tiles by `_plan_cost`, one- and
     FEW-sequence tiles (batches up to `SMALL_TILES_UP_TO`) by `ONE_TILE_COST`
-    and `FEW_TILE_COST` per tile. The widest tile within 4% of the best wins
+    and `FEW_TILE_COST` per tile, times ``small`` (the layer's
+    `small_tile_scale`: more for layers of few gate rows). The widest tile within 4% of the best wins
     (fewer tiles, less bookkeeping). So every thread gets about the same work
     (B=128 on 2 threads: four 32-lane tiles, not 48+48+32 lanes, which left
     one thread a third of the work), at most one micro-kernel row (NV vectors) of
@@ -87,24 +117,24 @@ def tile_width(B: int, threads: int, dtype, weight_bytes: int) -> int:
     A pure function of its arguments, remembered: the cost model takes ~2 us
     of Python, as much as 20 steps of a batch of one's recurrence at H=32.
     """
-    key = (B, threads, dtype, weight_bytes)
+    key = (B, threads, dtype, weight_bytes, small)
     bt = _WIDTHS.get(key)
     if bt is None:
         if len(_WIDTHS) >= _WIDTHS_KEPT:
             _WIDTHS.clear()
-        bt = _WIDTHS[key] = _tile_width(B, threads, dtype, weight_bytes)
+        bt = _WIDTHS[key] = _tile_width(B, threads, dtype, weight_bytes, small)
     return bt
 
 
-def _tile_width(B: int, threads: int, dtype, weight_bytes: int) -> int:
+def _tile_width(B: int, threads: int, dtype, weight_bytes: int, small: float) -> int:
     th = max(threads, 1)
     lv = lanes(dtype)
     vecs = -(-B // lv)
     cap = WIDE_VECS if weight_bytes > WIDE_WEIGHTS else NV
-    cost = {lv * w: _plan_cost(B, lv * w, th, lv, weight_bytes)[0] for w in range(1, min(cap, vecs) + 1)}
+    cost = {lv * w: _plan_cost(B, lv * w, th, lv, weight_bytes, small)[0] for w in range(1, min(cap, vecs) + 1)}
     if B <= SMALL_TILES_UP_TO:
-        cost[FEW] = _plan_cost(B, FEW, th, lv, weight_bytes)[0]
-        cost[1] = _ceil_div(B, th) * ONE_TILE_COST
+        cost[FEW] = _plan_cost(B, FEW, th, lv, weight_bytes, small)[0]
+        cost[1] = _ceil_div(B, th) * ONE_TILE_COST * small
     best = min(cost.values())
     return max(w for w, t in cost.items() if t <= best * 1.04)
 
@@ -114,24 +144,30 @@ MIXED_MARGIN = 1.04
 more worker call per layer and thread."""
 
 
-def _plan_cost(B: int, bt: int, threads: int, lv: int, weight_bytes: int) -> tuple[float, int]:
+def _plan_cost(B: int, bt: int, threads: int, lv: int, weight_bytes: int, small: float) -> tuple[float, int]:
     """(time, remainder width) of ``B`` sequences in tiles of ``bt`` (FEW or lane tiles), in sequence-steps of
     `mk_lanes`: those tiles alone (the last one padded), or whole tiles of the unit (a SIMD vector of ``lv``
     lanes; FEW sequences) and the ``B % unit`` left over in one- or FEW-sequence tiles (remainder width 1 or
-    FEW; FEW tiles take only one-sequence tiles), whichever the cost model finishes first."""
+    FEW; FEW tiles take only one-sequence tiles), whichever the cost model finishes first. One- and FEW-sequence
+    tiles cost their constants times ``small`` (`small_tile_scale`)."""
+    one, few = ONE_TILE_COST * small, FEW_TILE_COST * small
     if bt == FEW:
-        unit, rests = FEW, ((1, ONE_TILE_COST),)
-        tiles = lambda n: [FEW_TILE_COST] * _ceil_div(n, FEW)  # noqa: E731
+        unit, rests = FEW, ((1, one),)
+        tiles = lambda n: [few] * _ceil_div(n, FEW)  # noqa: E731
     else:
         streamed = weight_bytes > L2_BYTES
-        unit, rests = lv, ((1, ONE_TILE_COST), (FEW, FEW_TILE_COST))
+        unit, rests = lv, ((1, one), (FEW, few))
         tiles = lambda n: [c * lv for c in _lane_tiles(_ceil_div(n, lv), bt // lv, streamed)]  # noqa: E731
     rest = B % unit
-    best = (_lpt(tiles(B), threads), 0)
+    alone = tiles(B)
+    best = (_lpt(alone, threads), 0)
     if rest and B > unit:
         for width, each in rests:
-            cost = _lpt(tiles(B - rest) + [each] * _ceil_div(rest, width), threads)
-            if cost * MIXED_MARGIN < best[0] and (best[1] == 0 or cost < best[0]):
+            mixed = tiles(B - rest) + [each] * _ceil_div(rest, width)
+            cost = _lpt(mixed, threads)
+            # sooner, or as soon with less work (on a shared machine the other thread's share may wait)
+            sooner = cost * MIXED_MARGIN < best[0] or (cost <= best[0] and sum(mixed) * MIXED_MARGIN < sum(alone))
+            if sooner and (best[1] == 0 or cost < best[0]):
                 best = (cost, width)
     return best
 
@@ -139,7 +175,7 @@ def _plan_cost(B: int, bt: int, threads: int, lv: int, weight_bytes: int) -> tup
 _REST: dict = {}
 
 
-def remainder_width(B: int, threads: int, dtype, weight_bytes: int, bt: int) -> int:
+def remainder_width(B: int, threads: int, dtype, weight_bytes: int, bt: int, small: float = 1.0) -> int:
     """Width of the tiles (1 or FEW) that take the sequences left over by whole tiles of the unit of ``bt`` (a
     SIMD vector of lanes, or FEW sequences), or 0 when tiles of ``bt`` alone, the last one padded, finish sooner.
 
@@ -148,16 +184,16 @@ def remainder_width(B: int, threads: int, dtype, weight_bytes: int, bt: int) -> 
     six 48-lane tiles of which one thread runs three; B=17 in four FEW tiles
     and a one-sequence tile. Every tile kind gives a sequence the same bits
     (tests/test_kernels_batch_bits.py), so the plan is free to choose.
-    Remembered, as `tile_width`.
+    ``small``: the layer's `small_tile_scale`, as in `tile_width`. Remembered, as `tile_width`.
     """
-    key = (B, threads, dtype, weight_bytes, bt)
+    key = (B, threads, dtype, weight_bytes, bt, small)
     rest = _REST.get(key)
     if rest is None:
         if len(_REST) >= _WIDTHS_KEPT:
             _REST.clear()
         lv = lanes(dtype)
         lane_tile = bt > FEW and bt % lv == 0
-        rest = _plan_cost(B, bt, max(threads, 1), lv, weight_bytes)[1] if lane_tile or bt == FEW else 0
+        rest = _plan_cost(B, bt, max(threads, 1), lv, weight_bytes, small)[1] if lane_tile or bt == FEW else 0
         _REST[key] = rest
     return rest
 
