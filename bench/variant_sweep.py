@@ -92,6 +92,9 @@ def _variants() -> list[Variant]:
         V("onset", dict(H=64, cell="gru"), 1000, (1, 8, 32, 13)),
         # a plain LSTM, final state, linear 1 (the quick grid's H=256 B=256 T=20 case)
         V("lstm", dict(I=64, H=256), 20, (256, 1, 8, 77)),
+        # a single layer over a core's L2 at a batch of 2-8 (a FEW-sequence tile runs as a team at 3-4)
+        V("lstm", dict(I=64, H=384), 100, (2, 4, 8, 12)),
+        V("beat", dict(H=384, L=1, cell="gru"), 375, (4,)),
     ]
 
 

@@ -192,7 +192,7 @@ def check_lengths(lengths, B: int, T: int) -> np.ndarray:
     if B and lengths.dtype.kind not in "iu":
         if not np.all(np.mod(lengths, 1) == 0):
             raise InputTypeError(f"lengths has dtype {lengths.dtype} with fractional values; expected integers")
-    lengths = lengths.astype(np.int64)
+    lengths = lengths.astype(np.int64, copy=False)  # read only from here on: no copy of int64 lengths
     if B <= SMALL_BATCH:  # a list's min and max: numpy's reductions cost ~1 us each on a handful of values
         values = lengths.tolist()
         lo, hi = (min(values), max(values)) if B else (1, T)

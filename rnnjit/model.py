@@ -436,18 +436,25 @@ class Model:
         module reads them by index) or, for the chain's last steps, into the
         padded (B*T, O) result (zeros past each length). Per sequence: B rows.
         """
-        if all(KINDS[self.chain[j].kind].noop for j in run):
-            return rows, idx
         if rows is None:  # token ids straight into per-vector steps: no chain has that (an embedding comes first)
+            if all(KINDS[self.chain[j].kind].noop for j in run):
+                return rows, idx
             raise InputError("per-vector steps cannot read token ids; the chain needs an embedding first")
-        key = (eng.__name__, run[0])
-        if key not in self._prepared:
-            self._prepared[key] = eng.prepare_steps([self.chain[j] for j in run], self._scoring, rows.shape[1],
-                                                    self.dtype)  # fmt: skip
-        width = rows.shape[1]
-        for j in run:
-            width = KINDS[self.chain[j].kind].gives(self.chain[j], width)
-        prepared = self._prepared[key]
+        key = (eng.__name__, run[0], rows.shape[1])
+        found = self._prepared.get(key)  # (prepared steps or None for no-ops, output width), once per input width
+        if found is None:
+            width = rows.shape[1]
+            for j in run:
+                width = KINDS[self.chain[j].kind].gives(self.chain[j], width)
+            if all(KINDS[self.chain[j].kind].noop for j in run):
+                found = (None, width)
+            else:
+                steps = [self.chain[j] for j in run]
+                found = (eng.prepare_steps(steps, self._scoring, rows.shape[1], self.dtype), width)
+            self._prepared[key] = found
+        prepared, width = found
+        if prepared is None:
+            return rows, idx
         if not per_step:
             src_idx = np.arange(rows.shape[0], dtype=np.int64)
             out = np.empty((rows.shape[0], width), self.dtype)

@@ -53,7 +53,7 @@ from rnnjit.kernels import team as team_kernel
 from rnnjit.kernels.team import NTH, SPINS, STEAL, TID, run_team, sync_words
 from rnnjit.kernels.team_policy import team_chunks, wavefront_workers
 from rnnjit.kernels.wavefront import counters
-from rnnjit.kernels.tiling import remainder_width, small_tile_rows, split_tiles, tile_steps, tile_width
+from rnnjit.kernels.tiling import remainder_width, small_tile_scale, split_tiles, tile_steps, tile_width
 from rnnjit.errors import PrecisionUnavailableError
 from rnnjit.spec import RNNSpec
 
@@ -153,18 +153,18 @@ def run(prepared: Prepared, x, lengths, h0=None, c0=None, select="all", threads=
     h_shape = (L * D, B, Ho)  # `RNNSpec.state_shapes`
     hn = np.zeros(h_shape, dtype)
     cn = np.zeros((L * D, B, H), dtype)
-    h0 = np.zeros(h_shape, dtype) if h0 is None else _writable(np.ascontiguousarray(h0, dtype=dtype))
-    c0 = cn.copy() if (c0 is None or not lay.has_c) else _writable(np.ascontiguousarray(c0, dtype=dtype))
+    h0 = None if h0 is None else _writable(np.ascontiguousarray(h0, dtype=dtype))  # None: zeros (`_run_planned`)
+    c0 = None if (c0 is None or not lay.has_c) else _writable(np.ascontiguousarray(c0, dtype=dtype))
     y_all = np.zeros((B, T, D * Ho), dtype) if select == "all" else None
-    y_last = np.zeros((B, 1, D * Ho), dtype)
+    y_last = np.zeros((B, 1, D * Ho), dtype) if y_all is None else None
     if B > 0 and T > 0:
         n = numba.get_num_threads() if threads is None else int(threads)
         if n < 1:
             raise ValueError(f"threads must be a positive integer, got {threads!r}")
         _run_layers(prepared, rows, tok, lengths, h0, c0, hn, cn, SELECT_MODES[select], y_all, y_last, n)
     if select == "all":
-        y = y_all
-    elif select == "final":
+        return y_all, hn, (cn if lay.has_c else None)  # C-contiguous as allocated
+    if select == "final":
         y = np.concatenate([hn[(L - 1) * D + d] for d in range(D)], axis=1)
     else:
         y = y_last[:, 0, :]
@@ -174,7 +174,8 @@ def run(prepared: Prepared, x, lengths, h0=None, c0=None, select="all", threads=
 
 
 SMALL_LENGTHS = 64
-"""Batches up to this many sequences have their lengths summed in Python (`_run_layers`), larger ones with numpy."""
+"""Batches up to this many sequences have their lengths summed in Python (`_run_layers`), larger ones with numpy,
+and keep their call plans (`_CallPlan`)."""
 
 ONE_THREAD_WORK = 8e6
 """Steps x packed weight bytes of a whole launch (every layer and direction) below which it runs on the
@@ -201,9 +202,9 @@ class _Layout:
     wbytes: int  # the largest layer-direction's packed weights
     hbytes: int  # the largest of what a one-sequence tile reads per step once its inputs are projected (``wgh``)
     w0bytes: int  # the first layer-direction's (`SPLIT_WORK`)
+    small: float  # what one- and FEW-sequence tiles cost over their constants (`tiling.small_tile_scale`)
     sizes: tuple[int, int, int, int, int]  # the spec's (directions, layers, h_out, hidden, input size)
     has_c: bool  # the cell has a cell state (LSTM)
-    row_scale: float  # products of one- and FEW-sequence tiles over those of lane tiles (`tiling.small_tile_rows`)
 
 
 def _layout(prepared: Prepared) -> _Layout:
@@ -221,10 +222,8 @@ def _layout(prepared: Prepared) -> _Layout:
             for k, pk in enumerate(prepared.layers)
         )
         lay = _Layout(static, max(pk.w.nbytes for pk in prepared.layers), max(pk.wgh.nbytes for pk in prepared.layers),
-                      prepared.layers[0].w.nbytes,
-                      (D, spec.num_layers, Ho, H, spec.input_size), spec.has_cell_state,
-                      small_tile_rows(sum(pk.w.shape[0] * pk.w.shape[1] for pk in prepared.layers),
-                                      sum(int(pk.klen.sum()) for pk in prepared.layers)))  # fmt: skip
+                      prepared.layers[0].w.nbytes, small_tile_scale(spec.gates, H),
+                      (D, spec.num_layers, Ho, H, spec.input_size), spec.has_cell_state)  # fmt: skip
         prepared.cache["layout"] = lay
     return lay
 
@@ -250,16 +249,25 @@ def _plan(prepared, lengths, lay, threads) -> _Plan:
 
     Whether one tile runs as a team depends on the weight bytes each step reads: for a one-sequence tile, whose
     input columns are projected first, the h columns only (``lay.hbytes``; the team's chunks read ``wgh``).
+    A batch of 2-16 in FEW or one-sequence tiles runs as one team of FEW tiles (`team_policy.FEW_TEAM_TILES`)
+    where `team_chunks` gives one, and the tiles would not divide evenly among the threads or the weights are
+    over `team_policy.FEW_TEAM_EVEN_BYTES`.
     """
     wbytes, B = lay.wbytes, lengths.shape[0]
-    bt = tile_width(B, threads, prepared.dtype, wbytes, lay.row_scale)
-    rest = remainder_width(B, threads, prepared.dtype, wbytes, bt, lay.row_scale)
+    bt = tile_width(B, threads, prepared.dtype, wbytes, lay.small)
+    if bt <= FEW and 1 < B <= team_policy.FEW_TEAM_TILES * FEW and prepared.precision.k_pack == 1:
+        # FEW tiles side by side as one team, not a tile per thread (`team_policy.FEW_TEAM_BYTES`), while teams run
+        team = team_chunks(prepared.spec, FEW, threads, wbytes)
+        if team and (B <= FEW or -(-B // FEW) % threads or wbytes > team_policy.FEW_TEAM_EVEN_BYTES):
+            order, parts = split_tiles(lengths, FEW, 0, lanes(prepared.dtype))
+            return _Plan(order, parts, threads, team)
+    rest = remainder_width(B, threads, prepared.dtype, wbytes, bt, lay.small)
     order, parts = split_tiles(lengths, bt, rest, lanes(prepared.dtype))
     workers = max(1, min(threads, sum(ptr.size - 1 for _, ptr in parts)))
     plan = _Plan(order, parts, workers, None)
     # one tile on several threads (`team`) only where the products read z itself: a packed z would need
     # every chunk of a step done before the next step's z is packed
-    if plan.one_tile and prepared.precision.k_pack == 1:
+    if plan.one_tile and bt != FEW and prepared.precision.k_pack == 1:
         step_bytes = lay.hbytes if bt == 1 and lay.hbytes else wbytes
         team = team_chunks(prepared.spec, bt, threads, step_bytes)
         if team:
@@ -292,87 +300,211 @@ def _run_layers(prepared, rows, tok, lengths, h0, c0, hn, cn, top_mode, y_all, y
     A plan of two parts (lane tiles and the remainder's small tiles,
     `rnnjit.kernels.tiling.remainder_width`) runs each thread through the
     parts in turn (`_in_order`).
+
+    What depends only on the lengths and these choices is a `_CallPlan`,
+    kept for small batches (`_call_plan`).
     """
-    dtype = prepared.dtype
     B, T = lengths.shape[0], tok.shape[1]
     lay = _layout(prepared)
-    D, L, Ho = lay.sizes[:3]
+    D, L = lay.sizes[:2]
     # a list's sum and max: numpy's reductions cost ~1.3 us each on a handful of lengths
-    total, longest = (sum(v), max(v)) if B <= SMALL_LENGTHS and (v := lengths.tolist()) else (lengths.sum(), lengths.max())
+    small = B <= SMALL_LENGTHS
+    total, longest = (sum(v), max(v)) if small and (v := lengths.tolist()) else (lengths.sum(), lengths.max())
+    plans = choice = None  # one thread: no split, team or wavefront, whatever the machine's load (`_call_plan`)
+    b1_timed = False
     if float(total) * lay.wbytes * L * D < ONE_THREAD_WORK:
         threads = 1  # less work than handing some of it to a pool thread costs
-    plans = [_plan(prepared, lengths, lay, threads)]
-    if D == 2 and threads >= 2 and float(total) * lay.w0bytes >= SPLIT_WORK:
-        split = [_plan(prepared, lengths, lay, t) for t in (threads // 2, threads - threads // 2)]
-        if not any(p.team for p in split):
-            plans = split
-    # a stack of one-directional layers in one tile: its layers at once, each behind the one below (`wavefront`)
-    waves = wavefront_workers(prepared.spec, plans[0].one_tile, threads, float(longest) * lay.wbytes,
-                              plans[0].team is not None)  # fmt: skip
-    ready = counters(L) if waves else counters(0)
-    no_tokens = np.zeros((0, T), np.int64)
-    none = np.zeros(0, dtype)
+    else:
+        plans = [_plan(prepared, lengths, lay, threads)]
+        if D == 2 and threads >= 2 and float(total) * lay.w0bytes >= SPLIT_WORK:
+            split = [_plan(prepared, lengths, lay, t) for t in (threads // 2, threads - threads // 2)]
+            if not any(p.team for p in split):
+                plans = split
+        # a stack of one-directional layers in one tile: its layers at once, each behind the one below (`wavefront`)
+        waves = wavefront_workers(prepared.spec, plans[0].one_tile, threads, float(longest) * lay.wbytes,
+                                  plans[0].team is not None)  # fmt: skip
+        # what tells two calls' plans apart besides their lengths (the tiles follow from lengths and widths)
+        choice = (tuple((tuple((bt, ptr.size) for bt, ptr in p.parts), p.workers, p.team) for p in plans), waves)
+        # a batch of one in L2 that could run as a team: its time per step decides the next calls
+        # (`team_policy.b1_team`; not a call too short for a second thread, whose time per step is mostly its own)
+        parts0 = plans[0].parts
+        b1_timed = (threads >= 2 and len(plans) == 1 and len(parts0) == 1 and parts0[0][0] == 1 and not waves
+                    and team_policy.TEAM_MIN_BYTES <= lay.hbytes <= team_policy.L2_BYTES)  # fmt: skip
+    plan = _call_plan(prepared, lay, lengths, T, top_mode, tok.shape[0] > 0, choice, plans, small)
+    t0 = time.perf_counter()
+    _run_planned(plan, rows, tok, lengths, h0, c0, hn, cn, y_all if top_mode == OUT_ALL else y_last)
+    if b1_timed and longest:
+        team_policy.note_b1(lay.hbytes, plans[0].team is not None, (time.perf_counter() - t0) / (float(longest) * L * D))
+
+
+CALL_PLANS = 256
+"""Call plans (`_CallPlan`) a `Prepared` keeps (one per lengths and choices of a small call), then all dropped."""
+
+KEPT_ZEROS_BYTES = 64 << 10
+"""Largest zero initial state (all layers and directions) a kept plan holds: `CALL_PLANS` of them stay small."""
+
+
+@dataclass(frozen=True)
+class _CallPlan:
+    """What `_run_layers` works out for a call that depends only on its lengths and its choice of threads.
+
+    Kept per `Prepared` for small batches (`SMALL_LENGTHS`), per lengths, T,
+    output mode, token ids or features and the choices made for the call
+    (tile widths and parts, workers, team chunks, the direction split and a
+    wavefront's threads: made again on every call, as they follow the
+    machine's load, `team_policy`). A repeat call (a batch of one, the same
+    sentence length) then only puts its own arrays into prepared argument
+    lists: the tiles, the input projection's columns and the worker's 40
+    arguments picked by name cost ~6 us per call on the polyphone tagger's
+    batch of one, its whole recurrent launch ~25 us (bench/report_notes.md,
+    "A batch of one's Python"). Nothing in a plan is written by a call:
+    calls on several threads share it.
+    """
+
+    layers: tuple  # per layer: (each part's output kind, per direction (k, workers, per part (part, arguments)))
+    dispatch: int  # `_PARALLEL`, `_JOBS` (the directions at once), `_TEAM` or `_WAVES`
+    waves: int  # a wavefront's threads, or 0
+    team: tuple | None  # a team's chunks (`team_chunks`)
+    h0: tuple | None  # per layer * D + direction: zero initial states, read when a call gives none (never
+    c0: tuple | None  # written); None above `KEPT_ZEROS_BYTES`: the call allocates them
+    yt_sizes: tuple  # per part: values of a layer's outputs in its tiles' layout (``yt``), 0 without
+    empty_rows: np.ndarray  # (0, h_out): the input of a layer reading the layer below's tiles (``xt``)
+    no_tokens: np.ndarray  # (0, T)
+    none: np.ndarray  # (0,): no ``xt``/``yt``
+    no_ready: np.ndarray  # (0,) int64: no wavefront's ``ready``
+    shape: tuple  # (B, T, D * h_out)
+
+
+_TILED, _ALL, _TOP = 0, 1, 2  # a part's layer output: its tiles' layout, the (B, T, D*h_out) rows, the call's result
+_PARALLEL, _JOBS, _TEAM, _WAVES = 0, 1, 2, 3
+_CALL_SLOTS = ("x", "tok", "h0", "c0", "y", "hn", "cn", "lens", "next_tile", "xt", "yt", "ready")
+
+
+def _call_plan(prepared, lay, lengths, T, top_mode, tokens, choice, plans, keep) -> _CallPlan:
+    """The call's `_CallPlan`: kept (``keep``) or built from ``plans`` (each direction's `_Plan`; None: one
+    thread) and ``choice`` (what tells them apart, with the wavefront's threads)."""
+    calls = key = None
+    if keep:
+        # `_projected` is in the key: bench/projection.py swaps it to time tiles without the projection
+        key = (lengths.tobytes(), T, top_mode, tokens, _projected, choice)
+        calls = prepared.cache.get("calls")
+        if calls is None:
+            calls = prepared.cache.setdefault("calls", {})
+        plan = calls.get(key)
+        if plan is not None:
+            return plan
+    if plans is None:
+        plans, waves = [_plan(prepared, lengths, lay, 1)], 0
+    else:
+        waves = choice[1]
+    dtype = prepared.dtype
+    D, L, Ho, H = lay.sizes[:4]
+    B = lengths.shape[0]
+    team = plans[0].team
+    dispatch = _WAVES if waves else _TEAM if team else _JOBS if len(plans) == 2 else _PARALLEL
     order0, parts0 = plans[0].order, plans[0].parts
     # between the layers of a one-directional stack, each layer's h stays in the lane tiles' layout
     # (`run_worker`'s ``xt``/``yt``); not for teams and wavefronts, whose layers read the (B, T, H) rows, nor
     # for FEW and one-sequence tiles (a remainder part's among them)
-    stacked = D == 1 and L > 1 and not waves and not plans[0].team
+    stacked = D == 1 and L > 1 and not waves and not team
     tiled = [stacked and bt > FEW for bt, _ in parts0]
     toff = [tile_steps(lengths, order0, ptr) if t else np.zeros(1, np.int64) for t, (_, ptr) in zip(tiled, parts0)]
-    inputs = [(rows, tok, none)] * len(parts0)  # each part's layer input: rows, token ids, tile-layout rows
-    stack = []
-    # a batch of one in L2 that could run as a team: its time per step decides the next calls (`team_policy.b1_team`;
-    # not a call too short for a second thread, whose time per step is mostly the call's own)
-    b1_timed = (threads >= 2 and len(plans) == 1 and len(parts0) == 1 and parts0[0][0] == 1 and not waves
-                and team_policy.TEAM_MIN_BYTES <= lay.hbytes <= team_policy.L2_BYTES)  # fmt: skip
-    t0 = time.perf_counter()
+    layers = []
     for layer in range(L):
-        outs = []  # each part's (y, out_mode, yt)
-        below = None  # the (B, T, D * Ho) output of the layer, for the layer above, if a part writes it
-        for i, (bt, _) in enumerate(parts0):
-            if layer < L - 1 and tiled[i]:
-                outs.append((np.zeros((B, 1, Ho), dtype), OUT_NONE,
-                             aligned_empty(int(toff[i][-1]) * Ho * bt, dtype)))  # every value read is written first
-            elif layer < L - 1:
-                below = np.zeros((B, T, D * Ho), dtype) if below is None else below
-                outs.append((below, OUT_ALL, none))
-            else:
-                outs.append((y_all if top_mode == OUT_ALL else y_last, top_mode, none))
-        jobs = []
+        kinds = tuple((_TILED if t else _ALL) if layer < L - 1 else _TOP for t in tiled)
+        dirs = []
         for d in range(D):
             k = layer * D + d
             plan = plans[d % len(plans)]
-            calls = []
+            parts = []
             for i, (bt, tile_ptr) in enumerate(plan.parts):
                 kx, xk0 = _projected(prepared, prepared.layers[k], bt)
-                x_in, tok_in, xt = inputs[i] if len(plans) == 1 else inputs[0]
-                out, mode, yt = outs[i] if len(plans) == 1 else outs[0]
-                values = {
-                    **lay.static[k], "x": x_in, "tok": tok_in, "h0": h0[k], "c0": c0[k], "y": out, "out_mode": mode,
-                    "hn": hn[k], "cn": cn[k], "bt": bt, "lens": lengths, "order": plan.order, "tile_ptr": tile_ptr,
-                    "next_tile": np.zeros(1, np.int64), "kx": kx, "xk0": xk0, "ready": ready, "lay": layer,
-                    "xt": xt, "yt": yt, "toff": toff[i] if len(plans) == 1 else toff[0],
-                }  # fmt: skip
-                calls.append((run_worker, kernel_args(run_worker, values)))
-            if waves:
-                stack += calls
-            elif plan.team:
-                _run_team(values, plan.workers, plan.team)
-            elif len(plans) == 2:
-                jobs += [calls[0] if len(calls) == 1 else (_in_order, (calls,))] * plan.workers
-            elif len(calls) == 1:
-                parallel(plan.workers, run_worker, calls[0][1])
+                j = i if len(plans) == 1 else 0  # the part whose input, output and tile layout it takes
+                mode = (OUT_NONE if kinds[j] == _TILED else OUT_ALL) if layer < L - 1 else top_mode
+                values = {**lay.static[k], **dict.fromkeys(_CALL_SLOTS), "out_mode": mode, "bt": bt,
+                          "order": plan.order, "tile_ptr": tile_ptr, "kx": kx, "xk0": xk0, "lay": layer,
+                          "toff": toff[j]}  # fmt: skip
+                parts.append((j, values if dispatch == _TEAM else list(kernel_args(run_worker, values))))
+            dirs.append((k, plan.workers, tuple(parts)))
+        layers.append((kinds, tuple(dirs)))
+    zh = zc = None
+    if L * D * B * max(H, Ho) * dtype.itemsize <= KEPT_ZEROS_BYTES:
+        zh, zc = tuple(np.zeros((L * D, B, Ho), dtype)), tuple(np.zeros((L * D, B, H), dtype))
+    yt_sizes = tuple(int(o[-1]) * Ho * bt if t else 0 for t, o, (bt, _) in zip(tiled, toff, parts0))
+    plan = _CallPlan(tuple(layers), dispatch, waves, team, zh, zc, yt_sizes, np.zeros((0, Ho), dtype),
+                     np.zeros((0, T), np.int64), np.zeros(0, dtype), counters(0), (B, T, D * Ho))  # fmt: skip
+    if keep:
+        if len(calls) >= CALL_PLANS:
+            calls.clear()
+        calls[key] = plan
+    return plan
+
+
+def _slot_positions():
+    py = getattr(run_worker, "py_func", run_worker)  # a plain function under NUMBA_DISABLE_JIT=1
+    names = py.__code__.co_varnames[: py.__code__.co_argcount]
+    return tuple(names.index(n) for n in _CALL_SLOTS)
+
+
+_SLOTS = _slot_positions()
+
+
+def _run_planned(plan: _CallPlan, rows, tok, lengths, h0, c0, hn, cn, top):
+    """Every layer and direction of a call with ``plan``'s arguments (`_call_plan`) and this call's arrays;
+    ``top``: the top layer's output array."""
+    ix, itok, ih0, ic0, iy, ihn, icn, ilens, inext, ixt, iyt, iready = _SLOTS
+    B, T, Y = plan.shape
+    dtype = top.dtype
+    dispatch, none = plan.dispatch, plan.none
+    ready = counters(len(plan.layers)) if dispatch == _WAVES else plan.no_ready
+    if h0 is None:
+        h0 = plan.h0 or np.zeros(hn.shape, dtype)
+    if c0 is None:
+        c0 = plan.c0 or np.zeros(cn.shape, dtype)
+    inputs = [(rows, tok, none)] * len(plan.yt_sizes)  # each part's layer input: rows, token ids, tile-layout rows
+    stack = []
+    for kinds, dirs in plan.layers:
+        outs = []  # each part's (y, yt)
+        below = None  # the (B, T, D * h_out) output of the layer, for the layer above, if a part writes it
+        for kind, size in zip(kinds, plan.yt_sizes):
+            if kind == _TILED:
+                yt = aligned_empty(size, dtype)  # every value read is written first
+                outs.append((np.zeros((B, 1, Y), dtype), yt))
+            elif kind == _ALL:
+                below = np.zeros((B, T, Y), dtype) if below is None else below
+                outs.append((below, none))
             else:
-                parallel(plan.workers, _in_order, (calls,))
+                outs.append((top, none))
+        jobs = []
+        for k, workers, parts in dirs:
+            calls = []
+            for j, base in parts:
+                (x_in, tok_in, xt), (out, yt) = inputs[j], outs[j]
+                if dispatch == _TEAM:  # one part
+                    values = dict(base)  # `_run_team` adds its own entries
+                    values.update(x=x_in, tok=tok_in, h0=h0[k], c0=c0[k], y=out, hn=hn[k], cn=cn[k], lens=lengths,
+                                  next_tile=np.zeros(1, np.int64), xt=xt, yt=yt, ready=ready)  # fmt: skip
+                    _run_team(values, workers, plan.team)
+                    continue
+                a = base.copy()
+                a[ix], a[itok], a[iy], a[ilens], a[ixt], a[iyt], a[iready] = x_in, tok_in, out, lengths, xt, yt, ready
+                a[ih0], a[ic0], a[ihn], a[icn], a[inext] = h0[k], c0[k], hn[k], cn[k], np.zeros(1, np.int64)
+                calls.append((run_worker, a))
+            if dispatch == _WAVES:
+                stack += calls
+            elif dispatch == _JOBS:
+                jobs += [calls[0] if len(calls) == 1 else (_in_order, (calls,))] * workers
+            elif len(calls) == 1:
+                parallel(workers, run_worker, calls[0][1])
+            elif calls:
+                parallel(workers, _in_order, (calls,))
         if jobs:
             run_jobs(jobs)
-        if layer < L - 1:
-            inputs = [(np.zeros((0, Ho), dtype), no_tokens, yt) if t else (out.reshape(B * T, D * Ho), no_tokens, none)
-                      for t, (out, _, yt) in zip(tiled, outs)]  # fmt: skip
-    if b1_timed and longest:
-        team_policy.note_b1(lay.hbytes, plans[0].team is not None, (time.perf_counter() - t0) / (float(longest) * L * D))
+        if kinds[0] != _TOP:
+            inputs = [(plan.empty_rows, plan.no_tokens, yt) if kind == _TILED
+                      else (out.reshape(B * T, Y), plan.no_tokens, none) for kind, (out, yt) in zip(kinds, outs)]
     if stack:
-        team_policy.note_wave(*run_in_order(waves, stack))
+        team_policy.note_wave(*run_in_order(plan.waves, stack))
 
 
 def _projected(prepared, pk, bt) -> tuple[int, int]:
@@ -413,17 +545,21 @@ def _run_team(values: dict, workers, chunks):
     dtype = rows.dtype
     B, T, I = lengths.shape[0], tok.shape[1], rows.shape[1]
     K = I + H + 2
-    seq = np.zeros(bt, np.int64)
-    slen = np.zeros(bt, np.int64)
+    ntl = -(-B // bt)  # FEW tiles side by side (`team_policy.FEW_TEAM_TILES`); other teams have one tile
+    seq = np.zeros(ntl * bt, np.int64)
+    slen = np.zeros(ntl * bt, np.int64)
     seq[:B], slen[:B] = order, lengths[order]
     reverse = values["reverse"]
-    zbuf, cbuf, g, m = _line_zeros(dtype, (2, K, bt), (2, H, bt), (w.shape[0] * MR * bt,), (H * bt,))
-    zbuf[:, 0], zbuf[:, K - 1] = 1, 1
+    zbuf, cbuf, g, m = _line_zeros(dtype, (2, ntl, K, bt), (2, ntl, H, bt), (ntl * w.shape[0] * MR * bt,),
+                                   (ntl * H * bt,))  # fmt: skip
+    zbuf[:, :, 0], zbuf[:, :, K - 1] = 1, 1
     t0 = slen[:B] - 1 if reverse else np.zeros(B, np.int64)
     first = tok[order, t0] if tok.shape[0] else order * T + t0  # each sequence's first row (`step_row`)
-    zbuf[0, 1 : I + 1, :B] = rows[first].T
-    zbuf[0, I + 1 : I + 1 + H, :B] = h0[order].T
-    cbuf[0, :, :B] = c0[order].T
+    for j in range(ntl):
+        a, b = j * bt, min(B, (j + 1) * bt)
+        zbuf[0, j, 1 : I + 1, : b - a] = rows[first[a:b]].T
+        zbuf[0, j, I + 1 : I + 1 + H, : b - a] = h0[order[a:b]].T
+        cbuf[0, j, :, : b - a] = c0[order[a:b]].T
     cb, nch = chunks
     sync = np.zeros(sync_words(nch), np.int64)
     sync[NTH], sync[STEAL] = workers, team_kernel.STEAL_AFTER
@@ -437,7 +573,7 @@ def _run_team(values: dict, workers, chunks):
         parallel(1 if hot else workers, project_all, (w, values["wg"], rows, tok, int(seq[0]), int(slen[0]), reverse, maxlen,
                                         values["kx"], xproj, np.zeros(1, np.int64)))  # fmt: skip
     values.update(xproj=xproj,
-        seq=seq, slen=slen, nb=B, maxlen=maxlen, zbuf=zbuf.reshape(2, K * bt), cbuf=cbuf.reshape(2, H * bt),
+        seq=seq, slen=slen, nb=B, maxlen=maxlen, zbuf=zbuf.reshape(2, ntl * K * bt), cbuf=cbuf.reshape(2, ntl * H * bt),
         g=g, m=m, sync=sync,
         nblk=1 if values["cell"] in (CELL_CODES["rnn_tanh"], CELL_CODES["rnn_relu"]) else 4, cb=cb, nch=nch,
     )  # fmt: skip

@@ -71,9 +71,25 @@ def _skewed_zeros(n, like, skew):
     streams apart whatever the allocator returns; cache-line alignment keeps
     every vector access within one line. (A precaution: it did not change the
     timings measured on the reference machine by more than their noise.)
+    Only the ``n`` values returned are zeroed, not the page of slack around
+    them (`_skewed_empty`).
+    """
+    a = _skewed_empty(n, like, skew)
+    a[:] = 0
+    return a
+
+
+@njit(**JIT)
+def _skewed_empty(n, like, skew):
+    """`_skewed_zeros` without the zeros, for buffers whose every value read is written first.
+
+    A worker of a small call (a batch of one's sentence) allocates eight of
+    these; zeroing each with its page of slack was ~40 KB of stores per
+    call, more than a short sequence's steps write (bench/report_notes.md,
+    "A batch of one's Python").
     """
     extra = PAGE // like.itemsize
-    buf = np.zeros(n + extra, like.dtype)
+    buf = np.empty(n + extra, like.dtype)
     off = ((skew - buf.ctypes.data % PAGE) % PAGE) // like.itemsize
     return buf[off : off + n]
 
@@ -745,8 +761,9 @@ def run_worker(
     zh = z[h_at : h_at + HB]  # the h rows of z
     R = n_pan * MR
     on = kx > 0
-    xproj = _skewed_zeros(STEP_BLOCK * R if on else 1, x, 0)
-    zx = _skewed_zeros((I + 1) * STEP_BLOCK if on else 1, x, 0)
+    # written before read: `project_steps` zeroes the panels of zx it uses and writes whole panels of xproj
+    xproj = _skewed_empty(STEP_BLOCK * R if on else 1, x, 0)
+    zx = _skewed_empty((I + 1) * STEP_BLOCK if on else 1, x, 0)
     zxq = operand_of(zx, w, (I + 1) * STEP_BLOCK if on else 1)
     zin = z[bt:h_at]  # the x rows of z
     # steps projected at once: a layer of a wavefront that waits for the layer below projects fewer, so it

@@ -2,7 +2,10 @@
 
 A batch of one whose weights do not fit in a core's L2 (or a batch that
 `rnnjit.kernels.tile_width` puts in one lane tile, which its cost model
-rarely does since FEW-sequence tiles run at full vector width) gives
+rarely does since FEW-sequence tiles run at full vector width, or up to
+`rnnjit.kernels.team_policy.FEW_TEAM_TILES` FEW-sequence tiles whose weights do
+not fit in L2, side by side in the buffers, each chunk's rows applied to
+every tile in turn) gives
 `rnnjit.kernels.layer` one tile, so one thread. Here every thread works on the same tile: each step's
 hidden units are cut into ``nch`` chunks of unit blocks (MR units, all gates),
 and a thread takes a chunk, computes its gate rows from the step's input ``z``,
@@ -35,7 +38,8 @@ from numba import config, njit, types
 from numba.extending import intrinsic
 
 from rnnjit.kernels._simd import (
-    GROUP_ROWS, MR, P_ROWS, _ptr, atomic_load, cpu_relax, fetch_add, mk_rows_grouped, mk_rows_grouped_from,
+    FEW, FEW_VECS, GROUP_ROWS, MR, P_ROWS, _ptr, atomic_load, cpu_relax, fetch_add, mk_rows_grouped,
+    mk_rows_grouped_few, mk_rows_grouped_from,
 )
 from rnnjit.kernels.config import JIT
 from rnnjit.kernels.precision import VECTOR_BYTES
@@ -128,11 +132,15 @@ def run_team(
     whf = wgh.reshape(wgh.size)
     zf = zbuf.reshape(zbuf.size)  # two z buffers of K * bt, alternating by step
     cf = cbuf.reshape(cbuf.size)  # two c buffers of H * bt
-    KB = K * bt
+    ntl = seq.shape[0] // bt  # FEW tiles (`FEW_TEAM_TILES`; other teams: 1), one after another in z, c, g, m
+    ZT = K * bt
+    KB = ZT * ntl
     h_at = (I + 1) * bt
     HB = H * bt
+    GT = g.shape[0] // ntl  # one FEW tile's gate rows
     lv = VECTOR_BYTES // x.itemsize
     nvec = bt // lv
+    rows_few = FEW_VECS * lv  # rows per `mk_rows_grouped_few` call (a FEW tile)
     R = w.shape[0] * MR  # gate rows of one step of ``xproj``
     spins = 0
     tid = fetch_add(sync, TID, 1)
@@ -151,7 +159,7 @@ def run_team(
             rounds += 1
         spins += rounds
         zc, zn = (s % 2) * KB, ((s + 1) % 2) * KB  # offsets of this step's z and the next
-        cc, cx = (s % 2) * HB, ((s + 1) % 2) * HB
+        cc, cx = (s % 2) * HB * ntl, ((s + 1) % 2) * HB * ntl
         for k in range(nch):
             ch = (first + k) % nch
             if k == own:  # this thread's chunks are done: wait for the others' before taking theirs (`STEAL_AFTER`)
@@ -182,6 +190,13 @@ def run_team(
                         for ub in range(ub0, ub1, P_ROWS):
                             p = q * UB + ub  # a multiple of P_ROWS: the team needs UB % P_ROWS == 0 here
                             mk_rows_grouped(wgf, p * K * MR, zf, zc, g, p * MR, K)
+                    elif bt == FEW:  # the rows of `rnnjit.kernels.layer.products_into`'s FEW calls, the chunk's share,
+                        # for each FEW tile in turn (the chunk's rows of this gate stay in cache meanwhile)
+                        for r0 in range((q * UB + ub0) * MR, (q * UB + ub1) * MR, rows_few):
+                            gq, r = r0 // GROUP_ROWS, r0 % GROUP_ROWS
+                            for j in range(ntl):
+                                mk_rows_grouped_few(wgf, gq * K * GROUP_ROWS + r, zf, zc + j * ZT, g, j * GT + r0 * FEW,
+                                                    K)  # fmt: skip
                     else:
                         for ub in range(ub0, ub1):
                             p = q * UB + ub
@@ -191,20 +206,24 @@ def run_team(
             u0 = ub0 * MR
             u1 = min(ub1 * MR, H)
             lo, hi = u0 * bt, u1 * bt
-            cell_update(cell, g, GB, lo, hi, cf[cc : cc + HB], cf[cx : cx + HB], m,
-                        zf[zc + h_at : zc + h_at + HB], zf[zn + h_at : zn + h_at + HB])  # fmt: skip
-            # -- this chunk's units of the outputs (or pooled outputs) and final states
-            emit(cell, out_mode, s, nb, seq, slen, reverse, u0, u1, u0, u1, zf, zn + h_at, cf, cx, bt,
-                 yf, Ty, Y, ycol, hn, cn, 0)  # fmt: skip
-            # -- chunk 0 also gathers the next step's x (nobody reads that buffer during this step)
-            if ch == 0 and s + 1 < maxlen:
-                for l in range(bt):
-                    t = 0
-                    if s + 1 < slen[l]:
-                        t = slen[l] - 2 - s if reverse else s + 1
-                    off = step_row(tok, seq[l], t, T) * I
-                    for i in range(xk0, I):
-                        zf[zn + (i + 1) * bt + l] = xf[off + i]
+            for j in range(ntl):
+                zj, cj = j * ZT, j * HB
+                cell_update(cell, g[j * GT : (j + 1) * GT], GB, lo, hi, cf[cc + cj : cc + cj + HB],
+                            cf[cx + cj : cx + cj + HB], m[cj : cj + HB], zf[zc + zj + h_at : zc + zj + h_at + HB],
+                            zf[zn + zj + h_at : zn + zj + h_at + HB])  # fmt: skip
+                # -- this chunk's units of the outputs (or pooled outputs) and final states
+                l0 = j * bt
+                emit(cell, out_mode, s, min(bt, nb - l0), seq[l0 : l0 + bt], slen[l0 : l0 + bt], reverse, u0, u1,
+                     u0, u1, zf, zn + zj + h_at, cf, cx + cj, bt, yf, Ty, Y, ycol, hn, cn, 0)  # fmt: skip
+                # -- chunk 0 also gathers the next step's x (nobody reads that buffer during this step)
+                if ch == 0 and s + 1 < maxlen:
+                    for l in range(bt):
+                        t = 0
+                        if s + 1 < slen[l0 + l]:
+                            t = slen[l0 + l] - 2 - s if reverse else s + 1
+                        off = step_row(tok, seq[l0 + l], t, T) * I
+                        for i in range(xk0, I):
+                            zf[zn + zj + (i + 1) * bt + l] = xf[off + i]
             fetch_add(sync, DONE, 1)
         s += 1
     fetch_add(sync, SPINS, spins)  # the wrapper backs off from teams when they mostly wait

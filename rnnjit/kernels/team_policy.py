@@ -40,7 +40,8 @@ def team_chunks(spec: RNNSpec, bt: int, threads: int, weight_bytes: int = 0) -> 
     inputs being projected first) is at least `TEAM_MIN_BYTES`, except a
     one-directional stack whose weights fit in one core's L2 (`L2_BYTES`),
     which runs as a wavefront (`wavefront_workers`); a batch of one in L2
-    runs as a team while teams have been measured faster (`b1_team`). With the second thread
+    runs as a team while teams have been measured faster (`b1_team`). Up to `FEW_TEAM_TILES`
+    FEW-sequence tiles run as one team when their weights are over `FEW_TEAM_BYTES`. With the second thread
     kept hot (`rnnjit.kernels.hot`) a team starts in ~1 us instead of the
     pool's ~50, and each core reads half the weights per step from its own
     L2 (measured: bench/report_notes.md, `L2_BYTES` and `TEAM_MIN_BYTES`).
@@ -54,11 +55,50 @@ def team_chunks(spec: RNNSpec, bt: int, threads: int, weight_bytes: int = 0) -> 
         if weight_bytes <= L2_BYTES and (spec.num_layers > 1 and spec.num_directions == 1 or not b1_team(weight_bytes)):
             return None
         return P_ROWS, ub // P_ROWS
-    if bt == FEW:  # no FEW-sequence team kernel: one FEW tile runs on one thread
-        return None
+    if bt == FEW:  # FEW tiles of a batch of 2-16 over L2 (`rnnjit.kernels`'s plan); one-directional stacks: wavefronts
+        if ub % P_ROWS or weight_bytes <= FEW_TEAM_BYTES or spec.num_layers > 1 and spec.num_directions == 1:
+            return None
+        return P_ROWS, ub // P_ROWS
     cb = max(1, ub // (2 * threads))
     return cb, -(-ub // cb)
 
+
+FEW_TEAM_BYTES = L2_BYTES
+"""Weight bytes a FEW-sequence tile reads per step above which, alone in its plan, it runs as a team (`team_chunks`).
+
+Each thread then reads its chunks' rows (P_ROWS unit blocks of every gate,
+the same `mk_rows_grouped_few` calls as the one-thread tile) from L3, half
+the weights, not all of them. Measured (T=100, 2 threads, `chrt -f 1`, ms,
+one thread's FEW tile / FEW team): LSTM H=256 B=4 2.16 / 1.35, H=384 B=4
+5.05 / 2.92, H=512 B=3 8.20 / 4.76, GRU H=384 B=4 4.96 / 2.83, LSTM H=1024
+B=4 72.0 / 71.6 (33 MB: L3 itself is the limit). A stack of two LSTM H=384
+runs faster as a wavefront (5.89 ms against 6.42 as teams layer after layer).
+A batch of two that the tile cost model puts in one-sequence tiles, one per
+thread, runs as this team instead while there is one (`rnnjit.kernels`'s
+plan): LSTM H=384 B=2 2.85 / 2.56 ms, H=512 5.12 / 4.32 (the same run);
+through `Model.predict`, LSTM 64->384, T=100, 4.56 / 2.87 ms.
+"""
+
+FEW_TEAM_TILES = 4
+"""Most FEW-sequence tiles one team runs side by side (a batch of up to this many times FEW; `team_chunks`).
+
+Each thread computes its chunks' rows for every tile in turn (the rows stay
+in its L2 between tiles), so it reads half the weights per step, where a
+tile per thread reads all of them. Measured (T=100, 2 threads, `chrt -f 1`,
+ms, a FEW tile per thread / one team; I=H unless said): LSTM H=384 B=6 5.19
+/ 4.55, B=8 5.51 / 4.62, B=12 10.23 / 6.52 (three tiles: 2 + 1 per thread
+against 1.5 each), B=16 10.19 / 8.94; H=512 B=8 9.79 / 9.33; GRU H=384 B=8
+5.49 / 5.07; LSTM H=1024 B=8 73.3 / 49.4; but LSTM H=256 B=8 2.37 / 2.58,
+GRU H=256 B=16 4.63 / 4.70, LSTM 64->384 B=8 2.97 / 3.09: the FEW kernel
+is then bound by its products, not by L3, and the team only adds its
+hand-off per step (`FEW_TEAM_EVEN_BYTES`).
+"""
+
+FEW_TEAM_EVEN_BYTES = 3 << 20
+"""Weight bytes per step above which a whole number of FEW tiles per thread (B=8 on two threads) runs as a team too
+(`FEW_TEAM_TILES`): below it (H=256: 2.1 MB, 64->384: 2.8 MB) the tiles per thread were as fast or faster, above it
+(GRU H=384: 3.5 MB, LSTM H=384: 4.7 MB) the team was faster. A number of tiles the threads cannot share
+evenly, or a single tile, runs as a team from `FEW_TEAM_BYTES`."""
 
 TEAM_MIN_BYTES = 192 << 10
 """Weight bytes a batch of one reads per step from which it runs as a team (`team_chunks`).

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rnnjit.kernels._simd import FEW, NV
+from rnnjit.kernels._simd import FEW, MR, NV
 from rnnjit.kernels.precision import lanes
 from rnnjit.kernels.team_policy import L2_BYTES
 
@@ -46,18 +46,34 @@ STREAMED_TILE_COST = 1.45
 does not hide behind its products (measured: bench/report_notes.md)."""
 
 
+SMALL_TILE_ROWS = 256
+SMALL_ROWS_EXP = 0.4
+"""One- and FEW-sequence tiles of a layer with fewer gate rows than `SMALL_TILE_ROWS` cost more than `ONE_TILE_COST`
+and `FEW_TILE_COST` count, by (`SMALL_TILE_ROWS` / rows) to this power (`small_tile_scale`; fitted on RNN, GRU and
+LSTM cells, H=16..512, I=32 and 266; measured: bench/report_notes.md)."""
+
+
+def small_tile_scale(gates: int, hidden: int) -> float:
+    """What a one- or FEW-sequence tile of a layer costs over `ONE_TILE_COST` and `FEW_TILE_COST`: 1 or more.
+
+    The constants were measured on LSTMs of H=64..256 (256 gate rows and
+    more). With fewer rows (a lane tile's: ``hidden`` padded to `MR`, times
+    the gates) a FEW tile costs more against a lane tile: its kernels run
+    the rows in whole groups of 64 (`rnnjit.kernels.pack.group_panels`; an RNN of H=16 runs 64
+    rows for its 16) and each step's fixed work weighs more over few rows
+    (an LSTM of H=16, 64 rows, no padding: 1.5-1.9 times `FEW_TILE_COST`).
+    One- and FEW-sequence tiles are scaled alike, so the choice between them
+    stays as the constants make it.
+    """
+    rows = gates * _ceil_div(hidden, MR) * MR
+    return (SMALL_TILE_ROWS / rows) ** SMALL_ROWS_EXP if rows < SMALL_TILE_ROWS else 1.0
+
+
 def _tile_cost(v: int, streamed: bool) -> float:
     """Time per step of a tile of ``v`` vectors: full micro-kernel rows, then the remainder's kernel."""
     rest = v % NV
     cost = v // NV * NV + (2 * LANES2_COST if rest == 2 else rest * LANES1_COST)
     return max(cost, STREAMED_TILE_COST) if streamed else cost
-
-
-def small_tile_rows(grouped: int, lane: int) -> float:
-    """`tile_width`'s ``row_scale``: the weight elements a one- or FEW-sequence tile multiplies per step
-    (``grouped``: every panel over every column, the panels padded to groups of ``GROUP_ROWS`` rows) over those a
-    lane tile multiplies (``lane``: each panel's ``klen``, which skips padding panels and a GRU's zero blocks)."""
-    return max(grouped / max(lane, 1), 1.0)
 
 
 def _lpt(costs, threads: int) -> float:
@@ -80,16 +96,17 @@ def _ceil_div(a: int, b: int) -> int:
 
 
 _WIDTHS: dict = {}
-_WIDTHS_KEPT = 4096  # distinct (B, threads, dtype, weight bytes, row scale) remembered; then the memo starts again
+_WIDTHS_KEPT = 4096  # distinct (B, threads, dtype, weight bytes, factor) remembered; then the memo starts again
 
 
-def tile_width(B: int, threads: int, dtype, weight_bytes: int, row_scale: float = 1.0) -> int:
+def tile_width(B: int, threads: int, dtype, weight_bytes: int, small: float = 1.0) -> int:
     """Sequences per tile: 1, FEW or a multiple of the SIMD lanes, whichever the cost model finishes first.
 
     Each candidate's time is the busiest thread's (tiles handed out longest
     first to the least loaded thread, `_lpt`): lane and FEW tiles by `_plan_cost`, one- and
     FEW-sequence tiles (batches up to `SMALL_TILES_UP_TO`) by `ONE_TILE_COST`
-    and `FEW_TILE_COST` per tile. The widest tile within 4% of the best wins
+    and `FEW_TILE_COST` per tile, times ``small`` (the layer's
+    `small_tile_scale`: more for layers of few gate rows). The widest tile within 4% of the best wins
     (fewer tiles, less bookkeeping). So every thread gets about the same work
     (B=128 on 2 threads: four 32-lane tiles, not 48+48+32 lanes, which left
     one thread a third of the work), at most one micro-kernel row (NV vectors) of
@@ -97,35 +114,27 @@ def tile_width(B: int, threads: int, dtype, weight_bytes: int, row_scale: float 
     larger than `WIDE_WEIGHTS`: each weight panel is then read once per step
     for that many sequences, not once per 48.
 
-    ``row_scale``: the products a one- or FEW-sequence tile runs over those a
-    lane tile runs (`small_tile_rows`). The small tiles' constants were
-    measured where both are the same (LSTM, H a multiple of 16); their grouped
-    weights hold whole groups of ``GROUP_ROWS`` (64) rows and every column, so
-    an RNN of H=16 runs 4x the rows a lane tile does, a GRU the zero blocks
-    lane tiles skip (one thread, onset H=16 RNN B=13: 24.0 ms in FEW tiles
-    against 6.7 in a lane tile; bench/report_notes.md).
-
     A pure function of its arguments, remembered: the cost model takes ~2 us
     of Python, as much as 20 steps of a batch of one's recurrence at H=32.
     """
-    key = (B, threads, dtype, weight_bytes, row_scale)
+    key = (B, threads, dtype, weight_bytes, small)
     bt = _WIDTHS.get(key)
     if bt is None:
         if len(_WIDTHS) >= _WIDTHS_KEPT:
             _WIDTHS.clear()
-        bt = _WIDTHS[key] = _tile_width(B, threads, dtype, weight_bytes, row_scale)
+        bt = _WIDTHS[key] = _tile_width(B, threads, dtype, weight_bytes, small)
     return bt
 
 
-def _tile_width(B: int, threads: int, dtype, weight_bytes: int, row_scale: float) -> int:
+def _tile_width(B: int, threads: int, dtype, weight_bytes: int, small: float) -> int:
     th = max(threads, 1)
     lv = lanes(dtype)
     vecs = -(-B // lv)
     cap = WIDE_VECS if weight_bytes > WIDE_WEIGHTS else NV
-    cost = {lv * w: _plan_cost(B, lv * w, th, lv, weight_bytes, row_scale)[0] for w in range(1, min(cap, vecs) + 1)}
+    cost = {lv * w: _plan_cost(B, lv * w, th, lv, weight_bytes, small)[0] for w in range(1, min(cap, vecs) + 1)}
     if B <= SMALL_TILES_UP_TO:
-        cost[FEW] = _plan_cost(B, FEW, th, lv, weight_bytes, row_scale)[0]
-        cost[1] = _ceil_div(B, th) * ONE_TILE_COST * row_scale
+        cost[FEW] = _plan_cost(B, FEW, th, lv, weight_bytes, small)[0]
+        cost[1] = _ceil_div(B, th) * ONE_TILE_COST * small
     best = min(cost.values())
     return max(w for w, t in cost.items() if t <= best * 1.04)
 
@@ -135,13 +144,13 @@ MIXED_MARGIN = 1.04
 more worker call per layer and thread."""
 
 
-def _plan_cost(B: int, bt: int, threads: int, lv: int, weight_bytes: int, row_scale: float) -> tuple[float, int]:
+def _plan_cost(B: int, bt: int, threads: int, lv: int, weight_bytes: int, small: float) -> tuple[float, int]:
     """(time, remainder width) of ``B`` sequences in tiles of ``bt`` (FEW or lane tiles), in sequence-steps of
     `mk_lanes`: those tiles alone (the last one padded), or whole tiles of the unit (a SIMD vector of ``lv``
     lanes; FEW sequences) and the ``B % unit`` left over in one- or FEW-sequence tiles (remainder width 1 or
-    FEW; FEW tiles take only one-sequence tiles), whichever the cost model finishes first. ``row_scale``: see
-    `tile_width`."""
-    one, few = ONE_TILE_COST * row_scale, FEW_TILE_COST * row_scale
+    FEW; FEW tiles take only one-sequence tiles), whichever the cost model finishes first. One- and FEW-sequence
+    tiles cost their constants times ``small`` (`small_tile_scale`)."""
+    one, few = ONE_TILE_COST * small, FEW_TILE_COST * small
     if bt == FEW:
         unit, rests = FEW, ((1, one),)
         tiles = lambda n: [few] * _ceil_div(n, FEW)  # noqa: E731
@@ -166,7 +175,7 @@ def _plan_cost(B: int, bt: int, threads: int, lv: int, weight_bytes: int, row_sc
 _REST: dict = {}
 
 
-def remainder_width(B: int, threads: int, dtype, weight_bytes: int, bt: int, row_scale: float = 1.0) -> int:
+def remainder_width(B: int, threads: int, dtype, weight_bytes: int, bt: int, small: float = 1.0) -> int:
     """Width of the tiles (1 or FEW) that take the sequences left over by whole tiles of the unit of ``bt`` (a
     SIMD vector of lanes, or FEW sequences), or 0 when tiles of ``bt`` alone, the last one padded, finish sooner.
 
@@ -175,16 +184,16 @@ def remainder_width(B: int, threads: int, dtype, weight_bytes: int, bt: int, row
     six 48-lane tiles of which one thread runs three; B=17 in four FEW tiles
     and a one-sequence tile. Every tile kind gives a sequence the same bits
     (tests/test_kernels_batch_bits.py), so the plan is free to choose.
-    Remembered, as `tile_width`.
+    ``small``: the layer's `small_tile_scale`, as in `tile_width`. Remembered, as `tile_width`.
     """
-    key = (B, threads, dtype, weight_bytes, bt, row_scale)
+    key = (B, threads, dtype, weight_bytes, bt, small)
     rest = _REST.get(key)
     if rest is None:
         if len(_REST) >= _WIDTHS_KEPT:
             _REST.clear()
         lv = lanes(dtype)
         lane_tile = bt > FEW and bt % lv == 0
-        rest = _plan_cost(B, bt, max(threads, 1), lv, weight_bytes, row_scale)[1] if lane_tile or bt == FEW else 0
+        rest = _plan_cost(B, bt, max(threads, 1), lv, weight_bytes, small)[1] if lane_tile or bt == FEW else 0
         _REST[key] = rest
     return rest
 
