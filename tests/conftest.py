@@ -41,6 +41,12 @@ def _small_calls_on_every_thread(monkeypatch):
         return
     monkeypatch.setattr(kernels, "ONE_THREAD_WORK", 0)
     monkeypatch.setattr(rows, "SPLIT_ROWS_WORK", 0)
+    # a team or wavefront that stalled in an earlier test (a busy machine) pauses them for 30 s: every test starts
+    # with none paused, so which plan a test gets does not depend on the tests before it
+    from rnnjit.kernels import team_policy
+
+    for name in ("_team_paused_until", "_waves_paused_until", "_alone_strikes", "_wave_strikes"):
+        monkeypatch.setattr(team_policy, name, type(getattr(team_policy, name))(0))
 
 
 
