@@ -355,6 +355,21 @@ def atomic_load(typingctx, arr, idx):
 
 
 @intrinsic
+def atomic_store(typingctx, arr, idx, val):
+    """``arr[idx] = val`` as one sequentially consistent store (int64 array)."""
+    if not (isinstance(arr, types.Array) and arr.dtype == types.int64):
+        return None
+    sig = types.void(arr, types.intp, types.int64)
+
+    def codegen(context, builder, signature, args):
+        arr_, idx_, val_ = args
+        builder.store_atomic(val_, _ptr(context, builder, signature.args[0], arr_, idx_), "seq_cst", 8)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
 def cpu_relax(typingctx):
     """The x86 ``pause`` hint inside a spin-wait (frees the pipeline, saves power; a no-op elsewhere)."""
     sig = types.void()
@@ -407,6 +422,9 @@ if config.DISABLE_JIT:  # pragma: no cover - exercised by the NUMBA_DISABLE_JIT=
 
     def atomic_load(arr, idx):  # noqa: F811
         return int(arr[idx])
+
+    def atomic_store(arr, idx, val):  # noqa: F811
+        arr[idx] = val
 
     def fetch_add(arr, idx, val):  # noqa: F811
         old = int(arr[idx])

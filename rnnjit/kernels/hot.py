@@ -32,11 +32,10 @@ import os
 import threading
 
 import numpy as np
-from llvmlite import ir
 from numba import carray, config, njit, types
 from numba.extending import intrinsic
 
-from rnnjit.kernels._simd import _ptr, atomic_load
+from rnnjit.kernels._simd import atomic_load, atomic_store
 from rnnjit.kernels.config import JIT
 from rnnjit.kernels.team import compare_exchange, run_team
 from rnnjit.kernels.wavefront import relax
@@ -67,21 +66,6 @@ def pointer_at(typingctx, addr, like):
 
     def codegen(context, builder, signature, args):
         return builder.inttoptr(args[0], context.get_value_type(signature.return_type))
-
-    return sig, codegen
-
-
-@intrinsic
-def atomic_store(typingctx, arr, idx, val):
-    """``arr[idx] = val`` as one sequentially consistent store (int64 array)."""
-    if not (isinstance(arr, types.Array) and arr.dtype == types.int64):
-        return None
-    sig = types.void(arr, types.intp, types.int64)
-
-    def codegen(context, builder, signature, args):
-        arr_, idx_, val_ = args
-        builder.store_atomic(val_, _ptr(context, builder, signature.args[0], arr_, idx_), "seq_cst", 8)
-        return context.get_dummy_value()
 
     return sig, codegen
 
