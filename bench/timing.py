@@ -19,6 +19,8 @@ calls, so both see the same load, and takes each one's minimum.
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 
 from bench.cases import QUICK
@@ -67,16 +69,65 @@ the core the next engine's second thread wants. Measured (bench/after_torch.py,
 bench/report_notes.md "Variants"): rnnjit's 2-thread call right after torch's
 took 1.24-1.60x its time after another rnnjit call (LSTM H=256 B=256 T=20:
 11.4 ms instead of 8.4; after 5 ms of pause 10.0, after 10 ms 8.35), and the
-same with torch's ``OMP_WAIT_POLICY=PASSIVE`` 0.98-1.03x.
+same with torch's ``OMP_WAIT_POLICY=PASSIVE`` 0.98-1.03x. onnxruntime's threads
+spin far longer (30-200 ms): `settle` then also waits for them.
 """
 
 PAIRED_MIN_ROUNDS = 10
 """At least this many turns each in `paired_ratio` for calls under 10 ms (the pauses would leave them ~6)."""
 
 
-def settled_call(fn, settle_s: float = SETTLE_S, clock=time.perf_counter) -> float:
-    """One engine's turn: a pause of ``settle_s``, an untimed call, then the timed call; its seconds by ``clock``."""
+SETTLE_MAX_S = 1.0
+"""Longest wait (`settle`) for the process's other threads to go idle after the pause."""
+
+SETTLE_POLL_S = 0.001
+
+
+def _running_threads() -> int | None:
+    """How many threads of this process other than the caller are running (state R), or None where /proc is not."""
+    me = threading.get_native_id()
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return None
+    running = 0
+    for t in tasks:
+        if int(t) == me:
+            continue
+        try:
+            with open(f"/proc/self/task/{t}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:  # the thread ended
+            continue
+        running += stat[stat.rindex(b")") + 2 : stat.rindex(b")") + 3] == b"R"
+    return running
+
+
+def settle(settle_s: float = SETTLE_S, max_s: float = SETTLE_MAX_S) -> float:
+    """Pause ``settle_s``, then until no other thread of this process runs (at most ``max_s`` more); the seconds waited.
+
+    The pause alone covers torch's OpenMP threads, which stop spinning within
+    ~10 ms of a call; onnxruntime's pool threads spin on for 100-200 ms after
+    a run here (its ``session.intra_op.allow_spinning`` default), so a fixed
+    10 ms pause left them holding one of the two cores through the next
+    engine's turn: rnnjit's, in the sweep's order, whose second thread then
+    never started on calls of a few ms (bench/report_notes.md, "Short
+    sequences"). Waiting until the process's own threads are idle gives every
+    engine's timed call a process where the others' threads are asleep, as
+    the pause meant to, whatever each pool's spin time; other processes'
+    threads are not counted (that load is the machine's, for every engine).
+    """
+    t0 = time.perf_counter()
     time.sleep(settle_s)
+    while _running_threads() and time.perf_counter() - t0 < settle_s + max_s:
+        time.sleep(SETTLE_POLL_S)
+    return time.perf_counter() - t0
+
+
+def settled_call(fn, settle_s: float = SETTLE_S, clock=time.perf_counter) -> float:
+    """One engine's turn: `settle` (``settle_s`` and until the process's other threads are idle), an untimed call,
+    then the timed call; its seconds by ``clock``."""
+    settle(settle_s)
     fn()
     t0 = clock()
     fn()

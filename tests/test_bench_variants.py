@@ -16,7 +16,8 @@ def _small(v):
 
 @pytest.mark.parametrize("name", ["speaker H=128 L=3", "beat H=150 L=2 cell=gru", "ocr H=256 blocks=1",
                                   "tagger V=1000 H=32 heads=876", "onset H=16 cell=rnn", "onset H=25 cell=gru",
-                                  "lstm I=64 H=256"])  # fmt: skip
+                                  "lstm I=64 H=256", "lstm I=64 H=256 cell=gru", "lstm I=64 H=256 cell=rnn",
+                                  "lstm I=64 H=256 L=2"])  # fmt: skip
 def test_variant_scores_as_torch(name):
     import torch
 
@@ -48,3 +49,50 @@ def test_time_interleaved_takes_each_engines_best():
     fns = {"rnnjit": lambda: None, "torch": lambda: None}
     best = time_interleaved(fns, ["rnnjit", "torch"], rounds=3, budget_s=0.0, settle_s=0.0, clock=clock)
     assert best == {"rnnjit": 1, "torch": 1}
+
+
+def _spinner(stop_after: float | None):
+    """A thread that busy-waits (state R) until ``stop`` is set or ``stop_after`` seconds pass, then sets ``done``."""
+    import threading
+    import time
+
+    stop, done = threading.Event(), threading.Event()
+
+    def spin():
+        t0 = time.perf_counter()
+        while not stop.is_set() and (stop_after is None or time.perf_counter() - t0 < stop_after):
+            pass
+        done.set()
+
+    th = threading.Thread(target=spin, daemon=True)
+    th.start()
+    return th, stop, done
+
+
+def test_settle_waits_for_the_process_threads_to_go_idle():
+    # an engine's pool thread spinning after its call (onnxruntime's does for 30-200 ms here) is waited for
+    from bench.timing import _running_threads, settle
+
+    if _running_threads() is None:
+        pytest.skip("no /proc: settle is the pause alone")
+    th, stop, done = _spinner(stop_after=0.2)
+    try:
+        settle(0.0, max_s=30.0)
+        assert done.is_set()
+    finally:
+        stop.set()
+        th.join()
+
+
+def test_settle_gives_up_after_max_s():
+    from bench.timing import _running_threads, settle
+
+    if _running_threads() is None:
+        pytest.skip("no /proc: settle is the pause alone")
+    th, stop, done = _spinner(stop_after=None)
+    try:
+        settle(0.0, max_s=0.05)
+        assert not done.is_set()  # still spinning: settle returned at its cap
+    finally:
+        stop.set()
+        th.join()
