@@ -18,14 +18,41 @@ STALL_SPINS = 300
 """Spin-wait rounds per step above which a team run counts as stalled (another process had a core)."""
 
 TEAM_PAUSE = 30.0
-"""Seconds small batches run on one thread after a stalled team run, before a team is tried again.
+"""Longest pause (seconds) of teams after a stalled team run, and of waves (`note_wave`), before they are tried again.
 
 A team waits for every chunk of a step before the next: when another
 process takes one of the cores, a claimed chunk can wait a whole scheduler
 time slice, so a stalled run (`note_spins`) turns teams off for a while.
+The first pause is `FIRST_PAUSE` long (`pause_seconds`).
+"""
+
+FIRST_PAUSE = 1.0
+"""Seconds of the first pause after teams (or waves) last ran well; each pause that follows with no good run
+between doubles, up to `TEAM_PAUSE` (`pause_seconds`).
+
+What takes the second core is often brief: onnxruntime's intra-op threads
+spin for 30-40 ms after each of its calls, torch's libgomp threads ~10 ms
+(bench/report_notes.md, "In a process with torch and onnxruntime"). A
+process that calls them beside rnnjit paused its teams for 30 s on the
+first three alone runs, and ran a batch of one on one thread for the 30 s
+after the other engine's last call. A busy machine still reaches the 30 s
+pause after five pauses in a row, each costing one stalled run or
+`ALONE_STRIKES` alone ones.
 """
 
 _team_paused_until = 0.0
+_team_pauses = 0  # pauses of teams since a team run both threads shared without a stall
+
+
+def pause_seconds(pauses: int) -> float:
+    """Seconds of a pause after ``pauses`` pauses in a row: `FIRST_PAUSE`, doubled each time, at most `TEAM_PAUSE`."""
+    return min(TEAM_PAUSE, FIRST_PAUSE * 2.0 ** min(pauses, 32))
+
+
+def _pause_teams() -> None:
+    global _team_paused_until, _team_pauses
+    _team_paused_until = time.monotonic() + pause_seconds(_team_pauses)
+    _team_pauses += 1
 
 L2_BYTES = 1 << 20
 """One core's L2 cache on the reference machine (AMD EPYC, Zen 5): packed weights up to this size stay in it between steps."""
@@ -110,10 +137,9 @@ H=64 (65 KB) 613 / 693; H=96 (145 KB) 1085 / 1092; H=128 (258 KB) 1732 /
 
 
 def note_spins(spins: int, steps: int) -> None:
-    """Pause teams for `TEAM_PAUSE` seconds when a team run waited more than `STALL_SPINS` rounds per step."""
-    global _team_paused_until
+    """Pause teams (`pause_seconds`) when a team run waited more than `STALL_SPINS` rounds per step."""
     if spins > STALL_SPINS * steps:
-        _team_paused_until = time.monotonic() + TEAM_PAUSE
+        _pause_teams()
 
 
 PROBE_EVERY = 16
@@ -153,7 +179,7 @@ def note_b1(weight_bytes: int, team: bool, seconds_per_step: float) -> None:
 
 
 ALONE_STRIKES = 3
-"""Team runs in a row that one thread ran alone (the other never joined) before teams pause for `TEAM_PAUSE` s.
+"""Team runs in a row that one thread ran alone (the other never joined) before teams pause (`pause_seconds`).
 
 A team's kernel on one thread is slower than the one-thread worker (its
 input projection comes first, its steps claim chunks): LSTM H=128, batch
@@ -167,12 +193,15 @@ _alone_strikes = 0
 
 
 def note_alone(alone: bool) -> None:
-    """Count a team run that one thread ran ``alone``; after `ALONE_STRIKES` in a row, pause teams for
-    `TEAM_PAUSE` seconds. A run the team shared clears the count."""
-    global _team_paused_until, _alone_strikes
+    """Count a team run that one thread ran ``alone``; after `ALONE_STRIKES` in a row, pause teams
+    (`pause_seconds`). A run the team shared clears the count, and, unless it stalled (`note_spins`, called
+    first), the doubling of the pauses."""
+    global _team_pauses, _alone_strikes
     _alone_strikes, pause = _strike(_alone_strikes, alone, ALONE_STRIKES)
     if pause:
-        _team_paused_until = time.monotonic() + TEAM_PAUSE
+        _pause_teams()
+    elif not alone and time.monotonic() >= _team_paused_until:
+        _team_pauses = 0
 
 
 def _strike(count: int, bad: bool, limit: int) -> tuple[int, bool]:
@@ -234,7 +263,7 @@ holds up an upper layer's thread it waits for all that thread has not done
 """
 
 WAVE_STRIKES = 3
-"""Waves in a row whose caller mostly waited (`WAVE_WAIT`) before stacks run layer after layer for `TEAM_PAUSE` s.
+"""Waves in a row whose caller mostly waited (`WAVE_WAIT`) before stacks run layer after layer (`pause_seconds`).
 
 One such wave is a hiccup even with the machine to itself (above); after
 the first rule paused on every one, a quiet benchmark of the beat tracker's
@@ -246,12 +275,18 @@ up does so call after call, which three in a row still catch.
 
 _waves_paused_until = 0.0
 _wave_strikes = 0
+_wave_pauses = 0  # pauses of waves since a wave whose caller did not mostly wait
 
 
 def note_wave(ran: float, waited: float) -> None:
     """Count a wave whose caller waited more than `WAVE_WAIT` of ``ran``; after `WAVE_STRIKES` in a row, run
-    stacks layer after layer for `TEAM_PAUSE` seconds. A wave that did not wait so long clears the count."""
-    global _waves_paused_until, _wave_strikes
-    _wave_strikes, pause = _strike(_wave_strikes, waited > WAVE_WAIT * ran, WAVE_STRIKES)
+    stacks layer after layer (`pause_seconds`). A wave that did not wait so long clears the count and the
+    doubling of the pauses."""
+    global _waves_paused_until, _wave_strikes, _wave_pauses
+    slow = waited > WAVE_WAIT * ran
+    _wave_strikes, pause = _strike(_wave_strikes, slow, WAVE_STRIKES)
     if pause:
-        _waves_paused_until = time.monotonic() + TEAM_PAUSE
+        _waves_paused_until = time.monotonic() + pause_seconds(_wave_pauses)
+        _wave_pauses += 1
+    elif not slow:
+        _wave_pauses = 0
