@@ -257,7 +257,7 @@ def _plan(prepared, lengths, lay, threads) -> _Plan:
     bt = tile_width(B, threads, prepared.dtype, wbytes, lay.small)
     if bt <= FEW and 1 < B <= team_policy.FEW_TEAM_TILES * FEW and prepared.precision.k_pack == 1:
         # FEW tiles side by side as one team, not a tile per thread (`team_policy.FEW_TEAM_BYTES`), while teams run
-        team = team_chunks(prepared.spec, FEW, threads, wbytes)
+        team = team_chunks(prepared.spec, FEW, threads, wbytes, -(-B // FEW))
         if team and (B <= FEW or -(-B // FEW) % threads or wbytes > team_policy.FEW_TEAM_EVEN_BYTES):
             order, parts = split_tiles(lengths, FEW, 0, lanes(prepared.dtype))
             return _Plan(order, parts, threads, team)
