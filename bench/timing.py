@@ -19,8 +19,6 @@ calls, so both see the same load, and takes each one's minimum.
 
 from __future__ import annotations
 
-import os
-import threading
 import time
 
 from bench.cases import QUICK
@@ -44,7 +42,7 @@ def fresh_back_off() -> None:
     from rnnjit.kernels import team_policy
 
     team_policy._team_paused_until = team_policy._waves_paused_until = 0.0
-    team_policy._wave_strikes = 0
+    team_policy._wave_strikes = team_policy._alone_strikes = team_policy._team_pauses = team_policy._wave_pauses = 0
 
 
 def rounds_for(call_s: float) -> int:
@@ -69,65 +67,57 @@ the core the next engine's second thread wants. Measured (bench/after_torch.py,
 bench/report_notes.md "Variants"): rnnjit's 2-thread call right after torch's
 took 1.24-1.60x its time after another rnnjit call (LSTM H=256 B=256 T=20:
 11.4 ms instead of 8.4; after 5 ms of pause 10.0, after 10 ms 8.35), and the
-same with torch's ``OMP_WAIT_POLICY=PASSIVE`` 0.98-1.03x. onnxruntime's threads
-spin far longer (30-200 ms): `settle` then also waits for them.
+same with torch's ``OMP_WAIT_POLICY=PASSIVE`` 0.98-1.03x.
 """
 
 PAIRED_MIN_ROUNDS = 10
 """At least this many turns each in `paired_ratio` for calls under 10 ms (the pauses would leave them ~6)."""
 
 
-SETTLE_MAX_S = 1.0
-"""Longest wait (`settle`) for the process's other threads to go idle after the pause."""
+QUIET_WINDOW_S = 0.003
+"""Window in which `wait_quiet` measures the CPU the process's other threads use."""
 
-SETTLE_POLL_S = 0.001
+QUIET_WINDOWS = 2
+"""Windows in a row that must be quiet: a spinning thread that another process (or, under ``chrt``, the kernel's
+real-time throttling) holds off for one window is still spinning."""
 
+QUIET_SHARE = 0.2
+"""Share of one core the other threads may use in a `QUIET_WINDOW_S` window for the process to count as quiet."""
 
-def _running_threads() -> int | None:
-    """How many threads of this process other than the caller are running (state R), or None where /proc is not."""
-    me = threading.get_native_id()
-    try:
-        tasks = os.listdir("/proc/self/task")
-    except OSError:
-        return None
-    running = 0
-    for t in tasks:
-        if int(t) == me:
-            continue
-        try:
-            with open(f"/proc/self/task/{t}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:  # the thread ended
-            continue
-        running += stat[stat.rindex(b")") + 2 : stat.rindex(b")") + 3] == b"R"
-    return running
+QUIET_MAX_S = 0.2
+"""Longest `wait_quiet` waits after the settle pause (a process whose threads never stop: give up and time it)."""
 
 
-def settle(settle_s: float = SETTLE_S, max_s: float = SETTLE_MAX_S) -> float:
-    """Pause ``settle_s``, then until no other thread of this process runs (at most ``max_s`` more); the seconds waited.
+def wait_quiet(max_s: float = QUIET_MAX_S) -> float:
+    """Sleep in `QUIET_WINDOW_S` windows until the process's other threads used under `QUIET_SHARE` of a core in
+    `QUIET_WINDOWS` windows in a row (or ``max_s`` passed); the seconds waited.
 
-    The pause alone covers torch's OpenMP threads, which stop spinning within
-    ~10 ms of a call; onnxruntime's pool threads spin on for 100-200 ms after
-    a run here (its ``session.intra_op.allow_spinning`` default), so a fixed
-    10 ms pause left them holding one of the two cores through the next
-    engine's turn: rnnjit's, in the sweep's order, whose second thread then
-    never started on calls of a few ms (bench/report_notes.md, "Short
-    sequences"). Waiting until the process's own threads are idle gives every
-    engine's timed call a process where the others' threads are asleep, as
-    the pause meant to, whatever each pool's spin time; other processes'
-    threads are not counted (that load is the machine's, for every engine).
+    onnxruntime's intra-op threads spin for 30-40 ms after a call, longer
+    than `SETTLE_S`: measured as the process's CPU time beside the calling
+    thread's (speaker H=256 L=2 B=1, 2 threads, load 2.6, bench/report_notes.md
+    "In a process with torch and onnxruntime"): after onnxruntime 0.95 cores
+    in the first 10 ms, 0.80 in 10-40 ms, 0.09 after; after torch 0.81, then
+    0.09; after rnnjit 0.14, then 0.07. On two cores that spinning thread
+    holds the core a two-thread call's second thread needs.
     """
-    t0 = time.perf_counter()
-    time.sleep(settle_s)
-    while _running_threads() and time.perf_counter() - t0 < settle_s + max_s:
-        time.sleep(SETTLE_POLL_S)
-    return time.perf_counter() - t0
+    t_start = time.perf_counter()
+    quiet = 0
+    while True:
+        p0, c0, w0 = time.process_time(), time.thread_time(), time.perf_counter()
+        time.sleep(QUIET_WINDOW_S)
+        w1 = time.perf_counter()
+        other = (time.process_time() - p0) - (time.thread_time() - c0)
+        quiet = quiet + 1 if other < QUIET_SHARE * (w1 - w0) else 0
+        if quiet >= QUIET_WINDOWS or w1 - t_start >= max_s:
+            return w1 - t_start
 
 
 def settled_call(fn, settle_s: float = SETTLE_S, clock=time.perf_counter) -> float:
-    """One engine's turn: `settle` (``settle_s`` and until the process's other threads are idle), an untimed call,
+    """One engine's turn: a pause of ``settle_s`` and until the process is quiet (`wait_quiet`), an untimed call,
     then the timed call; its seconds by ``clock``."""
-    settle(settle_s)
+    time.sleep(settle_s)
+    if settle_s:
+        wait_quiet()
     fn()
     t0 = clock()
     fn()

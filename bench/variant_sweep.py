@@ -16,15 +16,16 @@ of N (N from a time budget per call, at least ``--rounds``). The ratio is
 other / rnnjit: below 1 means rnnjit is slower.
 
 Each engine's turn is a pause of ``--settle`` ms (default 10) and then
-until no other thread of the process runs, an untimed call and the timed
-call (`bench.timing.settled_call`): libgomp (torch's OpenMP pool) keeps its
-threads spinning for several milliseconds after a call and onnxruntime's
-pool for 30-200 ms, and on a 2-core machine a spinning thread holds the core
-the next engine's second thread wants (bench/after_torch.py; in this
-order, before the wait, rnnjit's turn came right after onnxruntime's, and
-its short calls ran on one thread: bench/report_notes.md, "Short
-sequences"). With the wait each timed call finds the machine as a process
-running only that engine does; ``--settle 0`` times one call right after the other engine's
+until the process's other threads are quiet (`bench.timing.wait_quiet`),
+an untimed call and the timed call (`bench.timing.settled_call`): libgomp
+(torch's OpenMP pool) keeps its threads spinning for several milliseconds
+after a call and onnxruntime's pool for 30-200 ms, and on a 2-core machine
+a spinning thread holds the core the next engine's second thread wants
+(bench/after_torch.py; in this order rnnjit's turn comes right after
+onnxruntime's, and with the pause alone its short calls ran on one thread:
+bench/report_notes.md, "Short sequences"). With the wait each timed call
+finds the machine as a process running only that engine does;
+``--settle 0`` times one call right after the other engine's
 (what a process alternating engines sees). ``--order`` picks the turn order.
 ``--cpu``: one thread each (onnxruntime and torch then run in the calling
 thread), timed in that thread's CPU time: the single-thread efficiency of
@@ -215,9 +216,8 @@ def time_interleaved(fns: dict, order: list[str], rounds: int, budget_s: float, 
                      clock=time.perf_counter) -> dict:  # fmt: skip
     """Best seconds per engine, turns interleaved in ``order``; rounds: at least ``rounds``, about ``budget_s`` each.
 
-    ``settle_s`` > 0: each turn is a pause (and until the process's other threads are idle), an untimed call
-    and the timed call
-    (`bench.timing.settled_call`); 0: one timed call right after the other engine's.
+    ``settle_s`` > 0: each turn is a pause (and `bench.timing.wait_quiet`), an untimed call and the timed
+    call (`bench.timing.settled_call`); 0: one timed call right after the other engine's.
     """
     from bench.timing import fresh_back_off, settled_call
 
