@@ -42,7 +42,7 @@ def fresh_back_off() -> None:
     from rnnjit.kernels import team_policy
 
     team_policy._team_paused_until = team_policy._waves_paused_until = 0.0
-    team_policy._wave_strikes = 0
+    team_policy._wave_strikes = team_policy._alone_strikes = team_policy._team_pauses = team_policy._wave_pauses = 0
 
 
 def rounds_for(call_s: float) -> int:
@@ -74,9 +74,50 @@ PAIRED_MIN_ROUNDS = 10
 """At least this many turns each in `paired_ratio` for calls under 10 ms (the pauses would leave them ~6)."""
 
 
+QUIET_WINDOW_S = 0.003
+"""Window in which `wait_quiet` measures the CPU the process's other threads use."""
+
+QUIET_WINDOWS = 2
+"""Windows in a row that must be quiet: a spinning thread that another process (or, under ``chrt``, the kernel's
+real-time throttling) holds off for one window is still spinning."""
+
+QUIET_SHARE = 0.2
+"""Share of one core the other threads may use in a `QUIET_WINDOW_S` window for the process to count as quiet."""
+
+QUIET_MAX_S = 0.2
+"""Longest `wait_quiet` waits after the settle pause (a process whose threads never stop: give up and time it)."""
+
+
+def wait_quiet(max_s: float = QUIET_MAX_S) -> float:
+    """Sleep in `QUIET_WINDOW_S` windows until the process's other threads used under `QUIET_SHARE` of a core in
+    `QUIET_WINDOWS` windows in a row (or ``max_s`` passed); the seconds waited.
+
+    onnxruntime's intra-op threads spin for 30-40 ms after a call, longer
+    than `SETTLE_S`: measured as the process's CPU time beside the calling
+    thread's (speaker H=256 L=2 B=1, 2 threads, load 2.6, bench/report_notes.md
+    "In a process with torch and onnxruntime"): after onnxruntime 0.95 cores
+    in the first 10 ms, 0.80 in 10-40 ms, 0.09 after; after torch 0.81, then
+    0.09; after rnnjit 0.14, then 0.07. On two cores that spinning thread
+    holds the core a two-thread call's second thread needs.
+    """
+    t_start = time.perf_counter()
+    quiet = 0
+    while True:
+        p0, c0, w0 = time.process_time(), time.thread_time(), time.perf_counter()
+        time.sleep(QUIET_WINDOW_S)
+        w1 = time.perf_counter()
+        other = (time.process_time() - p0) - (time.thread_time() - c0)
+        quiet = quiet + 1 if other < QUIET_SHARE * (w1 - w0) else 0
+        if quiet >= QUIET_WINDOWS or w1 - t_start >= max_s:
+            return w1 - t_start
+
+
 def settled_call(fn, settle_s: float = SETTLE_S, clock=time.perf_counter) -> float:
-    """One engine's turn: a pause of ``settle_s``, an untimed call, then the timed call; its seconds by ``clock``."""
+    """One engine's turn: a pause of ``settle_s`` and until the process is quiet (`wait_quiet`), an untimed call,
+    then the timed call; its seconds by ``clock``."""
     time.sleep(settle_s)
+    if settle_s:
+        wait_quiet()
     fn()
     t0 = clock()
     fn()

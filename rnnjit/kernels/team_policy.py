@@ -18,20 +18,47 @@ STALL_SPINS = 300
 """Spin-wait rounds per step above which a team run counts as stalled (another process had a core)."""
 
 TEAM_PAUSE = 30.0
-"""Seconds small batches run on one thread after a stalled team run, before a team is tried again.
+"""Longest pause (seconds) of teams after a stalled team run, and of waves (`note_wave`), before they are tried again.
 
 A team waits for every chunk of a step before the next: when another
 process takes one of the cores, a claimed chunk can wait a whole scheduler
 time slice, so a stalled run (`note_spins`) turns teams off for a while.
+The first pause is `FIRST_PAUSE` long (`pause_seconds`).
+"""
+
+FIRST_PAUSE = 1.0
+"""Seconds of the first pause after teams (or waves) last ran well; each pause that follows with no good run
+between doubles, up to `TEAM_PAUSE` (`pause_seconds`).
+
+What takes the second core is often brief: onnxruntime's intra-op threads
+spin for 30-40 ms after each of its calls, torch's libgomp threads ~10 ms
+(bench/report_notes.md, "In a process with torch and onnxruntime"). A
+process that calls them beside rnnjit paused its teams for 30 s on the
+first three alone runs, and ran a batch of one on one thread for the 30 s
+after the other engine's last call. A busy machine still reaches the 30 s
+pause after five pauses in a row, each costing one stalled run or
+`ALONE_STRIKES` alone ones.
 """
 
 _team_paused_until = 0.0
+_team_pauses = 0  # pauses of teams since a team run both threads shared without a stall
+
+
+def pause_seconds(pauses: int) -> float:
+    """Seconds of a pause after ``pauses`` pauses in a row: `FIRST_PAUSE`, doubled each time, at most `TEAM_PAUSE`."""
+    return min(TEAM_PAUSE, FIRST_PAUSE * 2.0 ** min(pauses, 32))
+
+
+def _pause_teams() -> None:
+    global _team_paused_until, _team_pauses
+    _team_paused_until = time.monotonic() + pause_seconds(_team_pauses)
+    _team_pauses += 1
 
 L2_BYTES = 1 << 20
 """One core's L2 cache on the reference machine (AMD EPYC, Zen 5): packed weights up to this size stay in it between steps."""
 
 
-def team_chunks(spec: RNNSpec, bt: int, threads: int, weight_bytes: int = 0) -> tuple[int, int] | None:
+def team_chunks(spec: RNNSpec, bt: int, threads: int, weight_bytes: int = 0, tiles: int = 1) -> tuple[int, int] | None:
     """(unit blocks per chunk, chunks per step) when one tile should run on ``threads`` (`team`), else None.
 
     A team needs two threads, no projection, and chunks of whole row-kernel
@@ -41,7 +68,8 @@ def team_chunks(spec: RNNSpec, bt: int, threads: int, weight_bytes: int = 0) -> 
     one-directional stack whose weights fit in one core's L2 (`L2_BYTES`),
     which runs as a wavefront (`wavefront_workers`); a batch of one in L2
     runs as a team while teams have been measured faster (`b1_team`). Up to `FEW_TEAM_TILES`
-    FEW-sequence tiles run as one team when their weights are over `FEW_TEAM_BYTES`. With the second thread
+    FEW-sequence tiles (``tiles`` of them) run as one team when their weights are over `FEW_TEAM_BYTES`; a
+    one-directional stack runs so only with two tiles or more (`FEW_STACK_TILES`). With the second thread
     kept hot (`rnnjit.kernels.hot`) a team starts in ~1 us instead of the
     pool's ~50, and each core reads half the weights per step from its own
     L2 (measured: bench/report_notes.md, `L2_BYTES` and `TEAM_MIN_BYTES`).
@@ -55,8 +83,9 @@ def team_chunks(spec: RNNSpec, bt: int, threads: int, weight_bytes: int = 0) -> 
         if weight_bytes <= L2_BYTES and (spec.num_layers > 1 and spec.num_directions == 1 or not b1_team(weight_bytes)):
             return None
         return P_ROWS, ub // P_ROWS
-    if bt == FEW:  # FEW tiles of a batch of 2-16 over L2 (`rnnjit.kernels`'s plan); one-directional stacks: wavefronts
-        if ub % P_ROWS or weight_bytes <= FEW_TEAM_BYTES or spec.num_layers > 1 and spec.num_directions == 1:
+    if bt == FEW:  # FEW tiles of a batch of 2-16 over L2 (`rnnjit.kernels`'s plan); one tile of a stack: a wavefront
+        stack = spec.num_layers > 1 and spec.num_directions == 1
+        if ub % P_ROWS or weight_bytes <= FEW_TEAM_BYTES or stack and tiles < FEW_STACK_TILES:
             return None
         return P_ROWS, ub // P_ROWS
     cb = max(1, ub // (2 * threads))
@@ -77,6 +106,16 @@ A batch of two that the tile cost model puts in one-sequence tiles, one per
 thread, runs as this team instead while there is one (`rnnjit.kernels`'s
 plan): LSTM H=384 B=2 2.85 / 2.56 ms, H=512 5.12 / 4.32 (the same run);
 through `Model.predict`, LSTM 64->384, T=100, 4.56 / 2.87 ms.
+"""
+
+FEW_STACK_TILES = 2
+"""Fewest FEW-sequence tiles of a one-directional stack that run as one team per layer, layer after layer (`team_chunks`).
+
+One tile of a stack runs as a wavefront (its layers at once, `wavefront_workers`): LSTM H=384 x2, B=4,
+5.89 ms against 6.42 as teams layer after layer (`FEW_TEAM_BYTES`). Two tiles or more cannot run as a
+wavefront (one tile only); they ran a tile per thread, each thread reading all of a layer's weights from L3
+every step. As one team per layer, each thread reads half of them (measured: bench/report_notes.md,
+"Stacks and bidirectional layers at batches of 2-16").
 """
 
 FEW_TEAM_TILES = 4
@@ -110,10 +149,9 @@ H=64 (65 KB) 613 / 693; H=96 (145 KB) 1085 / 1092; H=128 (258 KB) 1732 /
 
 
 def note_spins(spins: int, steps: int) -> None:
-    """Pause teams for `TEAM_PAUSE` seconds when a team run waited more than `STALL_SPINS` rounds per step."""
-    global _team_paused_until
+    """Pause teams (`pause_seconds`) when a team run waited more than `STALL_SPINS` rounds per step."""
     if spins > STALL_SPINS * steps:
-        _team_paused_until = time.monotonic() + TEAM_PAUSE
+        _pause_teams()
 
 
 PROBE_EVERY = 16
@@ -153,7 +191,7 @@ def note_b1(weight_bytes: int, team: bool, seconds_per_step: float) -> None:
 
 
 ALONE_STRIKES = 3
-"""Team runs in a row that one thread ran alone (the other never joined) before teams pause for `TEAM_PAUSE` s.
+"""Team runs in a row that one thread ran alone (the other never joined) before teams pause (`pause_seconds`).
 
 A team's kernel on one thread is slower than the one-thread worker (its
 input projection comes first, its steps claim chunks): LSTM H=128, batch
@@ -167,12 +205,15 @@ _alone_strikes = 0
 
 
 def note_alone(alone: bool) -> None:
-    """Count a team run that one thread ran ``alone``; after `ALONE_STRIKES` in a row, pause teams for
-    `TEAM_PAUSE` seconds. A run the team shared clears the count."""
-    global _team_paused_until, _alone_strikes
+    """Count a team run that one thread ran ``alone``; after `ALONE_STRIKES` in a row, pause teams
+    (`pause_seconds`). A run the team shared clears the count, and, unless it stalled (`note_spins`, called
+    first), the doubling of the pauses."""
+    global _team_pauses, _alone_strikes
     _alone_strikes, pause = _strike(_alone_strikes, alone, ALONE_STRIKES)
     if pause:
-        _team_paused_until = time.monotonic() + TEAM_PAUSE
+        _pause_teams()
+    elif not alone and time.monotonic() >= _team_paused_until:
+        _team_pauses = 0
 
 
 def _strike(count: int, bad: bool, limit: int) -> tuple[int, bool]:
@@ -234,7 +275,7 @@ holds up an upper layer's thread it waits for all that thread has not done
 """
 
 WAVE_STRIKES = 3
-"""Waves in a row whose caller mostly waited (`WAVE_WAIT`) before stacks run layer after layer for `TEAM_PAUSE` s.
+"""Waves in a row whose caller mostly waited (`WAVE_WAIT`) before stacks run layer after layer (`pause_seconds`).
 
 One such wave is a hiccup even with the machine to itself (above); after
 the first rule paused on every one, a quiet benchmark of the beat tracker's
@@ -246,12 +287,18 @@ up does so call after call, which three in a row still catch.
 
 _waves_paused_until = 0.0
 _wave_strikes = 0
+_wave_pauses = 0  # pauses of waves since a wave whose caller did not mostly wait
 
 
 def note_wave(ran: float, waited: float) -> None:
     """Count a wave whose caller waited more than `WAVE_WAIT` of ``ran``; after `WAVE_STRIKES` in a row, run
-    stacks layer after layer for `TEAM_PAUSE` seconds. A wave that did not wait so long clears the count."""
-    global _waves_paused_until, _wave_strikes
-    _wave_strikes, pause = _strike(_wave_strikes, waited > WAVE_WAIT * ran, WAVE_STRIKES)
+    stacks layer after layer (`pause_seconds`). A wave that did not wait so long clears the count and the
+    doubling of the pauses."""
+    global _waves_paused_until, _wave_strikes, _wave_pauses
+    slow = waited > WAVE_WAIT * ran
+    _wave_strikes, pause = _strike(_wave_strikes, slow, WAVE_STRIKES)
     if pause:
-        _waves_paused_until = time.monotonic() + TEAM_PAUSE
+        _waves_paused_until = time.monotonic() + pause_seconds(_wave_pauses)
+        _wave_pauses += 1
+    elif not slow:
+        _wave_pauses = 0
