@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from test_kernels import build
+from test_kernels_hot import _same
 
 from rnnjit import kernels
 from rnnjit.kernels import hot
@@ -27,14 +28,6 @@ def _plain_workers(monkeypatch):
     monkeypatch.setattr(kernels, "run_workers_hot",
                         lambda own, other: seen.append((len(other), own is other, real(own, other))) or seen[-1][2])
     return seen
-
-
-def _same(a, b):
-    for u, v in zip(a, b):
-        if u is None:
-            assert v is None
-        else:
-            np.testing.assert_array_equal(u, v)
 
 
 def _three(prepared, x, lengths, select, monkeypatch):

@@ -24,6 +24,14 @@ through the Event and joins late, as a late pool thread would (the team's
 claim words let it join at any step); a helper that does not join a few
 times in a row pauses teams (`rnnjit.kernels.team_policy.note_alone`).
 
+The helper also takes plain tile workers (`run_workers_hot`): the second
+thread's share of a small two-thread plan (`run_worker` parts, posted the same
+way), whose pool hand-off cost ~50 us around ~75 us of work per thread (LSTM
+64->128, T=20, B=8; bench/report_notes.md, "Small calls on two threads: tile
+workers on the hot helper"). A share the helper has not started when the caller
+is done is taken back: dropped when it is the caller's own tiles (all taken),
+run by the caller when it is other work (the other direction of a layer).
+
 One caller at a time (a lock taken without blocking: a second Python thread
 running a team meanwhile uses the pool). float32 and float64 tiles; none
 under ``NUMBA_DISABLE_JIT`` (no addresses to read arrays from).
