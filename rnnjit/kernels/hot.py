@@ -178,8 +178,6 @@ def serve(box, spin, f32, f64, i64, i32):
             _team_job(box, f64, i64)
         elif kind == WORKER + F32:
             _worker_job(box, f32, i64, f32, i32)
-        elif kind == WORKER + F64:
-            _worker_job(box, f64, i64, f32, i32)
         atomic_store(box, STATE, DONE)
 
 
@@ -355,7 +353,10 @@ def _get() -> _Helper:
     return h
 
 
-_WORKER_KINDS = {np.dtype(np.float32): WORKER + F32, np.dtype(np.float64): WORKER + F64}
+_WORKER_KINDS = {np.dtype(np.float32): WORKER + F32}
+"""Worker jobs are float32 only: each dtype adds a `run_worker` to `serve`'s first compile (float32's is the
+one every float32 call compiles anyway; float64's cost a cold cache ~45 s more at load 8, for calls the pool
+runs as well)."""
 
 
 def run_workers_hot(own: list, other: list) -> bool:
@@ -364,7 +365,7 @@ def run_workers_hot(own: list, other: list) -> bool:
 
     What the helper has not started when this thread is done is taken back: run here if ``other`` is not ``own``,
     else dropped (every tile has been taken). False (nothing run) when another thread is using the helper, the
-    tiles are not float32/float64 with float weights, there are more than `MAX_PARTS` parts or an array is not
+    tiles are not float32 with float weights, there are more than `MAX_PARTS` parts or an array is not
     in C order: run them through the pool then.
     """
     x, w = own[0][1], own[0][7]
