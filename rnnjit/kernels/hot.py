@@ -355,8 +355,8 @@ def _get() -> _Helper:
 
 _WORKER_KINDS = {np.dtype(np.float32): WORKER + F32}
 """Worker jobs are float32 only: each dtype adds a `run_worker` to `serve`'s first compile (float32's is the
-one every float32 call compiles anyway; float64's cost a cold cache ~45 s more at load 8, for calls the pool
-runs as well)."""
+one every float32 call compiles anyway, the same signature). With float64's too, the helper's first start took
+143 s against 54 without worker jobs (cold cache, load 7-10), for calls the pool runs as well."""
 
 
 def run_workers_hot(own: list, other: list) -> bool:
