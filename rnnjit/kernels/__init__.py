@@ -621,16 +621,17 @@ def _run_team(values: dict, workers, chunks):
     if values["kx"] and maxlen * w.shape[0] * MR * dtype.itemsize > TEAM_PROJECTION_BYTES:
         values.update(kx=0, xk0=0)  # a very long sequence: the team reads the input columns per step
     hot = workers == 2 and hot_available(dtype)  # the second thread kept hot (`hot`), not woken through the pool
-    if values["kx"]:  # every step's input projection first, on the team's threads (on this one for `hot`)
+    if values["kx"]:  # every step's input projection first, on the team's threads (`hot.project_first` for `hot`)
         xproj = aligned_empty(-(-maxlen // STEP_BLOCK) * STEP_BLOCK * w.shape[0] * MR, dtype)
-        parallel(1 if hot else workers, project_all, (w, values["wg"], rows, tok, int(seq[0]), int(slen[0]), reverse, maxlen,
-                                        values["kx"], xproj, np.zeros(1, np.int64)))  # fmt: skip
-    values.update(xproj=xproj,
+    values.update(xproj=xproj, pkx=values["kx"], pblk=np.zeros(2, np.int64),
         seq=seq, slen=slen, nb=B, maxlen=maxlen, zbuf=zbuf.reshape(2, ntl * K * bt), cbuf=cbuf.reshape(2, ntl * H * bt),
         g=g, m=m, sync=sync,
         nblk=1 if values["cell"] in (CELL_CODES["rnn_tanh"], CELL_CODES["rnn_relu"]) else 4, cb=cb, nch=nch,
     )  # fmt: skip
     if not (hot and run_team_hot(values)):
+        if values["kx"]:
+            parallel(workers, project_all, (w, values["wg"], rows, tok, int(seq[0]), int(slen[0]), reverse, maxlen,
+                                            values["kx"], xproj, np.zeros(1, np.int64)))  # fmt: skip
         parallel(workers, run_team, kernel_args(run_team, values))
     team_policy.note_spins(int(sync[SPINS]), maxlen)
     team_policy.note_alone(int(sync[TID]) < workers)
