@@ -69,7 +69,8 @@ def team_chunks(spec: RNNSpec, bt: int, threads: int, weight_bytes: int = 0, til
     which runs as a wavefront (`wavefront_workers`); a batch of one in L2
     runs as a team while teams have been measured faster (`b1_team`). Up to `FEW_TEAM_TILES`
     FEW-sequence tiles (``tiles`` of them) run as one team when their weights are over `FEW_TEAM_BYTES`; a
-    one-directional stack runs so only with two tiles or more (`FEW_STACK_TILES`). With the second thread
+    one-directional stack runs so with two tiles or more (`FEW_STACK_TILES`), or one over `FEW_TEAM_EVEN_BYTES`.
+    With the second thread
     kept hot (`rnnjit.kernels.hot`) a team starts in ~1 us instead of the
     pool's ~50, and each core reads half the weights per step from its own
     L2 (measured: bench/report_notes.md, `L2_BYTES` and `TEAM_MIN_BYTES`).
@@ -85,7 +86,9 @@ def team_chunks(spec: RNNSpec, bt: int, threads: int, weight_bytes: int = 0, til
         return P_ROWS, ub // P_ROWS
     if bt == FEW:  # FEW tiles of a batch of 2-16 over L2 (`rnnjit.kernels`'s plan); one tile of a stack: a wavefront
         stack = spec.num_layers > 1 and spec.num_directions == 1
-        if ub % P_ROWS or weight_bytes <= FEW_TEAM_BYTES or stack and tiles < FEW_STACK_TILES:
+        if ub % P_ROWS or weight_bytes <= FEW_TEAM_BYTES:
+            return None
+        if stack and tiles < FEW_STACK_TILES and weight_bytes <= FEW_TEAM_EVEN_BYTES:
             return None
         return P_ROWS, ub // P_ROWS
     cb = max(1, ub // (2 * threads))
@@ -115,7 +118,11 @@ One tile of a stack runs as a wavefront (its layers at once, `wavefront_workers`
 5.89 ms against 6.42 as teams layer after layer (`FEW_TEAM_BYTES`). Two tiles or more cannot run as a
 wavefront (one tile only); they ran a tile per thread, each thread reading all of a layer's weights from L3
 every step. As one team per layer, each thread reads half of them (measured: bench/report_notes.md,
-"Stacks and bidirectional layers at batches of 2-16").
+"Stacks and bidirectional layers at batches of 2-16"). A single tile whose weights are over
+`FEW_TEAM_EVEN_BYTES` runs as a team too, and a batch of two that the cost model puts in one-sequence tiles
+as that team (`rnnjit.kernels`'s plan): LSTM 40->384 x3 and 40->512 x2, T=160, B=3 wavefront 21.0 / 22.3
+ms, teams 17.6 / 18.9; B=2 one-sequence tiles 26.2 / 31.6, teams 18.1 / 19.1; at 40->256 (2.1 MB) the
+wavefront was as fast or faster (`chrt -f 1`, load 5-6.5, interleaved).
 """
 
 FEW_TEAM_TILES = 4
