@@ -1,7 +1,7 @@
 """A one-directional stack at a batch of 2-16: two or more FEW-sequence tiles run as one team per layer, layer after
-layer (`rnnjit.kernels.team_policy.FEW_STACK_TILES`; one tile too over `FEW_TEAM_EVEN_BYTES`), and a bidirectional layer whose FEW teams are over
-`FEW_TEAM_EVEN_BYTES` runs its directions in turn as teams, not one per thread; each row keeps the bits of one thread
-and of a wide batch.
+layer (`rnnjit.kernels.team_policy.FEW_STACK_TILES`; one tile too over `FEW_TEAM_EVEN_BYTES`), and a bidirectional
+layer whose FEW teams are over `FEW_TEAM_EVEN_BYTES` runs its directions in turn as teams, not one per thread; each
+row keeps the bits of one thread and of a wide batch.
 
 Small shapes: 128 hidden units make two chunks per step; the policy's byte minimums are 0.
 """

@@ -70,8 +70,7 @@ def team_chunks(spec: RNNSpec, bt: int, threads: int, weight_bytes: int = 0, til
     runs as a team while teams have been measured faster (`b1_team`). Up to `FEW_TEAM_TILES`
     FEW-sequence tiles (``tiles`` of them) run as one team when their weights are over `FEW_TEAM_BYTES`; a
     one-directional stack runs so with two tiles or more (`FEW_STACK_TILES`), or one over `FEW_TEAM_EVEN_BYTES`.
-    With the second thread
-    kept hot (`rnnjit.kernels.hot`) a team starts in ~1 us instead of the
+    With the second thread kept hot (`rnnjit.kernels.hot`) a team starts in ~1 us instead of the
     pool's ~50, and each core reads half the weights per step from its own
     L2 (measured: bench/report_notes.md, `L2_BYTES` and `TEAM_MIN_BYTES`).
     """
@@ -84,7 +83,8 @@ def team_chunks(spec: RNNSpec, bt: int, threads: int, weight_bytes: int = 0, til
         if weight_bytes <= L2_BYTES and (spec.num_layers > 1 and spec.num_directions == 1 or not b1_team(weight_bytes)):
             return None
         return P_ROWS, ub // P_ROWS
-    if bt == FEW:  # FEW tiles of a batch of 2-16 over L2 (`rnnjit.kernels`'s plan); one tile of a stack: a wavefront
+    if bt == FEW:  # FEW tiles of a batch of 2-16 over L2 (`rnnjit.kernels`'s plan); one tile of a stack up to
+        # `FEW_TEAM_EVEN_BYTES`: a wavefront
         stack = spec.num_layers > 1 and spec.num_directions == 1
         if ub % P_ROWS or weight_bytes <= FEW_TEAM_BYTES:
             return None
@@ -112,7 +112,8 @@ through `Model.predict`, LSTM 64->384, T=100, 4.56 / 2.87 ms.
 """
 
 FEW_STACK_TILES = 2
-"""Fewest FEW-sequence tiles of a one-directional stack that run as one team per layer, layer after layer (`team_chunks`).
+"""Fewest FEW-sequence tiles of a one-directional stack that run as one team per layer, layer after layer
+(`team_chunks`).
 
 One tile of a stack runs as a wavefront (its layers at once, `wavefront_workers`): LSTM H=384 x2, B=4,
 5.89 ms against 6.42 as teams layer after layer (`FEW_TEAM_BYTES`). Two tiles or more cannot run as a
