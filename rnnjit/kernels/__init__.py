@@ -333,6 +333,7 @@ def _run_layers(prepared, rows, tok, lengths, h0, c0, hn, cn, top_mode, y_all, y
     plan = _call_plan(prepared, lay, lengths, T, top_mode, tok.shape[0] > 0, choice, plans, small)
     t0 = time.perf_counter()
     _run_planned(plan, rows, tok, lengths, h0, c0, hn, cn, y_all if top_mode == OUT_ALL else y_last)
+    team_policy.end_call()  # a call whose teams all ran alone is a strike (`team_policy.ALONE_STRIKES`)
     if b1_timed and longest:
         team_policy.note_b1(lay.hbytes, plans[0].team is not None, (time.perf_counter() - t0) / (float(longest) * L * D))
 
