@@ -36,6 +36,7 @@ from rnnjit.engines import get_engine
 from rnnjit.errors import InputError, InputTypeError
 from rnnjit.inputs import SMALL_BATCH, check_features, check_lengths, check_tokens
 from rnnjit.kinds import KINDS
+from rnnjit.small_call import SmallCall, small_call
 from rnnjit.spec import OUTPUT_MODES, PRECISIONS, RNNSpec, Step, chain_widths, input_width, rnn_step
 from rnnjit.steps import renorm_rows  # noqa: F401 - its home until the table; callers import it from here
 
@@ -133,6 +134,7 @@ class Model:
         self._prepared: dict[tuple[str, int], Any] = {}
         self._schedules: dict[str, tuple[tuple, ...]] = {}  # `_schedule`, per output mode
         self._variants: dict[str, Model] = {}  # `with_precision`
+        self._small_calls: dict[tuple, SmallCall | None] = {}  # `rnnjit.small_call`, per lengths
         self._fused_into = self._fusions()
         self._fused = frozenset(j for js in self._fused_into.values() for j in js)
 
@@ -144,7 +146,7 @@ class Model:
         if other is None:
             other = copy.copy(self)
             other.precision = check_precision(precision, self.dtype)
-            other._prepared, other._variants = {}, {self.precision: self}
+            other._prepared, other._variants, other._small_calls = {}, {self.precision: self}, {}
             self._variants[precision] = other
         return other
 
@@ -327,6 +329,13 @@ class Model:
         h0s, c0s = self._check_states(h0, c0, B)
 
         eng = get_engine(engine)
+        if h0 is None and c0 is None and B:  # a small call on one thread: its steps worked out once per lengths
+            small = small_call(self, eng, mode, lengths, T, packed)
+            if small is not None:
+                y, states = small(eng, x, lengths, row_name)
+                if not return_state:
+                    return y
+                return (y, states[0]) if len(states) == 1 else (y, states)
         valid = _Valid(lengths, T)
         # Per-step values are rows of a 2-d array: step t of sequence b is row idx[b, t], or with idx
         # None row b*T + t of a padded batch; per-sequence values are (B, F); rows None: the token ids x.
@@ -440,19 +449,7 @@ class Model:
             if all(KINDS[self.chain[j].kind].noop for j in run):
                 return rows, idx
             raise InputError("per-vector steps cannot read token ids; the chain needs an embedding first")
-        key = (eng.__name__, run[0], rows.shape[1])
-        found = self._prepared.get(key)  # (prepared steps or None for no-ops, output width), once per input width
-        if found is None:
-            width = rows.shape[1]
-            for j in run:
-                width = KINDS[self.chain[j].kind].gives(self.chain[j], width)
-            if all(KINDS[self.chain[j].kind].noop for j in run):
-                found = (None, width)
-            else:
-                steps = [self.chain[j] for j in run]
-                found = (eng.prepare_steps(steps, self._scoring, rows.shape[1], self.dtype), width)
-            self._prepared[key] = found
-        prepared, width = found
+        prepared, width = self._steps(eng, run, rows.shape[1])
         if prepared is None:
             return rows, idx
         if not per_step:
@@ -472,6 +469,22 @@ class Model:
         new_idx = np.zeros(valid.size, np.int64)
         new_idx[flat] = packed
         return out, new_idx.reshape(valid.shape)
+
+    def _steps(self, eng, run, in_width: int):
+        """(the per-vector steps ``run`` prepared for rows ``in_width`` wide, or None if all are no-ops; output width)."""
+        key = (eng.__name__, run[0], in_width)
+        found = self._prepared.get(key)  # once per input width
+        if found is None:
+            width = in_width
+            for j in run:
+                width = KINDS[self.chain[j].kind].gives(self.chain[j], width)
+            if all(KINDS[self.chain[j].kind].noop for j in run):
+                found = (None, width)
+            else:
+                steps = [self.chain[j] for j in run]
+                found = (eng.prepare_steps(steps, self._scoring, in_width, self.dtype), width)
+            self._prepared[key] = found
+        return found
 
     def _prepare(self, eng, i: int):
         key = (eng.__name__, i)

@@ -47,7 +47,7 @@ from rnnjit.kernels.pack import (
 )
 from rnnjit.kernels.pool import parallel, run_in_order, run_jobs
 from rnnjit.kernels.precision import PRECISIONS, Precision, lanes, missing_features, precision_of, target_cpu
-from rnnjit.kernels.rows import prepare_steps, run_steps
+from rnnjit.kernels.rows import one_thread_steps, prepare_steps, run_steps
 from rnnjit.kernels.hot import hot_available, run_team_hot
 from rnnjit.kernels import team as team_kernel
 from rnnjit.kernels.team import NTH, SPINS, STEAL, TID, run_team, sync_words
@@ -57,7 +57,8 @@ from rnnjit.kernels.tiling import remainder_width, small_tile_scale, split_tiles
 from rnnjit.errors import PrecisionUnavailableError
 from rnnjit.spec import RNNSpec
 
-__all__ = ["check_precision", "prepare", "run", "prepare_steps", "run_steps", "Prepared", "tile_width"]
+__all__ = ["check_precision", "prepare", "run", "prepare_steps", "run_steps", "Prepared", "tile_width",
+           "one_thread_plan", "run_planned", "one_thread_steps"]
 
 
 @dataclass(frozen=True)
@@ -162,15 +163,59 @@ def run(prepared: Prepared, x, lengths, h0=None, c0=None, select="all", threads=
         if n < 1:
             raise ValueError(f"threads must be a positive integer, got {threads!r}")
         _run_layers(prepared, rows, tok, lengths, h0, c0, hn, cn, SELECT_MODES[select], y_all, y_last, n)
+    return _result(lay, select, y_all if select == "all" else y_last, hn, cn, lengths)
+
+
+def _result(lay, select, top, hn, cn, lengths):
+    """`run`'s (y, hn, cn) from the top layer's output ``top``: (B, T, D*h_out) for "all", else (B, 1, D*h_out)."""
+    c = cn if lay.has_c else None
     if select == "all":
-        return y_all, hn, (cn if lay.has_c else None)  # C-contiguous as allocated
+        return top, hn, c  # C-contiguous as allocated
+    D, L = lay.sizes[:2]
     if select == "final":
         y = np.concatenate([hn[(L - 1) * D + d] for d in range(D)], axis=1)
     else:
-        y = y_last[:, 0, :]
+        y = top[:, 0, :]
         if select == "mean":
-            y = y / lengths[:, None].astype(dtype)
-    return np.ascontiguousarray(y), hn, (cn if lay.has_c else None)
+            y = y / lengths[:, None].astype(top.dtype)
+    return np.ascontiguousarray(y), hn, c
+
+
+def one_thread_plan(prepared: Prepared, lengths: np.ndarray, T: int, select: str, tokens: bool):
+    """The call plan of a small call that `run` runs on the calling thread alone whatever ``threads`` is
+    (`SMALL_LENGTHS` sequences, less work than `ONE_THREAD_WORK`), or None; for `run_planned`.
+
+    ``lengths``: int64, checked (1 <= length <= T); ``tokens``: the call reads token ids through a table.
+    Only the lengths decide it, so a caller may keep the plan per lengths (`rnnjit.small_call`).
+    """
+    lay = _layout(prepared)
+    D, L = lay.sizes[:2]
+    B = lengths.shape[0]
+    if select not in SELECT_MODES or not 0 < B <= SMALL_LENGTHS or T < 1:
+        return None
+    if float(sum(lengths.tolist())) * lay.wbytes * L * D >= ONE_THREAD_WORK:
+        return None
+    return _call_plan(prepared, lay, lengths, T, SELECT_MODES[select], tokens, None, None, True)
+
+
+def run_planned(prepared: Prepared, plan: _CallPlan, x, lengths, select, table=None):
+    """`run` on one thread with `one_thread_plan`'s ``plan`` for these ``lengths`` (the same bits), zero initial
+    states: no checks of the lengths, no plan looked up; ``x``/``table`` converted as `run` converts them."""
+    dtype = prepared.dtype
+    lay = _layout(prepared)
+    D, L, Ho, H, _ = lay.sizes
+    if table is None:
+        x = _writable(np.ascontiguousarray(x, dtype=dtype))
+        rows, tok = x.reshape(x.shape[0] * x.shape[1], x.shape[2]), plan.no_tokens
+    else:
+        tok = _writable(np.ascontiguousarray(x, dtype=np.int64))
+        rows = _writable(np.ascontiguousarray(table, dtype=dtype))
+    B, T, Y = plan.shape
+    hn = np.zeros((L * D, B, Ho), dtype)
+    cn = np.zeros((L * D, B, H), dtype)
+    top = np.zeros((B, T if select == "all" else 1, Y), dtype)
+    _run_planned(plan, rows, tok, lengths, None, None, hn, cn, top)
+    return _result(lay, select, top, hn, cn, lengths)
 
 
 SMALL_LENGTHS = 64
@@ -257,7 +302,7 @@ def _plan(prepared, lengths, lay, threads) -> _Plan:
     bt = tile_width(B, threads, prepared.dtype, wbytes, lay.small)
     if bt <= FEW and 1 < B <= team_policy.FEW_TEAM_TILES * FEW and prepared.precision.k_pack == 1:
         # FEW tiles side by side as one team, not a tile per thread (`team_policy.FEW_TEAM_BYTES`), while teams run
-        team = team_chunks(prepared.spec, FEW, threads, wbytes)
+        team = team_chunks(prepared.spec, FEW, threads, wbytes, -(-B // FEW))
         if team and (B <= FEW or -(-B // FEW) % threads or wbytes > team_policy.FEW_TEAM_EVEN_BYTES):
             order, parts = split_tiles(lengths, FEW, 0, lanes(prepared.dtype))
             return _Plan(order, parts, threads, team)
@@ -295,6 +340,12 @@ def _run_layers(prepared, rows, tok, lengths, h0, c0, hn, cn, top_mode, y_all, y
     over a core's L2): the directions one after the other, each as a team,
     measured 5-10% faster on a quiet machine but 15-25% slower at load 5-6,
     interleaved (bench/report_notes.md, "Layers over L2 at a batch of one").
+    At a batch of 2-16 in FEW teams whose weights are over
+    `team_policy.FEW_TEAM_EVEN_BYTES` the directions run in turn, each as a
+    team: each thread then reads half of a direction's weights per step, not
+    all of them (OCR head H=384 x2 blocks, B=4-16: 1.05-1.15x; at H=256, 2.1
+    MB a direction, the split was as fast or faster; bench/report_notes.md,
+    "Stacks and bidirectional layers at batches of 2-16").
     A stack of one-directional layers in one tile (a batch of one) runs its
     layers at once instead, each behind the layer below (`wavefront`).
     A plan of two parts (lane tiles and the remainder's small tiles,
@@ -316,7 +367,9 @@ def _run_layers(prepared, rows, tok, lengths, h0, c0, hn, cn, top_mode, y_all, y
         threads = 1  # less work than handing some of it to a pool thread costs
     else:
         plans = [_plan(prepared, lengths, lay, threads)]
-        if D == 2 and threads >= 2 and float(total) * lay.w0bytes >= SPLIT_WORK:
+        # a FEW team over `team_policy.FEW_TEAM_EVEN_BYTES` keeps both threads on each direction in turn
+        few_team = plans[0].team and plans[0].parts[0][0] == FEW and lay.wbytes > team_policy.FEW_TEAM_EVEN_BYTES
+        if D == 2 and threads >= 2 and float(total) * lay.w0bytes >= SPLIT_WORK and not few_team:
             split = [_plan(prepared, lengths, lay, t) for t in (threads // 2, threads - threads // 2)]
             if not any(p.team for p in split):
                 plans = split

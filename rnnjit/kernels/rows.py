@@ -503,6 +503,11 @@ def _program(steps, weights, in_features, dtype, rows_out):
     return prog_a, wts, -(-widest // MR) * MR, in_features, width, dtype, row_work, out_width
 
 
+def one_thread_steps(prepared: PreparedSteps, n: int) -> bool:
+    """True when `run_steps` runs ``n`` rows on the calling thread alone whatever its ``threads`` (`SPLIT_ROWS_WORK`)."""
+    return n * prepared.row_work < SPLIT_ROWS_WORK
+
+
 def run_steps(prepared: PreparedSteps, src: np.ndarray, src_idx: np.ndarray, dst: np.ndarray, dst_idx: np.ndarray,
               threads: int) -> None:  # fmt: skip
     """``dst[dst_idx[r]] = steps(src[src_idx[r]])`` for every r, on up to ``threads`` threads.
@@ -523,6 +528,6 @@ def run_steps(prepared: PreparedSteps, src: np.ndarray, src_idx: np.ndarray, dst
     work = n * prepared.row_work
     if out_width and n_tiles < threads and work >= SPLIT_ROWS_WORK:
         chunks = min(-(-threads // n_tiles), -(-out_width // (NV * lv)))  # chunks of whole column groups
-    workers = max(1, min(threads, n_tiles * chunks)) if work >= SPLIT_ROWS_WORK else 1
+    workers = 1 if one_thread_steps(prepared, n) else max(1, min(threads, n_tiles * chunks))
     args = (src, src_idx, dst, dst_idx, prog, wts, prepared.width, chunks, np.zeros(1, np.int64))
     parallel(workers, rows_worker, args)

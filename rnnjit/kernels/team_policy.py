@@ -58,7 +58,7 @@ L2_BYTES = 1 << 20
 """One core's L2 cache on the reference machine (AMD EPYC, Zen 5): packed weights up to this size stay in it between steps."""
 
 
-def team_chunks(spec: RNNSpec, bt: int, threads: int, weight_bytes: int = 0) -> tuple[int, int] | None:
+def team_chunks(spec: RNNSpec, bt: int, threads: int, weight_bytes: int = 0, tiles: int = 1) -> tuple[int, int] | None:
     """(unit blocks per chunk, chunks per step) when one tile should run on ``threads`` (`team`), else None.
 
     A team needs two threads, no projection, and chunks of whole row-kernel
@@ -68,7 +68,8 @@ def team_chunks(spec: RNNSpec, bt: int, threads: int, weight_bytes: int = 0) -> 
     one-directional stack whose weights fit in one core's L2 (`L2_BYTES`),
     which runs as a wavefront (`wavefront_workers`); a batch of one in L2
     runs as a team while teams have been measured faster (`b1_team`). Up to `FEW_TEAM_TILES`
-    FEW-sequence tiles run as one team when their weights are over `FEW_TEAM_BYTES`. With the second thread
+    FEW-sequence tiles (``tiles`` of them) run as one team when their weights are over `FEW_TEAM_BYTES`; a
+    one-directional stack runs so only with two tiles or more (`FEW_STACK_TILES`). With the second thread
     kept hot (`rnnjit.kernels.hot`) a team starts in ~1 us instead of the
     pool's ~50, and each core reads half the weights per step from its own
     L2 (measured: bench/report_notes.md, `L2_BYTES` and `TEAM_MIN_BYTES`).
@@ -82,8 +83,9 @@ def team_chunks(spec: RNNSpec, bt: int, threads: int, weight_bytes: int = 0) -> 
         if weight_bytes <= L2_BYTES and (spec.num_layers > 1 and spec.num_directions == 1 or not b1_team(weight_bytes)):
             return None
         return P_ROWS, ub // P_ROWS
-    if bt == FEW:  # FEW tiles of a batch of 2-16 over L2 (`rnnjit.kernels`'s plan); one-directional stacks: wavefronts
-        if ub % P_ROWS or weight_bytes <= FEW_TEAM_BYTES or spec.num_layers > 1 and spec.num_directions == 1:
+    if bt == FEW:  # FEW tiles of a batch of 2-16 over L2 (`rnnjit.kernels`'s plan); one tile of a stack: a wavefront
+        stack = spec.num_layers > 1 and spec.num_directions == 1
+        if ub % P_ROWS or weight_bytes <= FEW_TEAM_BYTES or stack and tiles < FEW_STACK_TILES:
             return None
         return P_ROWS, ub // P_ROWS
     cb = max(1, ub // (2 * threads))
@@ -106,6 +108,16 @@ plan): LSTM H=384 B=2 2.85 / 2.56 ms, H=512 5.12 / 4.32 (the same run);
 through `Model.predict`, LSTM 64->384, T=100, 4.56 / 2.87 ms.
 """
 
+FEW_STACK_TILES = 2
+"""Fewest FEW-sequence tiles of a one-directional stack that run as one team per layer, layer after layer (`team_chunks`).
+
+One tile of a stack runs as a wavefront (its layers at once, `wavefront_workers`): LSTM H=384 x2, B=4,
+5.89 ms against 6.42 as teams layer after layer (`FEW_TEAM_BYTES`). Two tiles or more cannot run as a
+wavefront (one tile only); they ran a tile per thread, each thread reading all of a layer's weights from L3
+every step. As one team per layer, each thread reads half of them (measured: bench/report_notes.md,
+"Stacks and bidirectional layers at batches of 2-16").
+"""
+
 FEW_TEAM_TILES = 4
 """Most FEW-sequence tiles one team runs side by side (a batch of up to this many times FEW; `team_chunks`).
 
@@ -125,7 +137,9 @@ FEW_TEAM_EVEN_BYTES = 3 << 20
 """Weight bytes per step above which a whole number of FEW tiles per thread (B=8 on two threads) runs as a team too
 (`FEW_TEAM_TILES`): below it (H=256: 2.1 MB, 64->384: 2.8 MB) the tiles per thread were as fast or faster, above it
 (GRU H=384: 3.5 MB, LSTM H=384: 4.7 MB) the team was faster. A number of tiles the threads cannot share
-evenly, or a single tile, runs as a team from `FEW_TEAM_BYTES`."""
+evenly, or a single tile, runs as a team from `FEW_TEAM_BYTES`. A bidirectional layer whose FEW tiles run as teams
+over this size runs its directions in turn, each as a team, not one direction per thread (`rnnjit.kernels`'s
+`_run_layers`): OCR head H=384 (3.9-4.7 MB a direction) B=4-16 1.05-1.15x through `Model.predict`."""
 
 TEAM_MIN_BYTES = 192 << 10
 """Weight bytes a batch of one reads per step from which it runs as a team (`team_chunks`).
