@@ -142,7 +142,7 @@ def small_call(model, eng, mode: str, lengths: np.ndarray, T: int, packed: bool)
     if not hasattr(eng, "one_thread_plan"):
         return None
     cache = model._small_calls
-    key = (eng.__name__, mode, packed, T, lengths.tobytes())
+    key = (eng.__name__, eng.one_thread_key(), mode, packed, T, lengths.tobytes())
     found = cache.get(key, cache)
     if found is cache:
         found = SmallCall.build(model, eng, mode, lengths, T, packed)
