@@ -40,10 +40,14 @@ measured: bench/report_notes.md)."""
 LANES2_COST = 1.0
 """The same for each of two vectors in the two-vector micro-kernel (`mk_lanes2`; measured: bench/report_notes.md)."""
 
-STREAMED_TILE_COST = 1.45
+STREAMED_TILE_COST = 1.2
 """Least time per step of a lane tile, in vectors of `mk_lanes`, when the packed weights do not fit in a core's L2
 (`rnnjit.kernels.team_policy.L2_BYTES`): every tile then reads them from L3 each step, which a one-vector tile
-does not hide behind its products (measured: bench/report_notes.md)."""
+does not quite hide behind its products (measured on whole steps of stacked layers: bench/report_notes.md)."""
+
+STREAMED_FEW_COST = 5.3
+"""`FEW_TILE_COST` when the packed weights do not fit in a core's L2: a FEW tile reads all of them from L3 every step
+for its FEW sequences (measured on whole steps of stacked layers: bench/report_notes.md)."""
 
 
 SMALL_TILE_ROWS = 256
@@ -150,12 +154,12 @@ def _plan_cost(B: int, bt: int, threads: int, lv: int, weight_bytes: int, small:
     lanes; FEW sequences) and the ``B % unit`` left over in one- or FEW-sequence tiles (remainder width 1 or
     FEW; FEW tiles take only one-sequence tiles), whichever the cost model finishes first. One- and FEW-sequence
     tiles cost their constants times ``small`` (`small_tile_scale`)."""
-    one, few = ONE_TILE_COST * small, FEW_TILE_COST * small
+    streamed = weight_bytes > L2_BYTES
+    one, few = ONE_TILE_COST * small, (STREAMED_FEW_COST if streamed else FEW_TILE_COST) * small
     if bt == FEW:
         unit, rests = FEW, ((1, one),)
         tiles = lambda n: [few] * _ceil_div(n, FEW)  # noqa: E731
     else:
-        streamed = weight_bytes > L2_BYTES
         unit, rests = lv, ((1, one), (FEW, few))
         tiles = lambda n: [c * lv for c in _lane_tiles(_ceil_div(n, lv), bt // lv, streamed)]  # noqa: E731
     rest = B % unit
