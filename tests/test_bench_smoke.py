@@ -179,3 +179,15 @@ def test_cli_tagger_parts_times_every_part_and_renders():
     rows = [line for line in lines if line.startswith("| ") and not line.startswith("| what")]
     assert len(rows) == 8 and rows[-1].startswith("| Parquet writer, `StreamingFile`")
     assert all(len(r.split("|")) == 7 for r in rows)
+
+
+def test_fixed_costs_lists_every_worker_and_the_checks():
+    import torch
+
+    from bench.fixed_costs import measure
+    from bench.predict_overhead import Small
+
+    res = measure(Small("gru_b4", 2, torch, False), calls=2, rounds=1)
+    workers = [k for k in res if k.endswith("whole call")]
+    assert workers and all(res[k] > 0 for k in res)
+    assert {"predict", "check_lengths", "predict's Python (worker launches no-ops)"} <= set(res)
