@@ -15,13 +15,17 @@ interleaved in one process (rnnjit, torch, onnxruntime, rnnjit, ...), best
 of N (N from a time budget per call, at least ``--rounds``). The ratio is
 other / rnnjit: below 1 means rnnjit is slower.
 
-Each engine's turn is a pause of ``--settle`` ms (default 10), an untimed
-call and the timed call (`bench.timing.settled_call`): libgomp (torch's
-OpenMP pool) and onnxruntime's pool keep their threads spinning for several
-milliseconds after a call, and on a 2-core machine a spinning thread holds
-the core the next engine's second thread wants (bench/after_torch.py). With
-the pause each timed call finds the machine as a process running only that
-engine does; ``--settle 0`` times one call right after the other engine's
+Each engine's turn is a pause of ``--settle`` ms (default 10) and then
+until the process's other threads are quiet (`bench.timing.wait_quiet`),
+an untimed call and the timed call (`bench.timing.settled_call`): libgomp
+(torch's OpenMP pool) keeps its threads spinning for several milliseconds
+after a call and onnxruntime's pool for 30-200 ms, and on a 2-core machine
+a spinning thread holds the core the next engine's second thread wants
+(bench/after_torch.py; in this order rnnjit's turn comes right after
+onnxruntime's, and with the pause alone its short calls ran on one thread:
+bench/report_notes.md, "Short sequences"). With the wait each timed call
+finds the machine as a process running only that engine does;
+``--settle 0`` times one call right after the other engine's
 (what a process alternating engines sees). ``--order`` picks the turn order.
 ``--cpu``: one thread each (onnxruntime and torch then run in the calling
 thread), timed in that thread's CPU time: the single-thread efficiency of
@@ -92,6 +96,13 @@ def _variants() -> list[Variant]:
         V("onset", dict(H=64, cell="gru"), 1000, (1, 8, 32, 13)),
         # a plain LSTM, final state, linear 1 (the quick grid's H=256 B=256 T=20 case)
         V("lstm", dict(I=64, H=256), 20, (256, 1, 8, 77)),
+        # short sequences of other widths, cells and depths (final state, linear 1)
+        V("lstm", dict(I=64, H=128), 20, (1, 8, 77)),
+        V("lstm", dict(I=64, H=512), 20, (1, 8, 77)),
+        V("lstm", dict(I=64, H=256, cell="gru"), 20, (1, 8, 77)),
+        V("lstm", dict(I=64, H=256, cell="rnn"), 20, (1, 8, 77)),
+        V("lstm", dict(I=64, H=256, L=2), 20, (1, 8, 77)),
+        V("lstm", dict(I=64, H=256), 5, (8, 77)),
         # a single layer over a core's L2 at a batch of 2-8 (a FEW-sequence tile runs as a team at 3-4)
         V("lstm", dict(I=64, H=384), 100, (2, 4, 8, 12)),
         V("beat", dict(H=384, L=1, cell="gru"), 375, (4,)),
@@ -133,7 +144,7 @@ def build(v: Variant, torch):
                 self.rnn = cells[p["cell"]](266, H, 3, bidirectional=True, batch_first=True)
                 self.fc = nn.Linear(2 * H, 1)
             else:
-                self.rnn = nn.LSTM(p["I"], H, batch_first=True)
+                self.rnn = cells[p.get("cell", "lstm")](p["I"], H, p.get("L", 1), batch_first=True)
                 self.fc = nn.Linear(H, 1)
 
         def forward(self, x, lengths):
@@ -153,7 +164,8 @@ def build(v: Variant, torch):
                 return self.fc2(torch.relu(self.fc1(y)))
             if v.arch == "onset":
                 return torch.sigmoid(self.fc(self.rnn(x)[0]))
-            return self.fc(self.rnn(x)[1][0][-1])
+            h = self.rnn(x)[1]  # LSTM: (h_n, c_n); GRU, RNN: h_n
+            return self.fc((h[0] if isinstance(h, tuple) else h)[-1])
 
     chains = {
         "speaker": ("rnn,fc,relu", "final", 40),
@@ -204,8 +216,8 @@ def time_interleaved(fns: dict, order: list[str], rounds: int, budget_s: float, 
                      clock=time.perf_counter) -> dict:  # fmt: skip
     """Best seconds per engine, turns interleaved in ``order``; rounds: at least ``rounds``, about ``budget_s`` each.
 
-    ``settle_s`` > 0: each turn is a pause, an untimed call and the timed call
-    (`bench.timing.settled_call`); 0: one timed call right after the other engine's.
+    ``settle_s`` > 0: each turn is a pause (and `bench.timing.wait_quiet`), an untimed call and the timed
+    call (`bench.timing.settled_call`); 0: one timed call right after the other engine's.
     """
     from bench.timing import fresh_back_off, settled_call
 

@@ -16,7 +16,8 @@ def _small(v):
 
 @pytest.mark.parametrize("name", ["speaker H=128 L=3", "beat H=150 L=2 cell=gru", "ocr H=256 blocks=1",
                                   "tagger V=1000 H=32 heads=876", "onset H=16 cell=rnn", "onset H=25 cell=gru",
-                                  "lstm I=64 H=256"])  # fmt: skip
+                                  "lstm I=64 H=256", "lstm I=64 H=256 cell=gru", "lstm I=64 H=256 cell=rnn",
+                                  "lstm I=64 H=256 L=2"])  # fmt: skip
 def test_variant_scores_as_torch(name):
     import torch
 
@@ -48,3 +49,4 @@ def test_time_interleaved_takes_each_engines_best():
     fns = {"rnnjit": lambda: None, "torch": lambda: None}
     best = time_interleaved(fns, ["rnnjit", "torch"], rounds=3, budget_s=0.0, settle_s=0.0, clock=clock)
     assert best == {"rnnjit": 1, "torch": 1}
+

@@ -1,5 +1,7 @@
 """A one-directional stack at a batch of 2-16: two or more FEW-sequence tiles run as one team per layer, layer after
-layer (`rnnjit.kernels.team_policy.FEW_STACK_TILES`), with each row's bits of one thread and of a wide batch.
+layer (`rnnjit.kernels.team_policy.FEW_STACK_TILES`), and a bidirectional layer whose FEW teams are over
+`FEW_TEAM_EVEN_BYTES` runs its directions in turn as teams, not one per thread; each row keeps the bits of one thread
+and of a wide batch.
 
 Small shapes: 128 hidden units make two chunks per step; the policy's byte minimums are 0.
 """
@@ -54,3 +56,30 @@ def test_a_stack_runs_few_sequence_teams_from_two_tiles():
     assert team_policy.team_chunks(spec, FEW, 2, 1 << 30, team_policy.FEW_STACK_TILES) == (8, 2)
     assert team_policy.team_chunks(spec, FEW, 2, team_policy.L2_BYTES, 3) is None  # in L2
     assert team_policy.team_chunks(spec, FEW, 1, 1 << 30, 3) is None  # one thread
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_a_bidirectional_layer_over_the_even_bytes_runs_its_directions_as_few_sequence_teams(cell, monkeypatch):
+    _, spec, weights = build(cell, 6, 128, 2, True, True, np.float32, seed=43)
+    prepared = kernels.prepare(spec, weights)
+    rng = np.random.default_rng(44)
+    x = rng.standard_normal((40, 19, 6)).astype(np.float32)
+    lengths = np.array([19, 3, 11, 1, 19, 7, 14, 2, 9] + [int(v) for v in rng.integers(1, 20, 31)])
+    teams = _forced(monkeypatch)
+    monkeypatch.setattr(kernels, "SPLIT_WORK", 0)  # any call long enough to split its directions over the threads
+    wide = kernels.run(prepared, x, lengths, None, None, "all", 2)
+    assert teams == []
+    for B in (8, 9):  # two FEW tiles (one per thread), three
+        # weights at the even bytes: the directions split over the threads, each a tile per thread, no team
+        monkeypatch.setattr(team_policy, "FEW_TEAM_EVEN_BYTES", max(pk.w.nbytes for pk in prepared.layers))
+        split = kernels.run(prepared, x[:B], lengths[:B], None, None, "all", 2)
+        assert teams == []
+        # over them: each direction of each layer a team, in turn
+        monkeypatch.setattr(team_policy, "FEW_TEAM_EVEN_BYTES", 0)
+        team = kernels.run(prepared, x[:B], lengths[:B], None, None, "all", 2)
+        assert teams == [FEW] * 4
+        teams.clear()
+        one = kernels.run(prepared, x[:B], lengths[:B], None, None, "all", 1)
+        _same(one, team)
+        _same(one, split)
+        _as_in_wide(wide, team, slice(0, B))

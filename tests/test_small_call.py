@@ -142,3 +142,29 @@ def test_bad_token_ids_and_lengths_are_refused_on_a_kept_small_call(tmp_path, li
         model.predict(bad, lengths, engine="numba")
     with pytest.raises(InputError, match="out of range"):
         model.predict(x, lengths + 1, engine="numba")
+
+
+def test_threads_share_a_small_call_and_keep_each_calls_bits(tmp_path, monkeypatch, library_thresholds):
+    import threading
+
+    model, tokens, _ = _models(tmp_path)[0]
+    rng = np.random.default_rng(4)
+    cases = [_input(rng, model, B, T, tokens) for B in (1, 2) for T in (3, 8)]
+    want = [_general(monkeypatch, lambda x=x, n=n: model.predict(x, n, engine="numba")) for x, n in cases]
+    errors, start = [], threading.Barrier(4)
+
+    def work(seed):
+        start.wait()
+        try:
+            for i in np.random.default_rng(seed).permutation(len(cases) * 20) % len(cases):
+                np.testing.assert_array_equal(model.predict(*cases[i], engine="numba", threads=2), want[i])
+        except AssertionError as exc:
+            errors.append(exc)
+
+    running = [threading.Thread(target=work, args=(s,)) for s in range(4)]
+    for t in running:
+        t.start()
+    for t in running:
+        t.join()
+    assert not errors, errors[0]
+    assert all(isinstance(s, SmallCall) for s in model._small_calls.values()) and len(model._small_calls) == len(cases)

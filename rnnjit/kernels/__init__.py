@@ -340,6 +340,12 @@ def _run_layers(prepared, rows, tok, lengths, h0, c0, hn, cn, top_mode, y_all, y
     over a core's L2): the directions one after the other, each as a team,
     measured 5-10% faster on a quiet machine but 15-25% slower at load 5-6,
     interleaved (bench/report_notes.md, "Layers over L2 at a batch of one").
+    At a batch of 2-16 in FEW teams whose weights are over
+    `team_policy.FEW_TEAM_EVEN_BYTES` the directions run in turn, each as a
+    team: each thread then reads half of a direction's weights per step, not
+    all of them (OCR head H=384 x2 blocks, B=4-16: 1.05-1.15x; at H=256, 2.1
+    MB a direction, the split was as fast or faster; bench/report_notes.md,
+    "Stacks and bidirectional layers at batches of 2-16").
     A stack of one-directional layers in one tile (a batch of one) runs its
     layers at once instead, each behind the layer below (`wavefront`).
     A plan of two parts (lane tiles and the remainder's small tiles,
@@ -361,7 +367,9 @@ def _run_layers(prepared, rows, tok, lengths, h0, c0, hn, cn, top_mode, y_all, y
         threads = 1  # less work than handing some of it to a pool thread costs
     else:
         plans = [_plan(prepared, lengths, lay, threads)]
-        if D == 2 and threads >= 2 and float(total) * lay.w0bytes >= SPLIT_WORK:
+        # a FEW team over `team_policy.FEW_TEAM_EVEN_BYTES` keeps both threads on each direction in turn
+        few_team = plans[0].team and plans[0].parts[0][0] == FEW and lay.wbytes > team_policy.FEW_TEAM_EVEN_BYTES
+        if D == 2 and threads >= 2 and float(total) * lay.w0bytes >= SPLIT_WORK and not few_team:
             split = [_plan(prepared, lengths, lay, t) for t in (threads // 2, threads - threads // 2)]
             if not any(p.team for p in split):
                 plans = split
@@ -613,16 +621,17 @@ def _run_team(values: dict, workers, chunks):
     if values["kx"] and maxlen * w.shape[0] * MR * dtype.itemsize > TEAM_PROJECTION_BYTES:
         values.update(kx=0, xk0=0)  # a very long sequence: the team reads the input columns per step
     hot = workers == 2 and hot_available(dtype)  # the second thread kept hot (`hot`), not woken through the pool
-    if values["kx"]:  # every step's input projection first, on the team's threads (on this one for `hot`)
+    if values["kx"]:  # every step's input projection first, on the team's threads (`hot.project_first` for `hot`)
         xproj = aligned_empty(-(-maxlen // STEP_BLOCK) * STEP_BLOCK * w.shape[0] * MR, dtype)
-        parallel(1 if hot else workers, project_all, (w, values["wg"], rows, tok, int(seq[0]), int(slen[0]), reverse, maxlen,
-                                        values["kx"], xproj, np.zeros(1, np.int64)))  # fmt: skip
-    values.update(xproj=xproj,
+    values.update(xproj=xproj, pkx=values["kx"], pblk=np.zeros(2, np.int64),
         seq=seq, slen=slen, nb=B, maxlen=maxlen, zbuf=zbuf.reshape(2, ntl * K * bt), cbuf=cbuf.reshape(2, ntl * H * bt),
         g=g, m=m, sync=sync,
         nblk=1 if values["cell"] in (CELL_CODES["rnn_tanh"], CELL_CODES["rnn_relu"]) else 4, cb=cb, nch=nch,
     )  # fmt: skip
     if not (hot and run_team_hot(values)):
+        if values["kx"]:
+            parallel(workers, project_all, (w, values["wg"], rows, tok, int(seq[0]), int(slen[0]), reverse, maxlen,
+                                            values["kx"], xproj, np.zeros(1, np.int64)))  # fmt: skip
         parallel(workers, run_team, kernel_args(run_team, values))
     team_policy.note_spins(int(sync[SPINS]), maxlen)
     team_policy.note_alone(int(sync[TID]) < workers)

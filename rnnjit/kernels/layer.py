@@ -662,8 +662,9 @@ def _project_steps(w, wgf, zx, zxq, proj, xf, tok, b, blen, reverse, s0, ns, T, 
 @njit(**JIT)
 def project_all(w, wg, x, tok, b, blen, reverse, n_steps, kx, xproj, next_block):
     """`project_steps` for every step of sequence ``b`` into ``xproj`` (step-major, `STEP_BLOCK` steps per
-    block, taken from a shared counter): the threads of a team (`rnnjit.kernels.team`) share them before it
-    starts. ``xproj`` holds whole blocks."""
+    block, taken from a shared counter ``next_block[0]``): the threads of a team (`rnnjit.kernels.team`) share
+    them before it starts. ``xproj`` holds whole blocks. With a second word, ``next_block[1]`` counts the
+    blocks written (`rnnjit.kernels.hot` waits for all of them before the team's steps)."""
     T = tok.shape[1]
     I = x.shape[1]
     n_pan, Kw = w.shape[0], w.shape[1]
@@ -681,6 +682,8 @@ def project_all(w, wg, x, tok, b, blen, reverse, n_steps, kx, xproj, next_block)
         s0 = blk * STEP_BLOCK
         project_steps(w, wgf, zx, zxq, xproj[s0 * R : (s0 + STEP_BLOCK) * R], xf, tok, b, blen, reverse, s0,
                       min(STEP_BLOCK, n_steps - s0), T, I, n_pan, Kw, kx, scales)  # fmt: skip
+        if next_block.shape[0] > 1:
+            fetch_add(next_block, 1, 1)
 
 
 @njit(**JIT)

@@ -137,7 +137,9 @@ FEW_TEAM_EVEN_BYTES = 3 << 20
 """Weight bytes per step above which a whole number of FEW tiles per thread (B=8 on two threads) runs as a team too
 (`FEW_TEAM_TILES`): below it (H=256: 2.1 MB, 64->384: 2.8 MB) the tiles per thread were as fast or faster, above it
 (GRU H=384: 3.5 MB, LSTM H=384: 4.7 MB) the team was faster. A number of tiles the threads cannot share
-evenly, or a single tile, runs as a team from `FEW_TEAM_BYTES`."""
+evenly, or a single tile, runs as a team from `FEW_TEAM_BYTES`. A bidirectional layer whose FEW tiles run as teams
+over this size runs its directions in turn, each as a team, not one direction per thread (`rnnjit.kernels`'s
+`_run_layers`): OCR head H=384 (3.9-4.7 MB a direction) B=4-16 1.05-1.15x through `Model.predict`."""
 
 TEAM_MIN_BYTES = 192 << 10
 """Weight bytes a batch of one reads per step from which it runs as a team (`team_chunks`).
