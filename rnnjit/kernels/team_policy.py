@@ -201,29 +201,46 @@ def note_b1(weight_bytes: int, team: bool, seconds_per_step: float) -> None:
 
 
 ALONE_STRIKES = 3
-"""Team runs in a row that one thread ran alone (the other never joined) before teams pause (`pause_seconds`).
+"""Calls in a row whose team runs one thread ran alone (the other never joined) before teams pause
+(`pause_seconds`).
 
 A team's kernel on one thread is slower than the one-thread worker (its
 input projection comes first, its steps claim chunks): LSTM H=128, batch
 of one, T=100, 232-238 us against 189-192, measured at load average 5
 without real-time priority, where the hot helper (`rnnjit.kernels.hot`),
 having given its core away while idle, never got it back in time. One
-such run is a helper woken from sleep; three in a row is a busy machine.
+such call is a helper woken from sleep; three in a row is a busy machine.
+Counted per call (`end_call`), not per team run: a stack of three layers
+over L2 runs three teams a call, and at load 10 a helper woken from sleep
+missed all three of the call's first (the real speaker encoder's batch of
+one, twelve windows out of twelve, bench/report_notes.md "In a process
+with torch and onnxruntime"), which paused teams after one call.
 """
 
 _alone_strikes = 0
+_call_runs = [0, 0]  # team runs of the call under way: [run alone, shared]
 
 
 def note_alone(alone: bool) -> None:
-    """Count a team run that one thread ran ``alone``; after `ALONE_STRIKES` in a row, pause teams
-    (`pause_seconds`). A run the team shared clears the count, and, unless it stalled (`note_spins`, called
-    first), the doubling of the pauses."""
-    global _team_pauses, _alone_strikes
-    _alone_strikes, pause = _strike(_alone_strikes, alone, ALONE_STRIKES)
-    if pause:
-        _pause_teams()
-    elif not alone and time.monotonic() >= _team_paused_until:
+    """Note a team run that one thread ran ``alone`` (`end_call` counts the call). A run the team shared
+    starts the doubling of the pauses over, unless it stalled (`note_spins`, called first)."""
+    global _team_pauses
+    _call_runs[0 if alone else 1] += 1
+    if not alone and time.monotonic() >= _team_paused_until:
         _team_pauses = 0
+
+
+def end_call() -> None:
+    """At the end of a call: a call whose team runs all ran alone is a strike, after `ALONE_STRIKES` in a row
+    teams pause (`pause_seconds`); a call with a shared team run clears the count; a call without teams
+    leaves it."""
+    global _alone_strikes
+    alone, shared = _call_runs
+    _call_runs[0] = _call_runs[1] = 0
+    if alone or shared:
+        _alone_strikes, pause = _strike(_alone_strikes, not shared, ALONE_STRIKES)
+        if pause:
+            _pause_teams()
 
 
 def _strike(count: int, bad: bool, limit: int) -> tuple[int, bool]:
