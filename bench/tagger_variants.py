@@ -86,7 +86,7 @@ def measure(v: Variant, threads: int, rounds: int, calls: int) -> dict[str, floa
     from rnnjit.kernels import rows
 
     lanes = copy.copy(v.model)
-    lanes._prepared, lanes._schedules = {}, {}
+    lanes._prepared, lanes._schedules, lanes._small_calls = {}, {}, {}  # its own prepared steps
     keep = rows.ROWS_OUT_FROM
     rows.ROWS_OUT_FROM = 10**9
     try:

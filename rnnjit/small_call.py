@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from rnnjit.kinds import KINDS
-
 SMALL_CALLS = 256
 """`SmallCall`s (or the None of a call that has none) a `Model` keeps, then all dropped."""
 
@@ -38,12 +36,14 @@ class SmallCall:
     def build(cls, model, eng, mode: str, lengths: np.ndarray, T: int, packed: bool) -> SmallCall | None:
         """The call's `SmallCall`, or None when a step of its chain runs in numpy, reads packed rows, or a launch
         could take more than the calling thread (the general loop of `Model.predict` runs those)."""
+        from rnnjit.model import _Valid  # model imports this module
+
         B = lengths.shape[0]
+        valid = _Valid(lengths, T)
         ops = []
         # the current value: its width (None: the token ids), per step or per sequence
         width = None if model._embedding is not None else model._input_size
         per_step, final = True, None
-        valid_flat = None
         for op, *a in model._schedule(mode):
             if op == "check":
                 ops.append((_CHECK, *a))
@@ -68,14 +68,11 @@ class SmallCall:
                 if prepared is None:
                     continue
                 if per_step:
-                    if valid_flat is None:
-                        valid_flat = _flat(lengths, T)
-                    full = valid_flat.size == B * T
+                    src, n = valid.flat, valid.flat.size
                     if packed:
-                        dst, shape, zero = np.arange(valid_flat.size, dtype=np.int64), (valid_flat.size, out_width), False
+                        dst, shape, zero = np.arange(n, dtype=np.int64), (n, out_width), False
                     else:
-                        dst, shape, zero = valid_flat, (B * T, out_width), not full
-                    src = valid_flat
+                        dst, shape, zero = src, (B * T, out_width), not valid.full
                 else:
                     src = dst = np.arange(B, dtype=np.int64)
                     shape, zero = (B, out_width), False
@@ -92,9 +89,7 @@ class SmallCall:
         if per_step and final is None:
             final = "reshape"
             if packed:
-                if valid_flat is None:
-                    valid_flat = _flat(lengths, T)
-                final = None if valid_flat.size == B * T else valid_flat
+                final = None if valid.full else valid.flat
         return cls(tuple(ops), model._scoring, model.dtype, (B, T, width), final)
 
     def __call__(self, eng, x: np.ndarray, lengths: np.ndarray, row_name):
@@ -128,21 +123,13 @@ class SmallCall:
         return np.ascontiguousarray(y, dtype=self.dtype), states
 
 
-def _flat(lengths: np.ndarray, T: int) -> np.ndarray:
-    """b*T + t of every valid step, sequence by sequence (int64), as `rnnjit.model._Valid.flat`."""
-    B = lengths.shape[0]
-    if min(lengths.tolist()) == T:
-        return np.arange(B * T, dtype=np.int64)
-    return np.flatnonzero(np.arange(T)[None, :] < lengths[:, None])
-
-
 def small_call(model, eng, mode: str, lengths: np.ndarray, T: int, packed: bool) -> SmallCall | None:
     """``model``'s kept `SmallCall` for these lengths (built on the first call), or None (also for an engine
     without one-thread plans: the numpy reference)."""
     if not hasattr(eng, "one_thread_plan"):
         return None
     cache = model._small_calls
-    key = (eng.__name__, mode, packed, T, lengths.tobytes())
+    key = (eng.__name__, eng.one_thread_key(), mode, packed, T, lengths.tobytes())
     found = cache.get(key, cache)
     if found is cache:
         found = SmallCall.build(model, eng, mode, lengths, T, packed)

@@ -48,6 +48,7 @@ def _small_calls_on_every_thread(monkeypatch):
     for name in ("_team_paused_until", "_waves_paused_until", "_alone_strikes", "_wave_strikes", "_team_pauses",
                  "_wave_pauses"):
         monkeypatch.setattr(team_policy, name, type(getattr(team_policy, name))(0))
+    monkeypatch.setattr(team_policy, "_call_runs", [0, 0])  # the team runs of a call under way (`end_call`)
 
 
 

@@ -179,3 +179,29 @@ def test_cli_tagger_parts_times_every_part_and_renders():
     rows = [line for line in lines if line.startswith("| ") and not line.startswith("| what")]
     assert len(rows) == 8 and rows[-1].startswith("| Parquet writer, `StreamingFile`")
     assert all(len(r.split("|")) == 7 for r in rows)
+
+
+def test_fixed_costs_lists_every_worker_and_the_checks():
+    import torch
+
+    from bench.fixed_costs import measure
+    from bench.predict_overhead import Small
+
+    res = measure(Small("gru_b4", 2, torch, False), calls=2, rounds=1)
+    workers = [k for k in res if k.endswith("whole call")]
+    assert workers and all(res[k] > 0 for k in res)
+    assert {"predict", "check_lengths", "predict's Python (worker launches no-ops)"} <= set(res)
+
+
+def test_mid_batches_prints_a_row_per_batch_and_tile_kind(capsys):
+    from bench import mid_batches
+
+    mid_batches.main(["--stacks", "32x2", "--B", "17,64", "--plans", "auto,4+0,16+1", "--T", "3", "--rounds", "1",
+                      "--threads", "1"])  # fmt: skip
+    rows = [r for r in capsys.readouterr().out.splitlines() if r.startswith("| 32x2 |")]
+    assert [r.split("|")[2].strip() for r in rows] == ["17", "64"]
+    assert all(len(r.split("|")) == 2 + 3 + 2 * 3 + 1 for r in rows)  # stack, B, plan, 3 plans x 2, vs64
+    assert rows[1].split("|")[-2].strip() == "1.00"  # B=64 against itself
+    mid_batches.main(["--tiles", "--stacks", "32x2", "--T", "3", "--rounds", "1"])
+    row = [r for r in capsys.readouterr().out.splitlines() if r.startswith("| 32x2 |")]
+    assert len(row) == 1 and row[0].split("|")[4].strip() == "1.00"  # the 48-lane tile is the unit

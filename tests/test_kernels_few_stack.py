@@ -1,7 +1,7 @@
 """A one-directional stack at a batch of 2-16: two or more FEW-sequence tiles run as one team per layer, layer after
-layer (`rnnjit.kernels.team_policy.FEW_STACK_TILES`), and a bidirectional layer whose FEW teams are over
-`FEW_TEAM_EVEN_BYTES` runs its directions in turn as teams, not one per thread; each row keeps the bits of one thread
-and of a wide batch.
+layer (`rnnjit.kernels.team_policy.FEW_STACK_TILES`; one tile too over `FEW_TEAM_EVEN_BYTES`), and a bidirectional
+layer whose FEW teams are over `FEW_TEAM_EVEN_BYTES` runs its directions in turn as teams, not one per thread; each
+row keeps the bits of one thread and of a wide batch.
 
 Small shapes: 128 hidden units make two chunks per step; the policy's byte minimums are 0.
 """
@@ -44,15 +44,27 @@ def test_a_stack_of_few_sequence_teams_has_the_bits_of_one_thread_and_of_a_wide_
         _same(one, team)
         _as_in_wide(wide, team, slice(0, B))
     assert len(teams) >= 3  # at least one batch in FEW tiles
-    # one FEW tile of a stack runs no team (a wavefront where the work is large enough)
+    # one FEW tile of a stack runs no team (a wavefront where the work is large enough) up to the even bytes
     n = len(teams)
+    monkeypatch.setattr(team_policy, "FEW_TEAM_EVEN_BYTES", wbytes)
     kernels.run(prepared, x[:3], lengths[:3], None, None, select, 2)
     assert len(teams) == n
+    # over them, one team per layer; two sequences too, as one FEW tile, not a one-sequence tile per thread
+    monkeypatch.setattr(team_policy, "FEW_TEAM_EVEN_BYTES", wbytes - 1)
+    for B in (3, 2):
+        team = kernels.run(prepared, x[:B], lengths[:B], None, None, select, 2)
+        assert teams == [FEW] * (n + 3)
+        n = len(teams)
+        _same(kernels.run(prepared, x[:B], lengths[:B], None, None, select, 1), team)
+        _as_in_wide(wide, team, slice(0, B))
 
 
 def test_a_stack_runs_few_sequence_teams_from_two_tiles():
     _, spec, _ = build("lstm", 5, 128, 2, False, True, np.float32)
-    assert team_policy.team_chunks(spec, FEW, 2, 1 << 30, 1) is None  # one tile: a wavefront instead
+    even = team_policy.FEW_TEAM_EVEN_BYTES
+    assert team_policy.team_chunks(spec, FEW, 2, even, 1) is None  # one tile: a wavefront instead
+    assert team_policy.team_chunks(spec, FEW, 2, even + 1, 1) == (8, 2)  # over the even bytes: a team
+    assert team_policy.team_chunks(spec, FEW, 2, team_policy.FEW_TEAM_BYTES + 1, 2) == (8, 2)
     assert team_policy.team_chunks(spec, FEW, 2, 1 << 30, team_policy.FEW_STACK_TILES) == (8, 2)
     assert team_policy.team_chunks(spec, FEW, 2, team_policy.L2_BYTES, 3) is None  # in L2
     assert team_policy.team_chunks(spec, FEW, 1, 1 << 30, 3) is None  # one thread

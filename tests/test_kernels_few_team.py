@@ -115,7 +115,7 @@ def test_a_bidirectional_stack_of_few_sequence_teams_keeps_its_bits(cell, monkey
 
 def test_a_one_directional_stack_or_a_tile_in_l2_runs_no_few_sequence_team():
     _, spec, _ = build("lstm", 5, 128, 2, False, True, np.float32)
-    assert team_policy.team_chunks(spec, FEW, 2, 1 << 30) is None  # a stack: a wavefront instead
+    assert team_policy.team_chunks(spec, FEW, 2, team_policy.FEW_TEAM_EVEN_BYTES) is None  # a stack: a wavefront
     _, spec, _ = build("lstm", 5, 128, 1, False, True, np.float32)
     assert team_policy.team_chunks(spec, FEW, 2, team_policy.L2_BYTES) is None  # in L2
     assert team_policy.team_chunks(spec, FEW, 1, 1 << 30) is None  # one thread

@@ -6,6 +6,8 @@ Small shapes; teams and wavefronts are switched off so every plan runs plain til
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 from test_kernels import build
@@ -94,15 +96,28 @@ def test_a_job_the_helper_never_starts_is_taken_back_and_a_busy_helper_leaves_it
             break
         helper.wake.wait(0.01)
     assert helper.box[hot.ASLEEP]
+    time.sleep(0.05)  # flagged asleep just before its loop returns: now waiting on its Event
 
     class Unheard:
-        def set(self):  # ... and is not woken: the caller takes every job back and runs it
+        """The helper's Event, but a wake-up is never sent: the caller takes every job back and runs it."""
+
+        def __init__(self, event):
+            self.event = event
+
+        def set(self):
             pass
+
+        def clear(self):
+            self.event.clear()
+
+        def wait(self, timeout=None):
+            return self.event.wait(timeout)
 
     finished = []
     real_finish = hot.finish
     monkeypatch.setattr(hot, "finish", lambda box: finished.append(real_finish(box)) or finished[-1])
-    wake, helper.wake = helper.wake, Unheard()
+    wake = helper.wake
+    helper.wake = Unheard(wake)
     try:
         _same(one, kernels.run(prepared, x, lengths, None, None, "all", 2))
     finally:

@@ -48,26 +48,47 @@ def test_stalls_in_a_row_double_the_pause_and_a_shared_run_starts_it_over(clock,
         assert tp.team_chunks(spec, 1, 2, OVER_L2) is not None
         tp.note_spins(stalled, 10)
         tp.note_alone(False)  # the helper joined, but the run stalled: the doubling goes on
+        tp.end_call()
         clock.now += tp.pause_seconds(n) - 0.01
         assert tp.team_chunks(spec, 1, 2, OVER_L2) is None
         clock.now += 0.02
     assert tp.team_chunks(spec, 1, 2, OVER_L2) is not None
     tp.note_spins(0, 10)
     tp.note_alone(False)  # a run both threads shared without a stall
+    tp.end_call()
     tp.note_spins(stalled, 10)
     clock.now += tp.FIRST_PAUSE + 0.01  # the next pause is the first one again
     assert tp.team_chunks(spec, 1, 2, OVER_L2) is not None
 
 
-def test_alone_runs_pause_teams_for_the_first_pause_then_longer(clock, spec):
+def _call(*alone):
+    """One call's team runs (one per layer), each alone or not, then the call's end."""
+    for a in alone:
+        tp.note_spins(0, 10)
+        tp.note_alone(a)
+    tp.end_call()
+
+
+def test_alone_calls_pause_teams_for_the_first_pause_then_longer(clock, spec):
     for n in range(2):
         for _ in range(tp.ALONE_STRIKES):
             assert tp.team_chunks(spec, 1, 2, OVER_L2) is not None
-            tp.note_spins(0, 10)
-            tp.note_alone(True)
+            _call(True)
         assert tp.team_chunks(spec, 1, 2, OVER_L2) is None
         clock.now += tp.pause_seconds(n) + 0.01
     assert tp._team_pauses == 2
+
+
+def test_a_call_whose_helper_joins_a_later_layer_is_no_strike_and_three_alone_layers_are_one(clock, spec):
+    for _ in range(tp.ALONE_STRIKES - 1):
+        _call(True, True, True)  # a helper woken from sleep that missed all three layers of a stack: one strike each
+    _call(True, False, True)  # joined the second layer: the count starts over
+    for _ in range(tp.ALONE_STRIKES - 1):
+        _call(True, True, True)
+    assert tp.team_chunks(spec, 1, 2, OVER_L2) is not None
+    _call()  # a call without teams (a wavefront, or teams paused) neither strikes nor clears
+    _call(True, True)
+    assert tp.team_chunks(spec, 1, 2, OVER_L2) is None
 
 
 def test_waves_pause_the_same_way(clock):

@@ -127,9 +127,13 @@ def test_teams_pause_after_runs_in_a_row_the_second_thread_never_joined(monkeypa
     over_l2 = team_policy.L2_BYTES + 1
     for _ in range(team_policy.ALONE_STRIKES - 1):  # a helper woken from sleep, and again: not yet
         team_policy.note_alone(True)
-    team_policy.note_alone(False)  # a run the two threads shared clears the count
+        team_policy.end_call()
+    team_policy.note_alone(False)  # a call the two threads shared clears the count
+    team_policy.end_call()
     for _ in range(team_policy.ALONE_STRIKES - 1):
         team_policy.note_alone(True)
+        team_policy.end_call()
         assert team_policy.team_chunks(spec, 1, 2, over_l2) is not None
     team_policy.note_alone(True)
-    assert team_policy.team_chunks(spec, 1, 2, over_l2) is None  # paused: one thread for TEAM_PAUSE seconds
+    team_policy.end_call()
+    assert team_policy.team_chunks(spec, 1, 2, over_l2) is None  # paused (`team_policy.pause_seconds`)

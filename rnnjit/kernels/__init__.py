@@ -47,6 +47,7 @@ from rnnjit.kernels.pack import (
 )
 from rnnjit.kernels.pool import parallel, run_in_order, run_jobs
 from rnnjit.kernels.precision import PRECISIONS, Precision, lanes, missing_features, precision_of, target_cpu
+from rnnjit.kernels import rows as _rows
 from rnnjit.kernels.rows import one_thread_steps, prepare_steps, run_steps
 from rnnjit.kernels.hot import hot_available, run_team_hot, run_workers_hot
 from rnnjit.kernels import team as team_kernel
@@ -58,7 +59,7 @@ from rnnjit.errors import PrecisionUnavailableError
 from rnnjit.spec import RNNSpec
 
 __all__ = ["check_precision", "prepare", "run", "prepare_steps", "run_steps", "Prepared", "tile_width",
-           "one_thread_plan", "run_planned", "one_thread_steps"]
+           "one_thread_plan", "one_thread_key", "run_planned", "one_thread_steps"]
 
 
 @dataclass(frozen=True)
@@ -196,6 +197,12 @@ def one_thread_plan(prepared: Prepared, lengths: np.ndarray, T: int, select: str
     if float(sum(lengths.tolist())) * lay.wbytes * L * D >= ONE_THREAD_WORK:
         return None
     return _call_plan(prepared, lay, lengths, T, SELECT_MODES[select], tokens, None, None, True)
+
+
+def one_thread_key() -> tuple:
+    """What `one_thread_plan` and `one_thread_steps` answer from besides a call's lengths (the thresholds, and
+    `_projected`, which bench/projection.py swaps): a caller keeping their answers per lengths keys them with it."""
+    return _projected, ONE_THREAD_WORK, _rows.SPLIT_ROWS_WORK, SMALL_LENGTHS
 
 
 def run_planned(prepared: Prepared, plan: _CallPlan, x, lengths, select, table=None):
@@ -386,6 +393,7 @@ def _run_layers(prepared, rows, tok, lengths, h0, c0, hn, cn, top_mode, y_all, y
     plan = _call_plan(prepared, lay, lengths, T, top_mode, tok.shape[0] > 0, choice, plans, small)
     t0 = time.perf_counter()
     _run_planned(plan, rows, tok, lengths, h0, c0, hn, cn, y_all if top_mode == OUT_ALL else y_last)
+    team_policy.end_call()  # a call whose teams all ran alone is a strike (`team_policy.ALONE_STRIKES`)
     if b1_timed and longest:
         team_policy.note_b1(lay.hbytes, plans[0].team is not None, (time.perf_counter() - t0) / (float(longest) * L * D))
 

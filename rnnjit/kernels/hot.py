@@ -46,10 +46,10 @@ import numpy as np
 from numba import carray, config, literal_unroll, njit, types
 from numba.extending import intrinsic
 
-from rnnjit.kernels._simd import atomic_load, atomic_store
+from rnnjit.kernels._simd import atomic_load, atomic_store, fetch_add
 from rnnjit.kernels.config import JIT
 from rnnjit.kernels.layer import STEP_BLOCK, project_all, run_worker
-from rnnjit.kernels.team import compare_exchange, run_team
+from rnnjit.kernels.team import SPINS, compare_exchange, run_team
 from rnnjit.kernels.wavefront import relax
 
 SERVE_SPIN = 4000
@@ -109,9 +109,11 @@ def _v3(box, j, like):
 
 
 @njit(inline="always", **JIT)
-def project_first(w, wg, x, tok, seq, slen, reverse, maxlen, pkx, xproj, pblk):
+def project_first(w, wg, x, tok, seq, slen, reverse, maxlen, pkx, xproj, pblk, sync):
     """This thread's share of the team's input projection (``pkx`` > 0: `project_all`, blocks of steps from the
-    counter ``pblk[0]``), then a wait until every block is written (``pblk[1]``): the steps read any of them."""
+    counter ``pblk[0]``), then a wait until every block is written (``pblk[1]``): the steps read any of them.
+    The wait's rounds count with the team's (``sync[SPINS]``): a block held by a thread another process has
+    taken the core from is a stall like a step's (`rnnjit.kernels.team_policy.note_spins`)."""
     if pkx <= 0:
         return
     project_all(w, wg, x, tok, seq[0], slen[0], reverse, maxlen, pkx, xproj, pblk)
@@ -120,6 +122,7 @@ def project_first(w, wg, x, tok, seq, slen, reverse, maxlen, pkx, xproj, pblk):
     while atomic_load(pblk, 1) < n_blocks:
         relax(rounds)
         rounds += 1
+    fetch_add(sync, SPINS, rounds)
 
 
 @njit(**JIT)
@@ -128,7 +131,8 @@ def _team_job(box, f, i):
     after its share of the input projection (`project_first`)."""
     s = SCL
     project_first(_v3(box, 9, f), _v3(box, 10, f), _v2(box, 0, f), _v2(box, 1, i), _v1(box, 2, i), _v1(box, 3, i),
-                  box[s + 6] != 0, box[s + 2], box[s + 14], _v1(box, 18, f), _v1(box, 19, i))  # fmt: skip
+                  box[s + 6] != 0, box[s + 2], box[s + 14], _v1(box, 18, f), _v1(box, 19, i),
+                  _v1(box, 8, i))  # fmt: skip
     run_team(
         box[s], _v2(box, 0, f), _v2(box, 1, i), _v1(box, 2, i), _v1(box, 3, i), box[s + 1], box[s + 2],
         _v2(box, 4, f), _v2(box, 5, f), _v1(box, 6, f), _v1(box, 7, f), _v1(box, 8, i),
@@ -227,7 +231,7 @@ def team_with_helper(
                            pkx)):  # fmt: skip
         box[SCL + j] = v
     atomic_store(box, STATE, POSTED)
-    project_first(w, wg, x, tok, seq, slen, reverse, maxlen, pkx, xproj, pblk)
+    project_first(w, wg, x, tok, seq, slen, reverse, maxlen, pkx, xproj, pblk, sync)
     run_team(cell, x, tok, seq, slen, nb, maxlen, zbuf, cbuf, g, m, sync, w, wg, wgh, hgroup, kstart, klen, nblk,
              y, ycol, out_mode, reverse, hn, cn, hidden, hp, bt, cb, nch, kx, xk0, xproj)  # fmt: skip
     if not compare_exchange(box, STATE, POSTED, IDLE):

@@ -69,8 +69,8 @@ def team_chunks(spec: RNNSpec, bt: int, threads: int, weight_bytes: int = 0, til
     which runs as a wavefront (`wavefront_workers`); a batch of one in L2
     runs as a team while teams have been measured faster (`b1_team`). Up to `FEW_TEAM_TILES`
     FEW-sequence tiles (``tiles`` of them) run as one team when their weights are over `FEW_TEAM_BYTES`; a
-    one-directional stack runs so only with two tiles or more (`FEW_STACK_TILES`). With the second thread
-    kept hot (`rnnjit.kernels.hot`) a team starts in ~1 us instead of the
+    one-directional stack runs so with two tiles or more (`FEW_STACK_TILES`), or one over `FEW_TEAM_EVEN_BYTES`.
+    With the second thread kept hot (`rnnjit.kernels.hot`) a team starts in ~1 us instead of the
     pool's ~50, and each core reads half the weights per step from its own
     L2 (measured: bench/report_notes.md, `L2_BYTES` and `TEAM_MIN_BYTES`).
     """
@@ -83,9 +83,12 @@ def team_chunks(spec: RNNSpec, bt: int, threads: int, weight_bytes: int = 0, til
         if weight_bytes <= L2_BYTES and (spec.num_layers > 1 and spec.num_directions == 1 or not b1_team(weight_bytes)):
             return None
         return P_ROWS, ub // P_ROWS
-    if bt == FEW:  # FEW tiles of a batch of 2-16 over L2 (`rnnjit.kernels`'s plan); one tile of a stack: a wavefront
+    if bt == FEW:  # FEW tiles of a batch of 2-16 over L2 (`rnnjit.kernels`'s plan); one tile of a stack up to
+        # `FEW_TEAM_EVEN_BYTES`: a wavefront
         stack = spec.num_layers > 1 and spec.num_directions == 1
-        if ub % P_ROWS or weight_bytes <= FEW_TEAM_BYTES or stack and tiles < FEW_STACK_TILES:
+        if ub % P_ROWS or weight_bytes <= FEW_TEAM_BYTES:
+            return None
+        if stack and tiles < FEW_STACK_TILES and weight_bytes <= FEW_TEAM_EVEN_BYTES:
             return None
         return P_ROWS, ub // P_ROWS
     cb = max(1, ub // (2 * threads))
@@ -109,13 +112,18 @@ through `Model.predict`, LSTM 64->384, T=100, 4.56 / 2.87 ms.
 """
 
 FEW_STACK_TILES = 2
-"""Fewest FEW-sequence tiles of a one-directional stack that run as one team per layer, layer after layer (`team_chunks`).
+"""Fewest FEW-sequence tiles of a one-directional stack that run as one team per layer, layer after layer
+(`team_chunks`).
 
 One tile of a stack runs as a wavefront (its layers at once, `wavefront_workers`): LSTM H=384 x2, B=4,
 5.89 ms against 6.42 as teams layer after layer (`FEW_TEAM_BYTES`). Two tiles or more cannot run as a
 wavefront (one tile only); they ran a tile per thread, each thread reading all of a layer's weights from L3
 every step. As one team per layer, each thread reads half of them (measured: bench/report_notes.md,
-"Stacks and bidirectional layers at batches of 2-16").
+"Stacks and bidirectional layers at batches of 2-16"). A single tile whose weights are over
+`FEW_TEAM_EVEN_BYTES` runs as a team too, and a batch of two that the cost model puts in one-sequence tiles
+as that team (`rnnjit.kernels`'s plan): LSTM 40->384 x3 and 40->512 x2, T=160, B=3 wavefront 21.0 / 22.3
+ms, teams 17.6 / 18.9; B=2 one-sequence tiles 26.2 / 31.6, teams 18.1 / 19.1; at 40->256 (2.1 MB) the
+wavefront was as fast or faster (`chrt -f 1`, load 5-6.5, interleaved).
 """
 
 FEW_TEAM_TILES = 4
@@ -193,29 +201,46 @@ def note_b1(weight_bytes: int, team: bool, seconds_per_step: float) -> None:
 
 
 ALONE_STRIKES = 3
-"""Team runs in a row that one thread ran alone (the other never joined) before teams pause (`pause_seconds`).
+"""Calls in a row whose team runs one thread ran alone (the other never joined) before teams pause
+(`pause_seconds`).
 
 A team's kernel on one thread is slower than the one-thread worker (its
 input projection comes first, its steps claim chunks): LSTM H=128, batch
 of one, T=100, 232-238 us against 189-192, measured at load average 5
 without real-time priority, where the hot helper (`rnnjit.kernels.hot`),
 having given its core away while idle, never got it back in time. One
-such run is a helper woken from sleep; three in a row is a busy machine.
+such call is a helper woken from sleep; three in a row is a busy machine.
+Counted per call (`end_call`), not per team run: a stack of three layers
+over L2 runs three teams a call, and at load 10 a helper woken from sleep
+missed all three of the call's first (the real speaker encoder's batch of
+one, twelve windows out of twelve, bench/report_notes.md "In a process
+with torch and onnxruntime"), which paused teams after one call.
 """
 
 _alone_strikes = 0
+_call_runs = [0, 0]  # team runs of the call under way: [run alone, shared]
 
 
 def note_alone(alone: bool) -> None:
-    """Count a team run that one thread ran ``alone``; after `ALONE_STRIKES` in a row, pause teams
-    (`pause_seconds`). A run the team shared clears the count, and, unless it stalled (`note_spins`, called
-    first), the doubling of the pauses."""
-    global _team_pauses, _alone_strikes
-    _alone_strikes, pause = _strike(_alone_strikes, alone, ALONE_STRIKES)
-    if pause:
-        _pause_teams()
-    elif not alone and time.monotonic() >= _team_paused_until:
+    """Note a team run that one thread ran ``alone`` (`end_call` counts the call). A run the team shared
+    starts the doubling of the pauses over, unless it stalled (`note_spins`, called first)."""
+    global _team_pauses
+    _call_runs[0 if alone else 1] += 1
+    if not alone and time.monotonic() >= _team_paused_until:
         _team_pauses = 0
+
+
+def end_call() -> None:
+    """At the end of a call: a call whose team runs all ran alone is a strike, after `ALONE_STRIKES` in a row
+    teams pause (`pause_seconds`); a call with a shared team run clears the count; a call without teams
+    leaves it."""
+    global _alone_strikes
+    alone, shared = _call_runs
+    _call_runs[0] = _call_runs[1] = 0
+    if alone or shared:
+        _alone_strikes, pause = _strike(_alone_strikes, not shared, ALONE_STRIKES)
+        if pause:
+            _pause_teams()
 
 
 def _strike(count: int, bad: bool, limit: int) -> tuple[int, bool]:
