@@ -24,14 +24,6 @@ through the Event and joins late, as a late pool thread would (the team's
 claim words let it join at any step); a helper that does not join a few
 times in a row pauses teams (`rnnjit.kernels.team_policy.note_alone`).
 
-The helper also takes plain tile workers (`run_workers_hot`): the second
-thread's share of a small two-thread plan (`run_worker` parts, posted the same
-way), whose pool hand-off cost ~50 us around ~75 us of work per thread (LSTM
-64->128, T=20, B=8; bench/report_notes.md, "Small calls on two threads: tile
-workers on the hot helper"). A share the helper has not started when the caller
-is done is taken back: dropped when it is the caller's own tiles (all taken),
-run by the caller when it is other work (the other direction of a layer).
-
 One caller at a time (a lock taken without blocking: a second Python thread
 running a team meanwhile uses the pool). float32 and float64 tiles; none
 under ``NUMBA_DISABLE_JIT`` (no addresses to read arrays from).
@@ -43,12 +35,12 @@ import os
 import threading
 
 import numpy as np
-from numba import carray, config, literal_unroll, njit, types
+from numba import carray, config, njit, types
 from numba.extending import intrinsic
 
 from rnnjit.kernels._simd import atomic_load, atomic_store, fetch_add
 from rnnjit.kernels.config import JIT
-from rnnjit.kernels.layer import STEP_BLOCK, project_all, run_worker
+from rnnjit.kernels.layer import STEP_BLOCK, project_all
 from rnnjit.kernels.team import SPINS, compare_exchange, run_team
 from rnnjit.kernels.wavefront import relax
 
@@ -66,15 +58,7 @@ ARRAYS = ("x", "tok", "seq", "slen", "zbuf", "cbuf", "g", "m", "sync", "w", "wg"
 SCL = ARR + 4 * len(ARRAYS)  # the scalar arguments, one word each, in the order of `SCALARS`
 SCALARS = ("cell", "nb", "maxlen", "nblk", "ycol", "out_mode", "reverse", "hidden", "hp", "bt", "cb", "nch", "kx",
            "xk0", "pkx")  # fmt: skip
-WORKER = 2  # added to the job's dtype (`KIND`): a job of `run_worker` parts, not a team
-NPARTS = 17  # a worker job's parts, run in turn (`_in_order`'s share of a thread)
-WARRAYS = ("x", "tok", "lens", "order", "tile_ptr", "next_tile", "w", "wg", "wgh", "hgroup", "kstart", "klen", "wr",
-           "wrg", "h0", "c0", "y", "hn", "cn", "qs", "qc", "rqs", "rqc", "ready", "xt", "yt", "toff")  # fmt: skip
-WSCALARS = ("cell", "ycol", "out_mode", "reverse", "hidden", "hp", "h_out", "proj", "bt", "split", "kx", "xk0", "lay")
-PART = 4 * len(WARRAYS) + len(WSCALARS)  # the words of one `run_worker` part, from ``ARR + part * PART``
-MAX_PARTS = 2
-"""`run_worker` parts a worker job holds (a plan's lane tiles and its remainder's small tiles)."""
-WORDS = max(SCL + len(SCALARS), ARR + MAX_PARTS * PART)
+WORDS = SCL + len(SCALARS)
 
 
 @intrinsic
@@ -143,24 +127,7 @@ def _team_job(box, f, i):
 
 
 @njit(**JIT)
-def _worker_job(box, f, i, s32, q32):
-    """`run_worker` on each part posted in ``box`` in turn (``f``: an array of the tiles' dtype, ``i``: int64,
-    ``s32``/``q32``: float32/int32, the quantized weights' scales and corrections, empty for float weights)."""
-    for p in range(box[NPARTS]):
-        b = box[p * PART :]
-        s = ARR + 4 * len(WARRAYS)
-        run_worker(
-            b[s], _v2(b, 0, f), _v2(b, 1, i), _v1(b, 2, i), _v1(b, 3, i), _v1(b, 4, i), _v1(b, 5, i),
-            _v3(b, 6, f), _v3(b, 7, f), _v3(b, 8, f), _v1(b, 9, i), _v1(b, 10, i), _v1(b, 11, i), _v3(b, 12, f),
-            _v3(b, 13, f), _v2(b, 14, f), _v2(b, 15, f), _v3(b, 16, f), b[s + 1], b[s + 2], b[s + 3] != 0,
-            _v2(b, 17, f), _v2(b, 18, f), b[s + 4], b[s + 5], b[s + 6], b[s + 7], b[s + 8],
-            _v2(b, 19, s32), _v2(b, 20, q32), _v2(b, 21, s32), _v2(b, 22, q32), b[s + 9], b[s + 10], b[s + 11],
-            _v1(b, 23, i), b[s + 12], _v1(b, 24, f), _v1(b, 25, f), _v1(b, 26, i),
-        )  # fmt: skip
-
-
-@njit(**JIT)
-def serve(box, spin, f32, f64, i64, i32):
+def serve(box, spin, f32, f64, i64):
     """The helper's loop: run posted jobs; after ``spin`` idle rounds flag itself asleep and return."""
     atomic_store(box, ASLEEP, 0)
     while True:
@@ -180,8 +147,6 @@ def serve(box, spin, f32, f64, i64, i32):
             _team_job(box, f32, i64)
         elif kind == F64:
             _team_job(box, f64, i64)
-        elif kind == WORKER + F32:
-            _worker_job(box, f32, i64, f32, i32)
         atomic_store(box, STATE, DONE)
 
 
@@ -242,68 +207,6 @@ def team_with_helper(
         atomic_store(box, STATE, IDLE)
 
 
-@njit(inline="always", **JIT)
-def _c_order(a):
-    """Whether ``a``'s elements lie in C order from its address (what the helper's views assume); an empty array
-    has none to read."""
-    if a.size == 0:
-        return True
-    step = a.itemsize
-    for d in range(a.ndim - 1, -1, -1):
-        if a.shape[d] > 1 and a.strides[d] != step:
-            return False
-        step *= a.shape[d]
-    return True
-
-
-@njit(**JIT)
-def post_part(
-    box, p, cell, x, tok, lens, order, tile_ptr, next_tile,
-    w, wg, wgh, hgroup, kstart, klen, wr, wrg,
-    h0, c0, y, ycol, out_mode, reverse, hn, cn,
-    hidden, hp, h_out, proj, bt,
-    qs, qc, rqs, rqc, split, kx, xk0, ready, lay, xt, yt, toff,
-):  # fmt: skip
-    """Write `run_worker`'s arguments as part ``p`` of the next worker job; False (nothing written) when an array is
-    not in C order."""
-    arrays = (x, tok, lens, order, tile_ptr, next_tile, w, wg, wgh, hgroup, kstart, klen, wr, wrg, h0, c0, y, hn, cn,
-              qs, qc, rqs, rqc, ready, xt, yt, toff)  # fmt: skip
-    for a in literal_unroll(arrays):
-        if not _c_order(a):
-            return False
-    b = box[p * PART :]
-    j = 0
-    for a in literal_unroll(arrays):
-        _put(b, j, a)
-        j += 1
-    s = ARR + 4 * len(WARRAYS)
-    for j, v in enumerate((cell, ycol, out_mode, int(reverse), hidden, hp, h_out, proj, bt, split, kx, xk0, lay)):
-        b[s + j] = v
-    return True
-
-
-@njit(**JIT)
-def post(box, kind, parts):
-    """Flag the job written into ``box`` (``kind``: `WORKER` + its dtype, ``parts``: how many) for the helper."""
-    box[KIND] = kind
-    box[NPARTS] = parts
-    atomic_store(box, STATE, POSTED)
-
-
-@njit(**JIT)
-def finish(box):
-    """After this thread's share: take the posted job back if the helper has not started it (False), else wait until
-    it is done (True); the box is idle after."""
-    if compare_exchange(box, STATE, POSTED, IDLE):
-        return False
-    rounds = 0
-    while atomic_load(box, STATE) != DONE:
-        relax(rounds)
-        rounds += 1
-    atomic_store(box, STATE, IDLE)
-    return True
-
-
 class _Helper:
     """The helper thread (a daemon), its job words and its wake-up Event (started on first use, again after a fork)."""
 
@@ -311,7 +214,7 @@ class _Helper:
         self.box = np.zeros(WORDS + 8, np.int64)
         self.wake = threading.Event()
         self.busy = threading.Lock()
-        self.kinds = np.zeros(0, np.float32), np.zeros(0, np.float64), np.zeros(0, np.int64), np.zeros(0, np.int32)
+        self.kinds = np.zeros(0, np.float32), np.zeros(0, np.float64), np.zeros(0, np.int64)
         serve(self.box, 0, *self.kinds)  # compiled (or loaded from the cache) here, not while the first teams run
         started = threading.Event()
         self.thread = threading.Thread(target=self._loop, args=(started,), name="rnnjit-hot", daemon=True)
@@ -346,59 +249,6 @@ def hot_available(dtype) -> bool:
     return not config.DISABLE_JIT and np.dtype(dtype) in (np.dtype(np.float32), np.dtype(np.float64))
 
 
-def _get() -> _Helper:
-    global _helper
-    h = _helper
-    if h is None:
-        with _start_lock:
-            if _helper is None:
-                _helper = _Helper()
-            h = _helper
-    return h
-
-
-_WORKER_KINDS = {np.dtype(np.float32): WORKER + F32}
-"""Worker jobs are float32 only: each dtype adds a `run_worker` to `serve`'s first compile (float32's is the
-one every float32 call compiles anyway, the same signature). With float64's too, the helper's first start took
-143 s against 54 without worker jobs (cold cache, load 7-10), for calls the pool runs as well."""
-
-
-def run_workers_hot(own: list, other: list) -> bool:
-    """`run_worker` with each argument list of ``own`` in turn on this thread, and of ``other`` on the hot helper
-    (`serve`); ``other`` may be ``own`` itself (the same tiles, shared through their counter).
-
-    What the helper has not started when this thread is done is taken back: run here if ``other`` is not ``own``,
-    else dropped (every tile has been taken). False (nothing run) when another thread is using the helper, the
-    tiles are not float32 with float weights, there are more than `MAX_PARTS` parts or an array is not
-    in C order: run them through the pool then.
-    """
-    x, w = own[0][1], own[0][7]
-    kind = _WORKER_KINDS.get(x.dtype)
-    if kind is None or w.dtype != x.dtype or len(other) > MAX_PARTS:
-        return False
-    h = _get()
-    if not h.busy.acquire(blocking=False):
-        return False
-    try:
-        for p, a in enumerate(other):
-            if not post_part(h.box, p, *a):
-                return False
-        if h.box[ASLEEP]:  # woken now, it joins late or, if it sleeps again first, the next call
-            h.wake.set()
-        post(h.box, kind, len(other))
-        try:
-            for a in own:
-                run_worker(*a)
-        finally:
-            helped = finish(h.box)  # the helper never runs on arrays this call no longer holds
-        if not helped and other is not own:
-            for a in other:
-                run_worker(*a)
-    finally:
-        h.busy.release()
-    return True
-
-
 def run_team_hot(args: dict) -> bool:
     """`run_team` on two threads, this one and the hot helper (``args``: its arguments by name, and ``pkx``: the
     input columns both threads project first, 0 for none, with ``pblk``, two zero words, `project_first`).
@@ -406,7 +256,13 @@ def run_team_hot(args: dict) -> bool:
     False (nothing run) when another thread is using the helper or an array is not C-contiguous: run it
     through the pool then.
     """
-    h = _get()
+    global _helper
+    h = _helper
+    if h is None:
+        with _start_lock:
+            if _helper is None:
+                _helper = _Helper()
+            h = _helper
     if not all(args[n].flags.c_contiguous for n in ARRAYS) or not h.busy.acquire(blocking=False):
         return False
     try:
