@@ -41,8 +41,7 @@ def fresh_back_off() -> None:
     """
     from rnnjit.kernels import team_policy
 
-    team_policy._team_paused_until = team_policy._waves_paused_until = 0.0
-    team_policy._wave_strikes = team_policy._alone_strikes = team_policy._team_pauses = team_policy._wave_pauses = 0
+    team_policy.clear_pauses()
 
 
 def rounds_for(call_s: float) -> int:

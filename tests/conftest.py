@@ -45,10 +45,7 @@ def _small_calls_on_every_thread(monkeypatch):
     # with none paused, so which plan a test gets does not depend on the tests before it
     from rnnjit.kernels import team_policy
 
-    for name in ("_team_paused_until", "_waves_paused_until", "_alone_strikes", "_wave_strikes", "_team_pauses",
-                 "_wave_pauses"):
-        monkeypatch.setattr(team_policy, name, type(getattr(team_policy, name))(0))
-    monkeypatch.setattr(team_policy, "_call_runs", [0, 0])  # the team runs of a call under way (`end_call`)
+    team_policy.clear_pauses()
 
 
 

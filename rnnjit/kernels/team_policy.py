@@ -329,3 +329,13 @@ def note_wave(ran: float, waited: float) -> None:
         _wave_pauses += 1
     elif not slow:
         _wave_pauses = 0
+
+
+def clear_pauses() -> None:
+    """Teams and waves unpaused, with no strikes, no doubling and no call under way: the state of a fresh
+    process (the timed choice of `b1_team` is kept). For tests and benchmarks that must not inherit an earlier
+    run's back-off."""
+    global _team_paused_until, _waves_paused_until, _alone_strikes, _wave_strikes, _team_pauses, _wave_pauses
+    _team_paused_until = _waves_paused_until = 0.0
+    _alone_strikes = _wave_strikes = _team_pauses = _wave_pauses = 0
+    _call_runs[0] = _call_runs[1] = 0
