@@ -137,20 +137,7 @@ def run(prepared: Prepared, x, lengths, h0=None, c0=None, select="all", threads=
     dtype = prepared.dtype
     lay = _layout(prepared)
     D, L, Ho, H, I = lay.sizes
-    if table is None:
-        x = _writable(np.ascontiguousarray(x, dtype=dtype))
-        if x.ndim != 3 or x.shape[2] != I:
-            raise ValueError(f"x has shape {x.shape}; expected (batch, time, {I})")
-        B, T, _ = x.shape
-        rows, tok = x.reshape(B * T, I), np.zeros((0, T), np.int64)
-    else:
-        tok = _writable(np.ascontiguousarray(x, dtype=np.int64))
-        rows = _writable(np.ascontiguousarray(table, dtype=dtype))
-        if tok.ndim != 2 or rows.ndim != 2 or rows.shape[1] != I:
-            raise ValueError(
-                f"token ids {tok.shape} and table {rows.shape}; expected (batch, time) and (vocabulary, {I})"
-            )
-        B, T = tok.shape
+    rows, tok, B, T = _operands(x, table, dtype, I)
     lengths = _writable(np.ascontiguousarray(lengths, dtype=np.int64))
     h_shape = (L * D, B, Ho)  # `RNNSpec.state_shapes`
     hn = np.zeros(h_shape, dtype)
@@ -165,6 +152,23 @@ def run(prepared: Prepared, x, lengths, h0=None, c0=None, select="all", threads=
             raise ValueError(f"threads must be a positive integer, got {threads!r}")
         _run_layers(prepared, rows, tok, lengths, h0, c0, hn, cn, SELECT_MODES[select], y_all, y_last, n)
     return _result(lay, select, y_all if select == "all" else y_last, hn, cn, lengths)
+
+
+def _operands(x, table, dtype, I: int, no_tokens=None):
+    """(rows, token ids, B, T) of `run`'s ``x`` and ``table``: the (B*T, I) input rows and a (0, T) token array
+    (``no_tokens`` if given), or the table's rows and the (B, T) token ids; converted as the workers take them,
+    shapes checked."""
+    if table is None:
+        x = _writable(np.ascontiguousarray(x, dtype=dtype))
+        if x.ndim != 3 or x.shape[2] != I:
+            raise ValueError(f"x has shape {x.shape}; expected (batch, time, {I})")
+        B, T, _ = x.shape
+        return x.reshape(B * T, I), (np.zeros((0, T), np.int64) if no_tokens is None else no_tokens), B, T
+    tok = _writable(np.ascontiguousarray(x, dtype=np.int64))
+    rows = _writable(np.ascontiguousarray(table, dtype=dtype))
+    if tok.ndim != 2 or rows.ndim != 2 or rows.shape[1] != I:
+        raise ValueError(f"token ids {tok.shape} and table {rows.shape}; expected (batch, time) and (vocabulary, {I})")
+    return rows, tok, tok.shape[0], tok.shape[1]
 
 
 def _result(lay, select, top, hn, cn, lengths):
@@ -207,16 +211,11 @@ def one_thread_key() -> tuple:
 
 def run_planned(prepared: Prepared, plan: _CallPlan, x, lengths, select, table=None):
     """`run` on one thread with `one_thread_plan`'s ``plan`` for these ``lengths`` (the same bits), zero initial
-    states: no checks of the lengths, no plan looked up; ``x``/``table`` converted as `run` converts them."""
+    states: no checks of the lengths, no plan looked up; ``x``/``table`` taken as `run` takes them (`_operands`)."""
     dtype = prepared.dtype
     lay = _layout(prepared)
-    D, L, Ho, H, _ = lay.sizes
-    if table is None:
-        x = _writable(np.ascontiguousarray(x, dtype=dtype))
-        rows, tok = x.reshape(x.shape[0] * x.shape[1], x.shape[2]), plan.no_tokens
-    else:
-        tok = _writable(np.ascontiguousarray(x, dtype=np.int64))
-        rows = _writable(np.ascontiguousarray(table, dtype=dtype))
+    D, L, Ho, H, I = lay.sizes
+    rows, tok, _, _ = _operands(x, table, dtype, I, plan.no_tokens)
     B, T, Y = plan.shape
     hn = np.zeros((L * D, B, Ho), dtype)
     cn = np.zeros((L * D, B, H), dtype)
