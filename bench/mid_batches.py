@@ -8,7 +8,8 @@ A stack is ``HxL``: an LSTM 40 -> H of L layers (the speaker encoder's input
 width), final state, random weights, all lengths ``--T``, through
 `rnnjit.kernels.run` (the recurrent part is all of the speaker encoder's
 time). Default mode: for each B, the plan `tiling.tile_width` /
-`remainder_width` choose (``auto``) and forced plans (``W+R``: tiles of W
+`remainder_width` / `team_width` choose (``auto``), ``tiles`` (the same without part
+teams, `rnnjit.kernels.tiling.team_width`) and forced plans (``W+R``: tiles of W
 sequences and a remainder of R-sequence tiles, 0 for none), their calls
 alternated in one process (each after a 10 ms pause), best of ``--rounds``;
 milliseconds per sequence, wall and the process's CPU time (every thread's
@@ -42,19 +43,21 @@ def _stack(text: str) -> tuple[int, int]:
 
 
 def _forced(plan: str):
-    """A context in which `kernels.run` uses ``plan`` ("auto" or "W+R")."""
-    tw, rw = kernels.tile_width, kernels.remainder_width
+    """A context in which `kernels.run` uses ``plan`` ("auto", "tiles": auto without part teams, or "W+R")."""
+    tw, rw, pt = kernels.tile_width, kernels.remainder_width, kernels.team_width
 
     class _Ctx:
         def __enter__(self):
             if plan != "auto":
+                kernels.team_width = lambda *a, **k: False  # tiles handed out to the threads, no part teams
+            if plan not in ("auto", "tiles"):
                 w, r = (int(v) for v in plan.split("+"))
                 kernels.tile_width = lambda *a, **k: w
                 # no remainder part where the batch has none (B a multiple of the unit: a FEW tile, a vector)
                 kernels.remainder_width = lambda B, th, dt, wb, bt, *a: r if B % (FEW if bt == FEW else 16) else 0
 
         def __exit__(self, *exc):
-            kernels.tile_width, kernels.remainder_width = tw, rw
+            kernels.tile_width, kernels.remainder_width, kernels.team_width = tw, rw, pt
 
     return _Ctx()
 
@@ -70,7 +73,8 @@ def plans(stacks, batches, plan_names, T, threads, rounds, rng):
         for B in batches:
             lengths = np.full(B, T, np.int64)
             bt = kernels.tile_width(B, threads, p.dtype, wb)
-            chosen = f"{bt}+{kernels.remainder_width(B, threads, p.dtype, wb, bt)}"
+            rw = kernels.remainder_width(B, threads, p.dtype, wb, bt)
+            chosen = f"{bt}+{rw}" + (" teams" if kernels.team_width(B, threads, p.dtype, wb, bt, rw) else "")
             best = {n: [np.inf, np.inf] for n in plan_names}
             for r in range(rounds + 1):  # the first round compiles and warms: not counted
                 for n in plan_names if r % 2 else plan_names[::-1]:
