@@ -507,6 +507,7 @@ def _call_plan(prepared, lay, lengths, T, top_mode, tokens, choice, plans, keep)
                           "toff": toff[j]}  # fmt: skip
                 if dispatch == _TEAM:
                     values["chunks"] = plan.part_teams[i] if plan.part_teams else team
+                    values["team_plan"] = _team_plan(values, lengths, T, dtype, values["chunks"][1])
                 parts.append((j, values if dispatch == _TEAM else list(kernel_args(run_worker, values))))
             dirs.append((k, plan.workers, tuple(parts)))
         layers.append((kinds, tuple(dirs)))
@@ -621,6 +622,46 @@ def kernel_args(fn, values: dict) -> tuple:
     return pick(values)
 
 
+@dataclass(frozen=True)
+class _TeamPlan:
+    """What `_run_team` needs that follows from a call plan alone (lengths, T, widths, chunks), kept with it.
+
+    A team call's Python set-up was ~24 us (batch of one, GRU 64->256, one
+    step: more than the step itself), paid per layer: the lane tables and
+    each sequence's first row by fancy indexing, two aligned allocations and
+    three zero arrays. Built once with the plan, a call allocates one block
+    for its float scratch and one int64 array for its counters.
+    """
+
+    seq: np.ndarray  # (ntl * bt,) the tile's lanes (read only)
+    slen: np.ndarray  # their lengths
+    first: np.ndarray  # each sequence's first input row (`step_row`), for a layer reading rows
+    t0: np.ndarray  # each sequence's first step (a token layer looks its row up per call)
+    maxlen: int
+    ntl: int  # FEW tiles side by side; 1 for other teams
+    kx: int  # `_projected`'s ``kx``/``xk0``, or 0 for a sequence too long to project first
+    xk0: int
+    sync_words: int  # ``sync`` (`sync_words`); the projection's counters ``pblk`` follow it on their own line
+
+
+def _team_plan(values: dict, lengths: np.ndarray, T: int, dtype, nch: int) -> _TeamPlan:
+    """The `_TeamPlan` of a team part's ``values`` (`_call_plan`'s, before a call's arrays are added), ``nch``
+    chunks per step."""
+    bt, w, reverse, ptr = values["bt"], values["w"], values["reverse"], values["tile_ptr"]
+    order = values["order"][ptr[0] : ptr[-1]]  # the part's sequences (one lane tile, or FEW tiles side by side)
+    B = order.shape[0]
+    ntl = -(-B // bt)  # FEW tiles side by side (`team_policy.FEW_TEAM_TILES`); other teams have one tile
+    seq = np.zeros(ntl * bt, np.int64)
+    slen = np.zeros(ntl * bt, np.int64)
+    seq[:B], slen[:B] = order, lengths[order]
+    t0 = slen[:B] - 1 if reverse else np.zeros(B, np.int64)
+    maxlen = int(slen.max())
+    kx, xk0 = values["kx"], values["xk0"]
+    if kx and maxlen * w.shape[0] * MR * np.dtype(dtype).itemsize > TEAM_PROJECTION_BYTES:
+        kx = xk0 = 0  # a very long sequence: the team reads the input columns per step
+    return _TeamPlan(seq, slen, order * T + t0, t0, maxlen, ntl, kx, xk0, sync_words(nch))
+
+
 def _run_team(values: dict, workers, chunks):
     """Run one tile (the sequences of the part ``values["tile_ptr"]`` spans: one lane tile, or FEW tiles side by
     side) on ``workers`` threads with `run_team` (``values``: `kernel_args`)."""
@@ -630,40 +671,37 @@ def _run_team(values: dict, workers, chunks):
     dtype = rows.dtype
     B, T, I = order.shape[0], tok.shape[1], rows.shape[1]
     K = I + H + 2
-    ntl = -(-B // bt)  # FEW tiles side by side (`team_policy.FEW_TEAM_TILES`); other teams have one tile
-    seq = np.zeros(ntl * bt, np.int64)
-    slen = np.zeros(ntl * bt, np.int64)
-    seq[:B], slen[:B] = order, lengths[order]
-    reverse = values["reverse"]
-    zbuf, cbuf, g, m = _line_zeros(dtype, (2, ntl, K, bt), (2, ntl, H, bt), (ntl * w.shape[0] * MR * bt,),
-                                   (ntl * H * bt,))  # fmt: skip
+    tp = values["team_plan"]
+    ntl, maxlen, kx = tp.ntl, tp.maxlen, tp.kx
+    xsize = -(-maxlen // STEP_BLOCK) * STEP_BLOCK * w.shape[0] * MR if kx else 1
+    zbuf, cbuf, g, m, xproj = _line_blocks(dtype, 4, (2, ntl, K, bt), (2, ntl, H, bt), (ntl * w.shape[0] * MR * bt,),
+                                           (ntl * H * bt,), (xsize,))  # fmt: skip
     zbuf[:, :, 0], zbuf[:, :, K - 1] = 1, 1
-    t0 = slen[:B] - 1 if reverse else np.zeros(B, np.int64)
-    first = tok[order, t0] if tok.shape[0] else order * T + t0  # each sequence's first row (`step_row`)
-    for j in range(ntl):
-        a, b = j * bt, min(B, (j + 1) * bt)
-        zbuf[0, j, 1 : I + 1, : b - a] = rows[first[a:b]].T
-        zbuf[0, j, I + 1 : I + 1 + H, : b - a] = h0[order[a:b]].T
-        cbuf[0, j, :, : b - a] = c0[order[a:b]].T
+    first = tok[order, tp.t0] if tok.shape[0] else tp.first  # each sequence's first row (`step_row`)
+    if B == 1:
+        zbuf[0, 0, 1 : I + 1, 0] = rows[first[0]]
+        zbuf[0, 0, I + 1 : I + 1 + H, 0] = h0[order[0]]
+        cbuf[0, 0, :, 0] = c0[order[0]]
+    else:
+        for j in range(ntl):
+            a, b = j * bt, min(B, (j + 1) * bt)
+            zbuf[0, j, 1 : I + 1, : b - a] = rows[first[a:b]].T
+            zbuf[0, j, I + 1 : I + 1 + H, : b - a] = h0[order[a:b]].T
+            cbuf[0, j, :, : b - a] = c0[order[a:b]].T
     cb, nch = chunks
-    sync = np.zeros(sync_words(nch), np.int64)
+    counts = np.zeros(tp.sync_words + 8, np.int64)
+    sync, pblk = counts[: tp.sync_words], counts[tp.sync_words : tp.sync_words + 2]
     sync[NTH], sync[STEAL] = workers, team_kernel.STEAL_AFTER
-    maxlen = int(slen.max())
-    xproj = np.zeros(1, dtype)
-    if values["kx"] and maxlen * w.shape[0] * MR * dtype.itemsize > TEAM_PROJECTION_BYTES:
-        values.update(kx=0, xk0=0)  # a very long sequence: the team reads the input columns per step
     hot = workers == 2 and hot_available(dtype)  # the second thread kept hot (`hot`), not woken through the pool
-    if values["kx"]:  # every step's input projection first, on the team's threads (`hot.project_first` for `hot`)
-        xproj = aligned_empty(-(-maxlen // STEP_BLOCK) * STEP_BLOCK * w.shape[0] * MR, dtype)
-    values.update(xproj=xproj, pkx=values["kx"], pblk=np.zeros(2, np.int64),
-        seq=seq, slen=slen, nb=B, maxlen=maxlen, zbuf=zbuf.reshape(2, ntl * K * bt), cbuf=cbuf.reshape(2, ntl * H * bt),
-        g=g, m=m, sync=sync,
+    values.update(xproj=xproj, kx=kx, xk0=tp.xk0, pkx=kx, pblk=pblk,
+        seq=tp.seq, slen=tp.slen, nb=B, maxlen=maxlen, zbuf=zbuf.reshape(2, ntl * K * bt),
+        cbuf=cbuf.reshape(2, ntl * H * bt), g=g, m=m, sync=sync,
         nblk=1 if values["cell"] in (CELL_CODES["rnn_tanh"], CELL_CODES["rnn_relu"]) else 4, cb=cb, nch=nch,
     )  # fmt: skip
     if not (hot and run_team_hot(values)):
-        if values["kx"]:
-            parallel(workers, project_all, (w, values["wg"], rows, tok, int(seq[0]), int(slen[0]), reverse, maxlen,
-                                            values["kx"], xproj, np.zeros(1, np.int64)))  # fmt: skip
+        if kx:  # every step's input projection first, on the team's threads (`hot.project_first` for `hot`)
+            parallel(workers, project_all, (w, values["wg"], rows, tok, int(tp.seq[0]), int(tp.slen[0]),
+                                            values["reverse"], maxlen, kx, xproj, np.zeros(1, np.int64)))  # fmt: skip
         parallel(workers, run_team, kernel_args(run_team, values))
     team_policy.note_spins(int(sync[SPINS]), maxlen)
     team_policy.note_alone(int(sync[TID]) < workers)
@@ -674,12 +712,13 @@ TEAM_PROJECTION_BYTES = 64 << 20
 a longer sequence runs the team without it."""
 
 
-def _line_zeros(dtype, *shapes) -> list[np.ndarray]:
-    """Zero arrays of ``shapes``, each starting on a cache line: the team's vector loads and stores then never split one.
+def _line_blocks(dtype, zeroed: int, *shapes) -> list[np.ndarray]:
+    """Arrays of ``shapes``, each starting on a cache line, the first ``zeroed`` of them zero: the team's vector loads
+    and stores then never split one.
 
     Measured (B=16, H=128, the team on one thread): 17.0 us per step with
     numpy's 16-byte-aligned buffers, 15.1 with these (the tile worker: 14.2).
-    One block for all of them: an allocation each cost ~3 us, a fifth of a
+    One block for all of them: an allocation each cost ~3-4 us, a fifth of a
     short team call's setup (batch of one, H=128, one step).
     """
     line = 64 // np.dtype(dtype).itemsize
@@ -688,5 +727,5 @@ def _line_zeros(dtype, *shapes) -> list[np.ndarray]:
     for n in sizes:
         starts.append(starts[-1] + -(-n // line) * line)
     block = aligned_empty(starts[-1], dtype)
-    block.fill(0)
+    block[: starts[zeroed]].fill(0)
     return [block[a : a + n].reshape(s) for a, n, s in zip(starts, sizes, shapes)]
