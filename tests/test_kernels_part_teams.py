@@ -43,14 +43,17 @@ def _same(a, b, rows=slice(None)):
             np.testing.assert_array_equal(u[rows] if i == 0 else u[:, rows], v)
 
 
-@pytest.mark.parametrize("cell, layers, select", [("lstm", 2, "all"), ("lstm", 1, "final"), ("gru", 2, "last"),
-                                                  ("rnn_tanh", 1, "all")])  # fmt: skip
-def test_part_teams_keep_each_rows_bits(cell, layers, select, monkeypatch):
-    _, spec, weights = build(cell, 9, 128, layers, False, True, np.float32, seed=41)
+@pytest.mark.parametrize(
+    "cell, layers, select, dtype",
+    [("lstm", 2, "all", np.float32), ("lstm", 1, "final", np.float32), ("gru", 2, "last", np.float32),
+     ("rnn_tanh", 1, "all", np.float32), ("lstm", 2, "all", np.float64)],
+)  # fmt: skip
+def test_part_teams_keep_each_rows_bits(cell, layers, select, dtype, monkeypatch):
+    _, spec, weights = build(cell, 9, 128, layers, False, True, dtype, seed=41)
     prepared = kernels.prepare(spec, weights)
     rng = np.random.default_rng(42)
-    B, T = 37, 11
-    x = rng.standard_normal((B, T, 9)).astype(np.float32)
+    B, T = 37, 11  # float32: 2 vectors of 16 and 5 left; float64: 4 vectors of 8 and 5 left
+    x = rng.standard_normal((B, T, 9)).astype(dtype)
     lengths = rng.integers(1, T + 1, B).astype(np.int64)  # ragged: lanes end at different steps
     teams = _forced(monkeypatch)
     got = kernels.run(prepared, x, lengths, None, None, select, 2)
