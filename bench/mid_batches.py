@@ -92,7 +92,8 @@ def gflops(H, L, B, T, seconds):
 
 def plans(stacks, batches, plan_names, T, threads, rounds, rng):
     torch_run = _torch_runner(plan_names, threads)
-    print("| stack | B | plan chosen | " + " | ".join(f"{p} wall | {p} cpu" for p in plan_names) + " | auto vs64 | GFLOP/s |")
+    cols = " | ".join(f"{p} wall | {p} cpu" for p in plan_names)
+    print(f"| stack | B | plan chosen | {cols} | auto vs64 | GFLOP/s |")
     print("|---|---:|---|" + "---:|---:|" * len(plan_names) + "---:|---|")
     for H, L in stacks:
         p = _prepared("lstm", 40, H, L, rng)

@@ -26,6 +26,7 @@ def _forced(monkeypatch):
     monkeypatch.setattr(team_policy, "note_alone", lambda alone: None)
     monkeypatch.setattr(team_policy, "_team_paused_until", 0.0)
     monkeypatch.setattr(kernels, "ONE_THREAD_WORK", 0)
+    monkeypatch.setattr(kernels, "PART_TEAM_WORK", 0)
     monkeypatch.setattr(kernels, "team_width", lambda B, threads, *a: threads == 2 and B > 16)
     teams = []
     real = kernels._run_team
@@ -43,14 +44,17 @@ def _same(a, b, rows=slice(None)):
             np.testing.assert_array_equal(u[rows] if i == 0 else u[:, rows], v)
 
 
-@pytest.mark.parametrize("cell, layers, select", [("lstm", 2, "all"), ("lstm", 1, "final"), ("gru", 2, "last"),
-                                                  ("rnn_tanh", 1, "all")])  # fmt: skip
-def test_part_teams_keep_each_rows_bits(cell, layers, select, monkeypatch):
-    _, spec, weights = build(cell, 9, 128, layers, False, True, np.float32, seed=41)
+@pytest.mark.parametrize(
+    "cell, layers, select, dtype",
+    [("lstm", 2, "all", np.float32), ("lstm", 1, "final", np.float32), ("gru", 2, "last", np.float32),
+     ("rnn_tanh", 1, "all", np.float32), ("lstm", 2, "all", np.float64)],
+)  # fmt: skip
+def test_part_teams_keep_each_rows_bits(cell, layers, select, dtype, monkeypatch):
+    _, spec, weights = build(cell, 9, 128, layers, False, True, dtype, seed=41)
     prepared = kernels.prepare(spec, weights)
     rng = np.random.default_rng(42)
-    B, T = 37, 11
-    x = rng.standard_normal((B, T, 9)).astype(np.float32)
+    B, T = 37, 11  # float32: 2 vectors of 16 and 5 left; float64: 4 vectors of 8 and 5 left
+    x = rng.standard_normal((B, T, 9)).astype(dtype)
     lengths = rng.integers(1, T + 1, B).astype(np.int64)  # ragged: lanes end at different steps
     teams = _forced(monkeypatch)
     got = kernels.run(prepared, x, lengths, None, None, select, 2)
@@ -88,3 +92,18 @@ def test_batches_whose_tiles_share_out_evenly_keep_their_tiles(B):
     bt = tiling.tile_width(B, 2, F32, wbytes)
     rest = tiling.remainder_width(B, 2, F32, wbytes, bt)
     assert not tiling.team_width(B, 2, F32, wbytes, bt, rest)
+
+
+def test_a_short_call_keeps_its_tiles(monkeypatch):
+    # the second thread of a team often joins a short call late (`kernels.PART_TEAM_WORK`)
+    _, spec, weights = build("lstm", 9, 128, 1, False, True, np.float32, seed=43)
+    prepared = kernels.prepare(spec, weights)
+    x = np.random.default_rng(44).standard_normal((37, 5, 9)).astype(np.float32)
+    lengths = np.full(37, 5, np.int64)
+    teams = _forced(monkeypatch)
+    monkeypatch.setattr(kernels, "PART_TEAM_WORK", 5 * prepared.layers[0].w.nbytes + 1)
+    short = kernels.run(prepared, x, lengths, None, None, "last", 2)
+    assert teams == []
+    monkeypatch.setattr(kernels, "PART_TEAM_WORK", 5 * prepared.layers[0].w.nbytes)
+    _same(kernels.run(prepared, x, lengths, None, None, "last", 2), short)
+    assert teams == [(32, 0, 32), (FEW, 32, 37)]

@@ -314,7 +314,8 @@ def _plan(prepared, lengths, lay, threads) -> _Plan:
             order, parts = split_tiles(lengths, FEW, 0, lanes(prepared.dtype))
             return _Plan(order, parts, threads, team)
     rest = remainder_width(B, threads, prepared.dtype, wbytes, bt, lay.small)
-    if prepared.precision.k_pack == 1 and team_width(B, threads, prepared.dtype, wbytes, bt, rest, lay.small):
+    if (prepared.precision.k_pack == 1 and team_width(B, threads, prepared.dtype, wbytes, bt, rest, lay.small)
+            and float(lengths.max()) * wbytes >= PART_TEAM_WORK):  # fmt: skip
         plan = _part_teams(prepared, lengths, threads, wbytes)
         if plan is not None:
             return plan
@@ -329,6 +330,13 @@ def _plan(prepared, lengths, lay, threads) -> _Plan:
         if team:
             plan = _Plan(order, parts, threads, team)
     return plan
+
+
+PART_TEAM_WORK = 5e7
+"""Steps x packed weight bytes of a layer from which a batch runs as part teams (`_part_teams`). A team waits for
+both threads every step, and a short call's second thread often joins late: LSTM 64->256 (1.3 MB), B=25-49, 2
+threads, interleaved, `chrt -f 1`, load 7: T=20 (2.6e7) 0.87-0.96x the tiles' wall time, T=100 (1.3e8) 1.02-1.17x
+(bench/report_notes.md, "Mid-size batches over L2 as teams, part after part")."""
 
 
 def _part_teams(prepared, lengths, threads, wbytes) -> _Plan | None:
