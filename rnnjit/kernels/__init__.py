@@ -54,7 +54,7 @@ from rnnjit.kernels import team as team_kernel
 from rnnjit.kernels.team import NTH, SPINS, STEAL, TID, run_team, sync_words
 from rnnjit.kernels.team_policy import team_chunks, wavefront_workers
 from rnnjit.kernels.wavefront import counters
-from rnnjit.kernels.tiling import remainder_width, small_tile_scale, split_tiles, tile_steps, tile_width
+from rnnjit.kernels.tiling import remainder_width, small_tile_scale, split_tiles, team_width, tile_steps, tile_width
 from rnnjit.errors import PrecisionUnavailableError
 from rnnjit.spec import RNNSpec
 
@@ -289,6 +289,7 @@ class _Plan:
     parts: tuple
     workers: int
     team: tuple | None
+    part_teams: tuple = ()  # per part, its team's chunks, for a plan of two parts run as teams (`_part_teams`)
 
     @property
     def one_tile(self) -> bool:
@@ -313,6 +314,11 @@ def _plan(prepared, lengths, lay, threads) -> _Plan:
             order, parts = split_tiles(lengths, FEW, 0, lanes(prepared.dtype))
             return _Plan(order, parts, threads, team)
     rest = remainder_width(B, threads, prepared.dtype, wbytes, bt, lay.small)
+    if (prepared.precision.k_pack == 1 and team_width(B, threads, prepared.dtype, wbytes, bt, rest, lay.small)
+            and float(lengths.max()) * wbytes >= PART_TEAM_WORK):  # fmt: skip
+        plan = _part_teams(prepared, lengths, threads, wbytes)
+        if plan is not None:
+            return plan
     order, parts = split_tiles(lengths, bt, rest, lanes(prepared.dtype))
     workers = max(1, min(threads, sum(ptr.size - 1 for _, ptr in parts)))
     plan = _Plan(order, parts, workers, None)
@@ -324,6 +330,28 @@ def _plan(prepared, lengths, lay, threads) -> _Plan:
         if team:
             plan = _Plan(order, parts, threads, team)
     return plan
+
+
+PART_TEAM_WORK = 5e7
+"""Steps x packed weight bytes of a layer from which a batch runs as part teams (`_part_teams`). A team waits for
+both threads every step, and a short call's second thread often joins late: LSTM 64->256 (1.3 MB), B=25-49, 2
+threads, interleaved, `chrt -f 1`, load 7: T=20 (2.6e7) 0.87-0.96x the tiles' wall time, T=100 (1.3e8) 1.02-1.17x
+(bench/report_notes.md, "Mid-size batches over L2 as teams, part after part")."""
+
+
+def _part_teams(prepared, lengths, threads, wbytes) -> _Plan | None:
+    """A batch over a core's L2 as teams, one part after the other (`tiling.team_width`): its whole SIMD vectors
+    in one lane tile, the rest in FEW tiles side by side; each thread computes half of every step's gate rows
+    for all of them, so it reads half the weights per step, not all of them once per tile it runs. None where
+    a part cannot run as a team (`team_chunks`: teams paused, an LSTM projection, FEW rows not in whole calls)."""
+    lv = lanes(prepared.dtype)
+    B = lengths.shape[0]
+    n = B - B % lv
+    order, parts = split_tiles(lengths, n, FEW if B % lv else 0, lv)
+    teams = tuple(team_chunks(prepared.spec, bt, threads, wbytes, ptr.size - 1) for bt, ptr in parts)
+    if not all(teams):
+        return None
+    return _Plan(order, parts, threads, teams[0], teams)
 
 
 def _in_order(calls) -> None:
@@ -383,7 +411,8 @@ def _run_layers(prepared, rows, tok, lengths, h0, c0, hn, cn, top_mode, y_all, y
         waves = wavefront_workers(prepared.spec, plans[0].one_tile, threads, float(longest) * lay.wbytes,
                                   plans[0].team is not None)  # fmt: skip
         # what tells two calls' plans apart besides their lengths (the tiles follow from lengths and widths)
-        choice = (tuple((tuple((bt, ptr.size) for bt, ptr in p.parts), p.workers, p.team) for p in plans), waves)
+        choice = (tuple((tuple((bt, ptr.size) for bt, ptr in p.parts), p.workers, p.team, p.part_teams) for p in plans),
+                  waves)  # fmt: skip
         # a batch of one in L2 that could run as a team: its time per step decides the next calls
         # (`team_policy.b1_team`; not a call too short for a second thread, whose time per step is mostly its own)
         parts0 = plans[0].parts
@@ -485,7 +514,8 @@ def _call_plan(prepared, lay, lengths, T, top_mode, tokens, choice, plans, keep)
                           "order": plan.order, "tile_ptr": tile_ptr, "kx": kx, "xk0": xk0, "lay": layer,
                           "toff": toff[j]}  # fmt: skip
                 if dispatch == _TEAM:
-                    values["team_plan"] = _team_plan(values, lengths, T, dtype, team[1])
+                    values["chunks"] = plan.part_teams[i] if plan.part_teams else team
+                    values["team_plan"] = _team_plan(values, lengths, T, dtype, values["chunks"][1])
                 parts.append((j, values if dispatch == _TEAM else list(kernel_args(run_worker, values))))
             dirs.append((k, plan.workers, tuple(parts)))
         layers.append((kinds, tuple(dirs)))
@@ -542,11 +572,11 @@ def _run_planned(plan: _CallPlan, rows, tok, lengths, h0, c0, hn, cn, top):
             calls = []
             for j, base in parts:
                 (x_in, tok_in, xt), (out, yt) = inputs[j], outs[j]
-                if dispatch == _TEAM:  # one part
+                if dispatch == _TEAM:  # each part a team in turn
                     values = dict(base)  # `_run_team` adds its own entries
                     values.update(x=x_in, tok=tok_in, h0=h0[k], c0=c0[k], y=out, hn=hn[k], cn=cn[k], lens=lengths,
                                   next_tile=np.zeros(1, np.int64), xt=xt, yt=yt, ready=ready)  # fmt: skip
-                    _run_team(values, workers, plan.team)
+                    _run_team(values, workers, values["chunks"])
                     continue
                 a = base.copy()
                 a[ix], a[itok], a[iy], a[ilens], a[ixt], a[iyt], a[iready] = x_in, tok_in, out, lengths, xt, yt, ready
@@ -625,8 +655,9 @@ class _TeamPlan:
 def _team_plan(values: dict, lengths: np.ndarray, T: int, dtype, nch: int) -> _TeamPlan:
     """The `_TeamPlan` of a team part's ``values`` (`_call_plan`'s, before a call's arrays are added), ``nch``
     chunks per step."""
-    bt, w, order, reverse = values["bt"], values["w"], values["order"], values["reverse"]
-    B = lengths.shape[0]
+    bt, w, reverse, ptr = values["bt"], values["w"], values["reverse"], values["tile_ptr"]
+    order = values["order"][ptr[0] : ptr[-1]]  # the part's sequences (one lane tile, or FEW tiles side by side)
+    B = order.shape[0]
     ntl = -(-B // bt)  # FEW tiles side by side (`team_policy.FEW_TEAM_TILES`); other teams have one tile
     seq = np.zeros(ntl * bt, np.int64)
     slen = np.zeros(ntl * bt, np.int64)
@@ -640,11 +671,13 @@ def _team_plan(values: dict, lengths: np.ndarray, T: int, dtype, nch: int) -> _T
 
 
 def _run_team(values: dict, workers, chunks):
-    """Run one tile (every sequence of the batch) on ``workers`` threads with `run_team` (``values``: `kernel_args`)."""
+    """Run one tile (the sequences of the part ``values["tile_ptr"]`` spans: one lane tile, or FEW tiles side by
+    side) on ``workers`` threads with `run_team` (``values``: `kernel_args`)."""
     rows, tok, bt, H, w = values["x"], values["tok"], values["bt"], values["hidden"], values["w"]
-    lengths, order, h0, c0 = values["lens"], values["order"], values["h0"], values["c0"]
+    lengths, h0, c0, ptr = values["lens"], values["h0"], values["c0"], values["tile_ptr"]
+    order = values["order"][ptr[0] : ptr[-1]]
     dtype = rows.dtype
-    B, T, I = lengths.shape[0], tok.shape[1], rows.shape[1]
+    B, T, I = order.shape[0], tok.shape[1], rows.shape[1]
     K = I + H + 2
     tp = values["team_plan"]
     ntl, maxlen, kx = tp.ntl, tp.maxlen, tp.kx
