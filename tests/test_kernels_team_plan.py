@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from test_kernels import build
+from test_kernels_hot import _same
 
 from rnnjit import kernels
 from rnnjit.kernels import team_policy
@@ -30,14 +31,6 @@ def teams(monkeypatch):
     real = kernels._run_team
     monkeypatch.setattr(kernels, "_run_team", lambda values, n, chunks: (ran.append(n), real(values, n, chunks)))
     return ran
-
-
-def _same(a, b):
-    for u, v in zip(a, b):
-        if u is None:
-            assert v is None
-        else:
-            np.testing.assert_array_equal(u, v)
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
