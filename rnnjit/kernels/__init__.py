@@ -610,7 +610,9 @@ def _run_team(values: dict, workers, chunks):
     slen = np.zeros(ntl * bt, np.int64)
     seq[:B], slen[:B] = order, lengths[order]
     reverse = values["reverse"]
-    zbuf, cbuf, g, m = _line_zeros(dtype, (2, ntl, K, bt), (2, ntl, H, bt), (ntl * w.shape[0] * MR * bt,),
+    cb, nch = chunks
+    gcopies = nch if bt == FEW else 1  # a FEW team's chunks each have their own gate rows (`team.few_rows`)
+    zbuf, cbuf, g, m = _line_zeros(dtype, (2, ntl, K, bt), (2, ntl, H, bt), (gcopies * ntl * w.shape[0] * MR * bt,),
                                    (ntl * H * bt,))  # fmt: skip
     zbuf[:, :, 0], zbuf[:, :, K - 1] = 1, 1
     t0 = slen[:B] - 1 if reverse else np.zeros(B, np.int64)
@@ -620,7 +622,6 @@ def _run_team(values: dict, workers, chunks):
         zbuf[0, j, 1 : I + 1, : b - a] = rows[first[a:b]].T
         zbuf[0, j, I + 1 : I + 1 + H, : b - a] = h0[order[a:b]].T
         cbuf[0, j, :, : b - a] = c0[order[a:b]].T
-    cb, nch = chunks
     sync = np.zeros(sync_words(nch), np.int64)
     sync[NTH], sync[STEAL] = workers, team_kernel.STEAL_AFTER
     maxlen = int(slen.max())
