@@ -39,11 +39,11 @@ from numba.extending import intrinsic
 
 from rnnjit.kernels._simd import (
     FEW, FEW_VECS, GROUP_ROWS, MR, P_ROWS, _ptr, atomic_load, cpu_relax, fetch_add, mk_rows_grouped,
-    mk_rows_grouped_few, mk_rows_grouped_few1, mk_rows_grouped_few2, mk_rows_grouped_few3, mk_rows_grouped_from,
+    mk_rows_grouped_from,
 )
 from rnnjit.kernels.config import JIT
 from rnnjit.kernels.precision import VECTOR_BYTES
-from rnnjit.kernels.layer import emit, panel_lanes, step_row
+from rnnjit.kernels.layer import emit, few_rows, panel_lanes, step_row
 from rnnjit.kernels.update import cell_update
 from rnnjit.kernels.wavefront import relax
 
@@ -95,20 +95,6 @@ if config.DISABLE_JIT:  # pragma: no cover - exercised by the NUMBA_DISABLE_JIT=
             return False
         arr[idx] = new
         return True
-
-
-@njit(inline="always", **JIT)
-def few_rows(nv, a, aoff, b, boff, c, coff, n):
-    """`mk_rows_grouped_few` on ``nv`` (1 to FEW_VECS) vectors of rows of one group: each row gets the bits of the
-    FEW tile's own calls (`rnnjit.kernels.layer.products_into`) whatever vectors it is computed with."""
-    if nv == FEW_VECS:
-        mk_rows_grouped_few(a, aoff, b, boff, c, coff, n)
-    elif nv == 3:
-        mk_rows_grouped_few3(a, aoff, b, boff, c, coff, n)
-    elif nv == 2:
-        mk_rows_grouped_few2(a, aoff, b, boff, c, coff, n)
-    else:
-        mk_rows_grouped_few1(a, aoff, b, boff, c, coff, n)
 
 
 @njit(**JIT)
