@@ -24,6 +24,14 @@ through the Event and joins late, as a late pool thread would (the team's
 claim words let it join at any step); a helper that does not join a few
 times in a row pauses teams (`rnnjit.kernels.team_policy.note_alone`).
 
+The helper also takes plain tile workers (`run_workers_hot`): the second
+thread's share of a small two-thread plan (`run_worker` parts, posted the same
+way), whose pool hand-off cost ~50 us around ~75 us of work per thread (LSTM
+64->128, T=20, B=8; bench/report_notes.md, "Small calls on two threads: tile
+workers on the hot helper"). A share the helper has not started when the caller
+is done is taken back: dropped when it is the caller's own tiles (all taken),
+run by the caller when it is other work (the other direction of a layer).
+
 One caller at a time (a lock taken without blocking: a second Python thread
 running a team meanwhile uses the pool). float32 and float64 tiles; none
 under ``NUMBA_DISABLE_JIT`` (no addresses to read arrays from).
@@ -35,12 +43,13 @@ import os
 import threading
 
 import numpy as np
-from numba import carray, config, njit, types
+from numba import carray, config, literal_unroll, njit, typeof, types
 from numba.extending import intrinsic
+from numba.np.numpy_support import from_dtype
 
 from rnnjit.kernels._simd import atomic_load, atomic_store, fetch_add
 from rnnjit.kernels.config import JIT
-from rnnjit.kernels.layer import STEP_BLOCK, project_all
+from rnnjit.kernels.layer import STEP_BLOCK, project_all, run_worker
 from rnnjit.kernels.team import SPINS, compare_exchange, run_team
 from rnnjit.kernels.wavefront import relax
 
@@ -49,16 +58,25 @@ SERVE_SPIN = 4000
 2000 of ``pause`` (~50 us), then 2000 that each give the core away (``sched_yield``, ~1 ms in all when nothing
 else runs): an idle helper holds no core another thread or process wants."""
 
-STATE, ASLEEP, KIND = 0, 8, 16  # the job word, the helper's asleep flag (own lines), the job's dtype
+STATE, ASLEEP, JOB = 0, 8, 16  # the job word, the helper's asleep flag (own lines), the job's entry (its address)
 IDLE, POSTED, TAKEN, DONE = 0, 1, 2, 3
-F32, F64 = 0, 1
 ARR = 24  # each array argument: 4 words (address, 3 dims) from here, in the order of `ARRAYS`
 ARRAYS = ("x", "tok", "seq", "slen", "zbuf", "cbuf", "g", "m", "sync", "w", "wg", "wgh", "hgroup", "kstart", "klen",
           "y", "hn", "cn", "xproj", "pblk")  # fmt: skip
 SCL = ARR + 4 * len(ARRAYS)  # the scalar arguments, one word each, in the order of `SCALARS`
 SCALARS = ("cell", "nb", "maxlen", "nblk", "ycol", "out_mode", "reverse", "hidden", "hp", "bt", "cb", "nch", "kx",
            "xk0", "pkx")  # fmt: skip
-WORDS = SCL + len(SCALARS)
+NPARTS, RUN = 17, 18  # a worker job's parts, run in turn (`_in_order`'s share of a thread); `run_worker`'s address
+WARRAYS = ("x", "tok", "lens", "order", "tile_ptr", "next_tile", "w", "wg", "wgh", "hgroup", "kstart", "klen", "wr",
+           "wrg", "h0", "c0", "y", "hn", "cn", "qs", "qc", "rqs", "rqc", "ready", "xt", "yt", "toff")  # fmt: skip
+WARRAY_TYPES = "2f 2i 1i 1i 1i 1i 3f 3f 3f 1i 1i 1i 3f 3f 2f 2f 3f 2f 2f 2s 2q 2s 2q 1i 1f 1f 1i".split()
+"""Each of `WARRAYS` as `_worker_job` views it: dimensions, then element type (f: the tiles' float, i: int64,
+s: float32 scales, q: int32 corrections)."""
+WSCALARS = ("cell", "ycol", "out_mode", "reverse", "hidden", "hp", "h_out", "proj", "bt", "split", "kx", "xk0", "lay")
+PART = 4 * len(WARRAYS) + len(WSCALARS)  # the words of one `run_worker` part, from ``ARR + part * PART``
+MAX_PARTS = 2
+"""`run_worker` parts a worker job holds (a plan's lane tiles and its remainder's small tiles)."""
+WORDS = max(SCL + len(SCALARS), ARR + MAX_PARTS * PART)
 
 
 @intrinsic
@@ -72,6 +90,35 @@ def pointer_at(typingctx, addr, like):
         return builder.inttoptr(args[0], context.get_value_type(signature.return_type))
 
     return sig, codegen
+
+
+@intrinsic
+def call_at(typingctx, addr, args):
+    """Call the compiled function at ``addr`` (int64: `address`) with the values of the tuple ``args``, in numba's
+    own calling convention; its status is not read (the functions called here raise nothing).
+
+    The caller's compile links nothing of the callee: a job's code is compiled only by the processes that run
+    it (`address`), not by every process that compiles the loop calling it (`serve`)."""
+    if not isinstance(args, types.BaseTuple):
+        return None
+    argtys = tuple(args)
+
+    def codegen(context, builder, signature, llargs):
+        fnty = context.call_conv.get_function_type(types.none, argtys)
+        fn = builder.inttoptr(llargs[0], fnty.as_pointer())
+        values = [builder.extract_value(llargs[1], k) for k in range(len(argtys))]
+        context.call_conv.call_function(builder, fn, types.none, argtys, values)
+        return context.get_dummy_value()
+
+    return types.void(types.int64, args), codegen
+
+
+def address(fn, sig: tuple) -> int:
+    """The address of ``fn``'s compiled code for the argument types ``sig`` (compiled, or loaded from numba's
+    cache, here if not yet), for `call_at`."""
+    fn.compile(sig)
+    cres = fn.overloads[sig]
+    return cres.library.get_pointer_to_function(cres.fndesc.llvm_func_name)
 
 
 @njit(inline="always", **JIT)
@@ -126,9 +173,56 @@ def _team_job(box, f, i):
     )  # fmt: skip
 
 
+@njit(inline="always", **JIT)
+def _worker_job(box, f, i, s32, q32):
+    """`run_worker` (at the address ``box[RUN]``) on each part posted in ``box`` in turn (``f``: an array of the
+    tiles' dtype, ``i``: int64, ``s32``/``q32``: float32/int32, the quantized weights' scales and corrections,
+    empty for float weights); `WARRAY_TYPES` lists the views made here."""
+    for p in range(box[NPARTS]):
+        b = box[p * PART :]
+        s = ARR + 4 * len(WARRAYS)
+        call_at(box[RUN], (
+            b[s], _v2(b, 0, f), _v2(b, 1, i), _v1(b, 2, i), _v1(b, 3, i), _v1(b, 4, i), _v1(b, 5, i),
+            _v3(b, 6, f), _v3(b, 7, f), _v3(b, 8, f), _v1(b, 9, i), _v1(b, 10, i), _v1(b, 11, i), _v3(b, 12, f),
+            _v3(b, 13, f), _v2(b, 14, f), _v2(b, 15, f), _v3(b, 16, f), b[s + 1], b[s + 2], b[s + 3] != 0,
+            _v2(b, 17, f), _v2(b, 18, f), b[s + 4], b[s + 5], b[s + 6], b[s + 7], b[s + 8],
+            _v2(b, 19, s32), _v2(b, 20, q32), _v2(b, 21, s32), _v2(b, 22, q32), b[s + 9], b[s + 10], b[s + 11],
+            _v1(b, 23, i), b[s + 12], _v1(b, 24, f), _v1(b, 25, f), _v1(b, 26, i),
+        ))  # fmt: skip
+
+
+_F32, _F64, _I64, _I32 = np.zeros(0, np.float32), np.zeros(0, np.float64), np.zeros(0, np.int64), np.zeros(0, np.int32)
+
+
 @njit(**JIT)
-def serve(box, spin, f32, f64, i64):
-    """The helper's loop: run posted jobs; after ``spin`` idle rounds flag itself asleep and return."""
+def _team_f32(box):
+    _team_job(box, _F32, _I64)
+
+
+@njit(**JIT)
+def _team_f64(box):
+    _team_job(box, _F64, _I64)
+
+
+@njit(**JIT)
+def _workers_f32(box):
+    _worker_job(box, _F32, _I64, _F32, _I32)
+
+
+@njit(**JIT)
+def _workers_f64(box):
+    _worker_job(box, _F64, _I64, _F32, _I32)
+
+
+_BOX = (types.Array(types.int64, 1, "C"),)
+_TEAM_JOBS = {np.dtype(np.float32): _team_f32, np.dtype(np.float64): _team_f64}
+_WORKER_JOBS = {np.dtype(np.float32): _workers_f32, np.dtype(np.float64): _workers_f64}
+
+
+@njit(**JIT)
+def serve(box, spin):
+    """The helper's loop: run posted jobs (each through its entry's address, ``box[JOB]``: this loop's compile
+    holds no job's code); after ``spin`` idle rounds flag itself asleep and return."""
     atomic_store(box, ASLEEP, 0)
     while True:
         rounds = 0
@@ -142,11 +236,7 @@ def serve(box, spin, f32, f64, i64):
             rounds += 1
         if not compare_exchange(box, STATE, POSTED, TAKEN):
             continue  # the caller took it back
-        kind = box[KIND]
-        if kind == F32:
-            _team_job(box, f32, i64)
-        elif kind == F64:
-            _team_job(box, f64, i64)
+        call_at(box[JOB], (box,))
         atomic_store(box, STATE, DONE)
 
 
@@ -161,7 +251,7 @@ def _put(box, j, a):
 
 @njit(**JIT)
 def team_with_helper(
-    box, kind, cell, x, tok, seq, slen, nb, maxlen, zbuf, cbuf, g, m, sync,
+    box, job, cell, x, tok, seq, slen, nb, maxlen, zbuf, cbuf, g, m, sync,
     w, wg, wgh, hgroup, kstart, klen, nblk, y, ycol, out_mode, reverse, hn, cn,
     hidden, hp, bt, cb, nch, kx, xk0, xproj, pblk, pkx,
 ):  # fmt: skip
@@ -171,7 +261,7 @@ def team_with_helper(
 
     One call from Python: reading 19 arrays' addresses there (``ndarray.ctypes``) cost ~40 us.
     """
-    box[KIND] = kind
+    box[JOB] = job
     _put(box, 0, x)
     _put(box, 1, tok)
     _put(box, 2, seq)
@@ -207,6 +297,70 @@ def team_with_helper(
         atomic_store(box, STATE, IDLE)
 
 
+@njit(inline="always", **JIT)
+def _c_order(a):
+    """Whether ``a``'s elements lie in C order from its address (what the helper's views assume); an empty array
+    has none to read."""
+    if a.size == 0:
+        return True
+    step = a.itemsize
+    for d in range(a.ndim - 1, -1, -1):
+        if a.shape[d] > 1 and a.strides[d] != step:
+            return False
+        step *= a.shape[d]
+    return True
+
+
+@njit(**JIT)
+def post_part(
+    box, p, cell, x, tok, lens, order, tile_ptr, next_tile,
+    w, wg, wgh, hgroup, kstart, klen, wr, wrg,
+    h0, c0, y, ycol, out_mode, reverse, hn, cn,
+    hidden, hp, h_out, proj, bt,
+    qs, qc, rqs, rqc, split, kx, xk0, ready, lay, xt, yt, toff,
+):  # fmt: skip
+    """Write `run_worker`'s arguments as part ``p`` of the next worker job; False (nothing written) when an array is
+    not in C order."""
+    arrays = (x, tok, lens, order, tile_ptr, next_tile, w, wg, wgh, hgroup, kstart, klen, wr, wrg, h0, c0, y, hn, cn,
+              qs, qc, rqs, rqc, ready, xt, yt, toff)  # fmt: skip
+    for a in literal_unroll(arrays):
+        if not _c_order(a):
+            return False
+    b = box[p * PART :]
+    j = 0
+    for a in literal_unroll(arrays):
+        _put(b, j, a)
+        j += 1
+    s = ARR + 4 * len(WARRAYS)
+    for j, v in enumerate((cell, ycol, out_mode, int(reverse), hidden, hp, h_out, proj, bt, split, kx, xk0, lay)):
+        b[s + j] = v
+    return True
+
+
+@njit(**JIT)
+def post(box, job, run, parts):
+    """Flag the job written into ``box`` (``job``: its entry's address, ``run``: `run_worker`'s, ``parts``: how
+    many) for the helper."""
+    box[JOB] = job
+    box[RUN] = run
+    box[NPARTS] = parts
+    atomic_store(box, STATE, POSTED)
+
+
+@njit(**JIT)
+def finish(box):
+    """After this thread's share: take the posted job back if the helper has not started it (False), else wait until
+    it is done (True); the box is idle after."""
+    if compare_exchange(box, STATE, POSTED, IDLE):
+        return False
+    rounds = 0
+    while atomic_load(box, STATE) != DONE:
+        relax(rounds)
+        rounds += 1
+    atomic_store(box, STATE, IDLE)
+    return True
+
+
 class _Helper:
     """The helper thread (a daemon), its job words and its wake-up Event (started on first use, again after a fork)."""
 
@@ -214,8 +368,7 @@ class _Helper:
         self.box = np.zeros(WORDS + 8, np.int64)
         self.wake = threading.Event()
         self.busy = threading.Lock()
-        self.kinds = np.zeros(0, np.float32), np.zeros(0, np.float64), np.zeros(0, np.int64)
-        serve(self.box, 0, *self.kinds)  # compiled (or loaded from the cache) here, not while the first teams run
+        serve(self.box, 0)  # compiled (or loaded from the cache) here, not while the first teams run
         started = threading.Event()
         self.thread = threading.Thread(target=self._loop, args=(started,), name="rnnjit-hot", daemon=True)
         self.thread.start()
@@ -223,11 +376,10 @@ class _Helper:
         started.wait(1.0)
 
     def _loop(self, started):
-        kinds = self.kinds
         started.set()
         while True:
             self.wake.clear()
-            serve(self.box, SERVE_SPIN, *kinds)
+            serve(self.box, SERVE_SPIN)
             self.wake.wait()
 
 
@@ -249,13 +401,7 @@ def hot_available(dtype) -> bool:
     return not config.DISABLE_JIT and np.dtype(dtype) in (np.dtype(np.float32), np.dtype(np.float64))
 
 
-def run_team_hot(args: dict) -> bool:
-    """`run_team` on two threads, this one and the hot helper (``args``: its arguments by name, and ``pkx``: the
-    input columns both threads project first, 0 for none, with ``pblk``, two zero words, `project_first`).
-
-    False (nothing run) when another thread is using the helper or an array is not C-contiguous: run it
-    through the pool then.
-    """
+def _get() -> _Helper:
     global _helper
     h = _helper
     if h is None:
@@ -263,17 +409,110 @@ def run_team_hot(args: dict) -> bool:
             if _helper is None:
                 _helper = _Helper()
             h = _helper
+    return h
+
+
+def _worker_types(f: np.dtype) -> tuple:
+    """`run_worker`'s argument types as `_worker_job` passes them (views of `WARRAY_TYPES`, words, ``reverse`` a
+    flag), for tiles of dtype ``f``."""
+    kinds = {"f": from_dtype(f), "i": types.int64, "s": types.float32, "q": types.int32}
+    arrays = {n: types.Array(kinds[t[1]], int(t[0]), "C") for n, t in zip(WARRAYS, WARRAY_TYPES)}
+    return tuple(arrays.get(n, types.boolean if n == "reverse" else types.int64) for n in _WORKER_ARGS)
+
+
+def _as_posted(v):
+    """The type `_worker_job` gives ``v`` (an array: a view in C order, whatever its own layout and flags)."""
+    t = typeof(v)
+    return types.Array(t.dtype, t.ndim, "C") if isinstance(t, types.Array) else t
+
+
+_worker_entries: dict = {}
+"""Per (tile dtype, weight dtype): the addresses of the worker job's entry and of `run_worker` for it, or None
+where the arguments are not what `_worker_job` views (bf16/int8 weights): those run through the pool."""
+
+
+def _worker_entry(args: tuple):
+    """The worker job's (entry, `run_worker`) addresses for arguments like ``args``, compiled (or loaded from
+    numba's cache) on the first worker job of their dtypes: a process that never runs one compiles none."""
+    key = args[1].dtype, args[7].dtype
+    if key not in _worker_entries:
+        f = key[0]
+        ok = f in _WORKER_JOBS and key[1] == f and tuple(_as_posted(v) for v in args) == _worker_types(f)
+        _worker_entries[key] = (address(_WORKER_JOBS[f], _BOX), address(run_worker, _worker_types(f))) if ok else None
+    return _worker_entries[key]
+
+
+def run_workers_hot(own: list, other: list) -> bool:
+    """`run_worker` with each argument list of ``own`` in turn on this thread, and of ``other`` on the hot helper
+    (`serve`); ``other`` may be ``own`` itself (the same tiles, shared through their counter).
+
+    What the helper has not started when this thread is done is taken back: run here if ``other`` is not ``own``,
+    else dropped (every tile has been taken). False (nothing run) when another thread is using the helper, the
+    tiles are not float32/float64 with weights of the same dtype, there are more than `MAX_PARTS` parts or an
+    array is not in C order: run them through the pool then.
+    """
+    entry = _worker_entry(own[0]) if len(other) <= MAX_PARTS else None
+    if entry is None:
+        return False
+    h = _get()
+    if not h.busy.acquire(blocking=False):
+        return False
+    try:
+        for p, a in enumerate(other):
+            if not post_part(h.box, p, *a):
+                return False
+        if h.box[ASLEEP]:  # woken now, it joins late or, if it sleeps again first, the next call
+            h.wake.set()
+        post(h.box, *entry, len(other))
+        try:
+            for a in own:
+                run_worker(*a)
+        finally:
+            helped = finish(h.box)  # the helper never runs on arrays this call no longer holds
+        if not helped and other is not own:
+            for a in other:
+                run_worker(*a)
+    finally:
+        h.busy.release()
+    return True
+
+
+_team_entries: dict = {}
+"""Per tile dtype: the address of the team job's entry (`_team_f32`/`_team_f64`), compiled on its first team."""
+
+
+def run_team_hot(args: dict) -> bool:
+    """`run_team` on two threads, this one and the hot helper (``args``: its arguments by name, and ``pkx``: the
+    input columns both threads project first, 0 for none, with ``pblk``, two zero words, `project_first`).
+
+    False (nothing run) when another thread is using the helper or an array is not C-contiguous: run it
+    through the pool then.
+    """
+    _team_entry(args["x"].dtype)  # compiled before the helper starts: it would otherwise miss the first teams
+    h = _get()
     if not all(args[n].flags.c_contiguous for n in ARRAYS) or not h.busy.acquire(blocking=False):
         return False
     try:
         if h.box[ASLEEP]:  # woken now, it joins late or, if it sleeps again first, the next call
             h.wake.set()
-        team_with_helper(h.box, F64 if args["x"].dtype == np.float64 else F32, *(args[n] for n in _TEAM_ARGS),
+        team_with_helper(h.box, _team_entry(args["x"].dtype), *(args[n] for n in _TEAM_ARGS),
                          args["pblk"], args["pkx"])  # fmt: skip
     finally:
         h.busy.release()
     return True
 
 
-_py = getattr(run_team, "py_func", run_team)
-_TEAM_ARGS = _py.__code__.co_varnames[: _py.__code__.co_argcount]
+def _team_entry(dtype) -> int:
+    job = _team_entries.get(dtype)
+    if job is None:
+        job = _team_entries[dtype] = address(_TEAM_JOBS[np.dtype(dtype)], _BOX)
+    return job
+
+
+def _arg_names(fn) -> tuple:
+    py = getattr(fn, "py_func", fn)
+    return py.__code__.co_varnames[: py.__code__.co_argcount]
+
+
+_TEAM_ARGS = _arg_names(run_team)
+_WORKER_ARGS = _arg_names(run_worker)
