@@ -23,6 +23,10 @@ CASES = [
     (Variant("lstm", dict(I=64, H=256), 100), (2, 4, 8, 12)),
     (Variant("lstm", dict(I=64, H=150, cell="gru"), 100), (8,)),
     (Variant("beat", dict(H=150, L=2, cell="gru"), 375), (8,)),
+    (Variant("lstm", dict(I=64, H=256, L=2), 20), (8,)),
+    (Variant("beat", dict(H=100, L=2, cell="lstm"), 375), (8,)),
+    (Variant("tagger", dict(V=1000, H=32, heads=876), 40, varlen=True), (8,)),
+    (Variant("ocr", dict(H=128, blocks=2), 199), (8,)),
 ]
 
 

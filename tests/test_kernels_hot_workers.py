@@ -186,3 +186,11 @@ def test_a_process_compiles_only_the_helper_jobs_it_runs(only, tmp_path):
     out = subprocess.run([sys.executable, "-c", _ONLY, only], cwd=root, env=env, capture_output=True, text=True,
                          check=True).stdout.split()
     assert out == (["1", "0", "0", "0"] if only == "teams" else ["0", "0", "1", "0"])
+
+
+def test_the_posted_words_follow_run_workers_arguments():
+    """`hot.post_part` writes and `hot._run_posted` reads arrays and scalars in `run_worker`'s own order."""
+    names = hot._WORKER_ARGS
+    assert tuple(n for n in names if n in hot.WARRAYS) == hot.WARRAYS
+    assert tuple(n for n in names if n not in hot.WARRAYS) == hot.WSCALARS
+    assert len(hot.WARRAY_TYPES) == len(hot.WARRAYS)

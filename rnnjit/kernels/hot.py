@@ -32,6 +32,16 @@ workers on the hot helper"). A share the helper has not started when the caller
 is done is taken back: dropped when it is the caller's own tiles (all taken),
 run by the caller when it is other work (the other direction of a layer).
 
+The loop links no job's code: it calls each job through the address of its
+compiled entry (`call_at`; `_team_f32`/`_team_f64`, `_workers_f32`/`_workers_f64`),
+compiled (or loaded from numba's cache) by the first call that posts such a job,
+and a worker job calls `run_worker` through the address of the overload the
+caller itself runs. A process compiles only the jobs it runs: when the loop
+called the jobs directly, compiling it compiled every job (a team and a
+`run_worker` per dtype, with LLVM optimizing each linked callee again), and a
+first batch of one on an empty cache took 37.5 s instead of 17.2 s
+(bench/report_notes.md, "Small calls on two threads, compiled apart").
+
 One caller at a time (a lock taken without blocking: a second Python thread
 running a team meanwhile uses the pool). float32 and float64 tiles; none
 under ``NUMBA_DISABLE_JIT`` (no addresses to read arrays from).
@@ -43,8 +53,10 @@ import os
 import threading
 
 import numpy as np
-from numba import carray, config, literal_unroll, njit, typeof, types
+from numba import carray, config, njit, typeof, types
+from numba.core import cgutils
 from numba.extending import intrinsic
+from numba.np.arrayobj import populate_array
 from numba.np.numpy_support import from_dtype
 
 from rnnjit.kernels._simd import atomic_load, atomic_store, fetch_add
@@ -173,25 +185,89 @@ def _team_job(box, f, i):
     )  # fmt: skip
 
 
+@intrinsic
+def _run_posted(typingctx, addr, box, at, like):
+    """`run_worker` at the address ``addr`` on the part posted at word ``at`` of ``box`` (its arrays as views, in C
+    order, of the dtype of ``like`` where `WARRAY_TYPES` says f), built here from the words: compiling views one
+    by one (numba's ``carray`` in an inlined function per array) cost more than the rest of the worker job."""
+    argtys = _worker_types(like.dtype)
+
+    def codegen(context, builder, signature, args):
+        i64 = context.get_value_type(types.int64)
+        words = context.make_array(signature.args[1])(context, builder, args[1]).data
+
+        def word(k):
+            return builder.load(builder.gep(words, [builder.add(args[2], i64(k))]))
+
+        values, j, k = [], 0, ARR + 4 * len(WARRAYS)
+        for ty in argtys:
+            if isinstance(ty, types.Array):
+                at = ARR + 4 * j
+                shape = [word(at + 1 + d) for d in range(ty.ndim)]
+                size = context.get_abi_sizeof(context.get_data_type(ty.dtype))
+                strides, step = [], i64(size)
+                for d in range(ty.ndim - 1, -1, -1):
+                    strides.insert(0, step)
+                    step = builder.mul(step, shape[d])
+                view = context.make_array(ty)(context, builder)
+                data = builder.inttoptr(word(at), view.data.type)
+                populate_array(view, data=data, shape=shape, strides=strides, itemsize=size, meminfo=None)
+                values.append(view._getvalue())
+                j += 1
+            else:
+                v = word(k)
+                values.append(builder.icmp_signed("!=", v, i64(0)) if ty == types.boolean else v)
+                k += 1
+        fnty = context.call_conv.get_function_type(types.none, argtys)
+        fn = builder.inttoptr(args[0], fnty.as_pointer())
+        context.call_conv.call_function(builder, fn, types.none, argtys, values)
+        return context.get_dummy_value()
+
+    return types.void(types.int64, box, types.int64, like), codegen
+
+
+@intrinsic
+def _put_all(typingctx, box, at, arrays):
+    """Each array of the tuple ``arrays`` as 4 words (address, 3 dims) from word ``at`` of ``box``; whether all are
+    in C order (what `_run_posted`'s views assume; an empty array has nothing to read). One intrinsic: a loop over
+    the 27 arrays' types (``literal_unroll``) took longer to compile than the worker job itself."""
+    if not isinstance(arrays, types.BaseTuple) or not all(isinstance(t, types.Array) for t in arrays):
+        return None
+
+    def codegen(context, builder, signature, args):
+        i64 = context.get_value_type(types.int64)
+        words = context.make_array(signature.args[0])(context, builder, args[0]).data
+        ok = cgutils.true_bit
+        for j, ty in enumerate(signature.args[2]):
+            a = context.make_array(ty)(context, builder, builder.extract_value(args[2], j))
+            shape = cgutils.unpack_tuple(builder, a.shape, ty.ndim)
+            strides = cgutils.unpack_tuple(builder, a.strides, ty.ndim)
+            good, step, size = cgutils.true_bit, a.itemsize, i64(1)
+            for d in range(ty.ndim - 1, -1, -1):
+                bad = builder.and_(builder.icmp_signed(">", shape[d], i64(1)),
+                                   builder.icmp_signed("!=", strides[d], step))  # fmt: skip
+                good = builder.and_(good, builder.not_(bad))
+                step = builder.mul(step, shape[d])
+                size = builder.mul(size, shape[d])
+            ok = builder.and_(ok, builder.or_(good, builder.icmp_signed("==", size, i64(0))))
+            at = builder.add(args[1], i64(ARR + 4 * j))
+            builder.store(builder.ptrtoint(a.data, i64), builder.gep(words, [at]))
+            for d in range(ty.ndim):
+                builder.store(shape[d], builder.gep(words, [builder.add(at, i64(1 + d))]))
+        return ok
+
+    return types.boolean(box, at, arrays), codegen
+
+
 @njit(inline="always", **JIT)
-def _worker_job(box, f, i, s32, q32):
-    """`run_worker` (at the address ``box[RUN]``) on each part posted in ``box`` in turn (``f``: an array of the
-    tiles' dtype, ``i``: int64, ``s32``/``q32``: float32/int32, the quantized weights' scales and corrections,
-    empty for float weights); `WARRAY_TYPES` lists the views made here."""
+def _worker_job(box, like):
+    """`run_worker` (at the address ``box[RUN]``) on each part posted in ``box`` in turn (``like``: an array of the
+    tiles' dtype)."""
     for p in range(box[NPARTS]):
-        b = box[p * PART :]
-        s = ARR + 4 * len(WARRAYS)
-        call_at(box[RUN], (
-            b[s], _v2(b, 0, f), _v2(b, 1, i), _v1(b, 2, i), _v1(b, 3, i), _v1(b, 4, i), _v1(b, 5, i),
-            _v3(b, 6, f), _v3(b, 7, f), _v3(b, 8, f), _v1(b, 9, i), _v1(b, 10, i), _v1(b, 11, i), _v3(b, 12, f),
-            _v3(b, 13, f), _v2(b, 14, f), _v2(b, 15, f), _v3(b, 16, f), b[s + 1], b[s + 2], b[s + 3] != 0,
-            _v2(b, 17, f), _v2(b, 18, f), b[s + 4], b[s + 5], b[s + 6], b[s + 7], b[s + 8],
-            _v2(b, 19, s32), _v2(b, 20, q32), _v2(b, 21, s32), _v2(b, 22, q32), b[s + 9], b[s + 10], b[s + 11],
-            _v1(b, 23, i), b[s + 12], _v1(b, 24, f), _v1(b, 25, f), _v1(b, 26, i),
-        ))  # fmt: skip
+        _run_posted(box[RUN], box, p * PART, like)
 
 
-_F32, _F64, _I64, _I32 = np.zeros(0, np.float32), np.zeros(0, np.float64), np.zeros(0, np.int64), np.zeros(0, np.int32)
+_F32, _F64, _I64 = np.zeros(0, np.float32), np.zeros(0, np.float64), np.zeros(0, np.int64)
 
 
 @njit(**JIT)
@@ -206,12 +282,12 @@ def _team_f64(box):
 
 @njit(**JIT)
 def _workers_f32(box):
-    _worker_job(box, _F32, _I64, _F32, _I32)
+    _worker_job(box, _F32)
 
 
 @njit(**JIT)
 def _workers_f64(box):
-    _worker_job(box, _F64, _I64, _F32, _I32)
+    _worker_job(box, _F64)
 
 
 _BOX = (types.Array(types.int64, 1, "C"),)
@@ -297,20 +373,6 @@ def team_with_helper(
         atomic_store(box, STATE, IDLE)
 
 
-@njit(inline="always", **JIT)
-def _c_order(a):
-    """Whether ``a``'s elements lie in C order from its address (what the helper's views assume); an empty array
-    has none to read."""
-    if a.size == 0:
-        return True
-    step = a.itemsize
-    for d in range(a.ndim - 1, -1, -1):
-        if a.shape[d] > 1 and a.strides[d] != step:
-            return False
-        step *= a.shape[d]
-    return True
-
-
 @njit(**JIT)
 def post_part(
     box, p, cell, x, tok, lens, order, tile_ptr, next_tile,
@@ -321,19 +383,13 @@ def post_part(
 ):  # fmt: skip
     """Write `run_worker`'s arguments as part ``p`` of the next worker job; False (nothing written) when an array is
     not in C order."""
-    arrays = (x, tok, lens, order, tile_ptr, next_tile, w, wg, wgh, hgroup, kstart, klen, wr, wrg, h0, c0, y, hn, cn,
-              qs, qc, rqs, rqc, ready, xt, yt, toff)  # fmt: skip
-    for a in literal_unroll(arrays):
-        if not _c_order(a):
-            return False
-    b = box[p * PART :]
-    j = 0
-    for a in literal_unroll(arrays):
-        _put(b, j, a)
-        j += 1
-    s = ARR + 4 * len(WARRAYS)
+    at = p * PART
+    if not _put_all(box, at, (x, tok, lens, order, tile_ptr, next_tile, w, wg, wgh, hgroup, kstart, klen, wr, wrg, h0,
+                              c0, y, hn, cn, qs, qc, rqs, rqc, ready, xt, yt, toff)):  # fmt: skip
+        return False
+    s = at + ARR + 4 * len(WARRAYS)
     for j, v in enumerate((cell, ycol, out_mode, int(reverse), hidden, hp, h_out, proj, bt, split, kx, xk0, lay)):
-        b[s + j] = v
+        box[s + j] = v
     return True
 
 
@@ -414,8 +470,8 @@ def _get() -> _Helper:
 
 def _worker_types(f: np.dtype) -> tuple:
     """`run_worker`'s argument types as `_worker_job` passes them (views of `WARRAY_TYPES`, words, ``reverse`` a
-    flag), for tiles of dtype ``f``."""
-    kinds = {"f": from_dtype(f), "i": types.int64, "s": types.float32, "q": types.int32}
+    flag), for tiles of dtype ``f`` (numpy's or numba's)."""
+    kinds = {"f": f if isinstance(f, types.Type) else from_dtype(f), "i": types.int64, "s": types.float32, "q": types.int32}
     arrays = {n: types.Array(kinds[t[1]], int(t[0]), "C") for n, t in zip(WARRAYS, WARRAY_TYPES)}
     return tuple(arrays.get(n, types.boolean if n == "reverse" else types.int64) for n in _WORKER_ARGS)
 
