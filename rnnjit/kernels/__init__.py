@@ -49,7 +49,7 @@ from rnnjit.kernels.pool import parallel, run_in_order, run_jobs
 from rnnjit.kernels.precision import PRECISIONS, Precision, lanes, missing_features, precision_of, target_cpu
 from rnnjit.kernels import rows as _rows
 from rnnjit.kernels.rows import one_thread_steps, prepare_steps, run_steps
-from rnnjit.kernels.hot import hot_available, run_team_hot
+from rnnjit.kernels.hot import hot_available, run_team_hot, run_workers_hot
 from rnnjit.kernels import team as team_kernel
 from rnnjit.kernels.team import NTH, SPINS, STEAL, TID, run_team, sync_words
 from rnnjit.kernels.team_policy import team_chunks, wavefront_workers
@@ -548,6 +548,7 @@ def _run_planned(plan: _CallPlan, rows, tok, lengths, h0, c0, hn, cn, top):
     B, T, Y = plan.shape
     dtype = top.dtype
     dispatch, none = plan.dispatch, plan.none
+    hot = HOT_WORKERS and hot_available(dtype)
     ready = counters(len(plan.layers)) if dispatch == _WAVES else plan.no_ready
     if h0 is None:
         h0 = plan.h0 or np.zeros(hn.shape, dtype)
@@ -585,18 +586,31 @@ def _run_planned(plan: _CallPlan, rows, tok, lengths, h0, c0, hn, cn, top):
             if dispatch == _WAVES:
                 stack += calls
             elif dispatch == _JOBS:
-                jobs += [calls[0] if len(calls) == 1 else (_in_order, (calls,))] * workers
+                jobs += [[a for _, a in calls]] * workers
+            elif not calls:
+                pass
+            elif workers == 2 and hot and run_workers_hot(own := [a for _, a in calls], own):
+                pass  # the second thread's share on the hot helper (`hot`), not woken through the pool
             elif len(calls) == 1:
                 parallel(workers, run_worker, calls[0][1])
-            elif calls:
+            else:
                 parallel(workers, _in_order, (calls,))
-        if jobs:
-            run_jobs(jobs)
+        if len(jobs) == 2 and hot and run_workers_hot(jobs[1], jobs[0]):
+            pass  # the directions at once: the first on the hot helper, taken back here if it has not started
+        elif jobs:
+            run_jobs([(run_worker, a[0]) if len(a) == 1 else (_in_order, ([(run_worker, b) for b in a],))
+                      for a in jobs])  # fmt: skip
         if kinds[0] != _TOP:
             inputs = [(plan.empty_rows, plan.no_tokens, yt) if kind == _TILED
                       else (out.reshape(B * T, Y), plan.no_tokens, none) for kind, (out, yt) in zip(kinds, outs)]
     if stack:
         team_policy.note_wave(*run_in_order(plan.waves, stack))
+
+
+HOT_WORKERS = True
+"""Whether a plan's tile workers on two threads (`_PARALLEL`, and `_JOBS`: the directions at once) run the second
+thread's share on the hot helper (`hot.run_workers_hot`, a store to memory) rather than through the pool (a
+wake-up, ~50 us a call: bench/report_notes.md, "Small calls on two threads: tile workers on the hot helper")."""
 
 
 def _projected(prepared, pk, bt) -> tuple[int, int]:
