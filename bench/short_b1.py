@@ -53,7 +53,7 @@ def main(argv=None):
     Ts = [int(t) for t in a.Ts.split(",")]
     print(f"load {os.getloadavg()[0]:.2f}")
     print("| row | threads | T=" + " | T=".join(map(str, Ts)) + " (rnnjit/ort us) | rnnjit fixed + step us "
-          "| ort fixed + step us | ort/rnnjit at row T |")
+          "| ort fixed + step us | ort/rnnjit at the row's T (else the longest timed) |")
     print("|---|---:|" + "---:|" * len(Ts) + "---|---|---:|")
     for v in ROWS:
         if a.k and not any(k in v.name for k in a.k):

@@ -343,7 +343,7 @@ def _part_teams(prepared, lengths, threads, wbytes) -> _Plan | None:
     """A batch over a core's L2 as teams, one part after the other (`tiling.team_width`): its whole SIMD vectors
     in one lane tile, the rest in FEW tiles side by side; each thread computes half of every step's gate rows
     for all of them, so it reads half the weights per step, not all of them once per tile it runs. None where
-    a part cannot run as a team (`team_chunks`: teams paused, an LSTM projection, FEW rows not in whole calls)."""
+    a part cannot run as a team (`team_chunks`: teams paused, an LSTM projection)."""
     lv = lanes(prepared.dtype)
     B = lengths.shape[0]
     n = B - B % lv
@@ -696,8 +696,10 @@ def _run_team(values: dict, workers, chunks):
     tp = values["team_plan"]
     ntl, maxlen, kx = tp.ntl, tp.maxlen, tp.kx
     xsize = -(-maxlen // STEP_BLOCK) * STEP_BLOCK * w.shape[0] * MR if kx else 1
-    zbuf, cbuf, g, m, xproj = _line_blocks(dtype, 4, (2, ntl, K, bt), (2, ntl, H, bt), (ntl * w.shape[0] * MR * bt,),
-                                           (ntl * H * bt,), (xsize,))  # fmt: skip
+    cb, nch = chunks
+    gcopies = nch if bt == FEW else 1  # a FEW team's chunks each have their own gate rows (`team.few_rows`)
+    zbuf, cbuf, g, m, xproj = _line_blocks(dtype, 4, (2, ntl, K, bt), (2, ntl, H, bt),
+                                           (gcopies * ntl * w.shape[0] * MR * bt,), (ntl * H * bt,), (xsize,))  # fmt: skip
     zbuf[:, :, 0], zbuf[:, :, K - 1] = 1, 1
     first = tok[order, tp.t0] if tok.shape[0] else tp.first  # each sequence's first row (`step_row`)
     if B == 1:
@@ -710,7 +712,6 @@ def _run_team(values: dict, workers, chunks):
             zbuf[0, j, 1 : I + 1, : b - a] = rows[first[a:b]].T
             zbuf[0, j, I + 1 : I + 1 + H, : b - a] = h0[order[a:b]].T
             cbuf[0, j, :, : b - a] = c0[order[a:b]].T
-    cb, nch = chunks
     counts = np.zeros(tp.sync_words + 8, np.int64)
     sync, pblk = counts[: tp.sync_words], counts[tp.sync_words : tp.sync_words + 2]
     sync[NTH], sync[STEAL] = workers, team_kernel.STEAL_AFTER
