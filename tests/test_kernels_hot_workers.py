@@ -11,6 +11,7 @@ import time
 
 import numpy as np
 import pytest
+from numba import njit
 from test_kernels import build
 from test_kernels_hot import _same
 
@@ -193,3 +194,31 @@ def test_the_posted_words_follow_run_workers_arguments():
     assert tuple(n for n in names if n in hot.WARRAYS) == hot.WARRAYS
     assert tuple(n for n in names if n not in hot.WARRAYS) == hot.WSCALARS
     assert len(hot.WARRAY_TYPES) == len(hot.WARRAYS)
+
+
+@njit
+def _job_that_fails(box):
+    raise MemoryError("no room for the tile's scratch")
+
+
+@njit
+def _job_that_ends(box):
+    box[1] = 7
+
+
+@pytest.mark.parametrize("fails", [True, False], ids=["fails", "ends"])
+def test_a_helper_job_that_fails_is_flagged_and_its_call_raises(fails):
+    """A job's error (a worker's failed allocation) is not dropped: the loop flags it, the caller raises and clears
+    the flag; a job that ends leaves no flag. This thread plays the helper (`serve` with no idle rounds)."""
+    box = np.zeros(hot.WORDS + 8, np.int64)
+    box[hot.JOB] = hot.address(_job_that_fails if fails else _job_that_ends, hot._BOX)
+    box[hot.STATE] = hot.POSTED
+    hot.serve(box, 0)
+    assert box[hot.STATE] == hot.DONE
+    assert box[hot.FAILED] == int(fails)
+    assert box[1] == (0 if fails else 7)
+    if fails:
+        with pytest.raises(RuntimeError, match="second thread's share of this call failed"):
+            hot._raise_if_failed(box)
+    hot._raise_if_failed(box)  # cleared, or never set
+    assert box[hot.FAILED] == 0

@@ -79,6 +79,7 @@ SCL = ARR + 4 * len(ARRAYS)  # the scalar arguments, one word each, in the order
 SCALARS = ("cell", "nb", "maxlen", "nblk", "ycol", "out_mode", "reverse", "hidden", "hp", "bt", "cb", "nch", "kx",
            "xk0", "pkx")  # fmt: skip
 NPARTS, RUN = 17, 18  # a worker job's parts, run in turn (`_in_order`'s share of a thread); `run_worker`'s address
+FAILED = 19  # set by the helper when its job ended in an error: that call's outputs are incomplete
 WARRAYS = ("x", "tok", "lens", "order", "tile_ptr", "next_tile", "w", "wg", "wgh", "hgroup", "kstart", "klen", "wr",
            "wrg", "h0", "c0", "y", "hn", "cn", "qs", "qc", "rqs", "rqc", "ready", "xt", "yt", "toff")  # fmt: skip
 WARRAY_TYPES = "2f 2i 1i 1i 1i 1i 3f 3f 3f 1i 1i 1i 3f 3f 2f 2f 3f 2f 2f 2s 2q 2s 2q 1i 1f 1f 1i".split()
@@ -107,7 +108,7 @@ def pointer_at(typingctx, addr, like):
 @intrinsic
 def call_at(typingctx, addr, args):
     """Call the compiled function at ``addr`` (int64: `address`) with the values of the tuple ``args``, in numba's
-    own calling convention; its status is not read (the functions called here raise nothing).
+    own calling convention; 1 if it ended in an error (an exception: a failed allocation in `run_worker`), else 0.
 
     The caller's compile links nothing of the callee: a job's code is compiled only by the processes that run
     it (`address`), not by every process that compiles the loop calling it (`serve`)."""
@@ -119,10 +120,10 @@ def call_at(typingctx, addr, args):
         fnty = context.call_conv.get_function_type(types.none, argtys)
         fn = builder.inttoptr(llargs[0], fnty.as_pointer())
         values = [builder.extract_value(llargs[1], k) for k in range(len(argtys))]
-        context.call_conv.call_function(builder, fn, types.none, argtys, values)
-        return context.get_dummy_value()
+        status, _ = context.call_conv.call_function(builder, fn, types.none, argtys, values)
+        return builder.zext(status.is_error, context.get_value_type(types.int64))
 
-    return types.void(types.int64, args), codegen
+    return types.int64(types.int64, args), codegen
 
 
 def address(fn, sig: tuple) -> int:
@@ -220,10 +221,10 @@ def _run_posted(typingctx, addr, box, at, like):
                 k += 1
         fnty = context.call_conv.get_function_type(types.none, argtys)
         fn = builder.inttoptr(args[0], fnty.as_pointer())
-        context.call_conv.call_function(builder, fn, types.none, argtys, values)
-        return context.get_dummy_value()
+        status, _ = context.call_conv.call_function(builder, fn, types.none, argtys, values)
+        return builder.zext(status.is_error, i64)
 
-    return types.void(types.int64, box, types.int64, like), codegen
+    return types.int64(types.int64, box, types.int64, like), codegen
 
 
 @intrinsic
@@ -262,9 +263,10 @@ def _put_all(typingctx, box, at, arrays):
 @njit(inline="always", **JIT)
 def _worker_job(box, like):
     """`run_worker` (at the address ``box[RUN]``) on each part posted in ``box`` in turn (``like``: an array of the
-    tiles' dtype)."""
+    tiles' dtype); a part that fails flags ``box[FAILED]``."""
     for p in range(box[NPARTS]):
-        _run_posted(box[RUN], box, p * PART, like)
+        if _run_posted(box[RUN], box, p * PART, like):
+            box[FAILED] = 1
 
 
 _F32, _F64, _I64 = np.zeros(0, np.float32), np.zeros(0, np.float64), np.zeros(0, np.int64)
@@ -312,7 +314,8 @@ def serve(box, spin):
             rounds += 1
         if not compare_exchange(box, STATE, POSTED, TAKEN):
             continue  # the caller took it back
-        call_at(box[JOB], (box,))
+        if call_at(box[JOB], (box,)):
+            box[FAILED] = 1  # read by the caller once the job is done (`_raise_if_failed`)
         atomic_store(box, STATE, DONE)
 
 
@@ -525,6 +528,7 @@ def run_workers_hot(own: list, other: list) -> bool:
                 run_worker(*a)
         finally:
             helped = finish(h.box)  # the helper never runs on arrays this call no longer holds
+        _raise_if_failed(h.box)
         if not helped and other is not own:
             for a in other:
                 run_worker(*a)
@@ -553,9 +557,20 @@ def run_team_hot(args: dict) -> bool:
             h.wake.set()
         team_with_helper(h.box, _team_entry(args["x"].dtype), *(args[n] for n in _TEAM_ARGS),
                          args["pblk"], args["pkx"])  # fmt: skip
+        _raise_if_failed(h.box)
     finally:
         h.busy.release()
     return True
+
+
+def _raise_if_failed(box):
+    """Raise when the helper's share of the call just finished ended in an error: its tiles or chunks were left
+    unfinished, and scores from them would be wrong without a sign."""
+    if box[FAILED]:
+        box[FAILED] = 0
+        raise RuntimeError("the second thread's share of this call failed inside its compiled kernel (most likely "
+                           "out of memory), so the call's outputs are incomplete and none were returned; retry, or "
+                           "run with threads=1 to see the error on the calling thread")  # fmt: skip
 
 
 def _team_entry(dtype) -> int:
