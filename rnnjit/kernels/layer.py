@@ -43,7 +43,7 @@ from numba.extending import overload
 
 from rnnjit.kernels._simd import (
     FEW, FEW_VECS, GROUP_ROWS, MR, NV, P_ROWS, fetch_add, mk_lanes, mk_lanes1, mk_lanes2, mk_rows_grouped,
-    mk_rows_grouped_few, mk_rows_grouped_from,
+    mk_rows_grouped_few, mk_rows_grouped_from, mk_rows_grouped2_from,
 )
 from rnnjit.kernels._transpose import lanes_to_rows, rows_to_lanes
 from rnnjit.kernels.config import HELPER_JIT, JIT
@@ -466,9 +466,14 @@ def _float_gates(wf, wgf, zq, g, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv,
     ``proj[poff:]`` over elements ``[kx, Kw)`` only, read from ``whf`` (`rnnjit.kernels.pack.PackedLayer.wgh`,
     whose group ``i`` is ``wg``'s group ``hgroup[i]``)."""
     if bt == 1 and kx > 0:
-        for i in range(n_pan // P_ROWS):  # in stored order, one stream (`rnnjit.kernels.pack.unit_major`)
-            q = hgroup[i]
-            mk_rows_grouped_from(whf, i * (Kw - kx) * GROUP_ROWS, zq, kx, g, q * GROUP_ROWS, Kw - kx, proj,
+        n_g, kh = n_pan // P_ROWS, Kw - kx
+        for i in range(0, n_g - 1, 2):  # in stored order, two groups at a time (`mk_rows_grouped2_from`)
+            q0, q1 = hgroup[i], hgroup[i + 1]
+            mk_rows_grouped2_from(whf, i * kh * GROUP_ROWS, (i + 1) * kh * GROUP_ROWS, zq, kx, g, q0 * GROUP_ROWS,
+                                  q1 * GROUP_ROWS, kh, proj, poff + q0 * GROUP_ROWS, poff + q1 * GROUP_ROWS)
+        if n_g % 2:
+            q = hgroup[n_g - 1]
+            mk_rows_grouped_from(whf, (n_g - 1) * kh * GROUP_ROWS, zq, kx, g, q * GROUP_ROWS, kh, proj,
                                  poff + q * GROUP_ROWS)  # fmt: skip
     else:
         products_into(wf, wgf, zq, g, n_pan, Kw, bt, 0, Kw, kstart, klen, True, s, slen, nvec, lv, rows_few)
