@@ -744,8 +744,12 @@ def run_worker(
     n_pan = w.shape[0]
     n_pan_r = wr.shape[0]
     g = _skewed_zeros(n_pan * MR * bt, x, 2048)  # loaded in the update loops
-    c = _skewed_zeros(max(H, 1) * bt, x, 1536)  # stored below g's page offset ...
-    c2 = _skewed_zeros(max(H, 1) * bt, x, 2560)
+    # c and c' in one array, swapped by offset (`cell_update`): c at page offset 1536, c' at 2560, below and
+    # above g's page offset ...
+    cw = max(H, 1) * bt
+    c2_at = (1024 + (max(cw * x.itemsize - 1024, 0) + PAGE - 1) // PAGE * PAGE) // x.itemsize
+    cs = _skewed_zeros(c2_at + cw, x, 1536)
+    c_at, cn_at = 0, c2_at
     m = _skewed_zeros(max(H, 1) * bt, x, 1024)
     z = _skewed_zeros(K * bt, x, 0)  # ... and z below m (the h copy reads m, stores z)
     pr = _skewed_zeros(n_pan_r * MR * bt, x, 3072)
@@ -786,7 +790,7 @@ def run_worker(
         nb = tile_ptr[tile + 1] - s0
         # -- load the tile: constant rows, states in; unused lanes get length 0
         z[:] = 0
-        c[:] = 0
+        cs[:] = 0
         for l in range(bt):
             z[l] = 1
             z[(K - 1) * bt + l] = 1
@@ -803,7 +807,7 @@ def run_worker(
                     z[h_at + j * bt + l] = h0[b, j]
                 if cell == LSTM:
                     for u in range(H):
-                        c[u * bt + l] = c0[b, u]
+                        cs[c_at + u * bt + l] = c0[b, u]
         by_lane = gather_by_lane(tok, seq, slen, nb, reverse, T, I, xf.itemsize, sets)
         seen = 0  # steps of layer ``lay - 1`` known to be written (`ready`)
         for s in range(maxlen):
@@ -856,9 +860,9 @@ def run_worker(
             # read-modify-write stream, at thread-specific addresses.) h goes
             # to m, then into z (through the projection for LSTMP): the GRU
             # reads z's old h in the update.
-            cell_update(cell, g, GB, 0, NB, c, c2, m, zh, m)
+            cell_update(cell, g, GB, 0, NB, cs, c_at, cn_at, m, zh, m)
             if cell == LSTM:
-                c, c2 = c2, c
+                c_at, cn_at = cn_at, c_at
             if proj > 0:
                 pack_operand(m, mq, wr, H, bt, 0, H, H, 0, scales)
                 proj_products(wr, wrf, wrgf, mq, pr, racc, n_pan_r, Hw, bt, kstart, klen, s, slen, nvec, lv,
@@ -877,7 +881,7 @@ def run_worker(
             done = 0
             if out_mode == OUT_ALL and bt >= lv:  # lane tiles: whole blocks of lanes by transposes
                 done = emit_blocks(s, nb, seq, slen, reverse, h_out, z, h_at, bt, yf, Ty, Y, ycol, lv, yo)
-            emit(cell, out_mode, s, nb, seq, slen, reverse, 0, h_out, 0, H, z, h_at, c, 0, bt, yf, Ty, Y, ycol, hn, cn,
+            emit(cell, out_mode, s, nb, seq, slen, reverse, 0, h_out, 0, H, z, h_at, cs, c_at, bt, yf, Ty, Y, ycol, hn, cn,
                  done)  # fmt: skip
             if ready.shape[0] > 0:
                 step_done(ready, lay)

@@ -21,17 +21,19 @@ LSTM, GRU, RNN_TANH, RNN_RELU = 0, 1, 2, 3
 
 
 @njit(inline="always", **JIT)
-def cell_update(cell, g, GB, lo, hi, c, c_new, m, h, h_new):
-    """Update indices ``[lo, hi)``: gate blocks of ``g`` are ``GB`` apart; LSTM state ``c`` -> ``c_new``.
+def cell_update(cell, g, GB, lo, hi, cs, c_at, cn_at, m, h, h_new):
+    """Update indices ``[lo, hi)``: gate blocks of ``g`` are ``GB`` apart; LSTM state ``cs[c_at:]`` ->
+    ``cs[cn_at:]`` (both in one array: the two buffers swap every step by their offsets).
 
     ``h`` is the step's input state (GRU reads it), ``h_new`` receives the
     new h; ``m`` is scratch (LSTM's i * g). No array written is read at
     another index, so LLVM vectorizes every loop (in-place updates at an
     offset silently stayed scalar). Indexes are unsigned (``u``), not
-    slices: a slice is a new array whose creation and release are two
+    slices, and the c buffers swap as two ints, not as arrays: every array
+    a step binds anew (a slice, a swapped name, an argument) is a pair of
     atomic reference-count updates (numba's ``NRT_incref``/``NRT_decref``,
-    each a locked instruction that waits for the store buffer to drain);
-    a step of a one-sequence tile at H=32 spent most of its time in them
+    locked instructions that wait for the store buffer to drain); a step
+    of a one-sequence tile at H=32 spent ~40% of its time in them
     (bench/report_notes.md, "The tagger's batch of one on one thread").
     Unsigned, an index needs no wraparound (see the module docstring).
     """
@@ -39,12 +41,13 @@ def cell_update(cell, g, GB, lo, hi, c, c_new, m, h, h_new):
     o0 = np.uint64(lo)
     if cell == LSTM:
         o1, o2, o3 = np.uint64(GB + lo), np.uint64(2 * GB + lo), np.uint64(3 * GB + lo)
+        oc, ocn = np.uint64(c_at + lo), np.uint64(cn_at + lo)
         for q in range(n):
             m[o0 + q] = sigmoid_tanh(g[o0 + q], g[o2 + q])  # i * g
         for q in range(n):
-            c_new[o0 + q] = sigmoid(g[o1 + q]) * c[o0 + q] + m[o0 + q]  # c' = f * c + i * g
+            cs[ocn + q] = sigmoid(g[o1 + q]) * cs[oc + q] + m[o0 + q]  # c' = f * c + i * g
         for q in range(n):
-            h_new[o0 + q] = sigmoid_tanh(g[o3 + q], c_new[o0 + q])  # h = o * tanh(c')
+            h_new[o0 + q] = sigmoid_tanh(g[o3 + q], cs[ocn + q])  # h = o * tanh(c')
     elif cell == GRU:
         o1, o2, o3 = np.uint64(GB + lo), np.uint64(2 * GB + lo), np.uint64(3 * GB + lo)
         for q in range(n):
