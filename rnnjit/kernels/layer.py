@@ -467,13 +467,14 @@ def _float_gates(wf, wgf, zq, g, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv,
     whose group ``i`` is ``wg``'s group ``hgroup[i]``)."""
     if bt == 1 and kx > 0:
         n_g, kh = n_pan // P_ROWS, Kw - kx
-        for i in range(0, n_g - 1, 2):  # in stored order, two groups at a time (`mk_rows_grouped2_from`)
+        n_two = n_g // 2 * 2 if n_g * kh * GROUP_ROWS * whf.itemsize <= PAIR_GROUPS_BYTES else 0
+        for i in range(0, n_two, 2):  # in stored order, two groups at a time (`mk_rows_grouped2_from`)
             q0, q1 = hgroup[i], hgroup[i + 1]
             mk_rows_grouped2_from(whf, i * kh * GROUP_ROWS, (i + 1) * kh * GROUP_ROWS, zq, kx, g, q0 * GROUP_ROWS,
                                   q1 * GROUP_ROWS, kh, proj, poff + q0 * GROUP_ROWS, poff + q1 * GROUP_ROWS)
-        if n_g % 2:
-            q = hgroup[n_g - 1]
-            mk_rows_grouped_from(whf, (n_g - 1) * kh * GROUP_ROWS, zq, kx, g, q * GROUP_ROWS, kh, proj,
+        for i in range(n_two, n_g):  # the rest one group at a time, one stream
+            q = hgroup[i]
+            mk_rows_grouped_from(whf, i * kh * GROUP_ROWS, zq, kx, g, q * GROUP_ROWS, kh, proj,
                                  poff + q * GROUP_ROWS)  # fmt: skip
     else:
         products_into(wf, wgf, zq, g, n_pan, Kw, bt, 0, Kw, kstart, klen, True, s, slen, nvec, lv, rows_few)
@@ -601,6 +602,12 @@ def _int8_panel(g, goff, acc, bt, qs, qc, r0, scales):
             out[l] = np.float32(np.int32(ax[l] - kx)) * (fx * s0[l]) + b + np.float32(np.int32(ah[l] - kh)) * (
                 fh * s1[l])
 
+
+PAIR_GROUPS_BYTES = 128 * 1024
+"""A one-sequence tile's h weights up to this size run two row groups per call (`mk_rows_grouped2_from`: the
+product at the FMA rate, not its latency); larger, one group per call (one stream from L2). Measured, direction
+worker, T=40, one thread (bench/report_notes.md, "The tagger's batch of one on one thread"): H=32 (17 KB) and
+H=64 (66 KB) faster with pairs, H=128 (264 KB) 82 -> 98 us slower."""
 
 STEP_BLOCK = 48
 """Steps a one-sequence tile projects at once (`project_steps`; a multiple of ``MR``)."""

@@ -1,12 +1,13 @@
 """The cell update (activations and new state) over a flat range of (hidden unit, lane) indices.
 
 Shared by the tile kernel (`rnnjit.kernels.layer`, the whole range) and the
-team kernel (`rnnjit.kernels.team`, one chunk of units). Every operand is
-sliced to the range first and indexed from 0: an index such as
-``g[2 * GB + q]`` with ``GB`` a runtime value could be negative as far as
-LLVM knows, so numba's negative-index wraparound stayed in the address and
-the loop vectorized into gathers (measured: the H=32 LSTM update ran ~1.5x
-slower than with slices).
+team kernel (`rnnjit.kernels.team`, one chunk of units). Every index is
+unsigned: an index such as ``g[2 * GB + q]`` with ``GB`` a signed runtime
+value could be negative as far as LLVM knows, so numba's negative-index
+wraparound stayed in the address and the loop vectorized into gathers
+(measured: the H=32 LSTM update ran ~1.5x slower). Slices avoided that too,
+but each is a new array with two atomic reference-count updates per step
+(see `cell_update`).
 """
 
 from __future__ import annotations
