@@ -8,12 +8,16 @@ A stack is ``HxL``: an LSTM 40 -> H of L layers (the speaker encoder's input
 width), final state, random weights, all lengths ``--T``, through
 `rnnjit.kernels.run` (the recurrent part is all of the speaker encoder's
 time). Default mode: for each B, the plan `tiling.tile_width` /
-`remainder_width` choose (``auto``) and forced plans (``W+R``: tiles of W
+`remainder_width` / `team_width` choose (``auto``), ``tiles`` (the same without part
+teams, `rnnjit.kernels.tiling.team_width`) and forced plans (``W+R``: tiles of W
 sequences and a remainder of R-sequence tiles, 0 for none), their calls
 alternated in one process (each after a 10 ms pause), best of ``--rounds``;
 milliseconds per sequence, wall and the process's CPU time (every thread's
 work), and for ``auto`` ``vs64``: its wall time per sequence over B=64's
 (``--B`` must hold 64 for it).
+
+``torch`` among the plans times torch's own LSTM of the stack in the same rotation; the last column gives each
+plan's gate products per second (GFLOP/s, wall).
 
 ``--tiles``: one thread, that thread's CPU time, per sequence and layer-step,
 a 64-, 48-, 32- and 16-lane tile, FEW-sequence tiles (16 sequences) and
@@ -42,26 +46,55 @@ def _stack(text: str) -> tuple[int, int]:
 
 
 def _forced(plan: str):
-    """A context in which `kernels.run` uses ``plan`` ("auto" or "W+R")."""
-    tw, rw = kernels.tile_width, kernels.remainder_width
+    """A context in which `kernels.run` uses ``plan`` ("auto", "tiles": auto without part teams, or "W+R")."""
+    tw, rw, pt = kernels.tile_width, kernels.remainder_width, kernels.team_width
 
     class _Ctx:
         def __enter__(self):
             if plan != "auto":
+                kernels.team_width = lambda *a, **k: False  # tiles handed out to the threads, no part teams
+            if plan not in ("auto", "tiles"):
                 w, r = (int(v) for v in plan.split("+"))
                 kernels.tile_width = lambda *a, **k: w
                 # no remainder part where the batch has none (B a multiple of the unit: a FEW tile, a vector)
                 kernels.remainder_width = lambda B, th, dt, wb, bt, *a: r if B % (FEW if bt == FEW else 16) else 0
 
         def __exit__(self, *exc):
-            kernels.tile_width, kernels.remainder_width = tw, rw
+            kernels.tile_width, kernels.remainder_width, kernels.team_width = tw, rw, pt
 
     return _Ctx()
 
 
+def _torch_runner(plan_names, threads):
+    """``run(H, L, x)``: torch's LSTM 40 -> H x L forward on ``x`` (random weights, made once per stack), when
+    "torch" is among the plans; its flops per second are the reference for the plans' (`gflops`)."""
+    if "torch" not in plan_names:
+        return None
+    import torch
+
+    torch.set_num_threads(threads)
+    models = {}
+
+    def run(H, L, x):
+        m = models.get((H, L))
+        if m is None:
+            m = models[(H, L)] = torch.nn.LSTM(40, H, L, batch_first=True).eval()
+        with torch.inference_mode():
+            m(torch.from_numpy(x))
+
+    return run
+
+
+def gflops(H, L, B, T, seconds):
+    """An LSTM 40 -> H x L stack's gate products (2 flops a multiply-add) over ``seconds``, in GFLOP/s."""
+    return 2 * B * T * 4 * H * (40 + H + (L - 1) * 2 * H) / seconds / 1e9
+
+
 def plans(stacks, batches, plan_names, T, threads, rounds, rng):
-    print("| stack | B | plan chosen | " + " | ".join(f"{p} wall | {p} cpu" for p in plan_names) + " | auto vs64 |")
-    print("|---|---:|---|" + "---:|---:|" * len(plan_names) + "---:|")
+    torch_run = _torch_runner(plan_names, threads)
+    cols = " | ".join(f"{p} wall | {p} cpu" for p in plan_names)
+    print(f"| stack | B | plan chosen | {cols} | auto vs64 | GFLOP/s |")
+    print("|---|---:|---|" + "---:|---:|" * len(plan_names) + "---:|---|")
     for H, L in stacks:
         p = _prepared("lstm", 40, H, L, rng)
         wb = max(pk.w.nbytes for pk in p.layers)
@@ -70,11 +103,19 @@ def plans(stacks, batches, plan_names, T, threads, rounds, rng):
         for B in batches:
             lengths = np.full(B, T, np.int64)
             bt = kernels.tile_width(B, threads, p.dtype, wb)
-            chosen = f"{bt}+{kernels.remainder_width(B, threads, p.dtype, wb, bt)}"
+            rw = kernels.remainder_width(B, threads, p.dtype, wb, bt)
+            chosen = f"{bt}+{rw}" + (" teams" if kernels.team_width(B, threads, p.dtype, wb, bt, rw) else "")
             best = {n: [np.inf, np.inf] for n in plan_names}
             for r in range(rounds + 1):  # the first round compiles and warms: not counted
                 for n in plan_names if r % 2 else plan_names[::-1]:
                     time.sleep(0.01)
+                    if n == "torch":
+                        c0, w0 = time.process_time(), time.perf_counter()
+                        torch_run(H, L, x[:B])
+                        w, c = time.perf_counter() - w0, time.process_time() - c0
+                        if r:
+                            best[n] = [min(best[n][0], w), min(best[n][1], c)]
+                        continue
                     with _forced(n):
                         c0, w0 = time.process_time(), time.perf_counter()
                         kernels.run(p, x[:B], lengths, None, None, "final", threads)
@@ -86,7 +127,8 @@ def plans(stacks, batches, plan_names, T, threads, rounds, rng):
         for B, chosen, best in rows:
             cells = " | ".join(f"{best[n][0] * 1e3 / B:.2f} | {best[n][1] * 1e3 / B:.2f}" for n in plan_names)
             vs = f"{per_seq[B] / per_seq[64]:.2f}" if 64 in per_seq else ""
-            print(f"| {H}x{L} | {B} | {chosen} | {cells} | {vs} |", flush=True)
+            rate = " ".join(f"{n} {gflops(H, L, B, T, best[n][0]):.0f}" for n in plan_names)
+            print(f"| {H}x{L} | {B} | {chosen} | {cells} | {vs} | {rate} |", flush=True)
 
 
 def tiles(stacks, T, rounds, rng):

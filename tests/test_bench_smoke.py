@@ -200,8 +200,9 @@ def test_mid_batches_prints_a_row_per_batch_and_tile_kind(capsys):
                       "--threads", "1"])  # fmt: skip
     rows = [r for r in capsys.readouterr().out.splitlines() if r.startswith("| 32x2 |")]
     assert [r.split("|")[2].strip() for r in rows] == ["17", "64"]
-    assert all(len(r.split("|")) == 2 + 3 + 2 * 3 + 1 for r in rows)  # stack, B, plan, 3 plans x 2, vs64
-    assert rows[1].split("|")[-2].strip() == "1.00"  # B=64 against itself
+    assert all(len(r.split("|")) == 2 + 3 + 2 * 3 + 2 for r in rows)  # stack, B, plan, 3 plans x 2, vs64, GFLOP/s
+    assert rows[1].split("|")[-3].strip() == "1.00"  # B=64 against itself
+    assert all(float(v) > 0 for v in rows[0].split("|")[-2].split()[1::2])  # each plan's GFLOP/s
     mid_batches.main(["--tiles", "--stacks", "32x2", "--T", "3", "--rounds", "1"])
     row = [r for r in capsys.readouterr().out.splitlines() if r.startswith("| 32x2 |")]
     assert len(row) == 1 and row[0].split("|")[4].strip() == "1.00"  # the 48-lane tile is the unit

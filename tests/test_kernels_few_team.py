@@ -24,6 +24,7 @@ def _forced(monkeypatch):
     monkeypatch.setattr(team_policy, "note_alone", lambda alone: None)
     monkeypatch.setattr(team_policy, "_team_paused_until", 0.0)
     monkeypatch.setattr(kernels, "ONE_THREAD_WORK", 0)
+    monkeypatch.setattr(kernels, "team_width", lambda *a: False)  # wide batches in tiles (test_kernels_part_teams)
     teams = []
     real = kernels._run_team
     monkeypatch.setattr(kernels, "_run_team", lambda values, workers, chunks: teams.append(values["bt"])

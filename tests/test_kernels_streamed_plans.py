@@ -60,6 +60,7 @@ def test_a_stack_over_l2_keeps_each_rows_bits_in_its_new_plan(threads, monkeypat
     split = tiling.split_tiles
     monkeypatch.setattr(kernels, "ONE_THREAD_WORK", 0)  # a call this small would run on one thread
     monkeypatch.setattr(kernels, "split_tiles", lambda *a: seen.append(a[1:3]) or split(*a))
+    monkeypatch.setattr(kernels, "team_width", lambda *a: False)  # tiles, not teams (test_kernels_part_teams.py)
     got = kernels.run(prepared, x, lengths, None, None, "all", threads)
     assert seen[-1][0] == 16 if threads == 2 else seen[-1][0] > FEW  # lane tiles, not FEW tiles
     monkeypatch.setattr(kernels, "tile_width", lambda *a: FEW)  # the plan before: FEW tiles only

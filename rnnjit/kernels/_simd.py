@@ -321,25 +321,14 @@ GROUP_ROWS = P_ROWS * MR  # rows of one group of the grouped layout (`rnnjit.ker
 FEW_VECS = 4  # SIMD vectors of rows per `mk_rows_grouped_few` call: 64 float32 rows (a whole group), 32 float64
 
 
-@intrinsic
-def mk_rows_grouped_few(typingctx, a, aoff, b, boff, c, coff, n):
-    """c[coff + j*FEW + s] = sum_k A[j, k] * b[boff + k*FEW + s] for FEW_VECS vectors of rows j of a group, FEW sequences s.
-
-    The few-sequence kernel on the grouped layout (``a[aoff + k*GROUP_ROWS + j]``,
-    k-major, rows contiguous): per k, four full-width weight vectors (the
-    rows) each serve FEW sequences from broadcasts of ``b``, 16 accumulators.
-    (Its predecessor ran its vectors over one panel's 8 rows, half an AVX-512
-    register for float32, and cost twice as much.) The results are
-    interleaved in registers into the (row, sequence) layout of the FEW tile
-    and stored as full vectors.
-    """
-    sig = types.void(a, aoff, b, boff, c, coff, n)
+def _few_codegen(RV: int):
+    """`mk_rows_grouped_few`'s code for ``RV`` vectors of rows (unrolled; each row's sum is the same chain of
+    FMAs whatever ``RV``, so a call on fewer vectors gives those rows the same bits)."""
 
     def codegen(context, builder, signature, args):
         aty, _, bty, _, cty, _, _ = signature.args
         a_, aoff_, b_, boff_, c_, coff_, n_ = args
         L = _vector_lanes(cty.dtype.bitwidth)
-        RV = FEW_VECS
         vecty, opty, align, mul_add, (pa, pb, pc), zero = _prologue(
             context, builder, aty, cty, L, [(aty, a_, aoff_), (bty, b_, boff_), (cty, c_, coff_)]
         )
@@ -370,7 +359,41 @@ def mk_rows_grouped_few(typingctx, a, aoff, b, boff, c, coff, n):
                 builder.store(vec, builder.bitcast(ptr, vecty.as_pointer()), align=align)
         return context.get_dummy_value()
 
-    return sig, codegen
+    return codegen
+
+
+@intrinsic
+def mk_rows_grouped_few(typingctx, a, aoff, b, boff, c, coff, n):
+    """c[coff + j*FEW + s] = sum_k A[j, k] * b[boff + k*FEW + s] for FEW_VECS vectors of rows j of a group, FEW sequences s.
+
+    The few-sequence kernel on the grouped layout (``a[aoff + k*GROUP_ROWS + j]``,
+    k-major, rows contiguous): per k, four full-width weight vectors (the
+    rows) each serve FEW sequences from broadcasts of ``b``, 16 accumulators.
+    (Its predecessor ran its vectors over one panel's 8 rows, half an AVX-512
+    register for float32, and cost twice as much.) The results are
+    interleaved in registers into the (row, sequence) layout of the FEW tile
+    and stored as full vectors.
+    """
+    return types.void(a, aoff, b, boff, c, coff, n), _few_codegen(FEW_VECS)
+
+
+@intrinsic
+def mk_rows_grouped_few1(typingctx, a, aoff, b, boff, c, coff, n):
+    """`mk_rows_grouped_few` on one vector of rows (the same bits for those rows): a team chunk's rows that do not
+    fill a call of FEW_VECS vectors (`rnnjit.kernels.team`)."""
+    return types.void(a, aoff, b, boff, c, coff, n), _few_codegen(1)
+
+
+@intrinsic
+def mk_rows_grouped_few2(typingctx, a, aoff, b, boff, c, coff, n):
+    """`mk_rows_grouped_few` on two vectors of rows (see `mk_rows_grouped_few1`)."""
+    return types.void(a, aoff, b, boff, c, coff, n), _few_codegen(2)
+
+
+@intrinsic
+def mk_rows_grouped_few3(typingctx, a, aoff, b, boff, c, coff, n):
+    """`mk_rows_grouped_few` on three vectors of rows (see `mk_rows_grouped_few1`)."""
+    return types.void(a, aoff, b, boff, c, coff, n), _few_codegen(3)
 
 
 @intrinsic
@@ -480,11 +503,23 @@ if config.DISABLE_JIT:  # pragma: no cover - exercised by the NUMBA_DISABLE_JIT=
         arr[idx] += val
         return old
 
-    def mk_rows_grouped_few(a, aoff, b, boff, c, coff, n):  # noqa: F811
-        rows = FEW_VECS * (VECTOR_BYTES // c.dtype.itemsize)
+    def _few(nv, a, aoff, b, boff, c, coff, n):
+        rows = nv * (VECTOR_BYTES // c.dtype.itemsize)
         A = _np.stack([a[aoff + k * GROUP_ROWS : aoff + k * GROUP_ROWS + rows] for k in range(n)])
         Z = b[boff : boff + n * FEW].reshape(n, FEW)
         c[coff : coff + rows * FEW] = (_k_major(A, a.dtype).T @ _k_major(Z, a.dtype)).reshape(-1)
+
+    def mk_rows_grouped_few(*args):  # noqa: F811
+        _few(FEW_VECS, *args)
+
+    def mk_rows_grouped_few1(*args):  # noqa: F811
+        _few(1, *args)
+
+    def mk_rows_grouped_few2(*args):  # noqa: F811
+        _few(2, *args)
+
+    def mk_rows_grouped_few3(*args):  # noqa: F811
+        _few(3, *args)
 
     def mk_rows_grouped(a, aoff, b, boff, c, coff, n):  # noqa: F811
         A = a[aoff : aoff + n * P_ROWS * MR].reshape(n, P_ROWS * MR)

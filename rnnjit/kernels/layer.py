@@ -43,7 +43,8 @@ from numba.extending import overload
 
 from rnnjit.kernels._simd import (
     FEW, FEW_VECS, GROUP_ROWS, MR, NV, P_ROWS, fetch_add, mk_lanes, mk_lanes1, mk_lanes2, mk_rows_grouped,
-    mk_rows_grouped_few, mk_rows_grouped_from, mk_rows_grouped2_from,
+    mk_rows_grouped_few, mk_rows_grouped_few1, mk_rows_grouped_few2, mk_rows_grouped_few3, mk_rows_grouped_from,
+    mk_rows_grouped2_from,
 )
 from rnnjit.kernels._transpose import lanes_to_rows, rows_to_lanes
 from rnnjit.kernels.config import HELPER_JIT, JIT
@@ -376,19 +377,40 @@ def emit_blocks(s, nb, seq, slen, reverse, hw, hsrc, h_at, bt, yf, Ty, Y, ycol, 
 
 
 @njit(inline="always", **JIT)
+def few_rows(nv, a, aoff, b, boff, c, coff, n):
+    """`mk_rows_grouped_few` on ``nv`` (1 to FEW_VECS) vectors of rows of one group: each row is the same FMA chain
+    whatever vectors it is computed with, so the same bits (a team's chunks, `rnnjit.kernels.team`; the last
+    group's used rows, `products_into`)."""
+    if nv == FEW_VECS:
+        mk_rows_grouped_few(a, aoff, b, boff, c, coff, n)
+    elif nv == 3:
+        mk_rows_grouped_few3(a, aoff, b, boff, c, coff, n)
+    elif nv == 2:
+        mk_rows_grouped_few2(a, aoff, b, boff, c, coff, n)
+    else:
+        mk_rows_grouped_few1(a, aoff, b, boff, c, coff, n)
+
+
+@njit(inline="always", **JIT)
 def products_into(wf, wgf, zq, c, n_pan, Kw, bt, k0, nk, kstart, klen, ranges, s, slen, nvec, lv, rows_few):
     """Every panel of the packed weights against reduction elements ``[k0, k0 + nk)`` of ``zq``, into ``c``.
 
     ``ranges``: lane tiles read each panel's own ``kstart``/``klen`` instead
-    (the float and bf16 gate product: GRU's zero blocks skipped).
+    (the float and bf16 gate product: GRU's zero blocks skipped), and FEW tiles skip the padding panels
+    after the last gate (``klen`` 0; an LSTM of H=100 has 416 rows in 7 groups of 64, so 448 were computed).
     """
     if bt == 1:
         for q in range(n_pan // P_ROWS):
             mk_rows_grouped(wgf, (q * Kw + k0) * GROUP_ROWS, zq, k0, c, q * GROUP_ROWS, nk)
     elif bt == FEW:
-        for r0 in range(0, n_pan * MR, rows_few):  # groups of GROUP_ROWS rows, `rows_few` per call
+        used = n_pan  # the panels that pad the rows to whole groups read nothing (``klen``): not computed
+        while ranges and used > 0 and klen[used - 1] == 0:
+            used -= 1
+        rows = used * MR
+        for r0 in range(0, rows, rows_few):  # groups of GROUP_ROWS rows, `rows_few` per call
             q, r = r0 // GROUP_ROWS, r0 % GROUP_ROWS
-            mk_rows_grouped_few(wgf, (q * Kw + k0) * GROUP_ROWS + r, zq, k0 * FEW, c, r0 * FEW, nk)
+            few_rows(min(FEW_VECS, -(-(rows - r0) // lv)), wgf, (q * Kw + k0) * GROUP_ROWS + r, zq, k0 * FEW, c,
+                     r0 * FEW, nk)  # fmt: skip
     else:
         # One weight panel at a time against every vector of the tile
         # (the panel stays in L1 while the vectors pass), three

@@ -39,11 +39,11 @@ from numba.extending import intrinsic
 
 from rnnjit.kernels._simd import (
     FEW, FEW_VECS, GROUP_ROWS, MR, P_ROWS, _ptr, atomic_load, cpu_relax, fetch_add, mk_rows_grouped,
-    mk_rows_grouped_few, mk_rows_grouped_from,
+    mk_rows_grouped_from,
 )
 from rnnjit.kernels.config import JIT
 from rnnjit.kernels.precision import VECTOR_BYTES
-from rnnjit.kernels.layer import emit, panel_lanes, step_row
+from rnnjit.kernels.layer import emit, few_rows, panel_lanes, step_row
 from rnnjit.kernels.update import cell_update
 from rnnjit.kernels.wavefront import relax
 
@@ -137,11 +137,10 @@ def run_team(
     KB = ZT * ntl
     h_at = (I + 1) * bt
     HB = H * bt
-    GT = g.shape[0] // ntl  # one FEW tile's gate rows
+    R = w.shape[0] * MR  # gate rows of one step (of ``xproj``; of each tile in ``g``)
+    GT = R * bt  # one tile's gate rows in ``g``
     lv = VECTOR_BYTES // x.itemsize
     nvec = bt // lv
-    rows_few = FEW_VECS * lv  # rows per `mk_rows_grouped_few` call (a FEW tile)
-    R = w.shape[0] * MR  # gate rows of one step of ``xproj``
     spins = 0
     tid = fetch_add(sync, TID, 1)
     nth = max(sync[NTH], 1)
@@ -176,6 +175,7 @@ def run_team(
             if atomic_load(sync, at) != s or not compare_exchange(sync, at, s, s + 1):
                 continue  # taken by another thread
             ub0 = ch * cb
+            gofs = ch * ntl * GT if bt == FEW else 0  # a FEW chunk's gate rows: its own copy of ``g`` (`few_rows`)
             ub1 = min(ub0 + cb, UB)
             # -- this chunk's gate rows, every gate block
             if kx > 0:  # a one-sequence tile whose input columns are summed already (``xproj``); the chunk's
@@ -190,13 +190,18 @@ def run_team(
                         for ub in range(ub0, ub1, P_ROWS):
                             p = q * UB + ub  # a multiple of P_ROWS: the team needs UB % P_ROWS == 0 here
                             mk_rows_grouped(wgf, p * K * MR, zf, zc, g, p * MR, K)
-                    elif bt == FEW:  # the rows of `rnnjit.kernels.layer.products_into`'s FEW calls, the chunk's share,
-                        # for each FEW tile in turn (the chunk's rows of this gate stay in cache meanwhile)
-                        for r0 in range((q * UB + ub0) * MR, (q * UB + ub1) * MR, rows_few):
+                    elif bt == FEW:  # the chunk's rows of this gate, in whole vectors (`few_rows`), for each FEW
+                        # tile in turn (the rows stay in cache meanwhile), into the chunk's own gate buffer
+                        v = (q * UB + ub0) * MR // lv
+                        vend = -(-(q * UB + ub1) * MR // lv)
+                        while v < vend:
+                            r0 = v * lv
                             gq, r = r0 // GROUP_ROWS, r0 % GROUP_ROWS
+                            nv = min(vend - v, FEW_VECS, (GROUP_ROWS - r) // lv)
                             for j in range(ntl):
-                                mk_rows_grouped_few(wgf, gq * K * GROUP_ROWS + r, zf, zc + j * ZT, g, j * GT + r0 * FEW,
-                                                    K)  # fmt: skip
+                                few_rows(nv, wgf, gq * K * GROUP_ROWS + r, zf, zc + j * ZT, g, gofs + j * GT + r0 * FEW,
+                                         K)  # fmt: skip
+                            v += nv
                     else:
                         for ub in range(ub0, ub1):
                             p = q * UB + ub
@@ -208,8 +213,9 @@ def run_team(
             lo, hi = u0 * bt, u1 * bt
             for j in range(ntl):
                 zj, cj = j * ZT, j * HB
-                cell_update(cell, g[j * GT : (j + 1) * GT], GB, lo, hi, cf, cc + cj, cx + cj, m[cj : cj + HB],
-                            zf[zc + zj + h_at : zc + zj + h_at + HB], zf[zn + zj + h_at : zn + zj + h_at + HB])
+                cell_update(cell, g[gofs + j * GT : gofs + (j + 1) * GT], GB, lo, hi, cf, cc + cj, cx + cj,
+                            m[cj : cj + HB], zf[zc + zj + h_at : zc + zj + h_at + HB],
+                            zf[zn + zj + h_at : zn + zj + h_at + HB])  # fmt: skip
                 # -- this chunk's units of the outputs (or pooled outputs) and final states
                 l0 = j * bt
                 emit(cell, out_mode, s, min(bt, nb - l0), seq[l0 : l0 + bt], slen[l0 : l0 + bt], reverse, u0, u1,

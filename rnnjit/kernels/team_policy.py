@@ -61,8 +61,11 @@ L2_BYTES = 1 << 20
 def team_chunks(spec: RNNSpec, bt: int, threads: int, weight_bytes: int = 0, tiles: int = 1) -> tuple[int, int] | None:
     """(unit blocks per chunk, chunks per step) when one tile should run on ``threads`` (`team`), else None.
 
-    A team needs two threads, no projection, and chunks of whole row-kernel
-    calls (P_ROWS blocks of MR units for one sequence). A batch of one runs
+    A team needs two threads and no projection; a one-sequence tile, chunks of whole row-kernel
+    calls (P_ROWS blocks of MR units). FEW-sequence tiles of other widths (H=150, 200) run one chunk per
+    thread cut at any unit block: each chunk computes the whole vectors of rows its units fall in
+    (`rnnjit.kernels.team.few_rows`), into its own gate buffer (LSTM 200->200, B=12, T=375, 2 threads:
+    10.45 ms as tiles per thread, 8.80 as a team; bench/report_notes.md, "Batches of 2-16 of long sequences"). A batch of one runs
     as a team when what a step reads (``weight_bytes``: the h columns, its
     inputs being projected first) is at least `TEAM_MIN_BYTES`, except a
     one-directional stack whose weights fit in one core's L2 (`L2_BYTES`),
@@ -86,11 +89,16 @@ def team_chunks(spec: RNNSpec, bt: int, threads: int, weight_bytes: int = 0, til
     if bt == FEW:  # FEW tiles of a batch of 2-16 over L2 (`rnnjit.kernels`'s plan); one tile of a stack up to
         # `FEW_TEAM_EVEN_BYTES`: a wavefront
         stack = spec.num_layers > 1 and spec.num_directions == 1
-        if ub % P_ROWS or weight_bytes <= FEW_TEAM_BYTES:
+        if weight_bytes <= FEW_TEAM_BYTES:
             return None
         if stack and tiles < FEW_STACK_TILES and weight_bytes <= FEW_TEAM_EVEN_BYTES:
             return None
-        return P_ROWS, ub // P_ROWS
+        if ub % P_ROWS == 0:
+            return P_ROWS, ub // P_ROWS
+        # other widths: one chunk per thread, cut at whole vectors of rows where the width allows
+        cb = -(-ub // threads)
+        cb += cb % 2 if (cb + cb % 2) * (threads - 1) < ub else 0
+        return cb, -(-ub // cb)
     cb = max(1, ub // (2 * threads))
     return cb, -(-ub // cb)
 

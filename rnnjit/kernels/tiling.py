@@ -246,3 +246,49 @@ def tile_steps(lengths: np.ndarray, order: np.ndarray, tile_ptr: np.ndarray) -> 
     toff = np.zeros(tile_ptr.size, np.int64)
     np.cumsum(lengths[order[tile_ptr[:-1]]], out=toff[1:])
     return toff
+
+
+TEAM_MARGIN = 1.1
+"""A batch over L2 runs as part teams (`team_width`) when the cost model has them finish this much sooner than its
+tiles: a team waits for both threads at every step, which on a shared machine may cost a time slice."""
+
+_TEAMS: dict = {}
+
+
+def team_width(B: int, threads: int, dtype, weight_bytes: int, bt: int, rest: int, small: float = 1.0) -> bool:
+    """Whether a batch whose packed weights do not fit in a core's L2 runs as teams on two threads, part after part
+    (`rnnjit.kernels._part_teams`), instead of in tiles of ``bt`` (and a remainder of ``rest``: `remainder_width`)
+    handed out to the threads.
+
+    The teams: the batch's whole SIMD vectors in one lane tile, then the
+    ``B % lanes`` left over in FEW tiles side by side; each thread computes
+    half of each step's gate rows of both, so the threads' work is equal
+    whatever B is, and each reads half the weights per step. Tiles per thread
+    leave one thread idle when they do not share out evenly (B=37: 16 lanes
+    and a FEW tile each, 24.5 sequence-steps per thread against 18.5) and each
+    tile reads every weight from L3 each step. Costed like tiles
+    (`_tile_cost`, `STREAMED_FEW_COST`), halved, streamed while half the
+    weights are still over L2; taken when `TEAM_MARGIN` sooner.
+    """
+    key = (B, threads, dtype, weight_bytes, bt, rest, small)
+    team = _TEAMS.get(key)
+    if team is None:
+        if len(_TEAMS) >= _WIDTHS_KEPT:
+            _TEAMS.clear()
+        team = _TEAMS[key] = _team_width(B, threads, dtype, weight_bytes, bt, small)
+    return team
+
+
+def _team_width(B: int, threads: int, dtype, weight_bytes: int, bt: int, small: float) -> bool:
+    lv = lanes(dtype)
+    vecs = B // lv
+    if threads != 2 or weight_bytes <= L2_BYTES or not 0 < vecs <= TEAM_VECS or B <= FEW * 4:
+        return False
+    now = _plan_cost(B, bt, threads, lv, weight_bytes, small)[0]
+    half = weight_bytes / threads > L2_BYTES
+    team = _tile_cost(vecs, half) * lv + _ceil_div(B % lv, FEW) * STREAMED_FEW_COST * small
+    return team / threads * TEAM_MARGIN < now
+
+
+TEAM_VECS = 2 * 3
+"""Most SIMD vectors of the lane tile of part teams (`team_width`): two micro-kernel rows."""
