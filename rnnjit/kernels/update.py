@@ -29,7 +29,7 @@ def cell_update(cell, g, GB, lo, hi, cs, c_at, cn_at, m, h, h_new):
     ``h`` is the step's input state (GRU reads it), ``h_new`` receives the
     new h; ``m`` is scratch (LSTM's i * g). No array written is read at
     another index, so LLVM vectorizes every loop (in-place updates at an
-    offset silently stayed scalar). Indexes are unsigned (``u``), not
+    offset silently stayed scalar). Indexes are unsigned (uint64), not
     slices, and the c buffers swap as two ints, not as arrays: every array
     a step binds anew (a slice, a swapped name, an argument) is a pair of
     atomic reference-count updates (numba's ``NRT_incref``/``NRT_decref``,
