@@ -51,8 +51,9 @@ def _product(w, kstart, klen, z, g, bt, steps):
 @njit(**PJIT)
 def _lstm_update(g, c, c2, m, z, h_at, NB, GB, steps):
     zh = z[h_at : h_at + NB]
+    cs = np.concatenate((c, c2))  # c and c' in one array, as the kernels keep them
     for _ in range(steps):
-        cell_update(0, g, GB, 0, NB, c, c2, m, zh, m)
+        cell_update(0, g, GB, 0, NB, cs, 0, c.shape[0], m, zh, m)
         for q in range(NB):
             zh[q] = m[q]
 

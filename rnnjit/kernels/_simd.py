@@ -267,6 +267,55 @@ def mk_rows_grouped_from(typingctx, a, aoff, b, boff, c, coff, n, init, ioff):
     return types.void(a, aoff, b, boff, c, coff, n, init, ioff), _rows_grouped_codegen(True)
 
 
+@intrinsic
+def mk_rows_grouped2_from(typingctx, a, aoff0, aoff1, b, boff, c, coff0, coff1, n, init, ioff0, ioff1):
+    """Two `mk_rows_grouped_from` at once: groups at ``aoff0`` and ``aoff1`` into ``c[coff0:]`` and ``c[coff1:]``.
+
+    Full-width vectors (`rnnjit.kernels.precision.VECTOR_BYTES`) over the
+    2 x 64 rows, 8 accumulators for float32, one loop over k: a lane's
+    output is the same chain as in `mk_rows_grouped_from` (the same
+    products into the same accumulator, from ``init``), so the same bits.
+    `mk_rows_grouped`'s 8-row vectors fill half an AVX-512 register for
+    float32: one group per call runs 8 FMAs per k at the FMA latency, two
+    groups at full width run 8 FMAs per k for twice the rows (measured:
+    bench/report_notes.md, "The tagger's batch of one on one thread").
+    """
+    sig = types.void(a, aoff0, aoff1, b, boff, c, coff0, coff1, n, init, ioff0, ioff1)
+
+    def codegen(context, builder, signature, args):
+        aty, _, _, bty, _, cty = signature.args[:6]
+        a_, aoff0_, aoff1_, b_, boff_, c_, coff0_, coff1_, n_, init_, ioff0_, ioff1_ = args
+        L = _vector_lanes(cty.dtype.bitwidth)
+        RV = GROUP_ROWS // L
+        vecty, opty, align, mul_add, (pa0, pa1, pb, pc0, pc1, pi0, pi1), zero = _prologue(
+            context, builder, aty, cty, L,
+            [(aty, a_, aoff0_), (aty, a_, aoff1_), (bty, b_, boff_), (cty, c_, coff0_), (cty, c_, coff1_),
+             (signature.args[9], init_, ioff0_), (signature.args[9], init_, ioff1_)],
+        )
+        i64 = ir.IntType(64)
+        init = [_vload(builder, vecty, builder.gep(pi, [ir.Constant(i64, v * L)]), align)
+                for pi in (pi0, pi1) for v in range(RV)]
+
+        def body(k, accs):
+            s = _splat(builder, opty, builder.load(builder.gep(pb, [k])))
+            out = []
+            for g, pa in enumerate((pa0, pa1)):
+                ak = builder.gep(pa, [builder.mul(k, ir.Constant(i64, GROUP_ROWS))])
+                for v in range(RV):
+                    w = _vload(builder, opty, builder.gep(ak, [ir.Constant(i64, v * L)]), align)
+                    out.append(mul_add(w, s, accs[g * RV + v]))
+            return out
+
+        res = _reduction_loop(builder, n_, init, body)
+        for g, pc in enumerate((pc0, pc1)):
+            for v in range(RV):
+                ptr = builder.bitcast(builder.gep(pc, [ir.Constant(i64, v * L)]), vecty.as_pointer())
+                builder.store(res[g * RV + v], ptr, align=align)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
 FEW = 4  # sequences per tile in the few-sequence kernel (`mk_rows_grouped_few`)
 GROUP_ROWS = P_ROWS * MR  # rows of one group of the grouped layout (`rnnjit.kernels.pack.group_panels`)
 FEW_VECS = 4  # SIMD vectors of rows per `mk_rows_grouped_few` call: 64 float32 rows (a whole group), 32 float64
@@ -479,3 +528,7 @@ if config.DISABLE_JIT:  # pragma: no cover - exercised by the NUMBA_DISABLE_JIT=
     def mk_rows_grouped_from(a, aoff, b, boff, c, coff, n, init, ioff):  # noqa: F811
         mk_rows_grouped(a, aoff, b, boff, c, coff, n)
         c[coff : coff + P_ROWS * MR] += init[ioff : ioff + P_ROWS * MR]
+
+    def mk_rows_grouped2_from(a, aoff0, aoff1, b, boff, c, coff0, coff1, n, init, ioff0, ioff1):  # noqa: F811
+        mk_rows_grouped_from(a, aoff0, b, boff, c, coff0, n, init, ioff0)
+        mk_rows_grouped_from(a, aoff1, b, boff, c, coff1, n, init, ioff1)

@@ -44,6 +44,7 @@ from numba.extending import overload
 from rnnjit.kernels._simd import (
     FEW, FEW_VECS, GROUP_ROWS, MR, NV, P_ROWS, fetch_add, mk_lanes, mk_lanes1, mk_lanes2, mk_rows_grouped,
     mk_rows_grouped_few, mk_rows_grouped_few1, mk_rows_grouped_few2, mk_rows_grouped_few3, mk_rows_grouped_from,
+    mk_rows_grouped2_from,
 )
 from rnnjit.kernels._transpose import lanes_to_rows, rows_to_lanes
 from rnnjit.kernels.config import HELPER_JIT, JIT
@@ -487,9 +488,15 @@ def _float_gates(wf, wgf, zq, g, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv,
     ``proj[poff:]`` over elements ``[kx, Kw)`` only, read from ``whf`` (`rnnjit.kernels.pack.PackedLayer.wgh`,
     whose group ``i`` is ``wg``'s group ``hgroup[i]``)."""
     if bt == 1 and kx > 0:
-        for i in range(n_pan // P_ROWS):  # in stored order, one stream (`rnnjit.kernels.pack.unit_major`)
+        n_g, kh = n_pan // P_ROWS, Kw - kx
+        n_two = n_g // 2 * 2 if n_g * kh * GROUP_ROWS * whf.itemsize <= PAIR_GROUPS_BYTES else 0
+        for i in range(0, n_two, 2):  # in stored order, two groups at a time (`mk_rows_grouped2_from`)
+            q0, q1 = hgroup[i], hgroup[i + 1]
+            mk_rows_grouped2_from(whf, i * kh * GROUP_ROWS, (i + 1) * kh * GROUP_ROWS, zq, kx, g, q0 * GROUP_ROWS,
+                                  q1 * GROUP_ROWS, kh, proj, poff + q0 * GROUP_ROWS, poff + q1 * GROUP_ROWS)
+        for i in range(n_two, n_g):  # the rest one group at a time, one stream
             q = hgroup[i]
-            mk_rows_grouped_from(whf, i * (Kw - kx) * GROUP_ROWS, zq, kx, g, q * GROUP_ROWS, Kw - kx, proj,
+            mk_rows_grouped_from(whf, i * kh * GROUP_ROWS, zq, kx, g, q * GROUP_ROWS, kh, proj,
                                  poff + q * GROUP_ROWS)  # fmt: skip
     else:
         products_into(wf, wgf, zq, g, n_pan, Kw, bt, 0, Kw, kstart, klen, True, s, slen, nvec, lv, rows_few)
@@ -617,6 +624,12 @@ def _int8_panel(g, goff, acc, bt, qs, qc, r0, scales):
             out[l] = np.float32(np.int32(ax[l] - kx)) * (fx * s0[l]) + b + np.float32(np.int32(ah[l] - kh)) * (
                 fh * s1[l])
 
+
+PAIR_GROUPS_BYTES = 128 * 1024
+"""A one-sequence tile's h weights up to this size run two row groups per call (`mk_rows_grouped2_from`: the
+product at the FMA rate, not its latency); larger, one group per call (one stream from L2). Measured, direction
+worker, T=40, one thread (bench/report_notes.md, "The tagger's batch of one on one thread"): H=32 (17 KB) and
+H=64 (66 KB) faster with pairs, H=128 (264 KB) 82 -> 98 us slower."""
 
 STEP_BLOCK = 48
 """Steps a one-sequence tile projects at once (`project_steps`; a multiple of ``MR``)."""
@@ -760,8 +773,12 @@ def run_worker(
     n_pan = w.shape[0]
     n_pan_r = wr.shape[0]
     g = _skewed_zeros(n_pan * MR * bt, x, 2048)  # loaded in the update loops
-    c = _skewed_zeros(max(H, 1) * bt, x, 1536)  # stored below g's page offset ...
-    c2 = _skewed_zeros(max(H, 1) * bt, x, 2560)
+    # c and c' in one array, swapped by offset (`cell_update`): c at page offset 1536, c' at 2560, below and
+    # above g's page offset ...
+    cw = max(H, 1) * bt
+    c2_at = (1024 + (max(cw * x.itemsize - 1024, 0) + PAGE - 1) // PAGE * PAGE) // x.itemsize
+    cs = _skewed_zeros(c2_at + cw, x, 1536)
+    c_at, cn_at = 0, c2_at
     m = _skewed_zeros(max(H, 1) * bt, x, 1024)
     z = _skewed_zeros(K * bt, x, 0)  # ... and z below m (the h copy reads m, stores z)
     pr = _skewed_zeros(n_pan_r * MR * bt, x, 3072)
@@ -802,7 +819,7 @@ def run_worker(
         nb = tile_ptr[tile + 1] - s0
         # -- load the tile: constant rows, states in; unused lanes get length 0
         z[:] = 0
-        c[:] = 0
+        cs[:] = 0
         for l in range(bt):
             z[l] = 1
             z[(K - 1) * bt + l] = 1
@@ -819,7 +836,7 @@ def run_worker(
                     z[h_at + j * bt + l] = h0[b, j]
                 if cell == LSTM:
                     for u in range(H):
-                        c[u * bt + l] = c0[b, u]
+                        cs[c_at + u * bt + l] = c0[b, u]
         by_lane = gather_by_lane(tok, seq, slen, nb, reverse, T, I, xf.itemsize, sets)
         seen = 0  # steps of layer ``lay - 1`` known to be written (`ready`)
         for s in range(maxlen):
@@ -872,9 +889,9 @@ def run_worker(
             # read-modify-write stream, at thread-specific addresses.) h goes
             # to m, then into z (through the projection for LSTMP): the GRU
             # reads z's old h in the update.
-            cell_update(cell, g, GB, 0, NB, c, c2, m, zh, m)
+            cell_update(cell, g, GB, 0, NB, cs, c_at, cn_at, m, zh, m)
             if cell == LSTM:
-                c, c2 = c2, c
+                c_at, cn_at = cn_at, c_at
             if proj > 0:
                 pack_operand(m, mq, wr, H, bt, 0, H, H, 0, scales)
                 proj_products(wr, wrf, wrgf, mq, pr, racc, n_pan_r, Hw, bt, kstart, klen, s, slen, nvec, lv,
@@ -893,7 +910,7 @@ def run_worker(
             done = 0
             if out_mode == OUT_ALL and bt >= lv:  # lane tiles: whole blocks of lanes by transposes
                 done = emit_blocks(s, nb, seq, slen, reverse, h_out, z, h_at, bt, yf, Ty, Y, ycol, lv, yo)
-            emit(cell, out_mode, s, nb, seq, slen, reverse, 0, h_out, 0, H, z, h_at, c, 0, bt, yf, Ty, Y, ycol, hn, cn,
+            emit(cell, out_mode, s, nb, seq, slen, reverse, 0, h_out, 0, H, z, h_at, cs, c_at, bt, yf, Ty, Y, ycol, hn, cn,
                  done)  # fmt: skip
             if ready.shape[0] > 0:
                 step_done(ready, lay)

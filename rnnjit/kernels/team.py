@@ -213,8 +213,8 @@ def run_team(
             lo, hi = u0 * bt, u1 * bt
             for j in range(ntl):
                 zj, cj = j * ZT, j * HB
-                cell_update(cell, g[gofs + j * GT : gofs + (j + 1) * GT], GB, lo, hi, cf[cc + cj : cc + cj + HB],
-                            cf[cx + cj : cx + cj + HB], m[cj : cj + HB], zf[zc + zj + h_at : zc + zj + h_at + HB],
+                cell_update(cell, g[gofs + j * GT : gofs + (j + 1) * GT], GB, lo, hi, cf, cc + cj, cx + cj,
+                            m[cj : cj + HB], zf[zc + zj + h_at : zc + zj + h_at + HB],
                             zf[zn + zj + h_at : zn + zj + h_at + HB])  # fmt: skip
                 # -- this chunk's units of the outputs (or pooled outputs) and final states
                 l0 = j * bt
