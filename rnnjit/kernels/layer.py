@@ -481,35 +481,32 @@ def _float_projection(wrf, wrgf, mq, pr, n_pan_r, Hw, bt, s, slen, nvec, lv, row
 
 
 @njit(inline="always", **JIT)
-def _float_gates(wf, wgf, zq, g, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv, rows_few, kx, whf, hgroup, proj,
-                 poff):  # fmt: skip
-    """`gate_products` for float and bf16 weights: one product over every element of ``zq``; a one-sequence
-    tile whose input columns are projected already (``kx`` > 0, `project_steps`) continues the sums of
-    ``proj[poff:]`` over elements ``[kx, Kw)`` only, read from ``whf`` (`rnnjit.kernels.pack.PackedLayer.wgh`,
-    whose group ``i`` is ``wg``'s group ``hgroup[i]``)."""
-    if bt == 1 and kx > 0:
-        n_g, kh = n_pan // P_ROWS, Kw - kx
-        n_two = n_g // 2 * 2 if n_g * kh * GROUP_ROWS * whf.itemsize <= PAIR_GROUPS_BYTES else 0
-        for i in range(0, n_two, 2):  # in stored order, two groups at a time (`mk_rows_grouped2_from`)
-            q0, q1 = hgroup[i], hgroup[i + 1]
-            mk_rows_grouped2_from(whf, i * kh * GROUP_ROWS, (i + 1) * kh * GROUP_ROWS, zq, kx, g, q0 * GROUP_ROWS,
-                                  q1 * GROUP_ROWS, kh, proj, poff + q0 * GROUP_ROWS, poff + q1 * GROUP_ROWS)
-        for i in range(n_two, n_g):  # the rest one group at a time, one stream
-            q = hgroup[i]
-            mk_rows_grouped_from(whf, i * kh * GROUP_ROWS, zq, kx, g, q * GROUP_ROWS, kh, proj,
-                                 poff + q * GROUP_ROWS)  # fmt: skip
-    else:
-        products_into(wf, wgf, zq, g, n_pan, Kw, bt, 0, Kw, kstart, klen, True, s, slen, nvec, lv, rows_few)
+def _float_gates(wf, wgf, zq, g, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv, rows_few):
+    """`gate_products` for float and bf16 weights: one product over every element of ``zq``. (A one-sequence
+    tile whose input columns are projected already runs its h product in `run_worker` itself, `h_operands`.)"""
+    products_into(wf, wgf, zq, g, n_pan, Kw, bt, 0, Kw, kstart, klen, True, s, slen, nvec, lv, rows_few)
 
+
+def h_operands(w, zq, g, proj, acc):
+    """What the h product of a one-sequence tile with projected inputs reads and writes (`run_worker`):
+    ``zq``, into ``g``, continuing ``proj``. int8 weights are never projected (``kx`` 0), but the branch is
+    compiled: it gets the int32 accumulators ``acc`` instead, so its product types match."""
+    return (zq, g, proj) if w.dtype != np.int32 else (zq, acc, acc)  # the plain-Python twin
+
+
+@overload(h_operands, jit_options=HELPER_JIT)
+def _h_operands(w, zq, g, proj, acc):
+    if w.dtype != numba_types.int32:
+        return lambda w, zq, g, proj, acc: (zq, g, proj)
+    return lambda w, zq, g, proj, acc: (zq, acc, acc)
 
 def gate_products(w, wf, wgf, zq, g, acc, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv, rows_few, split, qs, qc,
-                  scales, kx, whf, hgroup, proj, poff):  # fmt: skip
+                  scales):  # fmt: skip
     """All gate pre-activations of a step into ``g`` (float): one product (float, bf16, `_float_gates`), or
     for int8 weights (int32 ``w``) `_int8_gates`. Chosen by ``w``'s dtype when compiling, so a float kernel
     holds no int8 code."""
     if w.dtype != np.int32:  # the plain-Python twin (NUMBA_DISABLE_JIT=1)
-        _float_gates(wf, wgf, zq, g, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv, rows_few, kx, whf, hgroup, proj,
-                     poff)  # fmt: skip
+        _float_gates(wf, wgf, zq, g, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv, rows_few)
     else:
         _int8_gates(wf, wgf, zq, g, acc, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv, rows_few, split, qs, qc,
                     scales)  # fmt: skip
@@ -517,18 +514,17 @@ def gate_products(w, wf, wgf, zq, g, acc, n_pan, Kw, bt, kstart, klen, s, slen, 
 
 @overload(gate_products, inline="always", jit_options=HELPER_JIT)
 def _gate_products(w, wf, wgf, zq, g, acc, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv, rows_few, split, qs, qc,
-                   scales, kx, whf, hgroup, proj, poff):  # fmt: skip
+                   scales):  # fmt: skip
     if w.dtype != numba_types.int32:
 
         def one(w, wf, wgf, zq, g, acc, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv, rows_few, split, qs, qc,
-                scales, kx, whf, hgroup, proj, poff):  # fmt: skip
-            _float_gates(wf, wgf, zq, g, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv, rows_few, kx, whf, hgroup,
-                         proj, poff)  # fmt: skip
+                scales):  # fmt: skip
+            _float_gates(wf, wgf, zq, g, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv, rows_few)
 
         return one
 
-    def two(w, wf, wgf, zq, g, acc, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv, rows_few, split, qs, qc, scales,
-            kx, whf, hgroup, proj, poff):  # fmt: skip
+    def two(w, wf, wgf, zq, g, acc, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv, rows_few, split, qs, qc,
+            scales):  # fmt: skip
         _int8_gates(wf, wgf, zq, g, acc, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv, rows_few, split, qs, qc,
                     scales)  # fmt: skip
 
@@ -807,6 +803,11 @@ def run_worker(
     zx = _skewed_empty((I + 1) * STEP_BLOCK if on else 1, x, 0)
     zxq = operand_of(zx, w, (I + 1) * STEP_BLOCK if on else 1)
     zin = z[bt:h_at]  # the x rows of z
+    # a one-sequence tile with projected inputs: its h product's groups (`PackedLayer.wgh`, whose group ``i`` is
+    # ``wg``'s group ``hgroup[i]``), two per call while they fit `PAIR_GROUPS_BYTES`, and its operands
+    n_g, kh = n_pan // P_ROWS, Kw - kx
+    n_two = n_g // 2 * 2 if n_g * kh * GROUP_ROWS * whf.itemsize <= PAIR_GROUPS_BYTES else 0
+    hq, hc, hi = h_operands(w, zq, g, xproj, acc)
     # steps projected at once: a layer of a wavefront that waits for the layer below projects fewer, so it
     # follows that layer a few steps behind, not a whole `STEP_BLOCK`
     blk = WAVE_BLOCK if ready.shape[0] > 0 and lay > 0 else STEP_BLOCK
@@ -878,8 +879,23 @@ def run_worker(
                         zrow[l] = xf[xoff[l] + i]
             # -- gate pre-activations with biases, all gates at once
             pack_operand(z, zq, w, K, bt, 1, I, I + 1, h_out, scales)
-            gate_products(w, wf, wgf, zq, g, acc, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv, rows_few, split,
-                          qs, qc, scales, kx, whf, hgroup, xproj, (s % blk) * R)  # fmt: skip
+            if bt == 1 and on:
+                # the h columns only, continuing the projected sums (`project_steps`), by the micro-kernels
+                # directly: through an inlined helper every array argument is bound anew, a pair of atomic
+                # reference-count updates per array and step (bench/report_notes.md, "Reference counts left")
+                poff = (s % blk) * R
+                for i in range(0, n_two, 2):  # in stored order, two groups at a time (`mk_rows_grouped2_from`)
+                    q0, q1 = hgroup[i], hgroup[i + 1]
+                    mk_rows_grouped2_from(whf, i * kh * GROUP_ROWS, (i + 1) * kh * GROUP_ROWS, hq, kx, hc,
+                                          q0 * GROUP_ROWS, q1 * GROUP_ROWS, kh, hi, poff + q0 * GROUP_ROWS,
+                                          poff + q1 * GROUP_ROWS)  # fmt: skip
+                for i in range(n_two, n_g):  # the rest one group at a time, one stream
+                    q = hgroup[i]
+                    mk_rows_grouped_from(whf, i * kh * GROUP_ROWS, hq, kx, hc, q * GROUP_ROWS, kh, hi,
+                                         poff + q * GROUP_ROWS)  # fmt: skip
+            else:
+                gate_products(w, wf, wgf, zq, g, acc, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv, rows_few, split,
+                              qs, qc, scales)  # fmt: skip
             # -- activations and state update: flat, vectorized loops (`cell_update`)
             # The LSTM writes c' to a second buffer (the two swap every step)
             # instead of updating c in place. Measured: with the in-place
