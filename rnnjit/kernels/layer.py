@@ -500,6 +500,7 @@ def _h_operands(w, zq, g, proj, acc):
         return lambda w, zq, g, proj, acc: (zq, g, proj)
     return lambda w, zq, g, proj, acc: (zq, acc, acc)
 
+
 def gate_products(w, wf, wgf, zq, g, acc, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv, rows_few, split, qs, qc,
                   scales):  # fmt: skip
     """All gate pre-activations of a step into ``g`` (float): one product (float, bf16, `_float_gates`), or
@@ -807,7 +808,7 @@ def run_worker(
     # ``wg``'s group ``hgroup[i]``), two per call while they fit `PAIR_GROUPS_BYTES`, and its operands
     n_g, kh = n_pan // P_ROWS, Kw - kx
     n_two = n_g // 2 * 2 if n_g * kh * GROUP_ROWS * whf.itemsize <= PAIR_GROUPS_BYTES else 0
-    hq, hc, hi = h_operands(w, zq, g, xproj, acc)
+    hq, hc, hin = h_operands(w, zq, g, xproj, acc)
     # steps projected at once: a layer of a wavefront that waits for the layer below projects fewer, so it
     # follows that layer a few steps behind, not a whole `STEP_BLOCK`
     blk = WAVE_BLOCK if ready.shape[0] > 0 and lay > 0 else STEP_BLOCK
@@ -887,11 +888,11 @@ def run_worker(
                 for i in range(0, n_two, 2):  # in stored order, two groups at a time (`mk_rows_grouped2_from`)
                     q0, q1 = hgroup[i], hgroup[i + 1]
                     mk_rows_grouped2_from(whf, i * kh * GROUP_ROWS, (i + 1) * kh * GROUP_ROWS, hq, kx, hc,
-                                          q0 * GROUP_ROWS, q1 * GROUP_ROWS, kh, hi, poff + q0 * GROUP_ROWS,
+                                          q0 * GROUP_ROWS, q1 * GROUP_ROWS, kh, hin, poff + q0 * GROUP_ROWS,
                                           poff + q1 * GROUP_ROWS)  # fmt: skip
                 for i in range(n_two, n_g):  # the rest one group at a time, one stream
                     q = hgroup[i]
-                    mk_rows_grouped_from(whf, i * kh * GROUP_ROWS, hq, kx, hc, q * GROUP_ROWS, kh, hi,
+                    mk_rows_grouped_from(whf, i * kh * GROUP_ROWS, hq, kx, hc, q * GROUP_ROWS, kh, hin,
                                          poff + q * GROUP_ROWS)  # fmt: skip
             else:
                 gate_products(w, wf, wgf, zq, g, acc, n_pan, Kw, bt, kstart, klen, s, slen, nvec, lv, rows_few, split,
