@@ -62,10 +62,11 @@ def team_chunks(spec: RNNSpec, bt: int, threads: int, weight_bytes: int = 0, til
     """(unit blocks per chunk, chunks per step) when one tile should run on ``threads`` (`team`), else None.
 
     A team needs two threads and no projection; a one-sequence tile, chunks of whole row-kernel
-    calls (P_ROWS blocks of MR units). FEW-sequence tiles of other widths (H=150, 200) run one chunk per
-    thread cut at any unit block: each chunk computes the whole vectors of rows its units fall in
-    (`rnnjit.kernels.team.few_rows`), into its own gate buffer (LSTM 200->200, B=12, T=375, 2 threads:
-    10.45 ms as tiles per thread, 8.80 as a team; bench/report_notes.md, "Batches of 2-16 of long sequences"). A batch of one runs
+    calls (P_ROWS blocks of MR units). FEW-sequence tiles of other widths (H=150, 200) run one chunk
+    per thread cut at any unit block: each chunk computes the whole vectors of rows its units fall in
+    (`rnnjit.kernels.team.few_rows`), into its own gate buffer (LSTM 200->200, B=12, T=375, 2
+    threads: 10.45 ms as tiles per thread, 8.80 as a team; bench/report_notes.md, "Batches of 2-16
+    of long sequences"). A batch of one runs
     as a team when what a step reads (``weight_bytes``: the h columns, its
     inputs being projected first) is at least `TEAM_MIN_BYTES`, except a
     one-directional stack whose weights fit in one core's L2 (`L2_BYTES`),
