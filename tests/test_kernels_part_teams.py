@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from test_kernels import build
+from test_kernels_few_team import _same
 
 from rnnjit import kernels
 from rnnjit.kernels import team_policy, tiling
@@ -33,15 +34,6 @@ def _forced(monkeypatch):
     monkeypatch.setattr(kernels, "_run_team", lambda values, workers, chunks: teams.append(
         (values["bt"], int(values["tile_ptr"][0]), int(values["tile_ptr"][-1]))) or real(values, workers, chunks))
     return teams
-
-
-def _same(a, b, rows=slice(None)):
-    """``run``'s outputs (y, h_n, c_n): ``a``'s ``rows`` against all of ``b`` (y's first axis, the states' second)."""
-    for i, (u, v) in enumerate(zip(a, b)):
-        if u is None:
-            assert v is None
-        else:
-            np.testing.assert_array_equal(u[rows] if i == 0 else u[:, rows], v)
 
 
 @pytest.mark.parametrize(
