@@ -49,7 +49,7 @@ from rnnjit.kernels.pool import parallel, run_in_order, run_jobs
 from rnnjit.kernels.precision import PRECISIONS, Precision, lanes, missing_features, precision_of, target_cpu
 from rnnjit.kernels import rows as _rows
 from rnnjit.kernels.rows import one_thread_steps, prepare_steps, run_steps
-from rnnjit.kernels.hot import hot_available, run_team_hot, run_workers_hot
+from rnnjit.kernels.hot import arg_names, hot_available, run_team_hot, run_workers_hot
 from rnnjit.kernels import team as team_kernel
 from rnnjit.kernels.team import NTH, SPINS, STEAL, TID, run_team, sync_words
 from rnnjit.kernels.team_policy import team_chunks, wavefront_workers
@@ -532,13 +532,7 @@ def _call_plan(prepared, lay, lengths, T, top_mode, tokens, choice, plans, keep)
     return plan
 
 
-def _slot_positions():
-    py = getattr(run_worker, "py_func", run_worker)  # a plain function under NUMBA_DISABLE_JIT=1
-    names = py.__code__.co_varnames[: py.__code__.co_argcount]
-    return tuple(names.index(n) for n in _CALL_SLOTS)
-
-
-_SLOTS = _slot_positions()
+_SLOTS = tuple(arg_names(run_worker).index(n) for n in _CALL_SLOTS)
 
 
 def _run_planned(plan: _CallPlan, rows, tok, lengths, h0, c0, hn, cn, top):
@@ -635,11 +629,10 @@ def kernel_args(fn, values: dict) -> tuple:
     """
     pick = _PICK.get(fn)
     if pick is None:
-        py = getattr(fn, "py_func", fn)  # a plain function under NUMBA_DISABLE_JIT=1
-        names = py.__code__.co_varnames[: py.__code__.co_argcount]
+        names = arg_names(fn)
         missing = [n for n in names if n not in values]
         if missing:
-            raise TypeError(f"{py.__name__} needs {', '.join(missing)}")
+            raise TypeError(f"{getattr(fn, 'py_func', fn).__name__} needs {', '.join(missing)}")
         pick = _PICK[fn] = operator.itemgetter(*names)
     return pick(values)
 

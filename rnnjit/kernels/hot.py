@@ -580,10 +580,12 @@ def _team_entry(dtype) -> int:
     return job
 
 
-def _arg_names(fn) -> tuple:
+def arg_names(fn) -> tuple:
+    """``fn``'s positional parameter names (a numba dispatcher's, or a plain function's under NUMBA_DISABLE_JIT=1):
+    the order the kernels' arguments are posted, picked and placed in."""
     py = getattr(fn, "py_func", fn)
     return py.__code__.co_varnames[: py.__code__.co_argcount]
 
 
-_TEAM_ARGS = _arg_names(run_team)
-_WORKER_ARGS = _arg_names(run_worker)
+_TEAM_ARGS = arg_names(run_team)
+_WORKER_ARGS = arg_names(run_worker)
