@@ -117,13 +117,19 @@ def call_at(typingctx, addr, args):
     argtys = tuple(args)
 
     def codegen(context, builder, signature, llargs):
-        fnty = context.call_conv.get_function_type(types.none, argtys)
-        fn = builder.inttoptr(llargs[0], fnty.as_pointer())
         values = [builder.extract_value(llargs[1], k) for k in range(len(argtys))]
-        status, _ = context.call_conv.call_function(builder, fn, types.none, argtys, values)
-        return builder.zext(status.is_error, context.get_value_type(types.int64))
+        return _call_pointer(context, builder, llargs[0], argtys, values)
 
     return types.int64(types.int64, args), codegen
+
+
+def _call_pointer(context, builder, addr, argtys, values):
+    """Code that calls the function at ``addr`` (an i64), taking ``argtys`` and returning nothing, with ``values``
+    in numba's calling convention; its i64 result is 1 when the call ended in an error, else 0."""
+    fnty = context.call_conv.get_function_type(types.none, argtys)
+    fn = builder.inttoptr(addr, fnty.as_pointer())
+    status, _ = context.call_conv.call_function(builder, fn, types.none, argtys, values)
+    return builder.zext(status.is_error, context.get_value_type(types.int64))
 
 
 def address(fn, sig: tuple) -> int:
@@ -219,10 +225,7 @@ def _run_posted(typingctx, addr, box, at, like):
                 v = word(k)
                 values.append(builder.icmp_signed("!=", v, i64(0)) if ty == types.boolean else v)
                 k += 1
-        fnty = context.call_conv.get_function_type(types.none, argtys)
-        fn = builder.inttoptr(args[0], fnty.as_pointer())
-        status, _ = context.call_conv.call_function(builder, fn, types.none, argtys, values)
-        return builder.zext(status.is_error, i64)
+        return _call_pointer(context, builder, args[0], argtys, values)
 
     return types.int64(types.int64, box, types.int64, like), codegen
 
