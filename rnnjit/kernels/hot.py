@@ -322,15 +322,6 @@ def serve(box, spin):
         atomic_store(box, STATE, DONE)
 
 
-@njit(inline="always", **JIT)
-def _put(box, j, a):
-    """Array argument ``j``: its address and shape."""
-    at = ARR + 4 * j
-    box[at] = a.ctypes.data
-    for d in range(a.ndim):
-        box[at + 1 + d] = a.shape[d]
-
-
 @njit(**JIT)
 def team_with_helper(
     box, job, cell, x, tok, seq, slen, nb, maxlen, zbuf, cbuf, g, m, sync,
@@ -344,26 +335,9 @@ def team_with_helper(
     One call from Python: reading 19 arrays' addresses there (``ndarray.ctypes``) cost ~40 us.
     """
     box[JOB] = job
-    _put(box, 0, x)
-    _put(box, 1, tok)
-    _put(box, 2, seq)
-    _put(box, 3, slen)
-    _put(box, 4, zbuf)
-    _put(box, 5, cbuf)
-    _put(box, 6, g)
-    _put(box, 7, m)
-    _put(box, 8, sync)
-    _put(box, 9, w)
-    _put(box, 10, wg)
-    _put(box, 11, wgh)
-    _put(box, 12, hgroup)
-    _put(box, 13, kstart)
-    _put(box, 14, klen)
-    _put(box, 15, y)
-    _put(box, 16, hn)
-    _put(box, 17, cn)
-    _put(box, 18, xproj)
-    _put(box, 19, pblk)
+    # the arrays in the order of `ARRAYS` (C order checked by the caller, `run_team_hot`)
+    _put_all(box, 0, (x, tok, seq, slen, zbuf, cbuf, g, m, sync, w, wg, wgh, hgroup, kstart, klen, y, hn, cn, xproj,
+                      pblk))  # fmt: skip
     for j, v in enumerate((cell, nb, maxlen, nblk, ycol, out_mode, int(reverse), hidden, hp, bt, cb, nch, kx, xk0,
                            pkx)):  # fmt: skip
         box[SCL + j] = v
