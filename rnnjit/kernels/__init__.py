@@ -648,6 +648,7 @@ class _TeamPlan:
     for its float scratch and one int64 array for its counters.
     """
 
+    order: np.ndarray  # the part's sequences, in lane order
     seq: np.ndarray  # (ntl * bt,) the tile's lanes (read only)
     slen: np.ndarray  # their lengths
     first: np.ndarray  # each sequence's first input row (`step_row`), for a layer reading rows
@@ -674,19 +675,18 @@ def _team_plan(values: dict, lengths: np.ndarray, T: int, dtype, nch: int) -> _T
     kx, xk0 = values["kx"], values["xk0"]
     if kx and maxlen * w.shape[0] * MR * np.dtype(dtype).itemsize > TEAM_PROJECTION_BYTES:
         kx = xk0 = 0  # a very long sequence: the team reads the input columns per step
-    return _TeamPlan(seq, slen, order * T + t0, t0, maxlen, ntl, kx, xk0, sync_words(nch))
+    return _TeamPlan(order, seq, slen, order * T + t0, t0, maxlen, ntl, kx, xk0, sync_words(nch))
 
 
 def _run_team(values: dict, workers, chunks):
     """Run one tile (the sequences of the part ``values["tile_ptr"]`` spans: one lane tile, or FEW tiles side by
     side) on ``workers`` threads with `run_team` (``values``: `kernel_args`)."""
     rows, tok, bt, H, w = values["x"], values["tok"], values["bt"], values["hidden"], values["w"]
-    lengths, h0, c0, ptr = values["lens"], values["h0"], values["c0"], values["tile_ptr"]
-    order = values["order"][ptr[0] : ptr[-1]]
+    h0, c0, tp = values["h0"], values["c0"], values["team_plan"]
+    order = tp.order
     dtype = rows.dtype
-    B, T, I = order.shape[0], tok.shape[1], rows.shape[1]
+    B, I = order.shape[0], rows.shape[1]
     K = I + H + 2
-    tp = values["team_plan"]
     ntl, maxlen, kx = tp.ntl, tp.maxlen, tp.kx
     xsize = -(-maxlen // STEP_BLOCK) * STEP_BLOCK * w.shape[0] * MR if kx else 1
     cb, nch = chunks
